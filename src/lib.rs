@@ -1,0 +1,16 @@
+//! popfetch: fetch mail from POP3 accounts and deliver it locally without ever losing a message.
+//!
+//! The one path a message takes: [`session`] streams `RETR` → [`deliver`] makes it durable →
+//! [`state`] records the UIDL durably → [`session`] sends `DELE` → `QUIT +OK` → [`state`] marks it
+//! deleted. [`fetch`] is the only module that knows both ends. See ARCHITECTURE.md.
+
+pub mod config;
+pub mod deliver;
+pub mod fetch;
+pub mod pop3;
+pub mod secret;
+pub mod session;
+pub mod state;
+
+#[doc(hidden)]
+pub mod demo;

@@ -1,0 +1,74 @@
+//! Credential encodings: the APOP digest (RFC 1939 §7), SASL PLAIN (RFC 4616), LOGIN
+//! (draft-murchison-sasl-login) and CRAM-MD5 (RFC 2195). Pure functions; the exchange itself is
+//! driven by [`crate::session`].
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use hmac::{KeyInit, Mac};
+use md5::{Digest, Md5};
+
+use crate::secret::Secret;
+
+/// The APOP timestamp from a greeting: the first `<...>` containing an `@` (RFC 1939 §7 says it is
+/// a msg-id, `<process-ID.clock@hostname>`).
+pub fn apop_timestamp(greeting_text: &[u8]) -> Option<Vec<u8>> {
+    let start = memchr::memchr(b'<', greeting_text)?;
+    let len = memchr::memchr(b'>', &greeting_text[start..])?;
+    let ts = &greeting_text[start..=start + len];
+    // Characters the RFC allows in a msg-id, and an '@' between brackets.
+    if ts.len() > 2 && ts.contains(&b'@') && ts.iter().all(|b| (0x21..=0x7e).contains(b)) {
+        Some(ts.to_vec())
+    } else {
+        None
+    }
+}
+
+/// `MD5(timestamp + password)` in lower-case hex.
+pub fn apop_digest(timestamp: &[u8], password: &Secret<String>) -> Secret<String> {
+    let mut h = Md5::new();
+    h.update(timestamp);
+    h.update(password.expose().as_bytes());
+    Secret::new(hex(&h.finalize()))
+}
+
+/// The base64 PLAIN initial response: `authzid NUL authcid NUL passwd` with an empty authzid.
+pub fn plain_response(user: &str, password: &Secret<String>) -> Secret<String> {
+    let mut raw = Vec::with_capacity(user.len() + password.expose().len() + 2);
+    raw.push(0);
+    raw.extend_from_slice(user.as_bytes());
+    raw.push(0);
+    raw.extend_from_slice(password.expose().as_bytes());
+    Secret::new(B64.encode(raw))
+}
+
+/// Base64 of one string, for the LOGIN mechanism's two answers.
+pub fn login_response(value: &str) -> Secret<String> {
+    Secret::new(B64.encode(value.as_bytes()))
+}
+
+/// The CRAM-MD5 answer to a base64 challenge: base64 of `user SP hex(HMAC-MD5(password, challenge))`.
+/// `None` when the challenge is not valid base64.
+pub fn cram_md5_response(
+    challenge_b64: &[u8],
+    user: &str,
+    password: &Secret<String>,
+) -> Option<Secret<String>> {
+    let challenge = B64.decode(challenge_b64.trim_ascii()).ok()?;
+    let mut mac = hmac::Hmac::<Md5>::new_from_slice(password.expose().as_bytes()).ok()?;
+    mac.update(&challenge);
+    let digest = hex(&mac.finalize().into_bytes());
+    Some(Secret::new(B64.encode(format!("{user} {digest}"))))
+}
+
+/// Decodes a base64 server challenge for logs; `None` when it is not base64.
+pub fn decode_challenge(challenge_b64: &[u8]) -> Option<Vec<u8>> {
+    B64.decode(challenge_b64.trim_ascii()).ok()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}

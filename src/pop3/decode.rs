@@ -1,0 +1,291 @@
+//! The response decoder: bytes from the server in, [`Event`]s out.
+//!
+//! The caller announces the shape of each answer it expects with [`Decoder::expect`] (in command
+//! order, so pipelined answers decode correctly), pushes received bytes with
+//! [`Decoder::buffer_mut`], and pulls events with [`Decoder::next_event`]. `Ok(None)` means "need
+//! more bytes", never an error. A multi-line answer (RFC 1939 §3) comes out either as whole lines
+//! (`Expect::Lines`, for CAPA, UIDL and LIST, each line capped at [`MAX_LINE`]) or as a stream of
+//! body chunks (`Expect::Body`, for RETR and TOP) that is never held whole: a message line may be of
+//! any length, only the decoder's buffer is bounded.
+//!
+//! Body chunks are dot-unstuffed and carry local line endings: each CRLF (or a bare LF from a
+//! careless server) becomes one `\n`; every other byte, 8-bit included, passes through untouched.
+
+use std::collections::VecDeque;
+
+use super::types::Status;
+
+/// Cap on a status line or a line of a listing, CRLF included. RFC 2449 §4 limits responses to
+/// 512 octets; SASL challenges and chatty servers get some slack, but a server cannot make us
+/// buffer without end.
+pub const MAX_LINE: usize = 8 * 1024;
+
+/// The shape of the answer to one command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// One status line.
+    Single,
+    /// A status line; after `+OK`, lines up to the terminating `.` (CAPA, UIDL, LIST).
+    Lines,
+    /// A status line; after `+OK`, a message body streamed as chunks (RETR, TOP).
+    Body,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// The status line of an answer.
+    Status(Status),
+    /// One line of a multi-line listing, unstuffed, without its line ending.
+    Line(Vec<u8>),
+    /// A piece of a message body: unstuffed, line endings as `\n`.
+    Data(Vec<u8>),
+    /// The end of a multi-line answer.
+    End,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("server sent a line longer than {MAX_LINE} octets")]
+    LineTooLong,
+    #[error("server sent an invalid status line: {0:?}")]
+    BadStatus(String),
+    #[error("server sent data nobody asked for: {0:?}")]
+    Unexpected(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// No answer expected now.
+    Idle,
+    /// Waiting for the status line of an answer of this shape.
+    Status(Expect),
+    /// Inside a multi-line listing.
+    Lines,
+    /// Inside a message body; `at_line_start` decides whether a leading '.' is special.
+    Body { at_line_start: bool },
+    /// The body's terminating line has been consumed; `End` is next.
+    BodyEnded,
+}
+
+/// The sans-IO response decoder. Its buffer is bounded by [`MAX_LINE`] plus one read.
+#[derive(Debug)]
+pub struct Decoder {
+    buf: Vec<u8>,
+    /// Start of the unconsumed bytes in `buf`.
+    pos: usize,
+    state: State,
+    queue: VecDeque<Expect>,
+}
+
+impl Default for Decoder {
+    fn default() -> Self {
+        Decoder::new()
+    }
+}
+
+impl Decoder {
+    pub fn new() -> Decoder {
+        Decoder {
+            buf: Vec::with_capacity(64 * 1024),
+            pos: 0,
+            state: State::Idle,
+            queue: VecDeque::new(),
+        }
+    }
+
+    /// Queues the shape of the next answer, in the order the commands were sent.
+    pub fn expect(&mut self, e: Expect) {
+        self.queue.push_back(e);
+        if self.state == State::Idle {
+            self.start_next();
+        }
+    }
+
+    /// Answers still expected (queued or under way).
+    pub fn outstanding(&self) -> usize {
+        self.queue.len() + usize::from(self.state != State::Idle)
+    }
+
+    /// Received bytes not yet decoded.
+    pub fn buffered(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+
+    /// The buffer to append received bytes to. Consumed bytes are dropped first, so the buffer
+    /// never grows past one line plus what the caller reads in one go.
+    pub fn buffer_mut(&mut self) -> &mut Vec<u8> {
+        if self.pos > 0 {
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+        }
+        &mut self.buf
+    }
+
+    /// Convenience for tests and simple callers: append `bytes`.
+    pub fn feed(&mut self, bytes: &[u8]) {
+        self.buffer_mut().extend_from_slice(bytes);
+    }
+
+    /// Hands out bytes left in the buffer and resets the decoder; used at the STLS upgrade, where
+    /// anything the server sent after `+OK` in clear text must not be trusted (RFC 2595 §4 and the
+    /// STARTTLS command-injection attacks).
+    pub fn take_unread(&mut self) -> Vec<u8> {
+        let rest = self.buf.split_off(self.pos);
+        self.buf.clear();
+        self.pos = 0;
+        rest
+    }
+
+    fn start_next(&mut self) {
+        self.state = match self.queue.pop_front() {
+            Some(e) => State::Status(e),
+            None => State::Idle,
+        };
+    }
+
+    /// The next event, `Ok(None)` when more bytes are needed. After an error the connection
+    /// cannot be trusted and must be closed.
+    pub fn next_event(&mut self) -> Result<Option<Event>, DecodeError> {
+        match self.state {
+            State::Idle => {
+                if self.buffered() > 0 {
+                    let junk = super::types::printable(&self.buf[self.pos..], 80);
+                    return Err(DecodeError::Unexpected(junk));
+                }
+                Ok(None)
+            }
+            State::Status(expect) => {
+                let Some(line) = self.take_line()? else {
+                    return Ok(None);
+                };
+                let status = Status::parse(&line).ok_or_else(|| {
+                    DecodeError::BadStatus(super::types::printable(&line, 80))
+                })?;
+                self.state = match (status.kind, expect) {
+                    (super::StatusKind::Ok, Expect::Lines) => State::Lines,
+                    (super::StatusKind::Ok, Expect::Body) => State::Body {
+                        at_line_start: true,
+                    },
+                    // A SASL continuation keeps the exchange going: the next line the server
+                    // sends is again a status line of the same answer.
+                    (super::StatusKind::Continue, e) => State::Status(e),
+                    _ => {
+                        self.start_next();
+                        self.state
+                    }
+                };
+                Ok(Some(Event::Status(status)))
+            }
+            State::Lines => {
+                let Some(line) = self.take_line()? else {
+                    return Ok(None);
+                };
+                if line == b"." {
+                    self.start_next();
+                    return Ok(Some(Event::End));
+                }
+                // RFC 1939 §3: a line beginning with '.' has had one more '.' prepended.
+                let line = match line.strip_prefix(b".") {
+                    Some(rest) => rest.to_vec(),
+                    None => line,
+                };
+                Ok(Some(Event::Line(line)))
+            }
+            State::Body { .. } => self.body_chunk(),
+            State::BodyEnded => {
+                self.start_next();
+                Ok(Some(Event::End))
+            }
+        }
+    }
+
+    /// One line without its line ending (CRLF, or a bare LF), or `None` when incomplete.
+    fn take_line(&mut self) -> Result<Option<Vec<u8>>, DecodeError> {
+        let avail = &self.buf[self.pos..];
+        match memchr::memchr(b'\n', avail) {
+            Some(i) if i + 1 > MAX_LINE => Err(DecodeError::LineTooLong),
+            Some(i) => {
+                let line = avail[..i].strip_suffix(b"\r").unwrap_or(&avail[..i]).to_vec();
+                self.pos += i + 1;
+                Ok(Some(line))
+            }
+            None if avail.len() >= MAX_LINE => Err(DecodeError::LineTooLong),
+            None => Ok(None),
+        }
+    }
+
+    /// Decodes as much body as is buffered into one chunk. Stops before the terminating line so
+    /// that it comes out as its own `End` event.
+    fn body_chunk(&mut self) -> Result<Option<Event>, DecodeError> {
+        let State::Body { mut at_line_start } = self.state else {
+            return Ok(None);
+        };
+        let mut out = Vec::with_capacity(self.buffered());
+        let mut ended = false;
+        loop {
+            let avail = &self.buf[self.pos..];
+            if avail.is_empty() {
+                break;
+            }
+            if at_line_start && avail[0] == b'.' {
+                match avail.get(1) {
+                    None => break,
+                    Some(b'\n') => {
+                        self.pos += 2;
+                        ended = true;
+                        break;
+                    }
+                    Some(b'\r') => match avail.get(2) {
+                        None => break,
+                        Some(b'\n') => {
+                            self.pos += 3;
+                            ended = true;
+                            break;
+                        }
+                        Some(_) => self.pos += 1,
+                    },
+                    // A stuffed dot: drop it, the rest of the line is content.
+                    Some(_) => self.pos += 1,
+                }
+                at_line_start = false;
+                continue;
+            }
+            match memchr::memchr(b'\n', avail) {
+                Some(i) => {
+                    let content = avail[..i].strip_suffix(b"\r").unwrap_or(&avail[..i]);
+                    out.extend_from_slice(content);
+                    out.push(b'\n');
+                    self.pos += i + 1;
+                    at_line_start = true;
+                }
+                None => {
+                    // Mid-line: pass everything on except a final CR, which may be half a CRLF.
+                    let take = if avail.last() == Some(&b'\r') {
+                        avail.len() - 1
+                    } else {
+                        avail.len()
+                    };
+                    out.extend_from_slice(&avail[..take]);
+                    self.pos += take;
+                    at_line_start = false;
+                    break;
+                }
+            }
+        }
+        if !out.is_empty() {
+            // The terminator is consumed already; its End event is owed to the next call.
+            self.state = if ended {
+                State::BodyEnded
+            } else {
+                State::Body { at_line_start }
+            };
+            return Ok(Some(Event::Data(out)));
+        }
+        if ended {
+            self.start_next();
+            return Ok(Some(Event::End));
+        }
+        self.state = State::Body { at_line_start };
+        Ok(None)
+    }
+}

@@ -1,0 +1,16 @@
+//! The POP3 protocol without I/O: validated types, the command encoder, the response decoder and the
+//! SASL/APOP encodings. Nothing here touches a socket, a clock or the file system; [`crate::session`]
+//! drives it over tokio. Sources: RFC 1939 (POP3), RFC 2449 (CAPA, response codes, pipelining),
+//! RFC 5034 (SASL), RFC 2595 (STLS).
+
+pub mod auth;
+mod command;
+mod decode;
+mod types;
+
+pub use command::Command;
+pub use decode::{DecodeError, Decoder, Event, Expect, MAX_LINE};
+pub use types::{Capabilities, InvalidUidl, MsgNum, ResponseCode, Status, StatusKind, Uidl};
+
+#[cfg(test)]
+mod tests;
