@@ -1,0 +1,126 @@
+//! Configuration: [`raw`] mirrors the TOML file, [`validate`](mod@validate) checks it once and
+//! builds the immutable [`Config`] the rest of popfetch reads. Also where the config file and the
+//! state directory are looked for.
+
+pub mod raw;
+mod validate;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use raw::{AuthMethod, TlsMode};
+pub use validate::{ConfigError, load, parse};
+
+use crate::secret::Secret;
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was read from.
+    pub path: PathBuf,
+    pub state_dir: PathBuf,
+    pub accounts: Vec<Arc<Account>>,
+}
+
+/// One POP3 account with every default applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Account {
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+    pub tls: TlsMode,
+    pub ca_file: Option<PathBuf>,
+    pub tls_verify: bool,
+    pub user: String,
+    pub password: PasswordSource,
+    pub auth: AuthMethod,
+    pub allow_plaintext_auth: bool,
+    pub keep: bool,
+    pub received_header: bool,
+    pub timeout: Duration,
+    pub deliver: Deliver,
+}
+
+/// Where the password comes from; read at each login, never stored elsewhere.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PasswordSource {
+    Inline(Secret<String>),
+    /// The first line of this file.
+    File(PathBuf),
+    /// The first line of this program's output; an argv list, run without a shell.
+    Command(Vec<String>),
+}
+
+/// The delivery target of an account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Deliver {
+    Maildir(PathBuf),
+}
+
+/// Default for `timeout`: how long any single network wait may take.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl Config {
+    pub fn account(&self, name: &str) -> Option<&Arc<Account>> {
+        self.accounts.iter().find(|a| a.name == name)
+    }
+}
+
+/// The config file to read: `-c`, else `$POPFETCH_CONFIG`, else
+/// `$XDG_CONFIG_HOME/popfetch/config.toml` (or `~/.config/...`) when it exists, else
+/// `/etc/popfetch/config.toml`.
+pub fn default_path(cli: Option<&Path>) -> PathBuf {
+    if let Some(p) = cli {
+        return p.to_path_buf();
+    }
+    if let Some(p) = std::env::var_os("POPFETCH_CONFIG").filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
+    let user_config = std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| home().map(|h| h.join(".config")))
+        .map(|d| d.join("popfetch/config.toml"));
+    match user_config {
+        Some(p) if p.exists() => p,
+        _ => PathBuf::from("/etc/popfetch/config.toml"),
+    }
+}
+
+/// The default state directory: `$STATE_DIRECTORY` (set by systemd), else `/var/lib/popfetch`
+/// for root, else `$XDG_STATE_HOME/popfetch` (or `~/.local/state/popfetch`).
+pub fn default_state_dir() -> PathBuf {
+    if let Some(dirs) = std::env::var_os("STATE_DIRECTORY").filter(|p| !p.is_empty()) {
+        // systemd passes a colon-separated list when several directories are configured.
+        let dirs = dirs.to_string_lossy().into_owned();
+        let first = dirs.split(':').next().unwrap_or_default();
+        return PathBuf::from(first);
+    }
+    if is_root() {
+        return PathBuf::from("/var/lib/popfetch");
+    }
+    std::env::var_os("XDG_STATE_HOME")
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| home().map(|h| h.join(".local/state")))
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join("popfetch")
+}
+
+pub(crate) fn home() -> Option<PathBuf> {
+    std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(PathBuf::from)
+}
+
+fn is_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    // The owner of /proc/self is the effective uid, without unsafe code or a libc binding.
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests;

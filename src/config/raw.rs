@@ -1,0 +1,72 @@
+//! The serde mirror of the TOML file. Everything optional, unknown keys refused; meaning and
+//! defaults are applied in [`super::validate`].
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub state_dir: Option<Spanned<PathBuf>>,
+    pub defaults: Option<Spanned<RawAccount>>,
+    #[serde(default)]
+    pub account: Vec<Spanned<RawAccount>>,
+}
+
+/// One `[[account]]` table; `[defaults]` has the same keys.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAccount {
+    pub name: Option<Spanned<String>>,
+    pub host: Option<Spanned<String>>,
+    pub port: Option<u16>,
+    pub tls: Option<TlsMode>,
+    pub ca_file: Option<PathBuf>,
+    pub tls_verify: Option<bool>,
+    pub user: Option<String>,
+    pub password: Option<Spanned<String>>,
+    pub password_file: Option<PathBuf>,
+    pub password_command: Option<Vec<String>>,
+    pub auth: Option<AuthMethod>,
+    pub allow_plaintext_auth: Option<bool>,
+    pub keep: Option<bool>,
+    pub received_header: Option<bool>,
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
+    pub deliver: Option<Spanned<RawDeliver>>,
+}
+
+/// How the connection is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsMode {
+    /// TLS from the first byte (POP3S, port 995).
+    Implicit,
+    /// Clear text, then `STLS` (RFC 2595); the session fails if the upgrade does not happen.
+    Starttls,
+    /// No encryption at all.
+    None,
+}
+
+/// Which login method to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AuthMethod {
+    /// The strongest method the server offers.
+    Auto,
+    User,
+    Apop,
+    Plain,
+    Login,
+    CramMd5,
+}
+
+/// Where messages go; one key per backend.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
+pub enum RawDeliver {
+    Maildir(PathBuf),
+}

@@ -1,0 +1,372 @@
+//! From [`RawConfig`] to [`Config`], once: defaults applied, names and paths checked, every error
+//! pointing at the file, line, column and key.
+
+use std::collections::HashSet;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use toml::Spanned;
+
+use super::raw::{AuthMethod, RawAccount, RawConfig, RawDeliver, TlsMode};
+use super::{Account, Config, DEFAULT_TIMEOUT, Deliver, PasswordSource};
+use crate::secret::Secret;
+
+/// A configuration error, located in the file where possible.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", self.render())]
+pub struct ConfigError {
+    pub path: PathBuf,
+    /// 1-based line and column, when the error has a place in the file.
+    pub position: Option<(usize, usize)>,
+    pub account: Option<String>,
+    pub key: Option<String>,
+    pub message: String,
+}
+
+impl ConfigError {
+    fn render(&self) -> String {
+        let mut s = format!("config file {}", self.path.display());
+        if let Some((line, col)) = self.position {
+            s.push_str(&format!(", line {line}, column {col}"));
+        }
+        if let Some(a) = &self.account {
+            s.push_str(&format!(", account `{a}`"));
+        }
+        if let Some(k) = &self.key {
+            s.push_str(&format!(", key `{k}`"));
+        }
+        s.push_str(": ");
+        s.push_str(&self.message);
+        s
+    }
+}
+
+/// Reads and validates the config file at `path`.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        path: path.to_path_buf(),
+        position: None,
+        account: None,
+        key: None,
+        message: format!("cannot read it: {e}"),
+    })?;
+    let config = parse(path, &text)?;
+    check_permissions(path, &text)?;
+    Ok(config)
+}
+
+/// Refuses a config that holds a password and that group or others can read.
+fn check_permissions(path: &Path, text: &str) -> Result<(), ConfigError> {
+    use std::os::unix::fs::PermissionsExt;
+    let raw: RawConfig = toml::from_str(text).map_err(|e| toml_error(path, text, &e))?;
+    let with_password = raw
+        .defaults
+        .iter()
+        .chain(raw.account.iter())
+        .find_map(|a| a.get_ref().password.as_ref());
+    let Some(pw) = with_password else {
+        return Ok(());
+    };
+    let mode = std::fs::metadata(path)
+        .map(|m| m.permissions().mode())
+        .unwrap_or(0);
+    if mode & 0o077 != 0 {
+        return Err(ConfigError {
+            path: path.to_path_buf(),
+            position: Some(line_col(text, pw.span().start)),
+            account: None,
+            key: Some("password".into()),
+            message: format!(
+                "the file holds a password but is readable by group or others (mode {:04o}); \
+                 run `chmod 600 {}`, or move the password to `password_file` or \
+                 `password_command`",
+                mode & 0o7777,
+                path.display()
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Parses and validates config text; `path` names the file in errors and anchors relative paths.
+pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+    let raw: RawConfig = toml::from_str(text).map_err(|e| toml_error(path, text, &e))?;
+    let cx = Cx { path, text };
+    let base = path.parent().unwrap_or(Path::new("."));
+
+    let state_dir = match &raw.state_dir {
+        Some(d) => expand(base, d.get_ref()),
+        None => super::default_state_dir(),
+    };
+    let defaults = raw
+        .defaults
+        .as_ref()
+        .map(|d| d.get_ref().clone())
+        .unwrap_or_default();
+    if let Some(d) = &raw.defaults
+        && let Some(name) = &d.get_ref().name
+    {
+        return Err(cx.err(name.span(), None, "name", "`name` cannot be a default"));
+    }
+
+    let mut names = HashSet::new();
+    let mut accounts = Vec::new();
+    for acc in &raw.account {
+        let a = account(&cx, base, acc, &defaults)?;
+        if !names.insert(a.name.clone()) {
+            return Err(cx.err(
+                acc.get_ref().name.as_ref().map_or(acc.span(), |n| n.span()),
+                Some(&a.name),
+                "name",
+                "another account has the same name",
+            ));
+        }
+        accounts.push(Arc::new(a));
+    }
+    Ok(Config {
+        path: path.to_path_buf(),
+        state_dir,
+        accounts,
+    })
+}
+
+struct Cx<'a> {
+    path: &'a Path,
+    text: &'a str,
+}
+
+impl Cx<'_> {
+    fn err(&self, span: Range<usize>, account: Option<&str>, key: &str, msg: &str) -> ConfigError {
+        ConfigError {
+            path: self.path.to_path_buf(),
+            position: Some(line_col(self.text, span.start)),
+            account: account.map(str::to_string),
+            key: Some(key.to_string()),
+            message: msg.to_string(),
+        }
+    }
+}
+
+fn account(
+    cx: &Cx,
+    base: &Path,
+    spanned: &Spanned<RawAccount>,
+    defaults: &RawAccount,
+) -> Result<Account, ConfigError> {
+    let raw = spanned.get_ref();
+    let span = spanned.span();
+    let Some(name) = &raw.name else {
+        return Err(cx.err(span, None, "name", "every account needs a `name`"));
+    };
+    let name_str = name.get_ref().as_str();
+    if let Err(why) = check_name(name_str) {
+        return Err(cx.err(name.span(), Some(name_str), "name", &why));
+    }
+    let err = |key: &str, msg: &str| cx.err(span.clone(), Some(name_str), key, msg);
+
+    let host = raw
+        .host
+        .as_ref()
+        .or(defaults.host.as_ref())
+        .ok_or_else(|| err("host", "required but missing"))?;
+    let host_str = host.get_ref().trim();
+    if host_str.is_empty() || host_str.contains(char::is_whitespace) {
+        return Err(cx.err(
+            host.span(),
+            Some(name_str),
+            "host",
+            "must be a host name or address",
+        ));
+    }
+    let tls = raw.tls.or(defaults.tls).unwrap_or(TlsMode::Implicit);
+    let port = raw.port.or(defaults.port).unwrap_or(match tls {
+        TlsMode::Implicit => 995,
+        TlsMode::Starttls | TlsMode::None => 110,
+    });
+    if port == 0 {
+        return Err(err("port", "must be between 1 and 65535"));
+    }
+    let user = raw
+        .user
+        .clone()
+        .or_else(|| defaults.user.clone())
+        .ok_or_else(|| err("user", "required but missing"))?;
+    if user.is_empty() || user.contains(['\r', '\n', '\0']) {
+        return Err(err("user", "must be a non-empty single line"));
+    }
+
+    // The account's own password source wins over the defaults' as a whole.
+    let own = password_source(cx, base, raw, name_str, span.clone())?;
+    let password = match own {
+        Some(p) => p,
+        None => password_source(cx, base, defaults, name_str, span.clone())?.ok_or_else(|| {
+            err(
+                "password",
+                "no password: set one of `password`, `password_file` or `password_command`",
+            )
+        })?,
+    };
+
+    let auth = raw.auth.or(defaults.auth).unwrap_or(AuthMethod::Auto);
+    let allow_plaintext_auth = raw
+        .allow_plaintext_auth
+        .or(defaults.allow_plaintext_auth)
+        .unwrap_or(false);
+    if tls == TlsMode::None
+        && !allow_plaintext_auth
+        && matches!(
+            auth,
+            AuthMethod::User | AuthMethod::Plain | AuthMethod::Login
+        )
+    {
+        return Err(err(
+            "auth",
+            "this method sends the password in clear text over an unencrypted connection; \
+             use `tls = \"implicit\"` or `\"starttls\"`, or set `allow_plaintext_auth = true`",
+        ));
+    }
+    let timeout = raw.timeout.or(defaults.timeout).unwrap_or(DEFAULT_TIMEOUT);
+    if timeout.is_zero() {
+        return Err(err("timeout", "must be longer than zero"));
+    }
+    let deliver = raw
+        .deliver
+        .as_ref()
+        .or(defaults.deliver.as_ref())
+        .ok_or_else(|| {
+            err(
+                "deliver",
+                "required but missing, e.g. `deliver = { maildir = \"~/Maildir\" }`",
+            )
+        })?;
+    let deliver = match deliver.get_ref() {
+        RawDeliver::Maildir(p) => Deliver::Maildir(expand(base, p)),
+    };
+    let ca_file = raw
+        .ca_file
+        .as_ref()
+        .or(defaults.ca_file.as_ref())
+        .map(|p| expand(base, p));
+
+    Ok(Account {
+        name: name_str.to_string(),
+        host: host_str.to_string(),
+        port,
+        tls,
+        ca_file,
+        tls_verify: raw.tls_verify.or(defaults.tls_verify).unwrap_or(true),
+        user,
+        password,
+        auth,
+        allow_plaintext_auth,
+        keep: raw.keep.or(defaults.keep).unwrap_or(false),
+        received_header: raw
+            .received_header
+            .or(defaults.received_header)
+            .unwrap_or(true),
+        timeout,
+        deliver,
+    })
+}
+
+fn password_source(
+    cx: &Cx,
+    base: &Path,
+    raw: &RawAccount,
+    account: &str,
+    span: Range<usize>,
+) -> Result<Option<PasswordSource>, ConfigError> {
+    let given = [
+        raw.password.is_some(),
+        raw.password_file.is_some(),
+        raw.password_command.is_some(),
+    ];
+    if given.iter().filter(|g| **g).count() > 1 {
+        return Err(cx.err(
+            span,
+            Some(account),
+            "password",
+            "set only one of `password`, `password_file` and `password_command`",
+        ));
+    }
+    if let Some(p) = &raw.password {
+        return Ok(Some(PasswordSource::Inline(Secret::new(
+            p.get_ref().clone(),
+        ))));
+    }
+    if let Some(p) = &raw.password_file {
+        return Ok(Some(PasswordSource::File(expand(base, p))));
+    }
+    if let Some(argv) = &raw.password_command {
+        if argv.is_empty() || argv[0].is_empty() {
+            return Err(cx.err(
+                span,
+                Some(account),
+                "password_command",
+                "must name a program: an argument list like [\"pass\", \"show\", \"pop/alice\"]",
+            ));
+        }
+        return Ok(Some(PasswordSource::Command(argv.clone())));
+    }
+    Ok(None)
+}
+
+/// Account names become file names in the state directory: keep them plain.
+fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 64 {
+        return Err("must be 1 to 64 characters long".into());
+    }
+    if name.starts_with('.') {
+        return Err("must not start with '.'".into());
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(format!(
+            "may hold only letters, digits, '.', '_' and '-', not {c:?}"
+        ));
+    }
+    Ok(())
+}
+
+/// `~/x` → `$HOME/x`; a relative path is taken relative to the config file's directory.
+fn expand(base: &Path, p: &Path) -> PathBuf {
+    if let Ok(rest) = p.strip_prefix("~")
+        && let Some(home) = super::home()
+    {
+        return home.join(rest);
+    }
+    if p.is_relative() {
+        base.join(p)
+    } else {
+        p.to_path_buf()
+    }
+}
+
+fn toml_error(path: &Path, text: &str, e: &toml::de::Error) -> ConfigError {
+    let position = e.span().map(|s| line_col(text, s.start));
+    let mut message = e.message().trim().to_string();
+    if let Some((line, _)) = position
+        && let Some(src) = text.lines().nth(line - 1)
+    {
+        message.push_str(&format!(" (in `{}`)", src.trim()));
+    }
+    ConfigError {
+        path: path.to_path_buf(),
+        position,
+        account: None,
+        key: None,
+        message,
+    }
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}
