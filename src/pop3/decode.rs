@@ -158,9 +158,8 @@ impl Decoder {
                 let Some(line) = self.take_line()? else {
                     return Ok(None);
                 };
-                let status = Status::parse(&line).ok_or_else(|| {
-                    DecodeError::BadStatus(super::types::printable(&line, 80))
-                })?;
+                let status = Status::parse(&line)
+                    .ok_or_else(|| DecodeError::BadStatus(super::types::printable(&line, 80)))?;
                 self.state = match (status.kind, expect) {
                     (super::StatusKind::Ok, Expect::Lines) => State::Lines,
                     (super::StatusKind::Ok, Expect::Body) => State::Body {
@@ -205,7 +204,10 @@ impl Decoder {
         match memchr::memchr(b'\n', avail) {
             Some(i) if i + 1 > MAX_LINE => Err(DecodeError::LineTooLong),
             Some(i) => {
-                let line = avail[..i].strip_suffix(b"\r").unwrap_or(&avail[..i]).to_vec();
+                let line = avail[..i]
+                    .strip_suffix(b"\r")
+                    .unwrap_or(&avail[..i])
+                    .to_vec();
                 self.pos += i + 1;
                 Ok(Some(line))
             }

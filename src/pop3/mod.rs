@@ -10,7 +10,10 @@ mod types;
 
 pub use command::Command;
 pub use decode::{DecodeError, Decoder, Event, Expect, MAX_LINE};
-pub use types::{Capabilities, InvalidUidl, MsgNum, ResponseCode, Status, StatusKind, Uidl};
+pub(crate) use types::parse_u64;
+pub use types::{
+    Capabilities, InvalidUidl, MsgNum, ResponseCode, Status, StatusKind, Uidl, printable,
+};
 
 #[cfg(test)]
 mod tests;

@@ -19,7 +19,10 @@ fn commands_encode_to_known_bytes() {
         (Command::Capa, b"CAPA\r\n"),
         (Command::Stls, b"STLS\r\n"),
         (Command::User("alice".into()), b"USER alice\r\n"),
-        (Command::Pass(Secret::new("s3cret".into())), b"PASS s3cret\r\n"),
+        (
+            Command::Pass(Secret::new("s3cret".into())),
+            b"PASS s3cret\r\n",
+        ),
         (Command::Stat, b"STAT\r\n"),
         (Command::List(None), b"LIST\r\n"),
         (Command::List(Some(n(2))), b"LIST 2\r\n"),
@@ -105,7 +108,10 @@ fn sasl_plain_and_login_encodings() {
 #[test]
 fn status_lines_parse() {
     let s = Status::parse(b"+OK 2 320").unwrap();
-    assert_eq!((s.kind, s.code, s.text.as_slice()), (StatusKind::Ok, None, &b"2 320"[..]));
+    assert_eq!(
+        (s.kind, s.code, s.text.as_slice()),
+        (StatusKind::Ok, None, &b"2 320"[..])
+    );
     let s = Status::parse(b"-ERR [IN-USE] Do you have another POP session running?").unwrap();
     assert_eq!(s.kind, StatusKind::Err);
     assert_eq!(s.code, Some(ResponseCode::InUse));
@@ -123,7 +129,10 @@ fn status_lines_parse() {
     let s = Status::parse(b"-ERR [XYZZY/FOO] odd").unwrap();
     assert_eq!((s.code, s.text.as_slice()), (None, &b"odd"[..]));
     assert_eq!(Status::parse(b"+OK").unwrap().text, b"");
-    assert_eq!(Status::parse(b"+ PDE4OTY+").unwrap().kind, StatusKind::Continue);
+    assert_eq!(
+        Status::parse(b"+ PDE4OTY+").unwrap().kind,
+        StatusKind::Continue
+    );
     assert_eq!(Status::parse(b"+").unwrap().kind, StatusKind::Continue);
     assert!(Status::parse(b"+OKAY").is_none());
     assert!(Status::parse(b"HELLO").is_none());
@@ -141,7 +150,10 @@ fn uidl_validation() {
     assert_eq!(MsgNum::parse(b"0"), None);
     assert_eq!(MsgNum::parse(b"4294967296"), None);
     assert_eq!(MsgNum::parse(b"+1"), None);
-    assert_eq!(MsgNum::parse(b"4294967295").map(MsgNum::get), Some(u32::MAX));
+    assert_eq!(
+        MsgNum::parse(b"4294967295").map(MsgNum::get),
+        Some(u32::MAX)
+    );
 }
 
 #[test]
@@ -180,7 +192,11 @@ fn decode_all(expects: &[Expect], input: &[u8], chunk: usize) -> Result<Vec<Even
         d.expect(e);
     }
     let mut out: Vec<Event> = Vec::new();
-    let step = if chunk == 0 { input.len().max(1) } else { chunk };
+    let step = if chunk == 0 {
+        input.len().max(1)
+    } else {
+        chunk
+    };
     for piece in input.chunks(step) {
         d.feed(piece);
         while let Some(ev) = d.next_event()? {

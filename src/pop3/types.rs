@@ -204,7 +204,9 @@ impl Status {
         let (code, text) = match rest.strip_prefix(b"[") {
             Some(tail) => match memchr::memchr(b']', tail) {
                 Some(end) => {
-                    let text = tail[end + 1..].strip_prefix(b" ").unwrap_or(&tail[end + 1..]);
+                    let text = tail[end + 1..]
+                        .strip_prefix(b" ")
+                        .unwrap_or(&tail[end + 1..]);
                     (ResponseCode::parse(&tail[..end]), text)
                 }
                 None => (None, rest),

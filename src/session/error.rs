@@ -1,0 +1,96 @@
+//! What can go wrong in a session, and whether trying again later can help.
+
+use std::time::Duration;
+
+use crate::pop3::{DecodeError, ResponseCode, Status, printable};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("cannot connect to {addr}: {source}")]
+    Connect {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("timed out after {}s waiting for {what}", after.as_secs_f32())]
+    Timeout { what: &'static str, after: Duration },
+    #[error("TLS with {host} failed: {source}")]
+    Tls {
+        host: String,
+        source: async_native_tls::Error,
+    },
+    #[error("cannot use ca_file {path}: {why}")]
+    CaFile { path: String, why: String },
+    #[error("connection error: {0}")]
+    Io(std::io::Error),
+    #[error("the server closed the connection")]
+    Closed,
+    #[error("protocol error: {0}")]
+    Decode(DecodeError),
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    #[error("the server answered {command} with -ERR{}: {text}", code.map(|c| format!(" [{c}]")).unwrap_or_default())]
+    Refused {
+        command: &'static str,
+        code: Option<ResponseCode>,
+        text: String,
+    },
+    #[error(
+        "the server does not offer STLS; with tls = \"starttls\" popfetch will not go on in clear \
+         text (someone on the path may have stripped it)"
+    )]
+    NoStls,
+    #[error("login: {0}")]
+    Auth(String),
+}
+
+impl SessionError {
+    pub(crate) fn refused(command: &'static str, st: &Status) -> SessionError {
+        SessionError::Refused {
+            command,
+            code: st.code,
+            text: st.text_lossy(),
+        }
+    }
+
+    pub(crate) fn protocol(what: &str) -> SessionError {
+        SessionError::Protocol(what.to_string())
+    }
+
+    pub(crate) fn bad_listing(command: &str, line: &[u8], why: &str) -> SessionError {
+        SessionError::Protocol(format!(
+            "bad {command} line {:?}: {why}",
+            printable(line, 100)
+        ))
+    }
+
+    /// The server's response code, if it sent one.
+    pub fn code(&self) -> Option<ResponseCode> {
+        match self {
+            SessionError::Refused { code, .. } => *code,
+            _ => None,
+        }
+    }
+
+    /// Whether the same poll may succeed later without a config change.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            SessionError::Connect { .. }
+            | SessionError::Timeout { .. }
+            | SessionError::Io(_)
+            | SessionError::Closed => true,
+            SessionError::Refused { code: Some(c), .. } => c.is_transient(),
+            // A refusal without a code may be anything; a login refusal is not transient.
+            SessionError::Refused {
+                command,
+                code: None,
+                ..
+            } => !matches!(*command, "USER" | "PASS" | "APOP" | "AUTH"),
+            SessionError::Tls { .. }
+            | SessionError::CaFile { .. }
+            | SessionError::Decode(_)
+            | SessionError::Protocol(_)
+            | SessionError::NoStls
+            | SessionError::Auth(_) => false,
+        }
+    }
+}

@@ -1,0 +1,521 @@
+//! The async POP3 session: one connection to one server, driven over tokio. It owns the socket
+//! (plain TCP, implicit TLS, or TCP upgraded by STLS), puts a timeout on every network wait, and
+//! turns [`crate::pop3`] events into typed results. It knows nothing of delivery or state.
+
+mod error;
+mod stream;
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::time::Duration;
+
+pub use error::SessionError;
+use stream::Stream;
+
+use crate::config::{AuthMethod, TlsMode};
+use crate::pop3::{
+    self, Capabilities, Command, Decoder, Event, Expect, MsgNum, Status, StatusKind, Uidl,
+};
+use crate::secret::Secret;
+
+/// Bytes asked of the socket per read.
+const READ_SIZE: usize = 64 * 1024;
+
+/// RFC 5034 §4: an AUTH command with its initial response must not exceed 255 octets; longer
+/// initial responses are sent after the server's empty challenge.
+const MAX_AUTH_LINE: usize = 255;
+
+/// Where and how to connect.
+#[derive(Debug, Clone)]
+pub struct ConnectParams<'a> {
+    pub host: &'a str,
+    pub port: u16,
+    pub tls: TlsMode,
+    pub ca_file: Option<&'a Path>,
+    pub tls_verify: bool,
+    /// Applies to the TCP connect, the TLS handshake and every single read and write.
+    pub timeout: Duration,
+}
+
+/// An open POP3 session, in AUTHORIZATION state until [`Session::login`] succeeds.
+pub struct Session {
+    stream: Stream,
+    dec: Decoder,
+    out: Vec<u8>,
+    timeout: Duration,
+    greeting: Status,
+    caps: Option<Capabilities>,
+}
+
+impl Session {
+    /// Connects, protects the connection as `params.tls` says, reads the greeting and the
+    /// capabilities. With `TlsMode::Starttls` the session is encrypted when this returns, or it
+    /// fails: it never goes on in clear text.
+    pub async fn connect(params: &ConnectParams<'_>) -> Result<Session, SessionError> {
+        if !params.tls_verify && params.tls != TlsMode::None {
+            tracing::warn!(
+                host = params.host,
+                "tls_verify = false: the server's certificate is not checked, anyone on the path \
+                 can read the password and the mail"
+            );
+        }
+        let stream = Stream::connect(params).await?;
+        let mut s = Session {
+            stream,
+            dec: Decoder::new(),
+            out: Vec::with_capacity(512),
+            timeout: params.timeout,
+            greeting: Status::parse(b"+OK").expect("literal status"),
+            caps: None,
+        };
+        s.dec.expect(Expect::Single);
+        let greeting = s.read_status("greeting").await?;
+        if !greeting.is_ok() {
+            return Err(SessionError::refused("greeting", &greeting));
+        }
+        s.greeting = greeting;
+        s.caps = s.capa().await?;
+        if params.tls == TlsMode::Starttls {
+            s.starttls(params).await?;
+        }
+        Ok(s)
+    }
+
+    /// RFC 2595 §4: STLS, the TLS handshake, then CAPA again, since what the server said in
+    /// clear text cannot be trusted.
+    async fn starttls(&mut self, params: &ConnectParams<'_>) -> Result<(), SessionError> {
+        if !self.caps.as_ref().is_some_and(|c| c.stls) {
+            return Err(SessionError::NoStls);
+        }
+        let st = self.command(Command::Stls, Expect::Single).await?;
+        if !st.is_ok() {
+            return Err(SessionError::refused("STLS", &st));
+        }
+        // Anything sent after the +OK but before the handshake was injected by someone on the
+        // path (the STARTTLS command-injection attack): refuse it.
+        if !self.dec.take_unread().is_empty() {
+            return Err(SessionError::protocol(
+                "server sent data after its STLS answer, before the TLS handshake",
+            ));
+        }
+        self.stream.upgrade(params).await?;
+        self.caps = self.capa().await?;
+        Ok(())
+    }
+
+    /// `None` when the server does not know CAPA (an RFC 1939-only server).
+    async fn capa(&mut self) -> Result<Option<Capabilities>, SessionError> {
+        let st = self.command(Command::Capa, Expect::Lines).await?;
+        if !st.is_ok() {
+            return Ok(None);
+        }
+        let lines = self.read_lines("CAPA").await?;
+        Ok(Some(Capabilities::from_lines(
+            lines.iter().map(Vec::as_slice),
+        )))
+    }
+
+    /// What the server advertised, after STLS when that was used.
+    pub fn capabilities(&self) -> Option<&Capabilities> {
+        self.caps.as_ref()
+    }
+
+    pub fn is_encrypted(&self) -> bool {
+        self.stream.is_encrypted()
+    }
+
+    /// Logs in with `method`; `AuthMethod::Auto` picks the strongest method offered:
+    /// challenge-response first (CRAM-MD5, then APOP), then PLAIN, LOGIN and USER/PASS.
+    /// Methods that send the password as it is are refused on an unencrypted connection unless
+    /// `allow_plaintext` is set. Returns the method used.
+    pub async fn login(
+        &mut self,
+        user: &str,
+        password: &Secret<String>,
+        method: AuthMethod,
+        allow_plaintext: bool,
+    ) -> Result<AuthMethod, SessionError> {
+        let clear_ok = self.is_encrypted() || allow_plaintext;
+        let method = match method {
+            AuthMethod::Auto => self.pick_method(clear_ok)?,
+            m => {
+                self.check_offered(m)?;
+                m
+            }
+        };
+        if !clear_ok && sends_password_in_clear(method) {
+            return Err(SessionError::Auth(format!(
+                "{} would send the password in clear text over an unencrypted connection; \
+                 use TLS or set allow_plaintext_auth = true",
+                method_name(method)
+            )));
+        }
+        tracing::debug!(method = method_name(method), "logging in");
+        match method {
+            AuthMethod::User => {
+                let st = self
+                    .command(Command::User(user.to_string()), Expect::Single)
+                    .await?;
+                if !st.is_ok() {
+                    return Err(SessionError::refused("USER", &st));
+                }
+                let st = self
+                    .command(Command::Pass(password.clone()), Expect::Single)
+                    .await?;
+                if !st.is_ok() {
+                    return Err(SessionError::refused("PASS", &st));
+                }
+            }
+            AuthMethod::Apop => {
+                let ts = pop3::auth::apop_timestamp(&self.greeting.text).ok_or_else(|| {
+                    SessionError::Auth("the greeting carries no APOP timestamp".into())
+                })?;
+                let digest = pop3::auth::apop_digest(&ts, password);
+                let cmd = Command::Apop {
+                    user: user.to_string(),
+                    digest,
+                };
+                let st = self.command(cmd, Expect::Single).await?;
+                if !st.is_ok() {
+                    return Err(SessionError::refused("APOP", &st));
+                }
+            }
+            AuthMethod::Plain => {
+                let ir = pop3::auth::plain_response(user, password);
+                self.sasl("PLAIN", Some(ir), |_, _| None).await?;
+            }
+            AuthMethod::Login => {
+                let answers = [
+                    pop3::auth::login_response(user),
+                    pop3::auth::login_response(password.expose()),
+                ];
+                self.sasl("LOGIN", None, |step, _| answers.get(step).cloned())
+                    .await?;
+            }
+            AuthMethod::CramMd5 => {
+                self.sasl("CRAM-MD5", None, |step, challenge| {
+                    (step == 0)
+                        .then(|| pop3::auth::cram_md5_response(challenge, user, password))
+                        .flatten()
+                })
+                .await?;
+            }
+            AuthMethod::Auto => unreachable!("auto is resolved above"),
+        }
+        Ok(method)
+    }
+
+    fn pick_method(&self, clear_ok: bool) -> Result<AuthMethod, SessionError> {
+        let has_ts = pop3::auth::apop_timestamp(&self.greeting.text).is_some();
+        let Some(caps) = &self.caps else {
+            // No CAPA: an RFC 1939 server. APOP when it offers a timestamp, else USER/PASS.
+            return match (has_ts, clear_ok) {
+                (true, _) => Ok(AuthMethod::Apop),
+                (false, true) => Ok(AuthMethod::User),
+                (false, false) => Err(no_safe_method()),
+            };
+        };
+        let order = [
+            (AuthMethod::CramMd5, caps.has_sasl("CRAM-MD5")),
+            (AuthMethod::Apop, has_ts),
+            (AuthMethod::Plain, caps.has_sasl("PLAIN")),
+            (AuthMethod::Login, caps.has_sasl("LOGIN")),
+            (AuthMethod::User, caps.user),
+        ];
+        order
+            .into_iter()
+            .find(|&(m, offered)| offered && (clear_ok || !sends_password_in_clear(m)))
+            .map(|(m, _)| m)
+            .ok_or_else(|| {
+                if clear_ok {
+                    SessionError::Auth(
+                        "the server offers no login method popfetch knows".to_string(),
+                    )
+                } else {
+                    no_safe_method()
+                }
+            })
+    }
+
+    fn check_offered(&self, m: AuthMethod) -> Result<(), SessionError> {
+        let Some(caps) = &self.caps else {
+            return Ok(()); // No CAPA: nothing to check against; the server will say.
+        };
+        let offered = match m {
+            AuthMethod::CramMd5 => caps.has_sasl("CRAM-MD5"),
+            AuthMethod::Plain => caps.has_sasl("PLAIN"),
+            AuthMethod::Login => caps.has_sasl("LOGIN"),
+            AuthMethod::User => caps.user,
+            AuthMethod::Apop | AuthMethod::Auto => true,
+        };
+        if offered {
+            Ok(())
+        } else {
+            Err(SessionError::Auth(format!(
+                "the server does not offer {} (it offers SASL: {}{})",
+                method_name(m),
+                if caps.sasl.is_empty() {
+                    "none".to_string()
+                } else {
+                    caps.sasl.join(" ")
+                },
+                if caps.user { ", USER" } else { "" }
+            )))
+        }
+    }
+
+    /// One SASL exchange (RFC 5034 §4). `respond(step, challenge)` answers the n-th server
+    /// challenge (base64 text as sent); `None` cancels the exchange with `*`.
+    async fn sasl(
+        &mut self,
+        mechanism: &'static str,
+        initial: Option<Secret<String>>,
+        mut respond: impl FnMut(usize, &[u8]) -> Option<Secret<String>>,
+    ) -> Result<(), SessionError> {
+        let mut pending_initial = None;
+        let cmd = match initial {
+            Some(ir) => {
+                let with_ir = Command::Auth {
+                    mechanism,
+                    initial: Some(ir.clone()),
+                };
+                if with_ir.encoded_len() <= MAX_AUTH_LINE {
+                    with_ir
+                } else {
+                    pending_initial = Some(ir);
+                    Command::Auth {
+                        mechanism,
+                        initial: None,
+                    }
+                }
+            }
+            None => Command::Auth {
+                mechanism,
+                initial: None,
+            },
+        };
+        let mut st = self.command(cmd, Expect::Single).await?;
+        let mut step = 0;
+        loop {
+            match st.kind {
+                StatusKind::Ok => return Ok(()),
+                StatusKind::Err => return Err(SessionError::refused("AUTH", &st)),
+                StatusKind::Continue => {}
+            }
+            let answer = match pending_initial.take() {
+                Some(ir) => Some(ir),
+                None => {
+                    let a = respond(step, &st.text);
+                    step += 1;
+                    a
+                }
+            };
+            let cancelled = answer.is_none();
+            let line = answer.unwrap_or_else(|| Secret::new("*".to_string()));
+            // The answer continues the same exchange: no new answer is expected of the decoder.
+            self.write(&Command::SaslResponse(line)).await?;
+            st = self.read_status("AUTH").await?;
+            if cancelled && st.kind != StatusKind::Continue {
+                return Err(SessionError::Auth(format!(
+                    "{mechanism}: the server's challenge could not be answered"
+                )));
+            }
+        }
+    }
+
+    /// The unique-id listing; `None` when the server does not support UIDL.
+    /// Duplicate or malformed UIDLs are protocol errors: fetching by them would be unsafe.
+    pub async fn uidl_all(&mut self) -> Result<Option<Vec<(MsgNum, Uidl)>>, SessionError> {
+        let st = self.command(Command::Uidl(None), Expect::Lines).await?;
+        if !st.is_ok() {
+            return Ok(None);
+        }
+        let lines = self.read_lines("UIDL").await?;
+        let mut seen = HashSet::with_capacity(lines.len());
+        let mut out = Vec::with_capacity(lines.len());
+        for line in &lines {
+            let (n, rest) = split_num(line)
+                .ok_or_else(|| SessionError::bad_listing("UIDL", line, "no message number"))?;
+            let uidl = Uidl::parse(rest)
+                .map_err(|e| SessionError::bad_listing("UIDL", line, &e.to_string()))?;
+            if !seen.insert(uidl.clone()) {
+                return Err(SessionError::bad_listing(
+                    "UIDL",
+                    line,
+                    "the same unique-id is listed twice",
+                ));
+            }
+            out.push((n, uidl));
+        }
+        Ok(Some(out))
+    }
+
+    /// The scan listing: message numbers and sizes in octets.
+    pub async fn list_all(&mut self) -> Result<Vec<(MsgNum, u64)>, SessionError> {
+        let st = self.command(Command::List(None), Expect::Lines).await?;
+        if !st.is_ok() {
+            return Err(SessionError::refused("LIST", &st));
+        }
+        let lines = self.read_lines("LIST").await?;
+        lines
+            .iter()
+            .map(|line| {
+                let (n, rest) = split_num(line)
+                    .ok_or_else(|| SessionError::bad_listing("LIST", line, "no message number"))?;
+                let size_field = rest.split(|&b| b == b' ').next().unwrap_or_default();
+                let size = pop3::parse_u64(size_field)
+                    .ok_or_else(|| SessionError::bad_listing("LIST", line, "no size"))?;
+                Ok((n, size))
+            })
+            .collect()
+    }
+
+    /// Starts `RETR n`; then call [`Session::body_chunk`] until it returns `None`.
+    pub async fn retr(&mut self, n: MsgNum) -> Result<(), SessionError> {
+        let st = self.command(Command::Retr(n), Expect::Body).await?;
+        if !st.is_ok() {
+            return Err(SessionError::refused("RETR", &st));
+        }
+        Ok(())
+    }
+
+    /// The next piece of the message being retrieved (unstuffed, `\n` line endings), or `None`
+    /// at its end.
+    pub async fn body_chunk(&mut self) -> Result<Option<Vec<u8>>, SessionError> {
+        match self.next_event("RETR").await? {
+            Event::Data(d) => Ok(Some(d)),
+            Event::End => Ok(None),
+            other => Err(SessionError::protocol(&format!(
+                "unexpected {other:?} in a message"
+            ))),
+        }
+    }
+
+    /// Marks message `n` for deletion. Nothing is deleted until QUIT answers +OK.
+    pub async fn dele(&mut self, n: MsgNum) -> Result<(), SessionError> {
+        let st = self.command(Command::Dele(n), Expect::Single).await?;
+        if !st.is_ok() {
+            return Err(SessionError::refused("DELE", &st));
+        }
+        Ok(())
+    }
+
+    /// Ends the session. `Ok` means the server answered +OK, so messages marked with DELE are gone
+    /// (RFC 1939 §6); on any error they are still on the server.
+    pub async fn quit(mut self) -> Result<(), SessionError> {
+        let st = self.command(Command::Quit, Expect::Single).await?;
+        self.stream.shutdown().await;
+        if st.is_ok() {
+            Ok(())
+        } else {
+            Err(SessionError::refused("QUIT", &st))
+        }
+    }
+
+    /// Sends one command and reads its status line.
+    async fn command(&mut self, cmd: Command, expect: Expect) -> Result<Status, SessionError> {
+        tracing::trace!(command = ?cmd, "send");
+        self.dec.expect(expect);
+        self.write(&cmd).await?;
+        self.read_status(cmd.name()).await
+    }
+
+    async fn write(&mut self, cmd: &Command) -> Result<(), SessionError> {
+        self.out.clear();
+        cmd.encode(&mut self.out);
+        let r = tokio::time::timeout(self.timeout, self.stream.write_all(&self.out)).await;
+        // Do not keep a credential in the buffer longer than needed.
+        self.out.iter_mut().for_each(|b| *b = 0);
+        match r {
+            Ok(r) => r.map_err(SessionError::Io),
+            Err(_) => Err(SessionError::Timeout {
+                what: "the server to accept a command",
+                after: self.timeout,
+            }),
+        }
+    }
+
+    async fn read_status(&mut self, what: &'static str) -> Result<Status, SessionError> {
+        match self.next_event(what).await? {
+            Event::Status(s) => Ok(s),
+            other => Err(SessionError::protocol(&format!(
+                "expected a status line for {what}, got {other:?}"
+            ))),
+        }
+    }
+
+    async fn read_lines(&mut self, what: &'static str) -> Result<Vec<Vec<u8>>, SessionError> {
+        let mut lines = Vec::new();
+        loop {
+            match self.next_event(what).await? {
+                Event::Line(l) => lines.push(l),
+                Event::End => return Ok(lines),
+                other => {
+                    return Err(SessionError::protocol(&format!(
+                        "unexpected {other:?} in the {what} listing"
+                    )));
+                }
+            }
+        }
+    }
+
+    async fn next_event(&mut self, what: &'static str) -> Result<Event, SessionError> {
+        loop {
+            if let Some(ev) = self.dec.next_event().map_err(SessionError::Decode)? {
+                return Ok(ev);
+            }
+            let buf = self.dec.buffer_mut();
+            buf.reserve(READ_SIZE);
+            let n = match tokio::time::timeout(self.timeout, self.stream.read_buf(buf)).await {
+                Ok(r) => r.map_err(SessionError::Io)?,
+                Err(_) => {
+                    return Err(SessionError::Timeout {
+                        what: wait_name(what),
+                        after: self.timeout,
+                    });
+                }
+            };
+            if n == 0 {
+                return Err(SessionError::Closed);
+            }
+        }
+    }
+}
+
+fn wait_name(what: &'static str) -> &'static str {
+    match what {
+        "greeting" => "the server's greeting",
+        "RETR" => "message data",
+        _ => "the server's answer",
+    }
+}
+
+fn sends_password_in_clear(m: AuthMethod) -> bool {
+    matches!(m, AuthMethod::User | AuthMethod::Plain | AuthMethod::Login)
+}
+
+fn no_safe_method() -> SessionError {
+    SessionError::Auth(
+        "the connection is not encrypted and the server offers no login method that keeps the \
+         password secret (CRAM-MD5, APOP); use TLS, or set allow_plaintext_auth = true"
+            .to_string(),
+    )
+}
+
+pub fn method_name(m: AuthMethod) -> &'static str {
+    match m {
+        AuthMethod::Auto => "auto",
+        AuthMethod::User => "USER/PASS",
+        AuthMethod::Apop => "APOP",
+        AuthMethod::Plain => "PLAIN",
+        AuthMethod::Login => "LOGIN",
+        AuthMethod::CramMd5 => "CRAM-MD5",
+    }
+}
+
+/// Splits "N rest" into a message number and the rest.
+fn split_num(line: &[u8]) -> Option<(MsgNum, &[u8])> {
+    let sp = memchr::memchr(b' ', line)?;
+    let n = MsgNum::parse(&line[..sp])?;
+    Some((n, line[sp + 1..].trim_ascii()))
+}

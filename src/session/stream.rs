@@ -1,0 +1,140 @@
+//! The byte stream under a session: plain TCP, or TLS over TCP (implicit, or after STLS).
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::{ConnectParams, SessionError};
+use crate::config::TlsMode;
+
+pub(super) enum Stream {
+    Plain(TcpStream),
+    Tls(Box<async_native_tls::TlsStream<TcpStream>>),
+    /// Between taking the plain stream for an STLS upgrade and the handshake's end.
+    Upgrading,
+}
+
+impl Stream {
+    pub(super) async fn connect(p: &ConnectParams<'_>) -> Result<Stream, SessionError> {
+        let addr = format!("{}:{}", p.host, p.port);
+        let tcp = match tokio::time::timeout(p.timeout, TcpStream::connect((p.host, p.port))).await
+        {
+            Ok(Ok(tcp)) => tcp,
+            Ok(Err(source)) => return Err(SessionError::Connect { addr, source }),
+            Err(_) => {
+                return Err(SessionError::Timeout {
+                    what: "the TCP connection",
+                    after: p.timeout,
+                });
+            }
+        };
+        // Commands are small and each waits for an answer: Nagle's algorithm would hold them
+        // back until the delayed ACK of the previous answer (about 40 ms an exchange).
+        tcp.set_nodelay(true).map_err(SessionError::Io)?;
+        if p.tls == TlsMode::Implicit {
+            Ok(Stream::Tls(Box::new(handshake(p, tcp).await?)))
+        } else {
+            Ok(Stream::Plain(tcp))
+        }
+    }
+
+    pub(super) async fn upgrade(&mut self, p: &ConnectParams<'_>) -> Result<(), SessionError> {
+        let Stream::Plain(tcp) = std::mem::replace(self, Stream::Upgrading) else {
+            return Err(SessionError::protocol(
+                "STLS on a connection that is not plain",
+            ));
+        };
+        *self = Stream::Tls(Box::new(handshake(p, tcp).await?));
+        Ok(())
+    }
+
+    pub(super) fn is_encrypted(&self) -> bool {
+        matches!(self, Stream::Tls(_))
+    }
+
+    pub(super) async fn read_buf(&mut self, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read_buf(buf).await,
+            Stream::Tls(s) => s.read_buf(buf).await,
+            Stream::Upgrading => Err(std::io::ErrorKind::NotConnected.into()),
+        }
+    }
+
+    pub(super) async fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.write_all(bytes).await,
+            Stream::Tls(s) => {
+                s.write_all(bytes).await?;
+                s.flush().await
+            }
+            Stream::Upgrading => Err(std::io::ErrorKind::NotConnected.into()),
+        }
+    }
+
+    /// Best-effort close (TLS close_notify); errors do not matter any more.
+    pub(super) async fn shutdown(&mut self) {
+        let limit = std::time::Duration::from_secs(2);
+        let _ = match self {
+            Stream::Plain(s) => tokio::time::timeout(limit, s.shutdown()).await,
+            Stream::Tls(s) => tokio::time::timeout(limit, s.shutdown()).await,
+            Stream::Upgrading => return,
+        };
+    }
+}
+
+async fn handshake(
+    p: &ConnectParams<'_>,
+    tcp: TcpStream,
+) -> Result<async_native_tls::TlsStream<TcpStream>, SessionError> {
+    let mut connector = async_native_tls::TlsConnector::new();
+    if let Some(path) = p.ca_file {
+        for cert in read_ca_file(path)? {
+            connector = connector.add_root_certificate(cert);
+        }
+    }
+    if !p.tls_verify {
+        connector = connector
+            .danger_accept_invalid_certs(true)
+            .danger_accept_invalid_hostnames(true);
+    }
+    match tokio::time::timeout(p.timeout, connector.connect(p.host, tcp)).await {
+        Ok(Ok(s)) => Ok(s),
+        Ok(Err(source)) => Err(SessionError::Tls {
+            host: p.host.to_string(),
+            source,
+        }),
+        Err(_) => Err(SessionError::Timeout {
+            what: "the TLS handshake",
+            after: p.timeout,
+        }),
+    }
+}
+
+/// Every certificate in a PEM file (a bundle may hold several).
+fn read_ca_file(
+    path: &std::path::Path,
+) -> Result<Vec<async_native_tls::Certificate>, SessionError> {
+    let err = |why: String| SessionError::CaFile {
+        path: path.display().to_string(),
+        why,
+    };
+    let pem = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+    let text = String::from_utf8_lossy(&pem);
+    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
+    const END: &str = "-----END CERTIFICATE-----";
+    let mut certs = Vec::new();
+    let mut rest = text.as_ref();
+    while let Some(start) = rest.find(BEGIN) {
+        let Some(len) = rest[start..].find(END) else {
+            break;
+        };
+        let block = &rest[start..start + len + END.len()];
+        let cert = async_native_tls::Certificate::from_pem(block.as_bytes())
+            .map_err(|e| err(e.to_string()))?;
+        certs.push(cert);
+        rest = &rest[start + len + END.len()..];
+    }
+    if certs.is_empty() {
+        return Err(err("it holds no PEM certificate".to_string()));
+    }
+    Ok(certs)
+}

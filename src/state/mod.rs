@@ -1,0 +1,343 @@
+//! The per-account UIDL store: which messages were delivered, durably, crash-safe and locked.
+//!
+//! One append-only journal per account, `STATE_DIR/ACCOUNT.uidls`, guarded by an exclusive lock on
+//! `STATE_DIR/ACCOUNT.lock` for as long as the [`AccountState`] lives. Records, one per line:
+//!
+//! ```text
+//! popfetch-uidls 1          header: format version
+//! P <uidl> <key>            delivery under way; <key> lets the backend tell whether it finished
+//! D <uidl>                  delivered: never fetch again; DELE it in delete mode
+//! F <uidl>                  forget: gone from the server, or a delivery that never finished
+//! ```
+//!
+//! Appends are buffered and reach the disk at [`AccountState::sync`] (write + fsync). A crash can
+//! only cut the last record short; such a torn tail (no final newline, or NUL bytes the file
+//! system left behind) is ignored on load, since nothing acted on a record before it was synced.
+//! Anything else that does not parse is corruption and stops the account with an error that says
+//! what to do: silently starting afresh would fetch a whole kept mailbox again. When the journal
+//! has grown well past the live set it is rewritten by atomic replace (temp file, fsync, rename,
+//! fsync of the directory).
+
+use std::collections::{HashMap, HashSet};
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::pop3::Uidl;
+
+/// The journal format this build writes and reads.
+pub const FORMAT: u32 = 1;
+const MAGIC: &str = "popfetch-uidls";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("cannot use state directory {path}: {source}")]
+    Dir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "account is being fetched by another popfetch process (it holds the lock {path}); \
+         try again when it has finished"
+    )]
+    Locked { path: PathBuf },
+    #[error("state file {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "state file {path} is corrupt at line {line} ({why}); restore it from a backup, or move \
+         it aside to start afresh (kept messages will then be fetched again)"
+    )]
+    Corrupt {
+        path: PathBuf,
+        line: usize,
+        why: String,
+    },
+    #[error(
+        "state file {path} was written by a newer popfetch (format {found}, this one reads \
+         {FORMAT}); upgrade popfetch"
+    )]
+    FutureFormat { path: PathBuf, found: u32 },
+}
+
+/// The open, locked state of one account.
+#[derive(Debug)]
+pub struct AccountState {
+    path: PathBuf,
+    dir: PathBuf,
+    journal: File,
+    /// Held for the lock; released on drop.
+    _lock: File,
+    delivered: HashSet<Uidl>,
+    pending: HashMap<Uidl, String>,
+    /// Records appended but not yet written and synced.
+    unsynced: Vec<u8>,
+    /// Records in the journal file, to decide when to compact.
+    records: usize,
+}
+
+impl AccountState {
+    /// Opens (creating if needed) and locks the state of `account` under `dir`. Fails at once,
+    /// with [`StateError::Locked`], when another process holds the account.
+    pub fn open(dir: &Path, account: &str) -> Result<AccountState, StateError> {
+        std::fs::create_dir_all(dir).map_err(|source| StateError::Dir {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let lock_path = dir.join(format!("{account}.lock"));
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|source| StateError::Dir {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(StateError::Locked { path: lock_path });
+            }
+            Err(std::fs::TryLockError::Error(source)) => {
+                return Err(StateError::Io {
+                    path: lock_path,
+                    source,
+                });
+            }
+        }
+
+        let path = dir.join(format!("{account}.uidls"));
+        let io = |source| StateError::Io {
+            path: path.clone(),
+            source,
+        };
+        let (delivered, pending, records, valid_len) = match std::fs::read(&path) {
+            Ok(bytes) => parse(&path, &bytes)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                write_atomic(dir, &path, &header()).map_err(io)?;
+                (HashSet::new(), HashMap::new(), 0, header().len())
+            }
+            Err(e) => return Err(io(e)),
+        };
+        let journal = OpenOptions::new().append(true).open(&path).map_err(io)?;
+        // Cut a torn tail so that new records start on a line of their own.
+        if journal.metadata().map_err(io)?.len() != valid_len as u64 {
+            journal.set_len(valid_len as u64).map_err(io)?;
+            journal.sync_all().map_err(io)?;
+        }
+        let mut state = AccountState {
+            path,
+            dir: dir.to_path_buf(),
+            journal,
+            _lock: lock,
+            delivered,
+            pending,
+            unsynced: Vec::new(),
+            records,
+        };
+        state.compact_if_large()?;
+        Ok(state)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether `uidl` was delivered (and so must not be fetched again).
+    pub fn is_delivered(&self, uidl: &Uidl) -> bool {
+        self.delivered.contains(uidl)
+    }
+
+    pub fn delivered_count(&self) -> usize {
+        self.delivered.len()
+    }
+
+    /// Deliveries that were under way when a previous run stopped, with their backend keys.
+    pub fn pending(&self) -> Vec<(Uidl, String)> {
+        let mut v: Vec<_> = self
+            .pending
+            .iter()
+            .map(|(u, k)| (u.clone(), k.clone()))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Notes that `uidl` is being delivered under the backend's `key`. Must be synced before
+    /// the delivery becomes visible, so that a crash in between can be resolved.
+    pub fn record_pending(&mut self, uidl: &Uidl, key: &str) {
+        debug_assert!(!key.is_empty() && !key.contains(char::is_whitespace));
+        self.append(format_args!("P {uidl} {key}\n"));
+        self.pending.insert(uidl.clone(), key.to_string());
+    }
+
+    /// Notes that `uidl` was delivered. Must be synced before its DELE is sent.
+    pub fn record_delivered(&mut self, uidl: &Uidl) {
+        self.append(format_args!("D {uidl}\n"));
+        self.pending.remove(uidl);
+        self.delivered.insert(uidl.clone());
+    }
+
+    /// Forgets `uidl`: deleted from the server for good, or a delivery that never finished.
+    pub fn forget(&mut self, uidl: &Uidl) {
+        if self.delivered.remove(uidl) | self.pending.remove(uidl).is_some() {
+            self.append(format_args!("F {uidl}\n"));
+        }
+    }
+
+    /// Forgets every delivered UIDL that is not in `on_server`: after a complete session, those
+    /// messages are gone and their UIDLs will not come back (RFC 1939 §7).
+    pub fn retain_only(&mut self, on_server: &HashSet<&Uidl>) {
+        let gone: Vec<Uidl> = self
+            .delivered
+            .iter()
+            .filter(|u| !on_server.contains(u))
+            .cloned()
+            .collect();
+        for u in &gone {
+            self.forget(u);
+        }
+    }
+
+    /// Writes and fsyncs every appended record. Returns only once they are durable.
+    pub fn sync(&mut self) -> Result<(), StateError> {
+        if self.unsynced.is_empty() {
+            return Ok(());
+        }
+        let r = self
+            .journal
+            .write_all(&self.unsynced)
+            .and_then(|()| self.journal.sync_data());
+        self.unsynced.clear();
+        r.map_err(|source| StateError::Io {
+            path: self.path.clone(),
+            source,
+        })?;
+        self.compact_if_large()
+    }
+
+    fn append(&mut self, rec: std::fmt::Arguments) {
+        // Writing into a Vec cannot fail.
+        let _ = self.unsynced.write_fmt(rec);
+        self.records += 1;
+    }
+
+    /// Rewrites the journal as just the live set when it has grown past twice that (plus slack).
+    fn compact_if_large(&mut self) -> Result<(), StateError> {
+        let live = self.delivered.len() + self.pending.len();
+        if self.records <= 2 * live + 1024 || !self.unsynced.is_empty() {
+            return Ok(());
+        }
+        let mut text = header();
+        let mut delivered: Vec<_> = self.delivered.iter().collect();
+        delivered.sort();
+        for u in delivered {
+            text.extend_from_slice(format!("D {u}\n").as_bytes());
+        }
+        for (u, k) in self.pending() {
+            text.extend_from_slice(format!("P {u} {k}\n").as_bytes());
+        }
+        let io = |source| StateError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        write_atomic(&self.dir, &self.path, &text).map_err(io)?;
+        self.journal = OpenOptions::new()
+            .append(true)
+            .open(&self.path)
+            .map_err(io)?;
+        self.records = live;
+        Ok(())
+    }
+}
+
+fn header() -> Vec<u8> {
+    format!("{MAGIC} {FORMAT}\n").into_bytes()
+}
+
+type Parsed = (HashSet<Uidl>, HashMap<Uidl, String>, usize, usize);
+
+/// Reads a journal: the delivered set, the pending map, the record count, and the length of the
+/// valid prefix (everything but a torn last record).
+fn parse(path: &Path, bytes: &[u8]) -> Result<Parsed, StateError> {
+    let corrupt = |line: usize, why: &str| StateError::Corrupt {
+        path: path.to_path_buf(),
+        line,
+        why: why.to_string(),
+    };
+    // A crash may leave a partial last line, or zeros where the file system had extended the
+    // file without the data: neither was ever acted on.
+    let trimmed_len = bytes.len() - bytes.iter().rev().take_while(|&&b| b == 0).count();
+    let bytes = &bytes[..trimmed_len];
+    let valid_len = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    let mut lines = bytes[..valid_len].split(|&b| b == b'\n');
+
+    let head = lines.next().unwrap_or_default();
+    let head = std::str::from_utf8(head).map_err(|_| corrupt(1, "bad header"))?;
+    let version = head
+        .strip_prefix(MAGIC)
+        .and_then(|v| v.trim().parse::<u32>().ok())
+        .ok_or_else(|| {
+            if valid_len == 0 {
+                corrupt(1, "empty or truncated before its header")
+            } else {
+                corrupt(1, "not a popfetch state file")
+            }
+        })?;
+    if version > FORMAT {
+        return Err(StateError::FutureFormat {
+            path: path.to_path_buf(),
+            found: version,
+        });
+    }
+
+    let mut delivered = HashSet::new();
+    let mut pending = HashMap::new();
+    let mut records = 0;
+    for (i, line) in lines.enumerate() {
+        let lineno = i + 2;
+        if line.is_empty() {
+            continue; // the split after the final newline
+        }
+        records += 1;
+        let mut f = line.split(|&b| b == b' ');
+        let (kind, uidl) = (f.next().unwrap_or_default(), f.next());
+        let uidl = uidl
+            .ok_or_else(|| corrupt(lineno, "record without a unique-id"))
+            .and_then(|u| Uidl::parse(u).map_err(|e| corrupt(lineno, &e.to_string())))?;
+        match (kind, f.next(), f.next()) {
+            (b"D", None, None) => {
+                pending.remove(&uidl);
+                delivered.insert(uidl);
+            }
+            (b"P", Some(key), None) if !key.is_empty() => {
+                let key = std::str::from_utf8(key).map_err(|_| corrupt(lineno, "bad key"))?;
+                pending.insert(uidl, key.to_string());
+            }
+            (b"F", None, None) => {
+                pending.remove(&uidl);
+                delivered.remove(&uidl);
+            }
+            _ => return Err(corrupt(lineno, "unknown record")),
+        }
+    }
+    Ok((delivered, pending, records, valid_len))
+}
+
+/// Replaces `path` with `contents` so that a crash leaves either the old or the new file.
+fn write_atomic(dir: &Path, path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("uidls.tmp");
+    {
+        let mut f = File::create(&tmp)?;
+        f.write_all(contents)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests;
