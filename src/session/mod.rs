@@ -391,6 +391,24 @@ impl Session {
         }
     }
 
+    /// Reads and drops the rest of a message being retrieved (at most `limit` more bytes), so that
+    /// the session can go on after its delivery failed. Does nothing when no answer is under way.
+    pub async fn skip_body(&mut self, limit: u64) -> Result<(), SessionError> {
+        let mut seen = 0u64;
+        while self.dec.outstanding() > 0 {
+            match self.body_chunk().await? {
+                Some(d) => {
+                    seen += d.len() as u64;
+                    if seen > limit {
+                        return Err(SessionError::protocol("message larger than announced"));
+                    }
+                }
+                None => break,
+            }
+        }
+        Ok(())
+    }
+
     /// Marks message `n` for deletion. Nothing is deleted until QUIT answers +OK.
     pub async fn dele(&mut self, n: MsgNum) -> Result<(), SessionError> {
         let st = self.command(Command::Dele(n), Expect::Single).await?;

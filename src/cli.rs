@@ -1,0 +1,250 @@
+//! The command line: clap definitions, and what each subcommand does with a loaded config.
+//! `main` stays thin: it parses, calls [`run`], and turns the result into an exit code.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{self, Account, Config, Deliver, PasswordSource};
+
+/// Fetch mail from POP3 accounts and deliver it locally, without ever losing a message.
+#[derive(Debug, Parser)]
+#[command(name = "popfetch", version, about, max_term_width = 100)]
+pub struct Cli {
+    /// Config file [default: $POPFETCH_CONFIG, else $XDG_CONFIG_HOME/popfetch/config.toml,
+    /// else /etc/popfetch/config.toml]
+    #[arg(short = 'c', long = "config", value_name = "PATH", global = true)]
+    pub config: Option<PathBuf>,
+
+    /// Log more: -v for each message, -vv for protocol detail (POPFETCH_LOG overrides)
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Poll the named accounts (default: all) once, deliver new mail, and exit.
+    ///
+    /// Exit status: 0 when every account was polled, 1 when any failed, 2 on a usage or
+    /// config error.
+    Fetch {
+        /// Account names, as in the config's `name` keys
+        #[arg(value_name = "ACCOUNT")]
+        accounts: Vec<String>,
+    },
+    /// Validate the config and print each account's effective settings (secrets redacted).
+    Check,
+}
+
+/// Exit status for a usage or config error.
+pub const EXIT_CONFIG: u8 = 2;
+
+/// An error that ends the run before any account is polled (exit status 2).
+#[derive(Debug, thiserror::Error)]
+pub enum UsageError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error("no account named `{0}` in {1}")]
+    UnknownAccount(String, PathBuf),
+}
+
+/// Runs the parsed command line.
+pub async fn run(cli: Cli) -> Result<ExitCode, UsageError> {
+    let path = config::default_path(cli.config.as_deref());
+    let config = config::load(&path)?;
+    match cli.command {
+        Command::Check => {
+            print!("{}", describe(&config));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Fetch { accounts } => {
+            let selected = select(&config, &accounts)?;
+            Ok(fetch(&config, selected).await)
+        }
+    }
+}
+
+fn select(config: &Config, names: &[String]) -> Result<Vec<Arc<Account>>, UsageError> {
+    if names.is_empty() {
+        return Ok(config.accounts.clone());
+    }
+    names
+        .iter()
+        .map(|n| {
+            config
+                .account(n)
+                .cloned()
+                .ok_or_else(|| UsageError::UnknownAccount(n.clone(), config.path.clone()))
+        })
+        .collect()
+}
+
+/// Most accounts polled at once by `fetch`.
+const MAX_PARALLEL: usize = 8;
+
+/// Polls `accounts` concurrently; prints one summary line per account.
+async fn fetch(config: &Config, accounts: Vec<Arc<Account>>) -> ExitCode {
+    let limit = Arc::new(tokio::sync::Semaphore::new(MAX_PARALLEL));
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, account) in accounts.into_iter().enumerate() {
+        let state_dir = config.state_dir.clone();
+        let limit = limit.clone();
+        tasks.spawn(async move {
+            let _permit = limit.acquire_owned().await;
+            let r = crate::fetch::poll(&account, &state_dir).await;
+            (i, account, r)
+        });
+    }
+    let mut results = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok(r) => results.push(r),
+            Err(e) => {
+                eprintln!("popfetch: internal error: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    results.sort_by_key(|(i, _, _)| *i);
+    let mut failed = false;
+    for (_, account, r) in results {
+        match r {
+            Ok(rep) => println!(
+                "{}: {} new message{} delivered ({}), {} deleted from the server, {} on it at login",
+                account.name,
+                rep.delivered,
+                if rep.delivered == 1 { "" } else { "s" },
+                human_bytes(rep.bytes),
+                rep.deleted,
+                rep.on_server
+            ),
+            Err(e) => {
+                failed = true;
+                eprintln!("popfetch: account {}: {}", account.name, error_chain(&e));
+            }
+        }
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// An error and its sources, `: `-separated, each said once.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(cause) = src {
+        let c = cause.to_string();
+        if !s.contains(&c) {
+            s.push_str(": ");
+            s.push_str(&c);
+        }
+        src = cause.source();
+    }
+    s
+}
+
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64;
+    let mut unit = "B";
+    for u in UNITS {
+        if v < 1024.0 {
+            break;
+        }
+        v /= 1024.0;
+        unit = u;
+    }
+    format!("{v:.1} {unit}")
+}
+
+/// The effective settings, TOML-like, secrets redacted.
+pub fn describe(config: &Config) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "# {}: valid, {} account(s)",
+        config.path.display(),
+        config.accounts.len()
+    );
+    let _ = writeln!(
+        s,
+        "state_dir = {:?}",
+        config.state_dir.display().to_string()
+    );
+    for a in &config.accounts {
+        let _ = writeln!(s, "\n[[account]]");
+        let _ = writeln!(s, "name = {:?}", a.name);
+        let _ = writeln!(s, "host = {:?}", a.host);
+        let _ = writeln!(s, "port = {}", a.port);
+        let _ = writeln!(s, "tls = {:?}", format!("{:?}", a.tls).to_lowercase());
+        if let Some(ca) = &a.ca_file {
+            let _ = writeln!(s, "ca_file = {:?}", ca.display().to_string());
+        }
+        let _ = writeln!(s, "tls_verify = {}", a.tls_verify);
+        let _ = writeln!(s, "user = {:?}", a.user);
+        let _ = match &a.password {
+            PasswordSource::Inline(_) => writeln!(s, "password = \"<redacted>\""),
+            PasswordSource::File(p) => writeln!(s, "password_file = {:?}", p.display().to_string()),
+            PasswordSource::Command(argv) => writeln!(s, "password_command = {argv:?}"),
+        };
+        let _ = writeln!(s, "auth = {:?}", auth_name(a.auth));
+        let _ = writeln!(s, "allow_plaintext_auth = {}", a.allow_plaintext_auth);
+        let _ = writeln!(s, "keep = {}", a.keep);
+        let _ = writeln!(s, "received_header = {}", a.received_header);
+        let _ = writeln!(
+            s,
+            "timeout = {:?}",
+            humantime::format_duration(a.timeout).to_string()
+        );
+        let _ = match &a.deliver {
+            Deliver::Maildir(p) => {
+                writeln!(s, "deliver = {{ maildir = {:?} }}", p.display().to_string())
+            }
+        };
+    }
+    s
+}
+
+fn auth_name(m: config::AuthMethod) -> &'static str {
+    use config::AuthMethod::*;
+    match m {
+        Auto => "auto",
+        User => "user",
+        Apop => "apop",
+        Plain => "plain",
+        Login => "login",
+        CramMd5 => "cram-md5",
+    }
+}
+
+/// Sets up logging to stderr: `POPFETCH_LOG` (an env-filter directive) if set, else by `-v`.
+pub fn init_logging(verbose: u8) {
+    use tracing_subscriber::EnvFilter;
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = std::env::var("POPFETCH_LOG")
+        .ok()
+        .and_then(|v| EnvFilter::try_new(v).ok())
+        .unwrap_or_else(|| EnvFilter::new(format!("popfetch={default},warn")));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
