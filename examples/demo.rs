@@ -19,6 +19,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         user: "demo".into(),
         password: "demo-password".into(),
         messages: messages.clone(),
+        ..Mailbox::default()
     })
     .await?;
     println!(

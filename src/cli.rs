@@ -244,6 +244,7 @@ pub fn init_logging(verbose: u8) {
         .unwrap_or_else(|| EnvFilter::new(format!("popfetch={default},warn")));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .with_target(false)
         .try_init();

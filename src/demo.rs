@@ -73,6 +73,8 @@ pub struct Mailbox {
     /// Raw RFC 5322 messages, with LF or CRLF line endings; message `i` (0-based) is
     /// POP3 message number `i + 1` in a fresh session.
     pub messages: Vec<Vec<u8>>,
+    /// Behave like an RFC 1939 server without the optional UIDL command.
+    pub without_uidl: bool,
 }
 
 /// A POP3 server on `127.0.0.1`, serving one [`Mailbox`] from its own tasks.
@@ -107,6 +109,7 @@ impl DemoServer {
             messages,
             lock_owner: None,
             completed_sessions: 0,
+            without_uidl: mailbox.without_uidl,
         }));
         let accept = tokio::spawn(accept_loop(listener, Arc::clone(&shared)));
         tracing::debug!(%addr, "demo POP3 server listening");
@@ -270,6 +273,7 @@ struct Shared {
     lock_owner: Option<u64>,
     /// Sessions that reached the UPDATE state.
     completed_sessions: usize,
+    without_uidl: bool,
 }
 
 /// Locks the shared state; a poisoned mutex is still usable (no invariant spans a panic).
@@ -482,6 +486,7 @@ enum State {
 
 /// A session's view of the maildrop, valid while it holds the lock.
 struct Transaction {
+    without_uidl: bool,
     messages: Vec<Arc<StoredMessage>>,
     deleted: Vec<bool>,
     _lock: MaildropLock,
@@ -614,7 +619,11 @@ impl Session {
 
     fn capa(&mut self) {
         self.ok("Capability list follows");
+        let without_uidl = lock(&self.shared).without_uidl;
         for capability in CAPABILITIES {
+            if without_uidl && *capability == "UIDL" {
+                continue;
+            }
             self.out.extend_from_slice(capability.as_bytes());
             self.out.extend_from_slice(b"\r\n");
         }
@@ -828,7 +837,9 @@ impl Session {
         drop(shared);
         let octets: usize = messages.iter().map(|m| m.size()).sum();
         let count = messages.len();
+        let without_uidl = lock(&self.shared).without_uidl;
         self.state = State::Transaction(Transaction {
+            without_uidl,
             deleted: vec![false; count],
             messages,
             _lock: MaildropLock {
@@ -887,6 +898,10 @@ async fn read_bounded(rd: &mut BufReader<OwnedReadHalf>, max: usize) -> Result<V
 
 impl Transaction {
     fn command(&mut self, keyword: &str, args: &[&str], out: &mut Vec<u8>) {
+        if self.without_uidl && keyword == "UIDL" {
+            push_err(out, "unknown command");
+            return;
+        }
         match (keyword, args) {
             ("STAT", []) => {
                 let (count, octets) = self.totals();

@@ -25,6 +25,7 @@ async fn server_with(messages: Vec<Vec<u8>>) -> DemoServer {
         user: USER.into(),
         password: PASSWORD.into(),
         messages,
+        ..Mailbox::default()
     })
     .await
     .expect("start demo server")

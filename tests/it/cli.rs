@@ -1,0 +1,142 @@
+//! The command line without a server: `check`, config errors and exit statuses.
+
+use std::os::unix::fs::PermissionsExt;
+
+use crate::harness::Env;
+
+const GOOD: &str = r#"[[account]]
+name = "alice"
+host = "pop.example.org"
+user = "alice"
+password = "hunter2-secret"
+deliver = { maildir = "~/Maildir" }
+
+[[account]]
+name = "bob"
+host = "mail.example.net"
+tls = "starttls"
+user = "bob"
+password_command = ["pass", "show", "pop/bob"]
+keep = true
+deliver = { maildir = "/srv/mail/bob" }
+"#;
+
+#[test]
+fn check_prints_effective_settings_with_secrets_redacted() {
+    let env = Env::new();
+    env.write_config(GOOD);
+    let run = env.popfetch(&["check"]);
+    run.assert_code(0);
+    let out = &run.stdout;
+    assert!(out.contains("valid, 2 account(s)"), "{out}");
+    assert!(
+        out.contains(
+            "name = \"alice\"\nhost = \"pop.example.org\"\nport = 995\ntls = \"implicit\""
+        ),
+        "{out}"
+    );
+    assert!(out.contains("password = \"<redacted>\""), "{out}");
+    assert!(!out.contains("hunter2"), "{out}");
+    assert!(out.contains("port = 110\ntls = \"starttls\""), "{out}");
+    assert!(
+        out.contains("password_command = [\"pass\", \"show\", \"pop/bob\"]"),
+        "{out}"
+    );
+    assert!(out.contains("keep = true"), "{out}");
+    assert!(out.contains("timeout = \"1m\""), "{out}");
+    assert!(
+        out.contains("deliver = { maildir = \"/srv/mail/bob\" }"),
+        "{out}"
+    );
+}
+
+#[test]
+fn config_errors_exit_2_naming_file_line_column_and_key() {
+    let env = Env::new();
+    // Line numbers count the state_dir line and blank line the harness puts first.
+    env.write_config(&GOOD.replace("user = \"bob\"", "usr = \"bob\""));
+    let run = env.popfetch(&["check"]);
+    run.assert_code(2);
+    let path = env.config_path().display().to_string();
+    assert!(
+        run.stderr
+            .contains(&format!("config file {path}, line 14, column 1")),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("unknown field `usr`"), "{}", run.stderr);
+
+    env.write_config(&GOOD.replace("host = \"mail.example.net\"\n", ""));
+    let run = env.popfetch(&["fetch"]);
+    run.assert_code(2);
+    assert!(
+        run.stderr
+            .contains("account `bob`, key `host`: required but missing"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn unknown_account_and_missing_config_exit_2() {
+    let env = Env::new();
+    env.write_config(GOOD);
+    let run = env.popfetch(&["fetch", "carol"]);
+    run.assert_code(2);
+    assert!(
+        run.stderr.contains("no account named `carol`"),
+        "{}",
+        run.stderr
+    );
+    std::fs::remove_file(env.config_path()).unwrap();
+    let run = env.popfetch(&["check"]);
+    run.assert_code(2);
+    assert!(run.stderr.contains("cannot read it"), "{}", run.stderr);
+    // A usage error is exit 2 as well.
+    env.popfetch(&["fetch", "--no-such-flag"]).assert_code(2);
+}
+
+#[test]
+fn readable_config_holding_a_password_is_refused() {
+    let env = Env::new();
+    env.write_config(GOOD);
+    std::fs::set_permissions(env.config_path(), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let run = env.popfetch(&["check"]);
+    run.assert_code(2);
+    assert!(
+        run.stderr.contains("readable by group or others"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("chmod 600"), "{}", run.stderr);
+    assert!(!run.stderr.contains("hunter2"), "{}", run.stderr);
+}
+
+#[test]
+fn config_path_comes_from_the_environment() {
+    let env = Env::new();
+    env.write_config(GOOD);
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_popfetch"))
+        .arg("check")
+        .env("POPFETCH_CONFIG", env.config_path())
+        .output()
+        .unwrap();
+    assert!(run.status.success());
+    assert!(String::from_utf8_lossy(&run.stdout).contains("name = \"bob\""));
+    // XDG_CONFIG_HOME/popfetch/config.toml when POPFETCH_CONFIG is unset.
+    let xdg = env.path().join("xdg");
+    std::fs::create_dir_all(xdg.join("popfetch")).unwrap();
+    std::fs::copy(env.config_path(), xdg.join("popfetch/config.toml")).unwrap();
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_popfetch"))
+        .arg("check")
+        .env_remove("POPFETCH_CONFIG")
+        .env("XDG_CONFIG_HOME", &xdg)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(String::from_utf8_lossy(&run.stdout).contains(&xdg.display().to_string()));
+}

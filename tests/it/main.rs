@@ -1,0 +1,8 @@
+//! The one integration-test binary: real peers (a private Dovecot per test), the in-process
+//! scripted server for what a real server will not do, and the real built `popfetch` binary.
+
+mod cli;
+mod dovecot;
+mod fetch_dovecot;
+mod fixture_selftest;
+mod harness;
