@@ -6,3 +6,5 @@ mod dovecot;
 mod fetch_dovecot;
 mod fixture_selftest;
 mod harness;
+mod recovery;
+mod scripted;
