@@ -140,3 +140,37 @@ fn config_path_comes_from_the_environment() {
     );
     assert!(String::from_utf8_lossy(&run.stdout).contains(&xdg.display().to_string()));
 }
+
+#[test]
+fn state_dir_defaults_to_state_directory_then_xdg_state_home() {
+    let env = Env::new();
+    // No state_dir key: the default applies.
+    std::fs::write(
+        env.config_path(),
+        GOOD.replace("password = \"hunter2-secret\"", "password_file = \"p\""),
+    )
+    .unwrap();
+    let check = |envs: &[(&str, &str)]| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_popfetch"));
+        c.arg("-c").arg(env.config_path()).arg("check");
+        c.env_remove("STATE_DIRECTORY").env_remove("XDG_STATE_HOME");
+        for (k, v) in envs {
+            c.env(k, v);
+        }
+        let out = c.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let out = check(&[("STATE_DIRECTORY", "/var/lib/popfetch-test:/other")]);
+    assert!(
+        out.contains("state_dir = \"/var/lib/popfetch-test\""),
+        "{out}"
+    );
+    // The tests run as root, whose default is /var/lib/popfetch whatever XDG_STATE_HOME says.
+    let out = check(&[("XDG_STATE_HOME", "/nonexistent/xdg")]);
+    assert!(out.contains("state_dir = \"/var/lib/popfetch\""), "{out}");
+}
