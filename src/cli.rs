@@ -39,6 +39,14 @@ pub enum Command {
     },
     /// Validate the config and print each account's effective settings (secrets redacted).
     Check,
+    /// Try again the messages held on the server after a permanent delivery failure.
+    ///
+    /// They are tried at the account's next poll.
+    Retry {
+        /// Account name
+        #[arg(value_name = "ACCOUNT")]
+        account: String,
+    },
 }
 
 /// Exit status for a usage or config error.
@@ -65,6 +73,28 @@ pub async fn run(cli: Cli) -> Result<ExitCode, UsageError> {
         Command::Fetch { accounts } => {
             let selected = select(&config, &accounts)?;
             Ok(fetch(&config, selected).await)
+        }
+        Command::Retry { account } => {
+            let account = select(&config, std::slice::from_ref(&account))?.remove(0);
+            let released = crate::state::AccountState::open(&config.state_dir, &account.name)
+                .and_then(|mut st| {
+                    let n = st.release_held();
+                    st.sync().map(|()| n)
+                });
+            match released {
+                Ok(n) => {
+                    println!(
+                        "{}: {n} held message{} will be tried at the next poll",
+                        account.name,
+                        if n == 1 { "" } else { "s" }
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    eprintln!("popfetch: account {}: {}", account.name, error_chain(&e));
+                    Ok(ExitCode::FAILURE)
+                }
+            }
         }
     }
 }
@@ -114,15 +144,31 @@ async fn fetch(config: &Config, accounts: Vec<Arc<Account>>) -> ExitCode {
     let mut failed = false;
     for (_, account, r) in results {
         match r {
-            Ok(rep) => println!(
-                "{}: {} new message{} delivered ({}), {} deleted from the server, {} on it at login",
-                account.name,
-                rep.delivered,
-                if rep.delivered == 1 { "" } else { "s" },
-                human_bytes(rep.bytes),
-                rep.deleted,
-                rep.on_server
-            ),
+            Ok(rep) => {
+                let mut line = format!(
+                    "{}: {} new message{} delivered ({}), {} deleted from the server, {} on it at login",
+                    account.name,
+                    rep.delivered,
+                    if rep.delivered == 1 { "" } else { "s" },
+                    human_bytes(rep.bytes),
+                    rep.deleted,
+                    rep.on_server
+                );
+                for (n, what) in [
+                    (rep.failed, "failed for now (left on the server)"),
+                    (
+                        rep.newly_held + rep.held,
+                        "held after a permanent failure (see `popfetch retry`)",
+                    ),
+                    (rep.quarantined, "quarantined"),
+                ] {
+                    if n > 0 {
+                        line.push_str(&format!("; {n} {what}"));
+                    }
+                }
+                println!("{line}");
+                failed |= rep.has_failures();
+            }
             Err(e) => {
                 failed = true;
                 eprintln!("popfetch: account {}: {}", account.name, error_chain(&e));
@@ -208,7 +254,42 @@ pub fn describe(config: &Config) -> String {
             "timeout = {:?}",
             humantime::format_duration(a.timeout).to_string()
         );
+        let _ = writeln!(
+            s,
+            "mda_timeout = {:?}",
+            humantime::format_duration(a.mda_timeout).to_string()
+        );
+        let _ = writeln!(
+            s,
+            "on_permanent_failure = {:?}",
+            format!("{:?}", a.on_permanent_failure).to_lowercase()
+        );
+        if let Some(q) = &a.quarantine {
+            let _ = writeln!(s, "quarantine = {:?}", q.display().to_string());
+        }
         let _ = match &a.deliver {
+            Deliver::Mbox(p) => writeln!(s, "deliver = {{ mbox = {:?} }}", p.display().to_string()),
+            Deliver::Mda(argv) => writeln!(s, "deliver = {{ mda = {argv:?} }}"),
+            Deliver::Smtp(t) => writeln!(
+                s,
+                "deliver = {{ smtp = {{ host = {:?}, port = {}, tls = {:?}, to = {:?}{}{}{} }} }}",
+                t.host,
+                t.port,
+                format!("{:?}", t.tls).to_lowercase(),
+                t.to,
+                t.from
+                    .as_ref()
+                    .map(|f| format!(", from = {f:?}"))
+                    .unwrap_or_default(),
+                t.helo
+                    .as_ref()
+                    .map(|h| format!(", helo = {h:?}"))
+                    .unwrap_or_default(),
+                t.credentials
+                    .as_ref()
+                    .map(|(u, _)| format!(", user = {u:?}, password = \"<redacted>\""))
+                    .unwrap_or_default(),
+            ),
             Deliver::Maildir(p) => {
                 writeln!(s, "deliver = {{ maildir = {:?} }}", p.display().to_string())
             }

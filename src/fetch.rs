@@ -13,14 +13,11 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use tokio::io::AsyncReadExt;
-
-use crate::config::{Account, PasswordSource};
-use crate::deliver::{Backend, DeliverError, MessageInfo};
+use crate::config::{Account, Deliver, PermanentFailure};
+use crate::deliver::{Backend, DeliverError, ErrorKind, MessageInfo};
 use crate::pop3::{MsgNum, Uidl};
-use crate::secret::Secret;
 use crate::session::{ConnectParams, Session, SessionError};
 use crate::state::{AccountState, StateError};
 
@@ -34,13 +31,10 @@ fn size_cap(listed: u64) -> u64 {
     listed.saturating_mul(2).max(listed.saturating_add(1 << 20))
 }
 
-/// Longest password a file or command may yield.
-const MAX_PASSWORD: usize = 64 * 1024;
-
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
-    #[error("password: {0}")]
-    Password(String),
+    #[error(transparent)]
+    Password(crate::password::PasswordError),
     #[error(transparent)]
     State(#[from] StateError),
     #[error(transparent)]
@@ -62,9 +56,7 @@ impl FetchError {
     pub fn is_transient(&self) -> bool {
         match self {
             FetchError::Session(e) => e.is_transient(),
-            FetchError::Deliver { source, .. } => {
-                source.kind == crate::deliver::ErrorKind::Transient
-            }
+            FetchError::Deliver { source, .. } => source.kind != ErrorKind::Permanent,
             FetchError::State(StateError::Locked { .. }) => true,
             _ => false,
         }
@@ -83,22 +75,62 @@ pub struct Report {
     pub deleted: usize,
     /// Deliveries a crashed run left pending that were found complete.
     pub recovered: usize,
+    /// Messages whose delivery failed for now; they stay on the server for the next poll.
+    pub failed: usize,
+    /// Messages the backend refused for good in this poll, now held on the server.
+    pub newly_held: usize,
+    /// Messages held from earlier polls, skipped.
+    pub held: usize,
+    /// Messages the backend refused for good that went to the quarantine Maildir.
+    pub quarantined: usize,
+}
+
+impl Report {
+    /// Whether something in this poll needs the administrator's attention.
+    pub fn has_failures(&self) -> bool {
+        self.failed > 0 || self.newly_held > 0
+    }
 }
 
 /// Polls `account` once.
 pub async fn poll(account: &Account, state_dir: &Path) -> Result<Report, FetchError> {
-    let started = Instant::now();
-    let backend = Backend::open(&account.deliver).map_err(|source| FetchError::Deliver {
-        what: "the target".into(),
-        source,
-    })?;
+    let backend =
+        Backend::open(&account.deliver, account).map_err(|source| FetchError::Deliver {
+            what: "the target".into(),
+            source,
+        })?;
     let mut state = AccountState::open(state_dir, &account.name)?;
+    let r = poll_with(account, &backend, &mut state).await;
+    backend.close().await;
+    // Whatever happened, what was recorded reaches the disk.
+    let synced = state.sync();
+    let report = r?;
+    synced?;
+    Ok(report)
+}
+
+async fn poll_with(
+    account: &Account,
+    backend: &Backend,
+    state: &mut AccountState,
+) -> Result<Report, FetchError> {
+    let started = Instant::now();
+    let released = state.set_fingerprint(&fingerprint(account));
+    if released > 0 {
+        tracing::info!(
+            account = account.name,
+            released,
+            "config changed: held messages will be tried again"
+        );
+    }
     let mut report = Report {
-        recovered: recover(&backend, &mut state, &account.name)?,
+        recovered: recover(backend, state, &account.name)?,
         ..Report::default()
     };
 
-    let password = resolve_password(&account.password, account.timeout).await?;
+    let password = crate::password::resolve(&account.password, account.timeout)
+        .await
+        .map_err(FetchError::Password)?;
     let params = ConnectParams {
         host: &account.host,
         port: account.port,
@@ -136,9 +168,20 @@ pub async fn poll(account: &Account, state_dir: &Path) -> Result<Report, FetchEr
     nums.sort();
     report.on_server = nums.len();
     let by_num: HashMap<MsgNum, Uidl> = uidls.iter().flatten().cloned().collect();
+    let quarantine = match (&account.on_permanent_failure, &account.quarantine) {
+        (PermanentFailure::Quarantine, Some(dir)) => Some(
+            Backend::open(&Deliver::Maildir(dir.clone()), account).map_err(|source| {
+                FetchError::Deliver {
+                    what: "the quarantine Maildir".into(),
+                    source,
+                }
+            })?,
+        ),
+        _ => None,
+    };
 
     let mut to_delete = ToDelete::default();
-    let mut failure = None;
+    let mut stop = None;
     for &num in &nums {
         let uidl = by_num.get(&num);
         if uidls.is_some() && uidl.is_none() {
@@ -146,27 +189,28 @@ pub async fn poll(account: &Account, state_dir: &Path) -> Result<Report, FetchEr
             tracing::warn!(account = account.name, %num, "message has no unique-id; skipped");
             continue;
         }
-        if let Some(u) = uidl
-            && state.is_delivered(u)
-        {
-            if !account.keep {
-                to_delete.list.push((num, Some(u.clone())));
+        if let Some(u) = uidl {
+            if state.is_delivered(u) {
+                if !account.keep {
+                    to_delete.list.push((num, Some(u.clone())));
+                }
+                continue;
             }
-            continue;
+            if state.is_held(u) {
+                report.held += 1;
+                tracing::warn!(
+                    account = account.name,
+                    uidl = u.as_str(),
+                    "message held on the server after a permanent delivery failure; \
+                     `popfetch retry {}` tries it again",
+                    account.name
+                );
+                continue;
+            }
         }
         let listed = sizes.get(&num).copied().unwrap_or(0);
         let t = Instant::now();
-        match fetch_one(
-            &mut session,
-            &backend,
-            &mut state,
-            account,
-            num,
-            uidl,
-            listed,
-        )
-        .await
-        {
+        match fetch_one(&mut session, backend, state, account, num, uidl, listed).await {
             Ok(bytes) => {
                 report.delivered += 1;
                 report.bytes += bytes;
@@ -181,38 +225,89 @@ pub async fn poll(account: &Account, state_dir: &Path) -> Result<Report, FetchEr
                     to_delete.list.push((num, uidl.cloned()));
                 }
             }
-            Err(e) => {
-                failure = Some((e, listed));
-                break;
+            Err(FetchError::Deliver { what, source }) => {
+                // The failure may have come mid-message: read the rest so the session goes on.
+                session.skip_body(size_cap(listed)).await?;
+                let uidl_str = uidl.map(Uidl::as_str);
+                match source.kind {
+                    ErrorKind::Transient => {
+                        report.failed += 1;
+                        tracing::warn!(account = account.name, uidl = uidl_str, error = %source,
+                            "delivery failed for now; the message stays on the server");
+                    }
+                    ErrorKind::Unavailable => {
+                        stop = Some(FetchError::Deliver { what, source });
+                        break;
+                    }
+                    ErrorKind::Permanent => match &quarantine {
+                        None => {
+                            if let Some(u) = uidl {
+                                state.record_held(u);
+                            }
+                            report.newly_held += 1;
+                            tracing::error!(account = account.name, uidl = uidl_str, error = %source,
+                                "delivery refused for good; the message stays on the server and is \
+                                 not tried again until the config changes or `popfetch retry` runs");
+                        }
+                        Some(q) => {
+                            tracing::error!(account = account.name, uidl = uidl_str, error = %source,
+                                "delivery refused for good; storing the message in quarantine");
+                            match fetch_one(&mut session, q, state, account, num, uidl, listed)
+                                .await
+                            {
+                                Ok(_) => {
+                                    report.quarantined += 1;
+                                    if !account.keep {
+                                        to_delete.list.push((num, uidl.cloned()));
+                                    }
+                                }
+                                Err(FetchError::Deliver { source, .. }) => {
+                                    session.skip_body(size_cap(listed)).await?;
+                                    report.failed += 1;
+                                    tracing::warn!(account = account.name, uidl = uidl_str, error = %source,
+                                        "quarantine failed; the message stays on the server");
+                                }
+                                Err(e) => return Err(e),
+                            }
+                        }
+                    },
+                }
             }
+            // The session or the state cannot be trusted any more: no QUIT, which would apply
+            // this session's DELEs; those messages are recorded and get deleted next time.
+            Err(e) => return Err(e),
         }
         if to_delete.list.len() - to_delete.marked >= DELETE_BATCH {
-            send_deletes(&mut session, &mut state, &mut to_delete).await?;
+            send_deletes(&mut session, state, &mut to_delete).await?;
         }
     }
-    if let Some((e, listed)) = failure {
-        // A delivery failed. When the connection is still sound, finish the message in flight
-        // and QUIT, so that the messages delivered before it are deleted now; otherwise they are
-        // recorded as delivered and get deleted at the next poll.
-        if matches!(e, FetchError::Deliver { .. })
-            && session.skip_body(size_cap(listed)).await.is_ok()
-            && let Err(e2) = finish(session, &mut state, to_delete, uidls.as_deref()).await
-        {
-            tracing::warn!(account = account.name, error = %e2, "could not end the session cleanly");
-        }
+    // Even when the target became unavailable, the messages delivered before are deleted now.
+    report.deleted = finish(session, state, to_delete, uidls.as_deref()).await?;
+    if let Some(e) = stop {
         return Err(e);
     }
-    report.deleted = finish(session, &mut state, to_delete, uidls.as_deref()).await?;
     tracing::info!(
         account = account.name,
         on_server = report.on_server,
         delivered = report.delivered,
         bytes = report.bytes,
         deleted = report.deleted,
+        failed = report.failed,
+        held = report.held + report.newly_held,
         elapsed_ms = started.elapsed().as_millis() as u64,
         "poll done"
     );
     Ok(report)
+}
+
+/// A stable digest of the account's settings (secrets redacted), to notice config changes.
+fn fingerprint(account: &Account) -> String {
+    // FNV-1a: stable across builds, unlike the standard library's hasher.
+    let text = format!("{account:?}");
+    let h = text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    format!("{h:016x}")
 }
 
 /// Resolves deliveries a previous run left pending: committed ones count as delivered, the
@@ -281,14 +376,21 @@ async fn fetch_one(
         }
     }
     sink.prepare().await.map_err(deliver_err)?;
-    if let Some(u) = uidl {
-        state.record_pending(u, sink.key());
+    let key = sink.key().map(str::to_string);
+    if let (Some(u), Some(key)) = (uidl, &key) {
+        // Durable before the delivery becomes visible, so a crash in between can be settled.
+        state.record_pending(u, key);
         state.sync()?;
     }
     let bytes = sink.bytes();
     sink.commit().await.map_err(deliver_err)?;
     if let Some(u) = uidl {
         state.record_delivered(u);
+        if key.is_none() {
+            // The backend cannot be asked later: record it now, so a crash can duplicate at
+            // most the message in flight.
+            state.sync()?;
+        }
     }
     Ok(bytes)
 }
@@ -340,66 +442,4 @@ async fn finish(
     }
     state.sync()?;
     Ok(to_delete.marked)
-}
-
-/// Reads the password from its source. The value is never logged; errors name the source only.
-pub async fn resolve_password(
-    source: &PasswordSource,
-    timeout: Duration,
-) -> Result<Secret<String>, FetchError> {
-    match source {
-        PasswordSource::Inline(p) => Ok(p.clone()),
-        PasswordSource::File(path) => {
-            let text = tokio::fs::read(path).await.map_err(|e| {
-                FetchError::Password(format!("cannot read {}: {e}", path.display()))
-            })?;
-            first_line(&text).ok_or_else(|| {
-                FetchError::Password(format!("{} is empty or not UTF-8 text", path.display()))
-            })
-        }
-        PasswordSource::Command(argv) => {
-            let err = |why: String| {
-                FetchError::Password(format!("password_command {:?}: {why}", argv[0]))
-            };
-            let mut child = tokio::process::Command::new(&argv[0])
-                .args(&argv[1..])
-                .stdin(std::process::Stdio::null())
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::inherit())
-                .kill_on_drop(true)
-                .spawn()
-                .map_err(|e| err(format!("cannot run it: {e}")))?;
-            let mut out = Vec::new();
-            let mut stdout = child.stdout.take().ok_or_else(|| err("no stdout".into()))?;
-            let run = async {
-                (&mut stdout)
-                    .take(MAX_PASSWORD as u64)
-                    .read_to_end(&mut out)
-                    .await?;
-                drop(stdout);
-                child.wait().await
-            };
-            let status = match tokio::time::timeout(timeout, run).await {
-                Ok(r) => r.map_err(|e| err(e.to_string()))?,
-                Err(_) => return Err(err(format!("no answer within {}s", timeout.as_secs()))),
-            };
-            if !status.success() {
-                return Err(err(format!("it failed ({status})")));
-            }
-            let pw = first_line(&out).ok_or_else(|| err("it printed no password".into()));
-            out.iter_mut().for_each(|b| *b = 0);
-            pw
-        }
-    }
-}
-
-fn first_line(bytes: &[u8]) -> Option<Secret<String>> {
-    let line = bytes.split(|&b| b == b'\n').next()?;
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
-    if line.is_empty() || line.len() > MAX_PASSWORD {
-        return None;
-    }
-    std::str::from_utf8(line)
-        .ok()
-        .map(|s| Secret::new(s.to_string()))
 }

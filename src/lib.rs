@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod deliver;
 pub mod fetch;
+pub mod password;
 pub mod pop3;
 pub mod secret;
 pub mod session;

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use raw::{AuthMethod, TlsMode};
+pub use raw::{AuthMethod, PermanentFailure, TlsMode};
 pub use validate::{ConfigError, load, parse};
 
 use crate::secret::Secret;
@@ -40,6 +40,11 @@ pub struct Account {
     pub received_header: bool,
     pub timeout: Duration,
     pub deliver: Deliver,
+    /// How long an MDA may run for one message before it is killed (a transient failure).
+    pub mda_timeout: Duration,
+    pub on_permanent_failure: PermanentFailure,
+    /// The Maildir for `on_permanent_failure = "quarantine"`.
+    pub quarantine: Option<PathBuf>,
 }
 
 /// Where the password comes from; read at each login, never stored elsewhere.
@@ -53,10 +58,33 @@ pub enum PasswordSource {
 }
 
 /// The delivery target of an account.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Deliver {
     Maildir(PathBuf),
+    /// An mboxrd file.
+    Mbox(PathBuf),
+    /// An MDA's argument list; `{from}`, `{account}` and `{user}` are replaced when they make up
+    /// a whole argument.
+    Mda(Vec<String>),
+    Smtp(Smtp),
 }
+
+/// An SMTP relay target.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Smtp {
+    pub host: String,
+    pub port: u16,
+    pub tls: TlsMode,
+    pub ca_file: Option<PathBuf>,
+    pub to: Vec<String>,
+    /// Overrides the envelope sender taken from the message.
+    pub from: Option<String>,
+    pub helo: Option<String>,
+    pub credentials: Option<(String, PasswordSource)>,
+}
+
+/// Default for `mda_timeout`.
+pub const DEFAULT_MDA_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Default for `timeout`: how long any single network wait may take.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);

@@ -37,6 +37,21 @@ pub struct RawAccount {
     #[serde(default, with = "humantime_serde")]
     pub timeout: Option<Duration>,
     pub deliver: Option<Spanned<RawDeliver>>,
+    #[serde(default, with = "humantime_serde")]
+    pub mda_timeout: Option<Duration>,
+    pub on_permanent_failure: Option<PermanentFailure>,
+    pub quarantine: Option<PathBuf>,
+}
+
+/// What to do with a message a backend refuses for good.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PermanentFailure {
+    /// Leave it on the server; do not try it again until the config changes or
+    /// `popfetch retry ACCOUNT` runs.
+    Keep,
+    /// Store it in the `quarantine` Maildir; it then counts as delivered.
+    Quarantine,
 }
 
 /// How the connection is protected.
@@ -69,4 +84,25 @@ pub enum AuthMethod {
 #[serde(rename_all = "lowercase", deny_unknown_fields)]
 pub enum RawDeliver {
     Maildir(PathBuf),
+    Mbox(PathBuf),
+    /// An argument list, run without a shell.
+    Mda(Vec<String>),
+    Smtp(Box<RawSmtp>),
+}
+
+/// `deliver = { smtp = { ... } }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSmtp {
+    pub host: String,
+    pub port: Option<u16>,
+    pub tls: Option<TlsMode>,
+    pub ca_file: Option<PathBuf>,
+    pub to: Vec<String>,
+    pub from: Option<String>,
+    pub helo: Option<String>,
+    pub user: Option<String>,
+    pub password: Option<Spanned<String>>,
+    pub password_file: Option<PathBuf>,
+    pub password_command: Option<Vec<String>>,
 }

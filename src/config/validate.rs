@@ -8,8 +8,10 @@ use std::sync::Arc;
 
 use toml::Spanned;
 
-use super::raw::{AuthMethod, RawAccount, RawConfig, RawDeliver, TlsMode};
-use super::{Account, Config, DEFAULT_TIMEOUT, Deliver, PasswordSource};
+use super::raw::{
+    AuthMethod, PermanentFailure, RawAccount, RawConfig, RawDeliver, RawSmtp, TlsMode,
+};
+use super::{Account, Config, DEFAULT_MDA_TIMEOUT, DEFAULT_TIMEOUT, Deliver, PasswordSource, Smtp};
 use crate::secret::Secret;
 
 /// A configuration error, located in the file where possible.
@@ -240,9 +242,45 @@ fn account(
                 "required but missing, e.g. `deliver = { maildir = \"~/Maildir\" }`",
             )
         })?;
+    let deliver_span = deliver.span();
     let deliver = match deliver.get_ref() {
         RawDeliver::Maildir(p) => Deliver::Maildir(expand(base, p)),
+        RawDeliver::Mbox(p) => Deliver::Mbox(expand(base, p)),
+        RawDeliver::Mda(argv) => {
+            if argv.first().is_none_or(|a| a.is_empty()) {
+                return Err(cx.err(
+                    deliver_span,
+                    Some(name_str),
+                    "deliver.mda",
+                    "must name a program: an argument list like [\"/usr/bin/procmail\", \"-d\", \"{user}\"]",
+                ));
+            }
+            Deliver::Mda(argv.clone())
+        }
+        RawDeliver::Smtp(raw) => Deliver::Smtp(smtp(cx, base, raw, name_str, deliver_span)?),
     };
+    let mda_timeout = raw
+        .mda_timeout
+        .or(defaults.mda_timeout)
+        .unwrap_or(DEFAULT_MDA_TIMEOUT);
+    if mda_timeout.is_zero() {
+        return Err(err("mda_timeout", "must be longer than zero"));
+    }
+    let on_permanent_failure = raw
+        .on_permanent_failure
+        .or(defaults.on_permanent_failure)
+        .unwrap_or(PermanentFailure::Keep);
+    let quarantine = raw
+        .quarantine
+        .as_ref()
+        .or(defaults.quarantine.as_ref())
+        .map(|p| expand(base, p));
+    if on_permanent_failure == PermanentFailure::Quarantine && quarantine.is_none() {
+        return Err(err(
+            "quarantine",
+            "on_permanent_failure = \"quarantine\" needs `quarantine`, the Maildir to store refused messages in",
+        ));
+    }
     let ca_file = raw
         .ca_file
         .as_ref()
@@ -267,6 +305,84 @@ fn account(
             .unwrap_or(true),
         timeout,
         deliver,
+        mda_timeout,
+        on_permanent_failure,
+        quarantine,
+    })
+}
+
+fn smtp(
+    cx: &Cx,
+    base: &Path,
+    raw: &RawSmtp,
+    account: &str,
+    span: Range<usize>,
+) -> Result<Smtp, ConfigError> {
+    let err = |key: &str, msg: &str| cx.err(span.clone(), Some(account), key, msg);
+    let host = raw.host.trim();
+    if host.is_empty() || host.contains(char::is_whitespace) {
+        return Err(err("deliver.smtp.host", "must be a host name or address"));
+    }
+    // Mail to a relay on this machine never leaves it; anywhere else, STARTTLS by default.
+    let loopback = host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    let tls = raw.tls.unwrap_or(if loopback {
+        TlsMode::None
+    } else {
+        TlsMode::Starttls
+    });
+    let port = raw.port.unwrap_or(match tls {
+        TlsMode::Implicit => 465,
+        TlsMode::Starttls | TlsMode::None => 25,
+    });
+    if raw.to.is_empty() {
+        return Err(err(
+            "deliver.smtp.to",
+            "needs at least one recipient address",
+        ));
+    }
+    for a in raw.to.iter().chain(raw.from.iter()) {
+        if a.parse::<lettre::Address>().is_err() {
+            return Err(err(
+                "deliver.smtp",
+                &format!("{a:?} is not a valid mail address"),
+            ));
+        }
+    }
+    let pw_raw = RawAccount {
+        password: raw.password.clone(),
+        password_file: raw.password_file.clone(),
+        password_command: raw.password_command.clone(),
+        ..RawAccount::default()
+    };
+    let password = password_source(cx, base, &pw_raw, account, span.clone())?;
+    let credentials = match (&raw.user, password) {
+        (Some(u), Some(p)) => Some((u.clone(), p)),
+        (None, None) => None,
+        _ => {
+            return Err(err(
+                "deliver.smtp.user",
+                "SMTP login needs both `user` and one of `password`, `password_file`, `password_command`",
+            ));
+        }
+    };
+    if credentials.is_some() && tls == TlsMode::None {
+        return Err(err(
+            "deliver.smtp.tls",
+            "an SMTP login over an unencrypted connection would send the password in clear text; use tls = \"starttls\" or \"implicit\"",
+        ));
+    }
+    Ok(Smtp {
+        host: host.to_string(),
+        port,
+        tls,
+        ca_file: raw.ca_file.as_ref().map(|p| expand(base, p)),
+        to: raw.to.clone(),
+        from: raw.from.clone(),
+        helo: raw.helo.clone(),
+        credentials,
     })
 }
 

@@ -32,9 +32,7 @@ impl Maildir {
                 .recursive(true)
                 .mode(0o700)
                 .create(&dir)
-                .map_err(|e| {
-                    DeliverError::transient(format!("cannot create {}", dir.display()), e)
-                })?;
+                .map_err(|e| DeliverError::io(format!("cannot create {}", dir.display()), e))?;
         }
         // The spec: '/' and ':' in the host name are written as \057 and \072.
         let host = super::hostname()
@@ -68,7 +66,7 @@ impl Maildir {
             .create_new(true)
             .mode(0o600)
             .open(&tmp)
-            .map_err(|e| DeliverError::transient(format!("cannot create {}", tmp.display()), e))?;
+            .map_err(|e| DeliverError::io(format!("cannot create {}", tmp.display()), e))?;
         let mut sink = Sink {
             file: Some(BufWriter::with_capacity(BUF_SIZE, file)),
             tmp,
@@ -129,9 +127,8 @@ impl Sink {
         let Some(f) = self.file.as_mut() else {
             return Err(self.closed());
         };
-        f.write_all(data).map_err(|e| {
-            DeliverError::transient(format!("cannot write {}", self.tmp.display()), e)
-        })?;
+        f.write_all(data)
+            .map_err(|e| DeliverError::io(format!("cannot write {}", self.tmp.display()), e))?;
         self.bytes += data.len() as u64;
         Ok(())
     }
@@ -154,7 +151,7 @@ impl Sink {
                 drop(f);
                 Ok(())
             }
-            Err(e) => Err(DeliverError::transient(
+            Err(e) => Err(DeliverError::io(
                 format!("cannot write {}", tmp.display()),
                 e,
             )),
@@ -189,7 +186,7 @@ impl Sink {
                 self.committed = true;
                 Ok(())
             }
-            Err(e) => Err(DeliverError::transient(
+            Err(e) => Err(DeliverError::io(
                 format!("cannot move {} into new/", self.tmp.display()),
                 e,
             )),

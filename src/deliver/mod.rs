@@ -3,22 +3,32 @@
 //! records) and [`Sink::commit`] (visible and durable). A sink dropped before `commit` leaves
 //! nothing behind. Errors say whether a retry can help ([`ErrorKind`]).
 //!
-//! One file per backend; today [`maildir`].
+//! One file per backend: [`maildir`], [`mbox`], [`mda`], [`smtp`]; [`envelope`] reads the
+//! envelope sender from a message's header section.
 
+pub mod envelope;
 pub mod maildir;
+pub mod mbox;
+pub mod mda;
+pub mod smtp;
 
 use std::time::SystemTime;
 
-use crate::config::Deliver;
+use crate::config::{Account, Deliver};
 use crate::pop3::Uidl;
 
 /// Whether a failed delivery may succeed later.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
-    /// Leave the message on the server and try at the next poll (a full disk, a busy MDA).
+    /// This message failed for now (an MDA that exited 75): leave it on the server, try it at
+    /// the next poll, go on with the others.
     Transient,
-    /// Retrying the same message will fail the same way.
+    /// Retrying the same message will fail the same way: the account's
+    /// `on_permanent_failure` policy applies.
     Permanent,
+    /// The target is down or full (connection refused, no space left): leave the message on
+    /// the server and stop this poll, since the next messages would fail the same way.
+    Unavailable,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -29,9 +39,20 @@ pub struct DeliverError {
 }
 
 impl DeliverError {
-    pub(crate) fn transient(context: impl std::fmt::Display, e: std::io::Error) -> DeliverError {
+    /// A local I/O error: a full disk or quota, a read-only file system and the like make the
+    /// whole target unavailable; anything else fails just this message, for now.
+    pub(crate) fn io(context: impl std::fmt::Display, e: std::io::Error) -> DeliverError {
+        use std::io::ErrorKind as K;
+        let kind = match e.kind() {
+            K::StorageFull
+            | K::QuotaExceeded
+            | K::ReadOnlyFilesystem
+            | K::PermissionDenied
+            | K::NotFound => ErrorKind::Unavailable,
+            _ => ErrorKind::Transient,
+        };
         DeliverError {
-            kind: ErrorKind::Transient,
+            kind,
             message: format!("{context}: {e}"),
         }
     }
@@ -54,22 +75,38 @@ pub struct MessageInfo<'a> {
 #[derive(Debug)]
 pub enum Backend {
     Maildir(maildir::Maildir),
+    Mbox(mbox::Mbox),
+    Mda(mda::Mda),
+    Smtp(smtp::Smtp),
 }
 
 impl Backend {
-    /// Opens the target, creating what it needs (a Maildir's `tmp`, `new` and `cur`).
-    pub fn open(target: &Deliver) -> Result<Backend, DeliverError> {
-        match target {
-            Deliver::Maildir(path) => Ok(Backend::Maildir(maildir::Maildir::open(path)?)),
-        }
+    /// Opens `target` for `account`, creating what it needs (a Maildir's `tmp`, `new` and
+    /// `cur`). Network backends connect at their first message.
+    pub fn open(target: &Deliver, account: &Account) -> Result<Backend, DeliverError> {
+        Ok(match target {
+            Deliver::Maildir(path) => Backend::Maildir(maildir::Maildir::open(path)?),
+            Deliver::Mbox(path) => Backend::Mbox(mbox::Mbox::open(path)?),
+            Deliver::Mda(argv) => Backend::Mda(mda::Mda::new(
+                argv.clone(),
+                account.mda_timeout,
+                &account.name,
+                &account.user,
+            )),
+            Deliver::Smtp(t) => Backend::Smtp(smtp::Smtp::new(t, account.timeout)),
+        })
     }
 
     /// Starts delivering one message.
     pub fn begin(&self, info: &MessageInfo<'_>) -> Result<Sink, DeliverError> {
         let header = info.received_header.then(|| received_header(info));
-        match self {
-            Backend::Maildir(m) => Ok(Sink::Maildir(m.begin(header.as_deref())?)),
-        }
+        let header = header.as_deref();
+        Ok(match self {
+            Backend::Maildir(m) => Sink::Maildir(m.begin(header)?),
+            Backend::Mbox(m) => Sink::Mbox(m.begin(header)?),
+            Backend::Mda(m) => Sink::Mda(Box::new(m.begin(header, info.uidl.map(Uidl::as_str)))),
+            Backend::Smtp(m) => Sink::Smtp(m.begin(header)?),
+        })
     }
 
     /// After a crash: whether the delivery recorded under `key` was committed. A backend that
@@ -77,41 +114,62 @@ impl Backend {
     pub fn was_delivered(&self, key: &str) -> bool {
         match self {
             Backend::Maildir(m) => m.was_delivered(key),
+            _ => false,
         }
     }
 
     /// After a crash: removes whatever an unfinished delivery under `key` left behind.
     pub fn discard(&self, key: &str) {
-        match self {
-            Backend::Maildir(m) => m.discard(key),
+        if let Backend::Maildir(m) = self {
+            m.discard(key);
+        }
+    }
+
+    /// Ends the poll: closes connections the backend kept open.
+    pub async fn close(&self) {
+        if let Backend::Smtp(s) = self {
+            s.close().await;
         }
     }
 }
 
-/// One message being delivered.
+/// One message being delivered. Dropping it before `commit` abandons the delivery and leaves
+/// nothing behind (a temp file is removed, an MDA is killed).
 #[derive(Debug)]
 pub enum Sink {
     Maildir(maildir::Sink),
+    Mbox(mbox::Sink),
+    Mda(Box<mda::Sink>),
+    Smtp(smtp::Sink),
 }
 
 impl Sink {
     pub async fn write(&mut self, data: &[u8]) -> Result<(), DeliverError> {
         match self {
             Sink::Maildir(s) => s.write(data),
+            Sink::Mbox(s) => s.write(data),
+            Sink::Mda(s) => s.write(data).await,
+            Sink::Smtp(s) => s.write(data),
         }
     }
 
-    /// Makes the message durable without making it visible.
+    /// Makes the message durable. For a Maildir it is not visible yet; the other backends
+    /// deliver here (an mbox append with fsync, an MDA's exit 0, a relay's 2xx).
     pub async fn prepare(&mut self) -> Result<(), DeliverError> {
         match self {
             Sink::Maildir(s) => s.prepare().await,
+            Sink::Mbox(s) => s.prepare().await,
+            Sink::Mda(s) => s.prepare().await,
+            Sink::Smtp(s) => s.prepare().await,
         }
     }
 
-    /// The key under which [`Backend::was_delivered`] can later find this delivery.
-    pub fn key(&self) -> &str {
+    /// The key under which [`Backend::was_delivered`] can later find this delivery, for the
+    /// backends that can tell.
+    pub fn key(&self) -> Option<&str> {
         match self {
-            Sink::Maildir(s) => s.key(),
+            Sink::Maildir(s) => Some(s.key()),
+            _ => None,
         }
     }
 
@@ -119,6 +177,7 @@ impl Sink {
     pub async fn commit(self) -> Result<(), DeliverError> {
         match self {
             Sink::Maildir(s) => s.commit().await,
+            Sink::Mbox(_) | Sink::Mda(_) | Sink::Smtp(_) => Ok(()),
         }
     }
 
@@ -126,6 +185,9 @@ impl Sink {
     pub fn bytes(&self) -> u64 {
         match self {
             Sink::Maildir(s) => s.bytes(),
+            Sink::Mbox(s) => s.bytes(),
+            Sink::Mda(s) => s.bytes(),
+            Sink::Smtp(s) => s.bytes(),
         }
     }
 }

@@ -37,7 +37,8 @@ fn received_header_escapes_the_uidl() {
 async fn maildir_delivery_is_atomic() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("Mail");
-    let backend = Backend::open(&crate::config::Deliver::Maildir(root.clone())).unwrap();
+    let target = crate::config::Deliver::Maildir(root.clone());
+    let backend = Backend::open(&target, &test_account()).unwrap();
     let info = MessageInfo {
         account: "a",
         server: "s",
@@ -47,7 +48,7 @@ async fn maildir_delivery_is_atomic() {
     };
     let mut sink = backend.begin(&info).unwrap();
     sink.write(b"Subject: x\n\nbody \xff\n").await.unwrap();
-    let key = sink.key().to_string();
+    let key = sink.key().unwrap().to_string();
     assert!(!backend.was_delivered(&key));
     // An abandoned delivery leaves nothing.
     drop(sink);
@@ -56,7 +57,7 @@ async fn maildir_delivery_is_atomic() {
     let mut sink = backend.begin(&info).unwrap();
     sink.write(b"Subject: y\n\nbody\n").await.unwrap();
     sink.prepare().await.unwrap();
-    let key = sink.key().to_string();
+    let key = sink.key().unwrap().to_string();
     assert!(root.join("tmp").join(&key).exists() && !backend.was_delivered(&key));
     sink.commit().await.unwrap();
     assert!(backend.was_delivered(&key));
@@ -72,4 +73,97 @@ async fn maildir_delivery_is_atomic() {
     .unwrap();
     assert!(backend.was_delivered(&key));
     assert!(!backend.was_delivered("nonexistent"));
+}
+
+/// A valid account to open backends with.
+pub(crate) fn test_account() -> crate::config::Account {
+    let cfg = crate::config::parse(
+        std::path::Path::new("/x/config.toml"),
+        "[[account]]\nname = \"a\"\nhost = \"h\"\nuser = \"u\"\npassword_file = \"p\"\n\
+         deliver = { maildir = \"/m\" }\n",
+    )
+    .unwrap();
+    (*cfg.accounts[0]).clone()
+}
+
+fn mda(argv: &[&str]) -> (Backend, crate::config::Account) {
+    let mut account = test_account();
+    account.mda_timeout = std::time::Duration::from_secs(2);
+    let target = crate::config::Deliver::Mda(argv.iter().map(|s| s.to_string()).collect());
+    (Backend::open(&target, &account).unwrap(), account)
+}
+
+async fn run_mda(backend: &Backend, message: &[u8], chunk: usize) -> Result<(), DeliverError> {
+    let info = MessageInfo {
+        account: "a",
+        server: "s",
+        uidl: None,
+        tls: false,
+        received_header: false,
+    };
+    let mut sink = backend.begin(&info)?;
+    for piece in message.chunks(chunk) {
+        sink.write(piece).await?;
+    }
+    sink.prepare().await?;
+    assert!(sink.key().is_none());
+    sink.commit().await
+}
+
+#[test]
+fn placeholders_replace_whole_arguments_only() {
+    let argv: Vec<String> = ["x", "{from}", "--f={from}", "{account}", "{user}", "{FROM}"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    assert_eq!(
+        mda::expand_argv(&argv, "s@example.org", "acc", "usr"),
+        ["x", "s@example.org", "--f={from}", "acc", "usr", "{FROM}"]
+    );
+}
+
+#[tokio::test]
+async fn mda_gets_the_message_argv_and_environment_without_a_shell() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let script = format!(
+        "cat > {0}.msg; printf '%s|%s|%s|%s' \"$1\" \"$POPFETCH_FROM\" \"$POPFETCH_ACCOUNT\" \"$POPFETCH_USER\" > {0}.args",
+        out.display()
+    );
+    let (b, _) = mda(&["sh", "-c", &script, "sh", "{from}"]);
+    let msg = b"Return-Path: <bounce@example.org>\nFrom: \"$(touch /tmp/x)\" <a@example.org>\nSubject: `id`; rm -rf /\n\nbody $HOME\n";
+    for chunk in [1, 7, 4096] {
+        run_mda(&b, msg, chunk).await.unwrap();
+        assert_eq!(std::fs::read(out.with_extension("msg")).unwrap(), msg);
+        assert_eq!(
+            std::fs::read_to_string(out.with_extension("args")).unwrap(),
+            "bounce@example.org|bounce@example.org|a|u"
+        );
+    }
+}
+
+#[tokio::test]
+async fn mda_exit_codes_and_timeout_are_classified() {
+    let (b, _) = mda(&["sh", "-c", "cat >/dev/null; exit 75"]);
+    let e = run_mda(&b, b"Subject: x\n\nbody\n", 100).await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Transient, "{e}");
+    let (b, _) = mda(&[
+        "sh",
+        "-c",
+        "cat >/dev/null; echo 'no such user' >&2; exit 67",
+    ]);
+    let e = run_mda(&b, b"Subject: x\n\nbody\n", 100).await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Permanent, "{e}");
+    // Exits without reading its input: the exit status still decides.
+    let (b, _) = mda(&["true"]);
+    run_mda(&b, &vec![b'x'; 1 << 20], 65536).await.unwrap();
+    let (b, _) = mda(&["sleep", "30"]);
+    let t = std::time::Instant::now();
+    let e = run_mda(&b, b"Subject: x\n\nbody\n", 100).await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Transient, "{e}");
+    assert!(e.message.contains("killed"), "{e}");
+    assert!(t.elapsed() < std::time::Duration::from_secs(10));
+    let (b, _) = mda(&["/nonexistent/mda"]);
+    let e = run_mda(&b, b"Subject: x\n\nbody\n", 100).await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Unavailable, "{e}");
 }

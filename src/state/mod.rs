@@ -7,7 +7,12 @@
 //! popfetch-uidls 1          header: format version
 //! P <uidl> <key>            delivery under way; <key> lets the backend tell whether it finished
 //! D <uidl>                  delivered: never fetch again; DELE it in delete mode
-//! F <uidl>                  forget: gone from the server, or a delivery that never finished
+//! F <uidl>                  forget: gone from the server, a delivery that never finished, or
+//!                           a held message released
+//! H <uidl>                  held: the backend refused it for good; leave it on the server and
+//!                           do not try again until the account's config changes or
+//!                           `popfetch retry` releases it
+//! C <fingerprint>           the account config the held records were made under
 //! ```
 //!
 //! Appends are buffered and reach the disk at [`AccountState::sync`] (write + fsync). A crash can
@@ -72,6 +77,8 @@ pub struct AccountState {
     _lock: File,
     delivered: HashSet<Uidl>,
     pending: HashMap<Uidl, String>,
+    held: HashSet<Uidl>,
+    fingerprint: Option<String>,
     /// Records appended but not yet written and synced.
     unsynced: Vec<u8>,
     /// Records in the journal file, to decide when to compact.
@@ -114,11 +121,11 @@ impl AccountState {
             path: path.clone(),
             source,
         };
-        let (delivered, pending, records, valid_len) = match std::fs::read(&path) {
+        let (parsed, valid_len) = match std::fs::read(&path) {
             Ok(bytes) => parse(&path, &bytes)?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 write_atomic(dir, &path, &header()).map_err(io)?;
-                (HashSet::new(), HashMap::new(), 0, header().len())
+                (Parsed::default(), header().len())
             }
             Err(e) => return Err(io(e)),
         };
@@ -133,10 +140,12 @@ impl AccountState {
             dir: dir.to_path_buf(),
             journal,
             _lock: lock,
-            delivered,
-            pending,
+            delivered: parsed.delivered,
+            pending: parsed.pending,
+            held: parsed.held,
+            fingerprint: parsed.fingerprint,
             unsynced: Vec::new(),
-            records,
+            records: parsed.records,
         };
         state.compact_if_large()?;
         Ok(state)
@@ -181,9 +190,46 @@ impl AccountState {
         self.delivered.insert(uidl.clone());
     }
 
-    /// Forgets `uidl`: deleted from the server for good, or a delivery that never finished.
+    /// Whether `uidl` is held after a permanent delivery failure.
+    pub fn is_held(&self, uidl: &Uidl) -> bool {
+        self.held.contains(uidl)
+    }
+
+    /// Holds `uidl` after a permanent delivery failure: it stays on the server, untried.
+    pub fn record_held(&mut self, uidl: &Uidl) {
+        if self.held.insert(uidl.clone()) {
+            self.append(format_args!("H {uidl}\n"));
+        }
+    }
+
+    /// Releases every held message, so the next poll tries them again. Returns how many.
+    pub fn release_held(&mut self) -> usize {
+        let held: Vec<Uidl> = self.held.iter().cloned().collect();
+        for u in &held {
+            self.forget(u);
+        }
+        held.len()
+    }
+
+    /// Notes the fingerprint of the account's config. When it differs from the one the held
+    /// records were made under, they are released: a changed config deserves a new try.
+    pub fn set_fingerprint(&mut self, fingerprint: &str) -> usize {
+        if self.fingerprint.as_deref() == Some(fingerprint) {
+            return 0;
+        }
+        let released = self.release_held();
+        self.append(format_args!("C {fingerprint}\n"));
+        self.fingerprint = Some(fingerprint.to_string());
+        released
+    }
+
+    /// Forgets `uidl`: deleted from the server for good, a delivery that never finished, or a
+    /// held message released.
     pub fn forget(&mut self, uidl: &Uidl) {
-        if self.delivered.remove(uidl) | self.pending.remove(uidl).is_some() {
+        if self.delivered.remove(uidl)
+            | self.pending.remove(uidl).is_some()
+            | self.held.remove(uidl)
+        {
             self.append(format_args!("F {uidl}\n"));
         }
     }
@@ -227,7 +273,7 @@ impl AccountState {
 
     /// Rewrites the journal as just the live set when it has grown past twice that (plus slack).
     fn compact_if_large(&mut self) -> Result<(), StateError> {
-        let live = self.delivered.len() + self.pending.len();
+        let live = self.delivered.len() + self.pending.len() + self.held.len() + 1;
         if self.records <= 2 * live + 1024 || !self.unsynced.is_empty() {
             return Ok(());
         }
@@ -239,6 +285,14 @@ impl AccountState {
         }
         for (u, k) in self.pending() {
             text.extend_from_slice(format!("P {u} {k}\n").as_bytes());
+        }
+        if let Some(fp) = &self.fingerprint {
+            text.extend_from_slice(format!("C {fp}\n").as_bytes());
+        }
+        let mut held: Vec<_> = self.held.iter().collect();
+        held.sort();
+        for u in held {
+            text.extend_from_slice(format!("H {u}\n").as_bytes());
         }
         let io = |source| StateError::Io {
             path: self.path.clone(),
@@ -258,11 +312,18 @@ fn header() -> Vec<u8> {
     format!("{MAGIC} {FORMAT}\n").into_bytes()
 }
 
-type Parsed = (HashSet<Uidl>, HashMap<Uidl, String>, usize, usize);
+#[derive(Default)]
+struct Parsed {
+    delivered: HashSet<Uidl>,
+    pending: HashMap<Uidl, String>,
+    held: HashSet<Uidl>,
+    fingerprint: Option<String>,
+    records: usize,
+}
 
-/// Reads a journal: the delivered set, the pending map, the record count, and the length of the
-/// valid prefix (everything but a torn last record).
-fn parse(path: &Path, bytes: &[u8]) -> Result<Parsed, StateError> {
+/// Reads a journal: its content, and the length of the valid prefix (everything but a torn last
+/// record).
+fn parse(path: &Path, bytes: &[u8]) -> Result<(Parsed, usize), StateError> {
     let corrupt = |line: usize, why: &str| StateError::Corrupt {
         path: path.to_path_buf(),
         line,
@@ -294,37 +355,45 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<Parsed, StateError> {
         });
     }
 
-    let mut delivered = HashSet::new();
-    let mut pending = HashMap::new();
-    let mut records = 0;
+    let mut p = Parsed::default();
     for (i, line) in lines.enumerate() {
         let lineno = i + 2;
         if line.is_empty() {
             continue; // the split after the final newline
         }
-        records += 1;
+        p.records += 1;
         let mut f = line.split(|&b| b == b' ');
-        let (kind, uidl) = (f.next().unwrap_or_default(), f.next());
-        let uidl = uidl
-            .ok_or_else(|| corrupt(lineno, "record without a unique-id"))
-            .and_then(|u| Uidl::parse(u).map_err(|e| corrupt(lineno, &e.to_string())))?;
+        let kind = f.next().unwrap_or_default();
+        let arg = f
+            .next()
+            .ok_or_else(|| corrupt(lineno, "record without an argument"))?;
+        if kind == b"C" {
+            let fp = std::str::from_utf8(arg).map_err(|_| corrupt(lineno, "bad fingerprint"))?;
+            p.fingerprint = Some(fp.to_string());
+            continue;
+        }
+        let uidl = Uidl::parse(arg).map_err(|e| corrupt(lineno, &e.to_string()))?;
         match (kind, f.next(), f.next()) {
             (b"D", None, None) => {
-                pending.remove(&uidl);
-                delivered.insert(uidl);
+                p.pending.remove(&uidl);
+                p.delivered.insert(uidl);
             }
             (b"P", Some(key), None) if !key.is_empty() => {
                 let key = std::str::from_utf8(key).map_err(|_| corrupt(lineno, "bad key"))?;
-                pending.insert(uidl, key.to_string());
+                p.pending.insert(uidl, key.to_string());
+            }
+            (b"H", None, None) => {
+                p.held.insert(uidl);
             }
             (b"F", None, None) => {
-                pending.remove(&uidl);
-                delivered.remove(&uidl);
+                p.pending.remove(&uidl);
+                p.delivered.remove(&uidl);
+                p.held.remove(&uidl);
             }
             _ => return Err(corrupt(lineno, "unknown record")),
         }
     }
-    Ok((delivered, pending, records, valid_len))
+    Ok((p, valid_len))
 }
 
 /// Replaces `path` with `contents` so that a crash leaves either the old or the new file.

@@ -1,0 +1,77 @@
+//! Reading a password from where the config says it is: inline, the first line of a file, or the
+//! first line a program prints (an argument list, run without a shell). The value is never
+//! logged; errors name the source only.
+
+use std::time::Duration;
+
+use tokio::io::AsyncReadExt;
+
+use crate::config::PasswordSource;
+use crate::secret::Secret;
+
+/// Longest password a file or command may yield.
+const MAX_PASSWORD: usize = 64 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+#[error("password: {0}")]
+pub struct PasswordError(String);
+
+/// Reads the password from its source. The value is never logged; errors name the source only.
+pub async fn resolve(
+    source: &PasswordSource,
+    timeout: Duration,
+) -> Result<Secret<String>, PasswordError> {
+    match source {
+        PasswordSource::Inline(p) => Ok(p.clone()),
+        PasswordSource::File(path) => {
+            let text = tokio::fs::read(path)
+                .await
+                .map_err(|e| PasswordError(format!("cannot read {}: {e}", path.display())))?;
+            first_line(&text).ok_or_else(|| {
+                PasswordError(format!("{} is empty or not UTF-8 text", path.display()))
+            })
+        }
+        PasswordSource::Command(argv) => {
+            let err = |why: String| PasswordError(format!("password_command {:?}: {why}", argv[0]));
+            let mut child = tokio::process::Command::new(&argv[0])
+                .args(&argv[1..])
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::inherit())
+                .kill_on_drop(true)
+                .spawn()
+                .map_err(|e| err(format!("cannot run it: {e}")))?;
+            let mut out = Vec::new();
+            let mut stdout = child.stdout.take().ok_or_else(|| err("no stdout".into()))?;
+            let run = async {
+                (&mut stdout)
+                    .take(MAX_PASSWORD as u64)
+                    .read_to_end(&mut out)
+                    .await?;
+                drop(stdout);
+                child.wait().await
+            };
+            let status = match tokio::time::timeout(timeout, run).await {
+                Ok(r) => r.map_err(|e| err(e.to_string()))?,
+                Err(_) => return Err(err(format!("no answer within {}s", timeout.as_secs()))),
+            };
+            if !status.success() {
+                return Err(err(format!("it failed ({status})")));
+            }
+            let pw = first_line(&out).ok_or_else(|| err("it printed no password".into()));
+            out.iter_mut().for_each(|b| *b = 0);
+            pw
+        }
+    }
+}
+
+fn first_line(bytes: &[u8]) -> Option<Secret<String>> {
+    let line = bytes.split(|&b| b == b'\n').next()?;
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    if line.is_empty() || line.len() > MAX_PASSWORD {
+        return None;
+    }
+    std::str::from_utf8(line)
+        .ok()
+        .map(|s| Secret::new(s.to_string()))
+}
