@@ -6,5 +6,6 @@ mod dovecot;
 mod fetch_dovecot;
 mod fixture_selftest;
 mod harness;
+mod policy;
 mod recovery;
 mod scripted;
