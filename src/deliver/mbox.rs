@@ -6,9 +6,9 @@
 //! knows mboxrd removes one `>` from each `^>+From ` line and gets the message back byte for
 //! byte (plus the final newline, if the message had none); 8-bit bytes pass through untouched.
 //!
-//! [`Sink::write`] quotes the streamed message into an unlinked temporary file (flat memory
+//! `Sink::write` quotes the streamed message into an unlinked temporary file (flat memory
 //! whatever its size; quoting resumes across chunk boundaries) and keeps the start of it to find
-//! the sender. [`Sink::prepare`] is the delivery: it locks the mbox, appends, fsyncs, unlocks.
+//! the sender. `Sink::prepare` is the delivery: it locks the mbox, appends, fsyncs, unlocks.
 //!
 //! Locking, in this order, each step bounded by one deadline ([`LOCK_TIMEOUT`]), a timeout
 //! being [`ErrorKind::Transient`]:
@@ -16,18 +16,21 @@
 //!    deliveries of ours to the same file would not exclude each other;
 //! 2. the dotlock `PATH.lock`, created with `O_EXCL`, as procmail and mutt expect; one older
 //!    than [`DOTLOCK_STALE`] is left over from a crash and is removed. When the directory does
-//!    not let us create it (`/var/mail` is often `root:mail 2775`), we go on with the next lock
-//!    alone, as mail readers do;
+//!    not let us create it (`/var/mail` is often `root:mail 2775`), we go on with the fcntl
+//!    lock alone and say so at debug level;
 //! 3. an `fcntl` write lock on the whole file, taken with `F_SETLK` in a retry loop.
 //!
 //! A program that takes the same locks in the other order (mutt takes `fcntl` first) can wait
 //! on us while we wait on it; the deadline breaks that tie, and the message is tried again at
-//! the next poll.
+//! the next poll. Two programs that both judge a dotlock stale can both take it; the fcntl lock
+//! still keeps their appends apart. A reader that takes either lock never sees a message
+//! half appended.
 //!
 //! What a failure leaves behind: an error while appending or syncing (a full disk, a quota)
 //! truncates the file back to its old length and syncs it, so no part of the message remains.
 //! A crash (of the process or the machine) in the middle of the append cannot do that: the mbox
-//! then ends with a partial message, which a reader shows as a truncated last message. The
+//! then ends with a partial message (after a power failure, on some file systems, with zero
+//! bytes in it), which a reader shows as a truncated last message. The
 //! state journal has not recorded the message, so it is fetched and delivered again, whole; the
 //! next append first completes the unfinished line and adds the empty line, so its `From_`
 //! line starts a message of its own. The user sees a truncated copy and then the full one:

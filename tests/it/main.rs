@@ -6,6 +6,7 @@ mod dovecot;
 mod fetch_dovecot;
 mod fixture_selftest;
 mod harness;
+mod mbox_peer;
 mod policy;
 mod recovery;
 mod scripted;

@@ -97,8 +97,8 @@ fn a_long_run_of_gts_is_held_as_a_count() {
 
 #[test]
 fn quoting_is_the_same_in_chunks_of_every_size() {
-    let input: &[u8] =
-        b"From: a@b\n\nFrom the start\n>From quoted\n>>From twice\nFrom\nFromage\n>>>Frm\nlast From x";
+    let input: &[u8] = b"From: a@b\n\nFrom the start\n>From quoted\n>>From twice\nFrom\n\
+        Fromage\n>>>Frm\nlast From x";
     let whole = quote(&[input]);
     for size in 1..=16 {
         let chunks: Vec<&[u8]> = input.chunks(size).collect();
@@ -163,7 +163,8 @@ fn from_line_names_the_sender_or_mailer_daemon() {
 async fn sender_comes_from_the_headers_even_split_across_chunks() {
     let dir = tempfile::tempdir().unwrap();
     let mbox = mbox_in(&dir);
-    let msg: &[u8] = b"Subject: x\nReturn-Path: <bounce@example.org>\nFrom: a@example.org\n\nFrom: body@example.org\n";
+    let msg: &[u8] = b"Subject: x\nReturn-Path: <bounce@example.org>\nFrom: a@example.org\n\n\
+        From: body@example.org\n";
     let chunks: Vec<&[u8]> = msg.chunks(3).collect();
     deliver_chunks(&mbox, Some(b"Received: from s\n\tby h; date\n"), &chunks)
         .await
