@@ -10,7 +10,7 @@ use popfetch::demo::{DemoServer, Mailbox, sample_messages};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    popfetch::cli::init_logging(1);
+    popfetch::cli::init_logging(1, false, None);
     let dir = std::env::temp_dir().join(format!("popfetch-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
 
@@ -53,7 +53,7 @@ deliver = {{ maildir = "Maildir" }}
     let account = &config.accounts[0];
 
     for round in 1..=2 {
-        let report = popfetch::fetch::poll(account, &config.state_dir).await?;
+        let report = popfetch::fetch::poll(account, &config.state_dir, &Default::default()).await?;
         println!(
             "poll {round}: {} delivered ({} bytes), {} deleted from the server",
             report.delivered, report.bytes, report.deleted

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, Account, Config, Deliver, PasswordSource};
 
@@ -39,6 +40,17 @@ pub enum Command {
     },
     /// Validate the config and print each account's effective settings (secrets redacted).
     Check,
+    /// Run in the foreground, polling every account on its schedule, until SIGTERM or SIGINT.
+    ///
+    /// The config is reloaded when its file changes or on SIGHUP; SIGUSR1 polls every account
+    /// now. Under systemd it reports readiness and status (Type=notify).
+    Daemon,
+    /// Show each account's last poll, from the state directory (no daemon needed).
+    Status {
+        /// Print JSON, one object per account, for scripts
+        #[arg(long)]
+        json: bool,
+    },
     /// Try again the messages held on the server after a permanent delivery failure.
     ///
     /// They are tried at the account's next poll.
@@ -73,6 +85,11 @@ pub async fn run(cli: Cli) -> Result<ExitCode, UsageError> {
         Command::Fetch { accounts } => {
             let selected = select(&config, &accounts)?;
             Ok(fetch(&config, selected).await)
+        }
+        Command::Daemon => Ok(crate::daemon::run(path, config).await),
+        Command::Status { json } => {
+            print!("{}", status(&config, json));
+            Ok(ExitCode::SUCCESS)
         }
         Command::Retry { account } => {
             let account = select(&config, std::slice::from_ref(&account))?.remove(0);
@@ -114,19 +131,20 @@ fn select(config: &Config, names: &[String]) -> Result<Vec<Arc<Account>>, UsageE
         .collect()
 }
 
-/// Most accounts polled at once by `fetch`.
-const MAX_PARALLEL: usize = 8;
-
 /// Polls `accounts` concurrently; prints one summary line per account.
 async fn fetch(config: &Config, accounts: Vec<Arc<Account>>) -> ExitCode {
-    let limit = Arc::new(tokio::sync::Semaphore::new(MAX_PARALLEL));
+    // SIGINT or SIGTERM: finish the messages in flight and QUIT; a second one exits at once.
+    let stop = CancellationToken::new();
+    crate::daemon::signals::stop_on_signal(stop.clone());
+    let limit = Arc::new(tokio::sync::Semaphore::new(config.max_parallel));
     let mut tasks = tokio::task::JoinSet::new();
     for (i, account) in accounts.into_iter().enumerate() {
         let state_dir = config.state_dir.clone();
         let limit = limit.clone();
+        let stop = stop.clone();
         tasks.spawn(async move {
             let _permit = limit.acquire_owned().await;
-            let r = crate::fetch::poll(&account, &state_dir).await;
+            let r = crate::fetch::poll(&account, &state_dir, &stop).await;
             (i, account, r)
         });
     }
@@ -310,19 +328,83 @@ fn auth_name(m: config::AuthMethod) -> &'static str {
     }
 }
 
-/// Sets up logging to stderr: `POPFETCH_LOG` (an env-filter directive) if set, else by `-v`.
-pub fn init_logging(verbose: u8) {
+/// The account rows of `popfetch status`.
+pub fn status(config: &Config, json: bool) -> String {
+    let rows: Vec<crate::status::Status> = config
+        .accounts
+        .iter()
+        .map(|a| crate::status::read(&config.state_dir, &a.name))
+        .collect();
+    if json {
+        return serde_json::to_string_pretty(&rows).unwrap_or_default() + "\n";
+    }
+    let when = |t: Option<u64>| {
+        t.map(|s| {
+            crate::deliver::rfc5322_date(std::time::UNIX_EPOCH + std::time::Duration::from_secs(s))
+        })
+        .unwrap_or_else(|| "never".into())
+    };
+    let mut out = String::new();
+    for r in rows {
+        out.push_str(&format!(
+            "{}: last poll {} ({}), last success {}, {} delivered in total, {} waiting on the server{}\n",
+            r.account,
+            when(r.last_poll),
+            r.last_result.as_deref().unwrap_or("-"),
+            when(r.last_success),
+            r.delivered_total,
+            r.waiting.map_or("?".to_string(), |w| w.to_string()),
+            r.last_error.map(|e| format!("; last error: {e}")).unwrap_or_default()
+        ));
+    }
+    out
+}
+
+/// Sets up logging. The level: `POPFETCH_LOG` or `RUST_LOG` (filter directives), else the
+/// config's `log_level`, else by `-v` (`fetch` and `check` are quiet by default, the daemon logs
+/// at info). The target: journald or stderr, per `log_target` (`auto`: journald when stderr is
+/// connected to the journal or its socket exists).
+pub fn init_logging(verbose: u8, daemon: bool, config: Option<&Config>) {
     use tracing_subscriber::EnvFilter;
-    let default = match verbose {
-        0 => "warn",
-        1 => "info",
-        2 => "debug",
+    use tracing_subscriber::prelude::*;
+    let default = match (verbose, daemon) {
+        (0, false) => "warn",
+        (0, true) | (1, _) => "info",
+        (2, _) => "debug",
         _ => "trace",
     };
-    let filter = std::env::var("POPFETCH_LOG")
-        .ok()
-        .and_then(|v| EnvFilter::try_new(v).ok())
+    let filter = ["POPFETCH_LOG", "RUST_LOG"]
+        .iter()
+        .find_map(|v| {
+            std::env::var(v)
+                .ok()
+                .and_then(|v| EnvFilter::try_new(v).ok())
+        })
+        .or_else(|| {
+            config
+                .and_then(|c| c.log_level.as_deref())
+                .and_then(|l| EnvFilter::try_new(l).ok())
+        })
         .unwrap_or_else(|| EnvFilter::new(format!("popfetch={default},warn")));
+    let target = config.map_or(config::LogTarget::Stderr, |c| c.log_target);
+    let journald = match target {
+        config::LogTarget::Stderr => false,
+        config::LogTarget::Journald => true,
+        config::LogTarget::Auto => {
+            std::env::var_os("JOURNAL_STREAM").is_some()
+                || std::path::Path::new("/run/systemd/journal/socket").exists()
+        }
+    };
+    if journald {
+        // No journal socket after all: fall back to stderr rather than log nowhere.
+        if let Ok(layer) = tracing_journald::layer() {
+            let _ = tracing_subscriber::registry()
+                .with(filter)
+                .with(layer)
+                .try_init();
+            return;
+        }
+    }
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

@@ -13,7 +13,9 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
 
 use crate::config::{Account, Deliver, PermanentFailure};
 use crate::deliver::{Backend, DeliverError, ErrorKind, MessageInfo};
@@ -83,6 +85,12 @@ pub struct Report {
     pub held: usize,
     /// Messages the backend refused for good that went to the quarantine Maildir.
     pub quarantined: usize,
+    /// Messages left undelivered on the server: failed, held, or not reached.
+    pub waiting: usize,
+    /// The poll stopped early because shutdown was requested.
+    pub interrupted: bool,
+    /// The server's `LOGIN-DELAY` capability: the least time between two logins.
+    pub login_delay: Option<Duration>,
 }
 
 impl Report {
@@ -92,15 +100,34 @@ impl Report {
     }
 }
 
-/// Polls `account` once.
-pub async fn poll(account: &Account, state_dir: &Path) -> Result<Report, FetchError> {
+/// Polls `account` once. When `stop` is cancelled the poll finishes the message in flight, sends
+/// the DELEs it owes and QUITs.
+pub async fn poll(
+    account: &Account,
+    state_dir: &Path,
+    stop: &CancellationToken,
+) -> Result<Report, FetchError> {
+    let r = poll_once(account, state_dir, stop).await;
+    let summary = match &r {
+        Ok(rep) => Ok((rep.delivered as u64, rep.waiting as u64)),
+        Err(e) => Err(crate::cli::error_chain(e)),
+    };
+    crate::status::record(state_dir, &account.name, summary);
+    r
+}
+
+async fn poll_once(
+    account: &Account,
+    state_dir: &Path,
+    stop: &CancellationToken,
+) -> Result<Report, FetchError> {
     let backend =
         Backend::open(&account.deliver, account).map_err(|source| FetchError::Deliver {
             what: "the target".into(),
             source,
         })?;
     let mut state = AccountState::open(state_dir, &account.name)?;
-    let r = poll_with(account, &backend, &mut state).await;
+    let r = poll_with(account, &backend, &mut state, stop).await;
     backend.close().await;
     // Whatever happened, what was recorded reaches the disk.
     let synced = state.sync();
@@ -113,6 +140,7 @@ async fn poll_with(
     account: &Account,
     backend: &Backend,
     state: &mut AccountState,
+    stop: &CancellationToken,
 ) -> Result<Report, FetchError> {
     let started = Instant::now();
     let released = state.set_fingerprint(&fingerprint(account));
@@ -155,6 +183,16 @@ async fn poll_with(
         "logged in"
     );
 
+    if let Some(caps) = session.capabilities() {
+        report.login_delay = caps.login_delay.map(Duration::from_secs);
+        if account.keep && caps.expire == Some(Some(0)) {
+            tracing::error!(
+                account = account.name,
+                "config error: keep = true, but the server announces EXPIRE 0: it deletes every \
+                 message once retrieved, whatever popfetch does"
+            );
+        }
+    }
     let uidls = session.uidl_all().await?;
     if uidls.is_none() && account.keep {
         return Err(FetchError::Unsupported(
@@ -181,8 +219,17 @@ async fn poll_with(
     };
 
     let mut to_delete = ToDelete::default();
-    let mut stop = None;
-    for &num in &nums {
+    let mut unavailable = None;
+    for (i, &num) in nums.iter().enumerate() {
+        if stop.is_cancelled() {
+            report.interrupted = true;
+            report.waiting += nums.len() - i;
+            tracing::info!(
+                account = account.name,
+                "shutting down: ending the poll after the message in flight"
+            );
+            break;
+        }
         let uidl = by_num.get(&num);
         if uidls.is_some() && uidl.is_none() {
             // Listed by LIST but absent from UIDL: the server is confused; leave it alone.
@@ -236,7 +283,8 @@ async fn poll_with(
                             "delivery failed for now; the message stays on the server");
                     }
                     ErrorKind::Unavailable => {
-                        stop = Some(FetchError::Deliver { what, source });
+                        report.waiting += nums.len() - i;
+                        unavailable = Some(FetchError::Deliver { what, source });
                         break;
                     }
                     ErrorKind::Permanent => match &quarantine {
@@ -283,9 +331,10 @@ async fn poll_with(
     }
     // Even when the target became unavailable, the messages delivered before are deleted now.
     report.deleted = finish(session, state, to_delete, uidls.as_deref()).await?;
-    if let Some(e) = stop {
+    if let Some(e) = unavailable {
         return Err(e);
     }
+    report.waiting += report.failed + report.held + report.newly_held;
     tracing::info!(
         account = account.name,
         on_server = report.on_server,

@@ -6,13 +6,16 @@
 
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod deliver;
 pub mod fetch;
 pub mod password;
 pub mod pop3;
+pub mod scheduler;
 pub mod secret;
 pub mod session;
 pub mod state;
+pub mod status;
 
 #[doc(hidden)]
 pub mod demo;

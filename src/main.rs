@@ -7,7 +7,15 @@ use popfetch::cli::{self, Cli};
 
 fn main() -> ExitCode {
     let args = Cli::parse();
-    cli::init_logging(args.verbose);
+    // The daemon's log target and level come from its config; errors in it are reported by
+    // `run` below, on stderr, so they are seen in any case.
+    let daemon = matches!(args.command, cli::Command::Daemon);
+    let config = daemon
+        .then(|| {
+            popfetch::config::load(&popfetch::config::default_path(args.config.as_deref())).ok()
+        })
+        .flatten();
+    cli::init_logging(args.verbose, daemon, config.as_ref());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

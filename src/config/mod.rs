@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use raw::{AuthMethod, PermanentFailure, TlsMode};
+pub use raw::{AuthMethod, LogTarget, PermanentFailure, TlsMode};
 pub use validate::{ConfigError, load, parse};
 
 use crate::secret::Secret;
@@ -20,6 +20,13 @@ pub struct Config {
     /// The file it was read from.
     pub path: PathBuf,
     pub state_dir: PathBuf,
+    /// Most polls at once across accounts.
+    pub max_parallel: usize,
+    /// How long the daemon waits for polls in flight at shutdown.
+    pub shutdown_timeout: Duration,
+    pub log_target: LogTarget,
+    /// A tracing filter directive (`info`, `debug`, `popfetch=debug,warn`), if set.
+    pub log_level: Option<String>,
     pub accounts: Vec<Arc<Account>>,
 }
 
@@ -45,6 +52,8 @@ pub struct Account {
     pub on_permanent_failure: PermanentFailure,
     /// The Maildir for `on_permanent_failure = "quarantine"`.
     pub quarantine: Option<PathBuf>,
+    /// How often the daemon polls this account.
+    pub interval: Duration,
 }
 
 /// Where the password comes from; read at each login, never stored elsewhere.
@@ -82,6 +91,13 @@ pub struct Smtp {
     pub helo: Option<String>,
     pub credentials: Option<(String, PasswordSource)>,
 }
+
+/// Default poll interval.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(300);
+/// Default for `max_parallel`.
+pub const DEFAULT_MAX_PARALLEL: usize = 8;
+/// Default for `shutdown_timeout`.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Default for `mda_timeout`.
 pub const DEFAULT_MDA_TIMEOUT: Duration = Duration::from_secs(300);

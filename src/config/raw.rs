@@ -11,6 +11,14 @@ use toml::Spanned;
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
     pub state_dir: Option<Spanned<PathBuf>>,
+    /// Default poll interval of every account.
+    #[serde(default, with = "humantime_serde")]
+    pub interval: Option<Duration>,
+    pub max_parallel: Option<Spanned<usize>>,
+    #[serde(default, with = "humantime_serde")]
+    pub shutdown_timeout: Option<Duration>,
+    pub log_target: Option<LogTarget>,
+    pub log_level: Option<Spanned<String>>,
     pub defaults: Option<Spanned<RawAccount>>,
     #[serde(default)]
     pub account: Vec<Spanned<RawAccount>>,
@@ -39,6 +47,8 @@ pub struct RawAccount {
     pub deliver: Option<Spanned<RawDeliver>>,
     #[serde(default, with = "humantime_serde")]
     pub mda_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub interval: Option<Duration>,
     pub on_permanent_failure: Option<PermanentFailure>,
     pub quarantine: Option<PathBuf>,
 }
@@ -52,6 +62,16 @@ pub enum PermanentFailure {
     Keep,
     /// Store it in the `quarantine` Maildir; it then counts as delivered.
     Quarantine,
+}
+
+/// Where the daemon's log goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogTarget {
+    /// The journal when stderr is connected to it or its socket exists, else stderr.
+    Auto,
+    Journald,
+    Stderr,
 }
 
 /// How the connection is protected.

@@ -11,7 +11,10 @@ use toml::Spanned;
 use super::raw::{
     AuthMethod, PermanentFailure, RawAccount, RawConfig, RawDeliver, RawSmtp, TlsMode,
 };
-use super::{Account, Config, DEFAULT_MDA_TIMEOUT, DEFAULT_TIMEOUT, Deliver, PasswordSource, Smtp};
+use super::{
+    Account, Config, DEFAULT_INTERVAL, DEFAULT_MAX_PARALLEL, DEFAULT_MDA_TIMEOUT,
+    DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_TIMEOUT, Deliver, LogTarget, PasswordSource, Smtp,
+};
 use crate::secret::Secret;
 
 /// A configuration error, located in the file where possible.
@@ -112,10 +115,37 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         return Err(cx.err(name.span(), None, "name", "`name` cannot be a default"));
     }
 
+    let max_parallel = match &raw.max_parallel {
+        Some(m) if *m.get_ref() == 0 => {
+            return Err(cx.err(m.span(), None, "max_parallel", "must be at least 1"));
+        }
+        Some(m) => *m.get_ref(),
+        None => DEFAULT_MAX_PARALLEL,
+    };
+    if let Some(level) = &raw.log_level
+        && tracing_subscriber::EnvFilter::try_new(level.get_ref()).is_err()
+    {
+        return Err(cx.err(
+            level.span(),
+            None,
+            "log_level",
+            "not a log level or filter (try \"info\", \"debug\" or \"popfetch=debug,warn\")",
+        ));
+    }
+    let global_interval = raw.interval.unwrap_or(DEFAULT_INTERVAL);
+
     let mut names = HashSet::new();
     let mut accounts = Vec::new();
     for acc in &raw.account {
-        let a = account(&cx, base, acc, &defaults)?;
+        let mut a = account(&cx, base, acc, &defaults)?;
+        a.interval = acc
+            .get_ref()
+            .interval
+            .or(defaults.interval)
+            .unwrap_or(global_interval);
+        if a.interval < std::time::Duration::from_secs(1) {
+            return Err(cx.err(acc.span(), Some(&a.name), "interval", "must be at least 1s"));
+        }
         if !names.insert(a.name.clone()) {
             return Err(cx.err(
                 acc.get_ref().name.as_ref().map_or(acc.span(), |n| n.span()),
@@ -129,6 +159,10 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
     Ok(Config {
         path: path.to_path_buf(),
         state_dir,
+        max_parallel,
+        shutdown_timeout: raw.shutdown_timeout.unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT),
+        log_target: raw.log_target.unwrap_or(LogTarget::Auto),
+        log_level: raw.log_level.as_ref().map(|l| l.get_ref().clone()),
         accounts,
     })
 }
@@ -308,6 +342,7 @@ fn account(
         mda_timeout,
         on_permanent_failure,
         quarantine,
+        interval: DEFAULT_INTERVAL,
     })
 }
 

@@ -1,0 +1,366 @@
+//! The daemon: one task per account, each polling on its own schedule ([`crate::scheduler`]),
+//! at most `max_parallel` polls at once; hot reload on config change or SIGHUP; SIGUSR1 polls
+//! every account now; SIGTERM/SIGINT let polls in flight finish their message and QUIT, then exit
+//! within `shutdown_timeout`; systemd readiness and watchdog.
+//!
+//! Reload keeps what did not change: an account whose settings are equal keeps its task and its
+//! schedule and backoff; a changed one is retired (after its current poll) and started anew once
+//! the old task is gone, so two polls of one account never overlap; a removed one is retired;
+//! a new one is started. An invalid config is logged with its file, line and key, and the old one
+//! keeps running.
+
+pub mod signals;
+pub mod systemd;
+pub mod watch;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{self, Account, Config};
+use crate::fetch::{self, FetchError};
+use crate::scheduler::{self, Next, Outcome, Schedule};
+
+/// Time to let a burst of file events settle before reading the config.
+const DEBOUNCE: Duration = Duration::from_millis(300);
+/// The first poll of an account starts within this spread after start, not all at once.
+const START_SPREAD: Duration = Duration::from_secs(2);
+
+/// What the daemon shares with its account tasks.
+struct Shared {
+    state_dir: PathBuf,
+    permits: Arc<Semaphore>,
+    /// Cancelled at shutdown: polls end after the message in flight.
+    shutdown: CancellationToken,
+    /// Per account: when its last poll ended and whether it succeeded.
+    summary: Mutex<HashMap<String, (std::time::SystemTime, bool)>>,
+}
+
+/// A running account task.
+struct Running {
+    account: Arc<Account>,
+    /// Cancelled when the account is removed or changed: the task ends after its current poll.
+    retire: CancellationToken,
+    poke: Arc<Notify>,
+    handle: JoinHandle<()>,
+}
+
+/// Runs until a signal asks to stop. `config` was loaded from `path` by the caller.
+pub async fn run(path: PathBuf, mut config: Config) -> std::process::ExitCode {
+    let shutdown = CancellationToken::new();
+    signals::stop_on_signal(shutdown.clone());
+    let (reload_tx, mut reload_rx) = mpsc::unbounded_channel();
+    let _watcher = match watch::watch(&path, reload_tx.clone()) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "cannot watch the config file; reload with SIGHUP");
+            None
+        }
+    };
+    let mut hup = signal(SignalKind::hangup()).ok();
+    let mut usr1 = signal(SignalKind::user_defined1()).ok();
+
+    let mut shared = new_shared(&config, shutdown.clone());
+    let mut running: HashMap<String, Running> = HashMap::new();
+    let mut schedules: HashMap<String, Schedule> = HashMap::new();
+    for a in &config.accounts {
+        start(
+            &shared,
+            &mut running,
+            a.clone(),
+            None,
+            schedules.remove(&a.name),
+        );
+    }
+    let mut config_hash = file_hash(&path);
+    tracing::info!(accounts = config.accounts.len(), path = %path.display(), "daemon started");
+    systemd::ready(&status_line(&shared, running.len()));
+
+    let mut watchdog =
+        tokio::time::interval(systemd::watchdog_interval().unwrap_or(Duration::from_secs(3600)));
+    let watchdog_on = systemd::watchdog_interval().is_some();
+    let mut status_tick = tokio::time::interval(Duration::from_secs(10));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            Some(()) = reload_rx.recv() => {
+                tokio::time::sleep(DEBOUNCE).await;
+                while reload_rx.try_recv().is_ok() {}
+                let hash = file_hash(&path);
+                if hash == config_hash {
+                    continue;
+                }
+                config_hash = hash;
+                reload(&path, &mut config, &mut shared, &mut running);
+            }
+            Some(_) = recv(&mut hup) => {
+                config_hash = file_hash(&path);
+                reload(&path, &mut config, &mut shared, &mut running);
+            }
+            Some(_) = recv(&mut usr1) => {
+                tracing::info!("SIGUSR1: polling every account now");
+                for r in running.values() {
+                    r.poke.notify_one();
+                }
+            }
+            _ = watchdog.tick(), if watchdog_on => systemd::watchdog(),
+            _ = status_tick.tick() => systemd::status(&status_line(&shared, running.len())),
+        }
+        running.retain(|_, r| !r.handle.is_finished());
+    }
+
+    systemd::stopping();
+    tracing::info!(
+        timeout_s = config.shutdown_timeout.as_secs(),
+        "shutting down"
+    );
+    let handles: Vec<JoinHandle<()>> = running.into_values().map(|r| r.handle).collect();
+    let all = futures_join(handles);
+    if tokio::time::timeout(config.shutdown_timeout, all)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "polls still running at the shutdown deadline; exiting anyway (nothing undelivered was deleted)"
+        );
+    }
+    std::process::ExitCode::SUCCESS
+}
+
+async fn recv(s: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
+    match s {
+        Some(s) => s.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn futures_join(handles: Vec<JoinHandle<()>>) {
+    for h in handles {
+        let _ = h.await;
+    }
+}
+
+fn new_shared(config: &Config, shutdown: CancellationToken) -> Arc<Shared> {
+    Arc::new(Shared {
+        state_dir: config.state_dir.clone(),
+        permits: Arc::new(Semaphore::new(config.max_parallel)),
+        shutdown,
+        summary: Mutex::new(HashMap::new()),
+    })
+}
+
+fn file_hash(path: &Path) -> Option<u64> {
+    let bytes = std::fs::read(path).ok()?;
+    Some(bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    }))
+}
+
+/// Reads and validates the config anew; applies it only when it is valid.
+fn reload(
+    path: &Path,
+    config: &mut Config,
+    shared: &mut Arc<Shared>,
+    running: &mut HashMap<String, Running>,
+) {
+    systemd::reloading();
+    let new = match config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "config reload failed; the previous config stays in force");
+            systemd::ready(&status_line(shared, running.len()));
+            return;
+        }
+    };
+    // Global settings changed: every account restarts under the new ones.
+    let global_changed =
+        new.state_dir != config.state_dir || new.max_parallel != config.max_parallel;
+    if global_changed {
+        *shared = new_shared(&new, shared.shutdown.clone());
+    }
+    let mut kept = 0;
+    let mut old: HashMap<String, Running> = std::mem::take(running);
+    for a in &new.accounts {
+        match old.remove(&a.name) {
+            Some(r) if !global_changed && r.account == *a => {
+                kept += 1;
+                running.insert(a.name.clone(), r);
+            }
+            Some(r) => {
+                tracing::info!(
+                    account = a.name,
+                    "account changed: restarting it after its current poll"
+                );
+                r.retire.cancel();
+                start(shared, running, a.clone(), Some(r.handle), None);
+            }
+            None => {
+                tracing::info!(account = a.name, "account added");
+                start(shared, running, a.clone(), None, None);
+            }
+        }
+    }
+    for (name, r) in old {
+        tracing::info!(
+            account = name,
+            "account removed: it stops after its current poll"
+        );
+        r.retire.cancel();
+    }
+    tracing::info!(
+        accounts = new.accounts.len(),
+        unchanged = kept,
+        "config reloaded"
+    );
+    *config = new;
+    systemd::ready(&status_line(shared, running.len()));
+}
+
+fn start(
+    shared: &Arc<Shared>,
+    running: &mut HashMap<String, Running>,
+    account: Arc<Account>,
+    previous: Option<JoinHandle<()>>,
+    schedule: Option<Schedule>,
+) {
+    let retire = CancellationToken::new();
+    let poke = Arc::new(Notify::new());
+    let handle = tokio::spawn(account_loop(
+        shared.clone(),
+        account.clone(),
+        retire.clone(),
+        poke.clone(),
+        previous,
+        schedule.unwrap_or_else(|| Schedule::new(account.interval)),
+    ));
+    running.insert(
+        account.name.clone(),
+        Running {
+            account,
+            retire,
+            poke,
+            handle,
+        },
+    );
+}
+
+/// One account's life: wait, poll, reschedule, until retired or shut down.
+async fn account_loop(
+    shared: Arc<Shared>,
+    account: Arc<Account>,
+    retire: CancellationToken,
+    poke: Arc<Notify>,
+    previous: Option<JoinHandle<()>>,
+    mut schedule: Schedule,
+) {
+    // Never two polls of one account at once: a changed account waits for its old task.
+    if let Some(prev) = previous {
+        let _ = prev.await;
+    }
+    let seed = account
+        .name
+        .bytes()
+        .fold(0u64, |h, b| h.wrapping_mul(31) ^ u64::from(b));
+    let mut next = Instant::now() + scheduler::jitter(START_SPREAD * 10, scheduler::random(seed));
+    let mut last_error: Option<String> = None;
+    loop {
+        tokio::select! {
+            biased;
+            _ = retire.cancelled() => return,
+            _ = shared.shutdown.cancelled() => return,
+            _ = tokio::time::sleep_until(next) => {}
+            _ = poke.notified() => {}
+        }
+        let permit = tokio::select! {
+            biased;
+            _ = retire.cancelled() => return,
+            _ = shared.shutdown.cancelled() => return,
+            p = shared.permits.clone().acquire_owned() => p,
+        };
+        let r = fetch::poll(&account, &shared.state_dir, &shared.shutdown).await;
+        drop(permit);
+        let outcome = match &r {
+            Ok(rep) => {
+                if last_error.take().is_some() {
+                    tracing::info!(account = account.name, "account recovered");
+                }
+                Outcome::Ok {
+                    login_delay: rep.login_delay,
+                }
+            }
+            Err(e) => {
+                let text = crate::cli::error_chain(e);
+                // Once per change, so a broken account does not flood the log.
+                if last_error.as_deref() != Some(text.as_str()) {
+                    if is_auth(e) {
+                        tracing::error!(account = account.name, error = %text, "login refused: the credentials need attention");
+                    } else {
+                        tracing::warn!(account = account.name, error = %text, "poll failed");
+                    }
+                    last_error = Some(text);
+                }
+                Outcome::Failed { code: code_of(e) }
+            }
+        };
+        if let Ok(mut s) = shared.summary.lock() {
+            s.insert(
+                account.name.clone(),
+                (std::time::SystemTime::now(), r.is_ok()),
+            );
+        }
+        match schedule.next(outcome) {
+            Next::After(d) => {
+                let d = d + scheduler::jitter(d, scheduler::random(seed));
+                tracing::debug!(account = account.name, next_in_s = d.as_secs(), "scheduled");
+                next = Instant::now() + d;
+            }
+            Next::Suspended => {
+                tracing::error!(
+                    account = account.name,
+                    "the server reported a permanent failure ([SYS/PERM]); polling stops until the account's config changes"
+                );
+                tokio::select! {
+                    _ = retire.cancelled() => {}
+                    _ = shared.shutdown.cancelled() => {}
+                }
+                return;
+            }
+        }
+    }
+}
+
+fn code_of(e: &FetchError) -> Option<crate::pop3::ResponseCode> {
+    match e {
+        FetchError::Session(s) => s.code(),
+        _ => None,
+    }
+}
+
+fn is_auth(e: &FetchError) -> bool {
+    matches!(e, FetchError::Session(s) if s.code() == Some(crate::pop3::ResponseCode::Auth)
+        || matches!(s, crate::session::SessionError::Auth(_)))
+}
+
+fn status_line(shared: &Shared, accounts: usize) -> String {
+    let summary = shared.summary.lock().map(|s| s.clone()).unwrap_or_default();
+    let failing = summary.values().filter(|(_, ok)| !ok).count();
+    let last = summary
+        .iter()
+        .max_by_key(|(_, (at, _))| *at)
+        .map(|(name, (at, ok))| {
+            format!(
+                "{name} {} at {}",
+                if *ok { "ok" } else { "failed" },
+                crate::deliver::rfc5322_date(*at)
+            )
+        })
+        .unwrap_or_else(|| "none yet".into());
+    format!("{accounts} accounts; last poll: {last}; {failing} failing")
+}

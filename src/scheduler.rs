@@ -1,0 +1,191 @@
+//! When an account is polled next: its interval, capped exponential backoff after failures, the
+//! floor a server sets with `LOGIN-DELAY`, and what its response codes mean for the schedule.
+//! Pure logic: no clock, no tasks; [`crate::daemon`] sleeps for what [`Schedule::next`] says.
+
+use std::time::Duration;
+
+use crate::pop3::ResponseCode;
+
+/// Longest wait after repeated transient failures (unless the interval itself is longer).
+pub const BACKOFF_CAP: Duration = Duration::from_secs(3600);
+/// Wait after the server rejected the credentials: they will not fix themselves soon, and
+/// retrying fast can get an account locked.
+pub const AUTH_BACKOFF: Duration = Duration::from_secs(3600);
+/// Largest random spread added to a wait, so accounts do not all fire together.
+pub const MAX_JITTER: Duration = Duration::from_secs(30);
+
+/// How a poll ended, as far as scheduling cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Ok {
+        /// The server's `LOGIN-DELAY`, if it announced one.
+        login_delay: Option<Duration>,
+    },
+    Failed {
+        /// The server's response code, if the failure carried one.
+        code: Option<ResponseCode>,
+    },
+}
+
+/// What to do after a poll.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// Poll again after this long (before jitter).
+    After(Duration),
+    /// Do not poll until the account's config changes (`[SYS/PERM]`).
+    Suspended,
+}
+
+/// One account's schedule state; kept across reloads when the account did not change.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    interval: Duration,
+    failures: u32,
+    /// The server's LOGIN-DELAY: the least time between logins.
+    floor: Duration,
+}
+
+impl Schedule {
+    pub fn new(interval: Duration) -> Schedule {
+        Schedule {
+            interval,
+            failures: 0,
+            floor: Duration::ZERO,
+        }
+    }
+
+    pub fn failures(&self) -> u32 {
+        self.failures
+    }
+
+    /// The wait after a poll that ended with `outcome`.
+    pub fn next(&mut self, outcome: Outcome) -> Next {
+        match outcome {
+            Outcome::Ok { login_delay } => {
+                self.failures = 0;
+                if let Some(d) = login_delay {
+                    self.floor = d;
+                }
+                Next::After(self.interval.max(self.floor))
+            }
+            Outcome::Failed {
+                code: Some(ResponseCode::SysPerm),
+            } => Next::Suspended,
+            Outcome::Failed {
+                code: Some(ResponseCode::Auth),
+            } => {
+                self.failures = self.failures.saturating_add(1);
+                Next::After(self.interval.max(AUTH_BACKOFF).max(self.floor))
+            }
+            Outcome::Failed { .. } => {
+                self.failures = self.failures.saturating_add(1);
+                Next::After(self.backoff().max(self.floor))
+            }
+        }
+    }
+
+    /// `interval × 2^failures`, at most `max(interval, BACKOFF_CAP)`.
+    fn backoff(&self) -> Duration {
+        let cap = self.interval.max(BACKOFF_CAP);
+        let factor = 1u32 << self.failures.min(20);
+        self.interval.saturating_mul(factor).min(cap)
+    }
+}
+
+/// A random spread for a wait of `d`: up to a tenth of it, at most [`MAX_JITTER`].
+pub fn jitter(d: Duration, random: u64) -> Duration {
+    let span = (d / 10).min(MAX_JITTER).as_millis() as u64;
+    if span == 0 {
+        return Duration::ZERO;
+    }
+    Duration::from_millis(random % span)
+}
+
+/// A small non-cryptographic random number (xorshift over the clock and a per-caller seed).
+pub fn random(seed: u64) -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let mut x = nanos ^ seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    x
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: Duration = Duration::from_secs(60);
+
+    fn failed(code: Option<ResponseCode>) -> Outcome {
+        Outcome::Failed { code }
+    }
+
+    #[test]
+    fn success_keeps_the_interval_and_resets_backoff() {
+        let mut s = Schedule::new(5 * MIN);
+        assert_eq!(
+            s.next(Outcome::Ok { login_delay: None }),
+            Next::After(5 * MIN)
+        );
+        assert_eq!(s.next(failed(None)), Next::After(10 * MIN));
+        assert_eq!(s.next(failed(None)), Next::After(20 * MIN));
+        assert_eq!(
+            s.next(failed(Some(ResponseCode::InUse))),
+            Next::After(40 * MIN)
+        );
+        assert_eq!(
+            s.next(failed(Some(ResponseCode::SysTemp))),
+            Next::After(60 * MIN)
+        );
+        assert_eq!(s.next(failed(None)), Next::After(60 * MIN), "capped");
+        assert_eq!(s.failures(), 5);
+        assert_eq!(
+            s.next(Outcome::Ok { login_delay: None }),
+            Next::After(5 * MIN)
+        );
+        assert_eq!(s.failures(), 0);
+    }
+
+    #[test]
+    fn a_long_interval_is_never_shortened_by_the_cap() {
+        let mut s = Schedule::new(3 * 60 * MIN);
+        assert_eq!(s.next(failed(None)), Next::After(3 * 60 * MIN));
+    }
+
+    #[test]
+    fn login_delay_sets_a_floor() {
+        let mut s = Schedule::new(MIN);
+        let ok = Outcome::Ok {
+            login_delay: Some(15 * MIN),
+        };
+        assert_eq!(s.next(ok), Next::After(15 * MIN));
+        // The floor holds for failures too, such as [LOGIN-DELAY] itself.
+        assert_eq!(
+            s.next(failed(Some(ResponseCode::LoginDelay))),
+            Next::After(15 * MIN)
+        );
+    }
+
+    #[test]
+    fn auth_backs_off_long_and_sys_perm_suspends() {
+        let mut s = Schedule::new(5 * MIN);
+        assert_eq!(
+            s.next(failed(Some(ResponseCode::Auth))),
+            Next::After(AUTH_BACKOFF)
+        );
+        assert_eq!(s.next(failed(Some(ResponseCode::SysPerm))), Next::Suspended);
+    }
+
+    #[test]
+    fn jitter_is_bounded() {
+        for r in [0, 1, 12345, u64::MAX] {
+            assert!(jitter(5 * MIN, r) < Duration::from_secs(30));
+            assert!(jitter(Duration::from_secs(10), r) < Duration::from_secs(1));
+        }
+        assert_eq!(jitter(Duration::from_millis(5), 7), Duration::ZERO);
+        assert_ne!(random(1), random(2));
+    }
+}
