@@ -86,7 +86,8 @@ pub async fn run(path: PathBuf, mut config: Config) -> std::process::ExitCode {
     let mut watchdog =
         tokio::time::interval(systemd::watchdog_interval().unwrap_or(Duration::from_secs(3600)));
     let watchdog_on = systemd::watchdog_interval().is_some();
-    let mut status_tick = tokio::time::interval(Duration::from_secs(10));
+    let status_every = Duration::from_secs(10);
+    let mut status_tick = tokio::time::interval_at(Instant::now() + status_every, status_every);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,

@@ -61,6 +61,7 @@ impl Smtp {
             spool: Some(BufWriter::with_capacity(CHUNK, file)),
             bytes: 0,
             eight_bit: false,
+            ends_with_newline: false,
             target: self.target.clone(),
             timeout: self.timeout,
             conn: self.conn.clone(),
@@ -84,6 +85,8 @@ pub struct Sink {
     spool: Option<BufWriter<File>>,
     bytes: u64,
     eight_bit: bool,
+    /// Whether the message ends with a line end (it does when it came over POP3).
+    ends_with_newline: bool,
     target: Arc<config::Smtp>,
     timeout: std::time::Duration,
     conn: Shared,
@@ -96,6 +99,9 @@ impl Sink {
         };
         self.bytes += data.len() as u64;
         self.eight_bit |= !data.is_ascii();
+        if let Some(&last) = data.last() {
+            self.ends_with_newline = last == b'\n';
+        }
         // SMTP wants CRLF: every LF of the local form becomes CRLF.
         let mut rest = data;
         while let Some(i) = memchr::memchr(b'\n', rest) {
@@ -143,9 +149,25 @@ impl Sink {
         let Some(conn) = guard.as_mut() else {
             return Err(unavailable("no connection".into()));
         };
+        // lettre ends DATA with CRLF "." CRLF: the message's own last line end is that CRLF.
+        let len = file
+            .metadata()
+            .map_err(|e| DeliverError::io("cannot read the spool file", e))?
+            .len();
+        let body_len = if self.ends_with_newline {
+            len.saturating_sub(2)
+        } else {
+            len
+        };
         let r = tokio::time::timeout(
             self.timeout * 4,
-            send(conn, &self.target, from, self.eight_bit, file),
+            send(
+                conn,
+                &self.target,
+                from,
+                self.eight_bit,
+                file.take(body_len),
+            ),
         )
         .await
         .unwrap_or_else(|_| {
@@ -169,7 +191,7 @@ async fn send(
     target: &config::Smtp,
     from: Option<Address>,
     eight_bit: bool,
-    mut file: File,
+    mut file: std::io::Take<File>,
 ) -> Result<(), DeliverError> {
     let mut params = Vec::new();
     if eight_bit && conn.server_info().supports_feature(Extension::EightBitMime) {

@@ -2,11 +2,15 @@
 //! scripted server for what a real server will not do, and the real built `popfetch` binary.
 
 mod cli;
+mod daemon;
+mod deliver_smtp;
 mod dovecot;
 mod fetch_dovecot;
 mod fixture_selftest;
 mod harness;
 mod mbox_peer;
 mod policy;
+mod postfix;
+mod postfix_selftest;
 mod recovery;
 mod scripted;
