@@ -3,6 +3,7 @@
 
 mod cli;
 mod daemon;
+mod deliver_mda;
 mod deliver_smtp;
 mod dovecot;
 mod fetch_dovecot;
