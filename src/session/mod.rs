@@ -5,6 +5,8 @@
 mod error;
 mod stream;
 
+pub(crate) use stream::handshake;
+
 use std::collections::HashSet;
 use std::path::Path;
 use std::time::Duration;

@@ -81,7 +81,8 @@ impl Stream {
     }
 }
 
-async fn handshake(
+/// The TLS handshake over `tcp`, verifying the server as `p` says; also used by the SMTP relay.
+pub(crate) async fn handshake(
     p: &ConnectParams<'_>,
     tcp: TcpStream,
 ) -> Result<async_native_tls::TlsStream<TcpStream>, SessionError> {
