@@ -19,7 +19,8 @@ pub struct Cli {
     #[arg(short = 'c', long = "config", value_name = "PATH", global = true)]
     pub config: Option<PathBuf>,
 
-    /// Log more: -v for each message, -vv for protocol detail (POPFETCH_LOG overrides)
+    /// Log more: -v for each poll, -vv for each message and protocol detail (POPFETCH_LOG or
+    /// RUST_LOG override)
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
 

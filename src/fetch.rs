@@ -70,6 +70,8 @@ impl FetchError {
 pub struct Report {
     /// Messages on the server at login.
     pub on_server: usize,
+    /// Of those, the ones not delivered before this poll.
+    pub new: usize,
     /// Messages delivered in this poll.
     pub delivered: usize,
     pub bytes: u64,
@@ -255,13 +257,14 @@ async fn poll_with(
                 continue;
             }
         }
+        report.new += 1;
         let listed = sizes.get(&num).copied().unwrap_or(0);
         let t = Instant::now();
         match fetch_one(&mut session, backend, state, account, num, uidl, listed).await {
             Ok(bytes) => {
                 report.delivered += 1;
                 report.bytes += bytes;
-                tracing::info!(
+                tracing::debug!(
                     account = account.name,
                     uidl = uidl.map(Uidl::as_str),
                     bytes,
@@ -337,7 +340,9 @@ async fn poll_with(
     report.waiting += report.failed + report.held + report.newly_held;
     tracing::info!(
         account = account.name,
+        server = account.host,
         on_server = report.on_server,
+        new = report.new,
         delivered = report.delivered,
         bytes = report.bytes,
         deleted = report.deleted,

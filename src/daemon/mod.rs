@@ -259,35 +259,36 @@ async fn account_loop(
     retire: CancellationToken,
     poke: Arc<Notify>,
     previous: Option<JoinHandle<()>>,
-    mut schedule: Schedule,
+    schedule: Schedule,
 ) {
     // Never two polls of one account at once: a changed account waits for its old task.
     if let Some(prev) = previous {
         let _ = prev.await;
     }
-    let seed = account
-        .name
-        .bytes()
-        .fold(0u64, |h, b| h.wrapping_mul(31) ^ u64::from(b));
-    let mut next = Instant::now() + scheduler::jitter(START_SPREAD * 10, scheduler::random(seed));
-    let mut last_error: Option<String> = None;
-    loop {
-        tokio::select! {
-            biased;
-            _ = retire.cancelled() => return,
-            _ = shared.shutdown.cancelled() => return,
-            _ = tokio::time::sleep_until(next) => {}
-            _ = poke.notified() => {}
+    let last_error: Mutex<Option<String>> = Mutex::new(None);
+    let timing = Timing {
+        shutdown: shared.shutdown.clone(),
+        retire,
+        poke,
+        permits: shared.permits.clone(),
+        seed: account
+            .name
+            .bytes()
+            .fold(0u64, |h, b| h.wrapping_mul(31) ^ u64::from(b)),
+    };
+    let (account, shared, last_error) = (&account, &shared, &last_error);
+    let poll = move || async move {
+        let r = fetch::poll(account, &shared.state_dir, &shared.shutdown).await;
+        let mut last_error = last_error
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Ok(mut s) = shared.summary.lock() {
+            s.insert(
+                account.name.clone(),
+                (std::time::SystemTime::now(), r.is_ok()),
+            );
         }
-        let permit = tokio::select! {
-            biased;
-            _ = retire.cancelled() => return,
-            _ = shared.shutdown.cancelled() => return,
-            p = shared.permits.clone().acquire_owned() => p,
-        };
-        let r = fetch::poll(&account, &shared.state_dir, &shared.shutdown).await;
-        drop(permit);
-        let outcome = match &r {
+        match &r {
             Ok(rep) => {
                 if last_error.take().is_some() {
                     tracing::info!(account = account.name, "account recovered");
@@ -305,33 +306,66 @@ async fn account_loop(
                     } else {
                         tracing::warn!(account = account.name, error = %text, "poll failed");
                     }
-                    last_error = Some(text);
+                    *last_error = Some(text);
                 }
                 Outcome::Failed { code: code_of(e) }
             }
-        };
-        if let Ok(mut s) = shared.summary.lock() {
-            s.insert(
-                account.name.clone(),
-                (std::time::SystemTime::now(), r.is_ok()),
-            );
         }
+    };
+    if run_schedule(&timing, schedule, poll).await == Next::Suspended {
+        tracing::error!(
+            account = account.name,
+            "the server reported a permanent failure ([SYS/PERM]); polling stops until the account's config changes"
+        );
+    }
+}
+
+/// What an account's schedule waits on.
+struct Timing {
+    shutdown: CancellationToken,
+    retire: CancellationToken,
+    poke: Arc<Notify>,
+    permits: Arc<Semaphore>,
+    seed: u64,
+}
+
+/// Waits and polls on `schedule` until retired, shut down, or suspended (then it waits for
+/// retirement or shutdown and returns `Next::Suspended`). The first poll comes within
+/// [`START_SPREAD`]; each poll holds one of the shared permits.
+async fn run_schedule<F, Fut>(t: &Timing, mut schedule: Schedule, mut poll: F) -> Next
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Outcome>,
+{
+    let mut next = Instant::now() + scheduler::jitter(START_SPREAD * 10, scheduler::random(t.seed));
+    loop {
+        tokio::select! {
+            biased;
+            _ = t.retire.cancelled() => return Next::After(Duration::ZERO),
+            _ = t.shutdown.cancelled() => return Next::After(Duration::ZERO),
+            _ = tokio::time::sleep_until(next) => {}
+            _ = t.poke.notified() => {}
+        }
+        let permit = tokio::select! {
+            biased;
+            _ = t.retire.cancelled() => return Next::After(Duration::ZERO),
+            _ = t.shutdown.cancelled() => return Next::After(Duration::ZERO),
+            p = t.permits.clone().acquire_owned() => p,
+        };
+        let outcome = poll().await;
+        drop(permit);
         match schedule.next(outcome) {
             Next::After(d) => {
-                let d = d + scheduler::jitter(d, scheduler::random(seed));
-                tracing::debug!(account = account.name, next_in_s = d.as_secs(), "scheduled");
+                let d = d + scheduler::jitter(d, scheduler::random(t.seed));
+                tracing::debug!(next_in_s = d.as_secs(), "scheduled");
                 next = Instant::now() + d;
             }
             Next::Suspended => {
-                tracing::error!(
-                    account = account.name,
-                    "the server reported a permanent failure ([SYS/PERM]); polling stops until the account's config changes"
-                );
                 tokio::select! {
-                    _ = retire.cancelled() => {}
-                    _ = shared.shutdown.cancelled() => {}
+                    _ = t.retire.cancelled() => {}
+                    _ = t.shutdown.cancelled() => {}
                 }
-                return;
+                return Next::Suspended;
             }
         }
     }
@@ -365,3 +399,6 @@ fn status_line(shared: &Shared, accounts: usize) -> String {
         .unwrap_or_else(|| "none yet".into());
     format!("{accounts} accounts; last poll: {last}; {failing} failing")
 }
+
+#[cfg(test)]
+mod tests;

@@ -299,3 +299,47 @@ fn readiness_reload_and_stopping_reach_notify_socket() {
     }
     assert!(daemon.wait_exit(15).expect("exits").success());
 }
+
+#[test]
+fn shutdown_deadline_holds_and_a_second_signal_exits_at_once() {
+    // A poll stuck waiting for a greeting that never comes (its timeout is a minute).
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let env = Env::new();
+    env.write_config(&format!(
+        "log_target = \"stderr\"\nshutdown_timeout = \"2s\"\n[[account]]\nname = \"stuck\"\n\
+         host = \"127.0.0.1\"\nport = {port}\ntls = \"none\"\nuser = \"x\"\npassword = \"pw\"\n\
+         timeout = \"60s\"\ndeliver = {{ maildir = \"{}\" }}\n",
+        env.maildir().display()
+    ));
+    for second_signal in [false, true] {
+        let mut daemon = Daemon::start(&env, &[]);
+        // Wait until the poll is in flight: the server has a connection.
+        let (conn, _) = silent.accept().unwrap();
+        let t = Instant::now();
+        daemon.signal("TERM");
+        if second_signal {
+            std::thread::sleep(Duration::from_millis(300));
+            daemon.signal("INT");
+            let st = daemon.wait_exit(2).expect("a second signal exits at once");
+            assert_eq!(st.code(), Some(130), "{}", daemon.log());
+            assert!(t.elapsed() < Duration::from_millis(1500));
+        } else {
+            let st = daemon.wait_exit(6).expect("exit at the shutdown deadline");
+            assert!(st.success(), "{st:?}");
+            assert!(
+                t.elapsed() >= Duration::from_millis(1900),
+                "{:?}",
+                t.elapsed()
+            );
+            assert!(
+                daemon
+                    .log()
+                    .contains("polls still running at the shutdown deadline"),
+                "{}",
+                daemon.log()
+            );
+        }
+        drop(conn);
+    }
+}

@@ -1,0 +1,172 @@
+//! The schedule under paused tokio time: pace, backoff, LOGIN-DELAY, SYS/PERM, the parallel
+//! limit, pokes and retirement, with polls replaced by closures that record when they ran.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{Notify, Semaphore};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::{Timing, run_schedule};
+use crate::pop3::ResponseCode;
+use crate::scheduler::{BACKOFF_CAP, Next, Outcome, Schedule};
+
+fn timing(permits: &Arc<Semaphore>, seed: u64) -> Timing {
+    Timing {
+        shutdown: CancellationToken::new(),
+        retire: CancellationToken::new(),
+        poke: Arc::new(Notify::new()),
+        permits: permits.clone(),
+        seed,
+    }
+}
+
+const S: Duration = Duration::from_secs(1);
+
+/// Runs a schedule whose polls take `work` and end with `outcome(n)`, for `span` of paused time;
+/// returns the instants (from the start) at which polls began.
+async fn record(
+    interval: Duration,
+    span: Duration,
+    work: Duration,
+    outcome: impl Fn(usize) -> Outcome,
+) -> Vec<Duration> {
+    let start = Instant::now();
+    let permits = Arc::new(Semaphore::new(8));
+    let t = timing(&permits, 7);
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let shutdown = t.shutdown.clone();
+    let l = log.clone();
+    let run = run_schedule(&t, Schedule::new(interval), move || {
+        let l = l.clone();
+        let n = {
+            let mut g = l.lock().unwrap();
+            g.push(start.elapsed());
+            g.len() - 1
+        };
+        let o = outcome(n);
+        async move {
+            tokio::time::sleep(work).await;
+            o
+        }
+    });
+    tokio::select! {
+        _ = run => {}
+        _ = async { tokio::time::sleep(span).await; shutdown.cancel(); std::future::pending::<()>().await } => {}
+    }
+    log.lock().unwrap().clone()
+}
+
+fn gaps(v: &[Duration]) -> Vec<Duration> {
+    v.windows(2).map(|w| w[1] - w[0]).collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn polls_keep_their_interval_with_bounded_jitter() {
+    let starts = record(60 * S, 600 * S, S, |_| Outcome::Ok { login_delay: None }).await;
+    assert!(
+        starts[0] < 2 * S,
+        "first poll within the start spread: {starts:?}"
+    );
+    assert!((9..=10).contains(&starts.len()), "{starts:?}");
+    for g in gaps(&starts) {
+        // interval + poll time + jitter (at most a tenth of the interval).
+        assert!(g >= 61 * S && g <= 67 * S, "{g:?}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn failures_back_off_exponentially_to_the_cap_and_recover() {
+    let starts = record(60 * S, 6 * 3600 * S, Duration::ZERO, |n| {
+        if n < 7 {
+            Outcome::Failed {
+                code: Some(ResponseCode::InUse),
+            }
+        } else {
+            Outcome::Ok { login_delay: None }
+        }
+    })
+    .await;
+    let g = gaps(&starts);
+    let mins: Vec<u64> = g.iter().take(8).map(|d| d.as_secs() / 60).collect();
+    // 2, 4, 8, 16, 32 minutes, then the one-hour cap, then back to the interval.
+    assert_eq!(&mins[..5], &[2, 4, 8, 16, 32], "{g:?}");
+    assert_eq!(g[5].as_secs() / 60, BACKOFF_CAP.as_secs() / 60, "{g:?}");
+    assert_eq!(g[6].as_secs() / 60, BACKOFF_CAP.as_secs() / 60, "{g:?}");
+    assert_eq!(
+        g[7].as_secs() / 60,
+        1,
+        "after a success the interval again: {g:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn login_delay_is_a_floor_and_sys_perm_suspends() {
+    let starts = record(10 * S, 3600 * S, Duration::ZERO, |_| Outcome::Ok {
+        login_delay: Some(300 * S),
+    })
+    .await;
+    for g in gaps(&starts) {
+        assert!(g >= 300 * S, "{g:?}");
+    }
+    let starts = record(10 * S, 3600 * S, Duration::ZERO, |_| Outcome::Failed {
+        code: Some(ResponseCode::SysPerm),
+    })
+    .await;
+    assert_eq!(starts.len(), 1, "suspended after [SYS/PERM]");
+}
+
+#[tokio::test(start_paused = true)]
+async fn max_parallel_bounds_polls_across_accounts_and_pokes_poll_now() {
+    let permits = Arc::new(Semaphore::new(2));
+    let running = Arc::new(Mutex::new((0usize, 0usize))); // (now, most)
+    let shutdown = CancellationToken::new();
+    let mut tasks = Vec::new();
+    let pokes: Vec<Arc<Notify>> = (0..5).map(|_| Arc::new(Notify::new())).collect();
+    let count = Arc::new(Mutex::new(0usize));
+    for (i, poke) in pokes.iter().enumerate() {
+        let mut t = timing(&permits, i as u64);
+        t.shutdown = shutdown.clone();
+        t.poke = poke.clone();
+        let running = running.clone();
+        let count = count.clone();
+        tasks.push(tokio::spawn(async move {
+            run_schedule(&t, Schedule::new(3600 * S), move || {
+                let running = running.clone();
+                let count = count.clone();
+                async move {
+                    {
+                        let mut r = running.lock().unwrap();
+                        r.0 += 1;
+                        r.1 = r.1.max(r.0);
+                    }
+                    tokio::time::sleep(10 * S).await;
+                    running.lock().unwrap().0 -= 1;
+                    *count.lock().unwrap() += 1;
+                    Outcome::Ok { login_delay: None }
+                }
+            })
+            .await
+        }));
+    }
+    tokio::time::sleep(60 * S).await;
+    assert_eq!(
+        *count.lock().unwrap(),
+        5,
+        "each account polled once at start"
+    );
+    assert_eq!(
+        running.lock().unwrap().1,
+        2,
+        "never more than max_parallel at once"
+    );
+    // A poke polls at once, long before the hour is up.
+    pokes[3].notify_one();
+    tokio::time::sleep(11 * S).await;
+    assert_eq!(*count.lock().unwrap(), 6);
+    shutdown.cancel();
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), Next::After(Duration::ZERO));
+    }
+}
