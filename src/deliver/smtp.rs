@@ -370,11 +370,11 @@ fn classify(e: lettre::transport::smtp::Error) -> DeliverError {
 
 /// A TLS stream from the relay's first byte (port 465), in the shape lettre takes.
 #[derive(Debug)]
-struct ImplicitTls(async_native_tls::TlsStream<tokio::net::TcpStream>);
+struct ImplicitTls(tokio_native_tls::TlsStream<tokio::net::TcpStream>);
 
 impl AsyncTokioStream for ImplicitTls {
     fn peer_addr(&self) -> std::io::Result<std::net::SocketAddr> {
-        self.0.get_ref().peer_addr()
+        self.0.get_ref().get_ref().get_ref().peer_addr()
     }
 }
 

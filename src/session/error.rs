@@ -16,7 +16,7 @@ pub enum SessionError {
     #[error("TLS with {host} failed: {source}")]
     Tls {
         host: String,
-        source: async_native_tls::Error,
+        source: native_tls::Error,
     },
     #[error("cannot use ca_file {path}: {why}")]
     CaFile { path: String, why: String },

@@ -1,5 +1,9 @@
 //! The byte stream under a session: plain TCP, or TLS over TCP (implicit, or after STLS).
 
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
+use std::time::SystemTime;
+
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -8,7 +12,7 @@ use crate::config::TlsMode;
 
 pub(super) enum Stream {
     Plain(TcpStream),
-    Tls(Box<async_native_tls::TlsStream<TcpStream>>),
+    Tls(Box<tokio_native_tls::TlsStream<TcpStream>>),
     /// Between taking the plain stream for an STLS upgrade and the handshake's end.
     Upgrading,
 }
@@ -85,18 +89,8 @@ impl Stream {
 pub(crate) async fn handshake(
     p: &ConnectParams<'_>,
     tcp: TcpStream,
-) -> Result<async_native_tls::TlsStream<TcpStream>, SessionError> {
-    let mut connector = async_native_tls::TlsConnector::new();
-    if let Some(path) = p.ca_file {
-        for cert in read_ca_file(path)? {
-            connector = connector.add_root_certificate(cert);
-        }
-    }
-    if !p.tls_verify {
-        connector = connector
-            .danger_accept_invalid_certs(true)
-            .danger_accept_invalid_hostnames(true);
-    }
+) -> Result<tokio_native_tls::TlsStream<TcpStream>, SessionError> {
+    let connector = tokio_native_tls::TlsConnector::from(connector(p.ca_file, p.tls_verify)?);
     match tokio::time::timeout(p.timeout, connector.connect(p.host, tcp)).await {
         Ok(Ok(s)) => Ok(s),
         Ok(Err(source)) => Err(SessionError::Tls {
@@ -110,10 +104,54 @@ pub(crate) async fn handshake(
     }
 }
 
+/// Connectors built so far, by CA file (with its modification time) and verification. Building
+/// one loads the system's trust store, which costs far more CPU than a handshake: a daemon
+/// polling many accounts builds each kind once.
+type ConnectorKey = (Option<(PathBuf, Option<SystemTime>)>, bool);
+static CONNECTORS: Mutex<Vec<(ConnectorKey, native_tls::TlsConnector)>> = Mutex::new(Vec::new());
+
+fn connector(
+    ca_file: Option<&Path>,
+    verify: bool,
+) -> Result<native_tls::TlsConnector, SessionError> {
+    let key: ConnectorKey = (
+        ca_file.map(|p| {
+            (
+                p.to_path_buf(),
+                std::fs::metadata(p).and_then(|m| m.modified()).ok(),
+            )
+        }),
+        verify,
+    );
+    let mut cache = CONNECTORS.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some((_, c)) = cache.iter().find(|(k, _)| *k == key) {
+        return Ok(c.clone());
+    }
+    let mut builder = native_tls::TlsConnector::builder();
+    if let Some(path) = ca_file {
+        for cert in read_ca_file(path)? {
+            builder.add_root_certificate(cert);
+        }
+    }
+    if !verify {
+        builder
+            .danger_accept_invalid_certs(true)
+            .danger_accept_invalid_hostnames(true);
+    }
+    let c = builder.build().map_err(|source| SessionError::Tls {
+        host: String::new(),
+        source,
+    })?;
+    // A changed CA file replaces its old entry.
+    cache.retain(|(k, _)| {
+        k.0.as_ref().map(|x| &x.0) != key.0.as_ref().map(|x| &x.0) || k.1 != key.1
+    });
+    cache.push((key, c.clone()));
+    Ok(c)
+}
+
 /// Every certificate in a PEM file (a bundle may hold several).
-fn read_ca_file(
-    path: &std::path::Path,
-) -> Result<Vec<async_native_tls::Certificate>, SessionError> {
+fn read_ca_file(path: &std::path::Path) -> Result<Vec<native_tls::Certificate>, SessionError> {
     let err = |why: String| SessionError::CaFile {
         path: path.display().to_string(),
         why,
@@ -129,8 +167,8 @@ fn read_ca_file(
             break;
         };
         let block = &rest[start..start + len + END.len()];
-        let cert = async_native_tls::Certificate::from_pem(block.as_bytes())
-            .map_err(|e| err(e.to_string()))?;
+        let cert =
+            native_tls::Certificate::from_pem(block.as_bytes()).map_err(|e| err(e.to_string()))?;
         certs.push(cert);
         rest = &rest[start + len + END.len()..];
     }

@@ -16,3 +16,4 @@ mod postfix;
 mod postfix_selftest;
 mod recovery;
 mod scripted;
+mod soak;
