@@ -11,21 +11,17 @@
 //! A crash between any two steps loses nothing, and with a backend that can answer
 //! `was_delivered` (Maildir) it duplicates nothing either.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Account, Deliver, PermanentFailure};
-use crate::deliver::{Backend, DeliverError, ErrorKind, MessageInfo};
-use crate::pop3::{MsgNum, Uidl};
-use crate::session::{ConnectParams, Session, SessionError};
+use crate::deliver::{Backend, DeliverError, ErrorKind, MessageInfo, Sink};
+use crate::pop3::{Command, MsgNum, Uidl};
+use crate::session::{ConnectParams, Session, SessionError, Tag};
 use crate::state::{AccountState, StateError};
-
-/// Send DELEs (and fsync the journal before them) at least this often, so that a long first fetch
-/// that breaks off late still has most of its deletions queued at the server.
-const DELETE_BATCH: usize = 100;
 
 /// How much larger than its LIST size a message may turn out before the session is abandoned: a
 /// server that streams without end must not fill the disk. Some servers' sizes are estimates.
@@ -185,6 +181,7 @@ async fn poll_with(
         "logged in"
     );
 
+    let session_pipelining = session.capabilities().is_some_and(|c| c.pipelining);
     if let Some(caps) = session.capabilities() {
         report.login_delay = caps.login_delay.map(Duration::from_secs);
         if account.keep && caps.expire == Some(Some(0)) {
@@ -220,18 +217,11 @@ async fn poll_with(
         _ => None,
     };
 
-    let mut to_delete = ToDelete::default();
-    let mut unavailable = None;
-    for (i, &num) in nums.iter().enumerate() {
-        if stop.is_cancelled() {
-            report.interrupted = true;
-            report.waiting += nums.len() - i;
-            tracing::info!(
-                account = account.name,
-                "shutting down: ending the poll after the message in flight"
-            );
-            break;
-        }
+    // What each message needs: DELE only (delivered by an earlier poll), nothing (held), or
+    // fetching.
+    let mut todo: Vec<Item> = Vec::new();
+    let mut dele_wait: VecDeque<(MsgNum, Option<Uidl>)> = VecDeque::new();
+    for &num in &nums {
         let uidl = by_num.get(&num);
         if uidls.is_some() && uidl.is_none() {
             // Listed by LIST but absent from UIDL: the server is confused; leave it alone.
@@ -241,7 +231,7 @@ async fn poll_with(
         if let Some(u) = uidl {
             if state.is_delivered(u) {
                 if !account.keep {
-                    to_delete.list.push((num, Some(u.clone())));
+                    dele_wait.push_back((num, Some(u.clone())));
                 }
                 continue;
             }
@@ -257,83 +247,53 @@ async fn poll_with(
                 continue;
             }
         }
-        report.new += 1;
-        let listed = sizes.get(&num).copied().unwrap_or(0);
-        let t = Instant::now();
-        match fetch_one(&mut session, backend, state, account, num, uidl, listed).await {
-            Ok(bytes) => {
-                report.delivered += 1;
-                report.bytes += bytes;
-                tracing::debug!(
-                    account = account.name,
-                    uidl = uidl.map(Uidl::as_str),
-                    bytes,
-                    elapsed_ms = t.elapsed().as_millis() as u64,
-                    "delivered"
-                );
-                if !account.keep {
-                    to_delete.list.push((num, uidl.cloned()));
-                }
-            }
-            Err(FetchError::Deliver { what, source }) => {
-                // The failure may have come mid-message: read the rest so the session goes on.
-                session.skip_body(size_cap(listed)).await?;
-                let uidl_str = uidl.map(Uidl::as_str);
-                match source.kind {
-                    ErrorKind::Transient => {
-                        report.failed += 1;
-                        tracing::warn!(account = account.name, uidl = uidl_str, error = %source,
-                            "delivery failed for now; the message stays on the server");
-                    }
-                    ErrorKind::Unavailable => {
-                        report.waiting += nums.len() - i;
-                        unavailable = Some(FetchError::Deliver { what, source });
-                        break;
-                    }
-                    ErrorKind::Permanent => match &quarantine {
-                        None => {
-                            if let Some(u) = uidl {
-                                state.record_held(u);
-                            }
-                            report.newly_held += 1;
-                            tracing::error!(account = account.name, uidl = uidl_str, error = %source,
-                                "delivery refused for good; the message stays on the server and is \
-                                 not tried again until the config changes or `popfetch retry` runs");
-                        }
-                        Some(q) => {
-                            tracing::error!(account = account.name, uidl = uidl_str, error = %source,
-                                "delivery refused for good; storing the message in quarantine");
-                            match fetch_one(&mut session, q, state, account, num, uidl, listed)
-                                .await
-                            {
-                                Ok(_) => {
-                                    report.quarantined += 1;
-                                    if !account.keep {
-                                        to_delete.list.push((num, uidl.cloned()));
-                                    }
-                                }
-                                Err(FetchError::Deliver { source, .. }) => {
-                                    session.skip_body(size_cap(listed)).await?;
-                                    report.failed += 1;
-                                    tracing::warn!(account = account.name, uidl = uidl_str, error = %source,
-                                        "quarantine failed; the message stays on the server");
-                                }
-                                Err(e) => return Err(e),
-                            }
-                        }
-                    },
-                }
-            }
-            // The session or the state cannot be trusted any more: no QUIT, which would apply
-            // this session's DELEs; those messages are recorded and get deleted next time.
-            Err(e) => return Err(e),
-        }
-        if to_delete.list.len() - to_delete.marked >= DELETE_BATCH {
-            send_deletes(&mut session, state, &mut to_delete).await?;
-        }
+        todo.push(Item {
+            num,
+            uidl: uidl.cloned(),
+            listed: sizes.get(&num).copied().unwrap_or(0),
+            quarantine: false,
+        });
     }
-    // Even when the target became unavailable, the messages delivered before are deleted now.
-    report.deleted = finish(session, state, to_delete, uidls.as_deref()).await?;
+    report.new = todo.len();
+
+    let mut run = Run {
+        session,
+        backend,
+        quarantine: quarantine.as_ref(),
+        state,
+        account,
+        pipelining: session_pipelining,
+        todo,
+        report,
+        dele_wait,
+        dele_sent: VecDeque::new(),
+        deleted: Vec::new(),
+        batch: Batch::default(),
+        unavailable: None,
+        interrupted: false,
+    };
+    run.transfer(stop).await?;
+    let Run {
+        session,
+        state,
+        mut report,
+        deleted,
+        unavailable,
+        ..
+    } = run;
+
+    // QUIT: only on +OK are the DELE'd messages gone for good (RFC 1939 §6).
+    session.quit().await?;
+    report.deleted = deleted.len();
+    for u in deleted.iter().flatten() {
+        state.forget(u);
+    }
+    if let Some(list) = &uidls {
+        let on_server: HashSet<&Uidl> = list.iter().map(|(_, u)| u).collect();
+        state.retain_only(&on_server);
+    }
+    state.sync()?;
+    // Even when the target became unavailable, the messages delivered before were deleted.
     if let Some(e) = unavailable {
         return Err(e);
     }
@@ -352,6 +312,324 @@ async fn poll_with(
         "poll done"
     );
     Ok(report)
+}
+
+/// Most RETRs sent ahead of the one being read (with PIPELINING).
+const MAX_AHEAD: usize = 32;
+/// Most announced bytes of RETRs sent ahead: large messages go one at a time, so that a stop
+/// never has much in flight to drain.
+const MAX_AHEAD_BYTES: u64 = 1 << 20;
+/// A group commit covers at most this many messages ...
+const BATCH_COUNT: usize = 64;
+/// ... or bytes ...
+const BATCH_BYTES: u64 = 8 << 20;
+/// ... or this much time since its first message.
+const BATCH_AGE: Duration = Duration::from_millis(500);
+
+/// A message to fetch.
+#[derive(Debug, Clone)]
+struct Item {
+    num: MsgNum,
+    uidl: Option<Uidl>,
+    listed: u64,
+    /// Fetch it again into the quarantine Maildir (its delivery was refused for good).
+    quarantine: bool,
+}
+
+/// Messages written but not yet durable, committed together.
+#[derive(Default)]
+struct Batch {
+    sinks: Vec<(usize, Sink)>,
+    bytes: u64,
+    started: Option<Instant>,
+}
+
+impl Batch {
+    fn is_due(&self) -> bool {
+        self.sinks.len() >= BATCH_COUNT
+            || self.bytes >= BATCH_BYTES
+            || self.started.is_some_and(|t| t.elapsed() >= BATCH_AGE)
+    }
+}
+
+/// One transfer: RETRs pipelined ahead (when the server allows), each message streamed into its
+/// sink, Maildir deliveries group-committed, DELEs sent once their messages are durable.
+struct Run<'a> {
+    session: Session,
+    backend: &'a Backend,
+    quarantine: Option<&'a Backend>,
+    state: &'a mut AccountState,
+    account: &'a Account,
+    pipelining: bool,
+    todo: Vec<Item>,
+    report: Report,
+    /// Durably delivered, DELE not yet sent.
+    dele_wait: VecDeque<(MsgNum, Option<Uidl>)>,
+    /// DELE sent, answer not yet read.
+    dele_sent: VecDeque<(MsgNum, Option<Uidl>)>,
+    /// DELE answered +OK: gone once QUIT answers +OK.
+    deleted: Vec<Option<Uidl>>,
+    batch: Batch,
+    /// The target became unavailable: no more RETRs; the error is returned after QUIT.
+    unavailable: Option<FetchError>,
+    /// Shutdown was asked for: no more RETRs.
+    interrupted: bool,
+}
+
+impl Run<'_> {
+    fn stopping(&self) -> bool {
+        self.unavailable.is_some() || self.interrupted
+    }
+
+    async fn transfer(&mut self, stop: &CancellationToken) -> Result<(), FetchError> {
+        let mut next = 0;
+        let mut retrs = 0usize;
+        let mut ahead = 0u64;
+        loop {
+            // Fill the pipeline: DELEs first (tiny), then RETRs within the window.
+            while self.pipelining || self.session.in_flight() == 0 {
+                if let Some((num, uidl)) = self.dele_wait.pop_front() {
+                    self.session.queue(Command::Dele(num), Tag::Dele(num));
+                    self.dele_sent.push_back((num, uidl));
+                    continue;
+                }
+                if stop.is_cancelled() && !self.interrupted {
+                    self.interrupted = true;
+                    self.report.interrupted = true;
+                    tracing::info!(
+                        account = self.account.name,
+                        "shutting down: ending the poll after the message in flight"
+                    );
+                }
+                let room = retrs == 0 || (retrs < MAX_AHEAD && ahead < MAX_AHEAD_BYTES);
+                if self.stopping() || next >= self.todo.len() || !room {
+                    break;
+                }
+                self.session
+                    .queue(Command::Retr(self.todo[next].num), Tag::Retr(next));
+                retrs += 1;
+                ahead += self.todo[next].listed;
+                next += 1;
+                if !self.pipelining {
+                    break;
+                }
+            }
+            if self.session.in_flight() == 0 {
+                // Nothing in flight: commit what is batched, which may queue more DELEs.
+                if !self.batch.sinks.is_empty() {
+                    self.commit_batch().await?;
+                    continue;
+                }
+                if !self.dele_wait.is_empty() {
+                    continue;
+                }
+                break;
+            }
+            let (tag, st) = self.session.next_answer().await?;
+            match tag {
+                Tag::Dele(_) => {
+                    let (_, uidl) = self
+                        .dele_sent
+                        .pop_front()
+                        .ok_or_else(|| SessionError::protocol("internal: DELE out of order"))?;
+                    if !st.is_ok() {
+                        return Err(SessionError::refused("DELE", &st).into());
+                    }
+                    self.deleted.push(uidl);
+                }
+                Tag::Retr(i) => {
+                    retrs -= 1;
+                    ahead -= self.todo[i].listed;
+                    if !st.is_ok() {
+                        self.report.failed += 1;
+                        tracing::warn!(account = self.account.name, num = %self.todo[i].num,
+                            error = %st.text_lossy(), "the server refused RETR; the message stays");
+                        continue;
+                    }
+                    if self.stopping() {
+                        // Sent before the stop: read it, deliver nothing.
+                        self.session
+                            .skip_body(size_cap(self.todo[i].listed))
+                            .await?;
+                        self.report.waiting += 1;
+                        continue;
+                    }
+                    self.receive(i).await?;
+                    if self.batch.is_due() {
+                        self.commit_batch().await?;
+                    }
+                }
+            }
+        }
+        self.report.waiting += self.todo.len() - next;
+        Ok(())
+    }
+
+    /// Streams the body of item `i` into its target and handles the result.
+    async fn receive(&mut self, i: usize) -> Result<(), FetchError> {
+        let item = self.todo[i].clone();
+        let target = match (item.quarantine, self.quarantine) {
+            (true, Some(q)) => q,
+            _ => self.backend,
+        };
+        let t = Instant::now();
+        let what = || match &item.uidl {
+            Some(u) => format!("message {} (uidl {u})", item.num),
+            None => format!("message {}", item.num),
+        };
+        let r = async {
+            let info = MessageInfo {
+                account: &self.account.name,
+                server: &self.account.host,
+                uidl: item.uidl.as_ref(),
+                tls: self.session.is_encrypted(),
+                received_header: self.account.received_header,
+            };
+            let deliver_err = |source| FetchError::Deliver {
+                what: what(),
+                source,
+            };
+            let mut sink = target.begin(&info).map_err(deliver_err)?;
+            let header_len = sink.bytes();
+            while let Some(chunk) = self.session.body_chunk().await? {
+                sink.write(&chunk).await.map_err(deliver_err)?;
+                if sink.bytes() - header_len > size_cap(item.listed) {
+                    return Err(FetchError::Oversize {
+                        num: item.num,
+                        listed: item.listed,
+                    });
+                }
+            }
+            sink.finish().await.map_err(deliver_err)?;
+            Ok(sink)
+        }
+        .await;
+        match r {
+            Ok(sink) if sink.key().is_some() => {
+                // A Maildir delivery: durable and visible with the rest of its batch.
+                self.batch.bytes += sink.bytes();
+                self.batch.started.get_or_insert_with(Instant::now);
+                self.batch.sinks.push((i, sink));
+                Ok(())
+            }
+            Ok(sink) => {
+                // Delivered already, by a backend that cannot be asked later: record it now,
+                // so a crash can duplicate at most this message.
+                if let Some(u) = &item.uidl {
+                    self.state.record_delivered(u);
+                    self.state.sync()?;
+                }
+                self.delivered(&item, sink.bytes(), t);
+                Ok(())
+            }
+            Err(FetchError::Deliver { what, source }) => {
+                // The failure may have come mid-message: read the rest so the session goes on.
+                self.session.skip_body(size_cap(item.listed)).await?;
+                self.refused(i, what, source);
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn delivered(&mut self, item: &Item, bytes: u64, t: Instant) {
+        if item.quarantine {
+            self.report.quarantined += 1;
+        } else {
+            self.report.delivered += 1;
+            self.report.bytes += bytes;
+        }
+        tracing::debug!(
+            account = self.account.name,
+            uidl = item.uidl.as_ref().map(Uidl::as_str),
+            bytes,
+            elapsed_ms = t.elapsed().as_millis() as u64,
+            "delivered"
+        );
+        if !self.account.keep {
+            self.dele_wait.push_back((item.num, item.uidl.clone()));
+        }
+    }
+
+    /// A delivery failed: apply what its kind calls for.
+    fn refused(&mut self, i: usize, what: String, source: DeliverError) {
+        let item = self.todo[i].clone();
+        let uidl = item.uidl.as_ref().map(Uidl::as_str);
+        let name = &self.account.name;
+        match source.kind {
+            ErrorKind::Transient => {
+                self.report.failed += 1;
+                tracing::warn!(account = name, uidl, error = %source,
+                    "delivery failed for now; the message stays on the server");
+            }
+            ErrorKind::Unavailable => {
+                self.report.waiting += 1;
+                self.unavailable = Some(FetchError::Deliver { what, source });
+            }
+            ErrorKind::Permanent if item.quarantine => {
+                self.report.failed += 1;
+                tracing::warn!(account = name, uidl, error = %source,
+                    "quarantine failed; the message stays on the server");
+            }
+            ErrorKind::Permanent if self.quarantine.is_some() => {
+                tracing::error!(account = name, uidl, error = %source,
+                    "delivery refused for good; storing the message in quarantine");
+                self.todo.push(Item {
+                    quarantine: true,
+                    ..item
+                });
+            }
+            ErrorKind::Permanent => {
+                if let Some(u) = &item.uidl {
+                    self.state.record_held(u);
+                }
+                self.report.newly_held += 1;
+                tracing::error!(account = name, uidl, error = %source,
+                    "delivery refused for good; the message stays on the server and is not \
+                     tried again until the config changes or `popfetch retry` runs");
+            }
+        }
+    }
+
+    /// Group commit: the batch's files fsync'd together, their pending records fsync'd once, the
+    /// renames with one fsync of `new/`, their delivered records fsync'd once; then their DELEs
+    /// may go.
+    async fn commit_batch(&mut self) -> Result<(), FetchError> {
+        let batch = std::mem::take(&mut self.batch);
+        let (idx, mut sinks): (Vec<usize>, Vec<Sink>) = batch.sinks.into_iter().unzip();
+        let t = Instant::now();
+        let deliver_err = |source| FetchError::Deliver {
+            what: format!("a batch of {} messages", idx.len()),
+            source,
+        };
+        self.backend
+            .sync_batch(&mut sinks)
+            .await
+            .map_err(deliver_err)?;
+        for (&i, sink) in idx.iter().zip(&sinks) {
+            if let (Some(u), Some(key)) = (&self.todo[i].uidl, sink.key()) {
+                self.state.record_pending(u, key);
+            }
+        }
+        // Durable before the deliveries become visible, so a crash in between can be settled.
+        self.state.sync()?;
+        let bytes: Vec<u64> = sinks.iter().map(Sink::bytes).collect();
+        self.backend
+            .publish_batch(sinks)
+            .await
+            .map_err(deliver_err)?;
+        for &i in &idx {
+            if let Some(u) = &self.todo[i].uidl {
+                self.state.record_delivered(u);
+            }
+        }
+        self.state.sync()?;
+        for (&i, b) in idx.iter().zip(bytes) {
+            let item = self.todo[i].clone();
+            self.delivered(&item, b, t);
+        }
+        Ok(())
+    }
 }
 
 /// A stable digest of the account's settings (secrets redacted), to notice config changes.
@@ -393,107 +671,4 @@ fn recover(
     }
     state.sync()?;
     Ok(found)
-}
-
-/// Retrieves message `num` into the backend and records it. Returns the bytes delivered.
-async fn fetch_one(
-    session: &mut Session,
-    backend: &Backend,
-    state: &mut AccountState,
-    account: &Account,
-    num: MsgNum,
-    uidl: Option<&Uidl>,
-    listed: u64,
-) -> Result<u64, FetchError> {
-    let info = MessageInfo {
-        account: &account.name,
-        server: &account.host,
-        uidl,
-        tls: session.is_encrypted(),
-        received_header: account.received_header,
-    };
-    let what = || match uidl {
-        Some(u) => format!("message {num} (uidl {u})"),
-        None => format!("message {num}"),
-    };
-    let deliver_err = |source| FetchError::Deliver {
-        what: what(),
-        source,
-    };
-    let mut sink = backend.begin(&info).map_err(deliver_err)?;
-    let header_len = sink.bytes();
-    session.retr(num).await?;
-    while let Some(chunk) = session.body_chunk().await? {
-        sink.write(&chunk).await.map_err(deliver_err)?;
-        if sink.bytes() - header_len > size_cap(listed) {
-            return Err(FetchError::Oversize { num, listed });
-        }
-    }
-    sink.prepare().await.map_err(deliver_err)?;
-    let key = sink.key().map(str::to_string);
-    if let (Some(u), Some(key)) = (uidl, &key) {
-        // Durable before the delivery becomes visible, so a crash in between can be settled.
-        state.record_pending(u, key);
-        state.sync()?;
-    }
-    let bytes = sink.bytes();
-    sink.commit().await.map_err(deliver_err)?;
-    if let Some(u) = uidl {
-        state.record_delivered(u);
-        if key.is_none() {
-            // The backend cannot be asked later: record it now, so a crash can duplicate at
-            // most the message in flight.
-            state.sync()?;
-        }
-    }
-    Ok(bytes)
-}
-
-/// Makes the journal durable, then marks the delivered messages for deletion. Moves them from
-/// `to_delete` to the end of its `marked` part: `to_delete[..marked]` are the DELE'd ones.
-async fn send_deletes(
-    session: &mut Session,
-    state: &mut AccountState,
-    to_delete: &mut ToDelete,
-) -> Result<(), FetchError> {
-    if to_delete.marked == to_delete.list.len() {
-        return Ok(());
-    }
-    state.sync()?;
-    while let Some((num, _)) = to_delete.list.get(to_delete.marked) {
-        session.dele(*num).await?;
-        to_delete.marked += 1;
-    }
-    Ok(())
-}
-
-/// Messages to delete, in order; the first `marked` have had their DELE answered +OK.
-#[derive(Default)]
-struct ToDelete {
-    list: Vec<(MsgNum, Option<Uidl>)>,
-    marked: usize,
-}
-
-/// Sends the outstanding DELEs and QUIT. When QUIT answers +OK the deleted UIDLs are forgotten,
-/// and so are those no longer on the server. Returns how many messages were deleted.
-async fn finish(
-    mut session: Session,
-    state: &mut AccountState,
-    mut to_delete: ToDelete,
-    uidls: Option<&[(MsgNum, Uidl)]>,
-) -> Result<usize, FetchError> {
-    send_deletes(&mut session, state, &mut to_delete).await?;
-    session.quit().await?;
-    // QUIT answered +OK: the DELE'd messages are gone for good (RFC 1939 §6).
-    for (_, u) in &to_delete.list {
-        if let Some(u) = u {
-            state.forget(u);
-        }
-    }
-    if let Some(list) = uidls {
-        let on_server: HashSet<&Uidl> = list.iter().map(|(_, u)| u).collect();
-        state.retain_only(&on_server);
-    }
-    state.sync()?;
-    Ok(to_delete.marked)
 }

@@ -69,6 +69,7 @@ impl Maildir {
             .map_err(|e| DeliverError::io(format!("cannot create {}", tmp.display()), e))?;
         let mut sink = Sink {
             file: Some(BufWriter::with_capacity(BUF_SIZE, file)),
+            unsynced: None,
             tmp,
             new: self.root.join("new").join(&name),
             new_dir: self.root.join("new"),
@@ -110,10 +111,15 @@ impl Maildir {
     }
 }
 
-/// One message on its way into a Maildir.
+/// One message on its way into a Maildir: written into `tmp/` ([`Sink::write`]), flushed
+/// ([`Sink::finish`]), fsync'd ([`sync_all`], for a whole batch at once), and renamed into `new/`
+/// ([`publish`], with one fsync of `new/` for the batch).
 #[derive(Debug)]
 pub struct Sink {
+    /// While the message is being written.
     file: Option<BufWriter<File>>,
+    /// Written and flushed, not yet fsync'd.
+    unsynced: Option<File>,
     tmp: PathBuf,
     new: PathBuf,
     new_dir: PathBuf,
@@ -133,29 +139,19 @@ impl Sink {
         Ok(())
     }
 
-    pub(super) async fn prepare(&mut self) -> Result<(), DeliverError> {
+    /// Flushes the message into its file in `tmp/`; it is not durable until [`sync_all`].
+    pub(super) fn finish(&mut self) -> Result<(), DeliverError> {
         let Some(f) = self.file.take() else {
             return Err(self.closed());
         };
-        let tmp = self.tmp.clone();
-        let r = tokio::task::spawn_blocking(move || -> std::io::Result<File> {
-            let f = f.into_inner().map_err(|e| e.into_error())?;
-            f.sync_all()?;
-            Ok(f)
-        })
-        .await
-        .map_err(std::io::Error::other)
-        .and_then(|r| r);
-        match r {
-            Ok(f) => {
-                drop(f);
-                Ok(())
-            }
-            Err(e) => Err(DeliverError::io(
-                format!("cannot write {}", tmp.display()),
-                e,
-            )),
-        }
+        let f = f.into_inner().map_err(|e| {
+            DeliverError::io(
+                format!("cannot write {}", self.tmp.display()),
+                e.into_error(),
+            )
+        })?;
+        self.unsynced = Some(f);
+        Ok(())
     }
 
     pub(super) fn key(&self) -> &str {
@@ -166,39 +162,67 @@ impl Sink {
         self.bytes
     }
 
-    pub(super) async fn commit(mut self) -> Result<(), DeliverError> {
-        if self.file.is_some() {
-            return Err(DeliverError {
-                kind: super::ErrorKind::Permanent,
-                message: "internal: commit before prepare".into(),
-            });
-        }
-        let (tmp, new, dir) = (self.tmp.clone(), self.new.clone(), self.new_dir.clone());
-        let r = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            std::fs::rename(&tmp, &new)?;
-            File::open(&dir)?.sync_all()
-        })
-        .await
-        .map_err(std::io::Error::other)
-        .and_then(|r| r);
-        match r {
-            Ok(()) => {
-                self.committed = true;
-                Ok(())
-            }
-            Err(e) => Err(DeliverError::io(
-                format!("cannot move {} into new/", self.tmp.display()),
-                e,
-            )),
-        }
-    }
-
     fn closed(&self) -> DeliverError {
         DeliverError {
             kind: super::ErrorKind::Permanent,
-            message: format!("internal: {} written after prepare", self.tmp.display()),
+            message: format!("internal: {} used out of order", self.tmp.display()),
         }
     }
+}
+
+/// Makes the finished messages of `sinks` durable in `tmp/`, fsyncing their files in parallel:
+/// concurrent fsyncs share the file system's journal commits, so a batch costs little more than
+/// one message.
+pub(super) async fn sync_all(sinks: &mut [&mut Sink]) -> Result<(), DeliverError> {
+    let mut set = tokio::task::JoinSet::new();
+    for (i, s) in sinks.iter_mut().enumerate() {
+        let Some(f) = s.unsynced.take() else {
+            return Err(s.closed());
+        };
+        set.spawn_blocking(move || (i, f.sync_all()));
+    }
+    let mut failed = None;
+    while let Some(joined) = set.join_next().await {
+        match joined {
+            Ok((_, Ok(()))) => {}
+            Ok((i, Err(e))) => {
+                failed = Some(DeliverError::io(
+                    format!("cannot write {}", sinks[i].tmp.display()),
+                    e,
+                ));
+            }
+            Err(e) => failed = Some(DeliverError::io("fsync task", std::io::Error::other(e))),
+        }
+    }
+    failed.map_or(Ok(()), Err)
+}
+
+/// Renames every synced message of `sinks` into its `new/`, then fsyncs each `new/` once. After
+/// an error the messages renamed so far stay delivered (the journal's pending records find
+/// them); the others are removed.
+pub(super) async fn publish(mut sinks: Vec<Sink>) -> Result<(), DeliverError> {
+    let mut dirs: Vec<PathBuf> = sinks.iter().map(|s| s.new_dir.clone()).collect();
+    dirs.sort();
+    dirs.dedup();
+    tokio::task::spawn_blocking(move || {
+        for s in &mut sinks {
+            if s.file.is_some() || s.unsynced.is_some() {
+                return Err(s.closed());
+            }
+            std::fs::rename(&s.tmp, &s.new).map_err(|e| {
+                DeliverError::io(format!("cannot move {} into new/", s.tmp.display()), e)
+            })?;
+            s.committed = true;
+        }
+        for dir in &dirs {
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| DeliverError::io(format!("cannot sync {}", dir.display()), e))?;
+        }
+        Ok(())
+    })
+    .await
+    .map_err(|e| DeliverError::io("rename task", std::io::Error::other(e)))?
 }
 
 impl Drop for Sink {

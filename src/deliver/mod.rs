@@ -125,6 +125,33 @@ impl Backend {
         }
     }
 
+    /// Makes a batch of finished messages durable (for a Maildir: their files fsync'd at once).
+    pub async fn sync_batch(&self, sinks: &mut [Sink]) -> Result<(), DeliverError> {
+        let mut maildir: Vec<&mut maildir::Sink> = sinks
+            .iter_mut()
+            .filter_map(|s| match s {
+                Sink::Maildir(m) => Some(m),
+                _ => None,
+            })
+            .collect();
+        if maildir.is_empty() {
+            return Ok(());
+        }
+        maildir::sync_all(&mut maildir).await
+    }
+
+    /// Makes a synced batch visible, durably (for a Maildir: renames, then one fsync of `new/`).
+    pub async fn publish_batch(&self, sinks: Vec<Sink>) -> Result<(), DeliverError> {
+        let maildir: Vec<maildir::Sink> = sinks
+            .into_iter()
+            .filter_map(|s| match s {
+                Sink::Maildir(m) => Some(m),
+                _ => None,
+            })
+            .collect();
+        maildir::publish(maildir).await
+    }
+
     /// Ends the poll: closes connections the backend kept open.
     pub async fn close(&self) {
         if let Backend::Smtp(s) = self {
@@ -153,15 +180,25 @@ impl Sink {
         }
     }
 
-    /// Makes the message durable. For a Maildir it is not visible yet; the other backends
-    /// deliver here (an mbox append with fsync, an MDA's exit 0, a relay's 2xx).
-    pub async fn prepare(&mut self) -> Result<(), DeliverError> {
+    /// Ends the message. For a Maildir the file is complete but neither durable nor visible
+    /// until [`Backend::sync_batch`] and [`Backend::publish_batch`]; the other backends deliver
+    /// here (an mbox append with fsync, an MDA's exit 0, a relay's 2xx).
+    pub async fn finish(&mut self) -> Result<(), DeliverError> {
         match self {
-            Sink::Maildir(s) => s.prepare().await,
+            Sink::Maildir(s) => s.finish(),
             Sink::Mbox(s) => s.prepare().await,
             Sink::Mda(s) => s.prepare().await,
             Sink::Smtp(s) => s.prepare().await,
         }
+    }
+
+    /// Makes the message durable; for a Maildir not yet visible.
+    pub async fn prepare(&mut self) -> Result<(), DeliverError> {
+        self.finish().await?;
+        if let Sink::Maildir(s) = self {
+            maildir::sync_all(&mut [s]).await?;
+        }
+        Ok(())
     }
 
     /// The key under which [`Backend::was_delivered`] can later find this delivery, for the
@@ -173,10 +210,10 @@ impl Sink {
         }
     }
 
-    /// Makes the message visible, durably. Only after this returns is it delivered.
+    /// Makes a prepared message visible, durably. Only after this returns is it delivered.
     pub async fn commit(self) -> Result<(), DeliverError> {
         match self {
-            Sink::Maildir(s) => s.commit().await,
+            Sink::Maildir(s) => maildir::publish(vec![s]).await,
             Sink::Mbox(_) | Sink::Mda(_) | Sink::Smtp(_) => Ok(()),
         }
     }

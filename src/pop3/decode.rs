@@ -106,6 +106,11 @@ impl Decoder {
         self.queue.len() + usize::from(self.state != State::Idle)
     }
 
+    /// Whether a message body is being decoded (its `End` has not come out yet).
+    pub fn in_body(&self) -> bool {
+        matches!(self.state, State::Body { .. } | State::BodyEnded)
+    }
+
     /// Received bytes not yet decoded.
     pub fn buffered(&self) -> usize {
         self.buf.len() - self.pos

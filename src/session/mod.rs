@@ -7,7 +7,7 @@ mod stream;
 
 pub(crate) use stream::handshake;
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::path::Path;
 use std::time::Duration;
 
@@ -47,6 +47,16 @@ pub struct Session {
     timeout: Duration,
     greeting: Status,
     caps: Option<Capabilities>,
+    /// Queued or sent commands whose answers are still to be read, oldest first.
+    pending: VecDeque<(Tag, &'static str)>,
+}
+
+/// What a pipelined command was for, handed back with its answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tag {
+    /// A RETR for the caller's item at this index.
+    Retr(usize),
+    Dele(MsgNum),
 }
 
 impl Session {
@@ -69,6 +79,7 @@ impl Session {
             timeout: params.timeout,
             greeting: Status::parse(b"+OK").expect("literal status"),
             caps: None,
+            pending: VecDeque::new(),
         };
         s.dec.expect(Expect::Single);
         let greeting = s.read_status("greeting").await?;
@@ -397,7 +408,7 @@ impl Session {
     /// the session can go on after its delivery failed. Does nothing when no answer is under way.
     pub async fn skip_body(&mut self, limit: u64) -> Result<(), SessionError> {
         let mut seen = 0u64;
-        while self.dec.outstanding() > 0 {
+        while self.dec.in_body() {
             match self.body_chunk().await? {
                 Some(d) => {
                     seen += d.len() as u64;
@@ -432,20 +443,37 @@ impl Session {
         }
     }
 
-    /// Sends one command and reads its status line.
-    async fn command(&mut self, cmd: Command, expect: Expect) -> Result<Status, SessionError> {
-        tracing::trace!(command = ?cmd, "send");
+    /// Queues a command without sending it (RFC 2449 §6.6 pipelining): [`Session::flush`] sends
+    /// everything queued in one write, and [`Session::next_answer`] reads the answers in order,
+    /// each with its `tag`. Only use with a server that advertises PIPELINING, or one command at
+    /// a time.
+    pub fn queue(&mut self, cmd: Command, tag: Tag) {
+        tracing::trace!(command = ?cmd, "queue");
+        let expect = match cmd {
+            Command::Retr(_) | Command::Top(..) => Expect::Body,
+            Command::Capa | Command::List(None) | Command::Uidl(None) => Expect::Lines,
+            _ => Expect::Single,
+        };
+        cmd.encode(&mut self.out);
         self.dec.expect(expect);
-        self.write(&cmd).await?;
-        self.read_status(cmd.name()).await
+        self.pending.push_back((tag, cmd.name()));
     }
 
-    async fn write(&mut self, cmd: &Command) -> Result<(), SessionError> {
-        self.out.clear();
-        cmd.encode(&mut self.out);
+    /// Commands sent or queued whose answers have not been read.
+    pub fn in_flight(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Sends the queued commands. A write never waits on the server's answers, and the queue is
+    /// bounded by the caller, so reads and writes cannot deadlock on full socket buffers.
+    pub async fn flush(&mut self) -> Result<(), SessionError> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
         let r = tokio::time::timeout(self.timeout, self.stream.write_all(&self.out)).await;
         // Do not keep a credential in the buffer longer than needed.
         self.out.iter_mut().for_each(|b| *b = 0);
+        self.out.clear();
         match r {
             Ok(r) => r.map_err(SessionError::Io),
             Err(_) => Err(SessionError::Timeout {
@@ -453,6 +481,35 @@ impl Session {
                 after: self.timeout,
             }),
         }
+    }
+
+    /// Sends what is queued and reads the status line of the oldest unanswered command. After
+    /// `+OK` to a RETR, read its body with [`Session::body_chunk`] before the next answer.
+    pub async fn next_answer(&mut self) -> Result<(Tag, Status), SessionError> {
+        self.flush().await?;
+        let Some((tag, name)) = self.pending.pop_front() else {
+            return Err(SessionError::protocol("internal: no answer is due"));
+        };
+        let st = self.read_status(name).await?;
+        Ok((tag, st))
+    }
+
+    /// Sends one command and reads its status line.
+    async fn command(&mut self, cmd: Command, expect: Expect) -> Result<Status, SessionError> {
+        debug_assert!(
+            self.pending.is_empty(),
+            "command() while answers are pending"
+        );
+        tracing::trace!(command = ?cmd, "send");
+        self.dec.expect(expect);
+        self.write(&cmd).await?;
+        self.read_status(cmd.name()).await
+    }
+
+    /// Writes one line at once (a command, or an answer within a SASL exchange).
+    async fn write(&mut self, cmd: &Command) -> Result<(), SessionError> {
+        cmd.encode(&mut self.out);
+        self.flush().await
     }
 
     async fn read_status(&mut self, what: &'static str) -> Result<Status, SessionError> {
