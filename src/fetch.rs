@@ -649,6 +649,14 @@ fn recover(
     state: &mut AccountState,
     account: &str,
 ) -> Result<usize, StateError> {
+    let stale = backend.clean_stale();
+    if stale > 0 {
+        tracing::info!(
+            account,
+            files = stale,
+            "removed unfinished deliveries of an earlier run"
+        );
+    }
     let mut found = 0;
     for (uidl, key) in state.pending() {
         if backend.was_delivered(&key) {

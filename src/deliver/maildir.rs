@@ -103,6 +103,38 @@ impl Maildir {
             .unwrap_or(false)
     }
 
+    /// Removes from `tmp/` the files popfetch processes on this host left when they died before
+    /// finishing a message (their PID is in the name and no longer runs). Files of live
+    /// processes, and of other programs, are left alone.
+    pub fn clean_stale_tmp(&self) -> usize {
+        let Ok(entries) = std::fs::read_dir(self.root.join("tmp")) else {
+            return 0;
+        };
+        let suffix = format!(".{}", self.host);
+        let mut removed = 0;
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let Some(stem) = name.strip_suffix(&suffix) else {
+                continue;
+            };
+            // SECS.MUSECSPPIDQSEQ
+            let pid = stem
+                .split_once(".M")
+                .and_then(|(_, r)| r.split_once('P'))
+                .and_then(|(_, r)| r.split_once('Q'))
+                .and_then(|(pid, _)| pid.parse::<u32>().ok());
+            let Some(pid) = pid else { continue };
+            if pid != std::process::id()
+                && !Path::new(&format!("/proc/{pid}")).exists()
+                && std::fs::remove_file(e.path()).is_ok()
+            {
+                removed += 1;
+            }
+        }
+        removed
+    }
+
     /// Removes what an unfinished delivery under `key` left in `tmp/`.
     pub fn discard(&self, key: &str) {
         if !key.contains('/') && !key.is_empty() {

@@ -104,7 +104,7 @@ impl Backend {
         Ok(match self {
             Backend::Maildir(m) => Sink::Maildir(m.begin(header)?),
             Backend::Mbox(m) => Sink::Mbox(m.begin(header)?),
-            Backend::Mda(m) => Sink::Mda(Box::new(m.begin(header, info.uidl.map(Uidl::as_str)))),
+            Backend::Mda(m) => Sink::Mda(Box::new(m.begin(header, info.uidl.map(Uidl::as_str))?)),
             Backend::Smtp(m) => Sink::Smtp(m.begin(header)?),
         })
     }
@@ -115,6 +115,14 @@ impl Backend {
         match self {
             Backend::Maildir(m) => m.was_delivered(key),
             _ => false,
+        }
+    }
+
+    /// Removes what deliveries of dead popfetch processes left behind; returns how many.
+    pub fn clean_stale(&self) -> usize {
+        match self {
+            Backend::Maildir(m) => m.clean_stale_tmp(),
+            _ => 0,
         }
     }
 
@@ -175,7 +183,7 @@ impl Sink {
         match self {
             Sink::Maildir(s) => s.write(data),
             Sink::Mbox(s) => s.write(data),
-            Sink::Mda(s) => s.write(data).await,
+            Sink::Mda(s) => s.write(data),
             Sink::Smtp(s) => s.write(data),
         }
     }
