@@ -200,11 +200,20 @@ async fn poll_with(
                 .into(),
         ));
     }
-    let sizes: HashMap<MsgNum, u64> = session.list_all().await?.into_iter().collect();
-    let mut nums: Vec<MsgNum> = sizes.keys().copied().collect();
+    // With UIDL, a poll that finds nothing new needs no LIST: it costs one connection, login,
+    // UIDL and QUIT. The sizes are read only when something is to be fetched.
+    let by_num: HashMap<MsgNum, Uidl> = uidls.iter().flatten().cloned().collect();
+    let wanted = |(_, u): &&(MsgNum, Uidl)| !state.is_delivered(u) && !state.is_held(u);
+    let sizes: HashMap<MsgNum, u64> = match &uidls {
+        Some(list) if !list.iter().any(|e| wanted(&e)) => HashMap::new(),
+        _ => session.list_all().await?.into_iter().collect(),
+    };
+    let mut nums: Vec<MsgNum> = match &uidls {
+        Some(list) => list.iter().map(|(n, _)| *n).collect(),
+        None => sizes.keys().copied().collect(),
+    };
     nums.sort();
     report.on_server = nums.len();
-    let by_num: HashMap<MsgNum, Uidl> = uidls.iter().flatten().cloned().collect();
     let quarantine = match (&account.on_permanent_failure, &account.quarantine) {
         (PermanentFailure::Quarantine, Some(dir)) => Some(
             Backend::open(&Deliver::Maildir(dir.clone()), account).map_err(|source| {
