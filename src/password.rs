@@ -24,6 +24,19 @@ pub async fn resolve(
     match source {
         PasswordSource::Inline(p) => Ok(p.clone()),
         PasswordSource::File(path) => {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = tokio::fs::metadata(path)
+                .await
+                .map(|m| m.permissions().mode())
+                .unwrap_or(0);
+            if mode & 0o002 != 0 {
+                return Err(PasswordError(format!(
+                    "{} is writable by others (mode {:04o}); run `chmod 600 {}`",
+                    path.display(),
+                    mode & 0o7777,
+                    path.display()
+                )));
+            }
             let text = tokio::fs::read(path)
                 .await
                 .map_err(|e| PasswordError(format!("cannot read {}: {e}", path.display())))?;

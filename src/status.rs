@@ -5,6 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+
 use serde::{Deserialize, Serialize};
 
 /// What the status file holds.
@@ -64,8 +67,16 @@ pub fn record(state_dir: &Path, account: &str, result: Result<(u64, u64), String
     };
     let target = path(state_dir, account);
     let tmp = target.with_extension("status.tmp");
-    // Statistics only: no fsync; a crash at worst leaves the previous file.
-    if std::fs::write(&tmp, json).is_ok() && std::fs::rename(&tmp, &target).is_err() {
+    // Statistics only: no fsync; a crash at worst leaves the previous file. Mode 0600 like the
+    // rest of the state directory.
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(&json));
+    if written.is_ok() && std::fs::rename(&tmp, &target).is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
 }

@@ -61,9 +61,27 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     Ok(config)
 }
 
-/// Refuses a config that holds a password and that group or others can read.
+/// Refuses a config that others may change (it names the programs popfetch runs and where mail
+/// goes), and one that holds a password and that group or others can read.
 fn check_permissions(path: &Path, text: &str) -> Result<(), ConfigError> {
     use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path)
+        .map(|m| m.permissions().mode())
+        .unwrap_or(0);
+    if mode & 0o002 != 0 {
+        return Err(ConfigError {
+            path: path.to_path_buf(),
+            position: None,
+            account: None,
+            key: None,
+            message: format!(
+                "the file is writable by others (mode {:04o}), who could make popfetch run any \
+                 program; run `chmod o-w {}`",
+                mode & 0o7777,
+                path.display()
+            ),
+        });
+    }
     let raw: RawConfig = toml::from_str(text).map_err(|e| toml_error(path, text, &e))?;
     let with_password = raw
         .defaults

@@ -13,7 +13,7 @@ pub enum SessionError {
     },
     #[error("timed out after {}s waiting for {what}", after.as_secs_f32())]
     Timeout { what: &'static str, after: Duration },
-    #[error("TLS with {host} failed: {source}")]
+    #[error("TLS with {host} failed: {source}{}", tls_hint(&source.to_string()))]
     Tls {
         host: String,
         source: native_tls::Error,
@@ -92,5 +92,25 @@ impl SessionError {
             | SessionError::NoStls
             | SessionError::Auth(_) => false,
         }
+    }
+}
+
+/// What to do about a failed certificate check, from OpenSSL's reason.
+fn tls_hint(reason: &str) -> &'static str {
+    if reason.contains("hostname mismatch") || reason.contains("IP address mismatch") {
+        " (the certificate does not name this host: set `host` to a name the certificate was \
+         issued for)"
+    } else if reason.contains("expired") {
+        " (the server's certificate has expired: its administrator must renew it)"
+    } else if reason.contains("not yet valid") {
+        " (the server's certificate is not valid yet: check this machine's clock)"
+    } else if reason.contains("self-signed")
+        || reason.contains("self signed")
+        || reason.contains("unable to get local issuer")
+    {
+        " (no trusted CA signed the server's certificate: set `ca_file` to the PEM file of the \
+         CA that did)"
+    } else {
+        ""
     }
 }

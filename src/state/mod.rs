@@ -26,6 +26,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::pop3::Uidl;
@@ -89,12 +90,18 @@ impl AccountState {
     /// Opens (creating if needed) and locks the state of `account` under `dir`. Fails at once,
     /// with [`StateError::Locked`], when another process holds the account.
     pub fn open(dir: &Path, account: &str) -> Result<AccountState, StateError> {
-        std::fs::create_dir_all(dir).map_err(|source| StateError::Dir {
-            path: dir.to_path_buf(),
-            source,
-        })?;
+        // The journal lists which mail an account received: for the owner's eyes only.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|source| StateError::Dir {
+                path: dir.to_path_buf(),
+                source,
+            })?;
         let lock_path = dir.join(format!("{account}.lock"));
         let lock = OpenOptions::new()
+            .mode(0o600)
             .create(true)
             .truncate(false)
             .write(true)
@@ -400,7 +407,12 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<(Parsed, usize), StateError> {
 fn write_atomic(dir: &Path, path: &Path, contents: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("uidls.tmp");
     {
-        let mut f = File::create(&tmp)?;
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
         f.write_all(contents)?;
         f.sync_all()?;
     }

@@ -2,13 +2,16 @@
 //! scripted server for what a real server will not do, and the real built `popfetch` binary.
 
 mod backend_speed;
+mod bench_compare;
 mod cli;
+mod crash;
 mod daemon;
 mod deliver_mda;
 mod deliver_smtp;
 mod dovecot;
 mod fetch_dovecot;
 mod fixture_selftest;
+mod full_disk;
 mod harness;
 mod mbox_peer;
 mod policy;
@@ -16,4 +19,5 @@ mod postfix;
 mod postfix_selftest;
 mod recovery;
 mod scripted;
+mod security;
 mod soak;
