@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, Account, Config, Deliver, PasswordSource};
+use crate::progress::Progress;
 
 /// Fetch mail from POP3 accounts and deliver it locally, without ever losing a message.
 #[derive(Debug, Parser)]
@@ -23,6 +24,10 @@ pub struct Cli {
     /// RUST_LOG override)
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
+
+    /// No progress display and no summary lines; errors only
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
 
     #[command(subcommand)]
     pub command: Command,
@@ -85,7 +90,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, UsageError> {
         }
         Command::Fetch { accounts } => {
             let selected = select(&config, &accounts)?;
-            Ok(fetch(&config, selected).await)
+            Ok(fetch(&config, selected, cli.quiet).await)
         }
         Command::Daemon => Ok(crate::daemon::run(path, config).await),
         Command::Status { json } => {
@@ -133,19 +138,29 @@ fn select(config: &Config, names: &[String]) -> Result<Vec<Arc<Account>>, UsageE
 }
 
 /// Polls `accounts` concurrently; prints one summary line per account.
-async fn fetch(config: &Config, accounts: Vec<Arc<Account>>) -> ExitCode {
+async fn fetch(config: &Config, accounts: Vec<Arc<Account>>, quiet: bool) -> ExitCode {
     // SIGINT or SIGTERM: finish the messages in flight and QUIT; a second one exits at once.
     let stop = CancellationToken::new();
     crate::daemon::signals::stop_on_signal(stop.clone());
     let limit = Arc::new(tokio::sync::Semaphore::new(config.max_parallel));
+    let live = !quiet && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let progress: Vec<Arc<Progress>> = accounts.iter().map(|a| Progress::new(&a.name)).collect();
+    let drawn = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let renderer =
+        live.then(|| tokio::spawn(crate::progress::render(progress.clone(), drawn.clone())));
     let mut tasks = tokio::task::JoinSet::new();
     for (i, account) in accounts.into_iter().enumerate() {
         let state_dir = config.state_dir.clone();
         let limit = limit.clone();
         let stop = stop.clone();
+        let progress = progress[i].clone();
         tasks.spawn(async move {
             let _permit = limit.acquire_owned().await;
-            let r = crate::fetch::poll(&account, &state_dir, &stop).await;
+            let r = crate::fetch::poll_with_progress(&account, &state_dir, &stop, Some(&progress))
+                .await;
+            progress
+                .finished
+                .store(true, std::sync::atomic::Ordering::Relaxed);
             (i, account, r)
         });
     }
@@ -160,6 +175,10 @@ async fn fetch(config: &Config, accounts: Vec<Arc<Account>>) -> ExitCode {
         }
     }
     results.sort_by_key(|(i, _, _)| *i);
+    if let Some(r) = renderer {
+        drawn.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = r.await;
+    }
     let mut failed = false;
     for (_, account, r) in results {
         match r {
@@ -185,7 +204,9 @@ async fn fetch(config: &Config, accounts: Vec<Arc<Account>>) -> ExitCode {
                         line.push_str(&format!("; {n} {what}"));
                     }
                 }
-                println!("{line}");
+                if !quiet {
+                    println!("{line}");
+                }
                 failed |= rep.has_failures();
             }
             Err(e) => {

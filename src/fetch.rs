@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Account, Deliver, PermanentFailure};
 use crate::deliver::{Backend, DeliverError, ErrorKind, MessageInfo, Sink};
 use crate::pop3::{Command, MsgNum, Uidl};
+use crate::progress::Progress;
 use crate::session::{ConnectParams, Session, SessionError, Tag};
 use crate::state::{AccountState, StateError};
 
@@ -105,7 +106,17 @@ pub async fn poll(
     state_dir: &Path,
     stop: &CancellationToken,
 ) -> Result<Report, FetchError> {
-    let r = poll_once(account, state_dir, stop).await;
+    poll_with_progress(account, state_dir, stop, None).await
+}
+
+/// [`poll`], counting what is done into `progress` for a live display.
+pub async fn poll_with_progress(
+    account: &Account,
+    state_dir: &Path,
+    stop: &CancellationToken,
+    progress: Option<&Progress>,
+) -> Result<Report, FetchError> {
+    let r = poll_once(account, state_dir, stop, progress).await;
     let summary = match &r {
         Ok(rep) => Ok((rep.delivered as u64, rep.waiting as u64)),
         Err(e) => Err(crate::cli::error_chain(e)),
@@ -118,6 +129,7 @@ async fn poll_once(
     account: &Account,
     state_dir: &Path,
     stop: &CancellationToken,
+    progress: Option<&Progress>,
 ) -> Result<Report, FetchError> {
     let backend =
         Backend::open(&account.deliver, account).map_err(|source| FetchError::Deliver {
@@ -125,7 +137,7 @@ async fn poll_once(
             source,
         })?;
     let mut state = AccountState::open(state_dir, &account.name)?;
-    let r = poll_with(account, &backend, &mut state, stop).await;
+    let r = poll_with(account, &backend, &mut state, stop, progress).await;
     backend.close().await;
     // Whatever happened, what was recorded reaches the disk.
     let synced = state.sync();
@@ -139,6 +151,7 @@ async fn poll_with(
     backend: &Backend,
     state: &mut AccountState,
     stop: &CancellationToken,
+    progress: Option<&Progress>,
 ) -> Result<Report, FetchError> {
     let started = Instant::now();
     let released = state.set_fingerprint(&fingerprint(account));
@@ -264,6 +277,9 @@ async fn poll_with(
         });
     }
     report.new = todo.len();
+    if let Some(p) = progress {
+        p.set_total(todo.len(), todo.iter().map(|i| i.listed).sum());
+    }
 
     let mut run = Run {
         session,
@@ -272,6 +288,7 @@ async fn poll_with(
         state,
         account,
         pipelining: session_pipelining,
+        progress,
         todo,
         report,
         dele_wait,
@@ -370,6 +387,7 @@ struct Run<'a> {
     state: &'a mut AccountState,
     account: &'a Account,
     pipelining: bool,
+    progress: Option<&'a Progress>,
     todo: Vec<Item>,
     report: Report,
     /// Durably delivered, DELE not yet sent.
@@ -542,6 +560,9 @@ impl Run<'_> {
     }
 
     fn delivered(&mut self, item: &Item, bytes: u64, t: Instant) {
+        if let Some(p) = self.progress {
+            p.add(bytes);
+        }
         if item.quarantine {
             self.report.quarantined += 1;
         } else {

@@ -11,6 +11,7 @@ pub mod deliver;
 pub mod fetch;
 pub mod password;
 pub mod pop3;
+pub mod progress;
 pub mod scheduler;
 pub mod secret;
 pub mod session;

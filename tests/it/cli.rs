@@ -174,3 +174,55 @@ fn state_dir_defaults_to_state_directory_then_xdg_state_home() {
     let out = check(&[("XDG_STATE_HOME", "/nonexistent/xdg")]);
     assert!(out.contains("state_dir = \"/var/lib/popfetch\""), "{out}");
 }
+
+#[test]
+fn fetch_shows_live_progress_at_a_terminal_and_none_otherwise() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let server = rt
+        .block_on(popfetch::demo::DemoServer::start(popfetch::demo::Mailbox {
+            user: "u".into(),
+            password: "pw".into(),
+            messages: (0..50).map(|i| crate::harness::message(i, 3000)).collect(),
+            ..Default::default()
+        }))
+        .unwrap();
+    let env = Env::new();
+    env.write_config(&format!(
+        "[[account]]\nname = \"demo\"\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\nuser = \"u\"\n\
+         password = \"pw\"\nkeep = true\ndeliver = {{ maildir = \"{}\" }}\n",
+        server.addr().port(),
+        env.maildir().display()
+    ));
+    // Under a pseudo-terminal (script(1)), the progress line is drawn.
+    let cmd = format!(
+        "{} -c {} fetch",
+        env!("CARGO_BIN_EXE_popfetch"),
+        env.config_path().display()
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .output()
+        .unwrap();
+    let tty = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{tty}");
+    assert!(
+        tty.contains("demo: 0/50 messages") || tty.contains("demo: 50/50 messages"),
+        "{tty}"
+    );
+    assert!(tty.contains("demo: 50 new messages delivered"), "{tty}");
+    // Without a terminal: the summary only; with --quiet: nothing.
+    std::fs::remove_dir_all(env.path().join("state")).unwrap();
+    let run = env.popfetch(&["fetch"]);
+    run.assert_code(0);
+    assert!(!run.stderr.contains("messages,"), "{}", run.stderr);
+    assert!(
+        run.stdout.contains("demo: 50 new messages delivered"),
+        "{}",
+        run.stdout
+    );
+    std::fs::remove_dir_all(env.path().join("state")).unwrap();
+    let run = env.popfetch(&["--quiet", "fetch"]);
+    run.assert_code(0);
+    assert_eq!(run.stdout, "");
+    assert_eq!(run.stderr, "");
+}
