@@ -149,12 +149,14 @@ async fn fetch(config: &Config, accounts: Vec<Arc<Account>>, quiet: bool) -> Exi
     let renderer =
         live.then(|| tokio::spawn(crate::progress::render(progress.clone(), drawn.clone())));
     let mut tasks = tokio::task::JoinSet::new();
+    let mut ids = std::collections::HashMap::new();
     for (i, account) in accounts.into_iter().enumerate() {
         let state_dir = config.state_dir.clone();
         let limit = limit.clone();
         let stop = stop.clone();
         let progress = progress[i].clone();
-        tasks.spawn(async move {
+        let name = account.name.clone();
+        let handle = tasks.spawn(async move {
             let _permit = limit.acquire_owned().await;
             let r = crate::fetch::poll_with_progress(&account, &state_dir, &stop, Some(&progress))
                 .await;
@@ -163,14 +165,19 @@ async fn fetch(config: &Config, accounts: Vec<Arc<Account>>, quiet: bool) -> Exi
                 .store(true, std::sync::atomic::Ordering::Relaxed);
             (i, account, r)
         });
+        ids.insert(handle.id(), name);
     }
     let mut results = Vec::new();
+    let mut crashed = false;
     while let Some(joined) = tasks.join_next().await {
         match joined {
             Ok(r) => results.push(r),
+            // A bug in one account's poll must not hide the others' results. Nothing it did
+            // not record as delivered was deleted.
             Err(e) => {
-                eprintln!("popfetch: internal error: {e}");
-                return ExitCode::FAILURE;
+                crashed = true;
+                let name = ids.get(&e.id()).map_or("?", String::as_str);
+                eprintln!("popfetch: account {name}: internal error: {e}");
             }
         }
     }
@@ -179,7 +186,7 @@ async fn fetch(config: &Config, accounts: Vec<Arc<Account>>, quiet: bool) -> Exi
         drawn.store(true, std::sync::atomic::Ordering::Relaxed);
         let _ = r.await;
     }
-    let mut failed = false;
+    let mut failed = crashed;
     for (_, account, r) in results {
         match r {
             Ok(rep) => {

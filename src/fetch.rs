@@ -278,7 +278,8 @@ async fn poll_with(
     }
     report.new = todo.len();
     if let Some(p) = progress {
-        p.set_total(todo.len(), todo.iter().map(|i| i.listed).sum());
+        let bytes = todo.iter().fold(0u64, |b, i| b.saturating_add(i.listed));
+        p.set_total(todo.len(), bytes);
     }
 
     let mut run = Run {
@@ -435,7 +436,8 @@ impl Run<'_> {
                 self.session
                     .queue(Command::Retr(self.todo[next].num), Tag::Retr(next));
                 retrs += 1;
-                ahead += self.todo[next].listed;
+                // A server may announce any size: saturate, never overflow.
+                ahead = ahead.saturating_add(self.todo[next].listed);
                 next += 1;
                 if !self.pipelining {
                     break;
@@ -466,7 +468,7 @@ impl Run<'_> {
                 }
                 Tag::Retr(i) => {
                     retrs -= 1;
-                    ahead -= self.todo[i].listed;
+                    ahead = ahead.saturating_sub(self.todo[i].listed);
                     if !st.is_ok() {
                         self.report.failed += 1;
                         tracing::warn!(account = self.account.name, num = %self.todo[i].num,

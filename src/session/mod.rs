@@ -20,6 +20,10 @@ use crate::pop3::{
 };
 use crate::secret::Secret;
 
+/// Most lines in one listing (UIDL, LIST, CAPA): a maildrop of 300,000 messages is far beyond
+/// any real one, and a server must not make us hold an endless listing.
+pub const MAX_LISTING_LINES: usize = 300_000;
+
 /// Bytes asked of the socket per read.
 const READ_SIZE: usize = 64 * 1024;
 
@@ -345,6 +349,7 @@ impl Session {
         }
         let lines = self.read_lines("UIDL").await?;
         let mut seen = HashSet::with_capacity(lines.len());
+        let mut nums = HashSet::with_capacity(lines.len());
         let mut out = Vec::with_capacity(lines.len());
         for line in &lines {
             let (n, rest) = split_num(line)
@@ -356,6 +361,15 @@ impl Session {
                     "UIDL",
                     line,
                     "the same unique-id is listed twice",
+                ));
+            }
+            // Two unique-ids for one message would record one message's delivery under the
+            // other's name, and delete the other unread.
+            if !nums.insert(n) {
+                return Err(SessionError::bad_listing(
+                    "UIDL",
+                    line,
+                    &format!("message {n} is listed twice"),
                 ));
             }
             out.push((n, uidl));
@@ -370,6 +384,7 @@ impl Session {
             return Err(SessionError::refused("LIST", &st));
         }
         let lines = self.read_lines("LIST").await?;
+        let mut nums = HashSet::with_capacity(lines.len());
         lines
             .iter()
             .map(|line| {
@@ -378,6 +393,13 @@ impl Session {
                 let size_field = rest.split(|&b| b == b' ').next().unwrap_or_default();
                 let size = pop3::parse_u64(size_field)
                     .ok_or_else(|| SessionError::bad_listing("LIST", line, "no size"))?;
+                if !nums.insert(n) {
+                    return Err(SessionError::bad_listing(
+                        "LIST",
+                        line,
+                        &format!("message {n} is listed twice"),
+                    ));
+                }
                 Ok((n, size))
             })
             .collect()
@@ -525,6 +547,11 @@ impl Session {
         let mut lines = Vec::new();
         loop {
             match self.next_event(what).await? {
+                Event::Line(_) if lines.len() >= MAX_LISTING_LINES => {
+                    return Err(SessionError::protocol(&format!(
+                        "the {what} listing is longer than {MAX_LISTING_LINES} lines"
+                    )));
+                }
                 Event::Line(l) => lines.push(l),
                 Event::End => return Ok(lines),
                 other => {

@@ -13,6 +13,8 @@ mod fetch_dovecot;
 mod fixture_selftest;
 mod full_disk;
 mod harness;
+mod hostile;
+mod hostile_server;
 mod mbox_peer;
 mod policy;
 mod postfix;
