@@ -237,13 +237,17 @@ impl Sink {
     }
 }
 
-/// The local host name, for trace headers and Maildir file names.
+/// The local host name, for trace headers and Maildir file names (read once per process).
 pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".to_string())
+    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NAME.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "localhost".to_string())
+    })
+    .clone()
 }
 
 /// `Received: from SERVER by HOST with POP3[S] (popfetch VERSION) (account A, uidl U); DATE`,
