@@ -206,7 +206,10 @@ fn fetch_shows_live_progress_at_a_terminal_and_none_otherwise() {
     let tty = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{tty}");
     // A progress line was drawn (and cleared again before the summary).
-    assert!(tty.contains("\x1b[2Kdemo: ") && tty.contains(" messages, "), "{tty}");
+    assert!(
+        tty.contains("\x1b[2Kdemo: ") && tty.contains(" messages, "),
+        "{tty}"
+    );
     assert!(tty.contains("demo: 50 new messages delivered"), "{tty}");
     // Without a terminal: the summary only; with --quiet: nothing.
     std::fs::remove_dir_all(env.path().join("state")).unwrap();

@@ -1,0 +1,64 @@
+# Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
+function __fish_popfetch_global_optspecs
+    string join \n c/config= v/verbose q/quiet h/help V/version
+end
+
+function __fish_popfetch_needs_command
+    # Figure out if the current invocation already has a command.
+    set -l cmd (commandline -opc)
+    set -e cmd[1]
+    argparse -s (__fish_popfetch_global_optspecs) -- $cmd 2>/dev/null
+    or return
+    if set -q argv[1]
+        # Also print the command, so this can be used to figure out what it is.
+        echo $argv[1]
+        return 1
+    end
+    return 0
+end
+
+function __fish_popfetch_using_subcommand
+    set -l cmd (__fish_popfetch_needs_command)
+    test -z "$cmd"
+    and return 1
+    contains -- $cmd[1] $argv
+end
+
+complete -c popfetch -n "__fish_popfetch_needs_command" -s c -l config -d 'Config file [default: $POPFETCH_CONFIG, else $XDG_CONFIG_HOME/popfetch/config.toml, else /etc/popfetch/config.toml]' -r -F
+complete -c popfetch -n "__fish_popfetch_needs_command" -s v -l verbose -d 'Log more: -v for each poll, -vv for each message and protocol detail (POPFETCH_LOG or RUST_LOG override)'
+complete -c popfetch -n "__fish_popfetch_needs_command" -s q -l quiet -d 'No progress display and no summary lines; errors only'
+complete -c popfetch -n "__fish_popfetch_needs_command" -s h -l help -d 'Print help'
+complete -c popfetch -n "__fish_popfetch_needs_command" -s V -l version -d 'Print version'
+complete -c popfetch -n "__fish_popfetch_needs_command" -f -a "fetch" -d 'Poll the named accounts (default: all) once, deliver new mail, and exit'
+complete -c popfetch -n "__fish_popfetch_needs_command" -f -a "check" -d 'Validate the config and print each account\'s effective settings (secrets redacted)'
+complete -c popfetch -n "__fish_popfetch_needs_command" -f -a "daemon" -d 'Run in the foreground, polling every account on its schedule, until SIGTERM or SIGINT'
+complete -c popfetch -n "__fish_popfetch_needs_command" -f -a "status" -d 'Show each account\'s last poll, from the state directory (no daemon needed)'
+complete -c popfetch -n "__fish_popfetch_needs_command" -f -a "retry" -d 'Try again the messages held on the server after a permanent delivery failure'
+complete -c popfetch -n "__fish_popfetch_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c popfetch -n "__fish_popfetch_using_subcommand fetch" -s c -l config -d 'Config file [default: $POPFETCH_CONFIG, else $XDG_CONFIG_HOME/popfetch/config.toml, else /etc/popfetch/config.toml]' -r -F
+complete -c popfetch -n "__fish_popfetch_using_subcommand fetch" -s v -l verbose -d 'Log more: -v for each poll, -vv for each message and protocol detail (POPFETCH_LOG or RUST_LOG override)'
+complete -c popfetch -n "__fish_popfetch_using_subcommand fetch" -s q -l quiet -d 'No progress display and no summary lines; errors only'
+complete -c popfetch -n "__fish_popfetch_using_subcommand fetch" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c popfetch -n "__fish_popfetch_using_subcommand check" -s c -l config -d 'Config file [default: $POPFETCH_CONFIG, else $XDG_CONFIG_HOME/popfetch/config.toml, else /etc/popfetch/config.toml]' -r -F
+complete -c popfetch -n "__fish_popfetch_using_subcommand check" -s v -l verbose -d 'Log more: -v for each poll, -vv for each message and protocol detail (POPFETCH_LOG or RUST_LOG override)'
+complete -c popfetch -n "__fish_popfetch_using_subcommand check" -s q -l quiet -d 'No progress display and no summary lines; errors only'
+complete -c popfetch -n "__fish_popfetch_using_subcommand check" -s h -l help -d 'Print help'
+complete -c popfetch -n "__fish_popfetch_using_subcommand daemon" -s c -l config -d 'Config file [default: $POPFETCH_CONFIG, else $XDG_CONFIG_HOME/popfetch/config.toml, else /etc/popfetch/config.toml]' -r -F
+complete -c popfetch -n "__fish_popfetch_using_subcommand daemon" -s v -l verbose -d 'Log more: -v for each poll, -vv for each message and protocol detail (POPFETCH_LOG or RUST_LOG override)'
+complete -c popfetch -n "__fish_popfetch_using_subcommand daemon" -s q -l quiet -d 'No progress display and no summary lines; errors only'
+complete -c popfetch -n "__fish_popfetch_using_subcommand daemon" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c popfetch -n "__fish_popfetch_using_subcommand status" -s c -l config -d 'Config file [default: $POPFETCH_CONFIG, else $XDG_CONFIG_HOME/popfetch/config.toml, else /etc/popfetch/config.toml]' -r -F
+complete -c popfetch -n "__fish_popfetch_using_subcommand status" -l json -d 'Print JSON, one object per account, for scripts'
+complete -c popfetch -n "__fish_popfetch_using_subcommand status" -s v -l verbose -d 'Log more: -v for each poll, -vv for each message and protocol detail (POPFETCH_LOG or RUST_LOG override)'
+complete -c popfetch -n "__fish_popfetch_using_subcommand status" -s q -l quiet -d 'No progress display and no summary lines; errors only'
+complete -c popfetch -n "__fish_popfetch_using_subcommand status" -s h -l help -d 'Print help'
+complete -c popfetch -n "__fish_popfetch_using_subcommand retry" -s c -l config -d 'Config file [default: $POPFETCH_CONFIG, else $XDG_CONFIG_HOME/popfetch/config.toml, else /etc/popfetch/config.toml]' -r -F
+complete -c popfetch -n "__fish_popfetch_using_subcommand retry" -s v -l verbose -d 'Log more: -v for each poll, -vv for each message and protocol detail (POPFETCH_LOG or RUST_LOG override)'
+complete -c popfetch -n "__fish_popfetch_using_subcommand retry" -s q -l quiet -d 'No progress display and no summary lines; errors only'
+complete -c popfetch -n "__fish_popfetch_using_subcommand retry" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c popfetch -n "__fish_popfetch_using_subcommand help; and not __fish_seen_subcommand_from fetch check daemon status retry help" -f -a "fetch" -d 'Poll the named accounts (default: all) once, deliver new mail, and exit'
+complete -c popfetch -n "__fish_popfetch_using_subcommand help; and not __fish_seen_subcommand_from fetch check daemon status retry help" -f -a "check" -d 'Validate the config and print each account\'s effective settings (secrets redacted)'
+complete -c popfetch -n "__fish_popfetch_using_subcommand help; and not __fish_seen_subcommand_from fetch check daemon status retry help" -f -a "daemon" -d 'Run in the foreground, polling every account on its schedule, until SIGTERM or SIGINT'
+complete -c popfetch -n "__fish_popfetch_using_subcommand help; and not __fish_seen_subcommand_from fetch check daemon status retry help" -f -a "status" -d 'Show each account\'s last poll, from the state directory (no daemon needed)'
+complete -c popfetch -n "__fish_popfetch_using_subcommand help; and not __fish_seen_subcommand_from fetch check daemon status retry help" -f -a "retry" -d 'Try again the messages held on the server after a permanent delivery failure'
+complete -c popfetch -n "__fish_popfetch_using_subcommand help; and not __fish_seen_subcommand_from fetch check daemon status retry help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
