@@ -357,6 +357,21 @@ fn auth_name(m: config::AuthMethod) -> &'static str {
     }
 }
 
+/// A tracing filter from a directive string, or `None` when it is not one. tracing-subscriber
+/// 0.3 panics on some inputs (leading blanks before a non-ASCII character, found by fuzzing the
+/// config): directives are ASCII, so anything else is refused before it gets there, blanks
+/// around each directive are trimmed, and a panic is still caught.
+pub fn log_filter(directives: &str) -> Option<tracing_subscriber::EnvFilter> {
+    if !directives.is_ascii() {
+        return None;
+    }
+    let cleaned: Vec<&str> = directives.split(',').map(str::trim).collect();
+    let cleaned = cleaned.join(",");
+    std::panic::catch_unwind(|| tracing_subscriber::EnvFilter::try_new(&cleaned).ok())
+        .ok()
+        .flatten()
+}
+
 /// The account rows of `popfetch status`.
 pub fn status(config: &Config, json: bool) -> String {
     let rows: Vec<crate::status::Status> = config
@@ -404,15 +419,11 @@ pub fn init_logging(verbose: u8, daemon: bool, config: Option<&Config>) {
     };
     let filter = ["POPFETCH_LOG", "RUST_LOG"]
         .iter()
-        .find_map(|v| {
-            std::env::var(v)
-                .ok()
-                .and_then(|v| EnvFilter::try_new(v).ok())
-        })
+        .find_map(|v| std::env::var(v).ok().and_then(|v| log_filter(&v)))
         .or_else(|| {
             config
                 .and_then(|c| c.log_level.as_deref())
-                .and_then(|l| EnvFilter::try_new(l).ok())
+                .and_then(log_filter)
         })
         .unwrap_or_else(|| EnvFilter::new(format!("popfetch={default},warn")));
     let target = config.map_or(config::LogTarget::Stderr, |c| c.log_target);

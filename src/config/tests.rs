@@ -154,3 +154,11 @@ fn world_readable_config_with_password_is_refused() {
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
     load(&path).unwrap();
 }
+
+#[test]
+fn log_levels_that_crash_the_filter_parser_are_refused() {
+    // Found by the config fuzz target: tracing-subscriber panics on this directive.
+    let e = p("log_level = \" \u{e9}=info\"\n").unwrap_err();
+    assert_eq!(e.key.as_deref(), Some("log_level"));
+    p("log_level = \" popfetch=debug , warn\"\n").unwrap();
+}

@@ -141,7 +141,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         None => DEFAULT_MAX_PARALLEL,
     };
     if let Some(level) = &raw.log_level
-        && tracing_subscriber::EnvFilter::try_new(level.get_ref()).is_err()
+        && crate::cli::log_filter(level.get_ref()).is_none()
     {
         return Err(cx.err(
             level.span(),
