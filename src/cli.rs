@@ -357,19 +357,45 @@ fn auth_name(m: config::AuthMethod) -> &'static str {
     }
 }
 
-/// A tracing filter from a directive string, or `None` when it is not one. tracing-subscriber
-/// 0.3 panics on some inputs (leading blanks before a non-ASCII character, found by fuzzing the
-/// config): directives are ASCII, so anything else is refused before it gets there, blanks
-/// around each directive are trimmed, and a panic is still caught.
+/// A tracing filter from a directive string, or `None` when it is not one. Only the plain
+/// grammar is taken, `level` or `target=level` separated by commas: tracing-subscriber 0.3
+/// panics on some other inputs and compiles field filters into regexes that can take seconds
+/// and gigabytes (both found by fuzzing the config loader).
 pub fn log_filter(directives: &str) -> Option<tracing_subscriber::EnvFilter> {
-    if !directives.is_ascii() {
+    const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+    if directives.len() > 1024 {
         return None;
     }
-    let cleaned: Vec<&str> = directives.split(',').map(str::trim).collect();
-    let cleaned = cleaned.join(",");
-    std::panic::catch_unwind(|| tracing_subscriber::EnvFilter::try_new(&cleaned).ok())
-        .ok()
-        .flatten()
+    let mut cleaned = Vec::new();
+    for d in directives
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+    {
+        let (target, level) = match d.split_once('=') {
+            Some((t, l)) => (Some(t.trim()), l.trim()),
+            None => (None, d),
+        };
+        if !LEVELS.iter().any(|l| l.eq_ignore_ascii_case(level)) {
+            return None;
+        }
+        if let Some(t) = target
+            && (t.is_empty()
+                || !t
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | ':' | '-')))
+        {
+            return None;
+        }
+        cleaned.push(match target {
+            Some(t) => format!("{t}={level}"),
+            None => level.to_string(),
+        });
+    }
+    if cleaned.is_empty() {
+        return None;
+    }
+    tracing_subscriber::EnvFilter::try_new(cleaned.join(",")).ok()
 }
 
 /// The account rows of `popfetch status`.

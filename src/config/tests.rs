@@ -161,4 +161,8 @@ fn log_levels_that_crash_the_filter_parser_are_refused() {
     let e = p("log_level = \" \u{e9}=info\"\n").unwrap_err();
     assert_eq!(e.key.as_deref(), Some("log_level"));
     p("log_level = \" popfetch=debug , warn\"\n").unwrap();
+    // Field filters compile to regexes that can take seconds and gigabytes: not taken.
+    let e = p("log_level = \"[{a=/(a+)+b/}]=info\"\n").unwrap_err();
+    assert_eq!(e.key.as_deref(), Some("log_level"));
+    assert!(p("log_level = \"chatty\"\n").is_err());
 }
