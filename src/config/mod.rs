@@ -167,4 +167,6 @@ fn is_root() -> bool {
 }
 
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod tests;

@@ -16,4 +16,6 @@ pub use types::{
 };
 
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod tests;
