@@ -405,15 +405,6 @@ impl Session {
             .collect()
     }
 
-    /// Starts `RETR n`; then call [`Session::body_chunk`] until it returns `None`.
-    pub async fn retr(&mut self, n: MsgNum) -> Result<(), SessionError> {
-        let st = self.command(Command::Retr(n), Expect::Body).await?;
-        if !st.is_ok() {
-            return Err(SessionError::refused("RETR", &st));
-        }
-        Ok(())
-    }
-
     /// The next piece of the message being retrieved (unstuffed, `\n` line endings), or `None`
     /// at its end.
     pub async fn body_chunk(&mut self) -> Result<Option<Vec<u8>>, SessionError> {
@@ -440,15 +431,6 @@ impl Session {
                 }
                 None => break,
             }
-        }
-        Ok(())
-    }
-
-    /// Marks message `n` for deletion. Nothing is deleted until QUIT answers +OK.
-    pub async fn dele(&mut self, n: MsgNum) -> Result<(), SessionError> {
-        let st = self.command(Command::Dele(n), Expect::Single).await?;
-        if !st.is_ok() {
-            return Err(SessionError::refused("DELE", &st));
         }
         Ok(())
     }

@@ -115,7 +115,7 @@ impl Dovecot {
     /// generated `dovecot.conf` (e.g. `"pop3_lock_session = yes\n"`).
     pub fn start_with_extra(opts: Options, extra_config: &str) -> Dovecot {
         let dovecot = dovecot_binary();
-        let dir = make_temp_dir();
+        let dir = make_temp_dir("popfetch-dovecot-");
         let root = dir.path().to_path_buf();
         let root_str = root.to_str().expect("temp dir path is UTF-8").to_owned();
         assert!(
@@ -572,13 +572,14 @@ fn dovecot_binary() -> PathBuf {
     })
 }
 
-/// A fresh temp dir that Dovecot's unprivileged users can traverse.
+/// A fresh temp dir (0755) that unprivileged peer users can traverse, named `PREFIX...`; also
+/// used by the Postfix fixture.
 ///
 /// Without an explicit `$TMPDIR`, `/dev/shm` (tmpfs) comes first: on a VM disk creating a file
 /// can cost a millisecond, which makes bulk deliveries slow, and tmpfs does not. A directory
 /// that others cannot traverse, or whose path is too long for the Unix sockets Dovecot puts
 /// under it, is skipped; `/tmp` is the last resort.
-fn make_temp_dir() -> tempfile::TempDir {
+pub(crate) fn make_temp_dir(prefix: &str) -> tempfile::TempDir {
     let mut candidates = Vec::new();
     if std::env::var_os("TMPDIR").is_none() {
         candidates.push(PathBuf::from("/dev/shm"));
@@ -594,10 +595,7 @@ fn make_temp_dir() -> tempfile::TempDir {
             ));
             continue;
         }
-        match tempfile::Builder::new()
-            .prefix("popfetch-dovecot-")
-            .tempdir_in(&parent)
-        {
+        match tempfile::Builder::new().prefix(prefix).tempdir_in(&parent) {
             Ok(dir) => {
                 fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755))
                     .unwrap_or_else(|e| panic!("cannot chmod {}: {e}", dir.path().display()));
@@ -606,7 +604,7 @@ fn make_temp_dir() -> tempfile::TempDir {
             Err(e) => errors.push(format!("{}: {e}", parent.display())),
         }
     }
-    panic!("no usable temp dir for Dovecot: {errors:?}");
+    panic!("no usable temp dir for {prefix}: {errors:?}");
 }
 
 fn traversable_by_others(dir: &Path) -> bool {

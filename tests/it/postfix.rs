@@ -169,7 +169,7 @@ impl Postfix {
     /// `220`. Panics (with the log) when it does not within about 15 s.
     pub fn start() -> Postfix {
         let postfix = postfix_binary();
-        let dir = make_temp_dir();
+        let dir = crate::dovecot::make_temp_dir("popfetch-postfix-");
         let root = dir.path().to_path_buf();
         let root_str = root.to_str().expect("temp dir path is UTF-8").to_owned();
         assert!(
@@ -693,48 +693,6 @@ fn postfix_binary() -> PathBuf {
         "postfix is not installed: run tests/install-peers as root (Debian: postfix)"
     );
     p
-}
-
-/// A fresh root-owned (0755) temp dir that `nobody` can traverse, preferring `/dev/shm`
-/// (tmpfs) like the Dovecot fixture.
-fn make_temp_dir() -> tempfile::TempDir {
-    let mut candidates = Vec::new();
-    if std::env::var_os("TMPDIR").is_none() {
-        candidates.push(PathBuf::from("/dev/shm"));
-    }
-    candidates.push(std::env::temp_dir());
-    candidates.push(PathBuf::from("/tmp"));
-    let mut errors = Vec::new();
-    for parent in candidates {
-        if parent.as_os_str().len() > 40 || !traversable_by_others(&parent) {
-            errors.push(format!(
-                "{}: too long or not traversable by others",
-                parent.display()
-            ));
-            continue;
-        }
-        match tempfile::Builder::new()
-            .prefix("popfetch-postfix-")
-            .tempdir_in(&parent)
-        {
-            Ok(dir) => {
-                fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755))
-                    .unwrap_or_else(|e| panic!("cannot chmod {}: {e}", dir.path().display()));
-                return dir;
-            }
-            Err(e) => errors.push(format!("{}: {e}", parent.display())),
-        }
-    }
-    panic!("no usable temp dir for Postfix: {errors:?}");
-}
-
-fn traversable_by_others(dir: &Path) -> bool {
-    dir.is_absolute()
-        && dir.ancestors().all(|d| {
-            fs::metadata(d)
-                .map(|m| m.is_dir() && m.permissions().mode() & 0o001 != 0)
-                .unwrap_or(false)
-        })
 }
 
 /// A port on 127.0.0.1 that was free at the time of the probe.
