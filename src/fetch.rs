@@ -182,7 +182,7 @@ async fn poll_with(
     let method = session
         .login(
             &account.user,
-            &password,
+            &crate::session::Credential::Password(password.clone()),
             account.auth,
             account.allow_plaintext_auth,
         )
