@@ -206,6 +206,14 @@ async fn fetch(config: &Config, accounts: Vec<Arc<Account>>, quiet: bool) -> Exi
                         "held after a permanent failure (see `popfetch retry`)",
                     ),
                     (rep.quarantined, "quarantined"),
+                    (rep.too_large, "over max_size (left on the server)"),
+                    (rep.too_large_deleted, "over max_size (deleted unread)"),
+                    (rep.expired, "deleted after delete_after"),
+                    (
+                        rep.duplicates,
+                        "already delivered (same Message-ID), not again",
+                    ),
+                    (rep.deferred, "left for the next poll (per-poll limit)"),
                 ] {
                     if n > 0 {
                         line.push_str(&format!("; {n} {what}"));

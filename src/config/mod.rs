@@ -69,8 +69,7 @@ pub struct Account {
     pub dedupe_message_id: bool,
 }
 
-/// How long `dedupe_message_id` remembers a delivered message.
-pub const DEDUPE_WINDOW: Duration = Duration::from_secs(30 * 24 * 3600);
+pub use crate::state::DEDUPE_WINDOW;
 
 /// Where the password comes from; read at each login, never stored elsewhere.
 #[derive(Debug, Clone, PartialEq)]

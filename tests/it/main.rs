@@ -1,6 +1,7 @@
 //! The one integration-test binary: real peers (a private Dovecot per test), the in-process
 //! scripted server for what a real server will not do, and the real built `popfetch` binary.
 
+mod account_policies;
 mod backend_speed;
 mod bench_compare;
 mod cli;
