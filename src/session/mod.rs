@@ -5,7 +5,7 @@
 mod error;
 mod stream;
 
-pub(crate) use stream::handshake;
+pub(crate) use stream::{TlsStream, handshake};
 
 use std::collections::{HashSet, VecDeque};
 use std::path::Path;
