@@ -15,8 +15,9 @@
 //!   an answer with `Connection: close` is fine). Any non-200 answer means "invalid token"
 //!   (an authentication failure); a 5xx is an internal failure.
 //! - `introspection_url` with `introspection_mode = get` (token appended to the URL like
-//!   tokeninfo, followed by `&client_id=&client_secret=`), `post` (form body `token=TOKEN&client_id=&client_secret=`) or `auth` (a `GET`
-//!   with `Authorization: Bearer TOKEN`). Unlike tokeninfo, introspection does not treat a 401
+//!   tokeninfo, followed by `&client_id=&client_secret=`), `post` (form body
+//!   `token=TOKEN&client_id=&client_secret=`) or `auth` (a `GET` with `Authorization: Bearer
+//!   TOKEN`). Unlike tokeninfo, introspection does not treat a 401
 //!   as "invalid": it parses whatever JSON comes and fails *temporarily* with "No username
 //!   returned". An introspection endpoint must answer an unknown token with 200 and
 //!   `{"active":false}` (RFC 7662), which is what [`TokenEndpoint`] does.
@@ -27,19 +28,23 @@
 //!   `active_value = true` makes `"active": false` an authentication failure ("Provided token
 //!   is not valid"); these checks work on the tokeninfo answer too, no `force_introspection`
 //!   needed.
-//! - A 200 answer without the username field, a 5xx, or an endpoint that is down is an
-//!   internal failure: `-ERR [SYS/TEMP] Temporary authentication failure. [HOST:TIME]` at once,
+//! - A 5xx, an endpoint that is down, or a 200 answer without the username field (seen by
+//!   hand, "No username returned") is an internal failure: `-ERR [SYS/TEMP] Temporary authentication failure. [HOST:TIME]` at once,
 //!   with no challenge.
 //! - There is no cache unless `auth_cache_size` is set (the fixture sets none): every login asks
 //!   the endpoint again, so a token revoked at run time ([`TokenEndpoint::revoke`]) fails at the
 //!   next login.
-//! - Local JWT validation (`introspection_mode = local` with `local_validation_key_dict`) exists
-//!   in 2.3.19 but is not used here; the endpoint covers what popfetch needs to prove.
+//! - Local JWT validation (`introspection_mode = local` with `local_validation_key_dict`) is
+//!   described in the sample settings of 2.3.19 but not used here: the endpoint covers what
+//!   popfetch needs to prove.
 //!
 //! # What a client sees
 //! - Before login `CAPA` lists `SASL PLAIN LOGIN CRAM-MD5 XOAUTH2 OAUTHBEARER` (Dovecot's order
-//!   of `auth_mechanisms`). Both mechanisms are "plaintext" ones for `disable_plaintext_auth`;
-//!   `127.0.0.1` → `127.0.0.1` counts as secured, so the plain port is enough.
+//!   of `auth_mechanisms`). Both mechanisms count as plaintext ones: with
+//!   `disable_plaintext_auth = yes` on an insecure connection (the fixture's `insecure_host`)
+//!   `CAPA` lists neither and `AUTH XOAUTH2 …` gets `-ERR [AUTH] Plaintext authentication
+//!   disabled.` without asking the endpoint. `127.0.0.1` →
+//!   `127.0.0.1` counts as secured, so the plain port is enough.
 //! - Success: `AUTH XOAUTH2 <b64>` (or `AUTH OAUTHBEARER <b64>`) → `+OK Logged in.`. The two-step
 //!   form `AUTH XOAUTH2` → `+ ` (a plus and a space) → `<b64>` → `+OK Logged in.` works too.
 //! - Failure of XOAUTH2: `+ eyJzdGF0dXMiOiI0MDEiLCJzY2hlbWVzIjoiYmVhcmVyIiwic2NvcGUiOiJtYWlsIn0=`
@@ -53,8 +58,7 @@
 //! - Length: the base64 response, in the `AUTH` line or on its own line, may have at most 8191
 //!   characters (so 8188 in practice; 6141 decoded bytes, i.e. an XOAUTH2 token of about 6100
 //!   bytes). From 8192 on Dovecot logs "Authentication response too large" and closes the
-//!   connection without any answer. The 4 KB limit of ordinary command lines does not apply to
-//!   `AUTH`.
+//!   connection without any answer. An `AUTH XOAUTH2 <b64>` line of over 8 KB is fine.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
@@ -469,7 +473,10 @@ struct Pop3 {
 
 impl Pop3 {
     fn connect(port: u16) -> Pop3 {
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        Pop3::connect_to(SocketAddr::from(([127, 0, 0, 1], port)))
+    }
+
+    fn connect_to(addr: SocketAddr) -> Pop3 {
         let stream = TcpStream::connect_timeout(&addr, POP3_TIMEOUT)
             .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
         stream
@@ -611,6 +618,50 @@ fn capa_lists_oauth_mechanisms_and_passwd_users_still_log_in() {
     assert_eq!(last, AUTH_FAILED);
     pop.quit();
     assert_eq!(endpoint.tokens_seen(), ["pw"]);
+}
+
+#[test]
+fn tokens_are_plaintext_credentials_for_disable_plaintext_auth() {
+    let (dovecot, endpoint) = start_dovecot_with_validation(
+        Validation::TokenInfo,
+        Options {
+            plaintext: false,
+            ..Options::default()
+        },
+        &[("tok-alice", "alice")],
+    );
+    let port = dovecot.pop3_port();
+    let addr = SocketAddr::new(dovecot.insecure_host().parse().expect("IP"), port);
+    let mut pop = Pop3::connect_to(addr);
+    let caps = pop.capa();
+    assert!(
+        !caps
+            .iter()
+            .any(|c| c.contains("XOAUTH2") || c.contains("OAUTHBEARER")),
+        "{caps:?}"
+    );
+    for initial in [
+        format!("XOAUTH2 {}", xoauth2_response("alice", "tok-alice")),
+        format!(
+            "OAUTHBEARER {}",
+            oauthbearer_response("alice", "127.0.0.2", port, "tok-alice")
+        ),
+    ] {
+        assert_eq!(
+            pop.cmd(&format!("AUTH {initial}")),
+            "-ERR [AUTH] Plaintext authentication disabled."
+        );
+    }
+    pop.quit();
+    assert_eq!(endpoint.tokens_seen(), Vec::<String>::new());
+    // The same instance on 127.0.0.1 (secured) takes the token.
+    let mut pop = Pop3::connect(port);
+    let answer = pop.cmd(&format!(
+        "AUTH XOAUTH2 {}",
+        xoauth2_response("alice", "tok-alice")
+    ));
+    assert_eq!(answer, "+OK Logged in.");
+    pop.quit();
 }
 
 #[test]
