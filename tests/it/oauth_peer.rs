@@ -34,9 +34,14 @@
 //! - There is no cache unless `auth_cache_size` is set (the fixture sets none): every login asks
 //!   the endpoint again, so a token revoked at run time ([`TokenEndpoint::revoke`]) fails at the
 //!   next login.
-//! - Local JWT validation (`introspection_mode = local` with `local_validation_key_dict`) is
-//!   described in the sample settings of 2.3.19 but not used here: the endpoint covers what
-//!   popfetch needs to prove.
+//! - Local JWT validation works too (tried by hand, not used here since minting HS256 tokens
+//!   would need SHA-256 in the tests): `introspection_mode = local`,
+//!   `local_validation_key_dict = fs:posix:prefix=DIR/`, `username_attribute = sub`. The sample
+//!   settings say the key is looked up as `/shared/<azp:default>/<alg>/<kid:default>`, but the
+//!   fs dict drops the `shared/`: the file is `DIR/default/HS256/default` and holds the base64
+//!   of the HMAC secret ("HS256 key 'default' not found" otherwise). A bad signature is an
+//!   ordinary refusal ("Local validation failed: Incorrect JWT signature"), the same challenge
+//!   and `-ERR` as below.
 //!
 //! # What a client sees
 //! - Before login `CAPA` lists `SASL PLAIN LOGIN CRAM-MD5 XOAUTH2 OAUTHBEARER` (Dovecot's order
