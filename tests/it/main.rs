@@ -18,6 +18,7 @@ mod harness;
 mod hostile;
 mod hostile_server;
 mod mbox_peer;
+mod oauth_peer;
 mod package;
 mod policy;
 mod postfix;
