@@ -167,7 +167,13 @@ async fn poll_with(
         ..Report::default()
     };
 
-    let password = crate::password::resolve(&account.password, account.timeout)
+    let Some(password) = &account.password else {
+        // The OAuth2 login (crate::oauth2::access_token) is wired in by the SASL work.
+        return Err(FetchError::Unsupported(
+            "OAuth2 login is not supported yet".into(),
+        ));
+    };
+    let password = crate::password::resolve(password, account.timeout)
         .await
         .map_err(FetchError::Password)?;
     let params = ConnectParams {
