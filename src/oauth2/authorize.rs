@@ -575,7 +575,8 @@ async fn listen(listener: &tokio::net::TcpListener, state: &str) -> Result<Strin
 /// The request target of a `GET`, from a head of at most [`MAX_REDIRECT_REQUEST`] bytes.
 async fn read_target(conn: &mut tokio::net::TcpStream) -> Option<String> {
     let mut buf = Vec::with_capacity(1024);
-    while memchr::memmem::find(&buf, b"\r\n").is_none() {
+    // The whole head: closing with unread bytes would reset the connection under the answer.
+    while memchr::memmem::find(&buf, b"\r\n\r\n").is_none() {
         if buf.len() > MAX_REDIRECT_REQUEST {
             return None;
         }

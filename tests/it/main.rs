@@ -17,6 +17,7 @@ mod harness;
 mod hostile;
 mod hostile_server;
 mod mbox_peer;
+mod oauth2;
 mod package;
 mod policy;
 mod postfix;
