@@ -139,7 +139,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, UsageError> {
             match crate::oauth2::authorize::authorize(&account, &config.state_dir, flow).await {
                 Ok(()) => Ok(ExitCode::SUCCESS),
                 Err(e) => {
-                    eprintln!("popfetch: {}", error_chain(&e));
+                    eprintln!("popfetch: account {}: {}", account.name, error_chain(&e));
                     Ok(ExitCode::FAILURE)
                 }
             }

@@ -53,7 +53,7 @@ const MAX_LIFETIME: u64 = 365 * 24 * 3600;
 /// Why no token could be had. Messages are lowercase, context first, and never hold a secret.
 #[derive(Debug, thiserror::Error)]
 pub enum OAuth2Error {
-    #[error("account {account}: {message}")]
+    #[error("{message}")]
     Config { account: String, message: String },
     #[error("oauth2_token_command {program:?}: {why}")]
     Command { program: String, why: String },
