@@ -32,7 +32,7 @@ pub enum HttpError {
     },
     #[error("{0}")]
     Tls(String),
-    #[error("no complete answer from {host} within {}s", after.as_secs())]
+    #[error("no complete answer from {host} within {}", humantime::format_duration(*after))]
     Timeout { host: String, after: Duration },
     #[error("reading the answer from {host}: {source}")]
     Io {

@@ -642,7 +642,12 @@ async fn run_command(
     };
     let status = match tokio::time::timeout(timeout, run).await {
         Ok(r) => r.map_err(|e| err(e.to_string()))?,
-        Err(_) => return Err(err(format!("no answer within {}s", timeout.as_secs()))),
+        Err(_) => {
+            return Err(err(format!(
+                "no answer within {}",
+                humantime::format_duration(timeout)
+            )));
+        }
     };
     let result = command_token(&out, &errout, status, ttl, now).map_err(err);
     out.iter_mut().for_each(|b| *b = 0);

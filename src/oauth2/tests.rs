@@ -617,3 +617,54 @@ fn device_answers_are_checked_before_they_are_shown() {
     let e = parse_device_answer("u", &resp(400, r#"{"error":"invalid_client"}"#)).unwrap_err();
     assert!(e.to_string().contains("invalid_client"), "{e}");
 }
+
+proptest::proptest! {
+    /// Any body, framed by length or in chunks of any sizes, decodes to itself whatever the
+    /// read boundaries; arbitrary bytes never panic the parser.
+    #[test]
+    fn framing_round_trips_in_any_split(
+        body in proptest::collection::vec(proptest::num::u8::ANY, 0..600),
+        chunk_sizes in proptest::collection::vec(1usize..50, 1..20),
+        step in 1usize..70,
+        chunked in proptest::bool::ANY,
+    ) {
+        let mut wire = b"HTTP/1.1 200 OK\r\n".to_vec();
+        if chunked {
+            wire.extend_from_slice(b"Transfer-Encoding: chunked\r\n\r\n");
+            let mut rest = &body[..];
+            let mut sizes = chunk_sizes.iter().cycle();
+            while !rest.is_empty() {
+                let n = (*sizes.next().unwrap()).min(rest.len());
+                wire.extend_from_slice(format!("{n:x}\r\n").as_bytes());
+                wire.extend_from_slice(&rest[..n]);
+                wire.extend_from_slice(b"\r\n");
+                rest = &rest[n..];
+            }
+            wire.extend_from_slice(b"0\r\n\r\n");
+        } else {
+            wire.extend_from_slice(format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes());
+            wire.extend_from_slice(&body);
+        }
+        let got = parse_split(&wire, step).unwrap().unwrap();
+        proptest::prop_assert_eq!(got.body, body);
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic_and_results_keep_their_bounds(
+        bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..400),
+    ) {
+        if let Ok(Some(r)) = parse_all(&bytes) {
+            proptest::prop_assert!((200..600).contains(&r.status));
+            proptest::prop_assert!(r.body.len() <= MAX_BODY);
+        }
+        let r = Response { status: 200, body: bytes };
+        if let Ok(Answer::Grant(g)) = parse_answer("u", &r) {
+            let t = g.access_token.expose();
+            proptest::prop_assert!(!t.is_empty() && t.bytes().all(|b| (0x21..0x7f).contains(&b)));
+        }
+        if let Ok(d) = parse_device_answer("u", &r) {
+            proptest::prop_assert!(d.verification_uri.starts_with("https://"));
+            proptest::prop_assert!(!d.user_code.chars().any(char::is_control));
+        }
+    }
+}
