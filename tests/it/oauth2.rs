@@ -66,11 +66,13 @@ impl Endpoint {
         handler: impl Fn(&Request, usize) -> Reply + Send + Sync + 'static,
     ) -> Endpoint {
         make_certificates(dir);
-        let cert = std::fs::read(dir.join("server.pem")).unwrap();
-        let key = std::fs::read(dir.join("server.key")).unwrap();
-        let identity = native_tls::Identity::from_pkcs8(&cert, &key).expect("identity");
-        let acceptor = native_tls::TlsAcceptor::new(identity).expect("acceptor");
-        Self::serve(dir, Some(acceptor), Box::new(handler))
+        use openssl::ssl::{SslAcceptor, SslFiletype, SslMethod};
+        let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).unwrap();
+        b.set_private_key_file(dir.join("server.key"), SslFiletype::PEM)
+            .unwrap();
+        b.set_certificate_chain_file(dir.join("server.pem"))
+            .unwrap();
+        Self::serve(dir, Some(b.build()), Box::new(handler))
     }
 
     /// The same without TLS: what an `https://` URL must never settle for.
@@ -81,7 +83,11 @@ impl Endpoint {
         Self::serve(dir, None, Box::new(handler))
     }
 
-    fn serve(dir: &Path, acceptor: Option<native_tls::TlsAcceptor>, handler: Handler) -> Endpoint {
+    fn serve(
+        dir: &Path,
+        acceptor: Option<openssl::ssl::SslAcceptor>,
+        handler: Handler,
+    ) -> Endpoint {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -96,7 +102,7 @@ impl Endpoint {
                 .unwrap();
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                let acceptor = acceptor.map(tokio_native_tls::TlsAcceptor::from);
+                let acceptor = acceptor.map(Arc::new);
                 loop {
                     let tcp = tokio::select! {
                         _ = &mut stopped => return,
@@ -111,7 +117,13 @@ impl Endpoint {
                     tokio::spawn(tokio::time::timeout(CONNECTION_TIMEOUT, async move {
                         match acceptor {
                             Some(a) => {
-                                if let Ok(tls) = a.accept(tcp).await {
+                                let Ok(ssl) = openssl::ssl::Ssl::new(a.context()) else {
+                                    return;
+                                };
+                                let Ok(mut tls) = tokio_openssl::SslStream::new(ssl, tcp) else {
+                                    return;
+                                };
+                                if std::pin::Pin::new(&mut tls).accept().await.is_ok() {
                                     serve_one(tls, &recorded, &*handler).await;
                                 }
                             }
