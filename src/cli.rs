@@ -65,6 +65,21 @@ pub enum Command {
         #[arg(value_name = "ACCOUNT")]
         account: String,
     },
+    /// Authorize popfetch at the account's OAuth2 provider and store the refresh token.
+    ///
+    /// Needs the account's `oauth2` table. The device flow shows a URL and a code to enter
+    /// there from any device; the browser flow shows a URL whose answer comes back to a
+    /// listener on 127.0.0.1 (or paste the address the browser ended on). Run it again when
+    /// popfetch reports that the refresh token was refused.
+    #[command(name = "oauth2-authorize")]
+    Oauth2Authorize {
+        /// Account name
+        #[arg(value_name = "ACCOUNT")]
+        account: String,
+        /// The flow to use [default: the account's `oauth2.flow`, else the provider's]
+        #[arg(long, value_enum)]
+        flow: Option<config::OAuth2Flow>,
+    },
 }
 
 /// Exit status for a usage or config error.
@@ -113,6 +128,16 @@ pub async fn run(cli: Cli) -> Result<ExitCode, UsageError> {
                     );
                     Ok(ExitCode::SUCCESS)
                 }
+                Err(e) => {
+                    eprintln!("popfetch: account {}: {}", account.name, error_chain(&e));
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+        Command::Oauth2Authorize { account, flow } => {
+            let account = select(&config, std::slice::from_ref(&account))?.remove(0);
+            match crate::oauth2::authorize::authorize(&account, &config.state_dir, flow).await {
+                Ok(()) => Ok(ExitCode::SUCCESS),
                 Err(e) => {
                     eprintln!("popfetch: account {}: {}", account.name, error_chain(&e));
                     Ok(ExitCode::FAILURE)
@@ -296,10 +321,14 @@ pub fn describe(config: &Config) -> String {
         let _ = writeln!(s, "tls_verify = {}", a.tls_verify);
         let _ = writeln!(s, "user = {:?}", a.user);
         let _ = match &a.password {
-            PasswordSource::Inline(_) => writeln!(s, "password = \"<redacted>\""),
-            PasswordSource::File(p) => writeln!(s, "password_file = {:?}", p.display().to_string()),
-            PasswordSource::Command(argv) => writeln!(s, "password_command = {argv:?}"),
+            Some(PasswordSource::Inline(_)) => writeln!(s, "password = \"<redacted>\""),
+            Some(PasswordSource::File(p)) => {
+                writeln!(s, "password_file = {:?}", p.display().to_string())
+            }
+            Some(PasswordSource::Command(argv)) => writeln!(s, "password_command = {argv:?}"),
+            None => Ok(()),
         };
+        describe_oauth2(&mut s, a.oauth2.as_ref());
         let _ = writeln!(s, "auth = {:?}", auth_name(a.auth));
         let _ = writeln!(s, "allow_plaintext_auth = {}", a.allow_plaintext_auth);
         let _ = writeln!(s, "keep = {}", a.keep);
@@ -375,6 +404,58 @@ pub fn describe(config: &Config) -> String {
         };
     }
     s
+}
+
+/// The token source's settings; it holds paths and URLs only, no secret.
+fn describe_oauth2(s: &mut String, source: Option<&config::OAuth2Source>) {
+    use std::fmt::Write;
+    let ttl = |t: Option<std::time::Duration>| {
+        t.map(|t| {
+            format!(
+                "oauth2_token_ttl = {:?}\n",
+                humantime::format_duration(t).to_string()
+            )
+        })
+        .unwrap_or_default()
+    };
+    match source {
+        None => {}
+        Some(config::OAuth2Source::Command { argv, ttl: t }) => {
+            let _ = write!(s, "oauth2_token_command = {argv:?}\n{}", ttl(*t));
+        }
+        Some(config::OAuth2Source::Refresh(c)) => {
+            let _ = write!(s, "{}", ttl(c.ttl));
+            let path = |p: &std::path::Path| format!("{:?}", p.display().to_string());
+            let mut fields = Vec::new();
+            if let Some(p) = c.provider {
+                fields.push(format!("provider = {:?}", format!("{p:?}").to_lowercase()));
+            }
+            fields.push(format!("token_url = {:?}", c.token_url));
+            if let Some(u) = &c.device_authorization_url {
+                fields.push(format!("device_authorization_url = {u:?}"));
+            }
+            if let Some(u) = &c.authorization_url {
+                fields.push(format!("authorization_url = {u:?}"));
+            }
+            fields.push(format!("client_id = {:?}", c.client_id));
+            if let Some(p) = &c.client_secret_file {
+                fields.push(format!("client_secret_file = {}", path(p)));
+            }
+            fields.push(format!(
+                "refresh_token_file = {}",
+                path(&c.refresh_token_file)
+            ));
+            fields.push(format!("scope = {:?}", c.scope));
+            if let Some(p) = &c.ca_file {
+                fields.push(format!("ca_file = {}", path(p)));
+            }
+            fields.push(format!(
+                "flow = {:?}",
+                format!("{:?}", c.flow).to_lowercase()
+            ));
+            let _ = writeln!(s, "oauth2 = {{ {} }}", fields.join(", "));
+        }
+    }
 }
 
 fn auth_name(m: config::AuthMethod) -> &'static str {

@@ -21,7 +21,7 @@ use crate::config::{Account, Deliver, PermanentFailure, SizeAction};
 use crate::deliver::{Backend, DeliverError, ErrorKind, MessageInfo, Sink};
 use crate::pop3::{Command, MsgNum, Uidl};
 use crate::progress::Progress;
-use crate::session::{ConnectParams, Session, SessionError, Tag};
+use crate::session::{ConnectParams, Credential, Session, SessionError, Tag};
 use crate::state::{AccountState, StateError};
 
 /// How much larger than its LIST size a message may turn out before the session is abandoned: a
@@ -34,6 +34,8 @@ fn size_cap(listed: u64) -> u64 {
 pub enum FetchError {
     #[error(transparent)]
     Password(crate::password::PasswordError),
+    #[error("OAuth2: {0}")]
+    OAuth2(crate::oauth2::OAuth2Error),
     #[error(transparent)]
     State(#[from] StateError),
     #[error(transparent)]
@@ -55,6 +57,7 @@ impl FetchError {
     pub fn is_transient(&self) -> bool {
         match self {
             FetchError::Session(e) => e.is_transient(),
+            FetchError::OAuth2(e) => e.is_transient(),
             FetchError::Deliver { source, .. } => source.kind != ErrorKind::Permanent,
             FetchError::State(StateError::Locked { .. }) => true,
             _ => false,
@@ -177,9 +180,21 @@ async fn poll_with(
         ..Report::default()
     };
 
-    let password = crate::password::resolve(&account.password, account.timeout)
-        .await
-        .map_err(FetchError::Password)?;
+    // The credential is obtained before connecting: a token source that fails (or yields
+    // nothing) never leads to a login attempt. The account's lock, held here, keeps two
+    // processes from refreshing (and rotating) one token at once.
+    let credential = match &account.password {
+        Some(source) => Credential::Password(
+            crate::password::resolve(source, account.timeout)
+                .await
+                .map_err(FetchError::Password)?,
+        ),
+        None => Credential::Token(
+            crate::oauth2::access_token(account, state.dir())
+                .await
+                .map_err(FetchError::OAuth2)?,
+        ),
+    };
     let params = ConnectParams {
         host: &account.host,
         port: account.port,
@@ -189,15 +204,20 @@ async fn poll_with(
         timeout: account.timeout,
     };
     let mut session = Session::connect(&params).await?;
-    let method = session
+    let login = session
         .login(
             &account.user,
-            &crate::session::Credential::Password(password.clone()),
+            &credential,
             account.auth,
             account.allow_plaintext_auth,
         )
-        .await?;
-    drop(password);
+        .await;
+    if let (Err(SessionError::Refused { .. }), Credential::Token(_)) = (&login, &credential) {
+        // The server refused the token: the next login gets a fresh one.
+        crate::oauth2::invalidate(account, state.dir());
+    }
+    let method = login?;
+    drop(credential);
     tracing::debug!(
         account = account.name,
         method = crate::session::method_name(method),

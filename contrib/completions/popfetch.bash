@@ -28,6 +28,9 @@ _popfetch() {
             popfetch,help)
                 cmd="popfetch__subcmd__help"
                 ;;
+            popfetch,oauth2-authorize)
+                cmd="popfetch__subcmd__oauth2__subcmd__authorize"
+                ;;
             popfetch,retry)
                 cmd="popfetch__subcmd__retry"
                 ;;
@@ -46,6 +49,9 @@ _popfetch() {
             popfetch__subcmd__help,help)
                 cmd="popfetch__subcmd__help__subcmd__help"
                 ;;
+            popfetch__subcmd__help,oauth2-authorize)
+                cmd="popfetch__subcmd__help__subcmd__oauth2__subcmd__authorize"
+                ;;
             popfetch__subcmd__help,retry)
                 cmd="popfetch__subcmd__help__subcmd__retry"
                 ;;
@@ -59,7 +65,7 @@ _popfetch() {
 
     case "${cmd}" in
         popfetch)
-            opts="-c -v -q -h -V --config --verbose --quiet --help --version fetch check daemon status retry help"
+            opts="-c -v -q -h -V --config --verbose --quiet --help --version fetch check daemon status retry oauth2-authorize help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -147,7 +153,7 @@ _popfetch() {
             return 0
             ;;
         popfetch__subcmd__help)
-            opts="fetch check daemon status retry help"
+            opts="fetch check daemon status retry oauth2-authorize help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -216,6 +222,20 @@ _popfetch() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        popfetch__subcmd__help__subcmd__oauth2__subcmd__authorize)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         popfetch__subcmd__help__subcmd__retry)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -237,6 +257,32 @@ _popfetch() {
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        popfetch__subcmd__oauth2__subcmd__authorize)
+            opts="-c -v -q -h --flow --config --verbose --quiet --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --flow)
+                    COMPREPLY=($(compgen -W "device browser" -- "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;

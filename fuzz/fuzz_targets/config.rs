@@ -12,7 +12,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
-use popfetch::config::{Config, ConfigError, Deliver, PasswordSource, PermanentFailure, parse};
+use popfetch::config::{
+    Config, ConfigError, Deliver, OAuth2Source, PasswordSource, PermanentFailure, parse,
+};
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
@@ -74,7 +76,30 @@ fn check_config(c: &Config) {
         if a.on_permanent_failure == PermanentFailure::Quarantine {
             assert!(a.quarantine.is_some());
         }
-        check_password(&a.password);
+        // Exactly one login credential: a password source or an OAuth2 token source.
+        assert_ne!(a.password.is_some(), a.oauth2.is_some());
+        if let Some(p) = &a.password {
+            check_password(p);
+        }
+        match &a.oauth2 {
+            Some(OAuth2Source::Command { argv, .. }) => {
+                assert!(argv.first().is_some_and(|p| !p.is_empty()));
+            }
+            Some(OAuth2Source::Refresh(c)) => {
+                for url in [
+                    Some(&c.token_url),
+                    c.device_authorization_url.as_ref(),
+                    c.authorization_url.as_ref(),
+                ]
+                .into_iter()
+                .flatten()
+                {
+                    assert!(url.starts_with("https://"), "{url:?}");
+                }
+                assert!(!c.client_id.is_empty());
+            }
+            None => {}
+        }
         match &a.deliver {
             Deliver::Mda(argv) => assert!(argv.first().is_some_and(|p| !p.is_empty())),
             Deliver::Smtp(s) => {

@@ -9,7 +9,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use raw::{AuthMethod, LogTarget, PermanentFailure, SizeAction, TlsMode, parse_size};
+pub use raw::{
+    AuthMethod, LogTarget, OAuth2Flow, OAuth2Provider, PermanentFailure, SizeAction, TlsMode,
+    parse_size,
+};
 pub use validate::{ConfigError, load, parse};
 
 use crate::secret::Secret;
@@ -40,7 +43,10 @@ pub struct Account {
     pub ca_file: Option<PathBuf>,
     pub tls_verify: bool,
     pub user: String,
-    pub password: PasswordSource,
+    /// `None` exactly when `oauth2` is set: an account logs in with one or the other.
+    pub password: Option<PasswordSource>,
+    /// Where the OAuth2 access token comes from (see [`crate::oauth2`]).
+    pub oauth2: Option<OAuth2Source>,
     pub auth: AuthMethod,
     pub allow_plaintext_auth: bool,
     pub keep: bool,
@@ -79,6 +85,43 @@ pub enum PasswordSource {
     File(PathBuf),
     /// The first line of this program's output; an argv list, run without a shell.
     Command(Vec<String>),
+}
+
+/// Where an account's OAuth2 access token comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OAuth2Source {
+    /// `oauth2_token_command`: its output is the token (an argument list, run without a shell).
+    /// `ttl` is how long a token is reused when the output names no lifetime; without it the
+    /// command runs before every login.
+    Command {
+        argv: Vec<String>,
+        ttl: Option<Duration>,
+    },
+    /// `[account.oauth2]`: popfetch refreshes the token itself.
+    Refresh(Box<OAuth2Client>),
+}
+
+/// The built-in refresh: an OAuth2 client registration and where its refresh token lives.
+/// Holds no secret itself: the client secret and the refresh token are read from their files.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OAuth2Client {
+    pub provider: Option<OAuth2Provider>,
+    /// An `https://` URL (RFC 6749 §3.2).
+    pub token_url: String,
+    /// RFC 8628 §3.1, for `popfetch oauth2-authorize` with the device flow.
+    pub device_authorization_url: Option<String>,
+    /// RFC 6749 §3.1, for `popfetch oauth2-authorize` with the browser flow.
+    pub authorization_url: Option<String>,
+    pub client_id: String,
+    pub client_secret_file: Option<PathBuf>,
+    pub refresh_token_file: PathBuf,
+    /// Space-separated scopes (RFC 6749 §3.3).
+    pub scope: String,
+    pub ca_file: Option<PathBuf>,
+    /// The flow `oauth2-authorize` uses unless told otherwise.
+    pub flow: OAuth2Flow,
+    /// How long an access token is reused when the provider names no lifetime.
+    pub ttl: Option<Duration>,
 }
 
 /// The delivery target of an account.

@@ -38,6 +38,13 @@ pub struct RawAccount {
     pub password: Option<Spanned<String>>,
     pub password_file: Option<PathBuf>,
     pub password_command: Option<Vec<String>>,
+    /// A program whose output is the OAuth2 access token; an argument list, run without a shell.
+    pub oauth2_token_command: Option<Vec<String>>,
+    /// How long a token is reused when its source reports no lifetime.
+    #[serde(default, with = "humantime_serde")]
+    pub oauth2_token_ttl: Option<Duration>,
+    /// Built-in OAuth2 refresh: `oauth2 = { ... }` or `[account.oauth2]`.
+    pub oauth2: Option<Spanned<RawOAuth2>>,
     pub auth: Option<AuthMethod>,
     pub allow_plaintext_auth: Option<bool>,
     pub keep: Option<bool>,
@@ -125,6 +132,46 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     };
     n.checked_mul(mult)
         .ok_or_else(|| format!("`{text}` is too large"))
+}
+
+/// `oauth2 = { ... }`: where popfetch exchanges a refresh token for access tokens. In
+/// `[defaults]` it is merged key by key under each account's own table.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOAuth2 {
+    pub provider: Option<OAuth2Provider>,
+    /// Microsoft's directory (tenant) for the preset URLs; `common` by default.
+    pub tenant: Option<String>,
+    pub token_url: Option<Spanned<String>>,
+    pub device_authorization_url: Option<Spanned<String>>,
+    pub authorization_url: Option<Spanned<String>>,
+    pub client_id: Option<String>,
+    pub client_secret_file: Option<PathBuf>,
+    pub refresh_token_file: Option<PathBuf>,
+    pub scope: Option<String>,
+    /// Extra trust anchors for the provider's HTTPS endpoints (tests, private providers).
+    pub ca_file: Option<PathBuf>,
+    /// How `popfetch oauth2-authorize` obtains the first refresh token.
+    pub flow: Option<OAuth2Flow>,
+}
+
+/// A provider whose endpoints and scope popfetch knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OAuth2Provider {
+    Google,
+    Microsoft,
+}
+
+/// The first authorization's flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum OAuth2Flow {
+    /// RFC 8628 device authorization: a code to enter on any device with a browser.
+    Device,
+    /// Authorization code with PKCE: a URL to open, the answer caught on a loopback port or
+    /// pasted back.
+    Browser,
 }
 
 /// What to do with a message a backend refuses for good.

@@ -47,7 +47,7 @@ fn full_config_with_defaults() {
     assert_eq!(a.timeout, Duration::from_secs(30));
     assert_eq!(
         a.password,
-        PasswordSource::File("/etc/popfetch/alice.pass".into())
+        Some(PasswordSource::File("/etc/popfetch/alice.pass".into()))
     );
     let b = c.account("bob.2").unwrap();
     assert_eq!(
@@ -57,7 +57,11 @@ fn full_config_with_defaults() {
     assert!(!b.keep && !b.received_header);
     assert_eq!(
         b.password,
-        PasswordSource::Command(vec!["pass".into(), "show".into(), "pop/bob".into()])
+        Some(PasswordSource::Command(vec![
+            "pass".into(),
+            "show".into(),
+            "pop/bob".into()
+        ]))
     );
     assert_eq!(b.deliver, Deliver::Maildir("/srv/mail/bob".into()));
 }
@@ -259,4 +263,269 @@ fn account_policy_errors_name_the_key() {
             (r, w) => panic!("{extra}: {r:?}, wanted {w:?}"),
         }
     }
+}
+
+/// An account that logs in with OAuth2; `{src}` is its token source.
+fn oauth(src: &str) -> String {
+    format!(
+        "[[account]]\nname = \"a\"\nhost = \"h\"\nuser = \"u\"\ndeliver = {{ maildir = \"/m\" }}\n{src}\n"
+    )
+}
+
+fn client(c: &Config) -> &OAuth2Client {
+    match &c.accounts[0].oauth2 {
+        Some(OAuth2Source::Refresh(c)) => c,
+        other => panic!("not a refresh source: {other:?}"),
+    }
+}
+
+#[test]
+fn oauth2_presets_fill_urls_scope_and_flow() {
+    let c = p(&oauth(
+        "[account.oauth2]\nprovider = \"google\"\nclient_id = \"id.apps\"\nclient_secret_file = \"g.secret\"\nrefresh_token_file = \"/var/lib/popfetch/a.rt\"",
+    ))
+    .unwrap();
+    assert_eq!(c.accounts[0].password, None);
+    let g = client(&c);
+    assert_eq!(g.token_url, "https://oauth2.googleapis.com/token");
+    assert_eq!(
+        g.authorization_url.as_deref(),
+        Some("https://accounts.google.com/o/oauth2/v2/auth")
+    );
+    assert_eq!(g.device_authorization_url, None);
+    assert_eq!(
+        (g.scope.as_str(), g.flow),
+        ("https://mail.google.com/", OAuth2Flow::Browser)
+    );
+    assert_eq!(
+        g.client_secret_file.as_deref(),
+        Some(Path::new("/etc/popfetch/g.secret"))
+    );
+
+    let c = p(&oauth(
+        "oauth2 = { provider = \"microsoft\", tenant = \"contoso.onmicrosoft.com\", client_id = \"c1\", refresh_token_file = \"a.rt\" }\noauth2_token_ttl = \"50m\"",
+    ))
+    .unwrap();
+    let m = client(&c);
+    let base = "https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/";
+    assert_eq!(m.token_url, format!("{base}token"));
+    assert_eq!(
+        m.device_authorization_url.as_deref(),
+        Some(&*format!("{base}devicecode"))
+    );
+    assert_eq!(
+        m.authorization_url.as_deref(),
+        Some(&*format!("{base}authorize"))
+    );
+    assert_eq!(
+        m.scope,
+        "https://outlook.office.com/POP.AccessAsUser.All offline_access"
+    );
+    assert_eq!(
+        (m.flow, m.ttl),
+        (OAuth2Flow::Device, Some(Duration::from_secs(3000)))
+    );
+    assert_eq!(m.refresh_token_file, Path::new("/etc/popfetch/a.rt"));
+
+    // A preset's parts can be overridden, the flow forced.
+    let c = p(&oauth(
+        "oauth2 = { provider = \"microsoft\", client_id = \"c1\", refresh_token_file = \"/r\", scope = \"x  y\", flow = \"browser\" }",
+    ))
+    .unwrap();
+    let m = client(&c);
+    assert!(m.token_url.contains("/common/"), "{}", m.token_url);
+    assert_eq!((m.scope.as_str(), m.flow), ("x y", OAuth2Flow::Browser));
+}
+
+#[test]
+fn oauth2_custom_provider_needs_https_urls() {
+    let ok = p(&oauth(
+        "oauth2 = { token_url = \"https://127.0.0.1:8443/token\", device_authorization_url = \"https://127.0.0.1:8443/device\", client_id = \"c\", refresh_token_file = \"/r\", ca_file = \"ca.pem\" }",
+    ))
+    .unwrap();
+    let c = client(&ok);
+    assert_eq!((c.flow, c.scope.as_str()), (OAuth2Flow::Device, ""));
+    assert_eq!(
+        c.ca_file.as_deref(),
+        Some(Path::new("/etc/popfetch/ca.pem"))
+    );
+    let e = err(&oauth(
+        "oauth2 = { token_url = \"http://127.0.0.1:8080/token\", client_id = \"c\", refresh_token_file = \"/r\" }",
+    ));
+    assert_eq!(e.key.as_deref(), Some("oauth2.token_url"));
+    assert!(e.message.contains("https://"), "{e}");
+    assert_eq!(e.position, Some((6, 24)), "points at the URL");
+    let e = err(&oauth(
+        "oauth2 = { client_id = \"c\", refresh_token_file = \"/r\" }",
+    ));
+    assert_eq!(e.key.as_deref(), Some("oauth2.token_url"));
+    let e = err(&oauth(
+        "oauth2 = { provider = \"google\", refresh_token_file = \"/r\" }",
+    ));
+    assert_eq!(e.key.as_deref(), Some("oauth2.client_id"));
+    let e = err(&oauth(
+        "oauth2 = { provider = \"google\", client_id = \"c\" }",
+    ));
+    assert_eq!(e.key.as_deref(), Some("oauth2.refresh_token_file"));
+    let e = err(&oauth(
+        "oauth2 = { provider = \"google\", client_id = \"c\", refresh_token_file = \"/r\", flow = \"device\" }",
+    ));
+    assert_eq!(e.key.as_deref(), Some("oauth2.flow"));
+    let e = err(&oauth(
+        "oauth2 = { provider = \"google\", tenant = \"x\", client_id = \"c\", refresh_token_file = \"/r\" }",
+    ));
+    assert_eq!(e.key.as_deref(), Some("oauth2.tenant"));
+    let e = err(&oauth(
+        "oauth2 = { provider = \"microsoft\", tenant = \"a/b\", client_id = \"c\", refresh_token_file = \"/r\" }",
+    ));
+    assert_eq!(e.key.as_deref(), Some("oauth2.tenant"));
+    let e = err(&oauth("oauth2 = { provider = \"yahoo\" }"));
+    assert!(e.message.contains("unknown variant `yahoo`"), "{e}");
+    let e = err(&oauth("oauth2 = { client_secret = \"x\" }"));
+    assert!(e.message.contains("unknown field `client_secret`"), "{e}");
+}
+
+#[test]
+fn oauth2_token_command_and_ttl() {
+    let c = p(&oauth(
+        "oauth2_token_command = [\"oama\", \"access\", \"a@example.org\"]\noauth2_token_ttl = \"50m\"",
+    ))
+    .unwrap();
+    assert_eq!(
+        c.accounts[0].oauth2,
+        Some(OAuth2Source::Command {
+            argv: vec!["oama".into(), "access".into(), "a@example.org".into()],
+            ttl: Some(Duration::from_secs(3000)),
+        })
+    );
+    let c = p(&oauth("oauth2_token_command = [\"t\"]")).unwrap();
+    assert!(matches!(
+        &c.accounts[0].oauth2,
+        Some(OAuth2Source::Command { ttl: None, .. })
+    ));
+    let e = err(&oauth("oauth2_token_command = []"));
+    assert_eq!(e.key.as_deref(), Some("oauth2_token_command"));
+    let e = err(&oauth(
+        "oauth2_token_command = [\"t\"]\noauth2_token_ttl = \"0s\"",
+    ));
+    assert_eq!(e.key.as_deref(), Some("oauth2_token_ttl"));
+}
+
+#[test]
+fn exactly_one_credential_source() {
+    let e = err(&oauth("oauth2_token_command = [\"t\"]\npassword = \"p\""));
+    assert!(e.message.contains("not both"), "{e}");
+    let e = err(&oauth(
+        "oauth2_token_command = [\"t\"]\noauth2 = { provider = \"google\", client_id = \"c\", refresh_token_file = \"/r\" }",
+    ));
+    assert!(
+        e.message
+            .contains("only one of `oauth2_token_command` and `oauth2`"),
+        "{e}"
+    );
+    let e = err(&oauth(""));
+    assert!(
+        e.message.contains("no password") && e.message.contains("oauth2"),
+        "{e}"
+    );
+    // An account's own password wins over the defaults' token source, and the reverse.
+    let c = p(&format!(
+        "[defaults]\noauth2_token_command = [\"t\"]\n{}",
+        oauth("password_file = \"/pw\"")
+    ))
+    .unwrap();
+    assert_eq!(
+        (
+            c.accounts[0].password.is_some(),
+            c.accounts[0].oauth2.is_none()
+        ),
+        (true, true)
+    );
+    let c = p(&format!(
+        "[defaults]\npassword_file = \"/pw\"\n{}",
+        oauth("oauth2_token_command = [\"t\"]")
+    ))
+    .unwrap();
+    assert_eq!(
+        (
+            c.accounts[0].password.is_none(),
+            c.accounts[0].oauth2.is_some()
+        ),
+        (true, true)
+    );
+}
+
+#[test]
+fn oauth2_defaults_are_merged_key_by_key() {
+    let text = format!(
+        "[defaults.oauth2]\nprovider = \"google\"\nclient_id = \"shared\"\nclient_secret_file = \"/s\"\n\n{}{}",
+        oauth("oauth2 = { refresh_token_file = \"/r/a\" }"),
+        oauth("oauth2 = { refresh_token_file = \"/r/b\", client_id = \"own\" }")
+            .replace("\"a\"", "\"b\"")
+    );
+    let c = p(&text).unwrap();
+    let ids: Vec<_> = c
+        .accounts
+        .iter()
+        .map(|a| match &a.oauth2 {
+            Some(OAuth2Source::Refresh(c)) => (
+                c.client_id.clone(),
+                c.token_url.clone(),
+                c.refresh_token_file.clone(),
+            ),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(ids[0].0, "shared");
+    assert_eq!(ids[1].0, "own");
+    assert_eq!(ids[0].1, "https://oauth2.googleapis.com/token");
+    assert_eq!(ids[1].2, Path::new("/r/b"));
+    // Two accounts sharing one refresh token file would undo each other's rotations.
+    let e = err(&text.replace("/r/b", "/r/a"));
+    assert_eq!(e.key.as_deref(), Some("oauth2.refresh_token_file"));
+    assert_eq!(e.account.as_deref(), Some("b"));
+}
+
+#[test]
+fn oauth2_refuses_password_methods_and_clear_text() {
+    let cmd = "oauth2_token_command = [\"t\"]";
+    let e = err(&oauth(&format!("{cmd}\nauth = \"plain\"")));
+    assert_eq!(e.key.as_deref(), Some("auth"));
+    let e = err(&oauth(&format!("{cmd}\ntls = \"none\"")));
+    assert_eq!(e.key.as_deref(), Some("tls"));
+    p(&oauth(&format!(
+        "{cmd}\ntls = \"none\"\nallow_plaintext_auth = true"
+    )))
+    .unwrap();
+    p(&oauth(&format!("{cmd}\ntls = \"starttls\""))).unwrap();
+}
+
+#[test]
+fn check_shows_the_token_source_without_secrets() {
+    let c = p(&oauth(
+        "oauth2 = { provider = \"microsoft\", client_id = \"c1\", client_secret_file = \"/etc/popfetch/ms.secret\", refresh_token_file = \"/var/lib/popfetch/a.rt\" }",
+    ))
+    .unwrap();
+    let shown = crate::cli::describe(&c);
+    assert!(
+        shown.contains("oauth2 = { provider = \"microsoft\", token_url = \"https://login.microsoftonline.com/common/oauth2/v2.0/token\""),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("client_secret_file = \"/etc/popfetch/ms.secret\""),
+        "{shown}"
+    );
+    assert!(shown.contains("flow = \"device\" }"), "{shown}");
+    assert!(!shown.contains("password"), "{shown}");
+    let c = p(&oauth(
+        "oauth2_token_command = [\"oama\", \"access\", \"a\"]\noauth2_token_ttl = \"50m\"",
+    ))
+    .unwrap();
+    let shown = crate::cli::describe(&c);
+    assert!(
+        shown.contains(
+            "oauth2_token_command = [\"oama\", \"access\", \"a\"]\noauth2_token_ttl = \"50m\""
+        ),
+        "{shown}"
+    );
 }

@@ -9,11 +9,13 @@ use std::sync::Arc;
 use toml::Spanned;
 
 use super::raw::{
-    AuthMethod, PermanentFailure, RawAccount, RawConfig, RawDeliver, RawSmtp, SizeAction, TlsMode,
+    AuthMethod, OAuth2Flow, OAuth2Provider, PermanentFailure, RawAccount, RawConfig, RawDeliver,
+    RawOAuth2, RawSmtp, SizeAction, TlsMode,
 };
 use super::{
     Account, Config, DEFAULT_INTERVAL, DEFAULT_MAX_PARALLEL, DEFAULT_MDA_TIMEOUT,
-    DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_TIMEOUT, Deliver, LogTarget, PasswordSource, Smtp,
+    DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_TIMEOUT, Deliver, LogTarget, OAuth2Client, OAuth2Source,
+    PasswordSource, Smtp,
 };
 use crate::secret::Secret;
 
@@ -153,6 +155,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
     let global_interval = raw.interval.unwrap_or(DEFAULT_INTERVAL);
 
     let mut names = HashSet::new();
+    let mut refresh_files = HashSet::new();
     let mut accounts = Vec::new();
     for acc in &raw.account {
         let mut a = account(&cx, base, acc, &defaults)?;
@@ -170,6 +173,17 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
                 Some(&a.name),
                 "name",
                 "another account has the same name",
+            ));
+        }
+        if let Some(OAuth2Source::Refresh(c)) = &a.oauth2
+            && !refresh_files.insert(c.refresh_token_file.clone())
+        {
+            return Err(cx.err(
+                acc.span(),
+                Some(&a.name),
+                "oauth2.refresh_token_file",
+                "another account uses the same file; each grant needs its own, since a \
+                 provider may replace the token at any refresh",
             ));
         }
         accounts.push(Arc::new(a));
@@ -250,23 +264,37 @@ fn account(
         return Err(err("user", "must be a non-empty single line"));
     }
 
-    // The account's own password source wins over the defaults' as a whole.
-    let own = password_source(cx, base, raw, name_str, span.clone())?;
-    let password = match own {
-        Some(p) => p,
-        None => password_source(cx, base, defaults, name_str, span.clone())?.ok_or_else(|| {
-            err(
-                "password",
-                "no password: set one of `password`, `password_file` or `password_command`",
-            )
-        })?,
-    };
+    let (password, oauth2) = credentials(cx, base, raw, defaults, name_str, span.clone())?;
 
     let auth = raw.auth.or(defaults.auth).unwrap_or(AuthMethod::Auto);
     let allow_plaintext_auth = raw
         .allow_plaintext_auth
         .or(defaults.allow_plaintext_auth)
         .unwrap_or(false);
+    if oauth2.is_some() {
+        if matches!(
+            auth,
+            AuthMethod::User
+                | AuthMethod::Apop
+                | AuthMethod::Plain
+                | AuthMethod::Login
+                | AuthMethod::CramMd5
+        ) {
+            return Err(err(
+                "auth",
+                "this method logs in with a password, but the account has an OAuth2 token \
+                 source; leave `auth` at \"auto\"",
+            ));
+        }
+        if tls == TlsMode::None && !allow_plaintext_auth {
+            return Err(err(
+                "tls",
+                "an OAuth2 token over an unencrypted connection can be read and reused by anyone \
+                 on the way; use `tls = \"implicit\"` or `\"starttls\"`, or set \
+                 `allow_plaintext_auth = true`",
+            ));
+        }
+    }
     if tls == TlsMode::None
         && !allow_plaintext_auth
         && matches!(
@@ -400,6 +428,7 @@ fn account(
         tls_verify: raw.tls_verify.or(defaults.tls_verify).unwrap_or(true),
         user,
         password,
+        oauth2,
         auth,
         allow_plaintext_auth,
         keep,
@@ -540,6 +569,268 @@ fn password_source(
         return Ok(Some(PasswordSource::Command(argv.clone())));
     }
     Ok(None)
+}
+
+/// The account's login credential: a password source or an OAuth2 token source, never both.
+/// The account's own choice wins over the defaults' as a whole, except that its `oauth2` table
+/// is completed key by key from the defaults' one (so a client registration can be shared).
+fn credentials(
+    cx: &Cx,
+    base: &Path,
+    raw: &RawAccount,
+    defaults: &RawAccount,
+    account: &str,
+    span: Range<usize>,
+) -> Result<(Option<PasswordSource>, Option<OAuth2Source>), ConfigError> {
+    let ttl = raw.oauth2_token_ttl.or(defaults.oauth2_token_ttl);
+    if ttl.is_some_and(|t| t.is_zero()) {
+        return Err(cx.err(
+            span,
+            Some(account),
+            "oauth2_token_ttl",
+            "must be longer than zero",
+        ));
+    }
+    let pick = |level: &RawAccount, merge: Option<&RawOAuth2>| {
+        let password = password_source(cx, base, level, account, span.clone())?;
+        let token = token_source(cx, base, level, merge, ttl, account, span.clone())?;
+        if password.is_some() && token.is_some() {
+            return Err(cx.err(
+                span.clone(),
+                Some(account),
+                "oauth2",
+                "set either a password (`password`, `password_file`, `password_command`) or an \
+                 OAuth2 token source (`oauth2_token_command`, `oauth2`), not both",
+            ));
+        }
+        Ok((password, token))
+    };
+    let own = pick(raw, defaults.oauth2.as_ref().map(|o| o.get_ref()))?;
+    if own.0.is_some() || own.1.is_some() {
+        return Ok(own);
+    }
+    match pick(defaults, None)? {
+        (None, None) => Err(cx.err(
+            span,
+            Some(account),
+            "password",
+            "no password: set one of `password`, `password_file` or `password_command`, or an \
+             OAuth2 token source (`oauth2_token_command` or `oauth2`)",
+        )),
+        found => Ok(found),
+    }
+}
+
+/// `oauth2_token_command` or `oauth2 = { ... }` at one level; `merge` completes the table.
+fn token_source(
+    cx: &Cx,
+    base: &Path,
+    raw: &RawAccount,
+    merge: Option<&RawOAuth2>,
+    ttl: Option<std::time::Duration>,
+    account: &str,
+    span: Range<usize>,
+) -> Result<Option<OAuth2Source>, ConfigError> {
+    match (&raw.oauth2_token_command, &raw.oauth2) {
+        (Some(_), Some(_)) => Err(cx.err(
+            span,
+            Some(account),
+            "oauth2_token_command",
+            "set only one of `oauth2_token_command` and `oauth2`",
+        )),
+        (Some(argv), None) => {
+            if argv.first().is_none_or(|a| a.is_empty()) {
+                return Err(cx.err(
+                    span,
+                    Some(account),
+                    "oauth2_token_command",
+                    "must name a program: an argument list like [\"oama\", \"access\", \"alice@example.org\"]",
+                ));
+            }
+            Ok(Some(OAuth2Source::Command {
+                argv: argv.clone(),
+                ttl,
+            }))
+        }
+        (None, Some(table)) => {
+            let merged = merge_oauth2(table.get_ref(), merge);
+            let client = oauth2_client(cx, base, &merged, table.span(), account, ttl)?;
+            Ok(Some(OAuth2Source::Refresh(Box::new(client))))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+fn merge_oauth2(own: &RawOAuth2, defaults: Option<&RawOAuth2>) -> RawOAuth2 {
+    let Some(d) = defaults else {
+        return own.clone();
+    };
+    let d = d.clone();
+    RawOAuth2 {
+        provider: own.provider.or(d.provider),
+        tenant: own.tenant.clone().or(d.tenant),
+        token_url: own.token_url.clone().or(d.token_url),
+        device_authorization_url: own
+            .device_authorization_url
+            .clone()
+            .or(d.device_authorization_url),
+        authorization_url: own.authorization_url.clone().or(d.authorization_url),
+        client_id: own.client_id.clone().or(d.client_id),
+        client_secret_file: own.client_secret_file.clone().or(d.client_secret_file),
+        refresh_token_file: own.refresh_token_file.clone().or(d.refresh_token_file),
+        scope: own.scope.clone().or(d.scope),
+        ca_file: own.ca_file.clone().or(d.ca_file),
+        flow: own.flow.or(d.flow),
+    }
+}
+
+/// Google's endpoints (its device flow does not allow the mail scope: browser flow).
+const GOOGLE_TOKEN_URL: &str = "https://oauth2.googleapis.com/token";
+const GOOGLE_AUTHORIZATION_URL: &str = "https://accounts.google.com/o/oauth2/v2/auth";
+const GOOGLE_SCOPE: &str = "https://mail.google.com/";
+/// Microsoft's identity platform (v2.0 endpoints), `{tenant}` filled in.
+const MICROSOFT_BASE: &str = "https://login.microsoftonline.com/{tenant}/oauth2/v2.0/";
+const MICROSOFT_SCOPE: &str = "https://outlook.office.com/POP.AccessAsUser.All offline_access";
+
+fn oauth2_client(
+    cx: &Cx,
+    base: &Path,
+    t: &RawOAuth2,
+    span: Range<usize>,
+    account: &str,
+    ttl: Option<std::time::Duration>,
+) -> Result<OAuth2Client, ConfigError> {
+    let err = |key: &str, msg: &str| cx.err(span.clone(), Some(account), key, msg);
+    // (token, device, authorization, scope, flow) of the preset.
+    let preset: (
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        &str,
+        Option<OAuth2Flow>,
+    ) = match t.provider {
+        Some(OAuth2Provider::Google) => {
+            if t.tenant.is_some() {
+                return Err(err(
+                    "oauth2.tenant",
+                    "only provider = \"microsoft\" has tenants",
+                ));
+            }
+            (
+                Some(GOOGLE_TOKEN_URL.into()),
+                None,
+                Some(GOOGLE_AUTHORIZATION_URL.into()),
+                GOOGLE_SCOPE,
+                Some(OAuth2Flow::Browser),
+            )
+        }
+        Some(OAuth2Provider::Microsoft) => {
+            let tenant = t.tenant.as_deref().unwrap_or("common");
+            if tenant.is_empty()
+                || tenant.len() > 64
+                || !tenant
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
+            {
+                return Err(err(
+                    "oauth2.tenant",
+                    "must be a tenant ID or domain (letters, digits, '-', '.', '_'), or \
+                         \"common\", \"organizations\" or \"consumers\"",
+                ));
+            }
+            let b = MICROSOFT_BASE.replace("{tenant}", tenant);
+            (
+                Some(format!("{b}token")),
+                Some(format!("{b}devicecode")),
+                Some(format!("{b}authorize")),
+                MICROSOFT_SCOPE,
+                Some(OAuth2Flow::Device),
+            )
+        }
+        None => {
+            if t.tenant.is_some() {
+                return Err(err(
+                    "oauth2.tenant",
+                    "only provider = \"microsoft\" has tenants",
+                ));
+            }
+            (None, None, None, "", None)
+        }
+    };
+    let url = |key: &str, given: &Option<Spanned<String>>, preset: Option<String>| {
+        let Some(given) = given else {
+            return Ok(preset);
+        };
+        let u = given.get_ref().trim();
+        match crate::oauth2::http::Url::parse(u) {
+            Ok(_) => Ok(Some(u.to_string())),
+            Err(why) => Err(cx.err(given.span(), Some(account), key, &why.to_string())),
+        }
+    };
+    let token_url = url("oauth2.token_url", &t.token_url, preset.0)?.ok_or_else(|| {
+        err(
+            "oauth2.token_url",
+            "required but missing (or set `provider = \"google\"` or `\"microsoft\"`)",
+        )
+    })?;
+    let device_authorization_url = url(
+        "oauth2.device_authorization_url",
+        &t.device_authorization_url,
+        preset.1,
+    )?;
+    let authorization_url = url("oauth2.authorization_url", &t.authorization_url, preset.2)?;
+    let client_id = t.client_id.clone().unwrap_or_default();
+    if client_id.trim().is_empty() || client_id.chars().any(char::is_control) {
+        return Err(err(
+            "oauth2.client_id",
+            "required: the client ID of the OAuth2 app registered with the provider",
+        ));
+    }
+    let refresh_token_file = t.refresh_token_file.as_ref().ok_or_else(|| {
+        err(
+            "oauth2.refresh_token_file",
+            "required: where popfetch keeps the refresh token (`popfetch oauth2-authorize` \
+             writes it)",
+        )
+    })?;
+    let scope = t.scope.clone().unwrap_or_else(|| preset.3.to_string());
+    if scope.chars().any(char::is_control) {
+        return Err(err("oauth2.scope", "must be a single line"));
+    }
+    let flow = match (
+        t.flow.or(preset.4),
+        &device_authorization_url,
+        &authorization_url,
+    ) {
+        (Some(OAuth2Flow::Device), None, _) => {
+            return Err(err(
+                "oauth2.flow",
+                "the device flow needs `device_authorization_url`",
+            ));
+        }
+        (Some(OAuth2Flow::Browser), _, None) => {
+            return Err(err(
+                "oauth2.flow",
+                "the browser flow needs `authorization_url`",
+            ));
+        }
+        (Some(f), _, _) => f,
+        (None, _, Some(_)) if device_authorization_url.is_none() => OAuth2Flow::Browser,
+        (None, _, _) => OAuth2Flow::Device,
+    };
+    Ok(OAuth2Client {
+        provider: t.provider,
+        token_url,
+        device_authorization_url,
+        authorization_url,
+        client_id: client_id.trim().to_string(),
+        client_secret_file: t.client_secret_file.as_ref().map(|p| expand(base, p)),
+        refresh_token_file: expand(base, refresh_token_file),
+        scope: scope.split_whitespace().collect::<Vec<_>>().join(" "),
+        ca_file: t.ca_file.as_ref().map(|p| expand(base, p)),
+        flow,
+        ttl,
+    })
 }
 
 /// Account names become file names in the state directory: keep them plain.

@@ -195,6 +195,11 @@ impl AccountState {
         &self.path
     }
 
+    /// The state directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Whether `uidl` was delivered (and so must not be fetched again).
     pub fn is_delivered(&self, uidl: &Uidl) -> bool {
         self.delivered.contains_key(uidl)

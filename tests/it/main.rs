@@ -18,6 +18,8 @@ mod harness;
 mod hostile;
 mod hostile_server;
 mod mbox_peer;
+mod oauth2;
+mod oauth_login;
 mod oauth_peer;
 mod package;
 mod policy;
