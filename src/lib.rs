@@ -9,6 +9,7 @@ pub mod config;
 pub mod daemon;
 pub mod deliver;
 pub mod fetch;
+pub mod import;
 pub mod password;
 pub mod pop3;
 pub mod progress;
