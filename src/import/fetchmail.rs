@@ -60,57 +60,23 @@ pub fn tokenize(text: &str) -> Vec<Token> {
                 }
             }
             '"' | '\'' => {
+                // As fetchmail's lexer: the string ends at the next quote of its kind, a
+                // backslash or not; escapes are read inside it afterwards.
                 let quote = c;
                 let start = line;
                 chars.next();
-                let mut s = String::new();
-                while let Some(c) = chars.next() {
-                    match c {
-                        c if c == quote => break,
-                        '\\' => match chars.next() {
-                            Some('n') => s.push('\n'),
-                            Some('t') => s.push('\t'),
-                            Some('r') => s.push('\r'),
-                            Some('b') => s.push('\u{8}'),
-                            Some('x') => {
-                                let mut v = 0u32;
-                                for _ in 0..2 {
-                                    match chars.peek().and_then(|c| c.to_digit(16)) {
-                                        Some(d) => {
-                                            v = v * 16 + d;
-                                            chars.next();
-                                        }
-                                        None => break,
-                                    }
-                                }
-                                s.push(char::from_u32(v).unwrap_or('?'));
-                            }
-                            Some(d @ '0'..='7') => {
-                                let mut v = d.to_digit(8).unwrap_or(0);
-                                for _ in 0..2 {
-                                    match chars.peek().and_then(|c| c.to_digit(8)) {
-                                        Some(d) => {
-                                            v = v * 8 + d;
-                                            chars.next();
-                                        }
-                                        None => break,
-                                    }
-                                }
-                                s.push(char::from_u32(v).unwrap_or('?'));
-                            }
-                            Some('\n') => line += 1,
-                            Some(c) => s.push(c),
-                            None => break,
-                        },
-                        '\n' => {
-                            line += 1;
-                            s.push('\n');
-                        }
-                        c => s.push(c),
+                let mut raw = String::new();
+                for c in chars.by_ref() {
+                    if c == quote {
+                        break;
                     }
+                    if c == '\n' {
+                        line += 1;
+                    }
+                    raw.push(c);
                 }
                 out.push(Token {
-                    text: s,
+                    text: unescape(&raw),
                     line: start,
                     quoted: true,
                 });
@@ -135,6 +101,54 @@ pub fn tokenize(text: &str) -> Vec<Token> {
         }
     }
     out
+}
+
+/// Reads the C-like escapes fetchmail allows in a quoted string: `\n \t \r \b`, `\xHH`,
+/// `\NNN` (octal), and a backslash before any other character stands for that character.
+fn unescape(raw: &str) -> String {
+    let mut s = String::with_capacity(raw.len());
+    let mut chars = raw.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            s.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('n') => s.push('\n'),
+            Some('t') => s.push('\t'),
+            Some('r') => s.push('\r'),
+            Some('b') => s.push('\u{8}'),
+            Some('x') => {
+                let mut v = 0u32;
+                for _ in 0..2 {
+                    match chars.peek().and_then(|c| c.to_digit(16)) {
+                        Some(d) => {
+                            v = v * 16 + d;
+                            chars.next();
+                        }
+                        None => break,
+                    }
+                }
+                s.push(char::from_u32(v).unwrap_or('?'));
+            }
+            Some(d @ '0'..='7') => {
+                let mut v = d.to_digit(8).unwrap_or(0);
+                for _ in 0..2 {
+                    match chars.peek().and_then(|c| c.to_digit(8)) {
+                        Some(d) => {
+                            v = v * 8 + d;
+                            chars.next();
+                        }
+                        None => break,
+                    }
+                }
+                s.push(char::from_u32(v).unwrap_or('?'));
+            }
+            Some(c) => s.push(c),
+            None => s.push('\\'),
+        }
+    }
+    s
 }
 
 /// Options of a scope (`defaults`, a poll entry, a user section); unset ones fall back to the
@@ -368,8 +382,13 @@ impl Parser<'_> {
 
     /// The argument of a keyword on line `line`; a missing one is noted.
     fn arg(&mut self, kw: &str, line: usize) -> Option<String> {
+        // Any word can be an argument (`auth password`), except one that starts a new
+        // statement.
+        const STRUCTURE: &[&str] = &["poll", "skip", "defaults", "set", "user", "username"];
         match self.peek() {
-            Some(t) if t.quoted || !is_keyword(&t.text) => self.next().map(|t| t.text),
+            Some(t) if t.quoted || !STRUCTURE.contains(&t.text.to_ascii_lowercase().as_str()) => {
+                self.next().map(|t| t.text)
+            }
             _ => {
                 let f = self.file.clone();
                 self.out.note(&f, line, kw, "has no argument; ignored");

@@ -413,6 +413,16 @@ fn destination(ini: &Ini, file: &str, out: &mut Imported, a: &mut Account) -> Op
             );
         }
     }
+    if !matches!(kind.value.as_str(), "Maildir" | "Mboxrd" | "MDA_external") {
+        out.note(
+            file,
+            kind.line,
+            format!("type = {}", kind.value),
+            "popfetch delivers each account to one Maildir, mbox, MDA or SMTP relay; the \
+             account delivers to ~/Maildir: change `deliver`",
+        );
+        return None;
+    }
     let Some(path) = path else {
         out.note(
             file,

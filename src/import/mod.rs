@@ -319,6 +319,17 @@ pub fn run(req: &Request) -> Result<Outcome, ImportError> {
         Source::Mpop { rcfile } => mpop::import(rcfile.as_deref())?,
     };
     unique_names(&mut imported.accounts);
+    // In the order of the rc file(s), whatever stage of the translation found them.
+    let order: Vec<String> = imported.sources.clone();
+    imported.notes.sort_by_key(|n| {
+        (
+            order
+                .iter()
+                .position(|f| *f == n.file)
+                .unwrap_or(usize::MAX),
+            n.line,
+        )
+    });
     let config = render(&imported, req.state_dir.as_deref());
 
     let mut messages: Vec<String> = imported
@@ -828,6 +839,15 @@ fn shell_substitute(
                             extra.len()
                         }
                     };
+                    let after = &rest[p.len()..];
+                    if q == Q::Single && out.ends_with('\'') && after.starts_with('\'') {
+                        // '%F' as a whole quoted word: just "$1".
+                        out.pop();
+                        out.push_str(&format!("\"${n}\""));
+                        rest = &after[1..];
+                        q = Q::None;
+                        continue 'outer;
+                    }
                     match q {
                         Q::None => format!("\"${n}\""),
                         Q::Single => format!("'\"${n}\"'"),

@@ -1,7 +1,7 @@
 //! `~/.mpoprc` → popfetch accounts, and mpop's UIDLs files → their UIDLs.
 //!
 //! The rc file has one command per line, `COMMAND [ARGUMENT]`, the argument optionally in
-//! double quotes (with `\"` and `\\`); `#` lines are comments. `defaults` starts settings
+//! double quotes (mpop 1.4 strips them and reads no escapes inside); `#` lines are comments. `defaults` starts settings
 //! inherited by every later account; `account NAME [: A, B]` starts an account that also
 //! inherits the settings of the accounts A and B.
 //!
@@ -35,29 +35,22 @@ pub fn split_line(raw: &str) -> Option<(String, String)> {
         Some(i) => (&line[..i], line[i..].trim()),
         None => (line, ""),
     };
-    let arg = if let Some(inner) = rest.strip_prefix('"') {
-        let mut v = String::new();
-        let mut chars = inner.chars();
-        while let Some(c) = chars.next() {
-            match c {
-                '"' => break,
-                '\\' => {
-                    if let Some(n) = chars.next() {
-                        v.push(n);
-                    }
-                }
-                c => v.push(c),
-            }
-        }
-        v
-    } else {
-        rest.to_string()
+    // mpop strips one pair of enclosing quotes and reads nothing inside them as an escape.
+    let arg = match rest.strip_prefix('"').and_then(|r| r.strip_suffix('"')) {
+        Some(inner) => inner.to_string(),
+        None => rest.to_string(),
     };
     Some((cmd.to_ascii_lowercase(), arg))
 }
 
 fn set(settings: &mut Vec<Setting>, key: &str, value: String, line: usize) {
-    settings.retain(|(k, _, _)| k != key);
+    // The password sources replace each other: the one set last counts.
+    let same = |k: &str| {
+        k == key
+            || (matches!(k, "password" | "passwordeval")
+                && matches!(key, "password" | "passwordeval"))
+    };
+    settings.retain(|(k, _, _)| !same(k));
     settings.push((key.to_string(), value, line));
 }
 

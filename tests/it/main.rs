@@ -16,6 +16,7 @@ mod full_disk;
 mod harness;
 mod hostile;
 mod hostile_server;
+mod import;
 mod mbox_peer;
 mod package;
 mod policy;
