@@ -323,6 +323,14 @@ async fn fetch(config: &Config, accounts: Vec<Arc<Account>>, quiet: bool) -> Exi
                         "held after a permanent failure (see `popfetch retry`)",
                     ),
                     (rep.quarantined, "quarantined"),
+                    (rep.too_large, "over max_size (left on the server)"),
+                    (rep.too_large_deleted, "over max_size (deleted unread)"),
+                    (rep.expired, "deleted after delete_after"),
+                    (
+                        rep.duplicates,
+                        "already delivered (same Message-ID), not again",
+                    ),
+                    (rep.deferred, "left for the next poll (per-poll limit)"),
                 ] {
                     if n > 0 {
                         line.push_str(&format!("; {n} {what}"));
@@ -431,6 +439,30 @@ pub fn describe(config: &Config) -> String {
         if let Some(q) = &a.quarantine {
             let _ = writeln!(s, "quarantine = {:?}", q.display().to_string());
         }
+        if let Some(m) = a.max_size {
+            let _ = writeln!(s, "max_size = {m}");
+            let _ = writeln!(
+                s,
+                "max_size_action = {:?}",
+                format!("{:?}", a.max_size_action).to_lowercase()
+            );
+        }
+        if let Some(d) = a.delete_after {
+            let _ = writeln!(
+                s,
+                "delete_after = {:?}",
+                humantime::format_duration(d).to_string()
+            );
+        }
+        if let Some(m) = a.max_messages_per_poll {
+            let _ = writeln!(s, "max_messages_per_poll = {m}");
+        }
+        if let Some(m) = a.max_bytes_per_poll {
+            let _ = writeln!(s, "max_bytes_per_poll = {m}");
+        }
+        if a.dedupe_message_id {
+            let _ = writeln!(s, "dedupe_message_id = true");
+        }
         let _ = match &a.deliver {
             Deliver::Mbox(p) => writeln!(s, "deliver = {{ mbox = {:?} }}", p.display().to_string()),
             Deliver::Mda(argv) => writeln!(s, "deliver = {{ mda = {argv:?} }}"),
@@ -471,6 +503,8 @@ fn auth_name(m: config::AuthMethod) -> &'static str {
         Plain => "plain",
         Login => "login",
         CramMd5 => "cram-md5",
+        Xoauth2 => "xoauth2",
+        Oauthbearer => "oauthbearer",
     }
 }
 

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Account, Deliver, PermanentFailure};
+use crate::config::{Account, Deliver, PermanentFailure, SizeAction};
 use crate::deliver::{Backend, DeliverError, ErrorKind, MessageInfo, Sink};
 use crate::pop3::{Command, MsgNum, Uidl};
 use crate::progress::Progress;
@@ -88,6 +88,16 @@ pub struct Report {
     pub waiting: usize,
     /// The poll stopped early because shutdown was requested.
     pub interrupted: bool,
+    /// Messages over `max_size` left on the server (all of them, reported or not).
+    pub too_large: usize,
+    /// Messages over `max_size` deleted unread (`max_size_action = "delete"`).
+    pub too_large_deleted: usize,
+    /// Delivered messages deleted now that `delete_after` has passed.
+    pub expired: usize,
+    /// Messages whose Message-ID and size were delivered before: recorded, not delivered again.
+    pub duplicates: usize,
+    /// New messages left for a later poll by `max_messages_per_poll` / `max_bytes_per_poll`.
+    pub deferred: usize,
     /// The server's `LOGIN-DELAY` capability: the least time between two logins.
     pub login_delay: Option<Duration>,
 }
@@ -182,7 +192,7 @@ async fn poll_with(
     let method = session
         .login(
             &account.user,
-            &password,
+            &crate::session::Credential::Password(password.clone()),
             account.auth,
             account.allow_plaintext_auth,
         )
@@ -239,8 +249,9 @@ async fn poll_with(
         _ => None,
     };
 
-    // What each message needs: DELE only (delivered by an earlier poll), nothing (held), or
-    // fetching.
+    // What each message needs: DELE only (delivered by an earlier poll, or by policy), nothing
+    // (held, too large), or fetching.
+    let now = crate::state::now_secs();
     let mut todo: Vec<Item> = Vec::new();
     let mut dele_wait: VecDeque<(MsgNum, Option<Uidl>)> = VecDeque::new();
     for &num in &nums {
@@ -251,8 +262,14 @@ async fn poll_with(
             continue;
         }
         if let Some(u) = uidl {
-            if state.is_delivered(u) {
+            if let Some(at) = state.delivered_at(u) {
                 if !account.keep {
+                    dele_wait.push_back((num, Some(u.clone())));
+                } else if account
+                    .delete_after
+                    .is_some_and(|d| now.saturating_sub(at) >= d.as_secs())
+                {
+                    report.expired += 1;
                     dele_wait.push_back((num, Some(u.clone())));
                 }
                 continue;
@@ -269,14 +286,31 @@ async fn poll_with(
                 continue;
             }
         }
+        let listed = sizes.get(&num).copied().unwrap_or(0);
+        if let Some(max) = account.max_size.filter(|&m| listed > m) {
+            too_large(
+                account,
+                state,
+                &mut report,
+                &mut dele_wait,
+                num,
+                uidl,
+                listed,
+                max,
+            );
+            continue;
+        }
         todo.push(Item {
             num,
             uidl: uidl.cloned(),
-            listed: sizes.get(&num).copied().unwrap_or(0),
+            listed,
             quarantine: false,
+            message_id: None,
         });
     }
-    report.new = todo.len();
+    report.new = todo.len() + report.too_large;
+    report.deferred = limit_poll(account, &mut todo);
+    report.waiting += report.deferred + report.too_large;
     if let Some(p) = progress {
         let bytes = todo.iter().fold(0u64, |b, i| b.saturating_add(i.listed));
         p.set_total(todo.len(), bytes);
@@ -298,6 +332,7 @@ async fn poll_with(
         batch: Batch::default(),
         unavailable: None,
         interrupted: false,
+        batch_ids: HashSet::new(),
     };
     run.transfer(stop).await?;
     let Run {
@@ -335,6 +370,10 @@ async fn poll_with(
         deleted = report.deleted,
         failed = report.failed,
         held = report.held + report.newly_held,
+        too_large = report.too_large + report.too_large_deleted,
+        expired = report.expired,
+        duplicates = report.duplicates,
+        deferred = report.deferred,
         elapsed_ms = started.elapsed().as_millis() as u64,
         "poll done"
     );
@@ -361,6 +400,74 @@ struct Item {
     listed: u64,
     /// Fetch it again into the quarantine Maildir (its delivery was refused for good).
     quarantine: bool,
+    /// The digest of its Message-ID, when `dedupe_message_id` is on and it has one.
+    message_id: Option<String>,
+}
+
+/// A message over `max_size`: left on the server and reported once, or deleted unread.
+#[allow(clippy::too_many_arguments)]
+fn too_large(
+    account: &Account,
+    state: &mut AccountState,
+    report: &mut Report,
+    dele_wait: &mut VecDeque<(MsgNum, Option<Uidl>)>,
+    num: MsgNum,
+    uidl: Option<&Uidl>,
+    listed: u64,
+    max: u64,
+) {
+    let uidl_str = uidl.map(Uidl::as_str);
+    let size = crate::cli::human_bytes(listed);
+    let max = crate::cli::human_bytes(max);
+    match account.max_size_action {
+        SizeAction::Delete => {
+            report.too_large_deleted += 1;
+            tracing::warn!(account = account.name, %num, uidl = uidl_str, size,
+                max_size = max, "message over max_size: deleting it from the server unread");
+            dele_wait.push_back((num, uidl.cloned()));
+        }
+        SizeAction::Keep => {
+            report.too_large += 1;
+            // Reported once: a message that stays for months must not fill the log.
+            if uidl.is_some_and(|u| state.is_oversize(u)) {
+                return;
+            }
+            tracing::warn!(account = account.name, %num, uidl = uidl_str, size,
+                max_size = max, "message over max_size: left on the server, not fetched");
+            if let Some(u) = uidl {
+                state.record_oversize(u);
+            }
+        }
+    }
+}
+
+/// Applies `max_messages_per_poll` and `max_bytes_per_poll` to the messages to fetch, in
+/// server order; at least one is always fetched, so a large message cannot block the rest.
+/// Returns how many were left for a later poll.
+fn limit_poll(account: &Account, todo: &mut Vec<Item>) -> usize {
+    let max_count = account.max_messages_per_poll.unwrap_or(usize::MAX);
+    let max_bytes = account.max_bytes_per_poll.unwrap_or(u64::MAX);
+    let mut bytes = 0u64;
+    let mut keep = 0;
+    for item in todo.iter() {
+        let next = bytes.saturating_add(item.listed);
+        if keep >= max_count || (keep > 0 && next > max_bytes) {
+            break;
+        }
+        bytes = next;
+        keep += 1;
+    }
+    let deferred = todo.len() - keep;
+    if deferred > 0 {
+        tracing::info!(
+            account = account.name,
+            fetching = keep,
+            deferred,
+            "per-poll limit reached: the rest waits for the next poll"
+        );
+    }
+    todo.truncate(keep);
+    deferred
 }
 
 /// Messages written but not yet durable, committed together.
@@ -402,6 +509,9 @@ struct Run<'a> {
     unavailable: Option<FetchError>,
     /// Shutdown was asked for: no more RETRs.
     interrupted: bool,
+    /// (Message-ID digest, size) of the messages received in this poll, for
+    /// `dedupe_message_id`.
+    batch_ids: HashSet<(String, u64)>,
 }
 
 impl Run<'_> {
@@ -496,6 +606,40 @@ impl Run<'_> {
 
     /// Streams the body of item `i` into its target and handles the result.
     async fn receive(&mut self, i: usize) -> Result<(), FetchError> {
+        // With dedupe_message_id the header is read first: a message with the Message-ID and
+        // size of one delivered before is recorded, not delivered again.
+        let mut head = Vec::new();
+        let mut ended = false;
+        if self.account.dedupe_message_id && !self.todo[i].quarantine {
+            let listed = self.todo[i].listed;
+            while !header_complete(&head) && head.len() < MAX_PEEK {
+                match self.session.body_chunk().await? {
+                    Some(chunk) => head.extend_from_slice(&chunk),
+                    None => {
+                        ended = true;
+                        break;
+                    }
+                }
+            }
+            if head.len() as u64 > size_cap(listed) {
+                return Err(FetchError::Oversize {
+                    num: self.todo[i].num,
+                    listed,
+                });
+            }
+            let digest = message_id(&head).map(|id| message_id_digest(&id));
+            if let Some(d) = &digest {
+                let key = (d.clone(), listed);
+                if self.state.seen_message_id(d, listed) || self.batch_ids.contains(&key) {
+                    if !ended {
+                        self.session.skip_body(size_cap(listed)).await?;
+                    }
+                    return self.duplicate(i);
+                }
+                self.batch_ids.insert(key);
+            }
+            self.todo[i].message_id = digest;
+        }
         let item = self.todo[i].clone();
         let target = match (item.quarantine, self.quarantine) {
             (true, Some(q)) => q,
@@ -520,7 +664,10 @@ impl Run<'_> {
             };
             let mut sink = target.begin(&info).map_err(deliver_err)?;
             let header_len = sink.bytes();
-            while let Some(chunk) = self.session.body_chunk().await? {
+            if !head.is_empty() {
+                sink.write(&head).await.map_err(deliver_err)?;
+            }
+            while !ended && let Some(chunk) = self.session.body_chunk().await? {
                 sink.write(&chunk).await.map_err(deliver_err)?;
                 if sink.bytes() - header_len > size_cap(item.listed) {
                     return Err(FetchError::Oversize {
@@ -546,8 +693,11 @@ impl Run<'_> {
                 // so a crash can duplicate at most this message.
                 if let Some(u) = &item.uidl {
                     self.state.record_delivered(u);
-                    self.state.sync()?;
                 }
+                if let Some(d) = &item.message_id {
+                    self.state.record_message_id(d, item.listed);
+                }
+                self.state.sync()?;
                 self.delivered(&item, sink.bytes(), t);
                 Ok(())
             }
@@ -559,6 +709,27 @@ impl Run<'_> {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// Item `i` has the Message-ID and size of a message delivered before: recorded as
+    /// delivered (durably, before its DELE), not delivered again.
+    fn duplicate(&mut self, i: usize) -> Result<(), FetchError> {
+        let item = &self.todo[i];
+        if let Some(u) = &item.uidl {
+            self.state.record_delivered(u);
+            self.state.sync()?;
+        }
+        self.report.duplicates += 1;
+        tracing::info!(
+            account = self.account.name,
+            uidl = item.uidl.as_ref().map(Uidl::as_str),
+            "a message with the same Message-ID and size was delivered before: recorded, not \
+             delivered again"
+        );
+        if !self.account.keep {
+            self.dele_wait.push_back((item.num, item.uidl.clone()));
+        }
+        Ok(())
     }
 
     fn delivered(&mut self, item: &Item, bytes: u64, t: Instant) {
@@ -586,6 +757,10 @@ impl Run<'_> {
     /// A delivery failed: apply what its kind calls for.
     fn refused(&mut self, i: usize, what: String, source: DeliverError) {
         let item = self.todo[i].clone();
+        if let Some(d) = &item.message_id {
+            // Not delivered: a copy later in this poll must not count as a duplicate of it.
+            self.batch_ids.remove(&(d.clone(), item.listed));
+        }
         let uidl = item.uidl.as_ref().map(Uidl::as_str);
         let name = &self.account.name;
         match source.kind {
@@ -654,6 +829,9 @@ impl Run<'_> {
             if let Some(u) = &self.todo[i].uidl {
                 self.state.record_delivered(u);
             }
+            if let Some(d) = &self.todo[i].message_id {
+                self.state.record_message_id(d, self.todo[i].listed);
+            }
         }
         self.state.sync()?;
         for (&i, b) in idx.iter().zip(bytes) {
@@ -662,6 +840,54 @@ impl Run<'_> {
         }
         Ok(())
     }
+}
+
+/// The most of a message's start read to find its Message-ID before delivering it.
+const MAX_PEEK: usize = 64 * 1024;
+
+/// Whether `head` (LF line ends) holds the whole header: an empty line was seen.
+fn header_complete(head: &[u8]) -> bool {
+    head.starts_with(b"\n") || memchr::memmem::find(head, b"\n\n").is_some()
+}
+
+/// The Message-ID field's value (unfolded, whitespace removed) from the start of a message, if
+/// the header has one within what was read.
+fn message_id(head: &[u8]) -> Option<Vec<u8>> {
+    let end = memchr::memmem::find(head, b"\n\n").map_or(head.len(), |e| e + 1);
+    let header = &head[..end];
+    let mut lines = header.split(|&b| b == b'\n').peekable();
+    while let Some(line) = lines.next() {
+        let Some(colon) = memchr::memchr(b':', line) else {
+            continue;
+        };
+        if !line[..colon]
+            .trim_ascii()
+            .eq_ignore_ascii_case(b"message-id")
+        {
+            continue;
+        }
+        let mut value: Vec<u8> = line[colon + 1..].to_vec();
+        while let Some(next) =
+            lines.next_if(|l| l.first().is_some_and(|b| *b == b' ' || *b == b'\t'))
+        {
+            value.extend_from_slice(next);
+        }
+        value.retain(|b| !b.is_ascii_whitespace());
+        return (!value.is_empty()).then_some(value);
+    }
+    None
+}
+
+/// A digest of a Message-ID for the journal: hex, never the ID itself.
+fn message_id_digest(id: &[u8]) -> String {
+    use md5::Digest as _;
+    md5::Md5::digest(id)
+        .iter()
+        .fold(String::with_capacity(32), |mut s, b| {
+            use std::fmt::Write as _;
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 /// A stable digest of the account's settings (secrets redacted), to notice config changes.
@@ -711,4 +937,70 @@ fn recover(
     }
     state.sync()?;
     Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_id_is_found_unfolded_in_the_header_only() {
+        let m = b"From: a\nMessage-ID:\n <abc@x.example>\nSubject: s\n\nMessage-ID: <body@x>\n";
+        assert_eq!(message_id(m).as_deref(), Some(&b"<abc@x.example>"[..]));
+        let m = b"message-id:   <Q@Y>  \n\nbody\n";
+        assert_eq!(message_id(m).as_deref(), Some(&b"<Q@Y>"[..]));
+        assert_eq!(message_id(b"Subject: x\n\nMessage-ID: <body@x>\n"), None);
+        assert_eq!(message_id(b"Message-ID:\n\n"), None);
+        assert_eq!(message_id(b""), None);
+        assert!(header_complete(b"\nbody") && header_complete(b"A: b\n\n"));
+        assert!(!header_complete(b"A: b\nC: d\n"));
+        let d = message_id_digest(b"<abc@x.example>");
+        assert_eq!(d.len(), 32);
+        assert!(d.bytes().all(|b| b.is_ascii_hexdigit()));
+    }
+
+    fn items(sizes: &[u64]) -> Vec<Item> {
+        sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &listed)| Item {
+                num: MsgNum::parse(format!("{}", i + 1).as_bytes()).unwrap(),
+                uidl: None,
+                listed,
+                quarantine: false,
+                message_id: None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn per_poll_limits_keep_server_order_and_always_fetch_one() {
+        let account = |count, bytes| {
+            let mut a = crate::config::parse(
+                Path::new("/c.toml"),
+                "[[account]]\nname='a'\nhost='h'\nuser='u'\npassword_file='p'\n\
+                 deliver={maildir='/m'}\n",
+            )
+            .unwrap()
+            .accounts[0]
+                .as_ref()
+                .clone();
+            a.max_messages_per_poll = count;
+            a.max_bytes_per_poll = bytes;
+            a
+        };
+        let mut t = items(&[10, 20, 30, 40]);
+        assert_eq!(limit_poll(&account(None, None), &mut t), 0);
+        assert_eq!(t.len(), 4);
+        let mut t = items(&[10, 20, 30, 40]);
+        assert_eq!(limit_poll(&account(Some(3), None), &mut t), 1);
+        assert_eq!(t.iter().map(|i| i.listed).collect::<Vec<_>>(), [10, 20, 30]);
+        let mut t = items(&[10, 20, 30, 40]);
+        assert_eq!(limit_poll(&account(None, Some(35)), &mut t), 2);
+        assert_eq!(t.len(), 2);
+        // A message over the byte limit still goes, alone.
+        let mut t = items(&[100, 1]);
+        assert_eq!(limit_poll(&account(Some(5), Some(50)), &mut t), 1);
+        assert_eq!(t[0].listed, 100);
+    }
 }

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use raw::{AuthMethod, LogTarget, PermanentFailure, TlsMode};
+pub use raw::{AuthMethod, LogTarget, PermanentFailure, SizeAction, TlsMode, parse_size};
 pub use validate::{ConfigError, load, parse};
 
 use crate::secret::Secret;
@@ -54,7 +54,22 @@ pub struct Account {
     pub quarantine: Option<PathBuf>,
     /// How often the daemon polls this account.
     pub interval: Duration,
+    /// Messages larger than this (by their LIST size) are not fetched.
+    pub max_size: Option<u64>,
+    /// What happens to a message over `max_size`.
+    pub max_size_action: SizeAction,
+    /// With `keep`: delete a message from the server this long after popfetch delivered it.
+    pub delete_after: Option<Duration>,
+    /// Most messages fetched in one poll; the rest wait for the next.
+    pub max_messages_per_poll: Option<usize>,
+    /// Most bytes fetched in one poll (at least one message is always fetched).
+    pub max_bytes_per_poll: Option<u64>,
+    /// Skip (record as delivered) a message whose Message-ID and size were delivered for this
+    /// account within [`DEDUPE_WINDOW`].
+    pub dedupe_message_id: bool,
 }
+
+pub use crate::state::DEDUPE_WINDOW;
 
 /// Where the password comes from; read at each login, never stored elsewhere.
 #[derive(Debug, Clone, PartialEq)]

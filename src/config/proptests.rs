@@ -176,6 +176,8 @@ fn auth_name(a: AuthMethod) -> &'static str {
         AuthMethod::Plain => "plain",
         AuthMethod::Login => "login",
         AuthMethod::CramMd5 => "cram-md5",
+        AuthMethod::Xoauth2 => "xoauth2",
+        AuthMethod::Oauthbearer => "oauthbearer",
     }
 }
 
@@ -358,6 +360,12 @@ fn account(
                 },
                 quarantine: quarantine.then(|| PathBuf::from(format!("/srv/quarantine/{name}"))),
                 interval: secs(interval).unwrap_or(interval_default),
+                max_size: None,
+                max_size_action: crate::config::SizeAction::Keep,
+                delete_after: None,
+                max_messages_per_poll: None,
+                max_bytes_per_poll: None,
+                dedupe_message_id: false,
             };
             GenAccount { toml: t, want }
         },

@@ -51,6 +51,80 @@ pub struct RawAccount {
     pub interval: Option<Duration>,
     pub on_permanent_failure: Option<PermanentFailure>,
     pub quarantine: Option<PathBuf>,
+    pub max_size: Option<Spanned<Size>>,
+    pub max_size_action: Option<SizeAction>,
+    #[serde(default, with = "humantime_serde")]
+    pub delete_after: Option<Duration>,
+    pub max_messages_per_poll: Option<Spanned<usize>>,
+    pub max_bytes_per_poll: Option<Spanned<Size>>,
+    pub dedupe_message_id: Option<bool>,
+}
+
+/// What to do with a message larger than `max_size`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SizeAction {
+    /// Leave it on the server, unread; it is reported once.
+    Keep,
+    /// Delete it from the server unread.
+    Delete,
+}
+
+/// A byte count: an integer, or a string with a unit (`"50MiB"`, `"10 MB"`, `"512k"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Size(pub u64);
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Size, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Size;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a size: a number of bytes, or a string such as \"50MiB\"")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Size, E> {
+                u64::try_from(v)
+                    .map(Size)
+                    .map_err(|_| E::custom("a size cannot be negative"))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Size, E> {
+                Ok(Size(v))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Size, E> {
+                parse_size(v).map(Size).map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Parses `"50MiB"`, `"10 MB"`, `"512k"`, `"1000"`: decimal (k, M, G = 1000^n) and binary
+/// (KiB, MiB, GiB = 1024^n) units, case-insensitive, optional `B`.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("`{text}` is not a size such as \"50MiB\" or \"10MB\""))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1000,
+        "ki" | "kib" => 1 << 10,
+        "m" | "mb" => 1000 * 1000,
+        "mi" | "mib" => 1 << 20,
+        "g" | "gb" => 1000 * 1000 * 1000,
+        "gi" | "gib" => 1 << 30,
+        "t" | "tb" => 1000 * 1000 * 1000 * 1000,
+        "ti" | "tib" => 1 << 40,
+        _ => {
+            return Err(format!(
+                "`{text}`: unknown unit; use B, KB, KiB, MB, MiB, GB, GiB, TB or TiB"
+            ));
+        }
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("`{text}` is too large"))
 }
 
 /// What to do with a message a backend refuses for good.
@@ -97,6 +171,10 @@ pub enum AuthMethod {
     Plain,
     Login,
     CramMd5,
+    /// SASL XOAUTH2 (Google's and Microsoft's bearer-token mechanism) with an OAuth2 token.
+    Xoauth2,
+    /// SASL OAUTHBEARER (RFC 7628) with an OAuth2 token.
+    Oauthbearer,
 }
 
 /// Where messages go; one key per backend.

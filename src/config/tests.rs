@@ -166,3 +166,97 @@ fn log_levels_that_crash_the_filter_parser_are_refused() {
     assert_eq!(e.key.as_deref(), Some("log_level"));
     assert!(p("log_level = \"chatty\"\n").is_err());
 }
+
+#[test]
+fn sizes_parse_with_units() {
+    assert_eq!(parse_size("1000"), Ok(1000));
+    assert_eq!(parse_size("50MiB"), Ok(50 << 20));
+    assert_eq!(parse_size(" 10 MB "), Ok(10_000_000));
+    assert_eq!(parse_size("512k"), Ok(512_000));
+    assert_eq!(parse_size("2gib"), Ok(2 << 30));
+    assert!(parse_size("").is_err());
+    assert!(parse_size("MiB").is_err());
+    assert!(
+        parse_size("5 parsecs")
+            .unwrap_err()
+            .contains("unknown unit")
+    );
+    assert!(
+        parse_size("99999999999TiB")
+            .unwrap_err()
+            .contains("too large")
+    );
+}
+
+const POLICIES: &str = r#"
+[defaults]
+max_size = "50MiB"
+dedupe_message_id = true
+
+[[account]]
+name = "a"
+host = "pop.example.org"
+user = "a"
+password_file = "a.pass"
+keep = true
+delete_after = "30d"
+max_size_action = "delete"
+max_messages_per_poll = 100
+max_bytes_per_poll = 1000000
+deliver = { maildir = "~/Maildir" }
+
+[[account]]
+name = "b"
+host = "pop.example.org"
+user = "b"
+password_file = "b.pass"
+max_size = 4096
+deliver = { maildir = "~/Maildir" }
+"#;
+
+#[test]
+fn account_policies() {
+    let c = p(POLICIES).unwrap();
+    let (a, b) = (&c.accounts[0], &c.accounts[1]);
+    assert_eq!(a.max_size, Some(50 << 20));
+    assert_eq!(a.max_size_action, SizeAction::Delete);
+    assert_eq!(a.delete_after, Some(Duration::from_secs(30 * 86400)));
+    assert_eq!(a.max_messages_per_poll, Some(100));
+    assert_eq!(a.max_bytes_per_poll, Some(1_000_000));
+    assert!(a.dedupe_message_id && b.dedupe_message_id);
+    assert_eq!(b.max_size, Some(4096));
+    assert_eq!(b.max_size_action, SizeAction::Keep);
+    assert_eq!(
+        (
+            b.delete_after,
+            b.max_messages_per_poll,
+            b.max_bytes_per_poll
+        ),
+        (None, None, None)
+    );
+}
+
+#[test]
+fn account_policy_errors_name_the_key() {
+    let cases = [
+        ("keep = true\ndelete_after = \"30d\"", None),
+        ("delete_after = \"30d\"", Some("delete_after")),
+        ("max_size = 0", Some("max_size")),
+        ("max_size = \"12 furlongs\"", Some("unknown unit")),
+        ("max_size = -5", Some("negative")),
+        ("max_messages_per_poll = 0", Some("max_messages_per_poll")),
+        ("max_bytes_per_poll = \"0\"", Some("max_bytes_per_poll")),
+        ("max_size_action = \"bounce\"", Some("max_size_action")),
+    ];
+    for (extra, want) in cases {
+        let text = format!(
+            "[[account]]\nname = \"a\"\nhost = \"h\"\nuser = \"u\"\npassword_file = \"p\"\n\
+             deliver = {{ maildir = \"/m\" }}\n{extra}\n"
+        );
+        match (p(&text), want) {
+            (Ok(_), None) => {}
+            (Err(e), Some(w)) => assert!(e.to_string().contains(w), "{extra}: {e}"),
+            (r, w) => panic!("{extra}: {r:?}, wanted {w:?}"),
+        }
+    }
+}

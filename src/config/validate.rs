@@ -9,7 +9,7 @@ use std::sync::Arc;
 use toml::Spanned;
 
 use super::raw::{
-    AuthMethod, PermanentFailure, RawAccount, RawConfig, RawDeliver, RawSmtp, TlsMode,
+    AuthMethod, PermanentFailure, RawAccount, RawConfig, RawDeliver, RawSmtp, SizeAction, TlsMode,
 };
 use super::{
     Account, Config, DEFAULT_INTERVAL, DEFAULT_MAX_PARALLEL, DEFAULT_MDA_TIMEOUT,
@@ -271,7 +271,11 @@ fn account(
         && !allow_plaintext_auth
         && matches!(
             auth,
-            AuthMethod::User | AuthMethod::Plain | AuthMethod::Login
+            AuthMethod::User
+                | AuthMethod::Plain
+                | AuthMethod::Login
+                | AuthMethod::Xoauth2
+                | AuthMethod::Oauthbearer
         )
     {
         return Err(err(
@@ -338,6 +342,54 @@ fn account(
         .as_ref()
         .or(defaults.ca_file.as_ref())
         .map(|p| expand(base, p));
+    let keep = raw.keep.or(defaults.keep).unwrap_or(false);
+
+    let max_size = raw.max_size.as_ref().or(defaults.max_size.as_ref());
+    if let Some(m) = max_size
+        && m.get_ref().0 == 0
+    {
+        return Err(cx.err(m.span(), Some(name_str), "max_size", "must be more than 0"));
+    }
+    let max_size_action = raw
+        .max_size_action
+        .or(defaults.max_size_action)
+        .unwrap_or(SizeAction::Keep);
+    let delete_after = raw.delete_after.or(defaults.delete_after);
+    if delete_after.is_some() && !keep {
+        return Err(err(
+            "delete_after",
+            "only has a meaning with `keep = true` (without keep, messages are deleted as soon \
+             as they are delivered)",
+        ));
+    }
+    let max_messages_per_poll = raw
+        .max_messages_per_poll
+        .as_ref()
+        .or(defaults.max_messages_per_poll.as_ref());
+    if let Some(m) = max_messages_per_poll
+        && *m.get_ref() == 0
+    {
+        return Err(cx.err(
+            m.span(),
+            Some(name_str),
+            "max_messages_per_poll",
+            "must be at least 1",
+        ));
+    }
+    let max_bytes_per_poll = raw
+        .max_bytes_per_poll
+        .as_ref()
+        .or(defaults.max_bytes_per_poll.as_ref());
+    if let Some(m) = max_bytes_per_poll
+        && m.get_ref().0 == 0
+    {
+        return Err(cx.err(
+            m.span(),
+            Some(name_str),
+            "max_bytes_per_poll",
+            "must be more than 0",
+        ));
+    }
 
     Ok(Account {
         name: name_str.to_string(),
@@ -350,7 +402,7 @@ fn account(
         password,
         auth,
         allow_plaintext_auth,
-        keep: raw.keep.or(defaults.keep).unwrap_or(false),
+        keep,
         received_header: raw
             .received_header
             .or(defaults.received_header)
@@ -361,6 +413,15 @@ fn account(
         on_permanent_failure,
         quarantine,
         interval: DEFAULT_INTERVAL,
+        max_size: max_size.map(|m| m.get_ref().0),
+        max_size_action,
+        delete_after,
+        max_messages_per_poll: max_messages_per_poll.map(|m| *m.get_ref()),
+        max_bytes_per_poll: max_bytes_per_poll.map(|m| m.get_ref().0),
+        dedupe_message_id: raw
+            .dedupe_message_id
+            .or(defaults.dedupe_message_id)
+            .unwrap_or(false),
     })
 }
 

@@ -273,7 +273,10 @@ async fn connect(
                 kind: ErrorKind::Unavailable,
                 message: format!("ca_file {}: {e}", path.display()),
             })?;
-            b = b.add_root_certificate(cert);
+            // As for POP3: the ca_file is the whole trust store.
+            b = b
+                .certificate_store(lettre::transport::smtp::client::CertificateStore::None)
+                .add_root_certificate(cert);
         }
         b.build_native()
             .map_err(|e| unavailable(format!("TLS setup: {e}")))
@@ -370,11 +373,11 @@ fn classify(e: lettre::transport::smtp::Error) -> DeliverError {
 
 /// A TLS stream from the relay's first byte (port 465), in the shape lettre takes.
 #[derive(Debug)]
-struct ImplicitTls(tokio_native_tls::TlsStream<tokio::net::TcpStream>);
+struct ImplicitTls(crate::session::TlsStream);
 
 impl AsyncTokioStream for ImplicitTls {
     fn peer_addr(&self) -> std::io::Result<std::net::SocketAddr> {
-        self.0.get_ref().get_ref().get_ref().peer_addr()
+        self.0.get_ref().peer_addr()
     }
 }
 

@@ -74,3 +74,54 @@ fn hex(bytes: &[u8]) -> String {
             s
         })
 }
+
+/// The SASL XOAUTH2 initial response (Google's and Microsoft's bearer-token mechanism):
+/// base64 of `user=USER ^A auth=Bearer TOKEN ^A ^A`.
+pub fn xoauth2_response(user: &str, token: &Secret<String>) -> Secret<String> {
+    let raw = format!("user={user}\x01auth=Bearer {}\x01\x01", token.expose());
+    Secret::new(B64.encode(raw))
+}
+
+/// The SASL OAUTHBEARER initial response (RFC 7628 §3.1): a GS2 header naming the user, then
+/// `host`, `port` and `auth` key-value pairs separated by ^A, base64-encoded.
+pub fn oauthbearer_response(
+    user: &str,
+    host: &str,
+    port: u16,
+    token: &Secret<String>,
+) -> Secret<String> {
+    // RFC 5801 saslname: ',' and '=' are escaped.
+    let authzid = user.replace('=', "=3D").replace(',', "=2C");
+    let raw = format!(
+        "n,a={authzid},\x01host={host}\x01port={port}\x01auth=Bearer {}\x01\x01",
+        token.expose()
+    );
+    Secret::new(B64.encode(raw))
+}
+
+/// What a client answers to the error challenge of a failed XOAUTH2 exchange: an empty line.
+pub const XOAUTH2_ABORT: &str = "";
+/// What a client answers to the error challenge of a failed OAUTHBEARER exchange: a lone ^A
+/// (RFC 7628 §3.2.3), base64.
+pub const OAUTHBEARER_ABORT: &str = "AQ==";
+
+/// Describes the JSON error a server sends as the challenge of a failed bearer-token login
+/// (RFC 7628 §3.2.2: `status`, `scope`, `schemes`), for the log and the error message. Only
+/// those fields are taken, each bounded and made printable; `None` when the challenge is not
+/// such an object.
+pub fn describe_oauth_error(challenge_b64: &[u8]) -> Option<String> {
+    let raw = decode_challenge(challenge_b64)?;
+    let value: serde_json::Value = serde_json::from_slice(&raw).ok()?;
+    let obj = value.as_object()?;
+    let mut parts = Vec::new();
+    for key in ["status", "scope", "schemes"] {
+        let Some(v) = obj.get(key) else { continue };
+        let text = match v {
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        let clean: String = text.chars().filter(|c| !c.is_control()).take(200).collect();
+        parts.push(format!("{key} {clean}"));
+    }
+    (!parts.is_empty()).then(|| parts.join(", "))
+}

@@ -391,3 +391,68 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn bearer_token_encodings() {
+    use base64::Engine as _;
+    let b64 = |s: &Secret<String>| {
+        base64::engine::general_purpose::STANDARD
+            .decode(s.expose())
+            .unwrap()
+    };
+    let token = Secret::new("vF9dft4qmTc2Nvb3RlckBhbHRhdmlzdGEuY29tCg==".to_string());
+    // The layout of RFC 7628 §4.1's example.
+    assert_eq!(
+        b64(&auth::oauthbearer_response(
+            "user@example.com",
+            "server.example.com",
+            143,
+            &token
+        )),
+        b"n,a=user@example.com,\x01host=server.example.com\x01port=143\x01auth=Bearer \
+          vF9dft4qmTc2Nvb3RlckBhbHRhdmlzdGEuY29tCg==\x01\x01"
+    );
+    // RFC 5801 saslname escaping of the user.
+    let odd = b64(&auth::oauthbearer_response("a,b=c", "h", 995, &token));
+    assert!(odd.starts_with(b"n,a=a=2Cb=3Dc,\x01"));
+    assert_eq!(
+        b64(&auth::xoauth2_response("someuser@example.com", &token)),
+        b"user=someuser@example.com\x01auth=Bearer \
+          vF9dft4qmTc2Nvb3RlckBhbHRhdmlzdGEuY29tCg==\x01\x01"
+    );
+    // The abort answers of RFC 7628 §3.2.3 (a lone ^A) and of XOAUTH2 (empty).
+    assert_eq!(
+        base64::engine::general_purpose::STANDARD
+            .decode(auth::OAUTHBEARER_ABORT)
+            .unwrap(),
+        b"\x01"
+    );
+    assert_eq!(auth::XOAUTH2_ABORT, "");
+}
+
+#[test]
+fn oauth_error_challenges_are_described_without_surprises() {
+    use base64::Engine as _;
+    let enc = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let c =
+        enc(r#"{"status":"invalid_token","scope":"https://mail.google.com/","schemes":"Bearer"}"#);
+    assert_eq!(
+        auth::describe_oauth_error(c.as_bytes()).unwrap(),
+        "status invalid_token, scope https://mail.google.com/, schemes Bearer"
+    );
+    let c = enc(r#"{"status":401}"#);
+    assert_eq!(
+        auth::describe_oauth_error(c.as_bytes()).unwrap(),
+        "status 401"
+    );
+    // Control characters from the server never reach a log line; long values are cut.
+    let c = enc(&format!(
+        r#"{{"status":"a\u001b[31mb\nc{}"}}"#,
+        "x".repeat(1000)
+    ));
+    let d = auth::describe_oauth_error(c.as_bytes()).unwrap();
+    assert!(d.starts_with("status a[31mbc") && !d.contains('\u{1b}') && d.len() < 220);
+    assert_eq!(auth::describe_oauth_error(b"not base64!"), None);
+    assert_eq!(auth::describe_oauth_error(enc("[1,2]").as_bytes()), None);
+    assert_eq!(auth::describe_oauth_error(enc("{}").as_bytes()), None);
+}

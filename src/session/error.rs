@@ -13,11 +13,8 @@ pub enum SessionError {
     },
     #[error("timed out after {}s waiting for {what}", after.as_secs_f32())]
     Timeout { what: &'static str, after: Duration },
-    #[error("TLS with {host} failed: {source}{}", tls_hint(&source.to_string()))]
-    Tls {
-        host: String,
-        source: native_tls::Error,
-    },
+    #[error("TLS with {host} failed: {reason}{}", tls_hint(reason))]
+    Tls { host: String, reason: String },
     #[error("cannot use ca_file {path}: {why}")]
     CaFile { path: String, why: String },
     #[error("connection error: {0}")]

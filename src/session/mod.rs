@@ -5,7 +5,7 @@
 mod error;
 mod stream;
 
-pub(crate) use stream::handshake;
+pub(crate) use stream::{TlsStream, handshake};
 
 use std::collections::{HashSet, VecDeque};
 use std::path::Path;
@@ -53,6 +53,9 @@ pub struct Session {
     caps: Option<Capabilities>,
     /// Queued or sent commands whose answers are still to be read, oldest first.
     pending: VecDeque<(Tag, &'static str)>,
+    /// The server's name and port as configured (OAUTHBEARER sends them).
+    host: String,
+    port: u16,
 }
 
 /// What a pipelined command was for, handed back with its answer.
@@ -84,6 +87,8 @@ impl Session {
             greeting: Status::parse(b"+OK").expect("literal status"),
             caps: None,
             pending: VecDeque::new(),
+            host: params.host.to_string(),
+            port: params.port,
         };
         s.dec.expect(Expect::Single);
         let greeting = s.read_status("greeting").await?;
@@ -148,16 +153,35 @@ impl Session {
     pub async fn login(
         &mut self,
         user: &str,
-        password: &Secret<String>,
+        credential: &Credential,
         method: AuthMethod,
         allow_plaintext: bool,
     ) -> Result<AuthMethod, SessionError> {
         let clear_ok = self.is_encrypted() || allow_plaintext;
         let method = match method {
-            AuthMethod::Auto => self.pick_method(clear_ok)?,
+            AuthMethod::Auto => match credential {
+                Credential::Password(_) => self.pick_method(clear_ok)?,
+                Credential::Token(_) => self.pick_token_method()?,
+            },
             m => {
                 self.check_offered(m)?;
                 m
+            }
+        };
+        let password = match (credential, is_token_method(method)) {
+            (Credential::Password(p), false) | (Credential::Token(p), true) => p,
+            (Credential::Password(_), true) => {
+                return Err(SessionError::Auth(format!(
+                    "{} needs an OAuth2 token source (oauth2_token_command or [account.oauth2])",
+                    method_name(method)
+                )));
+            }
+            (Credential::Token(_), false) => {
+                return Err(SessionError::Auth(format!(
+                    "{} needs a password; an OAuth2 token goes with auth = \"xoauth2\" or \
+                     \"oauthbearer\"",
+                    method_name(method)
+                )));
             }
         };
         if !clear_ok && sends_password_in_clear(method) {
@@ -217,9 +241,81 @@ impl Session {
                 })
                 .await?;
             }
+            AuthMethod::Xoauth2 | AuthMethod::Oauthbearer => {
+                self.bearer_login(method, user, password).await?;
+            }
             AuthMethod::Auto => unreachable!("auto is resolved above"),
         }
         Ok(method)
+    }
+
+    /// XOAUTH2 or OAUTHBEARER with an access token. A failure comes as a challenge carrying a
+    /// JSON error (status, scope), which is answered as the mechanism requires (an empty line,
+    /// or ^A for OAUTHBEARER) before the server's -ERR; its fields go into the error, never the
+    /// token.
+    async fn bearer_login(
+        &mut self,
+        method: AuthMethod,
+        user: &str,
+        token: &Secret<String>,
+    ) -> Result<(), SessionError> {
+        let (mechanism, ir, abort) = if method == AuthMethod::Xoauth2 {
+            (
+                "XOAUTH2",
+                pop3::auth::xoauth2_response(user, token),
+                pop3::auth::XOAUTH2_ABORT,
+            )
+        } else {
+            let (host, port) = (self.host.clone(), self.port);
+            (
+                "OAUTHBEARER",
+                pop3::auth::oauthbearer_response(user, &host, port, token),
+                pop3::auth::OAUTHBEARER_ABORT,
+            )
+        };
+        let mut detail = None;
+        let r = self
+            .sasl(mechanism, Some(ir), |_, challenge| {
+                detail = Some(
+                    pop3::auth::describe_oauth_error(challenge)
+                        .unwrap_or_else(|| "no details".to_string()),
+                );
+                Some(Secret::new(abort.to_string()))
+            })
+            .await;
+        match (r, detail) {
+            (
+                Err(SessionError::Refused {
+                    command,
+                    code,
+                    text,
+                }),
+                Some(d),
+            ) => {
+                tracing::warn!(mechanism, error = %d, "the server rejected the OAuth2 token");
+                Err(SessionError::Refused {
+                    command,
+                    code,
+                    text: format!("{text} (token rejected: {d})"),
+                })
+            }
+            (r, _) => r,
+        }
+    }
+
+    fn pick_token_method(&self) -> Result<AuthMethod, SessionError> {
+        let offered = |m| self.caps.as_ref().is_some_and(|c| c.has_sasl(m));
+        if offered("OAUTHBEARER") {
+            Ok(AuthMethod::Oauthbearer)
+        } else if offered("XOAUTH2") {
+            Ok(AuthMethod::Xoauth2)
+        } else {
+            Err(SessionError::Auth(
+                "an OAuth2 token source is configured, but the server offers neither XOAUTH2 \
+                 nor OAUTHBEARER"
+                    .to_string(),
+            ))
+        }
     }
 
     fn pick_method(&self, clear_ok: bool) -> Result<AuthMethod, SessionError> {
@@ -263,6 +359,8 @@ impl Session {
             AuthMethod::Plain => caps.has_sasl("PLAIN"),
             AuthMethod::Login => caps.has_sasl("LOGIN"),
             AuthMethod::User => caps.user,
+            AuthMethod::Xoauth2 => caps.has_sasl("XOAUTH2"),
+            AuthMethod::Oauthbearer => caps.has_sasl("OAUTHBEARER"),
             AuthMethod::Apop | AuthMethod::Auto => true,
         };
         if offered {
@@ -577,7 +675,26 @@ fn wait_name(what: &'static str) -> &'static str {
 }
 
 fn sends_password_in_clear(m: AuthMethod) -> bool {
-    matches!(m, AuthMethod::User | AuthMethod::Plain | AuthMethod::Login)
+    // A bearer token is as good as a password to whoever reads it.
+    matches!(
+        m,
+        AuthMethod::User
+            | AuthMethod::Plain
+            | AuthMethod::Login
+            | AuthMethod::Xoauth2
+            | AuthMethod::Oauthbearer
+    )
+}
+
+fn is_token_method(m: AuthMethod) -> bool {
+    matches!(m, AuthMethod::Xoauth2 | AuthMethod::Oauthbearer)
+}
+
+/// What proves the user's identity: a password, or an OAuth2 access token.
+#[derive(Debug, Clone)]
+pub enum Credential {
+    Password(Secret<String>),
+    Token(Secret<String>),
 }
 
 fn no_safe_method() -> SessionError {
@@ -596,6 +713,8 @@ pub fn method_name(m: AuthMethod) -> &'static str {
         AuthMethod::Plain => "PLAIN",
         AuthMethod::Login => "LOGIN",
         AuthMethod::CramMd5 => "CRAM-MD5",
+        AuthMethod::Xoauth2 => "XOAUTH2",
+        AuthMethod::Oauthbearer => "OAUTHBEARER",
     }
 }
 

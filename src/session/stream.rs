@@ -1,8 +1,17 @@
 //! The byte stream under a session: plain TCP, or TLS over TCP (implicit, or after STLS).
 
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::{Mutex, PoisonError};
 use std::time::SystemTime;
+
+use openssl::ssl::{
+    Ssl, SslContext, SslContextBuilder, SslMethod, SslMode, SslOptions, SslVerifyMode,
+};
+use openssl::x509::store::X509StoreBuilder;
+use openssl::x509::verify::X509CheckFlags;
+use openssl::x509::{X509, X509VerifyResult};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -12,7 +21,7 @@ use crate::config::TlsMode;
 
 pub(super) enum Stream {
     Plain(TcpStream),
-    Tls(Box<tokio_native_tls::TlsStream<TcpStream>>),
+    Tls(Box<TlsStream>),
     /// Between taking the plain stream for an STLS upgrade and the handshake's end.
     Upgrading,
 }
@@ -85,18 +94,47 @@ impl Stream {
     }
 }
 
+/// A TLS stream over TCP.
+pub(crate) type TlsStream = tokio_openssl::SslStream<TcpStream>;
+
 /// The TLS handshake over `tcp`, verifying the server as `p` says; also used by the SMTP relay.
 pub(crate) async fn handshake(
     p: &ConnectParams<'_>,
     tcp: TcpStream,
-) -> Result<tokio_native_tls::TlsStream<TcpStream>, SessionError> {
-    let connector = tokio_native_tls::TlsConnector::from(connector(p.ca_file, p.tls_verify)?);
-    match tokio::time::timeout(p.timeout, connector.connect(p.host, tcp)).await {
-        Ok(Ok(s)) => Ok(s),
-        Ok(Err(source)) => Err(SessionError::Tls {
-            host: p.host.to_string(),
-            source,
+) -> Result<TlsStream, SessionError> {
+    let tls_err = |reason: String| SessionError::Tls {
+        host: p.host.to_string(),
+        reason,
+    };
+    let ctx = context(p.ca_file, p.tls_verify)?;
+    let mut ssl = Ssl::new(&ctx).map_err(|e| tls_err(e.to_string()))?;
+    // The name (sent as SNI) or the address the certificate must carry.
+    match p.host.parse::<IpAddr>() {
+        Ok(ip) if p.tls_verify => ssl.param_mut().set_ip(ip),
+        Ok(_) => Ok(()),
+        Err(_) => ssl.set_hostname(p.host).and_then(|()| {
+            if p.tls_verify {
+                let param = ssl.param_mut();
+                param.set_hostflags(X509CheckFlags::NO_PARTIAL_WILDCARDS);
+                param.set_host(p.host)
+            } else {
+                Ok(())
+            }
         }),
+    }
+    .map_err(|e| tls_err(e.to_string()))?;
+    let mut stream = TlsStream::new(ssl, tcp).map_err(|e| tls_err(e.to_string()))?;
+    match tokio::time::timeout(p.timeout, Pin::new(&mut stream).connect()).await {
+        Ok(Ok(())) => Ok(stream),
+        Ok(Err(e)) => {
+            // Why verification failed is kept apart from the error stack: add it.
+            let v = stream.ssl().verify_result();
+            Err(tls_err(if v == X509VerifyResult::OK {
+                e.to_string()
+            } else {
+                format!("{e} ({})", v.error_string())
+            }))
+        }
         Err(_) => Err(SessionError::Timeout {
             what: "the TLS handshake",
             after: p.timeout,
@@ -104,17 +142,18 @@ pub(crate) async fn handshake(
     }
 }
 
-/// Connectors built so far, by CA file (with its modification time) and verification. Building
-/// one loads the system's trust store, which costs far more CPU than a handshake: a daemon
-/// polling many accounts builds each kind once.
-type ConnectorKey = (Option<(PathBuf, Option<SystemTime>)>, bool);
-static CONNECTORS: Mutex<Vec<(ConnectorKey, native_tls::TlsConnector)>> = Mutex::new(Vec::new());
+/// Contexts built so far, by CA file (with its modification time) and verification. Building
+/// one with the system's trust store parses the whole CA bundle, which costs far more CPU than
+/// a handshake: each kind is built once per process.
+type ContextKey = (Option<(PathBuf, Option<SystemTime>)>, bool);
+static CONTEXTS: Mutex<Vec<(ContextKey, SslContext)>> = Mutex::new(Vec::new());
 
-fn connector(
-    ca_file: Option<&Path>,
-    verify: bool,
-) -> Result<native_tls::TlsConnector, SessionError> {
-    let key: ConnectorKey = (
+/// The TLS client context: OpenSSL's defaults hardened as the `openssl` crate's connector does
+/// (no SSLv2/3, no compression, no weak ciphers; the system's crypto policy sets the minimum
+/// version). A `ca_file` is the whole trust store: only the CAs in it are trusted, and the
+/// system's bundle is not even read. Without one, OpenSSL's default locations are used.
+fn context(ca_file: Option<&Path>, verify: bool) -> Result<SslContext, SessionError> {
+    let key: ContextKey = (
         ca_file.map(|p| {
             (
                 p.to_path_buf(),
@@ -123,25 +162,45 @@ fn connector(
         }),
         verify,
     );
-    let mut cache = CONNECTORS.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut cache = CONTEXTS.lock().unwrap_or_else(PoisonError::into_inner);
     if let Some((_, c)) = cache.iter().find(|(k, _)| *k == key) {
         return Ok(c.clone());
     }
-    let mut builder = native_tls::TlsConnector::builder();
-    if let Some(path) = ca_file {
-        for cert in read_ca_file(path)? {
-            builder.add_root_certificate(cert);
-        }
-    }
-    if !verify {
-        builder
-            .danger_accept_invalid_certs(true)
-            .danger_accept_invalid_hostnames(true);
-    }
-    let c = builder.build().map_err(|source| SessionError::Tls {
+    let setup = |e: openssl::error::ErrorStack| SessionError::Tls {
         host: String::new(),
-        source,
-    })?;
+        reason: format!("TLS setup: {e}"),
+    };
+    let mut b = SslContextBuilder::new(SslMethod::tls_client()).map_err(setup)?;
+    let opts = (SslOptions::ALL
+        | SslOptions::NO_COMPRESSION
+        | SslOptions::NO_SSLV2
+        | SslOptions::NO_SSLV3)
+        & !SslOptions::DONT_INSERT_EMPTY_FRAGMENTS;
+    b.set_options(opts);
+    b.set_mode(
+        SslMode::AUTO_RETRY
+            | SslMode::ACCEPT_MOVING_WRITE_BUFFER
+            | SslMode::ENABLE_PARTIAL_WRITE
+            | SslMode::RELEASE_BUFFERS,
+    );
+    b.set_cipher_list("DEFAULT:!aNULL:!eNULL:!MD5:!3DES:!DES:!RC4:!IDEA:!SEED:!aDSS:!SRP:!PSK")
+        .map_err(setup)?;
+    match ca_file {
+        Some(path) => {
+            let mut store = X509StoreBuilder::new().map_err(setup)?;
+            for cert in read_ca_file(path)? {
+                store.add_cert(cert).map_err(setup)?;
+            }
+            b.set_cert_store(store.build());
+        }
+        None => b.set_default_verify_paths().map_err(setup)?,
+    }
+    b.set_verify(if verify {
+        SslVerifyMode::PEER
+    } else {
+        SslVerifyMode::NONE
+    });
+    let c = b.build();
     // A changed CA file replaces its old entry.
     cache.retain(|(k, _)| {
         k.0.as_ref().map(|x| &x.0) != key.0.as_ref().map(|x| &x.0) || k.1 != key.1
@@ -151,27 +210,13 @@ fn connector(
 }
 
 /// Every certificate in a PEM file (a bundle may hold several).
-fn read_ca_file(path: &std::path::Path) -> Result<Vec<native_tls::Certificate>, SessionError> {
+fn read_ca_file(path: &Path) -> Result<Vec<X509>, SessionError> {
     let err = |why: String| SessionError::CaFile {
         path: path.display().to_string(),
         why,
     };
     let pem = std::fs::read(path).map_err(|e| err(e.to_string()))?;
-    let text = String::from_utf8_lossy(&pem);
-    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
-    const END: &str = "-----END CERTIFICATE-----";
-    let mut certs = Vec::new();
-    let mut rest = text.as_ref();
-    while let Some(start) = rest.find(BEGIN) {
-        let Some(len) = rest[start..].find(END) else {
-            break;
-        };
-        let block = &rest[start..start + len + END.len()];
-        let cert =
-            native_tls::Certificate::from_pem(block.as_bytes()).map_err(|e| err(e.to_string()))?;
-        certs.push(cert);
-        rest = &rest[start + len + END.len()..];
-    }
+    let certs = X509::stack_from_pem(&pem).map_err(|e| err(e.to_string()))?;
     if certs.is_empty() {
         return Err(err("it holds no PEM certificate".to_string()));
     }

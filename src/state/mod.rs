@@ -4,16 +4,23 @@
 //! `STATE_DIR/ACCOUNT.lock` for as long as the [`AccountState`] lives. Records, one per line:
 //!
 //! ```text
-//! popfetch-uidls 1          header: format version
+//! popfetch-uidls 2          header: format version
 //! P <uidl> <key>            delivery under way; <key> lets the backend tell whether it finished
-//! D <uidl>                  delivered: never fetch again; DELE it in delete mode
+//! D <uidl> <time>           delivered at <time> (Unix seconds; format 1 had no time): never
+//!                           fetch again; DELE it in delete mode, or once `delete_after` passed
 //! F <uidl>                  forget: gone from the server, a delivery that never finished, or
 //!                           a held message released
 //! H <uidl>                  held: the backend refused it for good; leave it on the server and
 //!                           do not try again until the account's config changes or
 //!                           `popfetch retry` releases it
 //! C <fingerprint>           the account config the held records were made under
+//! O <uidl>                  over `max_size`, left on the server and reported (once)
+//! M <time> <size> <digest>  a message with this Message-ID digest and LIST size was delivered
+//!                           at <time> (for `dedupe_message_id`; kept for [`DEDUPE_WINDOW`])
 //! ```
+//!
+//! A format 1 journal is read as it is and rewritten as format 2 at once, its deliveries dated
+//! to the upgrade: an age counted from then is never older than the truth.
 //!
 //! Appends are buffered and reach the disk at [`AccountState::sync`] (write + fsync). A crash can
 //! only cut the last record short; such a torn tail (no final newline, or NUL bytes the file
@@ -32,7 +39,16 @@ use std::path::{Path, PathBuf};
 use crate::pop3::Uidl;
 
 /// The journal format this build writes and reads.
-pub const FORMAT: u32 = 1;
+pub const FORMAT: u32 = 2;
+/// How long a delivered message's Message-ID digest is remembered for `dedupe_message_id`.
+pub const DEDUPE_WINDOW: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
+
+/// Seconds since the Unix epoch, now.
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
 const MAGIC: &str = "popfetch-uidls";
 
 #[derive(Debug, thiserror::Error)]
@@ -76,9 +92,13 @@ pub struct AccountState {
     journal: File,
     /// Held for the lock; released on drop.
     _lock: File,
-    delivered: HashSet<Uidl>,
+    /// Delivered UIDLs and when (Unix seconds).
+    delivered: HashMap<Uidl, u64>,
     pending: HashMap<Uidl, String>,
     held: HashSet<Uidl>,
+    oversize: HashSet<Uidl>,
+    /// (Message-ID digest, LIST size) of recent deliveries, and when.
+    message_ids: HashMap<(String, u64), u64>,
     fingerprint: Option<String>,
     /// Records appended but not yet written and synced.
     unsynced: Vec<u8>,
@@ -150,11 +170,24 @@ impl AccountState {
             delivered: parsed.delivered,
             pending: parsed.pending,
             held: parsed.held,
+            oversize: parsed.oversize,
+            message_ids: parsed.message_ids,
             fingerprint: parsed.fingerprint,
             unsynced: Vec::new(),
             records: parsed.records,
         };
-        state.compact_if_large()?;
+        if parsed.version < FORMAT {
+            // Undated deliveries of format 1 get today's date, once and for all.
+            let now = now_secs();
+            for at in state.delivered.values_mut() {
+                if *at == 0 {
+                    *at = now;
+                }
+            }
+            state.compact()?;
+        } else {
+            state.compact_if_large()?;
+        }
         Ok(state)
     }
 
@@ -164,7 +197,41 @@ impl AccountState {
 
     /// Whether `uidl` was delivered (and so must not be fetched again).
     pub fn is_delivered(&self, uidl: &Uidl) -> bool {
-        self.delivered.contains(uidl)
+        self.delivered.contains_key(uidl)
+    }
+
+    /// When `uidl` was delivered (Unix seconds), if it was.
+    pub fn delivered_at(&self, uidl: &Uidl) -> Option<u64> {
+        self.delivered.get(uidl).copied()
+    }
+
+    /// Whether `uidl` was found over `max_size` and reported already.
+    pub fn is_oversize(&self, uidl: &Uidl) -> bool {
+        self.oversize.contains(uidl)
+    }
+
+    /// Notes that `uidl` is over `max_size` and was reported: it is not reported again.
+    pub fn record_oversize(&mut self, uidl: &Uidl) {
+        if self.oversize.insert(uidl.clone()) {
+            self.append(format_args!("O {uidl}\n"));
+        }
+    }
+
+    /// Whether a message with this Message-ID `digest` and LIST `size` was delivered within
+    /// [`DEDUPE_WINDOW`].
+    pub fn seen_message_id(&self, digest: &str, size: u64) -> bool {
+        self.message_ids
+            .get(&(digest.to_string(), size))
+            .is_some_and(|&at| now_secs().saturating_sub(at) < DEDUPE_WINDOW.as_secs())
+    }
+
+    /// Notes the delivery of a message with this Message-ID `digest` (plain token characters)
+    /// and LIST `size`.
+    pub fn record_message_id(&mut self, digest: &str, size: u64) {
+        debug_assert!(!digest.is_empty() && !digest.contains(char::is_whitespace));
+        let now = now_secs();
+        self.append(format_args!("M {now} {size} {digest}\n"));
+        self.message_ids.insert((digest.to_string(), size), now);
     }
 
     pub fn delivered_count(&self) -> usize {
@@ -192,9 +259,10 @@ impl AccountState {
 
     /// Notes that `uidl` was delivered. Must be synced before its DELE is sent.
     pub fn record_delivered(&mut self, uidl: &Uidl) {
-        self.append(format_args!("D {uidl}\n"));
+        let now = now_secs();
+        self.append(format_args!("D {uidl} {now}\n"));
         self.pending.remove(uidl);
-        self.delivered.insert(uidl.clone());
+        self.delivered.insert(uidl.clone(), now);
     }
 
     /// Whether `uidl` is held after a permanent delivery failure.
@@ -233,9 +301,10 @@ impl AccountState {
     /// Forgets `uidl`: deleted from the server for good, a delivery that never finished, or a
     /// held message released.
     pub fn forget(&mut self, uidl: &Uidl) {
-        if self.delivered.remove(uidl)
+        if self.delivered.remove(uidl).is_some()
             | self.pending.remove(uidl).is_some()
             | self.held.remove(uidl)
+            | self.oversize.remove(uidl)
         {
             self.append(format_args!("F {uidl}\n"));
         }
@@ -246,7 +315,8 @@ impl AccountState {
     pub fn retain_only(&mut self, on_server: &HashSet<&Uidl>) {
         let gone: Vec<Uidl> = self
             .delivered
-            .iter()
+            .keys()
+            .chain(&self.oversize)
             .filter(|u| !on_server.contains(u))
             .cloned()
             .collect();
@@ -280,15 +350,41 @@ impl AccountState {
 
     /// Rewrites the journal as just the live set when it has grown past twice that (plus slack).
     fn compact_if_large(&mut self) -> Result<(), StateError> {
-        let live = self.delivered.len() + self.pending.len() + self.held.len() + 1;
-        if self.records <= 2 * live + 1024 || !self.unsynced.is_empty() {
+        if self.records <= 2 * self.live() + 1024 || !self.unsynced.is_empty() {
             return Ok(());
         }
+        self.compact()
+    }
+
+    fn live(&self) -> usize {
+        self.delivered.len()
+            + self.pending.len()
+            + self.held.len()
+            + self.oversize.len()
+            + self.message_ids.len()
+            + 1
+    }
+
+    /// Rewrites the journal as just the live set, dropping Message-IDs older than the window.
+    fn compact(&mut self) -> Result<(), StateError> {
+        let now = now_secs();
+        self.message_ids
+            .retain(|_, at| now.saturating_sub(*at) < DEDUPE_WINDOW.as_secs());
         let mut text = header();
         let mut delivered: Vec<_> = self.delivered.iter().collect();
         delivered.sort();
-        for u in delivered {
-            text.extend_from_slice(format!("D {u}\n").as_bytes());
+        for (u, at) in delivered {
+            text.extend_from_slice(format!("D {u} {at}\n").as_bytes());
+        }
+        let mut oversize: Vec<_> = self.oversize.iter().collect();
+        oversize.sort();
+        for u in oversize {
+            text.extend_from_slice(format!("O {u}\n").as_bytes());
+        }
+        let mut ids: Vec<_> = self.message_ids.iter().collect();
+        ids.sort();
+        for ((digest, size), at) in ids {
+            text.extend_from_slice(format!("M {at} {size} {digest}\n").as_bytes());
         }
         for (u, k) in self.pending() {
             text.extend_from_slice(format!("P {u} {k}\n").as_bytes());
@@ -310,7 +406,7 @@ impl AccountState {
             .append(true)
             .open(&self.path)
             .map_err(io)?;
-        self.records = live;
+        self.records = self.live();
         Ok(())
     }
 }
@@ -321,9 +417,13 @@ fn header() -> Vec<u8> {
 
 #[derive(Default)]
 struct Parsed {
-    delivered: HashSet<Uidl>,
+    version: u32,
+    /// Time 0: undated (format 1).
+    delivered: HashMap<Uidl, u64>,
     pending: HashMap<Uidl, String>,
     held: HashSet<Uidl>,
+    oversize: HashSet<Uidl>,
+    message_ids: HashMap<(String, u64), u64>,
     fingerprint: Option<String>,
     records: usize,
 }
@@ -362,7 +462,16 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<(Parsed, usize), StateError> {
         });
     }
 
-    let mut p = Parsed::default();
+    let mut p = Parsed {
+        version,
+        ..Parsed::default()
+    };
+    let number = |lineno: usize, field: Option<&[u8]>| -> Result<u64, StateError> {
+        field
+            .and_then(|f| std::str::from_utf8(f).ok())
+            .and_then(|f| f.parse().ok())
+            .ok_or_else(|| corrupt(lineno, "bad number"))
+    };
     for (i, line) in lines.enumerate() {
         let lineno = i + 2;
         if line.is_empty() {
@@ -379,11 +488,33 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<(Parsed, usize), StateError> {
             p.fingerprint = Some(fp.to_string());
             continue;
         }
+        if kind == b"M" {
+            let at = number(lineno, Some(arg))?;
+            let size = number(lineno, f.next())?;
+            let digest = f
+                .next()
+                .filter(|d| !d.is_empty() && d.iter().all(u8::is_ascii_alphanumeric))
+                .ok_or_else(|| corrupt(lineno, "bad Message-ID digest"))?;
+            if f.next().is_some() {
+                return Err(corrupt(lineno, "unknown record"));
+            }
+            let digest = String::from_utf8_lossy(digest).into_owned();
+            p.message_ids.insert((digest, size), at);
+            continue;
+        }
         let uidl = Uidl::parse(arg).map_err(|e| corrupt(lineno, &e.to_string()))?;
         match (kind, f.next(), f.next()) {
-            (b"D", None, None) => {
+            (b"D", None, None) if version < 2 => {
                 p.pending.remove(&uidl);
-                p.delivered.insert(uidl);
+                p.delivered.insert(uidl, 0);
+            }
+            (b"D", Some(at), None) if version >= 2 => {
+                let at = number(lineno, Some(at))?;
+                p.pending.remove(&uidl);
+                p.delivered.insert(uidl, at);
+            }
+            (b"O", None, None) => {
+                p.oversize.insert(uidl);
             }
             (b"P", Some(key), None) if !key.is_empty() => {
                 let key = std::str::from_utf8(key).map_err(|_| corrupt(lineno, "bad key"))?;
@@ -396,6 +527,7 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<(Parsed, usize), StateError> {
                 p.pending.remove(&uidl);
                 p.delivered.remove(&uidl);
                 p.held.remove(&uidl);
+                p.oversize.remove(&uidl);
             }
             _ => return Err(corrupt(lineno, "unknown record")),
         }

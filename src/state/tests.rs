@@ -57,10 +57,12 @@ fn torn_tail_is_ignored_and_cut() {
         s.record_delivered(&u("three"));
         s.sync().unwrap();
     }
-    assert_eq!(
-        std::fs::read(&path).unwrap(),
-        b"popfetch-uidls 1\nD one\nD three\n"
-    );
+    // A format 1 file is rewritten as format 2 when opened, its deliveries dated.
+    let text = String::from_utf8(std::fs::read(&path).unwrap()).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert_eq!(lines[0], "popfetch-uidls 2");
+    assert!(lines[1].starts_with("D one ") && lines[2].starts_with("D three "));
     std::fs::write(&path, b"popfetch-uidls 1\nD one\n\0\0\0\0").unwrap();
     let s = AccountState::open(dir.path(), "a").unwrap();
     assert_eq!(s.delivered_count(), 1);
@@ -108,7 +110,7 @@ fn compaction_keeps_the_live_set() {
         s.sync().unwrap();
     }
     let len = std::fs::metadata(dir.path().join("a.uidls")).unwrap().len();
-    assert!(len < 5000, "journal was not compacted: {len} bytes");
+    assert!(len < 9000, "journal was not compacted: {len} bytes");
     let s = AccountState::open(dir.path(), "a").unwrap();
     assert_eq!(s.delivered_count(), 300);
     assert!(s.is_delivered(&u("m2990")) && !s.is_delivered(&u("m2991")));
@@ -164,5 +166,75 @@ proptest! {
             prop_assert_eq!(s.is_delivered(&u(&x)), model.contains(&x));
         }
         prop_assert!(std::fs::metadata(&path).unwrap().len() >= synced_len.min(17));
+    }
+}
+
+#[test]
+fn format_1_deliveries_are_dated_at_the_upgrade() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.uidls");
+    std::fs::write(&path, b"popfetch-uidls 1\nD old\nH held\nP p k1\n").unwrap();
+    let before = now_secs();
+    let s = AccountState::open(dir.path(), "a").unwrap();
+    let at = s.delivered_at(&u("old")).unwrap();
+    assert!(at >= before && at <= now_secs());
+    assert!(s.is_held(&u("held")) && s.pending().len() == 1);
+    drop(s);
+    // The date stays put: reopening does not move it.
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.starts_with("popfetch-uidls 2\n"), "{text}");
+    assert!(text.contains(&format!("D old {at}\n")), "{text}");
+    let s = AccountState::open(dir.path(), "a").unwrap();
+    assert_eq!(s.delivered_at(&u("old")), Some(at));
+    // Undated D records are format 1 only.
+    drop(s);
+    std::fs::write(&path, b"popfetch-uidls 2\nD x\n").unwrap();
+    assert!(AccountState::open(dir.path(), "a").is_err());
+}
+
+#[test]
+fn oversize_and_message_ids_survive_reopen_and_compaction() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut s = AccountState::open(dir.path(), "a").unwrap();
+        s.record_oversize(&u("big"));
+        s.record_oversize(&u("big"));
+        s.record_message_id("0123abcd", 4096);
+        s.sync().unwrap();
+    }
+    let path = dir.path().join("a.uidls");
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(text.matches("O big").count(), 1, "{text}");
+    // An old Message-ID record falls out of the window.
+    let old = now_secs() - DEDUPE_WINDOW.as_secs() - 10;
+    std::fs::write(&path, format!("{text}M {old} 10 ffff\n")).unwrap();
+    let mut s = AccountState::open(dir.path(), "a").unwrap();
+    assert!(s.is_oversize(&u("big")));
+    assert!(s.seen_message_id("0123abcd", 4096));
+    assert!(!s.seen_message_id("0123abcd", 4097));
+    assert!(!s.seen_message_id("ffff", 10));
+    // Gone from the server: forgotten.
+    s.retain_only(&std::collections::HashSet::new());
+    assert!(!s.is_oversize(&u("big")));
+    s.compact().unwrap();
+    drop(s);
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        !text.contains("ffff") && text.contains("M ") && !text.contains("O big"),
+        "{text}"
+    );
+    for bad in [
+        "M x 1 ab\n",
+        "M 1 2 a-b\n",
+        "M 1 2\n",
+        "M 1 2 ab extra\n",
+        "D y notanumber\n",
+    ] {
+        std::fs::write(&path, format!("popfetch-uidls 2\n{bad}")).unwrap();
+        let e = AccountState::open(dir.path(), "a").unwrap_err();
+        assert!(
+            matches!(e, StateError::Corrupt { line: 2, .. }),
+            "{bad}: {e}"
+        );
     }
 }

@@ -4,6 +4,7 @@
 //! ```sh
 //! cargo test --release --test it bench_compare -- --nocapture                        # small (CI)
 //! POPFETCH_BENCH=full cargo test --release --test it bench_compare -- --nocapture    # full sizes
+//! POPFETCH_BENCH_ONLY=noop,accounts ...                    # only these scenarios (by key)
 //! ```
 //!
 //! Scenarios (full sizes; the default is a small version of each that still runs every tool):
@@ -960,7 +961,16 @@ fn compare_with_mpop_fetchmail_getmail6() {
     }
     let dovecot = Dovecot::start();
     let postfix = Postfix::start();
-    let scenarios = scenarios(&sizes);
+    // POPFETCH_BENCH_ONLY=noop,accounts runs just those scenarios (keys as in `scenarios`).
+    let only = std::env::var("POPFETCH_BENCH_ONLY").unwrap_or_default();
+    let mut scenarios = scenarios(&sizes);
+    if !only.is_empty() {
+        scenarios.retain(|s| only.split(',').any(|k| k.trim() == s.key));
+        assert!(
+            !scenarios.is_empty(),
+            "POPFETCH_BENCH_ONLY={only} names no scenario"
+        );
+    }
     for s in &scenarios {
         for (user, _) in &s.accounts {
             dovecot.add_user(user, PASSWORD);

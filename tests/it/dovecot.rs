@@ -36,6 +36,9 @@
 //!   shorten it.
 //! - `dovecot stop` takes over a second per instance, so dropping an instance kills its
 //!   processes instead (see `Dovecot::stop`); it takes milliseconds.
+//! - [`Options::oauth2`] adds an OAuth2 passdb for `XOAUTH2` and `OAUTHBEARER` in front of the
+//!   passwd-file one; what Dovecot does with it is described in [`crate::oauth_peer`], which
+//!   also serves the token-validation endpoint it asks.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -73,6 +76,25 @@ pub struct Options {
     pub mechanisms: &'static str,
     /// `pop3_uidl_format`; `None` leaves Dovecot's default (`%08Xu%08Xv`).
     pub uidl_format: Option<&'static str>,
+    /// An OAuth2 passdb (`driver = oauth2`) for the `XOAUTH2` and `OAUTHBEARER` mechanisms,
+    /// which are then added to `auth_mechanisms`. `None` (the default) configures none. Users
+    /// who log in with a token need a Maildir: [`Dovecot::add_mailbox`].
+    pub oauth2: Option<OAuth2Passdb>,
+}
+
+/// The OAuth2 passdb of an instance, see [`Options::oauth2`] and [`crate::oauth_peer`].
+///
+/// It is consulted only for `XOAUTH2` and `OAUTHBEARER` (`mechanisms = xoauth2 oauthbearer`)
+/// and its verdict is final (`result_failure`/`result_internalfail = return-fail`), so a token
+/// is never tried as a passwd-file password, and `USER`/`PASS`, `PLAIN`, `CRAM-MD5` and `APOP`
+/// keep going to the passwd-file users exactly as without it. (Without `return-fail` Dovecot
+/// does fall through: `XOAUTH2` with a passwd-file user's password as the "token" logs in.)
+#[derive(Clone, Debug)]
+pub struct OAuth2Passdb {
+    /// The text of the passdb's own settings file (`args = FILE`, Dovecot's
+    /// `dovecot-oauth2.conf.ext`), one `key = value` a line: e.g. `tokeninfo_url = …`,
+    /// `introspection_url = …`, `introspection_mode = …`, `username_attribute = …`.
+    pub settings: String,
 }
 
 impl Default for Options {
@@ -82,6 +104,7 @@ impl Default for Options {
             plaintext: true,
             mechanisms: "plain login cram-md5",
             uidl_format: Some("%g"),
+            oauth2: None,
         }
     }
 }
@@ -132,6 +155,13 @@ impl Dovecot {
         }
         make_certificates(&root.join("tls"));
         write_file(&root.join("passwd"), b"", 0o644);
+        if let Some(oauth2) = &opts.oauth2 {
+            write_file(
+                &root.join(OAUTH2_SETTINGS_FILE),
+                oauth2.settings.as_bytes(),
+                0o644,
+            );
+        }
         let (mail_uid, mail_gid) = mail_ids();
         let conf = root.join("dovecot.conf");
 
@@ -242,11 +272,7 @@ impl Dovecot {
 
     /// Adds a user (or changes the password of an existing one) and creates the user's Maildir.
     pub fn add_user(&self, user: &str, password: &str) {
-        assert!(
-            !user.is_empty()
-                && !user.contains(|c: char| c == ':' || c == '/' || c == '@' || c.is_whitespace()),
-            "bad test user name {user:?}"
-        );
+        check_user_name(user);
         assert!(
             !password.contains([':', '\n', '\r']),
             "a passwd-file password cannot contain ':' or line breaks: {password:?}"
@@ -261,7 +287,14 @@ impl Dovecot {
         let tmp = self.dir.path().join("passwd.tmp");
         write_file(&tmp, text.as_bytes(), 0o644);
         rename(&tmp, &self.dir.path().join("passwd"));
+        self.add_mailbox(user);
+    }
 
+    /// Creates the user's home and Maildir (if missing) without adding a password: for users
+    /// who log in only with an OAuth2 token ([`Options::oauth2`]). The userdb is static, so
+    /// any name that passes the passdb gets `<dir>/home/<user>`, and this makes it exist.
+    pub fn add_mailbox(&self, user: &str) {
+        check_user_name(user);
         let home = self.dir.path().join("home").join(user);
         let maildir = home.join("Maildir");
         for d in [
@@ -473,6 +506,17 @@ impl Drop for Dovecot {
     }
 }
 
+/// The name of the OAuth2 passdb's settings file in the instance directory.
+const OAUTH2_SETTINGS_FILE: &str = "dovecot-oauth2.conf.ext";
+
+fn check_user_name(user: &str) {
+    assert!(
+        !user.is_empty()
+            && !user.contains(|c: char| c == ':' || c == '/' || c == '@' || c.is_whitespace()),
+        "bad test user name {user:?}"
+    );
+}
+
 struct ConfigParams<'a> {
     root: &'a str,
     instance: &'a str,
@@ -495,10 +539,35 @@ fn config_text(p: &ConfigParams<'_>) -> String {
         opts,
         extra,
     } = p;
-    let mechanisms = if opts.apop {
+    let mut mechanisms = if opts.apop {
         format!("{} apop", opts.mechanisms)
     } else {
         opts.mechanisms.to_owned()
+    };
+    // Without an OAuth2 passdb the text is exactly what it always was.
+    let oauth2_passdb = match &opts.oauth2 {
+        None => String::new(),
+        Some(_) => {
+            for mech in ["xoauth2", "oauthbearer"] {
+                if !mechanisms
+                    .split_whitespace()
+                    .any(|m| m.eq_ignore_ascii_case(mech))
+                {
+                    mechanisms.push(' ');
+                    mechanisms.push_str(mech);
+                }
+            }
+            format!(
+                r#"passdb {{
+  driver = oauth2
+  mechanisms = xoauth2 oauthbearer
+  args = {root}/{OAUTH2_SETTINGS_FILE}
+  result_failure = return-fail
+  result_internalfail = return-fail
+}}
+"#
+            )
+        }
     };
     let disable_plaintext = if opts.plaintext { "no" } else { "yes" };
     let uidl = opts
@@ -529,7 +598,7 @@ disable_plaintext_auth = {disable_plaintext}
 auth_mechanisms = {mechanisms}
 auth_verbose = yes
 auth_failure_delay = 0
-passdb {{
+{oauth2_passdb}passdb {{
   driver = passwd-file
   args = scheme=PLAIN username_format=%n {root}/passwd
 }}

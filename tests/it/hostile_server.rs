@@ -25,8 +25,9 @@ const IDLE: Duration = Duration::from_secs(15);
 const HOLD: Duration = Duration::from_secs(15);
 /// A never-ending answer stops after this many octets even when the client keeps reading.
 const ENDLESS_CAP: u64 = 256 << 20;
-/// A command line longer than this ends the connection.
-const MAX_COMMAND: usize = 1024;
+/// A command line longer than this ends the connection (room for a SASL response carrying a
+/// large OAuth2 token).
+const MAX_COMMAND: usize = 64 * 1024;
 /// Each read waits at most this long before the stop flag and the idle deadline are checked.
 const TICK: Duration = Duration::from_millis(100);
 
@@ -164,6 +165,9 @@ pub struct Script {
     pub dele_err: bool,
     /// Answer QUIT with `-ERR` and close without applying the deletions.
     pub quit_err: bool,
+    /// Offer `SASL XOAUTH2 OAUTHBEARER` and accept this bearer token for [`USER`]; anything
+    /// else gets the RFC 7628 error challenge, then `-ERR [AUTH]`.
+    pub oauth_token: Option<String>,
 }
 
 /// What the clients did.
@@ -457,6 +461,10 @@ impl Conn {
         let text = String::from_utf8_lossy(line).into_owned();
         let text = match text.split_once(' ') {
             Some((v, _)) if v.eq_ignore_ascii_case("PASS") => format!("{v} <redacted>"),
+            Some((v, rest)) if v.eq_ignore_ascii_case("AUTH") => match rest.split_once(' ') {
+                Some((mech, ir)) => format!("{v} {mech} <initial response, {} octets>", ir.len()),
+                None => text,
+            },
             _ => text,
         };
         lock(&self.shared.log).sessions[self.session].push(text);
@@ -523,6 +531,22 @@ impl Conn {
                     user_ok = false;
                     self.send_str("-ERR [AUTH] invalid login\r\n")
                 }
+                ("AUTH", None) if self.script.oauth_token.is_some() => match self.bearer(&arg) {
+                    Some(true) => {
+                        let seen = lock(&self.shared.mailbox)
+                            .iter()
+                            .map(|s| Seen {
+                                id: s.id,
+                                msg: s.msg.clone(),
+                                deleted: false,
+                            })
+                            .collect();
+                        mailbox = Some(seen);
+                        self.send_str("+OK logged in\r\n")
+                    }
+                    Some(false) => true,
+                    None => false,
+                },
                 (_, None) => self.send_str("-ERR not now\r\n"),
                 (_, Some(seen)) => {
                     // Borrow juggling: take the mailbox out for the command, put it back after.
@@ -538,8 +562,70 @@ impl Conn {
         }
     }
 
+    /// One XOAUTH2 or OAUTHBEARER exchange, initial response inline or after an empty `+`.
+    /// `Some(true)`: logged in; `Some(false)`: refused (answer sent); `None`: connection over.
+    /// SASL response lines are logged by size only.
+    fn bearer(&mut self, arg: &str) -> Option<bool> {
+        let (mech, inline) = match arg.split_once(' ') {
+            Some((m, ir)) => (m.to_ascii_uppercase(), Some(ir.to_string())),
+            None => (arg.to_ascii_uppercase(), None),
+        };
+        if mech != "XOAUTH2" && mech != "OAUTHBEARER" {
+            return self.send_str("-ERR unknown mechanism\r\n").then_some(false);
+        }
+        let response = match inline {
+            Some(ir) => ir,
+            None => {
+                if !self.send_str("+ \r\n") {
+                    return None;
+                }
+                let line = self.read_line()?;
+                lock(&self.shared.log).sessions[self.session]
+                    .push(format!("<response, {} octets>", line.len()));
+                String::from_utf8_lossy(&line).into_owned()
+            }
+        };
+        use base64::Engine as _;
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(response.trim())
+            .unwrap_or_default();
+        let decoded = String::from_utf8_lossy(&decoded).into_owned();
+        let token = self.script.oauth_token.clone().unwrap_or_default();
+        let ok = if mech == "XOAUTH2" {
+            decoded == format!("user={USER}\x01auth=Bearer {token}\x01\x01")
+        } else {
+            decoded.starts_with(&format!("n,a={USER},\x01"))
+                && decoded.contains("\x01host=127.0.0.1\x01")
+                && decoded.ends_with(&format!("\x01auth=Bearer {token}\x01\x01"))
+        };
+        if ok {
+            return Some(true);
+        }
+        let challenge = base64::engine::general_purpose::STANDARD.encode(
+            r#"{"status":"401","schemes":"bearer","scope":"https://mail.example.test/pop"}"#,
+        );
+        if !self.send_str(&format!("+ {challenge}\r\n")) {
+            return None;
+        }
+        let answer = self.read_line()?;
+        let expected: &[u8] = if mech == "XOAUTH2" { b"" } else { b"AQ==" };
+        lock(&self.shared.log).sessions[self.session].push(format!(
+            "<abort {}>",
+            if answer == expected {
+                "as required"
+            } else {
+                "WRONG"
+            }
+        ));
+        self.send_str("-ERR [AUTH] invalid token\r\n")
+            .then_some(false)
+    }
+
     fn capa(&mut self) -> bool {
         let mut caps = String::from("+OK capabilities follow\r\n");
+        if self.script.oauth_token.is_some() {
+            caps.push_str("SASL XOAUTH2 OAUTHBEARER\r\n");
+        }
         for c in ["USER", "PIPELINING", "RESP-CODES"] {
             caps.push_str(c);
             caps.push_str("\r\n");

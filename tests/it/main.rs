@@ -1,6 +1,7 @@
 //! The one integration-test binary: real peers (a private Dovecot per test), the in-process
 //! scripted server for what a real server will not do, and the real built `popfetch` binary.
 
+mod account_policies;
 mod backend_speed;
 mod bench_compare;
 mod cli;
@@ -18,6 +19,7 @@ mod hostile;
 mod hostile_server;
 mod import;
 mod mbox_peer;
+mod oauth_peer;
 mod package;
 mod policy;
 mod postfix;

@@ -304,3 +304,65 @@ fn files_others_may_write_are_refused() {
     );
     assert!(run.stderr.contains("chmod 600"), "{}", run.stderr);
 }
+
+/// Without `ca_file` the system's trust store decides (OpenSSL's default locations, which
+/// `SSL_CERT_FILE` overrides); with one, only the CAs in it are trusted, even when the system
+/// store would accept the server.
+#[test]
+fn system_trust_store_without_ca_file_and_only_the_ca_file_with_one() {
+    let d = Dovecot::start();
+    d.add_user("u", "pw");
+    d.deliver("u", &message(1, 500));
+    let env = Env::new();
+    let other = env.path().join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    let (other_ca, _) = certificate(&other, "20200101000000Z", "20991231000000Z");
+    let config = |extra: &str| {
+        env.write_config(&format!(
+            "[[account]]\nname = \"a\"\nhost = \"localhost\"\nport = {}\nuser = \"u\"\n\
+             password = \"pw\"\nkeep = true\ndeliver = {{ maildir = \"{}\" }}\n{extra}",
+            d.pop3s_port(),
+            env.maildir().display()
+        ));
+    };
+    let fetch = |system_ca: Option<&Path>| {
+        let mut c = env.command(&["fetch"]);
+        match system_ca {
+            Some(ca) => c.env("SSL_CERT_FILE", ca),
+            None => c
+                .env("SSL_CERT_FILE", "/nonexistent")
+                .env("SSL_CERT_DIR", "/nonexistent"),
+        };
+        c.output().unwrap()
+    };
+
+    // No ca_file, and the system store does not know the test CA: refused with the hint.
+    config("");
+    let out = fetch(None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("set `ca_file`"));
+    // No ca_file, and the system store trusts the test CA: accepted.
+    let out = fetch(Some(d.ca_file()));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(env.delivered().len(), 1);
+    // A ca_file of another CA: refused, although the system store would accept the server.
+    config(&format!("ca_file = \"{}\"\n", other_ca.display()));
+    let out = fetch(Some(d.ca_file()));
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("certificate verify failed"), "{stderr}");
+    // The right ca_file with an empty system store: accepted.
+    config(&format!("ca_file = \"{}\"\n", d.ca_file().display()));
+    let out = fetch(None);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
