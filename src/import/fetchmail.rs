@@ -170,6 +170,8 @@ struct Opts {
     keep: Option<bool>,
     fetchall: Option<(bool, usize)>,
     limit: Option<u64>,
+    limitflush: Option<bool>,
+    fetchlimit: Option<u64>,
     mda: Option<(String, usize)>,
     smtphost: Option<(Vec<String>, usize)>,
     smtpname: Option<String>,
@@ -195,6 +197,8 @@ impl Opts {
             keep: self.keep.or(o.keep),
             fetchall: self.fetchall.or(o.fetchall),
             limit: self.limit.or(o.limit),
+            limitflush: self.limitflush.or(o.limitflush),
+            fetchlimit: self.fetchlimit.or(o.fetchlimit),
             mda: self.mda.or_else(|| o.mda.clone()),
             smtphost: self.smtphost.or_else(|| o.smtphost.clone()),
             smtpname: self.smtpname.or_else(|| o.smtpname.clone()),
@@ -259,7 +263,6 @@ const IGNORED_ARG: &[(&str, &str)] = &[
     ),
     ("warnings", "popfetch sends no warning mail"),
     ("batchlimit", "popfetch opens one SMTP connection per poll"),
-    ("fetchlimit", "popfetch fetches every new message in a poll"),
     ("fetchsizelimit", "popfetch reads sizes with one LIST"),
     ("fastuidl", "popfetch always reads the full UIDL list"),
     (
@@ -499,6 +502,8 @@ impl Parser<'_> {
             "nokeep" => o.keep = Some(false),
             "fetchall" => o.fetchall = Some((true, line)),
             "limit" => o.limit = self.number("limit", line),
+            "limitflush" => o.limitflush = Some(true),
+            "fetchlimit" => o.fetchlimit = self.number("fetchlimit", line),
             "mda" => o.mda = self.arg("mda", line).map(|m| (m, line)),
             "smtphost" | "smtp" => o.smtphost = Some((self.list(), line)),
             "smtpname" => o.smtpname = self.arg("smtpname", line),
@@ -516,11 +521,12 @@ impl Parser<'_> {
                     "ssl" => o.ssl = Some(false),
                     "sslcertck" => o.sslcertck = Some(false),
                     "fetchall" => o.fetchall = Some((false, n.line)),
+                    "limitflush" => o.limitflush = Some(false),
                     // Already popfetch's behaviour, or nothing to carry over.
-                    "rewrite" | "flush" | "limitflush" | "mimedecode" | "idle" | "dns"
-                    | "checkalias" | "envelope" | "uidl" | "stripcr" | "forcecr" | "pass8bits"
-                    | "dropstatus" | "dropdelivered" | "bouncemail" | "spambounce"
-                    | "softbounce" | "showdots" | "syslog" => {}
+                    "rewrite" | "flush" | "mimedecode" | "idle" | "dns" | "checkalias"
+                    | "envelope" | "uidl" | "stripcr" | "forcecr" | "pass8bits" | "dropstatus"
+                    | "dropdelivered" | "bouncemail" | "spambounce" | "softbounce" | "showdots"
+                    | "syslog" => {}
                     other => self.note(n.line, format!("no {other}"), "unknown option; ignored"),
                 }
             }
@@ -827,6 +833,8 @@ fn translate_user(p: &mut Parser, a: &mut Account, o: &Opts, local: &str, e: &En
         );
     }
     a.max_size = o.limit.filter(|&l| l > 0);
+    a.max_size_delete = o.limitflush == Some(true);
+    a.max_messages_per_poll = o.fetchlimit.filter(|&l| l > 0);
     a.timeout_secs = o.timeout.filter(|&t| t > 0);
     if let Some((n, line)) = o.interval {
         match p.daemon {

@@ -320,6 +320,16 @@ pub fn translate(text: &str, file: &str, label: &str, out: &mut Imported) -> Tra
                     Err(_) => out.note(file, e.line, "max_message_size", "not a number; ignored"),
                 },
                 "received" => a.received_header = b,
+                "max_messages_per_session" => match e.value.parse::<u64>() {
+                    Ok(0) => {}
+                    Ok(n) => a.max_messages_per_poll = Some(n),
+                    Err(_) => out.note(file, e.line, e.key.clone(), "not a number; ignored"),
+                },
+                "max_bytes_per_session" => match e.value.parse::<u64>() {
+                    Ok(0) => {}
+                    Ok(n) => a.max_bytes_per_poll = Some(n),
+                    Err(_) => out.note(file, e.line, e.key.clone(), "not a number; ignored"),
+                },
                 "verbose" | "to_oldmail_on_each_mail" => {}
                 "delivered_to" if b == Some(false) => {}
                 "message_log" | "message_log_syslog" | "message_log_verbose" | "logfile" => out
@@ -335,11 +345,13 @@ pub fn translate(text: &str, file: &str, label: &str, out: &mut Imported) -> Tra
                     "delivered_to",
                     "popfetch adds a Received: line only (received_header)",
                 ),
+                "delete_bigger_than" if e.value.trim() == "0" => {}
                 "delete_bigger_than" => out.note(
                     file,
                     e.line,
-                    "delete_bigger_than",
-                    "popfetch never deletes a message it did not deliver",
+                    format!("delete_bigger_than = {}", e.value),
+                    "getmail fetched such messages (up to max_message_size) and then deleted \
+                     them; popfetch deletes only unread, with max_size_action = \"delete\"",
                 ),
                 _ => out.note(
                     file,

@@ -144,7 +144,11 @@ pub struct Account {
     pub timeout_secs: Option<u64>,
     pub deliver: Deliver,
     pub max_size: Option<u64>,
+    /// `max_size_action = "delete"`: messages over `max_size` are deleted unread.
+    pub max_size_delete: bool,
     pub delete_after_days: Option<u64>,
+    pub max_messages_per_poll: Option<u64>,
+    pub max_bytes_per_poll: Option<u64>,
     pub interval_secs: Option<u64>,
     /// Comments written above the keys (why a value is what it is).
     pub comments: Vec<String>,
@@ -174,7 +178,10 @@ impl Account {
                 to: Vec::new(),
             },
             max_size: None,
+            max_size_delete: false,
             delete_after_days: None,
+            max_messages_per_poll: None,
+            max_bytes_per_poll: None,
             interval_secs: None,
             comments: Vec::new(),
         }
@@ -330,6 +337,8 @@ pub fn run(req: &Request) -> Result<Outcome, ImportError> {
             n.line,
         )
     });
+    // An inherited setting is found once per account that inherits it.
+    imported.notes.dedup();
     let config = render(&imported, req.state_dir.as_deref());
 
     let mut messages: Vec<String> = imported
@@ -565,8 +574,17 @@ fn render_account(s: &mut String, a: &Account) {
     if let Some(m) = a.max_size {
         line(s, "max_size", &m.to_string());
     }
+    if a.max_size.is_some() && a.max_size_delete {
+        line(s, "max_size_action", &string("delete"));
+    }
     if let Some(d) = a.delete_after_days {
         line(s, "delete_after", &string(&format!("{d}d")));
+    }
+    if let Some(n) = a.max_messages_per_poll {
+        line(s, "max_messages_per_poll", &n.to_string());
+    }
+    if let Some(n) = a.max_bytes_per_poll {
+        line(s, "max_bytes_per_poll", &n.to_string());
     }
     if let Some(i) = a.interval_secs {
         line(s, "interval", &string(&duration(i)));

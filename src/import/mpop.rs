@@ -169,6 +169,7 @@ pub fn translate(
     };
     let mut uidls_file = "~/.mpop_uidls/%U_at_%H".to_string();
     let mut skipsize = None;
+    let mut killsize = None;
     let mut explicit_plain = false;
     for (k, v, l) in settings {
         let l = *l;
@@ -300,12 +301,16 @@ pub fn translate(
             }
             "killsize" => {
                 if v != "off" {
-                    out.note(
-                        file,
-                        l,
-                        format!("killsize {v}"),
-                        "popfetch never deletes a message it did not deliver",
-                    );
+                    match super::parse_size(v) {
+                        Some(0) => out.note(
+                            file,
+                            l,
+                            "killsize 0",
+                            "deletes every message unread; not carried over",
+                        ),
+                        Some(n) => killsize = Some((n, l)),
+                        None => bad(out),
+                    }
                 }
             }
             "skipsize" => {
@@ -341,7 +346,25 @@ pub fn translate(
             ),
         }
     }
+    // killsize deletes larger messages unread (only skips them with keep), skipsize skips
+    // them; popfetch has one threshold and one action.
     a.max_size = skipsize;
+    if let Some((k, l)) = killsize {
+        match skipsize {
+            _ if a.keep => a.max_size = Some(skipsize.map_or(k, |s| s.min(k))),
+            Some(s) if s < k => out.note(
+                file,
+                l,
+                format!("killsize {k}"),
+                "popfetch has one size limit: messages over skipsize stay on the server, none \
+                 is deleted unread",
+            ),
+            _ => {
+                a.max_size = Some(k);
+                a.max_size_delete = true;
+            }
+        }
+    }
     if a.tls == Tls::None {
         if explicit_plain {
             a.allow_plaintext_auth = true;
