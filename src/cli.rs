@@ -80,6 +80,64 @@ pub enum Command {
         #[arg(long, value_enum)]
         flow: Option<config::OAuth2Flow>,
     },
+    /// Switch from fetchmail, getmail6 or mpop: print an equivalent config and record the
+    /// messages they already fetched.
+    ///
+    /// The config goes to stdout; what could not be translated is listed in it as comments
+    /// and on stderr, with the rc file's line and why. The UIDLs of the messages the old tool
+    /// fetched and left on the server are recorded as delivered in popfetch's state, so the
+    /// first `popfetch fetch` takes only what is new. Stop the old tool first.
+    Import {
+        #[command(subcommand)]
+        from: ImportFrom,
+    },
+}
+
+/// The tool `popfetch import` reads.
+#[derive(Debug, Subcommand)]
+pub enum ImportFrom {
+    /// From fetchmail: the rc file and its UIDL file (.fetchids).
+    Fetchmail {
+        /// The rc file [default: ~/.fetchmailrc, or $FETCHMAILHOME/fetchmailrc]
+        #[arg(value_name = "RCFILE")]
+        rcfile: Option<PathBuf>,
+        /// fetchmail's UIDL file [default: the rc file's `set idfile`, else ~/.fetchids]
+        #[arg(long, value_name = "IDFILE")]
+        ids: Option<PathBuf>,
+        #[command(flatten)]
+        opts: ImportOpts,
+    },
+    /// From getmail6: rc files and the oldmail-* files of the getmail directory.
+    Getmail {
+        /// The rc files, relative ones in the getmail directory [default: getmailrc]
+        #[arg(value_name = "RCFILE")]
+        rcfiles: Vec<PathBuf>,
+        /// The getmail directory [default: ~/.getmail]
+        #[arg(long, value_name = "DIR")]
+        getmaildir: Option<PathBuf>,
+        #[command(flatten)]
+        opts: ImportOpts,
+    },
+    /// From mpop: the rc file and each account's UIDLs file.
+    Mpop {
+        /// The rc file [default: ~/.mpoprc, else $XDG_CONFIG_HOME/mpop/config]
+        #[arg(value_name = "RCFILE")]
+        rcfile: Option<PathBuf>,
+        #[command(flatten)]
+        opts: ImportOpts,
+    },
+}
+
+/// Options every `popfetch import` takes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ImportOpts {
+    /// Where to record the state; also written into the config as `state_dir` [default: the
+    /// state directory popfetch uses without one]
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Print the config and what would be recorded, and change nothing
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// Exit status for a usage or config error.
@@ -92,10 +150,16 @@ pub enum UsageError {
     Config(#[from] config::ConfigError),
     #[error("no account named `{0}` in {1}")]
     UnknownAccount(String, PathBuf),
+    #[error("import: {0}")]
+    Import(#[from] crate::import::ImportError),
 }
 
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> Result<ExitCode, UsageError> {
+    // `import` writes a config; it reads none.
+    if let Command::Import { from } = &cli.command {
+        return import(from, cli.quiet);
+    }
     let path = config::default_path(cli.config.as_deref());
     let config = config::load(&path)?;
     match cli.command {
@@ -112,6 +176,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, UsageError> {
             print!("{}", status(&config, json));
             Ok(ExitCode::SUCCESS)
         }
+        Command::Import { .. } => Ok(ExitCode::SUCCESS),
         Command::Retry { account } => {
             let account = select(&config, std::slice::from_ref(&account))?.remove(0);
             let released = crate::state::AccountState::open(&config.state_dir, &account.name)
@@ -144,6 +209,58 @@ pub async fn run(cli: Cli) -> Result<ExitCode, UsageError> {
                 }
             }
         }
+    }
+}
+
+/// `popfetch import`: the config on stdout, notes and the state summary on stderr.
+fn import(from: &ImportFrom, quiet: bool) -> Result<ExitCode, UsageError> {
+    use crate::import::{ImportError, Request, Source};
+    let (source, opts) = match from {
+        ImportFrom::Fetchmail { rcfile, ids, opts } => (
+            Source::Fetchmail {
+                rcfile: rcfile.clone(),
+                ids: ids.clone(),
+            },
+            opts,
+        ),
+        ImportFrom::Getmail {
+            rcfiles,
+            getmaildir,
+            opts,
+        } => (
+            Source::Getmail {
+                rcfiles: rcfiles.clone(),
+                getmaildir: getmaildir.clone(),
+            },
+            opts,
+        ),
+        ImportFrom::Mpop { rcfile, opts } => (
+            Source::Mpop {
+                rcfile: rcfile.clone(),
+            },
+            opts,
+        ),
+    };
+    let req = Request {
+        source,
+        state_dir: opts.state_dir.clone(),
+        dry_run: opts.dry_run,
+    };
+    match crate::import::run(&req) {
+        Ok(outcome) => {
+            print!("{}", outcome.config);
+            if !quiet {
+                for m in &outcome.messages {
+                    eprintln!("popfetch import: {m}");
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e @ (ImportError::Busy(_) | ImportError::State { .. })) => {
+            eprintln!("popfetch import: {}", error_chain(&e));
+            Ok(ExitCode::FAILURE)
+        }
+        Err(e) => Err(UsageError::Import(e)),
     }
 }
 

@@ -9,6 +9,7 @@ pub mod config;
 pub mod daemon;
 pub mod deliver;
 pub mod fetch;
+pub mod import;
 pub mod oauth2;
 pub mod password;
 pub mod pop3;

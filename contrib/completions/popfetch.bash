@@ -28,6 +28,9 @@ _popfetch() {
             popfetch,help)
                 cmd="popfetch__subcmd__help"
                 ;;
+            popfetch,import)
+                cmd="popfetch__subcmd__import"
+                ;;
             popfetch,oauth2-authorize)
                 cmd="popfetch__subcmd__oauth2__subcmd__authorize"
                 ;;
@@ -49,6 +52,9 @@ _popfetch() {
             popfetch__subcmd__help,help)
                 cmd="popfetch__subcmd__help__subcmd__help"
                 ;;
+            popfetch__subcmd__help,import)
+                cmd="popfetch__subcmd__help__subcmd__import"
+                ;;
             popfetch__subcmd__help,oauth2-authorize)
                 cmd="popfetch__subcmd__help__subcmd__oauth2__subcmd__authorize"
                 ;;
@@ -58,6 +64,39 @@ _popfetch() {
             popfetch__subcmd__help,status)
                 cmd="popfetch__subcmd__help__subcmd__status"
                 ;;
+            popfetch__subcmd__help__subcmd__import,fetchmail)
+                cmd="popfetch__subcmd__help__subcmd__import__subcmd__fetchmail"
+                ;;
+            popfetch__subcmd__help__subcmd__import,getmail)
+                cmd="popfetch__subcmd__help__subcmd__import__subcmd__getmail"
+                ;;
+            popfetch__subcmd__help__subcmd__import,mpop)
+                cmd="popfetch__subcmd__help__subcmd__import__subcmd__mpop"
+                ;;
+            popfetch__subcmd__import,fetchmail)
+                cmd="popfetch__subcmd__import__subcmd__fetchmail"
+                ;;
+            popfetch__subcmd__import,getmail)
+                cmd="popfetch__subcmd__import__subcmd__getmail"
+                ;;
+            popfetch__subcmd__import,help)
+                cmd="popfetch__subcmd__import__subcmd__help"
+                ;;
+            popfetch__subcmd__import,mpop)
+                cmd="popfetch__subcmd__import__subcmd__mpop"
+                ;;
+            popfetch__subcmd__import__subcmd__help,fetchmail)
+                cmd="popfetch__subcmd__import__subcmd__help__subcmd__fetchmail"
+                ;;
+            popfetch__subcmd__import__subcmd__help,getmail)
+                cmd="popfetch__subcmd__import__subcmd__help__subcmd__getmail"
+                ;;
+            popfetch__subcmd__import__subcmd__help,help)
+                cmd="popfetch__subcmd__import__subcmd__help__subcmd__help"
+                ;;
+            popfetch__subcmd__import__subcmd__help,mpop)
+                cmd="popfetch__subcmd__import__subcmd__help__subcmd__mpop"
+                ;;
             *)
                 ;;
         esac
@@ -65,7 +104,7 @@ _popfetch() {
 
     case "${cmd}" in
         popfetch)
-            opts="-c -v -q -h -V --config --verbose --quiet --help --version fetch check daemon status retry oauth2-authorize help"
+            opts="-c -v -q -h -V --config --verbose --quiet --help --version fetch check daemon status retry oauth2-authorize import help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -153,7 +192,7 @@ _popfetch() {
             return 0
             ;;
         popfetch__subcmd__help)
-            opts="fetch check daemon status retry oauth2-authorize help"
+            opts="fetch check daemon status retry oauth2-authorize import help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -222,6 +261,62 @@ _popfetch() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        popfetch__subcmd__help__subcmd__import)
+            opts="fetchmail getmail mpop"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        popfetch__subcmd__help__subcmd__import__subcmd__fetchmail)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        popfetch__subcmd__help__subcmd__import__subcmd__getmail)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        popfetch__subcmd__help__subcmd__import__subcmd__mpop)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         popfetch__subcmd__help__subcmd__oauth2__subcmd__authorize)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -257,6 +352,184 @@ _popfetch() {
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        popfetch__subcmd__import)
+            opts="-c -v -q -h --config --verbose --quiet --help fetchmail getmail mpop help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        popfetch__subcmd__import__subcmd__fetchmail)
+            opts="-c -v -q -h --ids --state-dir --dry-run --config --verbose --quiet --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --ids)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        popfetch__subcmd__import__subcmd__getmail)
+            opts="-c -v -q -h --getmaildir --state-dir --dry-run --config --verbose --quiet --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --getmaildir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        popfetch__subcmd__import__subcmd__help)
+            opts="fetchmail getmail mpop help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        popfetch__subcmd__import__subcmd__help__subcmd__fetchmail)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        popfetch__subcmd__import__subcmd__help__subcmd__getmail)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        popfetch__subcmd__import__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        popfetch__subcmd__import__subcmd__help__subcmd__mpop)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        popfetch__subcmd__import__subcmd__mpop)
+            opts="-c -v -q -h --state-dir --dry-run --config --verbose --quiet --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;

@@ -17,6 +17,7 @@ mod full_disk;
 mod harness;
 mod hostile;
 mod hostile_server;
+mod import;
 mod mbox_peer;
 mod oauth2;
 mod oauth_login;

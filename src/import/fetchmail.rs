@@ -1,0 +1,1056 @@
+//! `.fetchmailrc` → popfetch accounts, and `.fetchids` → their UIDLs.
+//!
+//! The rc file is a stream of words: `set` statements, then `defaults`, `poll` and `skip`
+//! entries, each with server options and one or more `user` sections. The noise words (`and
+//! with has wants options here there`) and the separators `; , :` carry no meaning; `#` starts
+//! a comment; strings may be quoted with `"` or `'` and use C-like escapes. Each `user` of each
+//! `poll` entry becomes one account; `defaults` fill in what an entry does not say.
+//!
+//! `.fetchids` (written by fetchmail 6.4 at the end of each run, by rename) has one line per
+//! message that was fetched or marked seen and is still on the server: `REMOTEUSER@HOST UIDL`,
+//! HOST being the `via` name or else the poll name. fetchmail splits it at the first blank
+//! after the first `@`, and takes the host after the last `@` before that blank, comparing
+//! user and host without regard to case; so does this.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use super::{
+    Account, Deliver, ImportError, Imported, Password, Placeholder, Tls, Tool, Uidls,
+    translate_command,
+};
+
+/// Words that only make the rc file read like English.
+const NOISE: &[&str] = &["and", "with", "has", "wants", "options", "here", "there"];
+
+/// Bound on the tokens of one rc file; real ones have hundreds.
+const MAX_TOKENS: usize = 1_000_000;
+
+/// One word of the rc file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Token {
+    pub text: String,
+    pub line: usize,
+    pub quoted: bool,
+}
+
+/// Splits rc file text into words, dropping comments, separators and noise words.
+pub fn tokenize(text: &str) -> Vec<Token> {
+    let mut out = Vec::new();
+    let mut line = 1;
+    let mut chars = text.chars().peekable();
+    while let Some(&c) = chars.peek() {
+        if out.len() >= MAX_TOKENS {
+            break;
+        }
+        match c {
+            '\n' => {
+                line += 1;
+                chars.next();
+            }
+            c if c.is_whitespace() || matches!(c, ';' | ',' | ':') => {
+                chars.next();
+            }
+            '#' => {
+                while let Some(&c) = chars.peek() {
+                    if c == '\n' {
+                        break;
+                    }
+                    chars.next();
+                }
+            }
+            '"' | '\'' => {
+                // As fetchmail's lexer: the string ends at the next quote of its kind, a
+                // backslash or not; escapes are read inside it afterwards.
+                let quote = c;
+                let start = line;
+                chars.next();
+                let mut raw = String::new();
+                for c in chars.by_ref() {
+                    if c == quote {
+                        break;
+                    }
+                    if c == '\n' {
+                        line += 1;
+                    }
+                    raw.push(c);
+                }
+                out.push(Token {
+                    text: unescape(&raw),
+                    line: start,
+                    quoted: true,
+                });
+            }
+            _ => {
+                let mut s = String::new();
+                while let Some(&c) = chars.peek() {
+                    if c.is_whitespace() || matches!(c, ';' | ',' | ':' | '"' | '\'' | '#') {
+                        break;
+                    }
+                    s.push(c);
+                    chars.next();
+                }
+                if !NOISE.contains(&s.to_ascii_lowercase().as_str()) {
+                    out.push(Token {
+                        text: s,
+                        line,
+                        quoted: false,
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Reads the C-like escapes fetchmail allows in a quoted string: `\n \t \r \b`, `\xHH`,
+/// `\NNN` (octal), and a backslash before any other character stands for that character.
+fn unescape(raw: &str) -> String {
+    let mut s = String::with_capacity(raw.len());
+    let mut chars = raw.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            s.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('n') => s.push('\n'),
+            Some('t') => s.push('\t'),
+            Some('r') => s.push('\r'),
+            Some('b') => s.push('\u{8}'),
+            Some('x') => {
+                let mut v = 0u32;
+                for _ in 0..2 {
+                    match chars.peek().and_then(|c| c.to_digit(16)) {
+                        Some(d) => {
+                            v = v * 16 + d;
+                            chars.next();
+                        }
+                        None => break,
+                    }
+                }
+                s.push(char::from_u32(v).unwrap_or('?'));
+            }
+            Some(d @ '0'..='7') => {
+                let mut v = d.to_digit(8).unwrap_or(0);
+                for _ in 0..2 {
+                    match chars.peek().and_then(|c| c.to_digit(8)) {
+                        Some(d) => {
+                            v = v * 8 + d;
+                            chars.next();
+                        }
+                        None => break,
+                    }
+                }
+                s.push(char::from_u32(v).unwrap_or('?'));
+            }
+            Some(c) => s.push(c),
+            None => s.push('\\'),
+        }
+    }
+    s
+}
+
+/// Options of a scope (`defaults`, a poll entry, a user section); unset ones fall back to the
+/// enclosing scope.
+#[derive(Debug, Clone, Default)]
+struct Opts {
+    via: Option<String>,
+    proto: Option<(String, usize)>,
+    port: Option<(String, usize)>,
+    auth: Option<(String, usize)>,
+    timeout: Option<u64>,
+    interval: Option<(u64, usize)>,
+    password: Option<String>,
+    localnames: Option<(Vec<String>, usize)>,
+    ssl: Option<bool>,
+    sslcertck: Option<bool>,
+    sslcertfile: Option<String>,
+    sslproto: Option<(String, usize)>,
+    keep: Option<bool>,
+    fetchall: Option<(bool, usize)>,
+    limit: Option<u64>,
+    limitflush: Option<bool>,
+    fetchlimit: Option<u64>,
+    mda: Option<(String, usize)>,
+    smtphost: Option<(Vec<String>, usize)>,
+    smtpname: Option<String>,
+    /// Delivery settings popfetch cannot do (lmtp, bsmtp), with their line.
+    odd_delivery: Option<(String, usize)>,
+}
+
+impl Opts {
+    fn or(self, o: &Opts) -> Opts {
+        Opts {
+            via: self.via.or_else(|| o.via.clone()),
+            proto: self.proto.or_else(|| o.proto.clone()),
+            port: self.port.or_else(|| o.port.clone()),
+            auth: self.auth.or_else(|| o.auth.clone()),
+            timeout: self.timeout.or(o.timeout),
+            interval: self.interval.or(o.interval),
+            password: self.password.or_else(|| o.password.clone()),
+            localnames: self.localnames.or_else(|| o.localnames.clone()),
+            ssl: self.ssl.or(o.ssl),
+            sslcertck: self.sslcertck.or(o.sslcertck),
+            sslcertfile: self.sslcertfile.or_else(|| o.sslcertfile.clone()),
+            sslproto: self.sslproto.or_else(|| o.sslproto.clone()),
+            keep: self.keep.or(o.keep),
+            fetchall: self.fetchall.or(o.fetchall),
+            limit: self.limit.or(o.limit),
+            limitflush: self.limitflush.or(o.limitflush),
+            fetchlimit: self.fetchlimit.or(o.fetchlimit),
+            mda: self.mda.or_else(|| o.mda.clone()),
+            smtphost: self.smtphost.or_else(|| o.smtphost.clone()),
+            smtpname: self.smtpname.or_else(|| o.smtpname.clone()),
+            odd_delivery: self.odd_delivery.or_else(|| o.odd_delivery.clone()),
+        }
+    }
+}
+
+/// A `poll` or `skip` entry.
+#[derive(Debug, Default)]
+struct Entry {
+    name: String,
+    line: usize,
+    skip: bool,
+    server: Opts,
+    users: Vec<(String, usize, Opts)>,
+}
+
+/// Keywords that take one argument and that popfetch has no use for: (keyword, why).
+const IGNORED_ARG: &[(&str, &str)] = &[
+    (
+        "envelope",
+        "multidrop envelope header; popfetch delivers each account to one target",
+    ),
+    (
+        "qvirtual",
+        "multidrop envelope prefix; popfetch delivers each account to one target",
+    ),
+    (
+        "principal",
+        "Kerberos principal; popfetch has no Kerberos login",
+    ),
+    (
+        "esmtpname",
+        "ESMTP AUTH towards the relay is set in deliver.smtp (user, password)",
+    ),
+    (
+        "esmtppassword",
+        "ESMTP AUTH towards the relay is set in deliver.smtp (user, password)",
+    ),
+    ("plugin", "popfetch connects by itself; no plugin command"),
+    (
+        "plugout",
+        "popfetch connects to the relay by itself; no plugout command",
+    ),
+    ("interface", "popfetch does not check network interfaces"),
+    ("monitor", "popfetch does not watch interfaces for activity"),
+    ("bad-header", "popfetch passes every message on unchanged"),
+    ("sslkey", "client certificates are not supported"),
+    ("sslcert", "client certificates are not supported"),
+    (
+        "sslfingerprint",
+        "popfetch checks certificates against CAs only (ca_file)",
+    ),
+    (
+        "sslcommonname",
+        "popfetch checks the certificate against `host`",
+    ),
+    (
+        "sslcertpath",
+        "popfetch takes one CA file: concatenate the certificates into one file and set ca_file",
+    ),
+    ("warnings", "popfetch sends no warning mail"),
+    ("batchlimit", "popfetch opens one SMTP connection per poll"),
+    ("fetchsizelimit", "popfetch reads sizes with one LIST"),
+    ("fastuidl", "popfetch always reads the full UIDL list"),
+    (
+        "expunge",
+        "popfetch deletes at QUIT, once all deliveries are durable",
+    ),
+    ("folder", "folders are an IMAP feature"),
+    ("smtpaddress", "the recipient is set with deliver.smtp.to"),
+    ("preconnect", "popfetch runs no command before connecting"),
+    ("postconnect", "popfetch runs no command after a poll"),
+    ("tracepolls", "popfetch adds no poll trace header"),
+    ("properties", "no equivalent"),
+];
+
+/// Keywords without an argument that popfetch ignores: (keyword, why).
+const IGNORED_FLAG: &[(&str, &str)] = &[
+    ("rewrite", "popfetch never rewrites addresses"),
+    ("stripcr", "popfetch delivers the message as received"),
+    ("forcecr", "popfetch delivers the message as received"),
+    ("pass8bits", "popfetch delivers the message as received"),
+    ("mimedecode", "popfetch delivers the message as received"),
+    ("dropstatus", "popfetch delivers the message as received"),
+    ("dropdelivered", "popfetch delivers the message as received"),
+    ("idle", "IDLE is an IMAP feature"),
+    (
+        "checkalias",
+        "multidrop address checks; popfetch delivers each account to one target",
+    ),
+    (
+        "dns",
+        "multidrop address checks; popfetch delivers each account to one target",
+    ),
+    (
+        "limitflush",
+        "popfetch never deletes a message it did not deliver",
+    ),
+    ("showdots", "progress display differs"),
+    ("spambounce", "popfetch bounces nothing"),
+    ("softbounce", "popfetch bounces nothing"),
+    ("bouncemail", "popfetch bounces nothing"),
+    (
+        "flush",
+        "see keep: with keep = false popfetch deletes the messages it delivered before",
+    ),
+];
+
+/// Keywords taking a list: the list runs until the next keyword.
+const LIST_KEYWORDS: &[&str] = &[
+    "is",
+    "to",
+    "aka",
+    "localdomains",
+    "smtphost",
+    "smtp",
+    "fetchdomains",
+    "antispam",
+];
+
+fn is_keyword(w: &str) -> bool {
+    const OTHER: &[&str] = &[
+        "poll",
+        "skip",
+        "defaults",
+        "set",
+        "user",
+        "username",
+        "via",
+        "proto",
+        "protocol",
+        "port",
+        "service",
+        "auth",
+        "authenticate",
+        "timeout",
+        "interval",
+        "uidl",
+        "pass",
+        "password",
+        "ssl",
+        "sslcertck",
+        "sslcertfile",
+        "sslproto",
+        "keep",
+        "nokeep",
+        "fetchall",
+        "limit",
+        "mda",
+        "smtpname",
+        "no",
+        "lmtp",
+        "bsmtp",
+    ];
+    let w = w.to_ascii_lowercase();
+    OTHER.contains(&w.as_str())
+        || LIST_KEYWORDS.contains(&w.as_str())
+        || IGNORED_ARG.iter().any(|(k, _)| *k == w)
+        || IGNORED_FLAG.iter().any(|(k, _)| *k == w)
+}
+
+struct Parser<'a> {
+    toks: &'a [Token],
+    pos: usize,
+    file: String,
+    out: Imported,
+    daemon: Option<u64>,
+    idfile: Option<String>,
+    invisible: bool,
+}
+
+impl Parser<'_> {
+    fn next(&mut self) -> Option<Token> {
+        let t = self.toks.get(self.pos).cloned();
+        self.pos += 1;
+        t
+    }
+
+    fn peek(&self) -> Option<&Token> {
+        self.toks.get(self.pos)
+    }
+
+    /// The argument of a keyword on line `line`; a missing one is noted.
+    fn arg(&mut self, kw: &str, line: usize) -> Option<String> {
+        // Any word can be an argument (`auth password`), except one that starts a new
+        // statement.
+        const STRUCTURE: &[&str] = &["poll", "skip", "defaults", "set", "user", "username"];
+        match self.peek() {
+            Some(t) if t.quoted || !STRUCTURE.contains(&t.text.to_ascii_lowercase().as_str()) => {
+                self.next().map(|t| t.text)
+            }
+            _ => {
+                let f = self.file.clone();
+                self.out.note(&f, line, kw, "has no argument; ignored");
+                None
+            }
+        }
+    }
+
+    fn number(&mut self, kw: &str, line: usize) -> Option<u64> {
+        let a = self.arg(kw, line)?;
+        match a.parse::<u64>() {
+            Ok(n) => Some(n),
+            Err(_) => {
+                let f = self.file.clone();
+                self.out
+                    .note(&f, line, format!("{kw} {a}"), "not a number; ignored");
+                None
+            }
+        }
+    }
+
+    fn list(&mut self) -> Vec<String> {
+        let mut v = Vec::new();
+        while let Some(t) = self.peek() {
+            if !t.quoted && is_keyword(&t.text) {
+                break;
+            }
+            v.push(t.text.clone());
+            self.pos += 1;
+        }
+        v
+    }
+
+    fn note(&mut self, line: usize, what: impl Into<String>, why: impl Into<String>) {
+        let f = self.file.clone();
+        self.out.note(&f, line, what, why);
+    }
+
+    fn parse_set(&mut self, line: usize) {
+        let Some(t) = self.next() else {
+            self.note(line, "set", "has no argument; ignored");
+            return;
+        };
+        let word = t.text.to_ascii_lowercase();
+        match word.as_str() {
+            "daemon" => self.daemon = self.number("set daemon", t.line),
+            "postmaster" => {
+                let a = self.arg("set postmaster", t.line).unwrap_or_default();
+                self.note(
+                    t.line,
+                    format!("set postmaster {a}"),
+                    "popfetch bounces nothing: a message refused for good stays on the server \
+                     (on_permanent_failure)",
+                );
+            }
+            "logfile" => {
+                let a = self.arg("set logfile", t.line).unwrap_or_default();
+                self.note(
+                    t.line,
+                    format!("set logfile {a}"),
+                    "popfetch logs to the journal or stderr (log_target)",
+                );
+            }
+            "syslog" => self.out.log_target = Some("journald"),
+            "idfile" => self.idfile = self.arg("set idfile", t.line),
+            "invisible" => self.invisible = true,
+            "no" => {
+                // `set no syslog`, `set no bouncemail` …: the defaults of popfetch anyway.
+                if let Some(t) = self.next()
+                    && t.text.eq_ignore_ascii_case("invisible")
+                {
+                    self.invisible = false;
+                }
+            }
+            "bouncemail" | "spambounce" | "softbounce" | "showdots" => {
+                self.note(t.line, format!("set {word}"), "popfetch bounces nothing");
+            }
+            "properties" => {
+                let _ = self.arg("set properties", t.line);
+            }
+            _ => self.note(
+                t.line,
+                format!("set {}", t.text),
+                "unknown setting; ignored",
+            ),
+        }
+    }
+
+    /// Applies one option word `t` to `o`. Returns false when `t` is no option at all.
+    fn option(&mut self, t: &Token, o: &mut Opts) -> bool {
+        let line = t.line;
+        let word = t.text.to_ascii_lowercase();
+        match word.as_str() {
+            "via" => o.via = self.arg("via", line),
+            "proto" | "protocol" => o.proto = self.arg("proto", line).map(|p| (p, line)),
+            "port" | "service" => o.port = self.arg(&word, line).map(|p| (p, line)),
+            "auth" | "authenticate" => o.auth = self.arg("auth", line).map(|a| (a, line)),
+            "timeout" => o.timeout = self.number("timeout", line),
+            "interval" => o.interval = self.number("interval", line).map(|n| (n, line)),
+            "uidl" => {}
+            "pass" | "password" => o.password = self.arg("password", line),
+            "is" | "to" => o.localnames = Some((self.list(), line)),
+            "ssl" => o.ssl = Some(true),
+            "sslcertck" => o.sslcertck = Some(true),
+            "sslcertfile" => o.sslcertfile = self.arg("sslcertfile", line),
+            "sslproto" => o.sslproto = self.arg("sslproto", line).map(|p| (p, line)),
+            "keep" => o.keep = Some(true),
+            "nokeep" => o.keep = Some(false),
+            "fetchall" => o.fetchall = Some((true, line)),
+            "limit" => o.limit = self.number("limit", line),
+            "limitflush" => o.limitflush = Some(true),
+            "fetchlimit" => o.fetchlimit = self.number("fetchlimit", line),
+            "mda" => o.mda = self.arg("mda", line).map(|m| (m, line)),
+            "smtphost" | "smtp" => o.smtphost = Some((self.list(), line)),
+            "smtpname" => o.smtpname = self.arg("smtpname", line),
+            "lmtp" => o.odd_delivery = Some(("lmtp".into(), line)),
+            "bsmtp" => {
+                let f = self.arg("bsmtp", line).unwrap_or_default();
+                o.odd_delivery = Some((format!("bsmtp {f}"), line));
+            }
+            "no" => {
+                let Some(n) = self.next() else {
+                    return true;
+                };
+                match n.text.to_ascii_lowercase().as_str() {
+                    "keep" => o.keep = Some(false),
+                    "ssl" => o.ssl = Some(false),
+                    "sslcertck" => o.sslcertck = Some(false),
+                    "fetchall" => o.fetchall = Some((false, n.line)),
+                    "limitflush" => o.limitflush = Some(false),
+                    // Already popfetch's behaviour, or nothing to carry over.
+                    "rewrite" | "flush" | "mimedecode" | "idle" | "dns" | "checkalias"
+                    | "envelope" | "uidl" | "stripcr" | "forcecr" | "pass8bits" | "dropstatus"
+                    | "dropdelivered" | "bouncemail" | "spambounce" | "softbounce" | "showdots"
+                    | "syslog" => {}
+                    other => self.note(n.line, format!("no {other}"), "unknown option; ignored"),
+                }
+            }
+            "aka" | "localdomains" | "fetchdomains" | "antispam" => {
+                let v = self.list();
+                self.note(
+                    line,
+                    format!("{word} {}", v.join(" ")),
+                    "multidrop and anti-spam settings; popfetch delivers each account to one \
+                     target and never bounces",
+                );
+            }
+            "envelope" => {
+                // `envelope [N] HEADER`.
+                let mut a = self.arg("envelope", line).unwrap_or_default();
+                if a.bytes().all(|b| b.is_ascii_digit())
+                    && let Some(h) = self.arg("envelope", line)
+                {
+                    a = format!("{a} {h}");
+                }
+                self.note(
+                    line,
+                    format!("envelope {a}"),
+                    "multidrop envelope header; popfetch delivers each account to one target",
+                );
+            }
+            w => {
+                if let Some((_, why)) = IGNORED_ARG.iter().find(|(k, _)| *k == w) {
+                    let a = self.arg(w, line).unwrap_or_default();
+                    self.note(line, format!("{w} {}", super::shorten(&a)), *why);
+                } else if let Some((_, why)) = IGNORED_FLAG.iter().find(|(k, _)| *k == w) {
+                    self.note(line, w, *why);
+                } else {
+                    return false;
+                }
+            }
+        }
+        true
+    }
+}
+
+/// Parses `.fetchmailrc` text. `file` names it in notes.
+pub fn parse(text: &str, file: &str) -> (Vec<Account>, Imported, Option<String>) {
+    let toks = tokenize(text);
+    let mut p = Parser {
+        toks: &toks,
+        pos: 0,
+        file: file.to_string(),
+        out: Imported {
+            tool: Some(Tool::Fetchmail),
+            sources: vec![file.to_string()],
+            ..Imported::default()
+        },
+        daemon: None,
+        idfile: None,
+        invisible: false,
+    };
+    let mut defaults = Opts::default();
+    let mut entries: Vec<Entry> = Vec::new();
+    // Where options go: 0 defaults, 1 the current entry's server part, 2 its current user.
+    let mut scope = 0;
+    let mut in_defaults_users = false;
+    while let Some(t) = p.next() {
+        let word = t.text.to_ascii_lowercase();
+        match word.as_str() {
+            "set" if !t.quoted => p.parse_set(t.line),
+            "defaults" if !t.quoted => {
+                scope = 0;
+                in_defaults_users = false;
+            }
+            "poll" | "skip" if !t.quoted => {
+                let name = p.arg(&word, t.line).unwrap_or_default();
+                entries.push(Entry {
+                    name,
+                    line: t.line,
+                    skip: word == "skip",
+                    ..Entry::default()
+                });
+                scope = 1;
+            }
+            "user" | "username" if !t.quoted => {
+                let name = p.arg("user", t.line).unwrap_or_default();
+                match entries.last_mut() {
+                    Some(e) if scope != 0 => {
+                        e.users.push((name, t.line, Opts::default()));
+                        scope = 2;
+                    }
+                    _ => {
+                        if !in_defaults_users {
+                            p.note(
+                                t.line,
+                                format!("defaults user {name}"),
+                                "a user in `defaults` is not carried over; name it in each \
+                                 poll entry",
+                            );
+                        }
+                        in_defaults_users = true;
+                    }
+                }
+            }
+            _ => {
+                let mut o = match scope {
+                    0 => std::mem::take(&mut defaults),
+                    1 => entries
+                        .last_mut()
+                        .map(|e| std::mem::take(&mut e.server))
+                        .unwrap_or_default(),
+                    _ => entries
+                        .last_mut()
+                        .and_then(|e| e.users.last_mut())
+                        .map(|u| std::mem::take(&mut u.2))
+                        .unwrap_or_default(),
+                };
+                let known = !t.quoted && p.option(&t, &mut o);
+                match scope {
+                    0 => defaults = o,
+                    1 => {
+                        if let Some(e) = entries.last_mut() {
+                            e.server = o;
+                        }
+                    }
+                    _ => {
+                        if let Some(u) = entries.last_mut().and_then(|e| e.users.last_mut()) {
+                            u.2 = o;
+                        }
+                    }
+                }
+                if !known {
+                    p.note(
+                        t.line,
+                        super::shorten(&t.text),
+                        "not a fetchmail keyword popfetch knows; ignored",
+                    );
+                }
+            }
+        }
+    }
+    let mut accounts = Vec::new();
+    for e in &entries {
+        translate_entry(&mut p, e, &defaults, &mut accounts);
+    }
+    p.out.interval_secs = p.daemon.filter(|&d| d > 0);
+    let idfile = p.idfile.clone();
+    (accounts, p.out, idfile)
+}
+
+/// The name fetchmail gives the local user when the rc file names none: the one running it.
+fn running_user() -> String {
+    ["USER", "LOGNAME"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(|u| !u.is_empty()))
+        .unwrap_or_else(|| "root".into())
+}
+
+fn translate_entry(p: &mut Parser, e: &Entry, defaults: &Opts, accounts: &mut Vec<Account>) {
+    let entry_opts = e.server.clone().or(defaults);
+    if e.skip {
+        p.note(
+            e.line,
+            format!("skip {}", e.name),
+            "fetchmail polls a `skip` entry only when named on its command line; not \
+             translated (change it to `poll` to have it translated)",
+        );
+        return;
+    }
+    if e.name.is_empty() {
+        return;
+    }
+    if let Some((proto, line)) = &entry_opts.proto {
+        let lower = proto.to_ascii_lowercase();
+        if !matches!(lower.as_str(), "pop3" | "auto" | "apop") {
+            p.note(
+                *line,
+                format!("poll {} proto {proto}", e.name),
+                "popfetch speaks POP3 only; entry not translated",
+            );
+            return;
+        }
+    }
+    if e.users.is_empty() {
+        p.note(
+            e.line,
+            format!("poll {}", e.name),
+            "no `user`: fetchmail would log in as the local user; name the account in a `user` \
+             section to have it translated",
+        );
+        return;
+    }
+    for (remote, uline, uopts) in &e.users {
+        let o = uopts.clone().or(&entry_opts);
+        if let Some((names, line)) = &o.localnames
+            && (names.len() > 1 || names.iter().any(|n| n == "*"))
+        {
+            p.note(
+                *line,
+                format!("poll {} user {remote} is {}", e.name, names.join(" ")),
+                "multidrop (several local names or `*`): popfetch delivers each account to one \
+                 target; account not translated",
+            );
+            continue;
+        }
+        let local = o
+            .localnames
+            .as_ref()
+            .and_then(|(n, _)| n.first().cloned())
+            .unwrap_or_else(running_user);
+        let host = o.via.clone().unwrap_or_else(|| e.name.clone());
+        let mut a = Account::new(
+            format!("{} line {uline}: poll {} user {remote}", p.file, e.name),
+            host.clone(),
+            remote.clone(),
+        );
+        a.name = format!("{remote}@{host}");
+        translate_user(p, &mut a, &o, &local, e);
+        accounts.push(a);
+    }
+}
+
+fn translate_user(p: &mut Parser, a: &mut Account, o: &Opts, local: &str, e: &Entry) {
+    if let Some((port, line)) = &o.port {
+        match port.parse::<u16>() {
+            Ok(n) if n > 0 => a.port = Some(n),
+            _ => match port.to_ascii_lowercase().as_str() {
+                "pop3" | "pop-3" => a.port = Some(110),
+                "pop3s" => a.port = Some(995),
+                _ => p.note(*line, format!("port {port}"), "not a port number; ignored"),
+            },
+        }
+    }
+    let sslproto = o
+        .sslproto
+        .as_ref()
+        .map(|(s, l)| (s.to_ascii_lowercase(), *l));
+    if o.ssl == Some(true) {
+        a.tls = Tls::Implicit;
+    } else if sslproto.as_ref().is_some_and(|(s, _)| s.is_empty()) {
+        a.tls = Tls::None;
+        a.comments.push(
+            "sslproto '' turned TLS off in fetchmail, and so does tls = \"none\"; the password \
+             crosses the network in clear text, as it did"
+                .into(),
+        );
+    } else {
+        a.tls = Tls::Starttls;
+        if sslproto.is_none() {
+            a.comments.push(
+                "fetchmail used STLS when the server offered it; popfetch insists on it".into(),
+            );
+        }
+    }
+    if let Some((s, line)) = &sslproto
+        && !s.is_empty()
+        && s != "auto"
+    {
+        p.note(
+            *line,
+            format!("sslproto {s}"),
+            "popfetch negotiates TLS 1.2 or newer by itself; the version is not pinned",
+        );
+    }
+    if o.sslcertck == Some(false) {
+        a.tls_verify = Some(false);
+        a.comments
+            .push("no sslcertck: certificates are not checked, as in the rc file".into());
+    }
+    a.ca_file = o.sslcertfile.clone();
+    a.password = match &o.password {
+        Some(pw) => Password::Inline(pw.clone()),
+        None => Password::Missing,
+    };
+    let proto_apop = o
+        .proto
+        .as_ref()
+        .is_some_and(|(p, _)| p.eq_ignore_ascii_case("apop"));
+    if proto_apop {
+        a.auth = Some("apop");
+    }
+    if let Some((m, line)) = &o.auth {
+        match m.to_ascii_lowercase().as_str() {
+            "any" => {}
+            "password" => a.auth = Some("user"),
+            "cram-md5" => a.auth = Some("cram-md5"),
+            "apop" => a.auth = Some("apop"),
+            other => p.note(
+                *line,
+                format!("auth {other}"),
+                "popfetch logs in with USER/PASS, APOP, PLAIN, LOGIN or CRAM-MD5; left at \
+                 \"auto\"",
+            ),
+        }
+    }
+    if a.tls == Tls::None && !matches!(a.auth, Some("apop" | "cram-md5")) {
+        a.allow_plaintext_auth = true;
+    }
+    a.keep = o.keep.unwrap_or(false);
+    if let Some((true, line)) = o.fetchall
+        && a.keep
+    {
+        p.note(
+            line,
+            format!("poll {} fetchall", e.name),
+            "with keep, fetchall fetched every message at every poll; popfetch fetches each \
+             message once",
+        );
+    }
+    a.max_size = o.limit.filter(|&l| l > 0);
+    a.max_size_delete = o.limitflush == Some(true);
+    a.max_messages_per_poll = o.fetchlimit.filter(|&l| l > 0);
+    a.timeout_secs = o.timeout.filter(|&t| t > 0);
+    if let Some((n, line)) = o.interval {
+        match p.daemon {
+            Some(d) if d > 0 && n > 0 => a.interval_secs = Some(d.saturating_mul(n)),
+            _ => p.note(
+                line,
+                format!("interval {n}"),
+                "counts `set daemon` cycles, and there is none",
+            ),
+        }
+    }
+    if p.invisible {
+        a.received_header = Some(false);
+    }
+    if let Some((what, line)) = &o.odd_delivery {
+        p.note(
+            *line,
+            what.clone(),
+            "popfetch delivers to a Maildir, an mbox, an MDA or an SMTP relay; this account \
+             goes to the SMTP server on localhost instead: change `deliver`",
+        );
+    }
+    a.deliver = if let Some((cmd, line)) = &o.mda {
+        let c = translate_command(
+            cmd,
+            &[
+                ("%F", Placeholder::Popfetch("{from}")),
+                ("%T", Placeholder::Constant(local.to_string())),
+            ],
+        );
+        if let Some(why) = &c.shell_reason {
+            a.comments.push(format!(
+                "The mda command runs through /bin/sh -c as it did in fetchmail: {why}. \
+                 \"$1\" is the envelope sender (fetchmail's %F)."
+            ));
+            let _ = line;
+        }
+        Deliver::Mda(c.argv)
+    } else {
+        let (host, port) = match &o.smtphost {
+            Some((hosts, line)) if !hosts.is_empty() => {
+                if hosts.len() > 1 {
+                    p.note(
+                        *line,
+                        format!("smtphost {}", hosts.join(",")),
+                        "popfetch uses one relay: the first is taken",
+                    );
+                }
+                let h = &hosts[0];
+                if h.starts_with('/') {
+                    p.note(
+                        *line,
+                        format!("smtphost {h}"),
+                        "LMTP over a socket is not supported; localhost is taken instead",
+                    );
+                    ("localhost".to_string(), None)
+                } else {
+                    match h.rsplit_once('/') {
+                        Some((host, port)) => (host.to_string(), port.parse::<u16>().ok()),
+                        None => (h.clone(), None),
+                    }
+                }
+            }
+            _ => ("localhost".to_string(), None),
+        };
+        let to = match &o.smtpname {
+            Some(n) if n.contains('@') => n.clone(),
+            Some(n) => format!("{n}@localhost"),
+            None => format!("{local}@localhost"),
+        };
+        Deliver::Smtp {
+            host,
+            port,
+            to: vec![to],
+        }
+    };
+}
+
+/// Reads `.fetchids` text and gives each account its UIDLs. Returns the count of lines
+/// that belong to no translated account.
+pub fn read_ids(text: &[u8], source: &Path, accounts: &[(String, String)]) -> (Vec<Uidls>, usize) {
+    let mut out: Vec<Uidls> = accounts
+        .iter()
+        .map(|_| Uidls::new(source.to_path_buf()))
+        .collect();
+    let mut seen: Vec<HashSet<crate::pop3::Uidl>> =
+        accounts.iter().map(|_| HashSet::new()).collect();
+    let mut other = 0;
+    for (i, raw) in text.split(|&b| b == b'\n').enumerate() {
+        let line = raw
+            .iter()
+            .position(|&b| b != b' ' && b != b'\t')
+            .map_or(&raw[raw.len()..], |s| &raw[s..]);
+        if line.is_empty() {
+            continue;
+        }
+        let Some(at) = line.iter().position(|&b| b == b'@') else {
+            other += 1;
+            continue;
+        };
+        let Some(sp) = line[at..].iter().position(|&b| b == b' ').map(|p| p + at) else {
+            other += 1;
+            continue;
+        };
+        let userhost = &line[..sp];
+        let rest = &line[sp..];
+        let id_start = rest.iter().position(|&b| b != b' ').unwrap_or(rest.len());
+        let rest = &rest[id_start..];
+        let id_end = rest
+            .iter()
+            .position(|&b| matches!(b, b' ' | b'\t' | b'\r'))
+            .unwrap_or(rest.len());
+        let id = &rest[..id_end];
+        let last_at = userhost.iter().rposition(|&b| b == b'@').unwrap_or(at);
+        let user = String::from_utf8_lossy(&userhost[..last_at]);
+        let host = String::from_utf8_lossy(&userhost[last_at + 1..]);
+        match accounts
+            .iter()
+            .position(|(u, h)| u.eq_ignore_ascii_case(&user) && h.eq_ignore_ascii_case(&host))
+        {
+            Some(k) => out[k].push(i + 1, id, &mut seen[k]),
+            None => other += 1,
+        }
+    }
+    (out, other)
+}
+
+/// The fetchmail home: `$FETCHMAILHOME`, else `$HOME`, and whether it was the former.
+fn fetchmail_home() -> Result<(PathBuf, bool), ImportError> {
+    if let Some(h) = std::env::var_os("FETCHMAILHOME").filter(|h| !h.is_empty()) {
+        return Ok((PathBuf::from(h), true));
+    }
+    Ok((super::home()?, false))
+}
+
+/// Refuses to import while a fetchmail daemon runs: it would change `.fetchids` after the
+/// import, and both would fetch.
+fn check_not_running(pidfile: &Path) -> Result<(), ImportError> {
+    let Ok(text) = std::fs::read_to_string(pidfile) else {
+        return Ok(());
+    };
+    let Some(pid) = text
+        .split_whitespace()
+        .next()
+        .and_then(|p| p.parse::<u32>().ok())
+    else {
+        return Ok(());
+    };
+    if pid > 0 && Path::new(&format!("/proc/{pid}")).exists() {
+        return Err(ImportError::Busy(format!(
+            "fetchmail is running (pid {pid}, from {}); stop it first with `fetchmail --quit`, \
+             so that it neither changes {} after the import nor fetches alongside popfetch",
+            pidfile.display(),
+            ".fetchids"
+        )));
+    }
+    Ok(())
+}
+
+/// `popfetch import fetchmail`.
+pub fn import(rcfile: Option<&Path>, ids: Option<&Path>) -> Result<Imported, ImportError> {
+    let (fhome, env_home) = fetchmail_home()?;
+    let rc = match rcfile {
+        Some(p) => p.to_path_buf(),
+        None if env_home => fhome.join("fetchmailrc"),
+        None => fhome.join(".fetchmailrc"),
+    };
+    let text = super::read_file(&rc)?;
+    let text = String::from_utf8_lossy(&text);
+    let file = rc.display().to_string();
+    let (accounts, mut imported, idfile) = parse(&text, &file);
+    check_not_running(&fhome.join(".fetchmail.pid"))?;
+    let ids_path = match (ids, idfile) {
+        (Some(p), _) => p.to_path_buf(),
+        (None, Some(f)) => expand_tilde(&f)?,
+        (None, None) => fhome.join(".fetchids"),
+    };
+    let explicit = ids.is_some();
+    let keys: Vec<(String, String)> = accounts
+        .iter()
+        .map(|a| (a.user.clone(), a.host.clone()))
+        .collect();
+    imported.accounts = accounts;
+    match super::read_optional(&ids_path)? {
+        Some(bytes) => {
+            let (uidls, other) = read_ids(&bytes, &ids_path, &keys);
+            if other > 0 {
+                imported.messages.push(format!(
+                    "{}: {other} line{} for accounts not translated here, ignored",
+                    ids_path.display(),
+                    super::plural(other)
+                ));
+            }
+            imported.state = uidls.into_iter().map(Some).collect();
+        }
+        None if explicit => {
+            return Err(ImportError::Read {
+                path: ids_path,
+                source: std::io::Error::from(std::io::ErrorKind::NotFound),
+            });
+        }
+        None => {
+            imported.messages.push(format!(
+                "no {} (fetchmail keeps it only while it has kept messages): no state \
+                 imported; in keep mode the first fetch takes every message on the server as new",
+                ids_path.display()
+            ));
+            imported.state = imported.accounts.iter().map(|_| None).collect();
+        }
+    }
+    Ok(imported)
+}
+
+fn expand_tilde(p: &str) -> Result<PathBuf, ImportError> {
+    match p.strip_prefix("~/") {
+        Some(rest) => Ok(super::home()?.join(rest)),
+        None => Ok(PathBuf::from(p)),
+    }
+}
