@@ -554,6 +554,16 @@ pub fn read_oldmail(text: &[u8], source: &Path) -> Uidls {
             dashes += 1;
         }
         u.push(i + 1, id, &mut seen);
+        // getmail writes the time as a float of Unix seconds; a time in the future is not
+        // believed (it would delay nothing, but would look odd in the journal).
+        let at = std::str::from_utf8(&line[nul + 1..])
+            .ok()
+            .and_then(|t| t.trim().parse::<f64>().ok())
+            .filter(|t| t.is_finite() && *t > 0.0)
+            .map(|t| (t as u64).min(crate::state::now_secs()));
+        if let (Some(at), Ok(uidl)) = (at, crate::pop3::Uidl::parse(id)) {
+            u.first_seen.entry(uidl).or_insert(at);
+        }
     }
     if dashes > 0 {
         u.remarks.push(format!(

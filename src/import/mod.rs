@@ -195,6 +195,8 @@ pub struct Uidls {
     pub source: PathBuf,
     /// Valid, without duplicates, in the file's order.
     pub valid: Vec<Uidl>,
+    /// When the tool first recorded each (Unix seconds), where its state says (getmail).
+    pub first_seen: std::collections::HashMap<Uidl, u64>,
     /// Entries that are no RFC 1939 unique-id (line, why); they cannot be recorded.
     pub invalid: Vec<(usize, String)>,
     /// Remarks about this state (e.g. what the tool may have changed in the unique-ids).
@@ -435,7 +437,11 @@ fn record_state(
     for (account, uidls, mut st) in work {
         let before = st.delivered_count();
         for u in &uidls.valid {
-            st.record_delivered(u);
+            match uidls.first_seen.get(u) {
+                // Dated as the old tool dated it, so `delete_after` counts from then.
+                Some(&at) => st.record_delivered_at(u, at),
+                None => st.record_delivered(u),
+            }
         }
         st.sync().map_err(|source| ImportError::State {
             account: account.name.clone(),

@@ -165,6 +165,19 @@ fn oldmail_files_hold_uidl_nul_timestamp() {
         [(3, "no NUL between unique-id and timestamp".into())]
     );
     assert_eq!(u.remarks.len(), 1, "a '-' may have been a '/'");
+    // The first-seen times come along (getmail writes floats); nonsense is ignored.
+    let a1 = crate::pop3::Uidl::parse(b"A1").unwrap();
+    assert_eq!(u.first_seen.get(&a1), Some(&170));
+    let u = getmail::read_oldmail(b"X\x001700000000.25\nY\x00soon\nZ\x00-5\n", Path::new("o"));
+    let at = |id: &[u8]| {
+        u.first_seen
+            .get(&crate::pop3::Uidl::parse(id).unwrap())
+            .copied()
+    };
+    assert_eq!(
+        (at(b"X"), at(b"Y"), at(b"Z")),
+        (Some(1_700_000_000), None, None)
+    );
     assert_eq!(
         getmail::oldmail_name("pop.example", 995, "a/b:c|d"),
         "oldmail-pop.example-995-a-b-c-d"

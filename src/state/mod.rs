@@ -264,10 +264,15 @@ impl AccountState {
 
     /// Notes that `uidl` was delivered. Must be synced before its DELE is sent.
     pub fn record_delivered(&mut self, uidl: &Uidl) {
-        let now = now_secs();
-        self.append(format_args!("D {uidl} {now}\n"));
+        self.record_delivered_at(uidl, now_secs());
+    }
+
+    /// [`AccountState::record_delivered`] with the time of delivery (Unix seconds), for state
+    /// imported from another tool.
+    pub fn record_delivered_at(&mut self, uidl: &Uidl, at: u64) {
+        self.append(format_args!("D {uidl} {at}\n"));
         self.pending.remove(uidl);
-        self.delivered.insert(uidl.clone(), now);
+        self.delivered.insert(uidl.clone(), at);
     }
 
     /// Whether `uidl` is held after a permanent delivery failure.
