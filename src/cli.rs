@@ -164,7 +164,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, UsageError> {
     let config = config::load(&path)?;
     match cli.command {
         Command::Check => {
-            print!("{}", describe(&config));
+            out(&describe(&config));
             Ok(ExitCode::SUCCESS)
         }
         Command::Fetch { accounts } => {
@@ -173,7 +173,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, UsageError> {
         }
         Command::Daemon => Ok(crate::daemon::run(path, config).await),
         Command::Status { json } => {
-            print!("{}", status(&config, json));
+            out(&status(&config, json));
             Ok(ExitCode::SUCCESS)
         }
         Command::Import { .. } => Ok(ExitCode::SUCCESS),
@@ -186,11 +186,11 @@ pub async fn run(cli: Cli) -> Result<ExitCode, UsageError> {
                 });
             match released {
                 Ok(n) => {
-                    println!(
-                        "{}: {n} held message{} will be tried at the next poll",
+                    out(&format!(
+                        "{}: {n} held message{} will be tried at the next poll\n",
                         account.name,
                         if n == 1 { "" } else { "s" }
-                    );
+                    ));
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(e) => {
@@ -248,7 +248,7 @@ fn import(from: &ImportFrom, quiet: bool) -> Result<ExitCode, UsageError> {
     };
     match crate::import::run(&req) {
         Ok(outcome) => {
-            print!("{}", outcome.config);
+            out(&outcome.config);
             if !quiet {
                 for m in &outcome.messages {
                     eprintln!("popfetch import: {m}");
@@ -362,7 +362,7 @@ async fn fetch(config: &Config, accounts: Vec<Arc<Account>>, quiet: bool) -> Exi
                     }
                 }
                 if !quiet {
-                    println!("{line}");
+                    out(&format!("{line}\n"));
                 }
                 failed |= rep.has_failures();
             }
@@ -380,6 +380,16 @@ async fn fetch(config: &Config, accounts: Vec<Arc<Account>>, quiet: bool) -> Exi
 }
 
 /// An error and its sources, `: `-separated, each said once.
+/// Writes to stdout. A reader that went away (`popfetch status | head -1`) is no reason to
+/// panic, nor to fail a fetch that has delivered its mail: the text is dropped.
+fn out(text: &str) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush());
+}
+
 pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut src = e.source();

@@ -227,3 +227,23 @@ fn fetch_shows_live_progress_at_a_terminal_and_none_otherwise() {
     assert_eq!(run.stdout, "");
     assert_eq!(run.stderr, "");
 }
+
+#[test]
+fn a_reader_that_went_away_is_no_reason_to_panic() {
+    let env = Env::new();
+    env.write_config(GOOD);
+    for args in [&["check"][..], &["status"], &["status", "--json"]] {
+        // The read end is closed before popfetch writes: every write fails with EPIPE.
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = env
+            .command(args)
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
