@@ -938,3 +938,74 @@ fn browser_flow_with_the_address_pasted() {
         "rt-web\n"
     );
 }
+
+/// The whole chain through the real binary: the built-in refresh gets an access token from the
+/// HTTPS endpoint, Dovecot (OAuth2 passdb) accepts it, mail is delivered. When Dovecot stops
+/// accepting the cached token, the failed login drops it, and the next poll refreshes and
+/// gets in.
+#[test]
+fn fetch_refreshes_logs_in_to_dovecot_and_drops_a_refused_token() {
+    use crate::harness::{expected, message};
+    let dir = tempfile::tempdir().unwrap();
+    let endpoint = Endpoint::start(dir.path(), |_, n| {
+        json(
+            200,
+            &token_json(
+                &format!("acc-{}", n + 1),
+                3600,
+                Some(&format!("rt-{}", n + 1)),
+            ),
+        )
+    });
+    let (d, peer) = crate::oauth_peer::start_dovecot_with_oauth(&[("acc-1", "alice")]);
+    d.add_mailbox("alice");
+    d.deliver("alice", &message(1, 1500));
+    let env = Env::new();
+    env.write_config(&format!(
+        "[[account]]\nname = \"alice\"\nhost = \"localhost\"\nport = {}\nca_file = \"{}\"\n\
+         user = \"alice\"\nauth = \"xoauth2\"\ndeliver = {{ maildir = \"{}\" }}\n\n\
+         [account.oauth2]\ntoken_url = \"{}\"\nclient_id = \"popfetch-test\"\n\
+         refresh_token_file = \"refresh\"\nca_file = \"{}\"\n",
+        d.pop3s_port(),
+        d.ca_file().display(),
+        env.maildir().display(),
+        endpoint.url("/token"),
+        endpoint.ca_file().display(),
+    ));
+    let refresh = env.path().join("refresh");
+    std::fs::write(&refresh, "rt-0\n").unwrap();
+    std::fs::set_permissions(&refresh, std::fs::Permissions::from_mode(0o600)).unwrap();
+
+    let run = env.popfetch(&["fetch"]);
+    run.assert_code(0);
+    assert_eq!(env.delivered(), vec![expected(&message(1, 1500))]);
+    assert_eq!(std::fs::read_to_string(&refresh).unwrap().trim(), "rt-1");
+    assert_eq!(endpoint.requests().len(), 1);
+
+    // The cached token is reused while Dovecot takes it.
+    d.deliver("alice", &message(2, 1500));
+    env.popfetch(&["fetch"]).assert_code(0);
+    assert_eq!(
+        endpoint.requests().len(),
+        1,
+        "no refresh while the token is good"
+    );
+    assert_eq!(env.delivered().len(), 2);
+
+    // Dovecot stops taking it: that poll fails, nothing is lost, the token is dropped.
+    peer.revoke("acc-1");
+    peer.grant("acc-2", "alice");
+    d.deliver("alice", &message(3, 1500));
+    let run = env.popfetch(&["fetch"]);
+    run.assert_code(1);
+    assert!(run.stderr.contains("token rejected"), "{}", run.stderr);
+    assert!(!run.stderr.contains("acc-1"), "{}", run.stderr);
+    assert_eq!(d.message_count("alice"), 1);
+    // The next poll refreshes and gets in.
+    let run = env.popfetch(&["fetch"]);
+    run.assert_code(0);
+    assert_eq!(endpoint.requests().len(), 2);
+    assert_eq!(env.delivered().len(), 3);
+    assert_eq!(std::fs::read_to_string(&refresh).unwrap().trim(), "rt-2");
+    assert_eq!(d.message_count("alice"), 0);
+}
