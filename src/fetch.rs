@@ -152,8 +152,9 @@ async fn poll_once(
     let mut state = AccountState::open(state_dir, &account.name)?;
     let r = poll_with(account, &backend, &mut state, stop, progress).await;
     backend.close().await;
-    // Whatever happened, what was recorded reaches the disk.
-    let synced = state.sync();
+    // Whatever happened, what was recorded reaches the file. Everything a DELE depended on was
+    // fsync'd before that DELE; what is left can be lost without harm (see `flush`).
+    let synced = state.flush();
     let report = r?;
     synced?;
     Ok(report)
@@ -374,7 +375,7 @@ async fn poll_with(
         let on_server: HashSet<&Uidl> = list.iter().map(|(_, u)| u).collect();
         state.retain_only(&on_server);
     }
-    state.sync()?;
+    state.flush()?;
     // Even when the target became unavailable, the messages delivered before were deleted.
     if let Some(e) = unavailable {
         return Err(e);
@@ -573,6 +574,14 @@ impl Run<'_> {
                     break;
                 }
             }
+            if self.batch.is_due() {
+                // Committed once the next commands are on the wire: the server streams the next
+                // messages while this batch is made durable (its files' fsyncs started as each
+                // message ended). The commands are small: sending them cannot wait on reading.
+                self.session.flush().await?;
+                self.commit_batch().await?;
+                continue;
+            }
             if self.session.in_flight() == 0 {
                 // Nothing in flight: commit what is batched, which may queue more DELEs.
                 if !self.batch.sinks.is_empty() {
@@ -614,9 +623,6 @@ impl Run<'_> {
                         continue;
                     }
                     self.receive(i).await?;
-                    if self.batch.is_due() {
-                        self.commit_batch().await?;
-                    }
                 }
             }
         }
@@ -935,8 +941,12 @@ fn recover(
             "removed unfinished deliveries of an earlier run"
         );
     }
+    let pending = state.pending();
+    if pending.is_empty() {
+        return Ok(0);
+    }
     let mut found = 0;
-    for (uidl, key) in state.pending() {
+    for (uidl, key) in pending {
         if backend.was_delivered(&key) {
             state.record_delivered(&uidl);
             found += 1;

@@ -70,11 +70,13 @@ impl Maildir {
         let mut sink = Sink {
             file: Some(BufWriter::with_capacity(BUF_SIZE, file)),
             unsynced: None,
+            syncing: None,
             tmp,
             new: self.root.join("new").join(&name),
             new_dir: self.root.join("new"),
             name,
             bytes: 0,
+            kicked: 0,
             committed: false,
         };
         if let Some(h) = header {
@@ -150,15 +152,25 @@ impl Maildir {
 pub struct Sink {
     /// While the message is being written.
     file: Option<BufWriter<File>>,
-    /// Written and flushed, not yet fsync'd.
+    /// Written and flushed, its fsync left for [`sync_all`] (a small message).
     unsynced: Option<File>,
+    /// Written and flushed, its fsync running in the background since [`Sink::finish`] (a large
+    /// message), while the next messages stream in.
+    syncing: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     tmp: PathBuf,
     new: PathBuf,
     new_dir: PathBuf,
     name: String,
     bytes: u64,
+    /// Where the last write-behind started (see [`WRITE_BEHIND`]).
+    kicked: u64,
     committed: bool,
 }
+
+/// A large message's data is handed to the disk every this many bytes while it streams in, so
+/// that its fsync at the end finds little left to write and the disk works while the network
+/// does.
+const WRITE_BEHIND: u64 = 4 << 20;
 
 impl Sink {
     pub(super) fn write(&mut self, data: &[u8]) -> Result<(), DeliverError> {
@@ -168,10 +180,17 @@ impl Sink {
         f.write_all(data)
             .map_err(|e| DeliverError::io(format!("cannot write {}", self.tmp.display()), e))?;
         self.bytes += data.len() as u64;
+        // What the kernel has of the file: all but what the buffer still holds.
+        let in_kernel = self.bytes - f.buffer().len() as u64;
+        if in_kernel - self.kicked >= WRITE_BEHIND {
+            start_writeback(f.get_ref(), self.kicked, in_kernel - self.kicked);
+            self.kicked = in_kernel;
+        }
         Ok(())
     }
 
-    /// Flushes the message into its file in `tmp/`; it is not durable until [`sync_all`].
+    /// Flushes the message into its file in `tmp/`, and starts the fsync of a large one; it is
+    /// not durable until [`sync_all`] has seen its fsync succeed.
     pub(super) fn finish(&mut self) -> Result<(), DeliverError> {
         let Some(f) = self.file.take() else {
             return Err(self.closed());
@@ -182,7 +201,13 @@ impl Sink {
                 e.into_error(),
             )
         })?;
-        self.unsynced = Some(f);
+        if self.bytes >= WRITE_BEHIND {
+            self.syncing = Some(tokio::task::spawn_blocking(move || f.sync_all()));
+        } else {
+            // Small files are fsync'd together at the batch's commit, where their fsyncs share
+            // the file system's journal commits.
+            self.unsynced = Some(f);
+        }
         Ok(())
     }
 
@@ -202,28 +227,43 @@ impl Sink {
     }
 }
 
-/// Makes the finished messages of `sinks` durable in `tmp/`, fsyncing their files in parallel:
-/// concurrent fsyncs share the file system's journal commits, so a batch costs little more than
-/// one message.
+/// Starts writing `len` bytes of `file` from `offset` to the disk, without waiting: a hint
+/// only (durability still comes from the fsync); errors are left for the fsync to report.
+fn start_writeback(file: &File, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+        return;
+    };
+    // SAFETY: a plain system call on a descriptor `file` keeps open for the call's duration; it
+    // reads and writes no memory of ours.
+    unsafe {
+        libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE);
+    }
+}
+
+/// Makes the finished messages of `sinks` durable in `tmp/`: their fsyncs run concurrently, so
+/// they share the file system's journal commits (a large message's started at its end, while
+/// the next ones were arriving).
 pub(super) async fn sync_all(sinks: &mut [&mut Sink]) -> Result<(), DeliverError> {
-    let mut set = tokio::task::JoinSet::new();
-    for (i, s) in sinks.iter_mut().enumerate() {
-        let Some(f) = s.unsynced.take() else {
-            return Err(s.closed());
-        };
-        set.spawn_blocking(move || (i, f.sync_all()));
+    // Every fsync not started yet starts now, all at once.
+    for s in sinks.iter_mut() {
+        if let Some(f) = s.unsynced.take() {
+            s.syncing = Some(tokio::task::spawn_blocking(move || f.sync_all()));
+        }
     }
     let mut failed = None;
-    while let Some(joined) = set.join_next().await {
-        match joined {
-            Ok((_, Ok(()))) => {}
-            Ok((i, Err(e))) => {
-                failed = Some(DeliverError::io(
-                    format!("cannot write {}", sinks[i].tmp.display()),
-                    e,
-                ));
-            }
-            Err(e) => failed = Some(DeliverError::io("fsync task", std::io::Error::other(e))),
+    for s in sinks.iter_mut() {
+        let Some(job) = s.syncing.take() else {
+            return Err(s.closed());
+        };
+        let r = match job.await {
+            Ok(r) => r,
+            Err(e) => Err(std::io::Error::other(e)),
+        };
+        if let Err(e) = r {
+            failed.get_or_insert_with(|| {
+                DeliverError::io(format!("cannot write {}", s.tmp.display()), e)
+            });
         }
     }
     failed.map_or(Ok(()), Err)
@@ -238,7 +278,7 @@ pub(super) async fn publish(mut sinks: Vec<Sink>) -> Result<(), DeliverError> {
     dirs.dedup();
     tokio::task::spawn_blocking(move || {
         for s in &mut sinks {
-            if s.file.is_some() || s.unsynced.is_some() {
+            if s.file.is_some() || s.unsynced.is_some() || s.syncing.is_some() {
                 return Err(s.closed());
             }
             std::fs::rename(&s.tmp, &s.new).map_err(|e| {

@@ -352,6 +352,22 @@ impl AccountState {
         self.compact_if_large()
     }
 
+    /// Writes every appended record without waiting for the disk: for records whose loss in a
+    /// crash costs nothing but a repeat (forgotten UIDLs come back as forgotten at the next
+    /// complete session; a held or oversize message is tried or reported once more; a lost
+    /// fingerprint is written again). Records a DELE depends on go through [`Self::sync`].
+    pub fn flush(&mut self) -> Result<(), StateError> {
+        if self.unsynced.is_empty() {
+            return Ok(());
+        }
+        let r = self.journal.write_all(&self.unsynced);
+        self.unsynced.clear();
+        r.map_err(|source| StateError::Io {
+            path: self.path.clone(),
+            source,
+        })
+    }
+
     fn append(&mut self, rec: std::fmt::Arguments) {
         // Writing into a Vec cannot fail.
         let _ = self.unsynced.write_fmt(rec);
