@@ -907,13 +907,7 @@ fn message_id(head: &[u8]) -> Option<Vec<u8>> {
 /// A digest of a Message-ID for the journal: hex, never the ID itself.
 fn message_id_digest(id: &[u8]) -> String {
     use md5::Digest as _;
-    md5::Md5::digest(id)
-        .iter()
-        .fold(String::with_capacity(32), |mut s, b| {
-            use std::fmt::Write as _;
-            let _ = write!(s, "{b:02x}");
-            s
-        })
+    crate::pop3::auth::hex(&md5::Md5::digest(id))
 }
 
 /// A stable digest of the account's settings (secrets redacted), to notice config changes.

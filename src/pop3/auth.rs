@@ -65,7 +65,8 @@ pub fn decode_challenge(challenge_b64: &[u8]) -> Option<Vec<u8>> {
     B64.decode(challenge_b64.trim_ascii()).ok()
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// Lower-case hex of `bytes`.
+pub(crate) fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
     bytes
         .iter()
