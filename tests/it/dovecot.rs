@@ -717,7 +717,7 @@ fn free_ports() -> (u16, u16) {
 
 /// Makes `ca.pem`/`ca.key` (a throw-away CA) and `server.pem`/`server.key` (signed by it,
 /// SAN `DNS:localhost, IP:127.0.0.1`) in `dir`. EC P-256 keys: fast to generate.
-fn make_certificates(dir: &Path) {
+pub(crate) fn make_certificates(dir: &Path) {
     write_file(
         &dir.join("ca.cnf"),
         b"[req]\ndistinguished_name = dn\nprompt = no\nx509_extensions = v3_ca\n\

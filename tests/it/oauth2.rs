@@ -7,13 +7,13 @@ use std::collections::HashMap;
 use std::io::{BufRead, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::dovecot::run_bounded;
+use crate::dovecot::{make_certificates, run_bounded};
 use crate::harness::Env;
 use popfetch::oauth2::{OAuth2Error, access_token, invalidate};
 
@@ -220,41 +220,6 @@ async fn serve_one<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
             let _ = s.shutdown().await;
         }
         Reply::Silence => tokio::time::sleep(CONNECTION_TIMEOUT).await,
-    }
-}
-
-/// A CA and a server certificate for 127.0.0.1 and localhost, in `dir`.
-fn make_certificates(dir: &Path) {
-    std::fs::write(
-        dir.join("ext.cnf"),
-        "subjectAltName = DNS:localhost, IP:127.0.0.1\nbasicConstraints = critical,CA:FALSE\n\
-         keyUsage = critical,digitalSignature\nextendedKeyUsage = serverAuth\n",
-    )
-    .unwrap();
-    let ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
-    for args in [
-        format!(
-            "req -x509 -new {ec} -keyout ca.key -out ca.pem -days 30 -subj /CN=popfetch-oauth2-test-CA \
-             -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign"
-        ),
-        format!("req -new {ec} -keyout server.key -out server.csr -subj /CN=localhost"),
-        "x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 30 \
-         -extfile ext.cnf -out server.pem"
-            .to_string(),
-    ] {
-        let out = run_bounded(
-            Command::new("openssl")
-                .args(args.split_whitespace())
-                .current_dir(dir),
-            b"",
-            COMMAND_TIMEOUT,
-        )
-        .unwrap_or_else(|e| panic!("openssl (install it: tests/install-peers): {e}"));
-        assert!(
-            out.status.success(),
-            "openssl {args}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
     }
 }
 
