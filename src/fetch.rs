@@ -638,7 +638,7 @@ impl Run<'_> {
         let mut ended = false;
         if self.account.dedupe_message_id && !self.todo[i].quarantine {
             let listed = self.todo[i].listed;
-            while !header_complete(&head) && head.len() < MAX_PEEK {
+            while crate::deliver::envelope::header_end(&head).is_none() && head.len() < MAX_PEEK {
                 match self.session.body_chunk().await? {
                     Some(chunk) => head.extend_from_slice(&chunk),
                     None => {
@@ -871,37 +871,12 @@ impl Run<'_> {
 /// The most of a message's start read to find its Message-ID before delivering it.
 const MAX_PEEK: usize = 64 * 1024;
 
-/// Whether `head` (LF line ends) holds the whole header: an empty line was seen.
-fn header_complete(head: &[u8]) -> bool {
-    head.starts_with(b"\n") || memchr::memmem::find(head, b"\n\n").is_some()
-}
-
 /// The Message-ID field's value (unfolded, whitespace removed) from the start of a message, if
 /// the header has one within what was read.
 fn message_id(head: &[u8]) -> Option<Vec<u8>> {
-    let end = memchr::memmem::find(head, b"\n\n").map_or(head.len(), |e| e + 1);
-    let header = &head[..end];
-    let mut lines = header.split(|&b| b == b'\n').peekable();
-    while let Some(line) = lines.next() {
-        let Some(colon) = memchr::memchr(b':', line) else {
-            continue;
-        };
-        if !line[..colon]
-            .trim_ascii()
-            .eq_ignore_ascii_case(b"message-id")
-        {
-            continue;
-        }
-        let mut value: Vec<u8> = line[colon + 1..].to_vec();
-        while let Some(next) =
-            lines.next_if(|l| l.first().is_some_and(|b| *b == b' ' || *b == b'\t'))
-        {
-            value.extend_from_slice(next);
-        }
-        value.retain(|b| !b.is_ascii_whitespace());
-        return (!value.is_empty()).then_some(value);
-    }
-    None
+    let mut value = crate::deliver::envelope::header_value_bytes(head, "message-id")?;
+    value.retain(|b| !b.is_ascii_whitespace());
+    (!value.is_empty()).then_some(value)
 }
 
 /// A digest of a Message-ID for the journal: hex, never the ID itself.
@@ -976,8 +951,6 @@ mod tests {
         assert_eq!(message_id(b"Subject: x\n\nMessage-ID: <body@x>\n"), None);
         assert_eq!(message_id(b"Message-ID:\n\n"), None);
         assert_eq!(message_id(b""), None);
-        assert!(header_complete(b"\nbody") && header_complete(b"A: b\n\n"));
-        assert!(!header_complete(b"A: b\nC: d\n"));
         let d = message_id_digest(b"<abc@x.example>");
         assert_eq!(d.len(), 32);
         assert!(d.bytes().all(|b| b.is_ascii_hexdigit()));

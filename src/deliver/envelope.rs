@@ -29,6 +29,11 @@ pub fn sender(headers: &[u8]) -> Option<String> {
 
 /// The unfolded value of the first header field called `name` (case-insensitive), lossy UTF-8.
 fn header_value(headers: &[u8], name: &str) -> Option<String> {
+    header_value_bytes(headers, name).map(|v| String::from_utf8_lossy(&v).into_owned())
+}
+
+/// The unfolded value of the first header field called `name` (case-insensitive), as it is.
+pub fn header_value_bytes(headers: &[u8], name: &str) -> Option<Vec<u8>> {
     let end = header_end(headers).unwrap_or(headers.len());
     let mut lines = headers[..end].split(|&b| b == b'\n').peekable();
     while let Some(line) = lines.next() {
@@ -53,7 +58,7 @@ fn header_value(headers: &[u8], name: &str) -> Option<String> {
                 break;
             }
         }
-        return Some(String::from_utf8_lossy(&value).into_owned());
+        return Some(value);
     }
     None
 }
