@@ -340,12 +340,8 @@ impl AccountState {
         if self.unsynced.is_empty() {
             return Ok(());
         }
-        let r = self
-            .journal
-            .write_all(&self.unsynced)
-            .and_then(|()| self.journal.sync_data());
-        self.unsynced.clear();
-        r.map_err(|source| StateError::Io {
+        self.flush()?;
+        self.journal.sync_data().map_err(|source| StateError::Io {
             path: self.path.clone(),
             source,
         })?;
