@@ -204,7 +204,7 @@ async fn poll_with(
         tls_verify: account.tls_verify,
         timeout: account.timeout,
     };
-    let mut session = Session::connect(&params).await?;
+    let mut session = Session::connect(&params, stop).await?;
     let login = session
         .login(
             &account.user,
