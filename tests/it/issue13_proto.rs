@@ -372,7 +372,7 @@ fn issue13_12_sigterm_during_a_stalled_exchange_ends_fetch() {
         .stderr(Stdio::piped())
         .process_group(0);
     let mut child = cmd.spawn().expect("spawn");
-    let (_out, err) = collect(&mut child);
+    let (out, err) = collect(&mut child);
     let until = Instant::now() + Duration::from_secs(20);
     while server.log().commands("UIDL").is_empty() && Instant::now() < until {
         std::thread::sleep(Duration::from_millis(20));
@@ -384,12 +384,20 @@ fn issue13_12_sigterm_during_a_stalled_exchange_ends_fetch() {
         .status()
         .unwrap();
     let status = wait_within(&mut child, Duration::from_secs(10));
+    let stdout = String::from_utf8_lossy(&out.join().unwrap()).into_owned();
     let stderr = String::from_utf8_lossy(&err.join().unwrap()).into_owned();
     let status = status.unwrap_or_else(|| {
         panic!("one SIGTERM did not end popfetch fetch while the server held UIDL\n{stderr}")
     });
-    eprintln!("{status:?}\n{stderr}");
-    assert!(stderr.contains("shutdown"), "{stderr}");
+    eprintln!("{status:?}\n{stdout}{stderr}");
+    assert!(
+        stdout.contains("alice: stopped by a signal before the transfer began"),
+        "{stdout}{stderr}"
+    );
+    assert!(
+        status.success(),
+        "a graceful stop is no failure: {status:?}"
+    );
     assert!(server.log().deles.is_empty());
     assert_eq!(server.remaining().len(), 1);
 }
