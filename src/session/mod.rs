@@ -6,7 +6,7 @@
 //! - every listing has a byte budget: CAPA a small fixed one ([`CAPA_BUDGET`]), UIDL and LIST one
 //!   in proportion to the message count STAT announced ([`listing_budget`]), so a hostile
 //!   listing costs no more memory than a real mailbox of the size the server claims;
-//! - a SASL exchange has a most number of server challenges per mechanism;
+//! - a SASL exchange answers a bounded number of server challenges per mechanism;
 //! - every read has the account's `timeout`, and the data of an answer under way must keep
 //!   coming at [`MIN_RATE`] on average over every [`stall_window`]: a server that trickles a
 //!   byte now and then, each within `timeout`, cannot hold a poll (and in the daemon a
