@@ -361,6 +361,12 @@ async fn fetch(config: &Config, accounts: Vec<Arc<Account>>, quiet: bool) -> Exi
                         line.push_str(&format!("; {n} {what}"));
                     }
                 }
+                if rep == crate::fetch::Report::stopped_before_transfer() {
+                    line = format!(
+                        "{}: stopped by a signal before the transfer began",
+                        account.name
+                    );
+                }
                 if !quiet {
                     out(&format!("{line}\n"));
                 }

@@ -106,6 +106,15 @@ pub struct Report {
 }
 
 impl Report {
+    /// The report of a poll that shutdown stopped before its transfer began: nothing was
+    /// fetched, not even a listing.
+    pub fn stopped_before_transfer() -> Report {
+        Report {
+            interrupted: true,
+            ..Report::default()
+        }
+    }
+
     /// Whether something in this poll needs the administrator's attention.
     pub fn has_failures(&self) -> bool {
         self.failed > 0 || self.newly_held > 0
@@ -130,6 +139,14 @@ pub async fn poll_with_progress(
     progress: Option<&Progress>,
 ) -> Result<Report, FetchError> {
     let r = poll_once(account, state_dir, stop, progress).await;
+    if let Err(FetchError::Session(SessionError::Cancelled)) = &r {
+        // Stopped before anything was fetched: no failure, and nothing to record.
+        tracing::info!(
+            account = account.name,
+            "shutting down: the poll ended before its transfer began"
+        );
+        return Ok(Report::stopped_before_transfer());
+    }
     let summary = match &r {
         Ok(rep) => Ok((rep.delivered as u64, rep.waiting as u64)),
         Err(e) => Err(crate::cli::error_chain(e)),
@@ -204,7 +221,7 @@ async fn poll_with(
         tls_verify: account.tls_verify,
         timeout: account.timeout,
     };
-    let mut session = Session::connect(&params).await?;
+    let mut session = Session::connect(&params, stop).await?;
     let login = session
         .login(
             &account.user,

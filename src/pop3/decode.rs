@@ -10,6 +10,17 @@
 //!
 //! Body chunks are dot-unstuffed and carry local line endings: each CRLF (or a bare LF from a
 //! careless server) becomes one `\n`; every other byte, 8-bit included, passes through untouched.
+//!
+//! # The terminator
+//!
+//! RFC 1939 §3 ends a multi-line answer with CRLF "." CRLF, and that is the terminator. A line
+//! holding only "." that ends in a bare LF ends the answer only when the answer is bare-LF
+//! throughout: its status line and every line before it ended in a bare LF (a server that
+//! writes LF everywhere still works). Once any line of the answer (its status line included)
+//! ended in CRLF, a "." LF line is content, and its "." is kept: it cannot be a stuffed dot
+//! (stuffing makes it ".."), and a "." lost from the content is the lesser harm than a message
+//! cut short at a bare LF, whose rest a careless parser would take for the next answers. The
+//! rule is decided per answer, never per line, so no byte of a message can end it early.
 
 use std::collections::VecDeque;
 
@@ -59,10 +70,11 @@ enum State {
     Idle,
     /// Waiting for the status line of an answer of this shape.
     Status(Expect),
-    /// Inside a multi-line listing.
-    Lines,
-    /// Inside a message body; `at_line_start` decides whether a leading '.' is special.
-    Body { at_line_start: bool },
+    /// Inside a multi-line listing; `crlf` is whether a line of this answer ended in CRLF.
+    Lines { crlf: bool },
+    /// Inside a message body; `at_line_start` decides whether a leading '.' is special, `crlf`
+    /// whether a line of this answer (its status line included) ended in CRLF.
+    Body { at_line_start: bool, crlf: bool },
     /// The body's terminating line has been consumed; `End` is next.
     BodyEnded,
 }
@@ -109,6 +121,17 @@ impl Decoder {
     /// Whether a message body is being decoded (its `End` has not come out yet).
     pub fn in_body(&self) -> bool {
         matches!(self.state, State::Body { .. } | State::BodyEnded)
+    }
+
+    /// Whether an answer has begun and not ended: part of a line is buffered, or a multi-line
+    /// answer is under way. Waiting then is waiting for the rest of something the server started
+    /// to send, not for the server to think.
+    pub fn mid_answer(&self) -> bool {
+        self.buffered() > 0
+            || matches!(
+                self.state,
+                State::Lines { .. } | State::Body { .. } | State::BodyEnded
+            )
     }
 
     /// Received bytes not yet decoded.
@@ -160,15 +183,16 @@ impl Decoder {
                 Ok(None)
             }
             State::Status(expect) => {
-                let Some(line) = self.take_line()? else {
+                let Some((line, crlf)) = self.take_line()? else {
                     return Ok(None);
                 };
                 let status = Status::parse(&line)
                     .ok_or_else(|| DecodeError::BadStatus(super::types::printable(&line, 80)))?;
                 self.state = match (status.kind, expect) {
-                    (super::StatusKind::Ok, Expect::Lines) => State::Lines,
+                    (super::StatusKind::Ok, Expect::Lines) => State::Lines { crlf },
                     (super::StatusKind::Ok, Expect::Body) => State::Body {
                         at_line_start: true,
+                        crlf,
                     },
                     // A SASL continuation keeps the exchange going: the next line the server
                     // sends is again a status line of the same answer.
@@ -180,13 +204,20 @@ impl Decoder {
                 };
                 Ok(Some(Event::Status(status)))
             }
-            State::Lines => {
-                let Some(line) = self.take_line()? else {
+            State::Lines { crlf: seen_crlf } => {
+                let Some((line, crlf)) = self.take_line()? else {
                     return Ok(None);
                 };
-                if line == b"." {
+                if line == b"." && (crlf || !seen_crlf) {
                     self.start_next();
                     return Ok(Some(Event::End));
+                }
+                self.state = State::Lines {
+                    crlf: seen_crlf || crlf,
+                };
+                if line == b"." {
+                    // A bare-LF "." in an answer that used CRLF: content (see the module doc).
+                    return Ok(Some(Event::Line(line)));
                 }
                 // RFC 1939 §3: a line beginning with '.' has had one more '.' prepended.
                 let line = match line.strip_prefix(b".") {
@@ -203,18 +234,19 @@ impl Decoder {
         }
     }
 
-    /// One line without its line ending (CRLF, or a bare LF), or `None` when incomplete.
-    fn take_line(&mut self) -> Result<Option<Vec<u8>>, DecodeError> {
+    /// One line without its line ending, and whether that ending was CRLF (else a bare LF), or
+    /// `None` when incomplete.
+    fn take_line(&mut self) -> Result<Option<(Vec<u8>, bool)>, DecodeError> {
         let avail = &self.buf[self.pos..];
         match memchr::memchr(b'\n', avail) {
             Some(i) if i + 1 > MAX_LINE => Err(DecodeError::LineTooLong),
             Some(i) => {
-                let line = avail[..i]
-                    .strip_suffix(b"\r")
-                    .unwrap_or(&avail[..i])
-                    .to_vec();
+                let (line, crlf) = match avail[..i].strip_suffix(b"\r") {
+                    Some(l) => (l.to_vec(), true),
+                    None => (avail[..i].to_vec(), false),
+                };
                 self.pos += i + 1;
-                Ok(Some(line))
+                Ok(Some((line, crlf)))
             }
             None if avail.len() >= MAX_LINE => Err(DecodeError::LineTooLong),
             None => Ok(None),
@@ -224,7 +256,11 @@ impl Decoder {
     /// Decodes as much body as is buffered into one chunk. Stops before the terminating line so
     /// that it comes out as its own `End` event.
     fn body_chunk(&mut self) -> Result<Option<Event>, DecodeError> {
-        let State::Body { mut at_line_start } = self.state else {
+        let State::Body {
+            mut at_line_start,
+            mut crlf,
+        } = self.state
+        else {
             return Ok(None);
         };
         let mut out = Vec::with_capacity(self.buffered());
@@ -237,11 +273,15 @@ impl Decoder {
             if at_line_start && avail[0] == b'.' {
                 match avail.get(1) {
                     None => break,
-                    Some(b'\n') => {
+                    Some(b'\n') if !crlf => {
+                        // The answer is bare-LF throughout: a careless server's terminator.
                         self.pos += 2;
                         ended = true;
                         break;
                     }
+                    // A bare-LF "." in an answer that used CRLF is content, its dot kept (see
+                    // the module doc): the line is taken below as it stands.
+                    Some(b'\n') => {}
                     Some(b'\r') => match avail.get(2) {
                         None => break,
                         Some(b'\n') => {
@@ -254,12 +294,21 @@ impl Decoder {
                     // A stuffed dot: drop it, the rest of the line is content.
                     Some(_) => self.pos += 1,
                 }
-                at_line_start = false;
-                continue;
+                if avail.get(1) != Some(&b'\n') {
+                    at_line_start = false;
+                    continue;
+                }
             }
+            let avail = &self.buf[self.pos..];
             match memchr::memchr(b'\n', avail) {
                 Some(i) => {
-                    let content = avail[..i].strip_suffix(b"\r").unwrap_or(&avail[..i]);
+                    let content = match avail[..i].strip_suffix(b"\r") {
+                        Some(c) => {
+                            crlf = true;
+                            c
+                        }
+                        None => &avail[..i],
+                    };
                     out.extend_from_slice(content);
                     out.push(b'\n');
                     self.pos += i + 1;
@@ -284,7 +333,10 @@ impl Decoder {
             self.state = if ended {
                 State::BodyEnded
             } else {
-                State::Body { at_line_start }
+                State::Body {
+                    at_line_start,
+                    crlf,
+                }
             };
             return Ok(Some(Event::Data(out)));
         }
@@ -292,7 +344,10 @@ impl Decoder {
             self.start_next();
             return Ok(Some(Event::End));
         }
-        self.state = State::Body { at_line_start };
+        self.state = State::Body {
+            at_line_start,
+            crlf,
+        };
         Ok(None)
     }
 }

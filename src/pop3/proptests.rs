@@ -287,6 +287,55 @@ proptest! {
         prop_assert_eq!(decode_pieces(&[Expect::Lines], wire.chunks(1)), whole);
     }
 
+    /// The terminator is decided per answer (RFC 1939 §3): in an answer that used CRLF, a "."
+    /// line ending in a bare LF is content, wherever it falls and however the reads split; an
+    /// answer bare-LF throughout ends at its bare-LF ".".
+    #[test]
+    fn only_the_answers_own_terminator_ends_it(
+        lines in proptest::collection::vec(
+            prop_oneof![listing_line().prop_map(Some), Just(None)], 0..10),
+        bare_lf in any::<bool>(),
+        sizes in proptest::collection::vec(1usize..40, 1..8),
+    ) {
+        // `None` is a line holding only ".", sent with a bare LF.
+        let eol: &[u8] = if bare_lf { b"\n" } else { b"\r\n" };
+        let mut wire = [b"+OK go".as_slice(), eol].concat();
+        let mut body = Vec::new();
+        let mut cut = false;
+        for l in &lines {
+            match l {
+                Some(l) => {
+                    if l.first() == Some(&b'.') {
+                        wire.push(b'.');
+                    }
+                    wire.extend_from_slice(l);
+                    wire.extend_from_slice(eol);
+                    body.extend_from_slice(l);
+                }
+                None => {
+                    wire.extend_from_slice(b".\n");
+                    if bare_lf {
+                        cut = true;
+                        break;
+                    }
+                    body.push(b'.');
+                }
+            }
+            body.push(b'\n');
+        }
+        if !cut {
+            wire.extend_from_slice(&[b".".as_slice(), eol].concat());
+        }
+        let mut want = vec![Event::Status(Status::parse(b"+OK go").unwrap())];
+        if !body.is_empty() {
+            want.push(Event::Data(body));
+        }
+        want.push(Event::End);
+        let whole = decode_pieces(&[Expect::Body], [&wire[..]]);
+        prop_assert_eq!(&whole, &(want, None));
+        prop_assert_eq!(decode_pieces(&[Expect::Body], split_by(&wire, &sizes)), whole);
+    }
+
     /// Arbitrary bytes give the same events and the same kind of error whole and in pieces.
     #[test]
     fn arbitrary_input_decodes_the_same_in_any_pieces(

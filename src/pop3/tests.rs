@@ -261,17 +261,80 @@ fn decoder_known_answers() {
     );
 }
 
+/// Answers that test the terminator rule (RFC 1939 §3, decided per answer): a bare-LF "." line
+/// inside CRLF answers (content, not an end), and answers that are bare-LF throughout (their
+/// bare-LF "." ends them).
+const SLOPPY: &[u8] = b"+OK 77 octets\r\n\
+first part\r\nA sloppy server passes a bare LF:\n.\nSECOND PART that must not be lost\r\n.\r\n\
++OK\r\n1 a\n.\n2 b\r\n.\r\n\
++OK lf only\nline\n..dot\n\n.\n\
++OK\n1 a\n2 b\n.\n\
++OK crlf status\r\nbare\n.\nstill here\n.\r\n\
++OK\nfirst bare\ncrlf later\r\n.\nend\r\n.\r\n\
++OK bye\r\n";
+
+fn sloppy_expects() -> Vec<Expect> {
+    vec![
+        Expect::Body,
+        Expect::Lines,
+        Expect::Body,
+        Expect::Lines,
+        Expect::Body,
+        Expect::Body,
+        Expect::Single,
+    ]
+}
+
+fn sloppy_events() -> Vec<Event> {
+    let line = |l: &[u8]| Event::Line(l.to_vec());
+    let data = |d: &[u8]| Event::Data(d.to_vec());
+    vec![
+        ok("77 octets"),
+        data(b"first part\nA sloppy server passes a bare LF:\n.\nSECOND PART that must not be lost\n"),
+        Event::End,
+        ok(""),
+        line(b"1 a"),
+        line(b"."),
+        line(b"2 b"),
+        Event::End,
+        ok("lf only"),
+        data(b"line\n.dot\n\n"),
+        Event::End,
+        ok(""),
+        line(b"1 a"),
+        line(b"2 b"),
+        Event::End,
+        ok("crlf status"),
+        data(b"bare\n.\nstill here\n"),
+        Event::End,
+        ok(""),
+        data(b"first bare\ncrlf later\n.\nend\n"),
+        Event::End,
+        ok("bye"),
+    ]
+}
+
+#[test]
+fn decoder_ends_an_answer_only_at_its_own_terminator() {
+    assert_eq!(
+        decode_all(&sloppy_expects(), SLOPPY, 0).unwrap(),
+        sloppy_events()
+    );
+}
+
 #[test]
 fn decoder_gives_same_result_for_every_chunk_size() {
-    let whole = decode_all(&session_expects(), SESSION, 0).unwrap();
-    let mut size = 1;
-    while size <= 512 {
-        assert_eq!(
-            decode_all(&session_expects(), SESSION, size).unwrap(),
-            whole,
-            "chunk size {size}"
-        );
-        size *= 2;
+    for (expects, input) in [(session_expects(), SESSION), (sloppy_expects(), SLOPPY)] {
+        let whole = decode_all(&expects, input, 0).unwrap();
+        let mut size = 1;
+        while size <= 512 {
+            assert_eq!(
+                decode_all(&expects, input, size).unwrap(),
+                whole,
+                "chunk size {size}"
+            );
+            size *= 2;
+        }
     }
 }
 

@@ -38,6 +38,25 @@ pub enum SessionError {
     NoStls,
     #[error("login: {0}")]
     Auth(String),
+    #[error("stopped before the transfer began: shutdown was asked for")]
+    Cancelled,
+    #[error(
+        "transfer from the server stalled: {bytes} bytes in the last {}s (less than {} bytes/s)",
+        after.as_secs(),
+        super::MIN_RATE
+    )]
+    Stalled { bytes: u64, after: Duration },
+    #[error(
+        "the {what} listing is longer than its budget of {octets} octets or {lines} lines \
+         (STAT announced {} messages); nothing is fetched or deleted",
+        count.map_or_else(|| "no".to_string(), |c| c.to_string())
+    )]
+    OverBudget {
+        what: &'static str,
+        octets: u64,
+        lines: u64,
+        count: Option<u64>,
+    },
 }
 
 impl SessionError {
@@ -74,7 +93,9 @@ impl SessionError {
             SessionError::Connect { .. }
             | SessionError::Timeout { .. }
             | SessionError::Io(_)
-            | SessionError::Closed => true,
+            | SessionError::Closed
+            | SessionError::Cancelled
+            | SessionError::Stalled { .. } => true,
             SessionError::Refused { code: Some(c), .. } => c.is_transient(),
             // A refusal without a code may be anything; a login refusal is not transient.
             SessionError::Refused {
@@ -87,6 +108,7 @@ impl SessionError {
             | SessionError::Decode(_)
             | SessionError::Protocol(_)
             | SessionError::NoStls
+            | SessionError::OverBudget { .. }
             | SessionError::Auth(_) => false,
         }
     }

@@ -1,15 +1,31 @@
 //! The async POP3 session: one connection to one server, driven over tokio. It owns the socket
 //! (plain TCP, implicit TLS, or TCP upgraded by STLS), puts a timeout on every network wait, and
 //! turns [`crate::pop3`] events into typed results. It knows nothing of delivery or state.
+//!
+//! Everything a server sends is bounded, in size and in time:
+//! - every listing has a byte budget: CAPA a small fixed one ([`CAPA_BUDGET`]), UIDL and LIST one
+//!   in proportion to the message count STAT announced ([`listing_budget`]), so a hostile
+//!   listing costs no more memory than a real mailbox of the size the server claims;
+//! - a SASL exchange answers a bounded number of server challenges per mechanism;
+//! - every read has the account's `timeout`, and the data of an answer under way must keep
+//!   coming at [`MIN_RATE`] on average over every [`stall_window`]: a server that trickles a
+//!   byte now and then, each within `timeout`, cannot hold a poll (and in the daemon a
+//!   `max_parallel` slot and the account's reload) for as long as it likes;
+//! - the stop token given to [`Session::connect`] ends every wait until the transfer begins (the
+//!   first [`Session::queue`]); from then on the caller finishes the message in flight and QUITs.
 
 mod error;
 mod stream;
+#[cfg(test)]
+mod tests;
 
 pub(crate) use stream::{TlsStream, handshake};
 
 use std::collections::{HashSet, VecDeque};
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
 
 pub use error::SessionError;
 use stream::Stream;
@@ -20,9 +36,63 @@ use crate::pop3::{
 };
 use crate::secret::Secret;
 
-/// Most lines in one listing (UIDL, LIST, CAPA): a maildrop of 300,000 messages is far beyond
-/// any real one, and a server must not make us hold an endless listing.
-pub const MAX_LISTING_LINES: usize = 300_000;
+/// Octets the CAPA answer may take. CAPA is read before STLS and before login, so anyone on
+/// the path (or any server at all) can send it: it gets a small fixed budget. Real servers
+/// answer with well under 1 KiB.
+pub const CAPA_BUDGET: u64 = 64 * 1024;
+
+/// Octets a UIDL or LIST listing may take per message STAT announced: a message number (10
+/// digits), a space, a unique-id of at most 70 characters (RFC 1939 §7) or a size and whatever
+/// a server adds after it, and CRLF, with room to spare.
+pub const LISTING_OCTETS_PER_MESSAGE: u64 = 128;
+
+/// Octets and lines a listing may take beyond what STAT announced: mail that arrived in
+/// between is not listed in the same session (RFC 1939 §5), but a sloppy server gets slack.
+pub const LISTING_SLACK_OCTETS: u64 = 64 * 1024;
+pub const LISTING_SLACK_LINES: u64 = 1024;
+
+/// The budget of a UIDL or LIST listing when STAT announced `count` messages: octets and
+/// lines. A real mailbox of a million messages fits; a listing far beyond what STAT said is
+/// cut off after a few lines, before it costs memory.
+pub fn listing_budget(count: u64) -> (u64, u64) {
+    (
+        count
+            .saturating_mul(LISTING_OCTETS_PER_MESSAGE)
+            .saturating_add(LISTING_SLACK_OCTETS),
+        count.saturating_add(LISTING_SLACK_LINES),
+    )
+}
+
+/// The least average rate at which the data of an answer under way must arrive, over every
+/// [`stall_window`]. 1 KiB/s is below what a poor 2G (GPRS) or a satellite link delivers
+/// averaged over a minute; a server below it is trickling.
+pub const MIN_RATE: u64 = 1024;
+
+/// The shortest span over which [`MIN_RATE`] is measured, so that a short dip of a slow link
+/// never counts as a stall.
+pub const MIN_STALL_WINDOW: Duration = Duration::from_secs(10);
+
+/// The span over which [`MIN_RATE`] is measured for an account: its `timeout`, at least
+/// [`MIN_STALL_WINDOW`]. Only time spent waiting for the rest of an answer already begun
+/// counts; the wait for an answer's first byte (the server thinking) has `timeout` alone.
+pub fn stall_window(timeout: Duration) -> Duration {
+    timeout.max(MIN_STALL_WINDOW)
+}
+
+/// Most server challenges answered in one SASL exchange, per mechanism (RFC 5034 §4): what the
+/// mechanism needs, plus one for an initial response sent after an empty challenge or for the
+/// cancelling `*`. A server that goes on past it is looping, not authenticating.
+fn max_sasl_challenges(mechanism: &str) -> usize {
+    match mechanism {
+        // The initial response (maybe after an empty challenge), then an error challenge.
+        "PLAIN" | "XOAUTH2" | "OAUTHBEARER" => 2,
+        // "Username:", "Password:", and a cancel.
+        "LOGIN" => 3,
+        // One challenge, answered once.
+        "CRAM-MD5" => 1,
+        _ => 2,
+    }
+}
 
 /// Bytes asked of the socket per read.
 const READ_SIZE: usize = 64 * 1024;
@@ -56,6 +126,47 @@ pub struct Session {
     /// The server's name and port as configured (OAUTHBEARER sends them).
     host: String,
     port: u16,
+    /// Ends every wait while `interruptible`.
+    stop: CancellationToken,
+    /// Until the transfer begins, a stop ends the session at once: nothing was fetched yet.
+    interruptible: bool,
+    /// What STAT said: the number of messages, which sets the listings' budgets.
+    stat_count: Option<u64>,
+    /// Progress of the data of answers under way, for the minimum transfer rate.
+    flow: Flow,
+}
+
+/// Time spent waiting for the rest of answers under way, and what arrived meanwhile.
+#[derive(Debug)]
+struct Flow {
+    window: Duration,
+    waited: Duration,
+    bytes: u64,
+}
+
+impl Flow {
+    /// Counts one read; an error when the window is full and its data came slower than
+    /// [`MIN_RATE`].
+    fn count(&mut self, waited: Option<Duration>, bytes: u64) -> Result<(), SessionError> {
+        self.bytes = self.bytes.saturating_add(bytes);
+        if let Some(w) = waited {
+            self.waited += w;
+        }
+        if self.waited < self.window {
+            return Ok(());
+        }
+        let floor = MIN_RATE.saturating_mul(self.waited.as_secs().max(1));
+        let (got, over) = (self.bytes, self.waited);
+        self.waited = Duration::ZERO;
+        self.bytes = 0;
+        if got < floor {
+            return Err(SessionError::Stalled {
+                bytes: got,
+                after: over,
+            });
+        }
+        Ok(())
+    }
 }
 
 /// What a pipelined command was for, handed back with its answer.
@@ -70,7 +181,12 @@ impl Session {
     /// Connects, protects the connection as `params.tls` says, reads the greeting and the
     /// capabilities. With `TlsMode::Starttls` the session is encrypted when this returns, or it
     /// fails: it never goes on in clear text.
-    pub async fn connect(params: &ConnectParams<'_>) -> Result<Session, SessionError> {
+    ///
+    /// `stop` ends every wait at once until the transfer begins (see the module doc).
+    pub async fn connect(
+        params: &ConnectParams<'_>,
+        stop: &CancellationToken,
+    ) -> Result<Session, SessionError> {
         if !params.tls_verify && params.tls != TlsMode::None {
             tracing::warn!(
                 host = params.host,
@@ -78,7 +194,10 @@ impl Session {
                  can read the password and the mail"
             );
         }
-        let stream = Stream::connect(params).await?;
+        let stream = tokio::select! {
+            r = Stream::connect(params) => r?,
+            () = stop.cancelled() => return Err(SessionError::Cancelled),
+        };
         let mut s = Session {
             stream,
             dec: Decoder::new(),
@@ -89,6 +208,14 @@ impl Session {
             pending: VecDeque::new(),
             host: params.host.to_string(),
             port: params.port,
+            stop: stop.clone(),
+            interruptible: true,
+            stat_count: None,
+            flow: Flow {
+                window: stall_window(params.timeout),
+                waited: Duration::ZERO,
+                bytes: 0,
+            },
         };
         s.dec.expect(Expect::Single);
         let greeting = s.read_status("greeting").await?;
@@ -120,7 +247,10 @@ impl Session {
                 "server sent data after its STLS answer, before the TLS handshake",
             ));
         }
-        self.stream.upgrade(params).await?;
+        tokio::select! {
+            r = self.stream.upgrade(params) => r?,
+            () = self.stop.cancelled() => return Err(SessionError::Cancelled),
+        }
         self.caps = self.capa().await?;
         Ok(())
     }
@@ -131,7 +261,19 @@ impl Session {
         if !st.is_ok() {
             return Ok(None);
         }
-        let lines = self.read_lines("CAPA").await?;
+        let mut lines = Vec::new();
+        self.read_listing("CAPA", (CAPA_BUDGET, CAPA_BUDGET), |line| {
+            lines.push(line);
+            Ok(())
+        })
+        .await
+        .map_err(|e| match e {
+            SessionError::OverBudget { what, octets, .. } => SessionError::Protocol(format!(
+                "the {what} answer is longer than {octets} octets; a real server's is far \
+                 shorter"
+            )),
+            e => e,
+        })?;
         Ok(Some(Capabilities::from_lines(
             lines.iter().map(Vec::as_slice),
         )))
@@ -411,11 +553,20 @@ impl Session {
         };
         let mut st = self.command(cmd, Expect::Single).await?;
         let mut step = 0;
+        let most = max_sasl_challenges(mechanism);
+        let mut challenges = 0;
         loop {
             match st.kind {
                 StatusKind::Ok => return Ok(()),
                 StatusKind::Err => return Err(SessionError::refused("AUTH", &st)),
                 StatusKind::Continue => {}
+            }
+            challenges += 1;
+            if challenges > most {
+                return Err(SessionError::Auth(format!(
+                    "{mechanism}: the server kept the SASL exchange going (more than {most} \
+                     challenges); it is looping, not authenticating"
+                )));
             }
             let answer = match pending_initial.take() {
                 Some(ir) => Some(ir),
@@ -441,66 +592,72 @@ impl Session {
     /// The unique-id listing; `None` when the server does not support UIDL.
     /// Duplicate or malformed UIDLs are protocol errors: fetching by them would be unsafe.
     pub async fn uidl_all(&mut self) -> Result<Option<Vec<(MsgNum, Uidl)>>, SessionError> {
-        let st = self.command(Command::Uidl(None), Expect::Lines).await?;
+        let (st, count) = self.stat_and(Command::Uidl(None)).await?;
         if !st.is_ok() {
             return Ok(None);
         }
-        let lines = self.read_lines("UIDL").await?;
-        let mut seen = HashSet::with_capacity(lines.len());
-        let mut nums = HashSet::with_capacity(lines.len());
-        let mut out = Vec::with_capacity(lines.len());
-        for line in &lines {
-            let (n, rest) = split_num(line)
-                .ok_or_else(|| SessionError::bad_listing("UIDL", line, "no message number"))?;
+        // Each line is parsed as it comes: only the parsed entries are held, never the lines.
+        let mut out: Vec<(MsgNum, Uidl)> = Vec::with_capacity(initial_capacity(count));
+        self.read_listing("UIDL", listing_budget(count), |line| {
+            let (n, rest) = split_num(&line)
+                .ok_or_else(|| SessionError::bad_listing("UIDL", &line, "no message number"))?;
             let uidl = Uidl::parse(rest)
-                .map_err(|e| SessionError::bad_listing("UIDL", line, &e.to_string()))?;
-            if !seen.insert(uidl.clone()) {
+                .map_err(|e| SessionError::bad_listing("UIDL", &line, &e.to_string()))?;
+            out.push((n, uidl));
+            Ok(())
+        })
+        .await?;
+        let mut seen = HashSet::with_capacity(out.len());
+        let mut nums = HashSet::with_capacity(out.len());
+        for (n, uidl) in &out {
+            let line = || format!("{n} {uidl}").into_bytes();
+            if !seen.insert(uidl) {
                 return Err(SessionError::bad_listing(
                     "UIDL",
-                    line,
+                    &line(),
                     "the same unique-id is listed twice",
                 ));
             }
             // Two unique-ids for one message would record one message's delivery under the
             // other's name, and delete the other unread.
-            if !nums.insert(n) {
+            if !nums.insert(*n) {
                 return Err(SessionError::bad_listing(
                     "UIDL",
-                    line,
+                    &line(),
                     &format!("message {n} is listed twice"),
                 ));
             }
-            out.push((n, uidl));
         }
+        drop((seen, nums));
         Ok(Some(out))
     }
 
     /// The scan listing: message numbers and sizes in octets.
     pub async fn list_all(&mut self) -> Result<Vec<(MsgNum, u64)>, SessionError> {
-        let st = self.command(Command::List(None), Expect::Lines).await?;
+        let (st, count) = self.stat_and(Command::List(None)).await?;
         if !st.is_ok() {
             return Err(SessionError::refused("LIST", &st));
         }
-        let lines = self.read_lines("LIST").await?;
-        let mut nums = HashSet::with_capacity(lines.len());
-        lines
-            .iter()
-            .map(|line| {
-                let (n, rest) = split_num(line)
-                    .ok_or_else(|| SessionError::bad_listing("LIST", line, "no message number"))?;
-                let size_field = rest.split(|&b| b == b' ').next().unwrap_or_default();
-                let size = pop3::parse_u64(size_field)
-                    .ok_or_else(|| SessionError::bad_listing("LIST", line, "no size"))?;
-                if !nums.insert(n) {
-                    return Err(SessionError::bad_listing(
-                        "LIST",
-                        line,
-                        &format!("message {n} is listed twice"),
-                    ));
-                }
-                Ok((n, size))
-            })
-            .collect()
+        let mut nums = HashSet::with_capacity(initial_capacity(count));
+        let mut out = Vec::with_capacity(initial_capacity(count));
+        self.read_listing("LIST", listing_budget(count), |line| {
+            let (n, rest) = split_num(&line)
+                .ok_or_else(|| SessionError::bad_listing("LIST", &line, "no message number"))?;
+            let size_field = rest.split(|&b| b == b' ').next().unwrap_or_default();
+            let size = pop3::parse_u64(size_field)
+                .ok_or_else(|| SessionError::bad_listing("LIST", &line, "no size"))?;
+            if !nums.insert(n) {
+                return Err(SessionError::bad_listing(
+                    "LIST",
+                    &line,
+                    &format!("message {n} is listed twice"),
+                ));
+            }
+            out.push((n, size));
+            Ok(())
+        })
+        .await?;
+        Ok(out)
     }
 
     /// The next piece of the message being retrieved (unstuffed, `\n` line endings), or `None`
@@ -536,6 +693,8 @@ impl Session {
     /// Ends the session. `Ok` means the server answered +OK, so messages marked with DELE are gone
     /// (RFC 1939 §6); on any error they are still on the server.
     pub async fn quit(mut self) -> Result<(), SessionError> {
+        // QUIT is what makes DELEs count: it is read out even when a stop was asked for.
+        self.interruptible = false;
         let st = self.command(Command::Quit, Expect::Single).await?;
         self.stream.shutdown().await;
         if st.is_ok() {
@@ -551,6 +710,8 @@ impl Session {
     /// a time.
     pub fn queue(&mut self, cmd: Command, tag: Tag) {
         tracing::trace!(command = ?cmd, "queue");
+        // The transfer begins: from here the caller decides what a stop ends.
+        self.interruptible = false;
         let expect = match cmd {
             Command::Retr(_) | Command::Top(..) => Expect::Body,
             Command::Capa | Command::List(None) | Command::Uidl(None) => Expect::Lines,
@@ -623,17 +784,68 @@ impl Session {
         }
     }
 
-    async fn read_lines(&mut self, what: &'static str) -> Result<Vec<Vec<u8>>, SessionError> {
-        let mut lines = Vec::new();
+    /// STAT, then `cmd` (UIDL or LIST), pipelined when the server allows it, so STAT costs no
+    /// round trip; STAT is sent once per session. Returns `cmd`'s status and STAT's count.
+    async fn stat_and(&mut self, cmd: Command) -> Result<(Status, u64), SessionError> {
+        if let Some(count) = self.stat_count {
+            let st = self.command(cmd, Expect::Lines).await?;
+            return Ok((st, count));
+        }
+        let name = cmd.name();
+        let pipelining = self.caps.as_ref().is_some_and(|c| c.pipelining);
+        self.dec.expect(Expect::Single);
+        Command::Stat.encode(&mut self.out);
+        if pipelining {
+            self.dec.expect(Expect::Lines);
+            cmd.encode(&mut self.out);
+        }
+        self.flush().await?;
+        let stat = self.read_status("STAT").await?;
+        if !stat.is_ok() {
+            return Err(SessionError::refused("STAT", &stat));
+        }
+        // RFC 1939 §5: "+OK nn mm"; only the count matters here.
+        let count = stat
+            .text
+            .split(|&b| b == b' ')
+            .next()
+            .and_then(pop3::parse_u64)
+            .ok_or_else(|| SessionError::bad_listing("STAT", &stat.text, "no message count"))?;
+        self.stat_count = Some(count);
+        let st = if pipelining {
+            self.read_status(name).await?
+        } else {
+            self.command(cmd, Expect::Lines).await?
+        };
+        Ok((st, count))
+    }
+
+    /// Reads the lines of a listing into `f`, one at a time, within `(octets, lines)`: a line
+    /// past either ends the session with [`SessionError::OverBudget`].
+    async fn read_listing(
+        &mut self,
+        what: &'static str,
+        (octets, lines): (u64, u64),
+        mut f: impl FnMut(Vec<u8>) -> Result<(), SessionError>,
+    ) -> Result<(), SessionError> {
+        let (mut used, mut count) = (0u64, 0u64);
         loop {
             match self.next_event(what).await? {
-                Event::Line(_) if lines.len() >= MAX_LISTING_LINES => {
-                    return Err(SessionError::protocol(&format!(
-                        "the {what} listing is longer than {MAX_LISTING_LINES} lines"
-                    )));
+                Event::Line(l) => {
+                    // The line's ending is not handed out: count it as a CRLF.
+                    used = used.saturating_add(l.len() as u64 + 2);
+                    count += 1;
+                    if used > octets || count > lines {
+                        return Err(SessionError::OverBudget {
+                            what,
+                            octets,
+                            lines,
+                            count: self.stat_count,
+                        });
+                    }
+                    f(l)?;
                 }
-                Event::Line(l) => lines.push(l),
-                Event::End => return Ok(lines),
+                Event::End => return Ok(()),
                 other => {
                     return Err(SessionError::protocol(&format!(
                         "unexpected {other:?} in the {what} listing"
@@ -648,9 +860,22 @@ impl Session {
             if let Some(ev) = self.dec.next_event().map_err(SessionError::Decode)? {
                 return Ok(ev);
             }
+            // Waiting for the rest of an answer under way counts towards the minimum rate;
+            // waiting for an answer's first byte has the timeout alone.
+            let mid = self.dec.mid_answer();
+            let started = Instant::now();
             let buf = self.dec.buffer_mut();
             buf.reserve(READ_SIZE);
-            let n = match tokio::time::timeout(self.timeout, self.stream.read_buf(buf)).await {
+            let read = tokio::time::timeout(self.timeout, self.stream.read_buf(buf));
+            let r = if self.interruptible {
+                tokio::select! {
+                    r = read => r,
+                    () = self.stop.cancelled() => return Err(SessionError::Cancelled),
+                }
+            } else {
+                read.await
+            };
+            let n = match r {
                 Ok(r) => r.map_err(SessionError::Io)?,
                 Err(_) => {
                     return Err(SessionError::Timeout {
@@ -662,6 +887,7 @@ impl Session {
             if n == 0 {
                 return Err(SessionError::Closed);
             }
+            self.flow.count(mid.then(|| started.elapsed()), n as u64)?;
         }
     }
 }
@@ -716,6 +942,12 @@ pub fn method_name(m: AuthMethod) -> &'static str {
         AuthMethod::Xoauth2 => "XOAUTH2",
         AuthMethod::Oauthbearer => "OAUTHBEARER",
     }
+}
+
+/// A first capacity for a listing of `count` announced messages: never trusted for more than a
+/// modest allocation, the vector grows with what really arrives.
+fn initial_capacity(count: u64) -> usize {
+    usize::try_from(count.min(1 << 16)).unwrap_or(0)
 }
 
 /// Splits "N rest" into a message number and the rest.

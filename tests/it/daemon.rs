@@ -302,20 +302,31 @@ fn readiness_reload_and_stopping_reach_notify_socket() {
 
 #[test]
 fn shutdown_deadline_holds_and_a_second_signal_exits_at_once() {
-    // A poll stuck waiting for a greeting that never comes (its timeout is a minute).
-    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = silent.local_addr().unwrap().port();
+    // A poll stuck in the middle of a message (its timeout is a minute): a stop ends a poll
+    // only after the message in flight, so only the shutdown deadline ends this one. (A wait
+    // before the transfer, for a greeting say, ends at the stop itself.)
+    use crate::hostile_server::{Fault, Msg, PASSWORD, Server, USER};
+    let server = Server::healthy(vec![
+        Msg::new(message(1, 1000), "uidl-1").fault(Fault::StallAfterStatus),
+    ]);
     let env = Env::new();
     env.write_config(&format!(
         "log_target = \"stderr\"\nshutdown_timeout = \"2s\"\n[[account]]\nname = \"stuck\"\n\
-         host = \"127.0.0.1\"\nport = {port}\ntls = \"none\"\nuser = \"x\"\npassword = \"pw\"\n\
+         host = \"127.0.0.1\"\nport = {}\ntls = \"none\"\nuser = \"{USER}\"\n\
+         password = \"{PASSWORD}\"\nauth = \"user\"\nallow_plaintext_auth = true\n\
          timeout = \"60s\"\ndeliver = {{ maildir = \"{}\" }}\n",
+        server.port(),
         env.maildir().display()
     ));
     for second_signal in [false, true] {
+        let retrs = server.log().commands("RETR").len();
         let mut daemon = Daemon::start(&env, &[]);
-        // Wait until the poll is in flight: the server has a connection.
-        let (conn, _) = silent.accept().unwrap();
+        // Wait until the poll is in flight: the server has a RETR and stalls after its status.
+        let until = Instant::now() + Duration::from_secs(20);
+        while server.log().commands("RETR").len() == retrs && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(100));
         let t = Instant::now();
         daemon.signal("TERM");
         if second_signal {
@@ -340,6 +351,5 @@ fn shutdown_deadline_holds_and_a_second_signal_exits_at_once() {
                 daemon.log()
             );
         }
-        drop(conn);
     }
 }

@@ -124,7 +124,15 @@ pub enum Fault {
     Refuse,
     /// Sends these bytes as the whole answer, then nothing more until the client goes away.
     Answer(Vec<u8>),
+    /// Sends these bytes as the whole answer, and goes on serving the session.
+    Raw(Vec<u8>),
+    /// Sends the status line, then the rest of the correct answer one octet per interval, until
+    /// the client goes away or [`TRICKLE_HOLD`] has passed; then closes.
+    Trickle(Duration),
 }
+
+/// The longest a trickling answer goes on.
+const TRICKLE_HOLD: Duration = Duration::from_secs(60);
 
 /// The greeting.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -151,6 +159,10 @@ pub enum Listing {
     Raw(Vec<u8>),
     /// `+OK`, then well-formed lines without end (`N uidl-N` or `N 1000`), never the `.`.
     Endless,
+    /// `+OK`, then `lines` lines of `width` octets each (CRLF included): `N uidl-N` or `N 1000`
+    /// padded with `x` to the width (a LIST line may carry text after the size), then the `.`.
+    /// Streamed as it is made, within [`ENDLESS_CAP`] octets and [`HOLD`].
+    Huge { lines: u64, width: usize },
 }
 
 /// How every new connection misbehaves (beyond the messages' own faults).
@@ -168,6 +180,14 @@ pub struct Script {
     /// Offer `SASL XOAUTH2 OAUTHBEARER` and accept this bearer token for [`USER`]; anything
     /// else gets the RFC 7628 error challenge, then `-ERR [AUTH]`.
     pub oauth_token: Option<String>,
+    /// Offer `SASL PLAIN LOGIN CRAM-MD5` and answer every line of an AUTH exchange with `+ `,
+    /// without end (until the client goes away).
+    pub sasl_endless: bool,
+    /// The whole STAT answer line (CRLF added), instead of the mailbox's true one.
+    pub stat: Option<String>,
+    /// `Listing::Huge` makes the CAPA answer that big (lines `X-CAP-N xxx...`); anything else
+    /// leaves it as it is.
+    pub capa: Listing,
 }
 
 /// What the clients did.
@@ -183,6 +203,8 @@ pub struct Log {
     pub quits_ok: usize,
     /// Octets sent of never-ending answers.
     pub streamed: u64,
+    /// Lines the client sent inside endless SASL exchanges ([`Script::sasl_endless`]).
+    pub sasl_lines: u64,
 }
 
 impl Log {
@@ -547,6 +569,10 @@ impl Conn {
                     Some(false) => true,
                     None => false,
                 },
+                ("AUTH", None) if self.script.sasl_endless => {
+                    self.endless_sasl();
+                    false
+                }
                 (_, None) => self.send_str("-ERR not now\r\n"),
                 (_, Some(seen)) => {
                     // Borrow juggling: take the mailbox out for the command, put it back after.
@@ -621,8 +647,46 @@ impl Conn {
             .then_some(false)
     }
 
+    /// Answers every line with a SASL continuation, until the client goes away.
+    fn endless_sasl(&mut self) {
+        while self.send_str("+ \r\n") {
+            if self.read_line().is_none() {
+                return;
+            }
+            lock(&self.shared.log).sasl_lines += 1;
+        }
+    }
+
     fn capa(&mut self) -> bool {
+        if let Listing::Huge { lines, width } = self.script.capa {
+            let until = Instant::now() + HOLD;
+            let mut chunk = b"+OK capabilities follow\r\n".to_vec();
+            let mut sent = 0u64;
+            for n in 1..=lines {
+                let mut line = format!("X-CAP-{n} ").into_bytes();
+                line.resize(width.saturating_sub(2).max(line.len()), b'x');
+                line.extend_from_slice(b"\r\n");
+                chunk.extend_from_slice(&line);
+                if chunk.len() >= 64 * 1024 {
+                    if sent >= ENDLESS_CAP
+                        || Instant::now() >= until
+                        || self.stopped()
+                        || !self.send(&chunk)
+                    {
+                        return false;
+                    }
+                    sent += chunk.len() as u64;
+                    lock(&self.shared.log).streamed = sent;
+                    chunk.clear();
+                }
+            }
+            chunk.extend_from_slice(b"USER\r\n.\r\n");
+            return self.send(&chunk);
+        }
         let mut caps = String::from("+OK capabilities follow\r\n");
+        if self.script.sasl_endless {
+            caps.push_str("SASL PLAIN LOGIN CRAM-MD5\r\n");
+        }
         if self.script.oauth_token.is_some() {
             caps.push_str("SASL XOAUTH2 OAUTHBEARER\r\n");
         }
@@ -661,6 +725,10 @@ impl Conn {
         let live = || seen.iter().enumerate().filter(|(_, s)| !s.deleted);
         match verb {
             "NOOP" => self.send_str("+OK\r\n"),
+            "STAT" if self.script.stat.is_some() => {
+                let line = format!("{}\r\n", self.script.stat.clone().unwrap_or_default());
+                self.send_str(&line)
+            }
             "STAT" => {
                 let (n, size) = live().fold((0, 0), |(n, o), (_, s)| (n + 1, o + s.msg.size()));
                 self.send_str(&format!("+OK {n} {size}\r\n"))
@@ -716,6 +784,36 @@ impl Conn {
                             lock(&self.shared.log).streamed = sent;
                         }
                         false
+                    }
+                    Listing::Huge { lines, width } => {
+                        let until = Instant::now() + HOLD;
+                        let mut sent = 0u64;
+                        let mut chunk = b"+OK listing follows\r\n".to_vec();
+                        for n in 1..=lines {
+                            let mut line = if verb == "LIST" {
+                                format!("{n} 1000 ")
+                            } else {
+                                format!("{n} uidl-{n}")
+                            }
+                            .into_bytes();
+                            line.resize(width.saturating_sub(2).max(line.len()), b'x');
+                            line.extend_from_slice(b"\r\n");
+                            chunk.extend_from_slice(&line);
+                            if chunk.len() >= 64 * 1024 {
+                                if sent >= ENDLESS_CAP
+                                    || Instant::now() >= until
+                                    || self.stopped()
+                                    || !self.send(&chunk)
+                                {
+                                    return false;
+                                }
+                                sent += chunk.len() as u64;
+                                lock(&self.shared.log).streamed = sent;
+                                chunk.clear();
+                            }
+                        }
+                        chunk.extend_from_slice(b".\r\n");
+                        self.send(&chunk)
                     }
                     _ if !arg.is_empty() => match num(arg) {
                         Some(i) => {
@@ -785,6 +883,28 @@ impl Conn {
                 let bytes = bytes.clone();
                 self.send(&bytes);
                 self.hold();
+                false
+            }
+            Fault::Raw(bytes) => {
+                let bytes = bytes.clone();
+                self.send(&bytes)
+            }
+            Fault::Trickle(every) => {
+                let answer = msg.retr_answer();
+                let status = msg.status_line().len();
+                if !self.send(&answer[..status]) {
+                    return false;
+                }
+                let until = Instant::now() + TRICKLE_HOLD;
+                for &b in &answer[status..] {
+                    std::thread::sleep(*every);
+                    if Instant::now() >= until || self.stopped() || !self.send(&[b]) {
+                        break;
+                    }
+                    let mut log = lock(&self.shared.log);
+                    log.streamed += 1;
+                }
+                self.close();
                 false
             }
             Fault::Endless => {

@@ -1,0 +1,88 @@
+use std::time::Duration;
+
+use super::*;
+
+fn flow(window: Duration) -> Flow {
+    Flow {
+        window,
+        waited: Duration::ZERO,
+        bytes: 0,
+    }
+}
+
+const MS: Duration = Duration::from_millis(1);
+
+#[test]
+fn a_trickle_is_a_stall_once_the_window_is_full() {
+    // One octet every 0.25 s, each within any timeout.
+    let mut f = flow(stall_window(Duration::from_secs(2)));
+    let mut result = Ok(());
+    let mut reads = 0;
+    while result.is_ok() && reads < 1000 {
+        result = f.count(Some(250 * MS), 1);
+        reads += 1;
+    }
+    assert_eq!(
+        reads, 40,
+        "the stall is seen after the 10 s window, not before"
+    );
+    match result {
+        Err(SessionError::Stalled { bytes, after }) => {
+            assert_eq!(bytes, 40);
+            assert_eq!(after, Duration::from_secs(10));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_slow_honest_link_is_no_stall() {
+    // 2 KiB/s (a poor 2G link), read in pieces of 512 octets, for ten minutes.
+    let mut f = flow(stall_window(Duration::from_secs(60)));
+    for _ in 0..2400 {
+        f.count(Some(250 * MS), 512).unwrap();
+    }
+    // A dip to nothing for most of a window, made up within it.
+    f.count(Some(Duration::from_secs(50)), 0).unwrap();
+    f.count(Some(Duration::from_secs(9)), 64 * 1024).unwrap();
+}
+
+#[test]
+fn the_wait_for_an_answers_first_byte_does_not_count() {
+    // A server thinking a minute before each of many short answers is slow, not trickling:
+    // the timeout alone covers that wait.
+    let mut f = flow(stall_window(Duration::from_secs(60)));
+    for _ in 0..100 {
+        f.count(None, 20).unwrap();
+    }
+    assert_eq!(f.waited, Duration::ZERO);
+}
+
+#[test]
+fn listing_budgets_follow_the_stat_count_and_saturate() {
+    assert_eq!(
+        listing_budget(0),
+        (LISTING_SLACK_OCTETS, LISTING_SLACK_LINES)
+    );
+    let (octets, lines) = listing_budget(1_000_000);
+    // A million lines of the longest UIDL a server may send (RFC 1939 §7) fit.
+    assert!(octets >= 1_000_000 * (10 + 1 + 70 + 2));
+    assert_eq!(lines, 1_000_000 + LISTING_SLACK_LINES);
+    assert_eq!(listing_budget(u64::MAX), (u64::MAX, u64::MAX));
+    assert_eq!(initial_capacity(u64::MAX), 1 << 16);
+}
+
+#[test]
+fn every_sasl_mechanism_has_a_small_bound() {
+    for m in [
+        "PLAIN",
+        "LOGIN",
+        "CRAM-MD5",
+        "XOAUTH2",
+        "OAUTHBEARER",
+        "OTHER",
+    ] {
+        let n = max_sasl_challenges(m);
+        assert!((1..=3).contains(&n), "{m}: {n}");
+    }
+}
