@@ -361,8 +361,8 @@ async fn poll_with(
                 tracing::warn!(
                     account = account.name,
                     uidl = u.as_str(),
-                    "message held on the server after a permanent delivery failure; \
-                     `popfetch retry {}` tries it again",
+                    "message held on the server after a permanent delivery failure (or it \
+                     arrived far short of its LIST size); `popfetch retry {}` tries it again",
                     account.name
                 );
                 continue;
