@@ -1114,6 +1114,33 @@ mod tests {
         assert!(d.bytes().all(|b| b.is_ascii_hexdigit()));
     }
 
+    #[test]
+    fn far_short_needs_half_the_list_size_and_64_kib_missing() {
+        // The case: listed at 100,000 octets, 2 KB arrived.
+        assert!(far_short(2_000, 100_000));
+        // Exact, LF-counted (less than what arrives CRLF-counted), over-reported a little.
+        assert!(!far_short(100_000, 100_000));
+        assert!(!far_short(102_000, 100_000));
+        assert!(!far_short(70_000, 100_000));
+        // Small messages: any shortfall up to 64 KiB passes (overheads, estimates).
+        assert!(!far_short(500, 30_000));
+        assert!(!far_short(0, 65_536));
+        assert!(far_short(0, 65_537));
+        // Large ones: more than half missing.
+        assert!(!far_short(5 << 20, 10 << 20));
+        assert!(far_short((5 << 20) - 1, 10 << 20));
+        assert!(far_short(1_000, u64::MAX));
+        assert!(!far_short(u64::MAX, 0));
+    }
+
+    #[test]
+    fn wire_len_counts_crlf_line_endings() {
+        assert_eq!(wire_len(b""), 0);
+        assert_eq!(wire_len(b"a\n"), 3);
+        assert_eq!(wire_len(b"Subject: x\n\nbody\n"), 20);
+        assert_eq!(wire_len(b"no newline"), 10);
+    }
+
     fn items(sizes: &[u64]) -> Vec<Item> {
         sizes
             .iter()

@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use crate::harness::{Env, Run, delivered_in, expected, message};
-use crate::hostile_server::{Listing, Msg, PASSWORD, Script, Server, USER};
+use crate::hostile_server::{Fault, Listing, Msg, PASSWORD, Script, Server, USER};
 
 /// `n` plain messages of about `size` bytes with UIDLs `uidl-1` ... `uidl-n`.
 fn msgs(n: usize, size: usize) -> Vec<Msg> {
@@ -138,6 +138,51 @@ fn issue13_5_a_connection_lost_mid_poll_keeps_what_arrived_whole_and_makes_progr
     assert_delivered_exactly(&env.maildir(), &sources);
     assert_eq!(status(&env)["delivered_total"], sources.len() as u64);
     assert!(polls >= 3, "the cut was meant to end the first polls");
+}
+
+/// Item 5, every kind of session error: a timeout, garbage instead of a status line, a cut
+/// connection, all in message 4 of a pipelined flight. Messages 1 to 3 arrived whole: committed,
+/// counted, and deleted at the next poll, which (the server healed) delivers the rest once.
+#[test]
+fn issue13_5_every_session_error_keeps_the_messages_that_arrived_whole() {
+    let probe = Msg::new(message(4, 3000), "uidl-4");
+    let faults = [
+        ("a stall (timeout)", Fault::StallAfterStatus),
+        (
+            "garbage",
+            Fault::Answer(b"HTTP/1.1 400 Bad Request\r\n\r\n".to_vec()),
+        ),
+        ("a cut", Fault::CutAt(probe.retr_answer().len() / 2)),
+    ];
+    for (what, fault) in faults {
+        let mut msgs = msgs(6, 3000);
+        msgs[3] = msgs[3].clone().fault(fault);
+        let sources = data(&msgs);
+        let server = Server::healthy(msgs);
+        let env = env_for(&server, "");
+        let run = env.popfetch(&["fetch"]);
+        assert_no_panic(&run);
+        run.assert_code(1);
+        assert_delivered_exactly(&env.maildir(), &sources[..3]);
+        assert_eq!(status(&env)["delivered_total"], 3, "{what}");
+        assert!(
+            run.stdout.contains("alice: 3 new messages delivered"),
+            "{what}: {}",
+            run.stdout
+        );
+        assert!(server.log().deles.is_empty(), "{what}");
+        server.heal();
+        let run = env.popfetch(&["fetch"]);
+        run.assert_code(0);
+        assert!(
+            run.stdout.contains("alice: 3 new messages delivered")
+                && run.stdout.contains("6 deleted"),
+            "{what}: {}",
+            run.stdout
+        );
+        assert_delivered_exactly(&env.maildir(), &sources);
+        assert!(server.remaining().is_empty(), "{what}");
+    }
 }
 
 /// Item 7: a poll that committed a full batch and then failed counts that batch in the status.
