@@ -329,9 +329,11 @@ async fn fetch(config: &Config, accounts: Vec<Arc<Account>>, quiet: bool) -> Exi
         let _ = r.await;
     }
     let mut failed = crashed;
-    for (_, account, r) in results {
-        match r {
-            Ok(rep) => {
+    for (_, account, (rep, r)) in results {
+        // A poll that failed after delivering says so too: its deliveries count.
+        let did_something = rep.delivered + rep.quarantined + rep.newly_held + rep.duplicates > 0;
+        if r.is_ok() || did_something {
+            {
                 let mut line = format!(
                     "{}: {} new message{} delivered ({}), {} deleted from the server, {} on it at login",
                     account.name,
@@ -361,6 +363,9 @@ async fn fetch(config: &Config, accounts: Vec<Arc<Account>>, quiet: bool) -> Exi
                         line.push_str(&format!("; {n} {what}"));
                     }
                 }
+                for short in &rep.short {
+                    line.push_str(&format!("; held: {short}"));
+                }
                 if rep == crate::fetch::Report::stopped_before_transfer() {
                     line = format!(
                         "{}: stopped by a signal before the transfer began",
@@ -372,10 +377,10 @@ async fn fetch(config: &Config, accounts: Vec<Arc<Account>>, quiet: bool) -> Exi
                 }
                 failed |= rep.has_failures();
             }
-            Err(e) => {
-                failed = true;
-                eprintln!("popfetch: account {}: {}", account.name, error_chain(&e));
-            }
+        }
+        if let Err(e) = r {
+            failed = true;
+            eprintln!("popfetch: account {}: {}", account.name, error_chain(&e));
         }
     }
     if failed {
@@ -674,6 +679,9 @@ pub fn status(config: &Config, json: bool) -> String {
             r.waiting.map_or("?".to_string(), |w| w.to_string()),
             r.last_error.map(|e| format!("; last error: {e}")).unwrap_or_default()
         ));
+        for short in &r.held_short {
+            out.push_str(&format!("{}: held: {short}\n", r.account));
+        }
     }
     out
 }

@@ -30,6 +30,26 @@ fn size_cap(listed: u64) -> u64 {
     listed.saturating_mul(2).max(listed.saturating_add(1 << 20))
 }
 
+/// The least shortfall below its LIST size that makes a message suspect, whatever its size: small
+/// messages are listed with overheads a server adds (a store's own records, an estimate).
+const SHORT_SLACK: u64 = 64 * 1024;
+
+/// Whether a message that arrived whole with `received` octets (counted with CRLF line endings,
+/// as RFC 1939 §11 counts sizes) falls so far short of its LIST size that part of it was likely
+/// lost on the way (a terminator seen where there was none): short by more than half its LIST
+/// size and by more than [`SHORT_SLACK`]. Honest servers stay clear of it: Dovecot's sizes are
+/// exact; a server counting LF line endings lists less than arrives; servers whose sizes are
+/// estimates over-report by a little, not by half and 64 KiB.
+fn far_short(received: u64, listed: u64) -> bool {
+    listed.saturating_sub(received) > SHORT_SLACK.max(listed / 2)
+}
+
+/// Octets of a body chunk (line endings as `\n`) with CRLF line endings, as LIST counts them.
+fn wire_len(chunk: &[u8]) -> u64 {
+    let lines = chunk.iter().filter(|&&b| b == b'\n').count();
+    (chunk.len() + lines) as u64
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
     #[error(transparent)]
@@ -103,6 +123,35 @@ pub struct Report {
     pub deferred: usize,
     /// The server's `LOGIN-DELAY` capability: the least time between two logins.
     pub login_delay: Option<Duration>,
+    /// Messages that arrived far short of their LIST size in this poll: not delivered, held on
+    /// the server (counted in `newly_held`, or in `failed` without a UIDL to hold them by).
+    pub short: Vec<ShortMessage>,
+}
+
+/// A message that arrived far short of its LIST size.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ShortMessage {
+    /// Its message number in the session.
+    pub num: u64,
+    pub uidl: Option<String>,
+    /// Its size by LIST.
+    pub listed: u64,
+    /// What arrived, counted with CRLF line endings.
+    pub received: u64,
+}
+
+impl std::fmt::Display for ShortMessage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "message {}", self.num)?;
+        if let Some(u) = &self.uidl {
+            write!(f, " (uidl {u})")?;
+        }
+        write!(
+            f,
+            " arrived with {} octets, far short of the {} its LIST size announced",
+            self.received, self.listed
+        )
+    }
 }
 
 impl Report {
@@ -128,31 +177,44 @@ pub async fn poll(
     state_dir: &Path,
     stop: &CancellationToken,
 ) -> Result<Report, FetchError> {
-    poll_with_progress(account, state_dir, stop, None).await
+    let (report, r) = poll_with_progress(account, state_dir, stop, None).await;
+    r.map(|()| report)
 }
 
-/// [`poll`], counting what is done into `progress` for a live display.
+/// [`poll`], counting what is done into `progress` for a live display. The report says what the
+/// poll did also when it ended in error: the deliveries made before the error count.
 pub async fn poll_with_progress(
     account: &Account,
     state_dir: &Path,
     stop: &CancellationToken,
     progress: Option<&Progress>,
-) -> Result<Report, FetchError> {
-    let r = poll_once(account, state_dir, stop, progress).await;
+) -> (Report, Result<(), FetchError>) {
+    let mut report = Report::default();
+    let r = poll_once(account, state_dir, stop, progress, &mut report).await;
     if let Err(FetchError::Session(SessionError::Cancelled)) = &r {
         // Stopped before anything was fetched: no failure, and nothing to record.
         tracing::info!(
             account = account.name,
             "shutting down: the poll ended before its transfer began"
         );
-        return Ok(Report::stopped_before_transfer());
+        return (Report::stopped_before_transfer(), Ok(()));
     }
-    let summary = match &r {
-        Ok(rep) => Ok((rep.delivered as u64, rep.waiting as u64)),
-        Err(e) => Err(crate::cli::error_chain(e)),
-    };
-    crate::status::record(state_dir, &account.name, summary);
-    r
+    if let Err(e) = &r
+        && report.delivered + report.quarantined > 0
+    {
+        // Said once here, for `fetch` and the daemon alike: the error line alone would hide them.
+        tracing::warn!(
+            account = account.name,
+            delivered = report.delivered,
+            quarantined = report.quarantined,
+            error = %crate::cli::error_chain(e),
+            "poll failed after delivering some messages; they are recorded as delivered and \
+             their DELE follows at the next poll"
+        );
+    }
+    let error = r.as_ref().err().map(|e| crate::cli::error_chain(e));
+    crate::status::record(state_dir, &account.name, &report, error);
+    (report, r)
 }
 
 async fn poll_once(
@@ -160,21 +222,22 @@ async fn poll_once(
     state_dir: &Path,
     stop: &CancellationToken,
     progress: Option<&Progress>,
-) -> Result<Report, FetchError> {
+    report: &mut Report,
+) -> Result<(), FetchError> {
     let backend =
         Backend::open(&account.deliver, account).map_err(|source| FetchError::Deliver {
             what: "the target".into(),
             source,
         })?;
     let mut state = AccountState::open(state_dir, &account.name)?;
-    let r = poll_with(account, &backend, &mut state, stop, progress).await;
+    let r = poll_with(account, &backend, &mut state, stop, progress, report).await;
     backend.close().await;
     // Whatever happened, what was recorded reaches the file. Everything a DELE depended on was
     // fsync'd before that DELE; what is left can be lost without harm (see `flush`).
     let synced = state.flush();
-    let report = r?;
+    r?;
     synced?;
-    Ok(report)
+    Ok(())
 }
 
 async fn poll_with(
@@ -183,7 +246,8 @@ async fn poll_with(
     state: &mut AccountState,
     stop: &CancellationToken,
     progress: Option<&Progress>,
-) -> Result<Report, FetchError> {
+    report: &mut Report,
+) -> Result<(), FetchError> {
     let started = Instant::now();
     let released = state.set_fingerprint(&fingerprint(account));
     if released > 0 {
@@ -193,10 +257,7 @@ async fn poll_with(
             "config changed: held messages will be tried again"
         );
     }
-    let mut report = Report {
-        recovered: recover(backend, state, &account.name)?,
-        ..Report::default()
-    };
+    report.recovered = recover(backend, state, &account.name)?;
 
     // The credential is obtained before connecting: a token source that fails (or yields
     // nothing) never leads to a login attempt. The account's lock, held here, keeps two
@@ -317,8 +378,8 @@ async fn poll_with(
                 tracing::warn!(
                     account = account.name,
                     uidl = u.as_str(),
-                    "message held on the server after a permanent delivery failure; \
-                     `popfetch retry {}` tries it again",
+                    "message held on the server after a permanent delivery failure (or it \
+                     arrived far short of its LIST size); `popfetch retry {}` tries it again",
                     account.name
                 );
                 continue;
@@ -329,7 +390,7 @@ async fn poll_with(
             too_large(
                 account,
                 state,
-                &mut report,
+                report,
                 &mut dele_wait,
                 num,
                 uidl,
@@ -363,7 +424,7 @@ async fn poll_with(
         pipelining: session_pipelining,
         progress,
         todo,
-        report,
+        report: std::mem::take(report),
         dele_wait,
         dele_sent: VecDeque::new(),
         deleted: Vec::new(),
@@ -371,18 +432,30 @@ async fn poll_with(
         unavailable: None,
         interrupted: false,
         batch_ids: HashSet::new(),
+        by_message_id: uidls.is_none(),
     };
-    run.transfer(stop).await?;
+    let transferred = run.transfer(stop).await;
+    if let Err(e) = transferred {
+        // The session is lost (reset, timeout, garbage, a lying size), but the messages that
+        // arrived whole before it are good: commit them, so that the next poll only DELEs them
+        // and a link that always drops at the same point still makes progress.
+        run.salvage().await;
+        *report = run.report;
+        return Err(e);
+    }
     let Run {
         session,
         state,
-        mut report,
+        report: done,
         deleted,
         unavailable,
         ..
     } = run;
+    *report = done;
 
-    // QUIT: only on +OK are the DELE'd messages gone for good (RFC 1939 §6).
+    // QUIT: only on +OK are the DELE'd messages gone for good (RFC 1939 §6). Without UIDL, a
+    // refused QUIT leaves the delivered messages on the server under no name the journal
+    // knows: their Message-ID and size (recorded with each delivery) recognise them next time.
     session.quit().await?;
     report.deleted = deleted.len();
     for u in deleted.iter().flatten() {
@@ -415,7 +488,7 @@ async fn poll_with(
         elapsed_ms = started.elapsed().as_millis() as u64,
         "poll done"
     );
-    Ok(report)
+    Ok(())
 }
 
 /// Most RETRs sent ahead of the one being read (with PIPELINING).
@@ -550,11 +623,38 @@ struct Run<'a> {
     /// (Message-ID digest, size) of the messages received in this poll, for
     /// `dedupe_message_id`.
     batch_ids: HashSet<(String, u64)>,
+    /// The server gives no UIDL: a delivered message is recognised by its Message-ID and size
+    /// (as with `dedupe_message_id`), so that a refused QUIT does not deliver a session twice.
+    by_message_id: bool,
 }
 
 impl Run<'_> {
     fn stopping(&self) -> bool {
         self.unavailable.is_some() || self.interrupted
+    }
+
+    /// After the session failed: commits the messages that arrived whole and wait in the batch.
+    /// Their DELEs go at the next poll. A failure here is logged; the session's error is the one
+    /// reported, and the messages stay on the server.
+    async fn salvage(&mut self) {
+        if self.batch.sinks.is_empty() {
+            return;
+        }
+        let n = self.batch.sinks.len();
+        match self.commit_batch().await {
+            Ok(()) => tracing::info!(
+                account = self.account.name,
+                messages = n,
+                "the session failed: committed the messages that had arrived whole"
+            ),
+            Err(e) => tracing::warn!(
+                account = self.account.name,
+                messages = n,
+                error = %crate::cli::error_chain(&e),
+                "the session failed, and committing the messages that had arrived whole failed \
+                 too; they stay on the server"
+            ),
+        }
     }
 
     async fn transfer(&mut self, stop: &CancellationToken) -> Result<(), FetchError> {
@@ -653,7 +753,7 @@ impl Run<'_> {
         // size of one delivered before is recorded, not delivered again.
         let mut head = Vec::new();
         let mut ended = false;
-        if self.account.dedupe_message_id && !self.todo[i].quarantine {
+        if (self.account.dedupe_message_id || self.by_message_id) && !self.todo[i].quarantine {
             let listed = self.todo[i].listed;
             while crate::deliver::envelope::header_end(&head).is_none() && head.len() < MAX_PEEK {
                 match self.session.body_chunk().await? {
@@ -693,6 +793,8 @@ impl Run<'_> {
             Some(u) => format!("message {} (uidl {u})", item.num),
             None => format!("message {}", item.num),
         };
+        // What arrived, counted as LIST counts it, to tell a message cut short.
+        let mut wire = wire_len(&head);
         let r = async {
             let info = MessageInfo {
                 account: &self.account.name,
@@ -711,6 +813,7 @@ impl Run<'_> {
                 sink.write(&head).await.map_err(deliver_err)?;
             }
             while !ended && let Some(chunk) = self.session.body_chunk().await? {
+                wire += wire_len(&chunk);
                 sink.write(&chunk).await.map_err(deliver_err)?;
                 if sink.bytes() - header_len > size_cap(item.listed) {
                     return Err(FetchError::Oversize {
@@ -719,19 +822,27 @@ impl Run<'_> {
                     });
                 }
             }
+            if far_short(wire, item.listed) {
+                // Abandoned: dropped before `finish`, the sink leaves nothing behind.
+                return Ok(None);
+            }
             sink.finish().await.map_err(deliver_err)?;
-            Ok(sink)
+            Ok(Some(sink))
         }
         .await;
         match r {
-            Ok(sink) if sink.key().is_some() => {
+            Ok(None) => {
+                self.short(i, wire);
+                Ok(())
+            }
+            Ok(Some(sink)) if sink.key().is_some() => {
                 // A Maildir delivery: durable and visible with the rest of its batch.
                 self.batch.bytes += sink.bytes();
                 self.batch.started.get_or_insert_with(Instant::now);
                 self.batch.sinks.push((i, sink));
                 Ok(())
             }
-            Ok(sink) => {
+            Ok(Some(sink)) => {
                 // Delivered already, by a backend that cannot be asked later: record it now,
                 // so a crash can duplicate at most this message.
                 if let Some(u) = &item.uidl {
@@ -752,6 +863,53 @@ impl Run<'_> {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// Item `i` arrived whole but far short of its LIST size: not delivered, not deleted, held on
+    /// the server (whatever `on_permanent_failure` says: a truncated copy is no copy), reported
+    /// with both sizes. `popfetch retry` releases it like any held message.
+    fn short(&mut self, i: usize, received: u64) {
+        let item = self.todo[i].clone();
+        if let Some(d) = &item.message_id {
+            // Not delivered: a copy later in this poll must not count as a duplicate of it.
+            self.batch_ids.remove(&(d.clone(), item.listed));
+        }
+        let short = ShortMessage {
+            num: u64::from(item.num.get()),
+            uidl: item.uidl.as_ref().map(|u| u.as_str().to_string()),
+            listed: item.listed,
+            received,
+        };
+        match &item.uidl {
+            Some(u) => {
+                self.state.record_held(u);
+                self.report.newly_held += 1;
+                tracing::error!(
+                    account = self.account.name,
+                    num = short.num,
+                    uidl = u.as_str(),
+                    listed = item.listed,
+                    received,
+                    "{short}: part of it may have been lost on the way; not delivered, held on \
+                     the server, not tried again until the config changes or `popfetch retry {}` \
+                     runs",
+                    self.account.name
+                );
+            }
+            None => {
+                // Nothing to hold it by: it stays on the server and is tried at the next poll.
+                self.report.failed += 1;
+                tracing::error!(
+                    account = self.account.name,
+                    num = short.num,
+                    listed = item.listed,
+                    received,
+                    "{short}: part of it may have been lost on the way; not delivered, left on \
+                     the server"
+                );
+            }
+        }
+        self.report.short.push(short);
     }
 
     /// Item `i` has the Message-ID and size of a message delivered before: recorded as
@@ -971,6 +1129,33 @@ mod tests {
         let d = message_id_digest(b"<abc@x.example>");
         assert_eq!(d.len(), 32);
         assert!(d.bytes().all(|b| b.is_ascii_hexdigit()));
+    }
+
+    #[test]
+    fn far_short_needs_half_the_list_size_and_64_kib_missing() {
+        // The issue's case: listed at 100,000 octets, 2 KB arrived.
+        assert!(far_short(2_000, 100_000));
+        // Exact, LF-counted (less than what arrives CRLF-counted), over-reported a little.
+        assert!(!far_short(100_000, 100_000));
+        assert!(!far_short(102_000, 100_000));
+        assert!(!far_short(70_000, 100_000));
+        // Small messages: any shortfall up to 64 KiB passes (overheads, estimates).
+        assert!(!far_short(500, 30_000));
+        assert!(!far_short(0, 65_536));
+        assert!(far_short(0, 65_537));
+        // Large ones: more than half missing.
+        assert!(!far_short(5 << 20, 10 << 20));
+        assert!(far_short((5 << 20) - 1, 10 << 20));
+        assert!(far_short(1_000, u64::MAX));
+        assert!(!far_short(u64::MAX, 0));
+    }
+
+    #[test]
+    fn wire_len_counts_crlf_line_endings() {
+        assert_eq!(wire_len(b""), 0);
+        assert_eq!(wire_len(b"a\n"), 3);
+        assert_eq!(wire_len(b"Subject: x\n\nbody\n"), 20);
+        assert_eq!(wire_len(b"no newline"), 10);
     }
 
     fn items(sizes: &[u64]) -> Vec<Item> {

@@ -188,6 +188,10 @@ pub struct Script {
     /// `Listing::Huge` makes the CAPA answer that big (lines `X-CAP-N xxx...`); anything else
     /// leaves it as it is.
     pub capa: Listing,
+    /// Close the connection once this many octets of RETR answers were sent in one session,
+    /// even in the middle of a message: a link that always drops at the same point of the mail
+    /// stream. Pipelined answers before the cut arrive whole.
+    pub cut_retr_octets: Option<usize>,
 }
 
 /// What the clients did.
@@ -383,6 +387,8 @@ struct Conn {
     buf: Vec<u8>,
     /// Index of this connection in `Log::sessions`.
     session: usize,
+    /// Octets of RETR answers sent in this session (for [`Script::cut_retr_octets`]).
+    retr_sent: usize,
 }
 
 /// A message as a session sees it: numbered from the mailbox at login.
@@ -410,6 +416,7 @@ impl Conn {
             script,
             buf: Vec::new(),
             session,
+            retr_sent: 0,
         })
     }
 
@@ -420,6 +427,23 @@ impl Conn {
     /// Writes everything or reports failure (the client went away, or stopped reading).
     fn send(&mut self, bytes: &[u8]) -> bool {
         self.stream.write_all(bytes).is_ok()
+    }
+
+    /// Sends a RETR answer, or as much of it as [`Script::cut_retr_octets`] leaves room for and
+    /// then closes (reporting failure).
+    fn send_retr(&mut self, answer: &[u8]) -> bool {
+        let room = match self.script.cut_retr_octets {
+            Some(limit) => limit.saturating_sub(self.retr_sent),
+            None => usize::MAX,
+        };
+        if answer.len() <= room {
+            self.retr_sent += answer.len();
+            return self.send(answer);
+        }
+        self.send(&answer[..room]);
+        self.retr_sent += room;
+        self.close();
+        false
     }
 
     fn send_str(&mut self, s: &str) -> bool {
@@ -866,7 +890,7 @@ impl Conn {
 
     fn retr(&mut self, msg: &Msg) -> bool {
         match &msg.fault {
-            Fault::None => self.send(&msg.retr_answer()),
+            Fault::None => self.send_retr(&msg.retr_answer()),
             Fault::CutAt(n) => {
                 let answer = msg.retr_answer();
                 self.send(&answer[..(*n).min(answer.len())]);
