@@ -311,6 +311,11 @@ pub enum ImportError {
     NoHome,
     #[error("{0}")]
     Busy(String),
+    #[error(
+        "no state directory: $HOME, $XDG_STATE_HOME and $STATE_DIRECTORY are unset or not \
+         absolute; pass --state-dir"
+    )]
+    NoStateDir,
     #[error("nothing to import: {0}")]
     Nothing(String),
     #[error("account {account}: cannot record its state: {source}")]
@@ -373,7 +378,8 @@ pub fn run(req: &Request) -> Result<Outcome, ImportError> {
     let state_dir = req
         .state_dir
         .clone()
-        .unwrap_or_else(crate::config::default_state_dir);
+        .or_else(crate::config::default_state_dir)
+        .ok_or(ImportError::NoStateDir)?;
     messages.extend(record_state(&imported, &state_dir, req.dry_run)?);
     Ok(Outcome { config, messages })
 }
@@ -427,11 +433,18 @@ fn record_state(
             ));
             continue;
         }
-        let st =
-            AccountState::open(state_dir, &account.name).map_err(|source| ImportError::State {
+        // The port the generated config gets when it names none (see `config::validate`).
+        let port = account.port.unwrap_or(match account.tls {
+            Tls::Implicit => 995,
+            Tls::Starttls | Tls::None => 110,
+        });
+        let mailbox = crate::state::Mailbox::new(&account.host, port, &account.user);
+        let st = AccountState::open(state_dir, &mailbox, &account.name).map_err(|source| {
+            ImportError::State {
                 account: account.name.clone(),
                 source,
-            })?;
+            }
+        })?;
         work.push((account, uidls, st));
     }
     for (account, uidls, mut st) in work {
