@@ -75,8 +75,12 @@ pub fn record(state_dir: &Path, account: &str, result: Result<(u64, u64), String
     let tmp = state_dir.join(format!("{account}.status.tmp"));
     // Statistics only: no fsync; a crash at worst leaves the previous file. Mode 0600 like the
     // rest of the state directory; created afresh, never through a symlink planted there.
-    let Ok(mut f) = crate::state::create_new(&tmp) else {
-        return;
+    let mut f = match crate::state::create_new(&tmp) {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::warn!(account, error = %e, "cannot write the status file");
+            return;
+        }
     };
     let written = f.write_all(&json);
     drop(f);

@@ -354,3 +354,18 @@ fn planted_symlinks_are_never_followed() {
     AccountState::open(&state, &mailbox(), "a").unwrap();
     assert!(!tmp.exists());
 }
+
+proptest! {
+    /// Two different mailboxes never share a journal: the stem is injective (escaping is
+    /// reversible, and the digest of a long one differs from every readable stem).
+    #[test]
+    fn mailbox_stems_are_distinct(
+        a in ("[a-zA-Z0-9.@%:/ -]{0,12}", "[a-z0-9.:-]{1,12}", 1u16..),
+        b in ("[a-zA-Z0-9.@%:/ -]{0,12}", "[a-z0-9.:-]{1,12}", 1u16..),
+    ) {
+        let (ma, mb) = (Mailbox::new(&a.1, a.2, &a.0), Mailbox::new(&b.1, b.2, &b.0));
+        prop_assert_eq!(ma == mb, ma.file_stem() == mb.file_stem());
+        let stem = ma.file_stem();
+        prop_assert!(!stem.contains('/') && stem.contains('@'));
+    }
+}
