@@ -1,7 +1,19 @@
-//! The per-account UIDL store: which messages were delivered, durably, crash-safe and locked.
+//! The per-mailbox UIDL store: which messages were delivered, durably, crash-safe and locked.
 //!
-//! One append-only journal per account, `STATE_DIR/ACCOUNT.uidls`, guarded by an exclusive lock on
-//! `STATE_DIR/ACCOUNT.lock` for as long as the [`AccountState`] lives. Records, one per line:
+//! One append-only journal per mailbox ([`Mailbox`]: server, port, user), `STATE_DIR/STEM.uidls`
+//! with `STEM` = `USER@HOST:PORT` (see [`Mailbox::file_stem`]), guarded by an exclusive lock on
+//! `STATE_DIR/STEM.lock` for as long as the [`AccountState`] lives. State follows the mailbox, not
+//! the account's name: a renamed account keeps what it fetched, and two accounts on one mailbox
+//! never poll it at once. `STATE_DIR/ACCOUNT.mailbox` remembers the stem an account used last, so
+//! that a new host name or port of the same mailbox is refused with what to do rather than
+//! fetching a kept mailbox again; a journal of the name-keyed layout (`ACCOUNT.uidls`) is moved
+//! to the mailbox's name when first opened.
+//!
+//! Nothing here is trusted that someone else could have written: the directory and every file
+//! are checked with [`crate::trust`] (ours, writable by no one else, regular files opened with
+//! `O_NOFOLLOW`), and temporary files are created with `O_EXCL|O_NOFOLLOW`.
+//!
+//! Records, one per line:
 //!
 //! ```text
 //! popfetch-uidls 2          header: format version
@@ -32,7 +44,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -65,6 +77,8 @@ pub enum StateError {
     Locked { mailbox: String, path: PathBuf },
     #[error("{0}")]
     Untrusted(#[from] crate::trust::Untrusted),
+    #[error("{0}")]
+    MailboxChanged(Box<MailboxChanged>),
     #[error("state file {path}: {source}")]
     Io {
         path: PathBuf,
@@ -84,6 +98,26 @@ pub enum StateError {
          {FORMAT}); upgrade popfetch"
     )]
     FutureFormat { path: PathBuf, found: u32 },
+}
+
+/// An account polls a mailbox without a journal while the one it polled before has one.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "account {account} now polls {mailbox}, but what it fetched is recorded in {} for the \
+     mailbox it polled before; if it is the same mailbox under a new host name or port, run \
+     `mv {} {}` to keep that record (otherwise every message kept on the server is fetched \
+     again); if it is another mailbox, run `rm {}` to start it afresh",
+    old_path.display(),
+    old_path.display(),
+    new_path.display(),
+    pointer.display()
+)]
+pub struct MailboxChanged {
+    pub account: String,
+    pub mailbox: String,
+    pub old_path: PathBuf,
+    pub new_path: PathBuf,
+    pub pointer: PathBuf,
 }
 
 /// The open, locked state of one account.
@@ -122,7 +156,25 @@ impl AccountState {
         let lock = lock(dir, &stem, &mailbox.to_string())?;
         let path = dir.join(format!("{stem}.uidls"));
         migrate_named(dir, &path, account)?;
-        Self::load(dir, lock, path)
+        let pointer = dir.join(format!("{account}.mailbox"));
+        let before = read_pointer(&pointer)?;
+        if let Some(old) = before.as_deref().filter(|old| *old != stem) {
+            let old_path = dir.join(format!("{old}.uidls"));
+            if !exists(&path)? && exists(&old_path)? && holds_deliveries(&old_path)? {
+                return Err(StateError::MailboxChanged(Box::new(MailboxChanged {
+                    account: account.to_string(),
+                    mailbox: mailbox.to_string(),
+                    old_path,
+                    new_path: path,
+                    pointer,
+                })));
+            }
+        }
+        let state = Self::load(dir, lock, path)?;
+        if before.as_deref() != Some(stem.as_str()) {
+            write_atomic(dir, &pointer, format!("{stem}\n").as_bytes())?;
+        }
+        Ok(state)
     }
 
     /// Opens the journal `STEM.uidls` directly, for tests of the journal itself.
@@ -693,11 +745,6 @@ fn migrate_named(dir: &Path, path: &Path, account: &str) -> Result<(), StateErro
         path: path.to_path_buf(),
         source,
     };
-    let exists = |p: &Path| match std::fs::symlink_metadata(p) {
-        Ok(_) => Ok(true),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(io(e)),
-    };
     let named = dir.join(format!("{account}.uidls"));
     if named == path || exists(path)? || !exists(&named)? {
         return Ok(());
@@ -713,6 +760,61 @@ fn migrate_named(dir: &Path, path: &Path, account: &str) -> Result<(), StateErro
         "state moved to the mailbox's journal"
     );
     Ok(())
+}
+
+/// Whether `path` exists (as anything, a dangling symlink included).
+fn exists(path: &Path) -> Result<bool, StateError> {
+    match std::fs::symlink_metadata(path) {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(source) => Err(StateError::Io {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// Whether the journal at `path` records anything a refetch would repeat (read without its
+/// lock: appends only ever add). One that cannot be read as a journal counts as holding some.
+fn holds_deliveries(path: &Path) -> Result<bool, StateError> {
+    let mut bytes = Vec::new();
+    open_trusted(path, OpenOptions::new().read(true))?
+        .read_to_end(&mut bytes)
+        .map_err(|source| StateError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    Ok(match parse(path, &bytes) {
+        Ok((p, _)) => !(p.delivered.is_empty() && p.pending.is_empty() && p.held.is_empty()),
+        Err(_) => true,
+    })
+}
+
+/// The file stem of the mailbox an account polled last, from `ACCOUNT.mailbox`: a change of
+/// host, port or user is then told apart from a new account.
+fn read_pointer(pointer: &Path) -> Result<Option<String>, StateError> {
+    let mut f = match open_trusted(pointer, OpenOptions::new().read(true)) {
+        Ok(f) => f,
+        Err(StateError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(None);
+        }
+        Err(e) => return Err(e),
+    };
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut (&mut f).take(1024), &mut text).map_err(|source| {
+        StateError::Io {
+            path: pointer.to_path_buf(),
+            source,
+        }
+    })?;
+    // Anything but a plain stem is ignored: it is a hint, never a reason to act.
+    let stem = text.trim_end_matches('\n');
+    let plain = !stem.is_empty()
+        && !stem.starts_with('.')
+        && stem
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-%@:".contains(&b));
+    Ok(plain.then(|| stem.to_string()))
 }
 
 /// The mailbox an account polls: the key of its state and its lock.

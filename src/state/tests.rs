@@ -369,3 +369,32 @@ proptest! {
         prop_assert!(!stem.contains('/') && stem.contains('@'));
     }
 }
+
+#[test]
+fn a_changed_mailbox_of_an_account_with_state_is_refused_with_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut s = AccountState::open(dir.path(), &mailbox(), "home").unwrap();
+        s.record_delivered(&u("one"));
+        s.sync().unwrap();
+    }
+    let moved = Mailbox::new("pop.example.org", 110, "alice");
+    let err = AccountState::open(dir.path(), &moved, "home").unwrap_err();
+    assert!(matches!(err, StateError::MailboxChanged(_)), "{err}");
+    let text = err.to_string();
+    assert!(text.contains("mv "), "{text}");
+    assert!(text.contains("alice@pop.example.org:110.uidls"), "{text}");
+    // Done as told: the record follows.
+    std::fs::rename(
+        dir.path().join("alice@pop.example.org:995.uidls"),
+        dir.path().join("alice@pop.example.org:110.uidls"),
+    )
+    .unwrap();
+    let s = AccountState::open(dir.path(), &moved, "home").unwrap();
+    assert!(s.is_delivered(&u("one")));
+    drop(s);
+    // A new account on a new mailbox, or an account whose old journal is gone, just starts.
+    AccountState::open(dir.path(), &Mailbox::new("h", 1, "x"), "other").unwrap();
+    std::fs::remove_file(dir.path().join("alice@pop.example.org:110.uidls")).unwrap();
+    AccountState::open(dir.path(), &mailbox(), "home").unwrap();
+}

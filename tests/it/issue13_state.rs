@@ -86,6 +86,41 @@ fn issue13_4_renamed_account_keeps_its_state() {
     assert_eq!(server.remaining().len(), 3, "keep mode");
 }
 
+/// The other side of keying state by mailbox: a new host name or port for the same mailbox
+/// must not fetch a kept mailbox again either. popfetch refuses and says how to carry the
+/// record over.
+#[test]
+fn issue13_4_changed_port_of_a_kept_mailbox_is_refused_with_what_to_do() {
+    let first = Server::healthy(msgs(3));
+    let env = Env::new();
+    env.write_config(&account("alice", &first, &env, "keep = true"));
+    env.popfetch(&["fetch"]).assert_code(0);
+    assert_eq!(env.delivered().len(), 3);
+
+    // The same mailbox, now reached on another port.
+    let second = Server::healthy(msgs(3));
+    env.write_config(&account("alice", &second, &env, "keep = true"));
+    let run = env.popfetch(&["fetch"]);
+    run.assert_code(1);
+    assert!(run.stderr.contains("now polls"), "{}", run.stderr);
+    assert!(second.log().sessions.is_empty());
+    let state = env.path().join("state");
+    let (old, new) = (
+        state.join(format!("{USER}@127.0.0.1:{}.uidls", first.port())),
+        state.join(format!("{USER}@127.0.0.1:{}.uidls", second.port())),
+    );
+    assert!(
+        run.stderr
+            .contains(&format!("mv {} {}", old.display(), new.display())),
+        "{}",
+        run.stderr
+    );
+    std::fs::rename(&old, &new).unwrap();
+    env.popfetch(&["fetch"]).assert_code(0);
+    assert_eq!(env.delivered().len(), 3);
+    assert!(second.log().commands("RETR").is_empty());
+}
+
 #[test]
 fn issue13_4_name_keyed_state_of_an_older_version_is_taken_over() {
     let server = Server::healthy(msgs(2));
