@@ -71,10 +71,10 @@ pub enum StateError {
         source: std::io::Error,
     },
     #[error(
-        "mailbox {mailbox} is being fetched by another popfetch process or another account on \
-         the same mailbox (it holds the lock {path}); try again when it has finished"
+        "{what} is being fetched by another popfetch process or another account on the same \
+         mailbox (it holds the lock {path}); try again when it has finished"
     )]
-    Locked { mailbox: String, path: PathBuf },
+    Locked { what: String, path: PathBuf },
     #[error("{0}")]
     Untrusted(#[from] crate::trust::Untrusted),
     #[error("{0}")]
@@ -153,7 +153,7 @@ impl AccountState {
     pub fn open(dir: &Path, mailbox: &Mailbox, account: &str) -> Result<AccountState, StateError> {
         prepare_dir(dir)?;
         let stem = mailbox.file_stem();
-        let lock = lock(dir, &stem, &mailbox.to_string())?;
+        let lock = lock(dir, &stem, &format!("mailbox {mailbox}"))?;
         let path = dir.join(format!("{stem}.uidls"));
         migrate_named(dir, &path, account)?;
         let pointer = dir.join(format!("{account}.mailbox"));
@@ -193,7 +193,7 @@ impl AccountState {
         let (parsed, valid_len) = match open_trusted(&path, OpenOptions::new().read(true)) {
             Ok(mut f) => {
                 let mut bytes = Vec::new();
-                std::io::Read::read_to_end(&mut f, &mut bytes).map_err(io)?;
+                f.read_to_end(&mut bytes).map_err(io)?;
                 parse(&path, &bytes)?
             }
             Err(StateError::Io { source: e, .. }) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -727,7 +727,7 @@ fn lock(dir: &Path, stem: &str, what: &str) -> Result<File, StateError> {
     match lock.try_lock() {
         Ok(()) => Ok(lock),
         Err(std::fs::TryLockError::WouldBlock) => Err(StateError::Locked {
-            mailbox: what.to_string(),
+            what: what.to_string(),
             path: lock_path,
         }),
         Err(std::fs::TryLockError::Error(source)) => Err(StateError::Io {
@@ -801,12 +801,13 @@ fn read_pointer(pointer: &Path) -> Result<Option<String>, StateError> {
         Err(e) => return Err(e),
     };
     let mut text = String::new();
-    std::io::Read::read_to_string(&mut (&mut f).take(1024), &mut text).map_err(|source| {
-        StateError::Io {
+    (&mut f)
+        .take(1024)
+        .read_to_string(&mut text)
+        .map_err(|source| StateError::Io {
             path: pointer.to_path_buf(),
             source,
-        }
-    })?;
+        })?;
     // Anything but a plain stem is ignored: it is a hint, never a reason to act.
     let stem = text.trim_end_matches('\n');
     let plain = !stem.is_empty()
