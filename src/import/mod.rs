@@ -393,6 +393,8 @@ fn record_state(
 ) -> Result<Vec<String>, ImportError> {
     let mut out = Vec::new();
     let mut work = Vec::new();
+    let mut opened: Vec<crate::state::Mailbox> = Vec::new();
+    let mut states: Vec<AccountState> = Vec::new();
     for (account, state) in imported.accounts.iter().zip(&imported.state) {
         let Some(uidls) = state else {
             continue;
@@ -439,15 +441,27 @@ fn record_state(
             Tls::Starttls | Tls::None => 110,
         });
         let mailbox = crate::state::Mailbox::new(&account.host, port, &account.user);
-        let st = AccountState::open(state_dir, &mailbox, &account.name).map_err(|source| {
-            ImportError::State {
-                account: account.name.clone(),
-                source,
+        // State is kept per mailbox: two entries on one mailbox share one journal (and one lock,
+        // so it is opened once).
+        let at = match opened.iter().position(|m| *m == mailbox) {
+            Some(i) => i,
+            None => {
+                let st =
+                    AccountState::open(state_dir, &mailbox, &account.name).map_err(|source| {
+                        ImportError::State {
+                            account: account.name.clone(),
+                            source,
+                        }
+                    })?;
+                opened.push(mailbox);
+                states.push(st);
+                states.len() - 1
             }
-        })?;
-        work.push((account, uidls, st));
+        };
+        work.push((account, uidls, at));
     }
-    for (account, uidls, mut st) in work {
+    for (account, uidls, at) in work {
+        let st = &mut states[at];
         let before = st.delivered_count();
         for u in &uidls.valid {
             match uidls.first_seen.get(u) {

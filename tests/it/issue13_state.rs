@@ -160,6 +160,48 @@ fn issue13_4_two_accounts_on_one_mailbox_are_a_config_error() {
     assert!(server.log().sessions.is_empty());
 }
 
+/// `popfetch import` records what the old tool fetched where `fetch` looks for it: under the
+/// mailbox, whatever the account is called. Two rc entries on one mailbox share it.
+#[test]
+fn issue13_4_imported_state_is_found_by_fetch_under_any_account_name() {
+    let server = Server::healthy(msgs(3));
+    let env = Env::new();
+    let rc = env.path().join("fetchmailrc");
+    let entry = format!(
+        "poll 127.0.0.1 proto pop3 port {} user {USER} password {PASSWORD} keep mda \"/usr/bin/procmail\"\n",
+        server.port()
+    );
+    std::fs::write(&rc, format!("{entry}{entry}")).unwrap();
+    set_mode(&rc, 0o600);
+    let ids = env.path().join("fetchids");
+    std::fs::write(
+        &ids,
+        format!("{USER}@127.0.0.1 uidl-1\n{USER}@127.0.0.1 uidl-2\n"),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_popfetch"))
+        .arg("import")
+        .arg("fetchmail")
+        .arg(&rc)
+        .arg("--ids")
+        .arg(&ids)
+        .arg("--state-dir")
+        .arg(env.path().join("state"))
+        .env("HOME", env.path())
+        .env_remove("FETCHMAILHOME")
+        .env_remove("POPFETCH_CONFIG")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("recorded 2 UIDLs"), "{stderr}");
+
+    env.write_config(&account("any-name", &server, &env, "keep = true"));
+    env.popfetch(&["fetch"]).assert_code(0);
+    assert_eq!(env.delivered().len(), 1, "only uidl-3 is new");
+    assert_eq!(server.log().commands("RETR"), ["RETR 3"]);
+}
+
 /// A daemon whose stderr goes to a file.
 struct Daemon {
     child: std::process::Child,
