@@ -179,11 +179,13 @@ pub async fn run(cli: Cli) -> Result<ExitCode, UsageError> {
         Command::Import { .. } => Ok(ExitCode::SUCCESS),
         Command::Retry { account } => {
             let account = select(&config, std::slice::from_ref(&account))?.remove(0);
-            let released = crate::state::AccountState::open(&config.state_dir, &account.name)
-                .and_then(|mut st| {
-                    let n = st.release_held();
-                    st.sync().map(|()| n)
-                });
+            let mailbox = crate::state::Mailbox::of(&account);
+            let released =
+                crate::state::AccountState::open(&config.state_dir, &mailbox, &account.name)
+                    .and_then(|mut st| {
+                        let n = st.release_held();
+                        st.sync().map(|()| n)
+                    });
             match released {
                 Ok(n) => {
                     out(&format!(

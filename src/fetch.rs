@@ -229,7 +229,11 @@ async fn poll_once(
             what: "the target".into(),
             source,
         })?;
-    let mut state = AccountState::open(state_dir, &account.name)?;
+    let mut state = AccountState::open(
+        state_dir,
+        &crate::state::Mailbox::of(account),
+        &account.name,
+    )?;
     let r = poll_with(account, &backend, &mut state, stop, progress, report).await;
     backend.close().await;
     // Whatever happened, what was recorded reaches the file. Everything a DELE depended on was

@@ -19,6 +19,7 @@ pub mod secret;
 pub mod session;
 pub mod state;
 pub mod status;
+pub mod trust;
 
 #[doc(hidden)]
 pub mod demo;

@@ -24,22 +24,19 @@ pub async fn resolve(
     match source {
         PasswordSource::Inline(p) => Ok(p.clone()),
         PasswordSource::File(path) => {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = tokio::fs::metadata(path)
+            // Checked on the open file: the one trust rule for a file holding a secret.
+            let cannot =
+                |e: std::io::Error| PasswordError(format!("cannot read {}: {e}", path.display()));
+            let mut f = tokio::fs::File::open(path).await.map_err(cannot)?;
+            let meta = f.metadata().await.map_err(cannot)?;
+            crate::trust::secret_file("password file", path, &meta, true)
+                .map_err(|e| PasswordError(e.to_string()))?;
+            let mut text = Vec::new();
+            (&mut f)
+                .take(MAX_PASSWORD as u64 + 2)
+                .read_to_end(&mut text)
                 .await
-                .map(|m| m.permissions().mode())
-                .unwrap_or(0);
-            if mode & 0o002 != 0 {
-                return Err(PasswordError(format!(
-                    "{} is writable by others (mode {:04o}); run `chmod 600 {}`",
-                    path.display(),
-                    mode & 0o7777,
-                    path.display()
-                )));
-            }
-            let text = tokio::fs::read(path)
-                .await
-                .map_err(|e| PasswordError(format!("cannot read {}: {e}", path.display())))?;
+                .map_err(cannot)?;
             first_line(&text).ok_or_else(|| {
                 PasswordError(format!("{} is empty or not UTF-8 text", path.display()))
             })

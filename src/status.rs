@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 
 use serde::{Deserialize, Serialize};
 
@@ -60,18 +59,27 @@ pub fn record(state_dir: &Path, account: &str, report: &Report, error: Option<St
     let Ok(json) = serde_json::to_vec_pretty(&st) else {
         return;
     };
+    // Never into a directory others may write (nor, as root, into another user's: a root-owned
+    // file there would lock that user's popfetch out).
+    let trusted =
+        std::fs::metadata(state_dir).is_ok_and(|m| crate::trust::state_dir(state_dir, &m).is_ok());
+    if !trusted {
+        return;
+    }
     let target = path(state_dir, account);
-    let tmp = target.with_extension("status.tmp");
+    let tmp = state_dir.join(format!("{account}.status.tmp"));
     // Statistics only: no fsync; a crash at worst leaves the previous file. Mode 0600 like the
-    // rest of the state directory.
-    let written = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .and_then(|mut f| f.write_all(&json));
-    if written.is_ok() && std::fs::rename(&tmp, &target).is_err() {
+    // rest of the state directory; created afresh, never through a symlink planted there.
+    let mut f = match crate::state::create_new(&tmp) {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::warn!(account, error = %e, "cannot write the status file");
+            return;
+        }
+    };
+    let written = f.write_all(&json);
+    drop(f);
+    if written.is_err() || std::fs::rename(&tmp, &target).is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
 }

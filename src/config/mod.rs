@@ -191,23 +191,28 @@ pub fn default_path(cli: Option<&Path>) -> PathBuf {
 }
 
 /// The default state directory: `$STATE_DIRECTORY` (set by systemd), else `/var/lib/popfetch`
-/// for root, else `$XDG_STATE_HOME/popfetch` (or `~/.local/state/popfetch`).
-pub fn default_state_dir() -> PathBuf {
+/// for root, else `$XDG_STATE_HOME/popfetch` (or `~/.local/state/popfetch`). `None` when none of
+/// these gives an absolute path: the state is never put relative to the working directory,
+/// where another run would not find it.
+pub fn default_state_dir() -> Option<PathBuf> {
+    let absolute = |p: PathBuf| p.is_absolute().then_some(p);
     if let Some(dirs) = std::env::var_os("STATE_DIRECTORY").filter(|p| !p.is_empty()) {
         // systemd passes a colon-separated list when several directories are configured.
         let dirs = dirs.to_string_lossy().into_owned();
         let first = dirs.split(':').next().unwrap_or_default();
-        return PathBuf::from(first);
+        if let Some(p) = absolute(PathBuf::from(first)) {
+            return Some(p);
+        }
     }
     if is_root() {
-        return PathBuf::from("/var/lib/popfetch");
+        return Some(PathBuf::from("/var/lib/popfetch"));
     }
+    // The XDG base directory spec: a relative XDG_STATE_HOME is invalid and ignored.
     std::env::var_os("XDG_STATE_HOME")
-        .filter(|p| !p.is_empty())
         .map(PathBuf::from)
-        .or_else(|| home().map(|h| h.join(".local/state")))
-        .unwrap_or_else(|| PathBuf::from("."))
-        .join("popfetch")
+        .and_then(absolute)
+        .or_else(|| home().and_then(absolute).map(|h| h.join(".local/state")))
+        .map(|d| d.join("popfetch"))
 }
 
 pub(crate) fn home() -> Option<PathBuf> {

@@ -462,6 +462,7 @@ fn oauth2_defaults_are_merged_key_by_key() {
         oauth("oauth2 = { refresh_token_file = \"/r/a\" }"),
         oauth("oauth2 = { refresh_token_file = \"/r/b\", client_id = \"own\" }")
             .replace("\"a\"", "\"b\"")
+            .replace("user = \"u\"", "user = \"v\"")
     );
     let c = p(&text).unwrap();
     let ids: Vec<_> = c

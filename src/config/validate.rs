@@ -49,67 +49,155 @@ impl ConfigError {
     }
 }
 
-/// Reads and validates the config file at `path`.
+/// Reads and validates the config file at `path`, and checks that it and every file it names
+/// that holds a secret may be trusted (see [`crate::trust`]).
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+    let err = |message: String| ConfigError {
         path: path.to_path_buf(),
         position: None,
         account: None,
         key: None,
-        message: format!("cannot read it: {e}"),
-    })?;
+        message,
+    };
+    let (text, meta) = std::fs::File::open(path)
+        .and_then(|mut f| {
+            let meta = f.metadata()?;
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut f, &mut text)?;
+            Ok((text, meta))
+        })
+        .map_err(|e| err(format!("cannot read it: {e}")))?;
     let config = parse(path, &text)?;
-    check_permissions(path, &text)?;
+    check_permissions(path, &meta, &config).map_err(|mut e| {
+        // Point at the password the file holds, when that is what made it untrusted.
+        if let Some(key) = e.key.as_deref()
+            && key.ends_with("password")
+            && e.position.is_none()
+        {
+            e.position =
+                inline_password_at(&text, e.account.as_deref()).map(|at| line_col(&text, at));
+        }
+        e
+    })?;
     Ok(config)
 }
 
-/// Refuses a config that others may change (it names the programs popfetch runs and where mail
-/// goes), and one that holds a password and that group or others can read.
-fn check_permissions(path: &Path, text: &str) -> Result<(), ConfigError> {
-    use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(path)
-        .map(|m| m.permissions().mode())
-        .unwrap_or(0);
-    if mode & 0o002 != 0 {
-        return Err(ConfigError {
-            path: path.to_path_buf(),
-            position: None,
-            account: None,
-            key: None,
-            message: format!(
-                "the file is writable by others (mode {:04o}), who could make popfetch run any \
-                 program; run `chmod o-w {}`",
-                mode & 0o7777,
-                path.display()
-            ),
-        });
-    }
-    let raw: RawConfig = toml::from_str(text).map_err(|e| toml_error(path, text, &e))?;
-    let with_password = raw
-        .defaults
-        .iter()
-        .chain(raw.account.iter())
-        .find_map(|a| a.get_ref().password.as_ref());
-    let Some(pw) = with_password else {
-        return Ok(());
+/// Where in `text` the inline password used by `account` (its own, its relay's or the default)
+/// is written.
+fn inline_password_at(text: &str, account: Option<&str>) -> Option<usize> {
+    let raw: RawConfig = toml::from_str(text).ok()?;
+    let relay = |d: &Option<Spanned<RawDeliver>>| match d.as_ref().map(Spanned::get_ref) {
+        Some(RawDeliver::Smtp(s)) => s.password.as_ref().map(|p| p.span().start),
+        _ => None,
     };
-    let mode = std::fs::metadata(path)
-        .map(|m| m.permissions().mode())
-        .unwrap_or(0);
-    if mode & 0o077 != 0 {
-        return Err(ConfigError {
-            path: path.to_path_buf(),
-            position: Some(line_col(text, pw.span().start)),
-            account: None,
-            key: Some("password".into()),
-            message: format!(
-                "the file holds a password but is readable by group or others (mode {:04o}); \
-                 run `chmod 600 {}`, or move the password to `password_file` or \
-                 `password_command`",
-                mode & 0o7777,
-                path.display()
-            ),
-        });
+    let own = raw.account.iter().map(Spanned::get_ref).find_map(|a| {
+        let name = a.name.as_ref().map(|n| n.get_ref().as_str());
+        if account.is_some() && name != account {
+            return None;
+        }
+        a.password
+            .as_ref()
+            .map(|p| p.span().start)
+            .or_else(|| relay(&a.deliver))
+    });
+    own.or_else(|| {
+        let d = raw.defaults.as_ref()?.get_ref();
+        d.password
+            .as_ref()
+            .map(|p| p.span().start)
+            .or_else(|| relay(&d.deliver))
+    })
+}
+
+/// The one trust rule ([`crate::trust::secret_file`]) for the config file, which names the
+/// programs popfetch runs and may hold passwords, and for every file it names that holds a
+/// secret. A file that does not exist yet is left to the moment it is read.
+fn check_permissions(
+    path: &Path,
+    meta: &std::fs::Metadata,
+    config: &Config,
+) -> Result<(), ConfigError> {
+    let err = |account: Option<&str>, key: Option<&str>, message: String| ConfigError {
+        path: path.to_path_buf(),
+        position: None,
+        account: account.map(str::to_string),
+        key: key.map(str::to_string),
+        message,
+    };
+    // The issue's one rule: a file that holds a secret or a command is not readable by others.
+    // A command is no password, but it says which programs run with the user's rights and
+    // often names where their secrets live.
+    let inline = config.accounts.iter().find_map(|a| {
+        if matches!(a.password, Some(PasswordSource::Inline(_))) {
+            return Some((a.name.as_str(), "password", true));
+        }
+        match &a.deliver {
+            Deliver::Smtp(s) if matches!(s.credentials, Some((_, PasswordSource::Inline(_)))) => {
+                Some((a.name.as_str(), "deliver.smtp.password", true))
+            }
+            _ => None,
+        }
+    });
+    let command = config.accounts.iter().find_map(|a| {
+        if matches!(a.password, Some(PasswordSource::Command(_))) {
+            return Some((a.name.as_str(), "password_command", false));
+        }
+        if matches!(a.oauth2, Some(OAuth2Source::Command { .. })) {
+            return Some((a.name.as_str(), "oauth2_token_command", false));
+        }
+        match &a.deliver {
+            Deliver::Mda(_) => Some((a.name.as_str(), "deliver.mda", false)),
+            Deliver::Smtp(s) if matches!(s.credentials, Some((_, PasswordSource::Command(_)))) => {
+                Some((a.name.as_str(), "deliver.smtp.password_command", false))
+            }
+            _ => None,
+        }
+    });
+    let sensitive = inline.or(command);
+    if let Err(e) = crate::trust::secret_file("config file", path, meta, sensitive.is_some()) {
+        let mut message = format!("{}; {}", e.problem, e.fix);
+        let (account, key) = match sensitive {
+            Some((account, key, secret)) if e.problem.contains("readable") => {
+                if secret {
+                    message.push_str(
+                        ", or move the password to `password_file` or `password_command`",
+                    );
+                } else {
+                    message.push_str(&format!(" (it names a command: `{key}`)"));
+                }
+                (Some(account), Some(key))
+            }
+            _ => (None, None),
+        };
+        return Err(err(account, key, message));
+    }
+    for a in &config.accounts {
+        let mut files: Vec<(&str, &'static str, &Path)> = Vec::new();
+        if let Some(PasswordSource::File(p)) = &a.password {
+            files.push(("password_file", "password file", p));
+        }
+        if let Deliver::Smtp(s) = &a.deliver
+            && let Some((_, PasswordSource::File(p))) = &s.credentials
+        {
+            files.push(("deliver.smtp.password_file", "password file", p));
+        }
+        if let Some(OAuth2Source::Refresh(c)) = &a.oauth2 {
+            if let Some(p) = &c.client_secret_file {
+                files.push(("oauth2.client_secret_file", "client secret file", p));
+            }
+            files.push((
+                "oauth2.refresh_token_file",
+                "refresh token file",
+                &c.refresh_token_file,
+            ));
+        }
+        for (key, what, p) in files {
+            let Ok(meta) = std::fs::metadata(p) else {
+                continue;
+            };
+            crate::trust::secret_file(what, p, &meta, true)
+                .map_err(|e| err(Some(&a.name), Some(key), e.to_string()))?;
+        }
     }
     Ok(())
 }
@@ -122,7 +210,15 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
 
     let state_dir = match &raw.state_dir {
         Some(d) => expand(base, d.get_ref()),
-        None => super::default_state_dir(),
+        None => super::default_state_dir().ok_or_else(|| ConfigError {
+            path: path.to_path_buf(),
+            position: None,
+            account: None,
+            key: Some("state_dir".into()),
+            message: "no state directory: $HOME, $XDG_STATE_HOME and $STATE_DIRECTORY are unset \
+                      or not absolute paths; set `state_dir` to an absolute path"
+                .into(),
+        })?,
     };
     let defaults = raw
         .defaults
@@ -155,6 +251,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
     let global_interval = raw.interval.unwrap_or(DEFAULT_INTERVAL);
 
     let mut names = HashSet::new();
+    let mut mailboxes = std::collections::HashMap::new();
     let mut refresh_files = HashSet::new();
     let mut accounts = Vec::new();
     for acc in &raw.account {
@@ -173,6 +270,20 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
                 Some(&a.name),
                 "name",
                 "another account has the same name",
+            ));
+        }
+        // State and lock follow the mailbox: a second account on it would find every message
+        // delivered by the first, and wait for its lock.
+        let mailbox = crate::state::Mailbox::of(&a);
+        if let Some(first) = mailboxes.insert(mailbox.clone(), a.name.clone()) {
+            return Err(cx.err(
+                acc.span(),
+                Some(&a.name),
+                "user",
+                &format!(
+                    "account `{first}` polls the same mailbox ({mailbox}); remove one of them \
+                     (popfetch keeps one state per mailbox, so a renamed account keeps its state)"
+                ),
             ));
         }
         if let Some(OAuth2Source::Refresh(c)) = &a.oauth2

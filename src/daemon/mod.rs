@@ -6,7 +6,8 @@
 //! Reload keeps what did not change: an account whose settings are equal keeps its task and its
 //! schedule and backoff; a changed one is retired (after its current poll) and started anew once
 //! the old task is gone, so two polls of one account never overlap; a removed one is retired;
-//! a new one is started. An invalid config is logged with its file, line and key, and the old one
+//! a new one is started, after the removed one's poll when it is the same mailbox under a new
+//! name (the mailbox's lock would refuse it anyway, see [`crate::state`]). An invalid config is logged with its file, line and key, and the old one
 //! keeps running.
 
 pub mod signals;
@@ -188,6 +189,24 @@ fn reload(
     }
     let mut kept = 0;
     let mut old: HashMap<String, Running> = std::mem::take(running);
+    // An account under a new name on a mailbox whose old name is gone is a rename: it starts
+    // once the old name's poll is over (state and lock follow the mailbox).
+    let new_names: std::collections::HashSet<&str> =
+        new.accounts.iter().map(|a| a.name.as_str()).collect();
+    let gone: Vec<String> = old
+        .keys()
+        .filter(|n| !new_names.contains(n.as_str()))
+        .cloned()
+        .collect();
+    let mut renamed: HashMap<crate::state::Mailbox, Running> = HashMap::new();
+    for name in gone {
+        if let Some(r) = old.remove(&name) {
+            let mailbox = crate::state::Mailbox::of(&r.account);
+            if let Some(other) = renamed.insert(mailbox, r) {
+                old.insert(other.account.name.clone(), other);
+            }
+        }
+    }
     for a in &new.accounts {
         match old.remove(&a.name) {
             Some(r) if !global_changed && r.account == *a => {
@@ -202,12 +221,24 @@ fn reload(
                 r.retire.cancel();
                 start(shared, running, a.clone(), Some(r.handle), None);
             }
-            None => {
-                tracing::info!(account = a.name, "account added");
-                start(shared, running, a.clone(), None, None);
-            }
+            None => match renamed.remove(&crate::state::Mailbox::of(a)) {
+                Some(r) => {
+                    tracing::info!(
+                        account = a.name,
+                        was = r.account.name,
+                        "account renamed: it starts after the old name's current poll"
+                    );
+                    r.retire.cancel();
+                    start(shared, running, a.clone(), Some(r.handle), None);
+                }
+                None => {
+                    tracing::info!(account = a.name, "account added");
+                    start(shared, running, a.clone(), None, None);
+                }
+            },
         }
     }
+    old.extend(renamed.into_values().map(|r| (r.account.name.clone(), r)));
     for (name, r) in old {
         tracing::info!(
             account = name,

@@ -311,6 +311,11 @@ pub enum ImportError {
     NoHome,
     #[error("{0}")]
     Busy(String),
+    #[error(
+        "no state directory: $HOME, $XDG_STATE_HOME and $STATE_DIRECTORY are unset or not \
+         absolute; pass --state-dir"
+    )]
+    NoStateDir,
     #[error("nothing to import: {0}")]
     Nothing(String),
     #[error("account {account}: cannot record its state: {source}")]
@@ -373,7 +378,8 @@ pub fn run(req: &Request) -> Result<Outcome, ImportError> {
     let state_dir = req
         .state_dir
         .clone()
-        .unwrap_or_else(crate::config::default_state_dir);
+        .or_else(crate::config::default_state_dir)
+        .ok_or(ImportError::NoStateDir)?;
     messages.extend(record_state(&imported, &state_dir, req.dry_run)?);
     Ok(Outcome { config, messages })
 }
@@ -387,6 +393,8 @@ fn record_state(
 ) -> Result<Vec<String>, ImportError> {
     let mut out = Vec::new();
     let mut work = Vec::new();
+    let mut opened: Vec<crate::state::Mailbox> = Vec::new();
+    let mut states: Vec<AccountState> = Vec::new();
     for (account, state) in imported.accounts.iter().zip(&imported.state) {
         let Some(uidls) = state else {
             continue;
@@ -427,14 +435,33 @@ fn record_state(
             ));
             continue;
         }
-        let st =
-            AccountState::open(state_dir, &account.name).map_err(|source| ImportError::State {
-                account: account.name.clone(),
-                source,
-            })?;
-        work.push((account, uidls, st));
+        // The port the generated config gets when it names none (see `config::validate`).
+        let port = account.port.unwrap_or(match account.tls {
+            Tls::Implicit => 995,
+            Tls::Starttls | Tls::None => 110,
+        });
+        let mailbox = crate::state::Mailbox::new(&account.host, port, &account.user);
+        // State is kept per mailbox: two entries on one mailbox share one journal (and one lock,
+        // so it is opened once).
+        let at = match opened.iter().position(|m| *m == mailbox) {
+            Some(i) => i,
+            None => {
+                let st =
+                    AccountState::open(state_dir, &mailbox, &account.name).map_err(|source| {
+                        ImportError::State {
+                            account: account.name.clone(),
+                            source,
+                        }
+                    })?;
+                opened.push(mailbox);
+                states.push(st);
+                states.len() - 1
+            }
+        };
+        work.push((account, uidls, at));
     }
-    for (account, uidls, mut st) in work {
+    for (account, uidls, at) in work {
+        let st = &mut states[at];
         let before = st.delivered_count();
         for u in &uidls.valid {
             match uidls.first_seen.get(u) {

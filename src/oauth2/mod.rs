@@ -339,10 +339,12 @@ pub fn write_secret_file(path: &Path, text: &str) -> Result<(), OAuth2Error> {
     };
     let tmp = dir.join(format!(".{name}.{}.{nonce:016x}.tmp", std::process::id()));
     let result = (|| {
+        // A fresh name, created afresh and never through a symlink.
         let mut f = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&tmp)?;
         f.write_all(text.as_bytes())?;
         f.write_all(b"\n")?;
@@ -364,15 +366,8 @@ fn read_secret_file(what: &'static str, path: &Path) -> Result<Secret<String>, O
         path: path.to_path_buf(),
         source,
     })?;
-    let mode = meta.permissions().mode();
-    if mode & 0o006 != 0 {
-        return Err(OAuth2Error::Other(format!(
-            "{what} {} is open to others (mode {:04o}); run `chmod 600 {}`",
-            path.display(),
-            mode & 0o7777,
-            path.display()
-        )));
-    }
+    crate::trust::secret_file(what, path, &meta, true)
+        .map_err(|e| OAuth2Error::Other(e.to_string()))?;
     if meta.len() > MAX_TOKEN as u64 {
         return Err(OAuth2Error::Other(format!(
             "{what} {} is larger than {} KiB",

@@ -1,7 +1,19 @@
-//! The per-account UIDL store: which messages were delivered, durably, crash-safe and locked.
+//! The per-mailbox UIDL store: which messages were delivered, durably, crash-safe and locked.
 //!
-//! One append-only journal per account, `STATE_DIR/ACCOUNT.uidls`, guarded by an exclusive lock on
-//! `STATE_DIR/ACCOUNT.lock` for as long as the [`AccountState`] lives. Records, one per line:
+//! One append-only journal per mailbox ([`Mailbox`]: server, port, user), `STATE_DIR/STEM.uidls`
+//! with `STEM` = `USER@HOST:PORT` (see [`Mailbox::file_stem`]), guarded by an exclusive lock on
+//! `STATE_DIR/STEM.lock` for as long as the [`AccountState`] lives. State follows the mailbox, not
+//! the account's name: a renamed account keeps what it fetched, and two accounts on one mailbox
+//! never poll it at once. `STATE_DIR/ACCOUNT.mailbox` remembers the stem an account used last, so
+//! that a new host name or port of the same mailbox is refused with what to do rather than
+//! fetching a kept mailbox again; a journal of the name-keyed layout (`ACCOUNT.uidls`) is moved
+//! to the mailbox's name when first opened.
+//!
+//! Nothing here is trusted that someone else could have written: the directory and every file
+//! are checked with [`crate::trust`] (ours, writable by no one else, regular files opened with
+//! `O_NOFOLLOW`), and temporary files are created with `O_EXCL|O_NOFOLLOW`.
+//!
+//! Records, one per line:
 //!
 //! ```text
 //! popfetch-uidls 2          header: format version
@@ -32,7 +44,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -59,10 +71,14 @@ pub enum StateError {
         source: std::io::Error,
     },
     #[error(
-        "account is being fetched by another popfetch process (it holds the lock {path}); \
-         try again when it has finished"
+        "{what} is being fetched by another popfetch process or another account on the same \
+         mailbox (it holds the lock {path}); try again when it has finished"
     )]
-    Locked { path: PathBuf },
+    Locked { what: String, path: PathBuf },
+    #[error("{0}")]
+    Untrusted(#[from] crate::trust::Untrusted),
+    #[error("{0}")]
+    MailboxChanged(Box<MailboxChanged>),
     #[error("state file {path}: {source}")]
     Io {
         path: PathBuf,
@@ -82,6 +98,26 @@ pub enum StateError {
          {FORMAT}); upgrade popfetch"
     )]
     FutureFormat { path: PathBuf, found: u32 },
+}
+
+/// An account polls a mailbox without a journal while the one it polled before has one.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "account {account} now polls {mailbox}, but what it fetched is recorded in {} for the \
+     mailbox it polled before; if it is the same mailbox under a new host name or port, run \
+     `mv {} {}` to keep that record (otherwise every message kept on the server is fetched \
+     again); if it is another mailbox, run `rm {}` to start it afresh",
+    old_path.display(),
+    old_path.display(),
+    new_path.display(),
+    pointer.display()
+)]
+pub struct MailboxChanged {
+    pub account: String,
+    pub mailbox: String,
+    pub old_path: PathBuf,
+    pub new_path: PathBuf,
+    pub pointer: PathBuf,
 }
 
 /// The open, locked state of one account.
@@ -107,56 +143,66 @@ pub struct AccountState {
 }
 
 impl AccountState {
-    /// Opens (creating if needed) and locks the state of `account` under `dir`. Fails at once,
-    /// with [`StateError::Locked`], when another process holds the account.
-    pub fn open(dir: &Path, account: &str) -> Result<AccountState, StateError> {
-        // The journal lists which mail an account received: for the owner's eyes only.
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|source| StateError::Dir {
-                path: dir.to_path_buf(),
-                source,
-            })?;
-        let lock_path = dir.join(format!("{account}.lock"));
-        let lock = OpenOptions::new()
-            .mode(0o600)
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|source| StateError::Dir {
-                path: dir.to_path_buf(),
-                source,
-            })?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(StateError::Locked { path: lock_path });
-            }
-            Err(std::fs::TryLockError::Error(source)) => {
-                return Err(StateError::Io {
-                    path: lock_path,
-                    source,
-                });
+    /// Opens (creating if needed) and locks the state of `mailbox`, polled by the account named
+    /// `account`. State and lock follow the mailbox, not the name: a renamed account finds its
+    /// state, and two accounts on one mailbox never poll it at once. A journal of the name-keyed
+    /// layout (`ACCOUNT.uidls`) is moved to the mailbox's file the first time. Fails at once,
+    /// with [`StateError::Locked`], when another process or account holds the mailbox, and with
+    /// [`StateError::Untrusted`] when the directory or a file in it may have been written by
+    /// someone else.
+    pub fn open(dir: &Path, mailbox: &Mailbox, account: &str) -> Result<AccountState, StateError> {
+        prepare_dir(dir)?;
+        let stem = mailbox.file_stem();
+        let lock = lock(dir, &stem, &format!("mailbox {mailbox}"))?;
+        let path = dir.join(format!("{stem}.uidls"));
+        migrate_named(dir, &path, account)?;
+        let pointer = dir.join(format!("{account}.mailbox"));
+        let before = read_pointer(&pointer)?;
+        if let Some(old) = before.as_deref().filter(|old| *old != stem) {
+            let old_path = dir.join(format!("{old}.uidls"));
+            if !exists(&path)? && exists(&old_path)? && holds_deliveries(&old_path)? {
+                return Err(StateError::MailboxChanged(Box::new(MailboxChanged {
+                    account: account.to_string(),
+                    mailbox: mailbox.to_string(),
+                    old_path,
+                    new_path: path,
+                    pointer,
+                })));
             }
         }
+        let state = Self::load(dir, lock, path)?;
+        if before.as_deref() != Some(stem.as_str()) {
+            write_atomic(dir, &pointer, format!("{stem}\n").as_bytes())?;
+        }
+        Ok(state)
+    }
 
-        let path = dir.join(format!("{account}.uidls"));
+    /// Opens the journal `STEM.uidls` directly, for tests of the journal itself.
+    #[cfg(test)]
+    fn open_stem(dir: &Path, stem: &str) -> Result<AccountState, StateError> {
+        prepare_dir(dir)?;
+        let lock = lock(dir, stem, stem)?;
+        Self::load(dir, lock, dir.join(format!("{stem}.uidls")))
+    }
+
+    fn load(dir: &Path, lock: File, path: PathBuf) -> Result<AccountState, StateError> {
         let io = |source| StateError::Io {
             path: path.clone(),
             source,
         };
-        let (parsed, valid_len) = match std::fs::read(&path) {
-            Ok(bytes) => parse(&path, &bytes)?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                write_atomic(dir, &path, &header()).map_err(io)?;
+        let (parsed, valid_len) = match open_trusted(&path, OpenOptions::new().read(true)) {
+            Ok(mut f) => {
+                let mut bytes = Vec::new();
+                f.read_to_end(&mut bytes).map_err(io)?;
+                parse(&path, &bytes)?
+            }
+            Err(StateError::Io { source: e, .. }) if e.kind() == std::io::ErrorKind::NotFound => {
+                write_atomic(dir, &path, &header())?;
                 (Parsed::default(), header().len())
             }
-            Err(e) => return Err(io(e)),
+            Err(e) => return Err(e),
         };
-        let journal = OpenOptions::new().append(true).open(&path).map_err(io)?;
+        let journal = open_trusted(&path, OpenOptions::new().append(true))?;
         // Cut a torn tail so that new records start on a line of their own.
         if journal.metadata().map_err(io)?.len() != valid_len as u64 {
             journal.set_len(valid_len as u64).map_err(io)?;
@@ -419,15 +465,8 @@ impl AccountState {
         for u in held {
             text.extend_from_slice(format!("H {u}\n").as_bytes());
         }
-        let io = |source| StateError::Io {
-            path: self.path.clone(),
-            source,
-        };
-        write_atomic(&self.dir, &self.path, &text).map_err(io)?;
-        self.journal = OpenOptions::new()
-            .append(true)
-            .open(&self.path)
-            .map_err(io)?;
+        write_atomic(&self.dir, &self.path, &text)?;
+        self.journal = open_trusted(&self.path, OpenOptions::new().append(true))?;
         self.records = self.live();
         Ok(())
     }
@@ -557,21 +596,289 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<(Parsed, usize), StateError> {
     Ok((p, valid_len))
 }
 
-/// Replaces `path` with `contents` so that a crash leaves either the old or the new file.
-fn write_atomic(dir: &Path, path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("uidls.tmp");
-    {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(contents)?;
-        f.sync_all()?;
+/// Replaces `path` with `contents` so that a crash leaves either the old or the new file. The
+/// temporary file is created afresh (`O_EXCL`, `O_NOFOLLOW`): a symlink planted in its place is
+/// never written through.
+fn write_atomic(dir: &Path, path: &Path, contents: &[u8]) -> Result<(), StateError> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let io = |source| StateError::Io {
+        path: tmp.clone(),
+        source,
+    };
+    let mut f = create_new(&tmp)?;
+    let written = f
+        .write_all(contents)
+        .and_then(|()| f.sync_all())
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io(e));
     }
-    std::fs::rename(&tmp, path)?;
-    File::open(dir)?.sync_all()
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io)
+}
+
+/// Creates `path` as a new 0600 file, never through a symlink. A leftover of a run that died is
+/// removed first, but only when it is a regular file of ours.
+pub(crate) fn create_new(path: &Path) -> Result<File, StateError> {
+    let open = || {
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)
+    };
+    match open() {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let meta = std::fs::symlink_metadata(path).map_err(|source| StateError::Io {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            crate::trust::state_file(path, &meta)?;
+            std::fs::remove_file(path)
+                .and_then(|()| open())
+                .map_err(|source| StateError::Io {
+                    path: path.to_path_buf(),
+                    source,
+                })
+        }
+        r => r.map_err(|source| StateError::Io {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// Opens an existing state file with `options`, never through a symlink, and checks that it is
+/// a regular file of ours that no one else may write.
+fn open_trusted(path: &Path, options: &mut OpenOptions) -> Result<File, StateError> {
+    let io = |source| StateError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let f = match options.custom_flags(libc::O_NOFOLLOW).open(path) {
+        Ok(f) => f,
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            let meta = std::fs::symlink_metadata(path).map_err(io)?;
+            crate::trust::state_file(path, &meta)?;
+            return Err(io(e));
+        }
+        Err(e) => return Err(io(e)),
+    };
+    crate::trust::state_file(path, &f.metadata().map_err(io)?)?;
+    Ok(f)
+}
+
+/// Creates the state directory (0700) if needed, and checks that it is ours and closed to
+/// others.
+pub fn prepare_dir(dir: &Path) -> Result<(), StateError> {
+    // The journal lists which mail an account received: for the owner's eyes only.
+    let dir_err = |source| StateError::Dir {
+        path: dir.to_path_buf(),
+        source,
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(dir_err)?;
+    let meta = std::fs::metadata(dir).map_err(dir_err)?;
+    crate::trust::state_dir(dir, &meta)?;
+    Ok(())
+}
+
+/// Takes the exclusive lock `STEM.lock` in `dir`, held for as long as the returned file is open.
+fn lock(dir: &Path, stem: &str, what: &str) -> Result<File, StateError> {
+    let lock_path = dir.join(format!("{stem}.lock"));
+    let lock = match OpenOptions::new()
+        .mode(0o600)
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&lock_path)
+    {
+        Ok(f) => f,
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            let meta = std::fs::symlink_metadata(&lock_path).map_err(|source| StateError::Io {
+                path: lock_path.clone(),
+                source,
+            })?;
+            crate::trust::state_file(&lock_path, &meta)?;
+            return Err(StateError::Io {
+                path: lock_path,
+                source: e,
+            });
+        }
+        Err(source) => {
+            return Err(StateError::Dir {
+                path: dir.to_path_buf(),
+                source,
+            });
+        }
+    };
+    let meta = lock.metadata().map_err(|source| StateError::Io {
+        path: lock_path.clone(),
+        source,
+    })?;
+    crate::trust::state_file(&lock_path, &meta)?;
+    match lock.try_lock() {
+        Ok(()) => Ok(lock),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StateError::Locked {
+            what: what.to_string(),
+            path: lock_path,
+        }),
+        Err(std::fs::TryLockError::Error(source)) => Err(StateError::Io {
+            path: lock_path,
+            source,
+        }),
+    }
+}
+
+/// Moves the journal of the name-keyed layout, `ACCOUNT.uidls`, to the mailbox's `path` when the
+/// mailbox has none yet. The old name's lock is taken for the move, so a poll of an older
+/// popfetch under that name cannot be writing it.
+fn migrate_named(dir: &Path, path: &Path, account: &str) -> Result<(), StateError> {
+    let io = |source| StateError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let named = dir.join(format!("{account}.uidls"));
+    if named == path || exists(path)? || !exists(&named)? {
+        return Ok(());
+    }
+    let _old_lock = lock(dir, account, &format!("account {account}"))?;
+    drop(open_trusted(&named, OpenOptions::new().read(true))?);
+    std::fs::rename(&named, path).map_err(io)?;
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+    tracing::info!(
+        account,
+        from = %named.display(),
+        to = %path.display(),
+        "state moved to the mailbox's journal"
+    );
+    Ok(())
+}
+
+/// Whether `path` exists (as anything, a dangling symlink included).
+fn exists(path: &Path) -> Result<bool, StateError> {
+    match std::fs::symlink_metadata(path) {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(source) => Err(StateError::Io {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// Whether the journal at `path` records anything a refetch would repeat (read without its
+/// lock: appends only ever add). One that cannot be read as a journal counts as holding some.
+fn holds_deliveries(path: &Path) -> Result<bool, StateError> {
+    let mut bytes = Vec::new();
+    open_trusted(path, OpenOptions::new().read(true))?
+        .read_to_end(&mut bytes)
+        .map_err(|source| StateError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    Ok(match parse(path, &bytes) {
+        Ok((p, _)) => !(p.delivered.is_empty() && p.pending.is_empty() && p.held.is_empty()),
+        Err(_) => true,
+    })
+}
+
+/// The file stem of the mailbox an account polled last, from `ACCOUNT.mailbox`: a change of
+/// host, port or user is then told apart from a new account.
+fn read_pointer(pointer: &Path) -> Result<Option<String>, StateError> {
+    let mut f = match open_trusted(pointer, OpenOptions::new().read(true)) {
+        Ok(f) => f,
+        Err(StateError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(None);
+        }
+        Err(e) => return Err(e),
+    };
+    let mut text = String::new();
+    (&mut f)
+        .take(1024)
+        .read_to_string(&mut text)
+        .map_err(|source| StateError::Io {
+            path: pointer.to_path_buf(),
+            source,
+        })?;
+    // Anything but a plain stem is ignored: it is a hint, never a reason to act.
+    let stem = text.trim_end_matches('\n');
+    let plain = !stem.is_empty()
+        && !stem.starts_with('.')
+        && stem
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-%@:".contains(&b));
+    Ok(plain.then(|| stem.to_string()))
+}
+
+/// The mailbox an account polls: the key of its state and its lock.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Mailbox {
+    host: String,
+    port: u16,
+    user: String,
+}
+
+/// Longest file stem made of the mailbox itself; a longer one is replaced by a digest.
+const MAX_STEM: usize = 160;
+
+impl Mailbox {
+    /// Host names are compared without case; user names with it (RFC 1939 leaves them to the
+    /// server).
+    pub fn new(host: &str, port: u16, user: &str) -> Mailbox {
+        Mailbox {
+            host: host.to_ascii_lowercase(),
+            port,
+            user: user.to_string(),
+        }
+    }
+
+    pub fn of(account: &crate::config::Account) -> Mailbox {
+        Mailbox::new(&account.host, account.port, &account.user)
+    }
+
+    /// The name of its files in the state directory: `USER@HOST:PORT`, every byte outside
+    /// `[A-Za-z0-9._-]` written as `%XX` (so it never equals an account name, which cannot hold
+    /// `@`), or `mailbox-DIGEST` when that would be too long.
+    pub fn file_stem(&self) -> String {
+        fn enc(s: &str, out: &mut String) {
+            for b in s.bytes() {
+                if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-') {
+                    out.push(b as char);
+                } else {
+                    out.push_str(&format!("%{b:02X}"));
+                }
+            }
+        }
+        let mut stem = String::new();
+        enc(&self.user, &mut stem);
+        stem.push('@');
+        enc(&self.host, &mut stem);
+        stem.push_str(&format!(":{}", self.port));
+        if stem.len() <= MAX_STEM {
+            return stem;
+        }
+        let key = format!("{}\n{}\n{}", self.host, self.port, self.user);
+        let digest = openssl::sha::sha256(key.as_bytes());
+        format!("mailbox-{}", crate::pop3::auth::hex(&digest[..16]))
+    }
+}
+
+impl std::fmt::Display for Mailbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "{}@[{}]:{}", self.user, self.host, self.port)
+        } else {
+            write!(f, "{}@{}:{}", self.user, self.host, self.port)
+        }
+    }
 }
 
 #[cfg(test)]

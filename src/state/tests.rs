@@ -12,13 +12,13 @@ fn u(s: &str) -> Uidl {
 fn records_survive_reopen() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let mut s = AccountState::open(dir.path(), "a").unwrap();
+        let mut s = AccountState::open_stem(dir.path(), "a").unwrap();
         s.record_pending(&u("one"), "k1");
         s.record_delivered(&u("one"));
         s.record_pending(&u("two"), "k2");
         s.sync().unwrap();
     }
-    let s = AccountState::open(dir.path(), "a").unwrap();
+    let s = AccountState::open_stem(dir.path(), "a").unwrap();
     assert!(s.is_delivered(&u("one")));
     assert!(!s.is_delivered(&u("two")));
     assert_eq!(s.pending(), vec![(u("two"), "k2".to_string())]);
@@ -28,22 +28,25 @@ fn records_survive_reopen() {
 fn unsynced_records_are_not_durable() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let mut s = AccountState::open(dir.path(), "a").unwrap();
+        let mut s = AccountState::open_stem(dir.path(), "a").unwrap();
         s.record_delivered(&u("x"));
         // dropped without sync, as in a crash
     }
-    let s = AccountState::open(dir.path(), "a").unwrap();
+    let s = AccountState::open_stem(dir.path(), "a").unwrap();
     assert!(!s.is_delivered(&u("x")));
 }
 
 #[test]
 fn second_open_is_refused_while_locked() {
     let dir = tempfile::tempdir().unwrap();
-    let _first = AccountState::open(dir.path(), "a").unwrap();
-    let err = AccountState::open(dir.path(), "a").unwrap_err();
+    let _first = AccountState::open_stem(dir.path(), "a").unwrap();
+    let err = AccountState::open_stem(dir.path(), "a").unwrap_err();
     assert!(matches!(err, StateError::Locked { .. }), "{err}");
-    assert!(err.to_string().contains("another popfetch process"));
-    AccountState::open(dir.path(), "b").unwrap();
+    assert!(
+        err.to_string().contains("another popfetch process"),
+        "{err}"
+    );
+    AccountState::open_stem(dir.path(), "b").unwrap();
 }
 
 #[test]
@@ -52,7 +55,7 @@ fn torn_tail_is_ignored_and_cut() {
     let path = dir.path().join("a.uidls");
     std::fs::write(&path, b"popfetch-uidls 1\nD one\nD tw").unwrap();
     {
-        let mut s = AccountState::open(dir.path(), "a").unwrap();
+        let mut s = AccountState::open_stem(dir.path(), "a").unwrap();
         assert!(s.is_delivered(&u("one")) && !s.is_delivered(&u("tw")));
         s.record_delivered(&u("three"));
         s.sync().unwrap();
@@ -64,7 +67,7 @@ fn torn_tail_is_ignored_and_cut() {
     assert_eq!(lines[0], "popfetch-uidls 2");
     assert!(lines[1].starts_with("D one ") && lines[2].starts_with("D three "));
     std::fs::write(&path, b"popfetch-uidls 1\nD one\n\0\0\0\0").unwrap();
-    let s = AccountState::open(dir.path(), "a").unwrap();
+    let s = AccountState::open_stem(dir.path(), "a").unwrap();
     assert_eq!(s.delivered_count(), 1);
 }
 
@@ -80,13 +83,13 @@ fn corrupt_truncated_and_future_files_are_refused() {
         (b"something else\n", "not a popfetch state file"),
     ] {
         std::fs::write(&path, content).unwrap();
-        let e = AccountState::open(dir.path(), "a").unwrap_err();
+        let e = AccountState::open_stem(dir.path(), "a").unwrap_err();
         assert!(matches!(e, StateError::Corrupt { .. }), "{e}");
         assert!(e.to_string().contains(want), "{e}");
         assert!(e.to_string().contains("move it aside"), "{e}");
     }
     std::fs::write(&path, b"popfetch-uidls 7\nQ x y z\n").unwrap();
-    let e = AccountState::open(dir.path(), "a").unwrap_err();
+    let e = AccountState::open_stem(dir.path(), "a").unwrap_err();
     assert!(
         matches!(e, StateError::FutureFormat { found: 7, .. }),
         "{e}"
@@ -98,7 +101,7 @@ fn corrupt_truncated_and_future_files_are_refused() {
 fn compaction_keeps_the_live_set() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let mut s = AccountState::open(dir.path(), "a").unwrap();
+        let mut s = AccountState::open_stem(dir.path(), "a").unwrap();
         for i in 0..3000 {
             let x = u(&format!("m{i}"));
             s.record_delivered(&x);
@@ -111,7 +114,7 @@ fn compaction_keeps_the_live_set() {
     }
     let len = std::fs::metadata(dir.path().join("a.uidls")).unwrap().len();
     assert!(len < 9000, "journal was not compacted: {len} bytes");
-    let s = AccountState::open(dir.path(), "a").unwrap();
+    let s = AccountState::open_stem(dir.path(), "a").unwrap();
     assert_eq!(s.delivered_count(), 300);
     assert!(s.is_delivered(&u("m2990")) && !s.is_delivered(&u("m2991")));
     assert_eq!(s.pending().len(), 1);
@@ -120,7 +123,7 @@ fn compaction_keeps_the_live_set() {
 #[test]
 fn retain_only_forgets_what_left_the_server() {
     let dir = tempfile::tempdir().unwrap();
-    let mut s = AccountState::open(dir.path(), "a").unwrap();
+    let mut s = AccountState::open_stem(dir.path(), "a").unwrap();
     for x in ["a", "b", "c"] {
         s.record_delivered(&u(x));
     }
@@ -128,7 +131,7 @@ fn retain_only_forgets_what_left_the_server() {
     s.retain_only(&HashSet::from([&b]));
     s.sync().unwrap();
     drop(s);
-    let s = AccountState::open(dir.path(), "a").unwrap();
+    let s = AccountState::open_stem(dir.path(), "a").unwrap();
     assert!(s.is_delivered(&b) && !s.is_delivered(&u("a")) && s.delivered_count() == 1);
 }
 
@@ -142,7 +145,7 @@ proptest! {
         let mut model: HashSet<String> = HashSet::new();
         let synced_len;
         {
-            let mut s = AccountState::open(dir.path(), "a").unwrap();
+            let mut s = AccountState::open_stem(dir.path(), "a").unwrap();
             for (op, id) in &ops {
                 let x = u(&format!("u{id}"));
                 match op {
@@ -160,7 +163,7 @@ proptest! {
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
         f.write_all(&b"D torn-record-that-never-finished\n"[..cut.min(33)]).unwrap();
         drop(f);
-        let s = AccountState::open(dir.path(), "a").unwrap();
+        let s = AccountState::open_stem(dir.path(), "a").unwrap();
         for id in 0..20 {
             let x = format!("u{id}");
             prop_assert_eq!(s.is_delivered(&u(&x)), model.contains(&x));
@@ -175,7 +178,7 @@ fn format_1_deliveries_are_dated_at_the_upgrade() {
     let path = dir.path().join("a.uidls");
     std::fs::write(&path, b"popfetch-uidls 1\nD old\nH held\nP p k1\n").unwrap();
     let before = now_secs();
-    let s = AccountState::open(dir.path(), "a").unwrap();
+    let s = AccountState::open_stem(dir.path(), "a").unwrap();
     let at = s.delivered_at(&u("old")).unwrap();
     assert!(at >= before && at <= now_secs());
     assert!(s.is_held(&u("held")) && s.pending().len() == 1);
@@ -184,19 +187,19 @@ fn format_1_deliveries_are_dated_at_the_upgrade() {
     let text = std::fs::read_to_string(&path).unwrap();
     assert!(text.starts_with("popfetch-uidls 2\n"), "{text}");
     assert!(text.contains(&format!("D old {at}\n")), "{text}");
-    let s = AccountState::open(dir.path(), "a").unwrap();
+    let s = AccountState::open_stem(dir.path(), "a").unwrap();
     assert_eq!(s.delivered_at(&u("old")), Some(at));
     // Undated D records are format 1 only.
     drop(s);
     std::fs::write(&path, b"popfetch-uidls 2\nD x\n").unwrap();
-    assert!(AccountState::open(dir.path(), "a").is_err());
+    assert!(AccountState::open_stem(dir.path(), "a").is_err());
 }
 
 #[test]
 fn oversize_and_message_ids_survive_reopen_and_compaction() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let mut s = AccountState::open(dir.path(), "a").unwrap();
+        let mut s = AccountState::open_stem(dir.path(), "a").unwrap();
         s.record_oversize(&u("big"));
         s.record_oversize(&u("big"));
         s.record_message_id("0123abcd", 4096);
@@ -208,7 +211,7 @@ fn oversize_and_message_ids_survive_reopen_and_compaction() {
     // An old Message-ID record falls out of the window.
     let old = now_secs() - DEDUPE_WINDOW.as_secs() - 10;
     std::fs::write(&path, format!("{text}M {old} 10 ffff\n")).unwrap();
-    let mut s = AccountState::open(dir.path(), "a").unwrap();
+    let mut s = AccountState::open_stem(dir.path(), "a").unwrap();
     assert!(s.is_oversize(&u("big")));
     assert!(s.seen_message_id("0123abcd", 4096));
     assert!(!s.seen_message_id("0123abcd", 4097));
@@ -231,10 +234,167 @@ fn oversize_and_message_ids_survive_reopen_and_compaction() {
         "D y notanumber\n",
     ] {
         std::fs::write(&path, format!("popfetch-uidls 2\n{bad}")).unwrap();
-        let e = AccountState::open(dir.path(), "a").unwrap_err();
+        let e = AccountState::open_stem(dir.path(), "a").unwrap_err();
         assert!(
             matches!(e, StateError::Corrupt { line: 2, .. }),
             "{bad}: {e}"
         );
     }
+}
+
+// ---- the mailbox key, and trust
+
+fn mailbox() -> Mailbox {
+    Mailbox::new("POP.Example.org", 995, "alice")
+}
+
+#[test]
+fn mailbox_file_stem_is_readable_plain_and_never_an_account_name() {
+    assert_eq!(mailbox().file_stem(), "alice@pop.example.org:995");
+    assert_eq!(mailbox().to_string(), "alice@pop.example.org:995");
+    let odd = Mailbox::new("::1", 110, "a/b c%@d");
+    assert_eq!(odd.file_stem(), "a%2Fb%20c%25%40d@%3A%3A1:110");
+    assert_eq!(odd.to_string(), "a/b c%@d@[::1]:110");
+    let long = Mailbox::new("h", 110, &"x".repeat(300));
+    let stem = long.file_stem();
+    assert!(
+        stem.starts_with("mailbox-") && stem.len() == 8 + 32,
+        "{stem}"
+    );
+    assert_ne!(stem, Mailbox::new("h", 110, &"x".repeat(301)).file_stem());
+}
+
+#[test]
+fn renamed_account_finds_the_mailbox_state() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut s = AccountState::open(dir.path(), &mailbox(), "old").unwrap();
+        s.record_delivered(&u("one"));
+        s.sync().unwrap();
+    }
+    let s = AccountState::open(dir.path(), &mailbox(), "new").unwrap();
+    assert!(s.is_delivered(&u("one")));
+    assert!(s.path().ends_with("alice@pop.example.org:995.uidls"));
+}
+
+#[test]
+fn name_keyed_journal_is_moved_to_the_mailbox_once() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut s = AccountState::open_stem(dir.path(), "home").unwrap();
+        s.record_delivered(&u("one"));
+        s.sync().unwrap();
+    }
+    {
+        let s = AccountState::open(dir.path(), &mailbox(), "home").unwrap();
+        assert!(s.is_delivered(&u("one")));
+    }
+    assert!(!dir.path().join("home.uidls").exists());
+    // A name-keyed journal is not taken by another account's mailbox that has its own.
+    std::fs::write(
+        dir.path().join("other.uidls"),
+        "popfetch-uidls 2\nD two 1\n",
+    )
+    .unwrap();
+    let s = AccountState::open(dir.path(), &mailbox(), "other").unwrap();
+    assert!(s.is_delivered(&u("one")) && !s.is_delivered(&u("two")));
+}
+
+#[test]
+fn two_accounts_on_one_mailbox_share_one_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = AccountState::open(dir.path(), &mailbox(), "a").unwrap();
+    let err = AccountState::open(dir.path(), &mailbox(), "b").unwrap_err();
+    assert!(matches!(err, StateError::Locked { .. }), "{err}");
+    assert!(
+        err.to_string().contains("alice@pop.example.org:995"),
+        "{err}"
+    );
+    AccountState::open(
+        dir.path(),
+        &Mailbox::new("pop.example.org", 110, "alice"),
+        "c",
+    )
+    .unwrap();
+}
+
+#[test]
+fn state_dir_writable_by_others_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let err = AccountState::open(dir.path(), &mailbox(), "a").unwrap_err();
+    assert!(matches!(err, StateError::Untrusted(_)), "{err}");
+    assert!(err.to_string().contains("chmod go-w"), "{err}");
+    assert!(!dir.path().join("alice@pop.example.org:995.lock").exists());
+}
+
+#[test]
+fn planted_symlinks_are_never_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, "keep").unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    // At the journal: refused.
+    let journal = state.join("alice@pop.example.org:995.uidls");
+    std::os::unix::fs::symlink(&victim, &journal).unwrap();
+    let err = AccountState::open(&state, &mailbox(), "a").unwrap_err();
+    assert!(matches!(err, StateError::Untrusted(_)), "{err}");
+    std::fs::remove_file(&journal).unwrap();
+    // At the temporary file of an atomic replace: refused, not written through.
+    let tmp = state.join("alice@pop.example.org:995.uidls.tmp");
+    std::os::unix::fs::symlink(&victim, &tmp).unwrap();
+    let err = AccountState::open(&state, &mailbox(), "a").unwrap_err();
+    assert!(err.to_string().contains("not a regular file"), "{err}");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep");
+    // A stale regular temporary file of ours is replaced.
+    std::fs::remove_file(&tmp).unwrap();
+    std::fs::write(&tmp, "stale").unwrap();
+    AccountState::open(&state, &mailbox(), "a").unwrap();
+    assert!(!tmp.exists());
+}
+
+proptest! {
+    /// Two different mailboxes never share a journal: the stem is injective (escaping is
+    /// reversible, and the digest of a long one differs from every readable stem).
+    #[test]
+    fn mailbox_stems_are_distinct(
+        a in ("[a-zA-Z0-9.@%:/ -]{0,12}", "[a-z0-9.:-]{1,12}", 1u16..),
+        b in ("[a-zA-Z0-9.@%:/ -]{0,12}", "[a-z0-9.:-]{1,12}", 1u16..),
+    ) {
+        let (ma, mb) = (Mailbox::new(&a.1, a.2, &a.0), Mailbox::new(&b.1, b.2, &b.0));
+        prop_assert_eq!(ma == mb, ma.file_stem() == mb.file_stem());
+        let stem = ma.file_stem();
+        prop_assert!(!stem.contains('/') && stem.contains('@'));
+    }
+}
+
+#[test]
+fn a_changed_mailbox_of_an_account_with_state_is_refused_with_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut s = AccountState::open(dir.path(), &mailbox(), "home").unwrap();
+        s.record_delivered(&u("one"));
+        s.sync().unwrap();
+    }
+    let moved = Mailbox::new("pop.example.org", 110, "alice");
+    let err = AccountState::open(dir.path(), &moved, "home").unwrap_err();
+    assert!(matches!(err, StateError::MailboxChanged(_)), "{err}");
+    let text = err.to_string();
+    assert!(text.contains("mv "), "{text}");
+    assert!(text.contains("alice@pop.example.org:110.uidls"), "{text}");
+    // Done as told: the record follows.
+    std::fs::rename(
+        dir.path().join("alice@pop.example.org:995.uidls"),
+        dir.path().join("alice@pop.example.org:110.uidls"),
+    )
+    .unwrap();
+    let s = AccountState::open(dir.path(), &moved, "home").unwrap();
+    assert!(s.is_delivered(&u("one")));
+    drop(s);
+    // A new account on a new mailbox, or an account whose old journal is gone, just starts.
+    AccountState::open(dir.path(), &Mailbox::new("h", 1, "x"), "other").unwrap();
+    std::fs::remove_file(dir.path().join("alice@pop.example.org:110.uidls")).unwrap();
+    AccountState::open(dir.path(), &mailbox(), "home").unwrap();
 }

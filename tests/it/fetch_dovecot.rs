@@ -434,7 +434,9 @@ fn second_run_on_a_locked_account_says_why() {
     d.deliver(USER, &message(1, 100));
     let env = Env::new();
     env.write_config(&account(&d, &env, "implicit", ""));
-    let held = popfetch::state::AccountState::open(&env.path().join("state"), "alice").unwrap();
+    let mailbox = popfetch::state::Mailbox::new("localhost", d.pop3s_port(), USER);
+    let held =
+        popfetch::state::AccountState::open(&env.path().join("state"), &mailbox, "alice").unwrap();
     let run = env.popfetch(&["fetch"]);
     run.assert_code(1);
     assert!(

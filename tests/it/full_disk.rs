@@ -93,7 +93,7 @@ fn a_read_only_state_dir_refuses_to_fetch() {
     d.add_user("u", "pw");
     d.deliver("u", &message(1, 500));
     let env = Env::new();
-    let _ro = Mount::tmpfs(&env.path().join("state"), "ro,size=64k");
+    let _ro = Mount::tmpfs(&env.path().join("state"), "ro,size=64k,mode=0700");
     account(&d, &env, &env.maildir(), "");
     let run = env.popfetch(&["fetch"]);
     run.assert_code(1);

@@ -209,6 +209,11 @@ pub struct Log {
     pub streamed: u64,
     /// Lines the client sent inside endless SASL exchanges ([`Script::sasl_endless`]).
     pub sasl_lines: u64,
+    /// Connections in the order things happened to them: `open N` when accepted, `end N` when
+    /// it sent QUIT (before the answer) or went away, whichever came first. `N` indexes
+    /// `sessions`. A client that waits for the QUIT answer before letting another connect shows
+    /// every `end N` before the next `open`.
+    pub events: Vec<String>,
 }
 
 impl Log {
@@ -367,6 +372,7 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                 let h = std::thread::spawn(move || {
                     if let Ok(mut c) = Conn::new(stream, sh) {
                         c.serve();
+                        c.ended();
                     }
                 });
                 lock(&shared.conns).push(h);
@@ -408,7 +414,9 @@ impl Conn {
         let session = {
             let mut log = lock(&shared.log);
             log.sessions.push(Vec::new());
-            log.sessions.len() - 1
+            let n = log.sessions.len() - 1;
+            log.events.push(format!("open {n}"));
+            n
         };
         Ok(Conn {
             stream,
@@ -513,7 +521,22 @@ impl Conn {
             },
             _ => text,
         };
-        lock(&self.shared.log).sessions[self.session].push(text);
+        let quit = text.eq_ignore_ascii_case("QUIT");
+        let mut log = lock(&self.shared.log);
+        log.sessions[self.session].push(text);
+        if quit {
+            drop(log);
+            self.ended();
+        }
+    }
+
+    /// Records `end N` once.
+    fn ended(&self) {
+        let mut log = lock(&self.shared.log);
+        let end = format!("end {}", self.session);
+        if !log.events.contains(&end) {
+            log.events.push(end);
+        }
     }
 
     fn serve(&mut self) {

@@ -334,7 +334,10 @@ fn import_refuses_an_account_another_popfetch_holds() {
     )
     .unwrap();
     let state = dir.path().join("state");
-    let held = popfetch::state::AccountState::open(&state, "alice-pop.example.org").unwrap();
+    // The generated config names no port and asks for STLS: 110.
+    let mailbox = popfetch::state::Mailbox::new("pop.example.org", 110, "alice");
+    let held =
+        popfetch::state::AccountState::open(&state, &mailbox, "alice-pop.example.org").unwrap();
     let run = import_cmd(dir.path(), &["fetchmail"], &[&rc], &ids, &state);
     run.assert_code(1);
     assert!(run.stdout.is_empty(), "{}", run.stdout);
@@ -348,7 +351,8 @@ fn import_refuses_an_account_another_popfetch_holds() {
     let run = import_cmd(dir.path(), &["fetchmail"], &[&rc], &ids, &state);
     run.assert_code(0);
     assert!(run.stderr.contains("recorded 2 UIDLs"), "{}", run.stderr);
-    let st = popfetch::state::AccountState::open(&state, "alice-pop.example.org").unwrap();
+    let st =
+        popfetch::state::AccountState::open(&state, &mailbox, "alice-pop.example.org").unwrap();
     assert_eq!(st.delivered_count(), 2);
 }
 

@@ -20,6 +20,7 @@ mod hostile_server;
 mod import;
 mod issue13_fetch;
 mod issue13_proto;
+mod issue13_state;
 mod mbox_peer;
 mod oauth2;
 mod oauth_login;
