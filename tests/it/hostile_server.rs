@@ -168,6 +168,8 @@ pub struct Script {
     /// Offer `SASL XOAUTH2 OAUTHBEARER` and accept this bearer token for [`USER`]; anything
     /// else gets the RFC 7628 error challenge, then `-ERR [AUTH]`.
     pub oauth_token: Option<String>,
+    /// Advertise `LOGIN-DELAY n` in CAPA (RFC 2449 §6.5), as Courier does.
+    pub login_delay: Option<u64>,
 }
 
 /// What the clients did.
@@ -183,6 +185,8 @@ pub struct Log {
     pub quits_ok: usize,
     /// Octets sent of never-ending answers.
     pub streamed: u64,
+    /// When each connection was accepted, in order (one per entry of `sessions`).
+    pub connected: Vec<Instant>,
 }
 
 impl Log {
@@ -380,6 +384,7 @@ impl Conn {
         let session = {
             let mut log = lock(&shared.log);
             log.sessions.push(Vec::new());
+            log.connected.push(Instant::now());
             log.sessions.len() - 1
         };
         Ok(Conn {
@@ -635,6 +640,9 @@ impl Conn {
         }
         if self.script.stls_refused {
             caps.push_str("STLS\r\n");
+        }
+        if let Some(d) = self.script.login_delay {
+            caps.push_str(&format!("LOGIN-DELAY {d}\r\n"));
         }
         caps.push_str(".\r\n");
         self.send_str(&caps)
