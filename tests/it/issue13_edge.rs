@@ -658,3 +658,32 @@ fn issue13_15_a_bare_cr_before_a_dot_cannot_smuggle_smtp_commands() {
         .count();
     assert_eq!(mails, 1, "one transaction: {:?}", relay.commands());
 }
+
+#[test]
+fn issue13_16_the_first_delivery_creates_the_mbox_and_it_holds_the_message() {
+    let server = Server::healthy(vec![
+        Msg::new(
+            b"From: a@example.org\nSubject: one\n\nFrom here\n".to_vec(),
+            "u1",
+        ),
+        Msg::new(b"Subject: two\n\nbody\n".to_vec(), "u2"),
+    ]);
+    let env = Env::new();
+    let mbox = env.path().join("mail").join("alice");
+    std::fs::create_dir(env.path().join("mail")).unwrap();
+    env.write_config(&account(
+        &server,
+        &format!("{{ mbox = \"{}\" }}", mbox.display()),
+        "",
+    ));
+    let run = run_bounded(env.command(&["fetch"]), Duration::from_secs(30));
+    run.assert_code(0);
+    let text = std::fs::read_to_string(&mbox).unwrap();
+    assert!(text.starts_with("From a@example.org "), "{text}");
+    assert!(text.contains("\n>From here\n"), "{text}");
+    assert_eq!(text.matches("\nFrom MAILER-DAEMON ").count(), 1, "{text}");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&mbox).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    assert!(server.remaining().is_empty());
+}
