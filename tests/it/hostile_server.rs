@@ -170,6 +170,8 @@ pub struct Script {
     pub oauth_token: Option<String>,
     /// Advertise `LOGIN-DELAY n` in CAPA (RFC 2449 §6.5), as Courier does.
     pub login_delay: Option<u64>,
+    /// Advertise this `LOGIN-DELAY` in a CAPA after login instead (a per-user value).
+    pub login_delay_after_login: Option<u64>,
 }
 
 /// What the clients did.
@@ -498,7 +500,10 @@ impl Conn {
                 None => (text.to_ascii_uppercase(), String::new()),
             };
             let go_on = match (verb.as_str(), mailbox.as_mut()) {
-                ("CAPA", _) => self.capa(),
+                ("CAPA", m) => {
+                    let after_login = m.is_some();
+                    self.capa(after_login)
+                }
                 ("QUIT", None) => {
                     self.send_str("+OK bye\r\n");
                     false
@@ -626,7 +631,7 @@ impl Conn {
             .then_some(false)
     }
 
-    fn capa(&mut self) -> bool {
+    fn capa(&mut self, after_login: bool) -> bool {
         let mut caps = String::from("+OK capabilities follow\r\n");
         if self.script.oauth_token.is_some() {
             caps.push_str("SASL XOAUTH2 OAUTHBEARER\r\n");
@@ -641,7 +646,11 @@ impl Conn {
         if self.script.stls_refused {
             caps.push_str("STLS\r\n");
         }
-        if let Some(d) = self.script.login_delay {
+        let login_delay = match self.script.login_delay_after_login {
+            Some(d) if after_login => Some(d),
+            _ => self.script.login_delay,
+        };
+        if let Some(d) = login_delay {
             caps.push_str(&format!("LOGIN-DELAY {d}\r\n"));
         }
         caps.push_str(".\r\n");

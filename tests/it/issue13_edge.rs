@@ -159,6 +159,43 @@ fn issue13_17_advertised_login_delay_raises_the_interval_with_one_log_line() {
 }
 
 #[test]
+fn issue13_17_the_login_delay_after_login_is_the_one_obeyed() {
+    // RFC 2449 §6.5: the largest value before login, the user's own after it.
+    let server = Server::start(
+        vec![Msg::new(b"Subject: one\n\nbody\n".to_vec(), "u1")],
+        Script {
+            login_delay: Some(900),
+            login_delay_after_login: Some(2),
+            ..Script::default()
+        },
+    );
+    let env = Env::new();
+    env.write_config(&format!(
+        "log_target = \"stderr\"\n{}",
+        account(&server, &maildir(&env), "interval = \"1s\"")
+    ));
+    let daemon = Daemon::start(&env);
+    let two = wait_for(30, || server.log().connected.len() >= 2);
+    let log = daemon.log();
+    assert!(
+        two,
+        "polled again after the per-user delay, not 900 s; log:\n{log}"
+    );
+    let at = server.log().connected;
+    assert!(
+        at[1] - at[0] >= Duration::from_secs(2),
+        "{:?}",
+        at[1] - at[0]
+    );
+    assert_eq!(
+        server.log().commands("CAPA").len() % 2,
+        0,
+        "CAPA before and after login"
+    );
+    assert!(log.contains("raised from 1s to 2s"), "{log}");
+}
+
+#[test]
 fn issue13_17_an_empty_or_unreadable_ca_file_is_refused_by_check() {
     let server = Server::healthy(vec![]);
     let env = Env::new();
