@@ -379,6 +379,7 @@ async fn connect(
         }
     };
     let _ = tcp.set_nodelay(true);
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&tcp);
     let inner: Box<dyn AsyncTokioStream> = if target.tls == TlsMode::Implicit {
         let params = crate::session::ConnectParams {
             host: &target.host,
@@ -397,7 +398,8 @@ async fn connect(
     };
     // Under lettre's own TLS (STARTTLS), so the handshake and every later step are bounded.
     let data_end = Arc::new(AtomicBool::new(false));
-    let stream: Box<dyn AsyncTokioStream> = Box::new(Paced::new(inner, timeout, data_end.clone()));
+    let stream: Box<dyn AsyncTokioStream> =
+        Box::new(Paced::new(inner, fd, timeout, data_end.clone()));
     let mut conn = tokio::time::timeout(
         timeout,
         AsyncSmtpConnection::connect_with_transport(stream, &hello),
@@ -452,12 +454,19 @@ fn classify(e: lettre::transport::smtp::Error) -> DeliverError {
 
 /// The relay's stream with a bound on stalls: a read, write, flush or shutdown that stays
 /// pending for `limit` without making progress fails with `TimedOut`. Progress, not size, is
-/// what is timed: a message of any size goes through a relay that keeps reading.
+/// what is timed: a message of any size goes through a relay that keeps reading. Progress is
+/// an operation completing, or the socket's queue of bytes the relay has not acknowledged
+/// shrinking: a full send buffer drains slowly before the socket reports room again (Linux
+/// wakes a writer only once a third of it is free), and the relay is reading all along.
 struct Paced {
     inner: Box<dyn AsyncTokioStream>,
+    /// The TCP socket under `inner` (under TLS too), for its send queue; owned by `inner`.
+    fd: std::os::fd::RawFd,
     limit: std::time::Duration,
     /// Armed when an operation first goes pending; disarmed by any completed operation.
     stalled: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    /// The unacknowledged bytes in the socket when `stalled` was last armed.
+    unacked: Option<u32>,
     /// Set while DATA is sent: the one read then is the answer to the final ".", which may
     /// take [`DATA_END_TIMEOUTS`] `limit`s.
     data_end: Arc<AtomicBool>,
@@ -466,13 +475,16 @@ struct Paced {
 impl Paced {
     fn new(
         inner: Box<dyn AsyncTokioStream>,
+        fd: std::os::fd::RawFd,
         limit: std::time::Duration,
         data_end: Arc<AtomicBool>,
     ) -> Paced {
         Paced {
             inner,
+            fd,
             limit,
             stalled: None,
+            unacked: None,
             data_end,
         }
     }
@@ -489,20 +501,55 @@ impl Paced {
             self.stalled = None;
             return r;
         }
-        let sleep = self
-            .stalled
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
-        match sleep.as_mut().poll(cx) {
-            Poll::Ready(()) => {
-                self.stalled = None;
-                Poll::Ready(Err(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!("the relay made no progress for {}s", limit.as_secs_f32()),
-                )))
+        if self.stalled.is_none() {
+            self.stalled = Some(Box::pin(tokio::time::sleep(limit)));
+            self.unacked = unacked(self.fd);
+        }
+        let fd = self.fd;
+        let Some(sleep) = self.stalled.as_mut() else {
+            return Poll::Pending;
+        };
+        loop {
+            if sleep.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
             }
-            Poll::Pending => Poll::Pending,
+            let now = unacked(fd);
+            if let (Some(now), Some(before)) = (now, self.unacked)
+                && now < before
+            {
+                self.unacked = Some(now);
+                sleep
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + limit.min(MAX_STALL));
+                continue;
+            }
+            self.stalled = None;
+            return Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("the relay made no progress for {}s", limit.as_secs_f32()),
+            )));
         }
     }
+}
+
+/// Longest a stall timer is ever set for (keeps `Instant` arithmetic far from overflow).
+const MAX_STALL: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// Bytes sent on the TCP socket `fd` that the peer has not acknowledged (Linux `SIOCOUTQ`);
+/// `None` where that cannot be asked.
+fn unacked(fd: std::os::fd::RawFd) -> Option<u32> {
+    #[cfg(target_os = "linux")]
+    {
+        let mut n: libc::c_int = 0;
+        // SAFETY: `fd` is the open socket `Paced` owns through its stream; TIOCOUTQ writes one
+        // c_int.
+        let r = unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &raw mut n) };
+        if r == 0 {
+            return u32::try_from(n).ok();
+        }
+    }
+    let _ = fd;
+    None
 }
 
 impl std::fmt::Debug for Paced {
