@@ -248,8 +248,8 @@ fn start(
         if let Some(prev) = previous {
             let _ = prev.await;
         }
-        let stops = [ret.clone(), sh.shutdown.clone()];
-        supervise(&acc.name.clone(), &stops, move || {
+        let (name, stop) = (acc.name.clone(), sh.shutdown.clone());
+        supervise(&name, &ret.clone(), &stop, move || {
             account_loop(
                 sh.clone(),
                 acc.clone(),
@@ -274,12 +274,16 @@ fn start(
     );
 }
 
-/// Runs the task `make` builds, in a task of its own, until it returns or one of `stops` is
-/// cancelled. A panic is logged with the account's name and its message, and the task is
-/// built and run anew after [`RESTART_BACKOFF`] (doubled for each panic in a row): an account
-/// is never silently gone.
-async fn supervise<F, Fut>(account: &str, stops: &[CancellationToken], mut make: F)
-where
+/// Runs the task `make` builds, in a task of its own, until it returns. A panic is logged with
+/// the account's name and its message, and the task is built and run anew after
+/// [`RESTART_BACKOFF`] (doubled for each panic in a row), unless `retire` or `shutdown` is
+/// cancelled meanwhile: an account is never silently gone.
+async fn supervise<F, Fut>(
+    account: &str,
+    retire: &CancellationToken,
+    shutdown: &CancellationToken,
+    mut make: F,
+) where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
@@ -312,24 +316,11 @@ where
             wait.as_secs()
         );
         tokio::select! {
-            _ = any_cancelled(stops) => return,
+            _ = retire.cancelled() => return,
+            _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(wait) => {}
         }
     }
-}
-
-/// Completes when any of `tokens` is cancelled.
-async fn any_cancelled(tokens: &[CancellationToken]) {
-    let mut waits: Vec<_> = tokens.iter().map(|t| Box::pin(t.cancelled())).collect();
-    std::future::poll_fn(|cx| {
-        for w in &mut waits {
-            if w.as_mut().poll(cx).is_ready() {
-                return std::task::Poll::Ready(());
-            }
-        }
-        std::task::Poll::Pending
-    })
-    .await;
 }
 
 /// One account's life: wait, poll, reschedule, until retired or shut down.
@@ -474,6 +465,8 @@ where
             Next::After(d) => {
                 let d = d.saturating_add(scheduler::jitter(d, scheduler::random(t.seed)));
                 tracing::debug!(next_in_s = d.as_secs(), "scheduled");
+                // `Instant + Duration` panics on overflow; `d` is at most MAX_WAIT plus jitter,
+                // far from it, and checked all the same.
                 let now = Instant::now();
                 next = now
                     .checked_add(d)

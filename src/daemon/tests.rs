@@ -173,11 +173,11 @@ async fn max_parallel_bounds_polls_across_accounts_and_pokes_poll_now() {
 
 /// Runs `supervise` over a task that panics on its first `panics` runs and then returns;
 /// gives the instants (from the start) at which each run began.
-async fn supervised(panics: usize, stops: &[CancellationToken]) -> Vec<Duration> {
+async fn supervised(panics: usize, retire: &CancellationToken) -> Vec<Duration> {
     let start = Instant::now();
     let runs = Arc::new(Mutex::new(Vec::new()));
     let r = runs.clone();
-    super::supervise("alice", stops, move || {
+    super::supervise("alice", retire, &CancellationToken::new(), move || {
         let r = r.clone();
         async move {
             let n = {
@@ -197,8 +197,7 @@ async fn supervised(panics: usize, stops: &[CancellationToken]) -> Vec<Duration>
 
 #[tokio::test(start_paused = true)]
 async fn a_panicking_account_task_is_restarted_with_backoff() {
-    let stops = [CancellationToken::new(), CancellationToken::new()];
-    let runs = supervised(3, &stops).await;
+    let runs = supervised(3, &CancellationToken::new()).await;
     assert_eq!(runs.len(), 4, "restarted after each panic: {runs:?}");
     // Each run takes 1 s; the waits double from RESTART_BACKOFF: no spinning.
     let waits: Vec<Duration> = gaps(&runs).into_iter().map(|g| g - S).collect();
@@ -214,12 +213,12 @@ async fn a_panicking_account_task_is_restarted_with_backoff() {
 
 #[tokio::test(start_paused = true)]
 async fn a_retired_account_is_not_restarted_after_a_panic() {
-    let stops = [CancellationToken::new(), CancellationToken::new()];
-    let retire = stops[0].clone();
+    let retire = CancellationToken::new();
+    let r = retire.clone();
     tokio::spawn(async move {
         tokio::time::sleep(3 * S).await;
-        retire.cancel();
+        r.cancel();
     });
-    let runs = supervised(usize::MAX, &stops).await;
+    let runs = supervised(usize::MAX, &retire).await;
     assert_eq!(runs, vec![Duration::ZERO], "stopped during the backoff");
 }
