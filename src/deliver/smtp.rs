@@ -196,15 +196,15 @@ impl Sink {
 /// (The local form has LF line ends; a CR before one came from a CR CR LF on the wire.) A CR at
 /// the end of one write waits for the next to see whether an LF follows.
 #[derive(Debug, Default)]
-pub(crate) struct LineEnds {
+struct LineEnds {
+    /// The last byte seen was a CR, not yet written.
     cr: bool,
-    /// The last bytes written were a line end (or nothing was written yet).
+    /// The last bytes written were a line end.
     at_line_end: bool,
-    written: bool,
 }
 
 impl LineEnds {
-    pub(crate) fn write(&mut self, data: &[u8], out: &mut impl Write) -> std::io::Result<()> {
+    fn write(&mut self, data: &[u8], out: &mut impl Write) -> std::io::Result<()> {
         let mut rest = data;
         while !rest.is_empty() {
             if self.cr {
@@ -241,7 +241,7 @@ impl LineEnds {
     }
 
     /// Writes the line end a CR at the very end stands for.
-    pub(crate) fn finish(&mut self, out: &mut impl Write) -> std::io::Result<()> {
+    fn finish(&mut self, out: &mut impl Write) -> std::io::Result<()> {
         if std::mem::take(&mut self.cr) {
             out.write_all(b"\r\n")?;
             self.mark(true);
@@ -250,12 +250,11 @@ impl LineEnds {
     }
 
     /// Whether the output ends with CRLF (after [`LineEnds::finish`]).
-    pub(crate) fn ends_with_line_end(&self) -> bool {
-        self.written && self.at_line_end
+    fn ends_with_line_end(&self) -> bool {
+        self.at_line_end
     }
 
     fn mark(&mut self, line_end: bool) {
-        self.written = true;
         self.at_line_end = line_end;
     }
 }
