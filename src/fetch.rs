@@ -307,6 +307,7 @@ async fn poll_with(
         "logged in"
     );
 
+    session.reread_login_delay().await?;
     let session_pipelining = session.capabilities().is_some_and(|c| c.pipelining);
     if let Some(caps) = session.capabilities() {
         report.login_delay = caps.login_delay.map(Duration::from_secs);

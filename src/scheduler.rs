@@ -13,6 +13,13 @@ pub const BACKOFF_CAP: Duration = Duration::from_secs(3600);
 pub const AUTH_BACKOFF: Duration = Duration::from_secs(3600);
 /// Largest random spread added to a wait, so accounts do not all fire together.
 pub const MAX_JITTER: Duration = Duration::from_secs(30);
+/// Longest `LOGIN-DELAY` obeyed. RFC 2449 §6.5 sets no limit, but a server asking for more than
+/// a day between logins is broken or hostile (Courier asks for 10 s, providers for minutes);
+/// obeying it would silence the account for good.
+pub const MAX_LOGIN_DELAY: Duration = Duration::from_secs(24 * 3600);
+/// Longest wait [`Schedule::next`] ever returns: far beyond any sane interval, and far from the
+/// overflow of `Instant + Duration` (which panics).
+pub const MAX_WAIT: Duration = Duration::from_secs(366 * 24 * 3600);
 
 /// How a poll ended, as far as scheduling cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,13 +65,25 @@ impl Schedule {
         self.failures
     }
 
-    /// The wait after a poll that ended with `outcome`.
+    /// The server's LOGIN-DELAY as obeyed (at most [`MAX_LOGIN_DELAY`]).
+    pub fn floor(&self) -> Duration {
+        self.floor
+    }
+
+    /// The wait after a poll that ended with `outcome`, at most [`MAX_WAIT`].
     pub fn next(&mut self, outcome: Outcome) -> Next {
+        match self.next_uncapped(outcome) {
+            Next::After(d) => Next::After(d.min(MAX_WAIT)),
+            Next::Suspended => Next::Suspended,
+        }
+    }
+
+    fn next_uncapped(&mut self, outcome: Outcome) -> Next {
         match outcome {
             Outcome::Ok { login_delay } => {
                 self.failures = 0;
                 if let Some(d) = login_delay {
-                    self.floor = d;
+                    self.floor = d.min(MAX_LOGIN_DELAY);
                 }
                 Next::After(self.interval.max(self.floor))
             }
@@ -167,6 +186,23 @@ mod tests {
             s.next(failed(Some(ResponseCode::LoginDelay))),
             Next::After(15 * MIN)
         );
+    }
+
+    #[test]
+    fn a_huge_login_delay_is_capped_and_every_wait_is_bounded() {
+        let mut s = Schedule::new(MIN);
+        let ok = Outcome::Ok {
+            login_delay: Some(Duration::from_secs(u64::MAX)),
+        };
+        assert_eq!(s.next(ok), Next::After(MAX_LOGIN_DELAY));
+        assert_eq!(s.floor(), MAX_LOGIN_DELAY);
+        let mut s = Schedule::new(Duration::MAX);
+        assert_eq!(s.next(failed(None)), Next::After(MAX_WAIT));
+        for _ in 0..40 {
+            assert!(matches!(s.next(failed(None)), Next::After(d) if d <= MAX_WAIT));
+        }
+        let d = MAX_WAIT;
+        assert!(d.checked_add(jitter(d, u64::MAX)).is_some());
     }
 
     #[test]

@@ -79,6 +79,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         }
         e
     })?;
+    check_ca_files(path, &config)?;
     Ok(config)
 }
 
@@ -480,7 +481,8 @@ fn account(
         .ca_file
         .as_ref()
         .or(defaults.ca_file.as_ref())
-        .map(|p| expand(base, p));
+        .map(|p| ca_path(base, p).map_err(|why| err("ca_file", why)))
+        .transpose()?;
     let keep = raw.keep.or(defaults.keep).unwrap_or(false);
 
     let max_size = raw.max_size.as_ref().or(defaults.max_size.as_ref());
@@ -632,7 +634,11 @@ fn smtp(
         host: host.to_string(),
         port,
         tls,
-        ca_file: raw.ca_file.as_ref().map(|p| expand(base, p)),
+        ca_file: raw
+            .ca_file
+            .as_ref()
+            .map(|p| ca_path(base, p).map_err(|why| err("deliver.smtp.ca_file", why)))
+            .transpose()?,
         to: raw.to.clone(),
         from: raw.from.clone(),
         helo: raw.helo.clone(),
@@ -938,7 +944,11 @@ fn oauth2_client(
         client_secret_file: t.client_secret_file.as_ref().map(|p| expand(base, p)),
         refresh_token_file: expand(base, refresh_token_file),
         scope: scope.split_whitespace().collect::<Vec<_>>().join(" "),
-        ca_file: t.ca_file.as_ref().map(|p| expand(base, p)),
+        ca_file: t
+            .ca_file
+            .as_ref()
+            .map(|p| ca_path(base, p).map_err(|why| err("oauth2.ca_file", why)))
+            .transpose()?,
         flow,
         ttl,
     })
@@ -964,6 +974,58 @@ fn check_name(name: &str) -> Result<(), String> {
 }
 
 /// `~/x` → `$HOME/x`; a relative path is taken relative to the config file's directory.
+/// A `ca_file` as configured: an empty one would name the config's own directory, fail only at
+/// the first connection, and read as "use the default" to a reader; it is refused here.
+fn ca_path(base: &Path, p: &Path) -> Result<PathBuf, &'static str> {
+    if p.as_os_str().is_empty() {
+        return Err(
+            "is empty; name a PEM file of trusted certificates, or remove the key to \
+             use the system's trust store",
+        );
+    }
+    Ok(expand(base, p))
+}
+
+/// Every `ca_file` must be a readable file when the config is loaded (by `check`, `fetch` and
+/// the daemon), not found missing at the first connection. Kept out of [`parse`], which reads
+/// no other file.
+fn check_ca_files(path: &Path, config: &Config) -> Result<(), ConfigError> {
+    for a in &config.accounts {
+        let smtp = match &a.deliver {
+            super::Deliver::Smtp(s) => s.ca_file.as_deref(),
+            _ => None,
+        };
+        let oauth2 = match &a.oauth2 {
+            Some(super::OAuth2Source::Refresh(c)) => c.ca_file.as_deref(),
+            _ => None,
+        };
+        for (key, file) in [
+            ("ca_file", a.ca_file.as_deref()),
+            ("deliver.smtp.ca_file", smtp),
+            ("oauth2.ca_file", oauth2),
+        ] {
+            let Some(file) = file else { continue };
+            let readable = std::fs::metadata(file).and_then(|m| {
+                if m.is_file() {
+                    std::fs::File::open(file).map(drop)
+                } else {
+                    Err(std::io::Error::other("not a regular file"))
+                }
+            });
+            if let Err(e) = readable {
+                return Err(ConfigError {
+                    path: path.to_path_buf(),
+                    position: None,
+                    account: Some(a.name.clone()),
+                    key: Some(key.into()),
+                    message: format!("cannot read {}: {e}", file.display()),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 fn expand(base: &Path, p: &Path) -> PathBuf {
     if let Ok(rest) = p.strip_prefix("~")
         && let Some(home) = super::home()

@@ -33,6 +33,9 @@ use crate::scheduler::{self, Next, Outcome, Schedule};
 const DEBOUNCE: Duration = Duration::from_millis(300);
 /// The first poll of an account starts within this spread after start, not all at once.
 const START_SPREAD: Duration = Duration::from_secs(2);
+/// Wait before restarting an account task that panicked, doubled for each panic in a row (at
+/// most [`scheduler::BACKOFF_CAP`]), so a panic that recurs on every poll does not spin.
+const RESTART_BACKOFF: Duration = Duration::from_secs(10);
 
 /// What the daemon shares with its account tasks.
 struct Shared {
@@ -264,14 +267,33 @@ fn start(
 ) {
     let retire = CancellationToken::new();
     let poke = Arc::new(Notify::new());
-    let handle = tokio::spawn(account_loop(
+    let (sh, acc, ret, pk) = (
         shared.clone(),
         account.clone(),
         retire.clone(),
         poke.clone(),
-        previous,
-        schedule.unwrap_or_else(|| Schedule::new(account.interval)),
-    ));
+    );
+    let mut schedule = schedule;
+    let handle = tokio::spawn(async move {
+        // Never two polls of one account at once: a changed account waits for its old task.
+        if let Some(prev) = previous {
+            let _ = prev.await;
+        }
+        let (name, stop) = (acc.name.clone(), sh.shutdown.clone());
+        supervise(&name, &ret.clone(), &stop, move || {
+            account_loop(
+                sh.clone(),
+                acc.clone(),
+                ret.clone(),
+                pk.clone(),
+                // After a panic the schedule starts afresh.
+                schedule
+                    .take()
+                    .unwrap_or_else(|| Schedule::new(acc.interval)),
+            )
+        })
+        .await;
+    });
     running.insert(
         account.name.clone(),
         Running {
@@ -283,20 +305,66 @@ fn start(
     );
 }
 
+/// Runs the task `make` builds, in a task of its own, until it returns. A panic is logged with
+/// the account's name and its message, and the task is built and run anew after
+/// [`RESTART_BACKOFF`] (doubled for each panic in a row), unless `retire` or `shutdown` is
+/// cancelled meanwhile: an account is never silently gone.
+async fn supervise<F, Fut>(
+    account: &str,
+    retire: &CancellationToken,
+    shutdown: &CancellationToken,
+    mut make: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let mut in_a_row = 0u32;
+    loop {
+        let started = Instant::now();
+        let panic = match tokio::spawn(make()).await {
+            Ok(()) => return,
+            Err(e) if e.is_panic() => e.into_panic(),
+            Err(_) => return, // Cancelled: the runtime is going away.
+        };
+        if started.elapsed() > scheduler::BACKOFF_CAP {
+            in_a_row = 0;
+        }
+        let wait = RESTART_BACKOFF
+            .saturating_mul(1 << in_a_row.min(16))
+            .min(scheduler::BACKOFF_CAP);
+        in_a_row = in_a_row.saturating_add(1);
+        let message = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "(no message)".into());
+        tracing::error!(
+            account,
+            panic = message,
+            restart_in_s = wait.as_secs(),
+            "account {account}: its task panicked (a bug; please report it): {message}; \
+             restarting it in {}s",
+            wait.as_secs()
+        );
+        tokio::select! {
+            _ = retire.cancelled() => return,
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
 /// One account's life: wait, poll, reschedule, until retired or shut down.
 async fn account_loop(
     shared: Arc<Shared>,
     account: Arc<Account>,
     retire: CancellationToken,
     poke: Arc<Notify>,
-    previous: Option<JoinHandle<()>>,
     schedule: Schedule,
 ) {
-    // Never two polls of one account at once: a changed account waits for its old task.
-    if let Some(prev) = previous {
-        let _ = prev.await;
-    }
     let last_error: Mutex<Option<String>> = Mutex::new(None);
+    // The LOGIN-DELAY last said to raise the interval: said once, not at every poll.
+    let told_delay: Mutex<Option<Duration>> = Mutex::new(None);
     let timing = Timing {
         shutdown: shared.shutdown.clone(),
         retire,
@@ -307,7 +375,7 @@ async fn account_loop(
             .bytes()
             .fold(0u64, |h, b| h.wrapping_mul(31) ^ u64::from(b)),
     };
-    let (account, shared, last_error) = (&account, &shared, &last_error);
+    let (account, shared, last_error, told_delay) = (&account, &shared, &last_error, &told_delay);
     let poll = move || async move {
         let r = fetch::poll(account, &shared.state_dir, &shared.shutdown).await;
         let mut last_error = last_error
@@ -323,6 +391,9 @@ async fn account_loop(
             Ok(rep) => {
                 if last_error.take().is_some() {
                     tracing::info!(account = account.name, "account recovered");
+                }
+                if let Some(d) = rep.login_delay {
+                    tell_login_delay(account, d, told_delay);
                 }
                 Outcome::Ok {
                     login_delay: rep.login_delay,
@@ -347,6 +418,42 @@ async fn account_loop(
         tracing::error!(
             account = account.name,
             "the server reported a permanent failure ([SYS/PERM]); polling stops until the account's config changes"
+        );
+    }
+}
+
+/// Says once (and again only when it changes) that the server's LOGIN-DELAY raises the
+/// account's interval, or that it was capped at [`scheduler::MAX_LOGIN_DELAY`].
+fn tell_login_delay(account: &Account, delay: Duration, told: &Mutex<Option<Duration>>) {
+    let mut told = told
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if *told == Some(delay) {
+        return;
+    }
+    *told = Some(delay);
+    let obeyed = delay.min(scheduler::MAX_LOGIN_DELAY);
+    if delay > scheduler::MAX_LOGIN_DELAY {
+        tracing::warn!(
+            account = account.name,
+            login_delay_s = delay.as_secs(),
+            "account {}: the server asks for {}s between logins (LOGIN-DELAY); capped at {}s, \
+             the interval is now {}s",
+            account.name,
+            delay.as_secs(),
+            obeyed.as_secs(),
+            obeyed.max(account.interval).as_secs()
+        );
+    } else if obeyed > account.interval {
+        tracing::info!(
+            account = account.name,
+            login_delay_s = delay.as_secs(),
+            "account {}: the server asks for {}s between logins (LOGIN-DELAY); the interval is \
+             raised from {}s to {}s",
+            account.name,
+            delay.as_secs(),
+            account.interval.as_secs(),
+            obeyed.as_secs()
         );
     }
 }
@@ -387,9 +494,15 @@ where
         drop(permit);
         match schedule.next(outcome) {
             Next::After(d) => {
-                let d = d + scheduler::jitter(d, scheduler::random(t.seed));
+                let d = d.saturating_add(scheduler::jitter(d, scheduler::random(t.seed)));
                 tracing::debug!(next_in_s = d.as_secs(), "scheduled");
-                next = Instant::now() + d;
+                // `Instant + Duration` panics on overflow; `d` is at most MAX_WAIT plus jitter,
+                // far from it, and checked all the same.
+                let now = Instant::now();
+                next = now
+                    .checked_add(d)
+                    .or_else(|| now.checked_add(scheduler::MAX_WAIT))
+                    .unwrap_or(now);
             }
             Next::Suspended => {
                 tokio::select! {

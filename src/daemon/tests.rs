@@ -170,3 +170,55 @@ async fn max_parallel_bounds_polls_across_accounts_and_pokes_poll_now() {
         assert_eq!(t.await.unwrap(), Next::After(Duration::ZERO));
     }
 }
+
+/// Runs `supervise` over a task that panics on its first `panics` runs and then returns;
+/// gives the instants (from the start) at which each run began.
+async fn supervised(panics: usize, retire: &CancellationToken) -> Vec<Duration> {
+    let start = Instant::now();
+    let runs = Arc::new(Mutex::new(Vec::new()));
+    let r = runs.clone();
+    super::supervise("alice", retire, &CancellationToken::new(), move || {
+        let r = r.clone();
+        async move {
+            let n = {
+                let mut g = r.lock().unwrap();
+                g.push(start.elapsed());
+                g.len()
+            };
+            tokio::time::sleep(S).await;
+            if n <= panics {
+                panic!("run {n} broke");
+            }
+        }
+    })
+    .await;
+    runs.lock().unwrap().clone()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_account_task_is_restarted_with_backoff() {
+    let runs = supervised(3, &CancellationToken::new()).await;
+    assert_eq!(runs.len(), 4, "restarted after each panic: {runs:?}");
+    // Each run takes 1 s; the waits double from RESTART_BACKOFF: no spinning.
+    let waits: Vec<Duration> = gaps(&runs).into_iter().map(|g| g - S).collect();
+    assert_eq!(
+        waits,
+        vec![
+            super::RESTART_BACKOFF,
+            2 * super::RESTART_BACKOFF,
+            4 * super::RESTART_BACKOFF
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retired_account_is_not_restarted_after_a_panic() {
+    let retire = CancellationToken::new();
+    let r = retire.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(3 * S).await;
+        r.cancel();
+    });
+    let runs = supervised(usize::MAX, &retire).await;
+    assert_eq!(runs, vec![Duration::ZERO], "stopped during the backoff");
+}

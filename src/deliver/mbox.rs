@@ -455,12 +455,7 @@ impl Locked {
         let deadline = Instant::now() + timeout;
         let local = LocalLock::acquire(path, deadline)?;
         let dotlock = DotLock::acquire(path, deadline)?;
-        let file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .mode(0o600)
-            .open(path)
+        let file = open_or_create(path)
             .map_err(|e| DeliverError::io(format!("cannot open {}", path.display()), e))?;
         let file = FcntlLock::acquire(file, path, deadline)?;
         Ok(Locked {
@@ -469,6 +464,58 @@ impl Locked {
             _local: local,
         })
     }
+}
+
+/// Opens `path` for appending, creating it (mode 0600) when it does not exist. The directory
+/// entry of a file created here is fsync'd before anything is appended: the file's own fsync
+/// does not make its name durable (POSIX; ext4 and XFS may lose it in a crash), and the DELE
+/// that follows the delivery must not outlive the mbox. The loop is bounded: a mail reader may
+/// remove an empty mbox (mutt does) between the two opens.
+fn open_or_create(path: &Path) -> io::Result<File> {
+    for _ in 0..3 {
+        match OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+        {
+            Ok(file) => {
+                sync_dir(parent_dir(path))?;
+                return Ok(file);
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+        match OpenOptions::new().read(true).append(true).open(path) {
+            Ok(file) => return Ok(file),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Err(io::Error::other(
+        "the file is removed as soon as it is created",
+    ))
+}
+
+/// fsyncs the directory `dir`, making the names created in it durable. A directory we may
+/// write but not read (mode 0730) cannot be opened to sync: that is said at debug level and
+/// the delivery goes on, as durable as the file system makes a new name without it.
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    match File::open(dir) {
+        Ok(d) => d.sync_all()?,
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            tracing::debug!(
+                dir = %dir.display(),
+                "cannot open the mbox's directory to fsync the new file's name"
+            );
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    }
+    #[cfg(test)]
+    tests::DIR_SYNCS.with(|s| s.borrow_mut().push(dir.to_path_buf()));
+    Ok(())
 }
 
 fn lock_timeout(path: &Path, what: &str) -> DeliverError {

@@ -1,7 +1,14 @@
-//! Relay to an SMTP server through lettre's connection API. The message is spooled (CRLF line
-//! endings) into an unlinked temp file while it arrives, so memory stays flat, then sent as DATA
-//! in chunks, byte for byte (lettre adds the dot-stuffing). One connection serves every message
-//! of a poll; it is opened at the first message and closed by [`Smtp::close`].
+//! Relay to an SMTP server through lettre's connection API. The message is spooled into an
+//! unlinked temp file while it arrives, so memory stays flat, with every line ending (LF, CRLF,
+//! and a bare CR) made CRLF: a bare CR before "." would otherwise reach DATA as `\r.\r\n`,
+//! which some relays read as the end of the data (SMTP smuggling). It is then sent as DATA in
+//! chunks (lettre adds the dot-stuffing, correct on CRLF-only input). One connection serves
+//! every message of a poll; it is opened at the first message and closed by [`Smtp::close`].
+//!
+//! Every await on the relay is bounded by [`Paced`]: a read or write that makes no progress for
+//! `timeout` fails, so a large message over a slow relay goes through as long as bytes move,
+//! and a relay that stops reading is given up on whatever the size. After a failure that left
+//! the connection in an unknown state it is dropped, not QUIT (a QUIT mid-DATA would be text).
 //!
 //! Envelope: the sender from `Return-Path` (the null sender `<>` stays null; else `From`), or
 //! the configured `from`; the recipients from `to`. A 2xx after DATA = delivered; a 4xx =
@@ -12,6 +19,7 @@
 use std::fs::File;
 use std::io::{BufWriter, Read, Seek, Write};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use lettre::Address;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
@@ -27,12 +35,23 @@ use crate::config::{self, TlsMode};
 
 /// Spool read size when sending.
 const CHUNK: usize = 64 * 1024;
+/// The relay's answer to the final "." may take this many `timeout`s: it may still be reading
+/// what the socket buffers hold, then check the message (RFC 5321 §4.5.3.2.6 allows it 10
+/// minutes). Every other read or write gets one `timeout` without progress.
+const DATA_END_TIMEOUTS: u32 = 4;
 /// Most header bytes read back from the spool to find the envelope sender.
 const MAX_HEADER: usize = 256 * 1024;
 
 /// The poll's one relay connection, shared by its sinks.
 #[derive(Clone, Default)]
-struct Shared(Arc<Mutex<Option<AsyncSmtpConnection>>>);
+struct Shared(Arc<Mutex<Option<Relay>>>);
+
+/// A relay connection and the switch its stream reads to know that the next answer is the one
+/// to the final "." (which may take longer, see [`DATA_END_TIMEOUTS`]).
+struct Relay {
+    conn: AsyncSmtpConnection,
+    data_end: Arc<AtomicBool>,
+}
 
 impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -63,7 +82,7 @@ impl Smtp {
             spool: Some(BufWriter::with_capacity(CHUNK, file)),
             bytes: 0,
             eight_bit: false,
-            ends_with_newline: false,
+            line_ends: LineEnds::default(),
             target: self.target.clone(),
             timeout: self.timeout,
             conn: self.conn.clone(),
@@ -77,7 +96,7 @@ impl Smtp {
     /// Ends the poll's SMTP session politely.
     pub async fn close(&self) {
         if let Some(mut c) = self.conn.0.lock().await.take() {
-            let _ = tokio::time::timeout(self.timeout, c.quit()).await;
+            let _ = tokio::time::timeout(self.timeout, c.conn.quit()).await;
         }
     }
 }
@@ -87,8 +106,7 @@ pub struct Sink {
     spool: Option<BufWriter<File>>,
     bytes: u64,
     eight_bit: bool,
-    /// Whether the message ends with a line end (it does when it came over POP3).
-    ends_with_newline: bool,
+    line_ends: LineEnds,
     target: Arc<config::Smtp>,
     timeout: std::time::Duration,
     conn: Shared,
@@ -101,20 +119,8 @@ impl Sink {
         };
         self.bytes += data.len() as u64;
         self.eight_bit |= !data.is_ascii();
-        if let Some(&last) = data.last() {
-            self.ends_with_newline = last == b'\n';
-        }
-        // SMTP wants CRLF: every LF of the local form becomes CRLF.
-        let mut rest = data;
-        while let Some(i) = memchr::memchr(b'\n', rest) {
-            spool
-                .write_all(&rest[..i])
-                .and_then(|()| spool.write_all(b"\r\n"))
-                .map_err(|e| DeliverError::io("cannot write the spool file", e))?;
-            rest = &rest[i + 1..];
-        }
-        spool
-            .write_all(rest)
+        self.line_ends
+            .write(data, spool)
             .map_err(|e| DeliverError::io("cannot write the spool file", e))
     }
 
@@ -124,9 +130,12 @@ impl Sink {
 
     /// Sends the spooled message; `Ok` once the relay answered 2xx after DATA.
     pub(super) async fn prepare(&mut self) -> Result<(), DeliverError> {
-        let Some(spool) = self.spool.take() else {
+        let Some(mut spool) = self.spool.take() else {
             return Ok(());
         };
+        self.line_ends
+            .finish(&mut spool)
+            .map_err(|e| DeliverError::io("cannot write the spool file", e))?;
         let mut file = spool
             .into_inner()
             .map_err(|e| DeliverError::io("cannot write the spool file", e.into_error()))?;
@@ -145,7 +154,7 @@ impl Sink {
         };
 
         let mut guard = self.conn.0.lock().await;
-        if guard.as_ref().is_none_or(AsyncSmtpConnection::has_broken) {
+        if guard.as_ref().is_none_or(|r| r.conn.has_broken()) {
             *guard = Some(connect(&self.target, self.timeout).await?);
         }
         let Some(conn) = guard.as_mut() else {
@@ -156,45 +165,108 @@ impl Sink {
             .metadata()
             .map_err(|e| DeliverError::io("cannot read the spool file", e))?
             .len();
-        let body_len = if self.ends_with_newline {
+        let body_len = if self.line_ends.ends_with_line_end() {
             len.saturating_sub(2)
         } else {
             len
         };
-        let r = tokio::time::timeout(
-            self.timeout * 4,
-            send(
-                conn,
-                &self.target,
-                from,
-                self.eight_bit,
-                file.take(body_len),
-            ),
+        // No overall deadline: the connection's stream bounds each step by its progress.
+        let r = send(
+            conn,
+            &self.target,
+            from,
+            self.eight_bit,
+            file.take(body_len),
         )
-        .await
-        .unwrap_or_else(|_| {
-            Err(DeliverError {
-                kind: ErrorKind::Transient,
-                message: "the relay did not answer in time".into(),
-            })
-        });
-        if r.is_err() {
-            // After a failed transaction the connection's state is unknown: start afresh.
-            if let Some(mut c) = guard.take() {
-                c.abort().await;
+        .await;
+        if let Err(e) = &r
+            && let Some(mut c) = guard.take()
+        {
+            // The relay answered: the connection is between commands; end it politely. Else its
+            // state is unknown (maybe mid-DATA, where a QUIT is message text): just close it.
+            if e.kind != ErrorKind::Unavailable {
+                let _ = tokio::time::timeout(self.timeout, c.conn.abort()).await;
             }
         }
         r
     }
 }
 
+/// Makes every line ending CRLF as bytes pass: LF, CRLF and a bare CR each become one CRLF.
+/// (The local form has LF line ends; a CR before one came from a CR CR LF on the wire.) A CR at
+/// the end of one write waits for the next to see whether an LF follows.
+#[derive(Debug, Default)]
+struct LineEnds {
+    /// The last byte seen was a CR, not yet written.
+    cr: bool,
+    /// The last bytes written were a line end.
+    at_line_end: bool,
+}
+
+impl LineEnds {
+    fn write(&mut self, data: &[u8], out: &mut impl Write) -> std::io::Result<()> {
+        let mut rest = data;
+        while !rest.is_empty() {
+            if self.cr {
+                self.cr = false;
+                out.write_all(b"\r\n")?;
+                self.mark(true);
+                if rest[0] == b'\n' {
+                    rest = &rest[1..];
+                    continue;
+                }
+            }
+            match memchr::memchr2(b'\r', b'\n', rest) {
+                None => {
+                    out.write_all(rest)?;
+                    self.mark(false);
+                    return Ok(());
+                }
+                Some(i) => {
+                    if i > 0 {
+                        out.write_all(&rest[..i])?;
+                        self.mark(false);
+                    }
+                    if rest[i] == b'\n' {
+                        out.write_all(b"\r\n")?;
+                        self.mark(true);
+                    } else {
+                        self.cr = true;
+                    }
+                    rest = &rest[i + 1..];
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the line end a CR at the very end stands for.
+    fn finish(&mut self, out: &mut impl Write) -> std::io::Result<()> {
+        if std::mem::take(&mut self.cr) {
+            out.write_all(b"\r\n")?;
+            self.mark(true);
+        }
+        Ok(())
+    }
+
+    /// Whether the output ends with CRLF (after [`LineEnds::finish`]).
+    fn ends_with_line_end(&self) -> bool {
+        self.at_line_end
+    }
+
+    fn mark(&mut self, line_end: bool) {
+        self.at_line_end = line_end;
+    }
+}
+
 async fn send(
-    conn: &mut AsyncSmtpConnection,
+    relay: &mut Relay,
     target: &config::Smtp,
     from: Option<Address>,
     eight_bit: bool,
     mut file: std::io::Take<File>,
 ) -> Result<(), DeliverError> {
+    let conn = &mut relay.conn;
     let mut params = Vec::new();
     if eight_bit && conn.server_info().supports_feature(Extension::EightBitMime) {
         params.push(MailParameter::Body(MailBodyParameter::EightBitMime));
@@ -227,7 +299,10 @@ async fn send(
             }
         }
     });
-    let response = conn.message_iter(chunks).await.map_err(classify)?;
+    relay.data_end.store(true, Ordering::Relaxed);
+    let response = conn.message_iter(chunks).await;
+    relay.data_end.store(false, Ordering::Relaxed);
+    let response = response.map_err(classify)?;
     if let Some(e) = read_error {
         // The relay may hold a truncated copy now; the message stays on the POP3 server.
         return Err(DeliverError::io("cannot read the spool file", e));
@@ -257,7 +332,7 @@ fn read_sender(file: &mut File) -> Result<Option<String>, DeliverError> {
 async fn connect(
     target: &config::Smtp,
     timeout: std::time::Duration,
-) -> Result<AsyncSmtpConnection, DeliverError> {
+) -> Result<Relay, DeliverError> {
     let hello = match &target.helo {
         Some(h) => ClientId::Domain(h.clone()),
         None => ClientId::Domain(super::hostname()),
@@ -303,7 +378,8 @@ async fn connect(
         }
     };
     let _ = tcp.set_nodelay(true);
-    let stream: Box<dyn AsyncTokioStream> = if target.tls == TlsMode::Implicit {
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&tcp);
+    let inner: Box<dyn AsyncTokioStream> = if target.tls == TlsMode::Implicit {
         let params = crate::session::ConnectParams {
             host: &target.host,
             port: target.port,
@@ -319,6 +395,10 @@ async fn connect(
     } else {
         Box::new(tcp)
     };
+    // Under lettre's own TLS (STARTTLS), so the handshake and every later step are bounded.
+    let data_end = Arc::new(AtomicBool::new(false));
+    let stream: Box<dyn AsyncTokioStream> =
+        Box::new(Paced::new(inner, fd, timeout, data_end.clone()));
     let mut conn = tokio::time::timeout(
         timeout,
         AsyncSmtpConnection::connect_with_transport(stream, &hello),
@@ -346,7 +426,7 @@ async fn connect(
             .await
             .map_err(|e| unavailable(format!("relay login as {user}: {e}")))?;
     }
-    Ok(conn)
+    Ok(Relay { conn, data_end })
 }
 
 fn unavailable(message: String) -> DeliverError {
@@ -368,6 +448,164 @@ fn classify(e: lettre::transport::smtp::Error) -> DeliverError {
     DeliverError {
         kind,
         message: format!("the relay refused the message: {e}"),
+    }
+}
+
+/// The relay's stream with a bound on stalls: a read, write, flush or shutdown that stays
+/// pending for `limit` without making progress fails with `TimedOut`. Progress, not size, is
+/// what is timed: a message of any size goes through a relay that keeps reading. Progress is
+/// an operation completing, or the socket's queue of bytes the relay has not acknowledged
+/// shrinking: a full send buffer drains slowly before the socket reports room again (Linux
+/// wakes a writer only once a third of it is free), and the relay is reading all along.
+struct Paced {
+    inner: Box<dyn AsyncTokioStream>,
+    /// The TCP socket under `inner` (under TLS too), for its send queue; owned by `inner`.
+    fd: std::os::fd::RawFd,
+    limit: std::time::Duration,
+    /// Armed when an operation first goes pending; disarmed by any completed operation.
+    stalled: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    /// The unacknowledged bytes in the socket when `stalled` was last armed.
+    unacked: Option<u32>,
+    /// Set while DATA is sent: the one read then is the answer to the final ".", which may
+    /// take [`DATA_END_TIMEOUTS`] `limit`s.
+    data_end: Arc<AtomicBool>,
+}
+
+impl Paced {
+    fn new(
+        inner: Box<dyn AsyncTokioStream>,
+        fd: std::os::fd::RawFd,
+        limit: std::time::Duration,
+        data_end: Arc<AtomicBool>,
+    ) -> Paced {
+        Paced {
+            inner,
+            fd,
+            limit,
+            stalled: None,
+            unacked: None,
+            data_end,
+        }
+    }
+
+    fn guard<T>(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        limit: std::time::Duration,
+        r: std::task::Poll<std::io::Result<T>>,
+    ) -> std::task::Poll<std::io::Result<T>> {
+        use std::future::Future;
+        use std::task::Poll;
+        if r.is_ready() {
+            self.stalled = None;
+            return r;
+        }
+        if self.stalled.is_none() {
+            self.stalled = Some(Box::pin(tokio::time::sleep(limit)));
+            self.unacked = unacked(self.fd);
+        }
+        let fd = self.fd;
+        let Some(sleep) = self.stalled.as_mut() else {
+            return Poll::Pending;
+        };
+        loop {
+            if sleep.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            let now = unacked(fd);
+            if let (Some(now), Some(before)) = (now, self.unacked)
+                && now < before
+            {
+                self.unacked = Some(now);
+                sleep
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + limit.min(MAX_STALL));
+                continue;
+            }
+            self.stalled = None;
+            return Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("the relay made no progress for {}s", limit.as_secs_f32()),
+            )));
+        }
+    }
+}
+
+/// Longest a stall timer is ever set for (keeps `Instant` arithmetic far from overflow).
+const MAX_STALL: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// Bytes sent on the TCP socket `fd` that the peer has not acknowledged (Linux `SIOCOUTQ`);
+/// `None` where that cannot be asked.
+fn unacked(fd: std::os::fd::RawFd) -> Option<u32> {
+    #[cfg(target_os = "linux")]
+    {
+        let mut n: libc::c_int = 0;
+        // SAFETY: `fd` is the open socket `Paced` owns through its stream; TIOCOUTQ writes one
+        // c_int.
+        let r = unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &raw mut n) };
+        if r == 0 {
+            return u32::try_from(n).ok();
+        }
+    }
+    let _ = fd;
+    None
+}
+
+impl std::fmt::Debug for Paced {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Paced").field("limit", &self.limit).finish()
+    }
+}
+
+impl AsyncTokioStream for Paced {
+    fn peer_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.inner.peer_addr()
+    }
+}
+
+impl tokio::io::AsyncRead for Paced {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let limit = if self.data_end.load(Ordering::Relaxed) {
+            self.limit.saturating_mul(DATA_END_TIMEOUTS)
+        } else {
+            self.limit
+        };
+        let r = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        self.guard(cx, limit, r)
+    }
+}
+
+impl tokio::io::AsyncWrite for Paced {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let r = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
+        let limit = self.limit;
+        self.guard(cx, limit, r)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let r = std::pin::Pin::new(&mut self.inner).poll_flush(cx);
+        let limit = self.limit;
+        self.guard(cx, limit, r)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let r = std::pin::Pin::new(&mut self.inner).poll_shutdown(cx);
+        let limit = self.limit;
+        self.guard(cx, limit, r)
     }
 }
 
@@ -414,3 +652,6 @@ impl tokio::io::AsyncWrite for ImplicitTls {
         std::pin::Pin::new(&mut self.0).poll_shutdown(cx)
     }
 }
+
+#[cfg(test)]
+mod tests;

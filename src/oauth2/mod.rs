@@ -290,7 +290,10 @@ fn read_cache_file(file: &Path, key: &str, now: SystemTime) -> Option<Token> {
     }
     let token = Token {
         access_token: Secret::new(checked_token(v.get("access_token")?.as_str()?).ok()?),
-        expires_at: Some(UNIX_EPOCH + Duration::from_secs(v.get("expires_at")?.as_u64()?)),
+        // Checked: `SystemTime + Duration` panics past the clock's range.
+        expires_at: Some(
+            UNIX_EPOCH.checked_add(Duration::from_secs(v.get("expires_at")?.as_u64()?))?,
+        ),
     };
     usable(&token, now).then_some(token)
 }

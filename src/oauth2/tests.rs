@@ -668,3 +668,19 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn a_cache_file_with_an_expiry_beyond_the_clock_is_ignored_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = cache_file(dir.path(), "acct");
+    std::fs::write(
+        &file,
+        format!(
+            "{{\"key\":\"k1\",\"access_token\":\"t\",\"expires_at\":{}}}",
+            u64::MAX
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert!(read_cache_file(&file, "k1", SystemTime::now()).is_none());
+}

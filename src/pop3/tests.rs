@@ -519,3 +519,20 @@ fn oauth_error_challenges_are_described_without_surprises() {
     assert_eq!(auth::describe_oauth_error(enc("[1,2]").as_bytes()), None);
     assert_eq!(auth::describe_oauth_error(enc("{}").as_bytes()), None);
 }
+
+#[test]
+fn a_login_delay_beyond_u64_saturates() {
+    for (line, want) in [
+        (&b"LOGIN-DELAY 18446744073709551615"[..], Some(u64::MAX)),
+        (b"LOGIN-DELAY 99999999999999999999999999", Some(u64::MAX)),
+        (b"LOGIN-DELAY 10 USER", Some(10)),
+        (b"LOGIN-DELAY -1", None),
+        (b"LOGIN-DELAY", None),
+    ] {
+        assert_eq!(
+            Capabilities::from_lines([line]).login_delay,
+            want,
+            "{line:?}"
+        );
+    }
+}

@@ -47,6 +47,14 @@ pub(crate) fn parse_u64(s: &[u8]) -> Option<u64> {
     })
 }
 
+/// Parses one or more ASCII digits into a `u64`, `u64::MAX` when the number is larger.
+pub(crate) fn parse_u64_saturating(s: &[u8]) -> Option<u64> {
+    if s.is_empty() || !s.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(parse_u64(s).unwrap_or(u64::MAX))
+}
+
 /// A unique-id listing value (RFC 1939 §7: 1 to 70 characters in 0x21..=0x7E).
 ///
 /// The character rule matters beyond the RFC: the state journal separates fields with spaces and
@@ -287,7 +295,9 @@ impl Capabilities {
                 b"SASL" => caps.sasl.extend(
                     words.map(|w| String::from_utf8_lossy(&w.to_ascii_uppercase()).into_owned()),
                 ),
-                b"LOGIN-DELAY" => caps.login_delay = words.next().and_then(parse_u64),
+                // A number too large for u64 still means "a long time": saturated, so the
+                // scheduler caps it instead of ignoring it.
+                b"LOGIN-DELAY" => caps.login_delay = words.next().and_then(parse_u64_saturating),
                 b"EXPIRE" => {
                     caps.expire = words.next().and_then(|w| {
                         if w.eq_ignore_ascii_case(b"NEVER") {

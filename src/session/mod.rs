@@ -279,6 +279,22 @@ impl Session {
         )))
     }
 
+    /// RFC 2449 §6.5: a server whose LOGIN-DELAY varies per user announces the largest before
+    /// login (tagged `USER`) and the user's own after it. So when one was announced, CAPA is
+    /// read again after login and its LOGIN-DELAY (only that) replaces the first; one round
+    /// trip, and only for servers that announce it.
+    pub async fn reread_login_delay(&mut self) -> Result<(), SessionError> {
+        if self.caps.as_ref().is_none_or(|c| c.login_delay.is_none()) {
+            return Ok(());
+        }
+        if let Some(after) = self.capa().await?
+            && let (Some(d), Some(caps)) = (after.login_delay, self.caps.as_mut())
+        {
+            caps.login_delay = Some(d);
+        }
+        Ok(())
+    }
+
     /// What the server advertised, after STLS when that was used.
     pub fn capabilities(&self) -> Option<&Capabilities> {
         self.caps.as_ref()

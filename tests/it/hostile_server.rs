@@ -192,6 +192,10 @@ pub struct Script {
     /// even in the middle of a message: a link that always drops at the same point of the mail
     /// stream. Pipelined answers before the cut arrive whole.
     pub cut_retr_octets: Option<usize>,
+    /// Advertise `LOGIN-DELAY n` in CAPA (RFC 2449 §6.5), as Courier does.
+    pub login_delay: Option<u64>,
+    /// Advertise this `LOGIN-DELAY` in a CAPA after login instead (a per-user value).
+    pub login_delay_after_login: Option<u64>,
 }
 
 /// What the clients did.
@@ -214,6 +218,8 @@ pub struct Log {
     /// `sessions`. A client that waits for the QUIT answer before letting another connect shows
     /// every `end N` before the next `open`.
     pub events: Vec<String>,
+    /// When each connection was accepted, in order (one per entry of `sessions`).
+    pub connected: Vec<Instant>,
 }
 
 impl Log {
@@ -414,6 +420,7 @@ impl Conn {
         let session = {
             let mut log = lock(&shared.log);
             log.sessions.push(Vec::new());
+            log.connected.push(Instant::now());
             let n = log.sessions.len() - 1;
             log.events.push(format!("open {n}"));
             n
@@ -562,7 +569,10 @@ impl Conn {
                 None => (text.to_ascii_uppercase(), String::new()),
             };
             let go_on = match (verb.as_str(), mailbox.as_mut()) {
-                ("CAPA", _) => self.capa(),
+                ("CAPA", m) => {
+                    let after_login = m.is_some();
+                    self.capa(after_login)
+                }
                 ("QUIT", None) => {
                     self.send_str("+OK bye\r\n");
                     false
@@ -704,7 +714,7 @@ impl Conn {
         }
     }
 
-    fn capa(&mut self) -> bool {
+    fn capa(&mut self, after_login: bool) -> bool {
         if let Listing::Huge { lines, width } = self.script.capa {
             let until = Instant::now() + HOLD;
             let mut chunk = b"+OK capabilities follow\r\n".to_vec();
@@ -746,6 +756,13 @@ impl Conn {
         }
         if self.script.stls_refused {
             caps.push_str("STLS\r\n");
+        }
+        let login_delay = match self.script.login_delay_after_login {
+            Some(d) if after_login => Some(d),
+            _ => self.script.login_delay,
+        };
+        if let Some(d) = login_delay {
+            caps.push_str(&format!("LOGIN-DELAY {d}\r\n"));
         }
         caps.push_str(".\r\n");
         self.send_str(&caps)

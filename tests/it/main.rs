@@ -18,6 +18,7 @@ mod harness;
 mod hostile;
 mod hostile_server;
 mod import;
+mod issue13_edge;
 mod issue13_fetch;
 mod issue13_proto;
 mod issue13_state;

@@ -6,6 +6,15 @@ use proptest::prelude::*;
 
 use super::*;
 
+thread_local! {
+    /// The directories [`sync_dir`] fsync'd on this thread.
+    pub(super) static DIR_SYNCS: std::cell::RefCell<Vec<PathBuf>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn dir_syncs() -> Vec<PathBuf> {
+    DIR_SYNCS.with(|s| std::mem::take(&mut *s.borrow_mut()))
+}
+
 fn quote(chunks: &[&[u8]]) -> Vec<u8> {
     let mut q = Quoter::default();
     let mut out = Vec::new();
@@ -569,4 +578,36 @@ fn open_checks_the_directory_and_the_file() {
     assert_eq!(e.kind, ErrorKind::Unavailable, "{e}");
     let m = Mbox::open(&dir.path().join("file")).unwrap();
     assert_eq!(m.path(), dir.path().join("file"));
+}
+
+#[test]
+fn a_new_mbox_has_its_directory_entry_synced_before_anything_is_appended() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mbox");
+    dir_syncs();
+    let locked = Locked::acquire(&path, Duration::from_secs(1)).unwrap();
+    assert_eq!(
+        dir_syncs(),
+        vec![dir.path().to_path_buf()],
+        "created: the directory is synced"
+    );
+    assert_eq!(
+        locked.file.0.metadata().unwrap().len(),
+        0,
+        "before the append"
+    );
+    drop(locked);
+    let locked = Locked::acquire(&path, Duration::from_secs(1)).unwrap();
+    assert_eq!(
+        dir_syncs(),
+        Vec::<PathBuf>::new(),
+        "an existing mbox needs no directory sync"
+    );
+    drop(locked);
+    // Removed between deliveries (as a reader may do with an empty mbox): created and synced again.
+    std::fs::remove_file(&path).unwrap();
+    drop(Locked::acquire(&path, Duration::from_secs(1)).unwrap());
+    assert_eq!(dir_syncs(), vec![dir.path().to_path_buf()]);
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
 }
