@@ -18,6 +18,7 @@ mod harness;
 mod hostile;
 mod hostile_server;
 mod import;
+mod issue13_mda;
 mod mbox_peer;
 mod oauth2;
 mod oauth_login;
