@@ -348,3 +348,69 @@ fn issue13_1_leftovers_of_an_mda_never_read_another_message() {
     assert_eq!(got, want);
     assert!(server.remaining().is_empty());
 }
+
+/// The processes whose command line holds the argument `arg`, with their command names.
+fn processes_with_arg(arg: &str) -> Vec<(i32, String)> {
+    let needle = format!("\0{arg}\0");
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        if cmdline
+            .windows(needle.len())
+            .any(|w| w == needle.as_bytes())
+        {
+            let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
+            found.push((pid, comm.trim().to_string()));
+        }
+    }
+    found
+}
+
+/// A `password_command` or `oauth2_token_command` (the TOML key `key`) that runs a pipeline
+/// and never answers: after the account's `timeout`, the fetch fails saying so and no process
+/// of the pipeline is left. Before the fix only the shell was killed.
+fn command_timeout_ends_its_group(key: &str, auth: &str) {
+    let server = Server::healthy(vec![Msg::new(message(1, 500), "uidl-1")]);
+    // A duration no other process uses, to find the pipeline's `sleep` by. Its stderr must not
+    // hold popfetch's (a password command's stderr is popfetch's), or this test would wait.
+    let unique = format!("30.{}{}", std::process::id(), key.len());
+    let script = format!("exec 2>/dev/null; sleep {unique} | cat");
+    let env = Env::new();
+    env.write_config(&format!(
+        "[[account]]\nname = \"a\"\nhost = \"127.0.0.1\"\nport = {}\n\
+         user = \"{USER}\"\nauth = \"{auth}\"\nallow_plaintext_auth = true\ntls = \"none\"\n\
+         timeout = \"1s\"\n{key} = [\"/bin/sh\", \"-c\", {script:?}]\n\
+         deliver = {{ maildir = \"{}\" }}\n",
+        server.port(),
+        env.maildir().display()
+    ));
+    let run = fetch(&env);
+    let survivors = processes_with_arg(&unique);
+    kill_all(&survivors);
+    assert_ne!(run.code, 0);
+    assert!(
+        run.stderr.contains("no answer within"),
+        "{}\n{}",
+        run.stdout,
+        run.stderr
+    );
+    assert!(
+        survivors.is_empty(),
+        "the {key} pipeline survived its timeout: {survivors:?}"
+    );
+}
+
+#[test]
+fn issue13_1_password_command_timeout_ends_its_process_group() {
+    command_timeout_ends_its_group("password_command", "user");
+}
+
+#[test]
+fn issue13_1_oauth2_token_command_timeout_ends_its_process_group() {
+    command_timeout_ends_its_group("oauth2_token_command", "xoauth2");
+}
