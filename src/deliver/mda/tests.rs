@@ -53,3 +53,50 @@ fn stderr_text_is_bounded_and_says_what_was_left_out() {
     assert!(text.starts_with(&"x".repeat(MAX_STDERR)));
     assert!(text.ends_with(&format!("({} more bytes not shown)", 100_000 - MAX_STDERR)));
 }
+
+/// Processes of group `pgid` that are not zombies, waited for (bounded) to be none.
+async fn group_left(pgid: &str) -> Vec<String> {
+    let until = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut left = Vec::new();
+        for e in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+                continue;
+            };
+            let mut rest = stat
+                .rsplit_once(')')
+                .map_or("", |(_, r)| r)
+                .split_whitespace();
+            let state = rest.next();
+            if rest.nth(1) == Some(pgid) && state != Some("Z") {
+                left.push(e.file_name().to_string_lossy().into_owned());
+            }
+        }
+        if left.is_empty() || std::time::Instant::now() >= until {
+            return left;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A delivery abandoned while its MDA runs (a poll cancelled, its future dropped) leaves none
+/// of the MDA's processes behind, pipeline included.
+#[tokio::test]
+async fn an_abandoned_delivery_ends_the_mda_process_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let pid_file = dir.path().join("pid");
+    let script = format!("echo $$ > {}; sleep 30 | sleep 31", pid_file.display());
+    let mda = Mda::new(
+        vec!["/bin/sh".into(), "-c".into(), script],
+        Duration::from_secs(60),
+        "a",
+        "u",
+    );
+    let mut sink = mda.begin(None, None).unwrap();
+    sink.write(b"Subject: x\n\nbody\n").unwrap();
+    let waited = tokio::time::timeout(Duration::from_secs(1), sink.prepare()).await;
+    assert!(waited.is_err(), "the MDA cannot have finished");
+    drop(sink);
+    let pgid = std::fs::read_to_string(&pid_file).unwrap();
+    assert_eq!(group_left(pgid.trim()).await, Vec::<String>::new());
+}
