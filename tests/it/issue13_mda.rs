@@ -138,10 +138,11 @@ fn files(dir: &Path, prefix: &str) -> Vec<(String, Vec<u8>)> {
 }
 
 /// The first MDA runs a pipeline that outlives its shell: `{ sleep; cat; } | cat`. It is killed
-/// at `mda_timeout`; its pipeline must die with it. Every later MDA waits (bounded) until that
-/// pipeline has had its chance to read, then copies its stdin to `out.$$`. Before the fix the
-/// pipeline read message 2 through the shared spool offset, message 2's MDA got 0 bytes, exited
-/// 0, and message 2 was recorded delivered and deleted: lost.
+/// at `mda_timeout` (2 s), a second before the pipeline reads (3 s); the pipeline must die with
+/// it. Every later MDA copies its stdin to `out.$$` once that pipeline has read or is dead
+/// (bounded). Before the fix the pipeline read message 2 through the shared spool offset,
+/// message 2's MDA got 0 bytes, exited 0, and message 2 was recorded delivered and deleted:
+/// lost.
 #[test]
 fn issue13_1_mda_timeout_ends_the_whole_process_group() {
     let msgs: Vec<Msg> = (1..=3)
@@ -150,11 +151,14 @@ fn issue13_1_mda_timeout_ends_the_whole_process_group() {
     let server = Server::healthy(msgs.clone());
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().display();
+    // `left.pid` is the pid of the pipeline's left side (the parent of the `sh` in it).
     let script = format!(
         "if mkdir {d}/slow 2>/dev/null; then \
-           {{ sleep 2.5; cat; sleep 30; }} | cat > {d}/orphan.$$; \
+           {{ sh -c 'echo $PPID' > {d}/left.pid; sleep 3; cat; sleep 30; }} | cat > {d}/orphan.$$; \
          else \
-           i=0; while [ $i -lt 10 ] && ! [ -s {d}/orphan.* ] 2>/dev/null; do sleep 0.1; i=$((i+1)); done; \
+           i=0; \
+           while [ $i -lt 40 ] && ! [ -s {d}/orphan.* ] 2>/dev/null \
+             && kill -0 \"$(cat {d}/left.pid)\" 2>/dev/null; do sleep 0.1; i=$((i+1)); done; \
            cat > {d}/out.$$; \
          fi"
     );

@@ -1,3 +1,5 @@
+use proptest::prelude::*;
+
 use super::*;
 
 fn stderr(data: &[u8]) -> Stderr {
@@ -99,4 +101,39 @@ async fn an_abandoned_delivery_ends_the_mda_process_group() {
     drop(sink);
     let pgid = std::fs::read_to_string(&pid_file).unwrap();
     assert_eq!(group_left(pgid.trim()).await, Vec::<String>::new());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    /// Whatever an MDA writes, in whatever pieces: the logged text is one line of printable
+    /// characters, bounded, and shows whole lines from the start of what was written.
+    #[test]
+    fn stderr_text_is_one_bounded_printable_line(
+        data in proptest::collection::vec(
+            prop_oneof![Just(b'\n'), Just(b'\r'), Just(b'a'), Just(0xc3u8), Just(0x1b), proptest::num::u8::ANY],
+            0..6000,
+        ),
+        piece in 1usize..5000,
+    ) {
+        let mut s = Stderr::default();
+        for p in data.chunks(piece) {
+            s.push(p);
+        }
+        prop_assert_eq!(s.total, data.len() as u64);
+        match s.text() {
+            None => prop_assert!(data.is_empty()),
+            Some(text) => {
+                prop_assert!(!text.chars().any(char::is_control), "{:?}", text);
+                prop_assert!(text.len() <= 3 * 2 * MAX_STDERR + 100);
+                let first = data
+                    .split(|&b| b == b'\n')
+                    .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+                    .find(|l| !l.iter().all(u8::is_ascii_whitespace));
+                if let Some(first) = first.filter(|l| l.len() < MAX_STDERR) {
+                    let shown = crate::pop3::printable(first, MAX_STDERR);
+                    prop_assert!(text.starts_with(&shown), "{:?} / {:?}", text, shown);
+                }
+            }
+        }
+    }
 }
