@@ -4,6 +4,7 @@
 //! [`state`] records the UIDL durably → [`session`] sends `DELE` → `QUIT +OK` → [`state`] marks it
 //! deleted. [`fetch`] is the only module that knows both ends. See ARCHITECTURE.md.
 
+pub mod child;
 pub mod cli;
 pub mod config;
 pub mod daemon;

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use tokio::io::AsyncReadExt;
 
+use crate::child::Group;
 use crate::config::PasswordSource;
 use crate::secret::Secret;
 
@@ -43,16 +44,22 @@ pub async fn resolve(
         }
         PasswordSource::Command(argv) => {
             let err = |why: String| PasswordError(format!("password_command {:?}: {why}", argv[0]));
-            let mut child = tokio::process::Command::new(&argv[0])
-                .args(&argv[1..])
-                .stdin(std::process::Stdio::null())
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::inherit())
-                .kill_on_drop(true)
-                .spawn()
-                .map_err(|e| err(format!("cannot run it: {e}")))?;
+            // Its own process group, ended whole on timeout: `sh -c 'pass show x | head -1'`
+            // leaves no `pass` or `gpg` behind.
+            let mut child = Group::spawn(
+                tokio::process::Command::new(&argv[0])
+                    .args(&argv[1..])
+                    .stdin(std::process::Stdio::null())
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::inherit()),
+            )
+            .map_err(|e| err(format!("cannot run it: {e}")))?;
             let mut out = Vec::new();
-            let mut stdout = child.stdout.take().ok_or_else(|| err("no stdout".into()))?;
+            let mut stdout = child
+                .child()
+                .stdout
+                .take()
+                .ok_or_else(|| err("no stdout".into()))?;
             let run = async {
                 (&mut stdout)
                     .take(MAX_PASSWORD as u64)
@@ -63,7 +70,10 @@ pub async fn resolve(
             };
             let status = match tokio::time::timeout(timeout, run).await {
                 Ok(r) => r.map_err(|e| err(e.to_string()))?,
-                Err(_) => return Err(err(format!("no answer within {}s", timeout.as_secs()))),
+                Err(_) => {
+                    child.end().await;
+                    return Err(err(format!("no answer within {}s", timeout.as_secs())));
+                }
             };
             if !status.success() {
                 return Err(err(format!("it failed ({status})")));

@@ -4,29 +4,53 @@
 //! The message (LF line endings) is spooled to a file first, and that file is the MDA's stdin.
 //! A pipe would hand the MDA an early end-of-file if popfetch died mid-message, and most MDAs
 //! would then deliver a truncated message; from a file the MDA always reads the whole message,
-//! even if popfetch is killed while it runs. The spool is one unlinked file per poll, rewritten
-//! for each message: memory stays flat and no file is created per message.
+//! even if popfetch is killed while it runs. The spool is a new unlinked file per message
+//! (`O_TMPFILE` where the file system has it), handed over whole: popfetch keeps no handle, and
+//! the one open file description is the MDA's (and its children's). A spool reused from message
+//! to message would share its offset and its bytes with whatever an earlier MDA left running,
+//! and such a leftover could read the next message before that message's MDA did. A new file
+//! costs a few microseconds, against milliseconds for starting the MDA.
 //!
-//! Exit 0 = delivered. Exit 75 (EX_TEMPFAIL) or a kill after `mda_timeout` = transient. Anything
-//! else = permanent. The MDA's stderr is collected (bounded) and logged with the account and
-//! UIDL. An MDA cannot be asked later whether it delivered, so a crash between its exit and the
+//! Every MDA leads its own process group ([`crate::child::Group`]). After `mda_timeout` the
+//! whole group is ended (SIGTERM, SIGKILL after [`crate::child::TERM_GRACE`]), so the pipeline
+//! of `sh -c 'spamc | procmail'` dies with its shell; so does the group of a delivery abandoned
+//! mid-wait (a cancelled poll). Being its own group, an MDA also no longer gets the terminal's
+//! Ctrl-C: the first one lets popfetch finish the message in flight, as it says.
+//!
+//! The outcome is the exit status alone. Exit 0 = delivered, even without reading stdin (a
+//! filter may discard a message). Exit 75 (EX_TEMPFAIL) or a kill after `mda_timeout` =
+//! transient. Anything else = permanent. stderr is read while the MDA runs and for at most
+//! [`STDERR_GRACE`] after it exits, then dropped: a background child that keeps it open
+//! (`sh -c 'cat >> f; sleep 15 &'`) cannot turn a delivery into a timeout. What was read is
+//! logged (bounded, whole lines) with the account and UIDL.
+//!
+//! Processes an MDA left running when it exited on its own are not killed: a filter may start
+//! background work on purpose (`notify-send &`, a spam learner), as it may from a `.forward`
+//! or under fetchmail, which does not kill them either. They can do no harm to other messages:
+//! the only message file they can hold is their own MDA's, which no other message ever uses,
+//! and their stderr pipe is closed (a late write gets EPIPE, as under any reader that stopped).
+//!
+//! An MDA cannot be asked later whether it delivered, so a crash between its exit and the
 //! journal record may duplicate that one message.
 
 use std::fs::File;
 use std::io::{BufWriter, Read, Seek, Write};
 use std::process::{ExitStatus, Stdio};
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::io::AsyncReadExt;
 use tokio::process::Command;
 
 use super::{DeliverError, ErrorKind, envelope};
+use crate::child::Group;
 
 /// Most header bytes read back from the spool to fill `{from}`.
 const MAX_HEADER: usize = 256 * 1024;
 /// Most stderr bytes kept for the log.
 const MAX_STDERR: usize = 4096;
+/// How long stderr is still read after the MDA exited: enough for a last write racing the exit,
+/// short enough that a background child holding stderr does not delay the poll.
+pub const STDERR_GRACE: Duration = Duration::from_millis(300);
 /// EX_TEMPFAIL from sysexits.h: "try again later".
 const EX_TEMPFAIL: i32 = 75;
 /// Spool write buffer.
@@ -38,8 +62,6 @@ pub struct Mda {
     timeout: Duration,
     account: String,
     user: String,
-    /// The poll's spool file, lent to one sink at a time.
-    spool: Arc<Mutex<Option<File>>>,
 }
 
 impl Mda {
@@ -49,7 +71,6 @@ impl Mda {
             timeout,
             account: account.to_string(),
             user: user.to_string(),
-            spool: Arc::new(Mutex::new(None)),
         }
     }
 
@@ -58,21 +79,9 @@ impl Mda {
         header: Option<&[u8]>,
         uidl: Option<&str>,
     ) -> Result<Sink, DeliverError> {
-        let lent = self
-            .spool
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        let file = match lent {
-            Some(f) => f,
-            None => tempfile::tempfile()
-                .map_err(|e| DeliverError::io("cannot create the MDA spool file", e))?,
-        };
-        // The MDA shared the file's offset: start over at 0.
-        let mut file = file;
-        file.set_len(0)
-            .and_then(|()| file.rewind())
-            .map_err(|e| DeliverError::io("cannot reset the MDA spool file", e))?;
+        // A new file per message: never shared with an earlier MDA or what it left running.
+        let file = tempfile::tempfile()
+            .map_err(|e| DeliverError::io("cannot create the MDA spool file", e))?;
         let mut sink = Sink {
             argv: self.argv.clone(),
             timeout: self.timeout,
@@ -81,7 +90,6 @@ impl Mda {
             uidl: uidl.unwrap_or("-").to_string(),
             header_len: header.map_or(0, <[u8]>::len),
             spool: Some(BufWriter::with_capacity(BUF_SIZE, file)),
-            home: self.spool.clone(),
             bytes: 0,
         };
         if let Some(h) = header {
@@ -114,8 +122,6 @@ pub struct Sink {
     /// Length of the trace header at the front of the message.
     header_len: usize,
     spool: Option<BufWriter<File>>,
-    /// Where the spool file goes back when this sink is done.
-    home: Arc<Mutex<Option<File>>>,
     bytes: u64,
 }
 
@@ -154,79 +160,84 @@ impl Sink {
         file.rewind().map_err(io)?;
         let from =
             envelope::sender(head.get(self.header_len..).unwrap_or_default()).unwrap_or_default();
-        let stdin = file.try_clone().map_err(io)?;
-        let r = self.run(&from, stdin).await;
-        *self.home.lock().unwrap_or_else(PoisonError::into_inner) = Some(file);
-        r
+        // The file itself, not a dup: popfetch keeps no handle on it.
+        self.run(&from, file).await
     }
 
     async fn run(&self, from: &str, stdin: File) -> Result<(), DeliverError> {
         let argv = expand_argv(&self.argv, from, &self.account, &self.user);
-        let mut child = Command::new(&argv[0])
-            .args(&argv[1..])
-            .env("POPFETCH_FROM", from)
-            .env("POPFETCH_ACCOUNT", &self.account)
-            .env("POPFETCH_USER", &self.user)
-            .stdin(Stdio::from(stdin))
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| DeliverError {
-                // A missing or unexecutable MDA fails every message the same way.
-                kind: ErrorKind::Unavailable,
-                message: format!("cannot run the MDA {:?}: {e}", argv[0]),
-            })?;
-        let mut err = child.stderr.take();
-        let stderr = async move {
-            let mut kept = Vec::new();
-            let mut buf = [0u8; 4096];
-            if let Some(err) = err.as_mut() {
-                // Read to the end so the MDA never blocks on a full pipe; keep only the start.
-                while let Ok(n) = err.read(&mut buf).await {
-                    if n == 0 {
-                        break;
+        let mut group = Group::spawn(
+            Command::new(&argv[0])
+                .args(&argv[1..])
+                .env("POPFETCH_FROM", from)
+                .env("POPFETCH_ACCOUNT", &self.account)
+                .env("POPFETCH_USER", &self.user)
+                .stdin(Stdio::from(stdin))
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped()),
+        )
+        .map_err(|e| DeliverError {
+            // A missing or unexecutable MDA fails every message the same way.
+            kind: ErrorKind::Unavailable,
+            message: format!("cannot run the MDA {:?}: {e}", argv[0]),
+        })?;
+        let mut stderr = Stderr::default();
+        let pipe = group.child().stderr.take();
+        let waited = {
+            let mut reading = std::pin::pin!(stderr.read(pipe));
+            let mut read_all = false;
+            let waited = tokio::time::timeout(self.timeout, async {
+                loop {
+                    tokio::select! {
+                        s = group.wait() => break s,
+                        () = &mut reading, if !read_all => read_all = true,
                     }
-                    let room = MAX_STDERR.saturating_sub(kept.len());
-                    kept.extend_from_slice(&buf[..n.min(room)]);
                 }
+            })
+            .await;
+            // Once it exited, its status stands. A last write may race the exit; a background
+            // child may hold the pipe forever: read a little longer, never past the grace.
+            if matches!(waited, Ok(Ok(_)))
+                && !read_all
+                && tokio::time::timeout(STDERR_GRACE, &mut reading)
+                    .await
+                    .is_err()
+            {
+                tracing::debug!(
+                    account = self.account,
+                    uidl = self.uidl,
+                    "the MDA exited with its stderr still open; stopped reading it"
+                );
             }
-            kept
+            waited
         };
-        let waited = tokio::time::timeout(self.timeout, async {
-            let (status, stderr) = tokio::join!(child.wait(), stderr);
-            (status, stderr)
-        })
-        .await;
-        let (status, stderr) = match waited {
-            Ok((Ok(s), e)) => (s, e),
-            Ok((Err(e), _)) => {
-                return Err(DeliverError {
-                    kind: ErrorKind::Transient,
-                    message: format!("waiting for the MDA {:?}: {e}", self.argv[0]),
-                });
-            }
+        let result = match waited {
+            Ok(Ok(status)) => self.verdict(status),
+            Ok(Err(e)) => Err(DeliverError {
+                kind: ErrorKind::Transient,
+                message: format!("waiting for the MDA {:?}: {e}", self.argv[0]),
+            }),
             Err(_) => {
-                let _ = child.kill().await;
-                return Err(DeliverError {
+                group.end().await;
+                Err(DeliverError {
                     kind: ErrorKind::Transient,
                     message: format!(
-                        "the MDA {:?} did not finish within {}s and was killed",
+                        "the MDA {:?} did not finish within {} and was killed with its process group",
                         self.argv[0],
-                        self.timeout.as_secs()
+                        humantime::format_duration(self.timeout)
                     ),
-                });
+                })
             }
         };
-        if !stderr.is_empty() {
+        if let Some(text) = stderr.text() {
             tracing::warn!(
                 account = self.account,
                 uidl = self.uidl,
-                stderr = crate::pop3::printable(&stderr, MAX_STDERR),
+                stderr = text,
                 "MDA wrote to stderr"
             );
         }
-        self.verdict(status)
+        result
     }
 
     fn verdict(&self, status: ExitStatus) -> Result<(), DeliverError> {
@@ -251,13 +262,62 @@ impl Sink {
     }
 }
 
-impl Drop for Sink {
-    fn drop(&mut self) {
-        // An abandoned message: the spool goes back for the next one.
-        if let Some(spool) = self.spool.take()
-            && let Ok(f) = spool.into_inner()
-        {
-            *self.home.lock().unwrap_or_else(PoisonError::into_inner) = Some(f);
+/// What an MDA wrote to stderr: the first [`MAX_STDERR`] bytes, and how many there were.
+#[derive(Debug, Default)]
+struct Stderr {
+    kept: Vec<u8>,
+    total: u64,
+}
+
+impl Stderr {
+    /// Reads `pipe` to its end (so the MDA never blocks on a full pipe), keeping the start.
+    async fn read(&mut self, pipe: Option<tokio::process::ChildStderr>) {
+        let Some(mut pipe) = pipe else { return };
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = pipe.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            self.push(&buf[..n]);
         }
     }
+
+    fn push(&mut self, data: &[u8]) {
+        let room = MAX_STDERR.saturating_sub(self.kept.len());
+        self.kept.extend_from_slice(&data[..data.len().min(room)]);
+        self.total += data.len() as u64;
+    }
+
+    /// The text for the log: whole lines only (a line cut by the cap is left out), control
+    /// characters shown as `?`, lines joined with ` | `, and how many bytes were left out.
+    fn text(&self) -> Option<String> {
+        if self.total == 0 {
+            return None;
+        }
+        let complete = self.total == self.kept.len() as u64;
+        let shown = if complete {
+            &self.kept[..]
+        } else {
+            // Up to the last line end; a single huge line is cut at the cap.
+            match self.kept.iter().rposition(|&b| b == b'\n') {
+                Some(end) => &self.kept[..end],
+                None => &self.kept[..],
+            }
+        };
+        let mut text = shown
+            .split(|&b| b == b'\n')
+            .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+            .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
+            .map(|l| crate::pop3::printable(l, MAX_STDERR))
+            .collect::<Vec<_>>()
+            .join(" | ");
+        let left_out = self.total - shown.len() as u64;
+        if !complete && left_out > 0 {
+            text.push_str(&format!(" ({left_out} more bytes not shown)"));
+        }
+        Some(text)
+    }
 }
+
+#[cfg(test)]
+mod tests;

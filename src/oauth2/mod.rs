@@ -615,16 +615,25 @@ async fn run_command(
         program: argv[0].clone(),
         why,
     };
-    let mut child = tokio::process::Command::new(&argv[0])
-        .args(&argv[1..])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| err(format!("cannot run it: {e}")))?;
-    let mut stdout = child.stdout.take().ok_or_else(|| err("no stdout".into()))?;
-    let mut stderr = child.stderr.take().ok_or_else(|| err("no stderr".into()))?;
+    // Its own process group, ended whole on timeout (see `crate::child`).
+    let mut child = crate::child::Group::spawn(
+        tokio::process::Command::new(&argv[0])
+            .args(&argv[1..])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped()),
+    )
+    .map_err(|e| err(format!("cannot run it: {e}")))?;
+    let mut stdout = child
+        .child()
+        .stdout
+        .take()
+        .ok_or_else(|| err("no stdout".into()))?;
+    let mut stderr = child
+        .child()
+        .stderr
+        .take()
+        .ok_or_else(|| err("no stderr".into()))?;
     let mut out = Vec::new();
     let mut errout = Vec::new();
     let run = async {
@@ -641,6 +650,7 @@ async fn run_command(
     let status = match tokio::time::timeout(timeout, run).await {
         Ok(r) => r.map_err(|e| err(e.to_string()))?,
         Err(_) => {
+            child.end().await;
             return Err(err(format!(
                 "no answer within {}",
                 humantime::format_duration(timeout)

@@ -20,6 +20,7 @@ mod hostile_server;
 mod import;
 mod issue13_edge;
 mod issue13_fetch;
+mod issue13_mda;
 mod issue13_proto;
 mod issue13_state;
 mod mbox_peer;

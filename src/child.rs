@@ -1,0 +1,123 @@
+//! Child processes run as the leader of their own process group, and ended as a group.
+//!
+//! Killing only the process popfetch started is not enough: `sh -c 'spamc | procmail'` leaves
+//! `spamc` and `procmail` running when the shell dies, and whatever they hold (a message's file,
+//! a pipe popfetch reads) lives on with them. So every child gets its own group
+//! (`setpgid(0, 0)` at spawn: the group id is the child's pid), and [`Group::end`] signals the
+//! whole group: SIGTERM, then SIGKILL after [`TERM_GRACE`]. A [`Group`] dropped while its leader
+//! may still run (a cancelled poll, an abandoned delivery) SIGKILLs the group at once, since a
+//! destructor cannot wait.
+//!
+//! A group whose leader exited on its own is left alone: its remaining members are the
+//! program's own business (see `deliver::mda` for why).
+//!
+//! The group id is the leader's pid, so it cannot name another group while the leader is
+//! unreaped or any member lives. Only between the last member's death and a later signal could
+//! the number be reused, which needs the pid space to wrap within [`TERM_GRACE`].
+
+use std::io;
+use std::process::ExitStatus;
+use std::time::Duration;
+
+use tokio::process::{Child, Command};
+
+/// How long the group has after SIGTERM to clean up (procmail removes its lock files, an LDA
+/// aborts its transaction) before SIGKILL.
+pub const TERM_GRACE: Duration = Duration::from_secs(2);
+/// How often the group is looked at while it ends.
+const POLL: Duration = Duration::from_millis(20);
+
+/// A running child that leads its own process group.
+#[derive(Debug)]
+pub struct Group {
+    child: Child,
+    pgid: libc::pid_t,
+    /// The leader exited on its own, or the group was SIGKILLed: nothing left to end on drop.
+    settled: bool,
+}
+
+impl Group {
+    /// Spawns `cmd` as the leader of a new process group.
+    pub fn spawn(cmd: &mut Command) -> io::Result<Group> {
+        let child = cmd.process_group(0).kill_on_drop(true).spawn()?;
+        let pgid = child
+            .id()
+            .and_then(|id| libc::pid_t::try_from(id).ok())
+            .ok_or_else(|| io::Error::other("the child has no process id"))?;
+        Ok(Group {
+            child,
+            pgid,
+            settled: false,
+        })
+    }
+
+    /// The child, for its pipes.
+    pub fn child(&mut self) -> &mut Child {
+        &mut self.child
+    }
+
+    /// Waits for the leader to exit on its own. Cancel-safe: a cancelled wait leaves the group
+    /// running, and dropping the `Group` then ends it.
+    pub async fn wait(&mut self) -> io::Result<ExitStatus> {
+        let status = self.child.wait().await?;
+        self.settled = true;
+        Ok(status)
+    }
+
+    /// Ends the whole group: SIGTERM to every member, SIGKILL to those left after
+    /// [`TERM_GRACE`], and reaps the leader (waiting at most another [`TERM_GRACE`] for it: a
+    /// process stuck in the kernel cannot be hurried, and the runtime reaps it later).
+    pub async fn end(&mut self) -> Option<ExitStatus> {
+        self.signal(libc::SIGTERM);
+        let mut status = None;
+        let gone = tokio::time::timeout(TERM_GRACE, async {
+            loop {
+                if status.is_none() {
+                    status = self.child.try_wait().ok().flatten();
+                }
+                if status.is_some() && !self.alive() {
+                    return;
+                }
+                tokio::time::sleep(POLL).await;
+            }
+        })
+        .await;
+        if gone.is_err() {
+            self.signal(libc::SIGKILL);
+        }
+        self.settled = true;
+        match status {
+            Some(s) => Some(s),
+            None => tokio::time::timeout(TERM_GRACE, self.child.wait())
+                .await
+                .ok()
+                .and_then(Result::ok),
+        }
+    }
+
+    /// Whether any process of the group is left (a zombie leader counts until reaped).
+    fn alive(&self) -> bool {
+        // SAFETY: kill(2) with signal 0 only checks that the group exists.
+        unsafe { libc::kill(-self.pgid, 0) == 0 }
+    }
+
+    fn signal(&self, sig: libc::c_int) {
+        // SAFETY: kill(2) on our own child's process group; an error (ESRCH: all gone) is the
+        // outcome we want anyway.
+        unsafe {
+            libc::kill(-self.pgid, sig);
+        }
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        if !self.settled {
+            // The leader is unreaped here, so the group id still names this group.
+            self.signal(libc::SIGKILL);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,118 @@
+use std::time::{Duration, Instant};
+
+use super::*;
+
+/// The processes of group `pgid` that are not zombies.
+fn members(pgid: libc::pid_t) -> Vec<libc::pid_t> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<libc::pid_t>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid pgrp ...: comm may hold spaces, so split after its ')'.
+        let mut rest = stat
+            .rsplit_once(')')
+            .map_or("", |(_, r)| r)
+            .split_whitespace();
+        let state = rest.next();
+        let group = rest.nth(1).and_then(|g| g.parse::<libc::pid_t>().ok());
+        if group == Some(pgid) && state != Some("Z") {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// Waits (bounded) until group `pgid` has no live member; returns what is left.
+async fn settle(pgid: libc::pid_t) -> Vec<libc::pid_t> {
+    let until = Instant::now() + Duration::from_secs(5);
+    loop {
+        let left = members(pgid);
+        if left.is_empty() || Instant::now() >= until {
+            return left;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn sh(script: &str) -> Group {
+    Group::spawn(Command::new("/bin/sh").args(["-c", script])).unwrap()
+}
+
+#[tokio::test]
+async fn the_child_leads_its_own_group() {
+    let mut g = sh("exit 3");
+    // SAFETY: getpgrp(2) has no preconditions.
+    let ours = unsafe { libc::getpgrp() };
+    assert_ne!(g.pgid, ours);
+    assert_eq!(g.wait().await.unwrap().code(), Some(3));
+}
+
+#[tokio::test]
+async fn end_takes_the_whole_pipeline() {
+    let mut g = sh("sleep 30 | sleep 31 & sleep 32");
+    let pgid = g.pgid;
+    let until = Instant::now() + Duration::from_secs(5);
+    while members(pgid).len() < 4 && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(members(pgid).len(), 4, "sh and three sleeps");
+    let status = g.end().await.expect("the leader is reaped");
+    assert!(!status.success());
+    assert_eq!(settle(pgid).await, Vec::<libc::pid_t>::new());
+}
+
+#[tokio::test]
+async fn end_kills_what_ignores_sigterm() {
+    // An ignored signal stays ignored in the children.
+    let mut g = sh("trap '' TERM; sleep 30 & sleep 31");
+    let pgid = g.pgid;
+    let until = Instant::now() + Duration::from_secs(5);
+    while members(pgid).len() < 3 && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    g.end().await.expect("the leader is reaped");
+    assert_eq!(settle(pgid).await, Vec::<libc::pid_t>::new());
+}
+
+#[tokio::test]
+async fn a_dropped_group_is_killed() {
+    let g = sh("sleep 30 & sleep 31");
+    let pgid = g.pgid;
+    let until = Instant::now() + Duration::from_secs(5);
+    while members(pgid).len() < 2 && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(g);
+    assert_eq!(settle(pgid).await, Vec::<libc::pid_t>::new());
+}
+
+#[tokio::test]
+async fn a_cancelled_wait_then_drop_kills_the_group() {
+    let mut g = sh("sleep 30 | sleep 31");
+    let pgid = g.pgid;
+    assert!(
+        tokio::time::timeout(Duration::from_millis(100), g.wait())
+            .await
+            .is_err()
+    );
+    drop(g);
+    assert_eq!(settle(pgid).await, Vec::<libc::pid_t>::new());
+}
+
+#[tokio::test]
+async fn what_a_finished_leader_left_running_is_left_alone() {
+    let mut g = sh("sleep 30 &");
+    let pgid = g.pgid;
+    assert!(g.wait().await.unwrap().success());
+    drop(g);
+    let left = members(pgid);
+    assert_eq!(left.len(), 1, "the background sleep");
+    for pid in left {
+        // SAFETY: kill(2) on the sleep this test started.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+}
