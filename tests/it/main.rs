@@ -19,6 +19,7 @@ mod hostile;
 mod hostile_server;
 mod import;
 mod issue13_fetch;
+mod issue13_mem;
 mod issue13_proto;
 mod mbox_peer;
 mod oauth2;
