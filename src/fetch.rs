@@ -320,6 +320,7 @@ async fn poll_with(
     let now = crate::state::now_secs();
     let mut plan = Plan::new(account, state, now);
     let has_uidl = session.uidl_each(|num, uidl| plan.uidl(num, uidl)).await?;
+    plan.finish()?;
     if !has_uidl && account.keep {
         return Err(FetchError::Unsupported(
             "the server does not support UIDL, so popfetch cannot tell old messages from new; \
@@ -456,9 +457,7 @@ async fn poll_with(
         state.retain_only_by(|u| {
             let h = hasher.hash_one(u.as_str());
             fetched.contains(&h)
-                || known
-                    .get(&h)
-                    .is_some_and(|num| gone.binary_search(num).is_err())
+                || Plan::known_as(&known, h).is_some_and(|num| gone.binary_search(&num).is_err())
         });
     }
     state.flush()?;
@@ -608,9 +607,10 @@ struct Plan<'a> {
     /// The budget ran out: every new message after it waits for the next poll.
     full: bool,
     over_budget: usize,
-    /// Listed UIDLs the journal knows (delivered, held, over `max_size`), by hash: bounded by
-    /// the journal, since a UIDL listed twice is refused.
-    known: HashMap<u64, MsgNum>,
+    /// Listed UIDLs the journal knows (delivered, held, over `max_size`): hash and message
+    /// number, 16 octets each, bounded by the journal (a UIDL listed twice is refused at
+    /// [`Plan::finish`]); sorted by hash there.
+    known: Vec<(u64, MsgNum)>,
     dele_wait: VecDeque<(MsgNum, Option<Uidl>)>,
     held: usize,
     expired: usize,
@@ -631,7 +631,7 @@ impl<'a> Plan<'a> {
             taken_cost: 0,
             full: false,
             over_budget: 0,
-            known: HashMap::new(),
+            known: Vec::new(),
             dele_wait: VecDeque::new(),
             held: 0,
             expired: 0,
@@ -653,12 +653,8 @@ impl<'a> Plan<'a> {
         };
         let delivered = state.delivered_at(uidl);
         let oversize = state.is_oversize(uidl);
-        if (delivered.is_some() || oversize || state.is_held(uidl))
-            && self.known.insert(h, num).is_some()
-        {
-            // Both would count as delivered: in delete mode both would be deleted, one unread.
-            // (Two UIDLs of equal hash are taken for one: a 2^-64 chance per pair.)
-            return Err(twice());
+        if delivered.is_some() || oversize || state.is_held(uidl) {
+            self.known.push((h, num));
         }
         if let Some(at) = delivered {
             if !account.keep {
@@ -732,6 +728,28 @@ impl<'a> Plan<'a> {
             quarantine: false,
             message_id: None,
         });
+    }
+
+    /// After the whole UIDL listing: refuses a UIDL the journal knows listed twice (both would
+    /// count as delivered: in delete mode both would be deleted, one unread), and sorts what
+    /// the checks after QUIT look up. Two UIDLs of equal hash count as one: a 2^-64 chance per
+    /// pair, under a key the server cannot know.
+    fn finish(&mut self) -> Result<(), SessionError> {
+        self.known.sort_unstable();
+        if let Some(w) = self.known.windows(2).find(|w| w[0].0 == w[1].0) {
+            return Err(SessionError::protocol(&format!(
+                "bad UIDL listing: messages {} and {} have the same unique-id, one the journal \
+                 knows (the same unique-id is listed twice)",
+                w[0].1, w[1].1
+            )));
+        }
+        Ok(())
+    }
+
+    /// The message number a UIDL of hash `h` that the journal knows was listed under.
+    fn known_as(known: &[(u64, MsgNum)], h: u64) -> Option<MsgNum> {
+        let i = known.partition_point(|&(k, _)| k < h);
+        known.get(i).filter(|&&(k, _)| k == h).map(|&(_, num)| num)
     }
 
     /// Puts `todo` in message-number order (a listing from every server known is in it
@@ -1455,9 +1473,15 @@ mod tests {
                 .iter()
                 .map(|&(n, u)| plan.uidl(num(n), &uidl(u)))
                 .collect();
-            let e = r.unwrap_err().to_string();
-            assert!(e.contains("listed twice") && e.contains("3 "), "{e}");
+            let e = r.and_then(|_| plan.finish()).unwrap_err().to_string();
+            assert!(e.contains("listed twice") && e.contains('3'), "{e}");
         }
+        let mut plan = Plan::new(&account, &state, 0);
+        plan.uidl(num(2), &uidl("old")).unwrap();
+        plan.finish().unwrap();
+        let h = plan.known[0].0;
+        assert_eq!(Plan::known_as(&plan.known, h), Some(num(2)));
+        assert_eq!(Plan::known_as(&plan.known, h ^ 1), None);
         // Out of order, the plan is sorted before the sizes are matched.
         let mut plan = Plan::new(&account, &state, 0);
         for (n, u) in [(3, "c"), (1, "a"), (2, "b")] {
