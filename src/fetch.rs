@@ -2,7 +2,8 @@
 //! [`crate::deliver`], and the one that orders their steps so that no message is ever lost:
 //!
 //! 1. finish what a crashed run left pending (ask the backend whether it was delivered);
-//! 2. log in, list UIDLs and sizes;
+//! 2. log in, read the UIDL and LIST listings line by line into a `Plan` that holds only
+//!    what this poll acts on (new messages within [`TAKE_BUDGET`], message numbers to DELE);
 //! 3. for each message not delivered before: RETR streamed into the backend, `prepare` (durable,
 //!    invisible), journal `P uidl key` + fsync, `commit` (visible, durable), journal `D uidl`;
 //! 4. in delete mode: fsync the journal, then DELE the delivered messages;
@@ -577,7 +578,7 @@ fn limit_poll(account: &Account, todo: &mut Vec<Item>) -> usize {
 }
 
 /// Octets of bookkeeping the new messages taken in one poll may cost (each one's UIDL, its
-/// [`Item`], its index entry): a server may list millions of new messages (or claim to), and
+/// `Item`, its index entry): a server may list millions of new messages (or claim to), and
 /// memory must stay flat whatever it lists. The new messages past it wait for the next poll,
 /// counted as deferred, as with `max_messages_per_poll`; 16 MiB hold about 100,000 messages.
 pub const TAKE_BUDGET: usize = 16 << 20;

@@ -935,7 +935,7 @@ pub fn method_name(m: AuthMethod) -> &'static str {
 }
 
 /// Most messages a mailbox may hold: STAT announcing more is refused. It bounds the one
-/// structure a listing needs whatever its length, the [`NumSet`] of its message numbers (8 MiB
+/// structure a listing needs whatever its length, the `NumSet` of its message numbers (8 MiB
 /// at most); a real mailbox is far smaller (a million messages take 125 KiB).
 pub const MAX_MESSAGES: u64 = 1 << 26;
 
