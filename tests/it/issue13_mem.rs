@@ -179,3 +179,78 @@ fn issue13_11_two_thousand_messages_are_fetched_in_one_poll() {
     assert_eq!(env.delivered().len(), 2000);
     assert!(server.remaining().is_empty());
 }
+
+/// Delivered messages whose DELE is due are held by number only, and forgotten once deleted:
+/// the first poll delivers three messages but every DELE is refused; the second deletes them
+/// without fetching them again; a later message that reuses one of their UIDLs is new.
+#[test]
+fn issue13_11_delivered_messages_are_deleted_by_number_and_then_forgotten() {
+    let all: Vec<Msg> = (1..=3)
+        .map(|i| Msg::new(message(i, 500), &format!("uidl-{i}")))
+        .collect();
+    let server = Server::start(
+        all.clone(),
+        Script {
+            dele_err: true,
+            ..Script::default()
+        },
+    );
+    let env = env_with(&server, "");
+    let (run, _) = fetch_measured(&env);
+    run.assert_code(1);
+    assert_eq!(env.delivered().len(), 3);
+    assert_eq!(server.remaining().len(), 3);
+
+    server.heal();
+    let (run, _) = fetch_measured(&env);
+    run.assert_code(0);
+    assert!(server.remaining().is_empty(), "{}", run.stderr);
+    assert_eq!(
+        server.log().commands("RETR").len(),
+        3,
+        "nothing fetched twice"
+    );
+    assert_eq!(env.delivered().len(), 3);
+
+    let reused = Msg::new(message(4, 500), "uidl-2");
+    server.push(reused.clone());
+    let (run, _) = fetch_measured(&env);
+    run.assert_code(0);
+    let got = env.delivered();
+    assert_eq!(got.len(), 4, "{}{}", run.stdout, run.stderr);
+    assert!(got.contains(&expected(&reused.data)));
+    assert!(server.remaining().is_empty());
+}
+
+/// A UIDL the journal knows, listed for two messages, is refused before anything is fetched or
+/// deleted: both would count as delivered, and one would be deleted unread.
+#[test]
+fn issue13_11_a_delivered_uidl_listed_twice_deletes_nothing() {
+    let all: Vec<Msg> = (1..=2)
+        .map(|i| Msg::new(message(i, 500), &format!("uidl-{i}")))
+        .collect();
+    let server = Server::start(
+        all[..1].to_vec(),
+        Script {
+            dele_err: true,
+            ..Script::default()
+        },
+    );
+    let env = env_with(&server, "");
+    let (run, _) = fetch_measured(&env);
+    run.assert_code(1);
+    assert_eq!(env.delivered().len(), 1);
+
+    server.push(all[1].clone().uidl_bytes(b"uidl-1"));
+    server.heal();
+    let (run, _) = fetch_measured(&env);
+    run.assert_code(1);
+    assert!(
+        run.stderr.contains("same unique-id") && run.stderr.contains("listed twice"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(server.log().commands("RETR").len(), 1);
+    assert_eq!(server.remaining().len(), 2);
+    assert_eq!(env.delivered().len(), 1);
+}
