@@ -254,3 +254,28 @@ fn issue13_11_a_delivered_uidl_listed_twice_deletes_nothing() {
     assert_eq!(server.remaining().len(), 2);
     assert_eq!(env.delivered().len(), 1);
 }
+
+/// STAT announcing more messages than a mailbox may hold (67,108,864) is refused before any
+/// listing: the one structure a listing needs whatever its length, a bit per message number,
+/// stays within 8 MiB.
+#[test]
+fn issue13_11_stat_beyond_the_largest_mailbox_is_refused() {
+    let server = Server::start(
+        vec![Msg::new(message(1, 500), "uidl-1")],
+        Script {
+            stat: Some("+OK 4294967295 0".into()),
+            ..Script::default()
+        },
+    );
+    let env = env_with(&server, "");
+    let (run, rss) = fetch_measured(&env);
+    run.assert_code(1);
+    assert!(
+        run.stderr.contains("messages popfetch can poll"),
+        "{}",
+        run.stderr
+    );
+    assert!(rss < MAX_RSS_KIB, "peak RSS {rss} KiB");
+    assert!(server.log().commands("RETR").is_empty());
+    assert_eq!(server.remaining().len(), 1);
+}
