@@ -492,6 +492,11 @@ const MAX_AHEAD: usize = 32;
 /// Most announced bytes of RETRs sent ahead: large messages go one at a time, so that a stop
 /// never has much in flight to drain.
 const MAX_AHEAD_BYTES: u64 = 1 << 20;
+/// Most DELEs sent ahead of their answers (with PIPELINING). A poll may owe a DELE for every
+/// message of a large mailbox (all delivered before, or past `delete_after`): queued all at
+/// once they would cost memory per message, and their answers could fill the socket buffers
+/// while the commands are still being written.
+const MAX_DELE_AHEAD: usize = 1024;
 /// A group commit covers at most this many messages ...
 const BATCH_COUNT: usize = 64;
 /// ... or bytes ...
@@ -846,7 +851,9 @@ impl Run<'_> {
         loop {
             // Fill the pipeline: DELEs first (tiny), then RETRs within the window.
             while self.pipelining || self.session.in_flight() == 0 {
-                if let Some((num, uidl)) = self.dele_wait.pop_front() {
+                if self.dele_sent.len() < MAX_DELE_AHEAD
+                    && let Some((num, uidl)) = self.dele_wait.pop_front()
+                {
                     self.session.queue(Command::Dele(num), Tag::Dele(num));
                     self.dele_sent.push_back((num, uidl));
                     continue;
