@@ -963,7 +963,7 @@ impl NumSet {
         let v = u64::from(n.get());
         if v > self.max {
             return Err(format!(
-                "message {n} lies beyond the {} messages STAT announced",
+                "message {n} lies beyond STAT's count of {}",
                 self.max - LISTING_SLACK_LINES
             ));
         }

@@ -85,7 +85,7 @@ fn num_set_refuses_a_number_twice_or_beyond_the_count() {
     assert!(
         s.insert(n(4 + slack))
             .unwrap_err()
-            .contains("beyond the 3 messages")
+            .contains("beyond STAT's count of 3")
     );
     assert!(s.insert(n(u32::MAX)).is_err());
     // The largest mailbox: its set is a few MiB, and its last number fits.
