@@ -2,7 +2,8 @@
 //! [`crate::deliver`], and the one that orders their steps so that no message is ever lost:
 //!
 //! 1. finish what a crashed run left pending (ask the backend whether it was delivered);
-//! 2. log in, list UIDLs and sizes;
+//! 2. log in, read the UIDL and LIST listings line by line into a `Plan` that holds only
+//!    what this poll acts on (new messages within [`TAKE_BUDGET`], message numbers to DELE);
 //! 3. for each message not delivered before: RETR streamed into the backend, `prepare` (durable,
 //!    invisible), journal `P uidl key` + fsync, `commit` (visible, durable), journal `D uidl`;
 //! 4. in delete mode: fsync the journal, then DELE the delivered messages;
@@ -12,6 +13,7 @@
 //! `was_delivered` (Maildir) it duplicates nothing either.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::BuildHasher as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -319,8 +321,13 @@ async fn poll_with(
             );
         }
     }
-    let uidls = session.uidl_all().await?;
-    if uidls.is_none() && account.keep {
+    // The listings are read as they arrive, each line checked against the journal at once:
+    // a server may list millions of messages, and only the ones this poll acts on are held.
+    let now = crate::state::now_secs();
+    let mut plan = Plan::new(account, state, now);
+    let has_uidl = session.uidl_each(|num, uidl| plan.uidl(num, uidl)).await?;
+    plan.finish()?;
+    if !has_uidl && account.keep {
         return Err(FetchError::Unsupported(
             "the server does not support UIDL, so popfetch cannot tell old messages from new; \
              keep = true needs it (with keep = false every message is fetched and deleted)"
@@ -329,18 +336,41 @@ async fn poll_with(
     }
     // With UIDL, a poll that finds nothing new needs no LIST: it costs one connection, login,
     // UIDL and QUIT. The sizes are read only when something is to be fetched.
-    let by_num: HashMap<MsgNum, Uidl> = uidls.iter().flatten().cloned().collect();
-    let wanted = |(_, u): &&(MsgNum, Uidl)| !state.is_delivered(u) && !state.is_held(u);
-    let sizes: HashMap<MsgNum, u64> = match &uidls {
-        Some(list) if !list.iter().any(|e| wanted(&e)) => HashMap::new(),
-        _ => session.list_all().await?.into_iter().collect(),
-    };
-    let mut nums: Vec<MsgNum> = match &uidls {
-        Some(list) => list.iter().map(|(n, _)| *n).collect(),
-        None => sizes.keys().copied().collect(),
-    };
-    nums.sort();
-    report.on_server = nums.len();
+    if !has_uidl {
+        session.list_each(|num, size| plan.list(num, size)).await?;
+    } else if !plan.todo.is_empty() {
+        plan.sort();
+        let todo = &mut plan.todo;
+        session
+            .list_each(|num, size| {
+                if let Ok(i) = todo.binary_search_by_key(&num, |item| item.num) {
+                    todo[i].listed = size;
+                }
+                Ok(())
+            })
+            .await?;
+    }
+    plan.sort();
+    let Plan {
+        mut todo,
+        mut dele_wait,
+        on_server,
+        over_budget,
+        held,
+        expired,
+        known,
+        hasher,
+        ..
+    } = plan;
+    // Only the hashes of the UIDLs fetched are kept, for `retain_only_by` after QUIT.
+    let fetched: HashSet<u64> = todo
+        .iter()
+        .filter_map(|item| item.uidl.as_ref())
+        .map(|u| hasher.hash_one(u.as_str()))
+        .collect();
+    report.on_server = on_server;
+    report.held = held;
+    report.expired = expired;
     let quarantine = match (&account.on_permanent_failure, &account.quarantine) {
         (PermanentFailure::Quarantine, Some(dir)) => Some(
             Backend::open(&Deliver::Maildir(dir.clone()), account).map_err(|source| {
@@ -353,67 +383,27 @@ async fn poll_with(
         _ => None,
     };
 
-    // What each message needs: DELE only (delivered by an earlier poll, or by policy), nothing
-    // (held, too large), or fetching.
-    let now = crate::state::now_secs();
-    let mut todo: Vec<Item> = Vec::new();
-    let mut dele_wait: VecDeque<(MsgNum, Option<Uidl>)> = VecDeque::new();
-    for &num in &nums {
-        let uidl = by_num.get(&num);
-        if uidls.is_some() && uidl.is_none() {
-            // Listed by LIST but absent from UIDL: the server is confused; leave it alone.
-            tracing::warn!(account = account.name, %num, "message has no unique-id; skipped");
-            continue;
-        }
-        if let Some(u) = uidl {
-            if let Some(at) = state.delivered_at(u) {
-                if !account.keep {
-                    dele_wait.push_back((num, Some(u.clone())));
-                } else if account
-                    .delete_after
-                    .is_some_and(|d| now.saturating_sub(at) >= d.as_secs())
-                {
-                    report.expired += 1;
-                    dele_wait.push_back((num, Some(u.clone())));
-                }
-                continue;
-            }
-            if state.is_held(u) {
-                report.held += 1;
-                tracing::warn!(
-                    account = account.name,
-                    uidl = u.as_str(),
-                    "message held on the server after a permanent delivery failure (or it \
-                     arrived far short of its LIST size); `popfetch retry {}` tries it again",
-                    account.name
-                );
-                continue;
-            }
-        }
-        let listed = sizes.get(&num).copied().unwrap_or(0);
-        if let Some(max) = account.max_size.filter(|&m| listed > m) {
+    // Messages over `max_size` are not fetched: left on the server and reported once, or
+    // deleted unread.
+    todo.retain(|item| match account.max_size.filter(|&m| item.listed > m) {
+        Some(max) => {
             too_large(
                 account,
                 state,
                 report,
                 &mut dele_wait,
-                num,
-                uidl,
-                listed,
+                item.num,
+                item.uidl.as_ref(),
+                item.listed,
                 max,
             );
-            continue;
+            false
         }
-        todo.push(Item {
-            num,
-            uidl: uidl.cloned(),
-            listed,
-            quarantine: false,
-            message_id: None,
-        });
-    }
-    report.new = todo.len() + report.too_large;
-    report.deferred = limit_poll(account, &mut todo);
+        None => true,
+    });
+    dele_wait.make_contiguous().sort_by_key(|(num, _)| *num);
+    report.new = todo.len() + report.too_large + over_budget;
+    report.deferred = limit_poll(account, &mut todo) + over_budget;
     report.waiting += report.deferred + report.too_large;
     if let Some(p) = progress {
         let bytes = todo.iter().fold(0u64, |b, i| b.saturating_add(i.listed));
@@ -437,7 +427,7 @@ async fn poll_with(
         unavailable: None,
         interrupted: false,
         batch_ids: HashSet::new(),
-        by_message_id: uidls.is_none(),
+        by_message_id: !has_uidl,
     };
     let transferred = run.transfer(stop).await;
     if let Err(e) = transferred {
@@ -463,12 +453,18 @@ async fn poll_with(
     // knows: their Message-ID and size (recorded with each delivery) recognise them next time.
     session.quit().await?;
     report.deleted = deleted.len();
-    for u in deleted.iter().flatten() {
+    for u in deleted.iter().filter_map(|(_, u)| u.as_ref()) {
         state.forget(u);
     }
-    if let Some(list) = &uidls {
-        let on_server: HashSet<&Uidl> = list.iter().map(|(_, u)| u).collect();
-        state.retain_only(&on_server);
+    if has_uidl {
+        // What the journal knows is forgotten once it is gone: deleted now, or no longer listed.
+        let mut gone: Vec<MsgNum> = deleted.iter().map(|(num, _)| *num).collect();
+        gone.sort();
+        state.retain_only_by(|u| {
+            let h = hasher.hash_one(u.as_str());
+            fetched.contains(&h)
+                || Plan::known_as(&known, h).is_some_and(|num| gone.binary_search(&num).is_err())
+        });
     }
     state.flush()?;
     // Even when the target became unavailable, the messages delivered before were deleted.
@@ -501,6 +497,11 @@ const MAX_AHEAD: usize = 32;
 /// Most announced bytes of RETRs sent ahead: large messages go one at a time, so that a stop
 /// never has much in flight to drain.
 const MAX_AHEAD_BYTES: u64 = 1 << 20;
+/// Most DELEs sent ahead of their answers (with PIPELINING). A poll may owe a DELE for every
+/// message of a large mailbox (all delivered before, or past `delete_after`): queued all at
+/// once they would cost memory per message, and their answers could fill the socket buffers
+/// while the commands are still being written.
+const MAX_DELE_AHEAD: usize = 1024;
 /// A group commit covers at most this many messages ...
 const BATCH_COUNT: usize = 64;
 /// ... or bytes ...
@@ -586,6 +587,192 @@ fn limit_poll(account: &Account, todo: &mut Vec<Item>) -> usize {
     deferred
 }
 
+/// Octets of bookkeeping the new messages taken in one poll may cost (each one's UIDL, its
+/// `Item`, its index entry): a server may list millions of new messages (or claim to), and
+/// memory must stay flat whatever it lists. The new messages past it wait for the next poll,
+/// counted as deferred, as with `max_messages_per_poll`; 16 MiB hold about 100,000 messages.
+pub const TAKE_BUDGET: usize = 16 << 20;
+/// Most new messages taken in one poll, whatever their UIDLs' length.
+pub const TAKE_MAX: usize = 100_000;
+/// What one taken message costs beyond its UIDL: its `Item`, its index entry, and the
+/// allocator's overhead.
+const TAKE_OVERHEAD: usize = std::mem::size_of::<Item>() + 48;
+
+/// What a poll does with each listed message, worked out line by line as the listings arrive,
+/// so that only what the poll acts on is held: the new messages it takes (within
+/// [`TAKE_BUDGET`], in server order, at least one), the message numbers of the delivered ones
+/// whose DELE is due, and a hash and number of each UIDL the journal knows.
+struct Plan<'a> {
+    account: &'a Account,
+    state: &'a AccountState,
+    now: u64,
+    /// Keyed afresh by each process: a server cannot aim at collisions.
+    hasher: std::hash::RandomState,
+    on_server: usize,
+    /// The messages to fetch: the new ones taken, and the ones found over `max_size` before
+    /// (bounded by the journal, they are checked against their size again).
+    todo: Vec<Item>,
+    /// Index in `todo` (until it is sorted) by UIDL hash, to find a UIDL listed twice.
+    taken: HashMap<u64, usize>,
+    taken_cost: usize,
+    /// The budget ran out: every new message after it waits for the next poll.
+    full: bool,
+    over_budget: usize,
+    /// Listed UIDLs the journal knows (delivered, held, over `max_size`): hash and message
+    /// number, 16 octets each, bounded by the journal (a UIDL listed twice is refused at
+    /// [`Plan::finish`]); sorted by hash there.
+    known: Vec<(u64, MsgNum)>,
+    dele_wait: VecDeque<(MsgNum, Option<Uidl>)>,
+    held: usize,
+    expired: usize,
+    /// Whether `todo` is in message-number order.
+    sorted: bool,
+}
+
+impl<'a> Plan<'a> {
+    fn new(account: &'a Account, state: &'a AccountState, now: u64) -> Plan<'a> {
+        Plan {
+            account,
+            state,
+            now,
+            hasher: std::hash::RandomState::new(),
+            on_server: 0,
+            todo: Vec::new(),
+            taken: HashMap::new(),
+            taken_cost: 0,
+            full: false,
+            over_budget: 0,
+            known: Vec::new(),
+            dele_wait: VecDeque::new(),
+            held: 0,
+            expired: 0,
+            sorted: true,
+        }
+    }
+
+    /// One line of the UIDL listing.
+    fn uidl(&mut self, num: MsgNum, uidl: &Uidl) -> Result<(), SessionError> {
+        self.on_server += 1;
+        let (account, state) = (self.account, self.state);
+        let h = self.hasher.hash_one(uidl.as_str());
+        let twice = || {
+            SessionError::bad_listing(
+                "UIDL",
+                format!("{num} {uidl}").as_bytes(),
+                "the same unique-id is listed twice",
+            )
+        };
+        let delivered = state.delivered_at(uidl);
+        let oversize = state.is_oversize(uidl);
+        if delivered.is_some() || oversize || state.is_held(uidl) {
+            self.known.push((h, num));
+        }
+        if let Some(at) = delivered {
+            if !account.keep {
+                self.dele_wait.push_back((num, None));
+            } else if account
+                .delete_after
+                .is_some_and(|d| self.now.saturating_sub(at) >= d.as_secs())
+            {
+                self.expired += 1;
+                self.dele_wait.push_back((num, None));
+            }
+            return Ok(());
+        }
+        if state.is_held(uidl) {
+            self.held += 1;
+            tracing::warn!(
+                account = account.name,
+                uidl = uidl.as_str(),
+                "message held on the server after a permanent delivery failure (or it arrived \
+                 far short of its LIST size); `popfetch retry {}` tries it again",
+                account.name
+            );
+            return Ok(());
+        }
+        if !oversize {
+            // A new message: taken within the budget, in server order, at least one.
+            let cost = uidl.as_str().len() + TAKE_OVERHEAD;
+            self.full |= !self.taken.is_empty()
+                && (self.taken.len() >= TAKE_MAX
+                    || self.taken_cost.saturating_add(cost) > TAKE_BUDGET);
+            if self.full {
+                self.over_budget += 1;
+                return Ok(());
+            }
+            self.taken_cost += cost;
+            match self.taken.entry(h) {
+                std::collections::hash_map::Entry::Occupied(e) => {
+                    if self.todo[*e.get()].uidl.as_ref() == Some(uidl) {
+                        return Err(twice());
+                    }
+                }
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(self.todo.len());
+                }
+            }
+        }
+        self.push(num, Some(uidl.clone()), 0);
+        Ok(())
+    }
+
+    /// One line of the LIST listing, from a server without UIDL: every message is new.
+    fn list(&mut self, num: MsgNum, size: u64) -> Result<(), SessionError> {
+        self.on_server += 1;
+        self.full |= !self.todo.is_empty()
+            && (self.todo.len() >= TAKE_MAX
+                || (self.todo.len() + 1).saturating_mul(TAKE_OVERHEAD) > TAKE_BUDGET);
+        if self.full {
+            self.over_budget += 1;
+        } else {
+            self.push(num, None, size);
+        }
+        Ok(())
+    }
+
+    fn push(&mut self, num: MsgNum, uidl: Option<Uidl>, listed: u64) {
+        self.sorted &= self.todo.last().is_none_or(|last| last.num < num);
+        self.todo.push(Item {
+            num,
+            uidl,
+            listed,
+            quarantine: false,
+            message_id: None,
+        });
+    }
+
+    /// After the whole UIDL listing: refuses a UIDL the journal knows listed twice (both would
+    /// count as delivered: in delete mode both would be deleted, one unread), and sorts what
+    /// the checks after QUIT look up. Two UIDLs of equal hash count as one: a 2^-64 chance per
+    /// pair, under a key the server cannot know.
+    fn finish(&mut self) -> Result<(), SessionError> {
+        self.known.sort_unstable();
+        if let Some(w) = self.known.windows(2).find(|w| w[0].0 == w[1].0) {
+            return Err(SessionError::protocol(&format!(
+                "bad UIDL listing: messages {} and {} have the same unique-id, one the journal \
+                 knows (the same unique-id is listed twice)",
+                w[0].1, w[1].1
+            )));
+        }
+        Ok(())
+    }
+
+    /// The message number a UIDL of hash `h` that the journal knows was listed under.
+    fn known_as(known: &[(u64, MsgNum)], h: u64) -> Option<MsgNum> {
+        let i = known.partition_point(|&(k, _)| k < h);
+        known.get(i).filter(|&&(k, _)| k == h).map(|&(_, num)| num)
+    }
+
+    /// Puts `todo` in message-number order (a listing from every server known is in it
+    /// already); `taken`'s indexes are stale after it.
+    fn sort(&mut self) {
+        if !self.sorted {
+            self.todo.sort_by_key(|item| item.num);
+            self.sorted = true;
+        }
+    }
+}
+
 /// Messages written but not yet durable, committed together.
 #[derive(Default)]
 struct Batch {
@@ -619,7 +806,7 @@ struct Run<'a> {
     /// DELE sent, answer not yet read.
     dele_sent: VecDeque<(MsgNum, Option<Uidl>)>,
     /// DELE answered +OK: gone once QUIT answers +OK.
-    deleted: Vec<Option<Uidl>>,
+    deleted: Vec<(MsgNum, Option<Uidl>)>,
     batch: Batch,
     /// The target became unavailable: no more RETRs; the error is returned after QUIT.
     unavailable: Option<FetchError>,
@@ -669,7 +856,9 @@ impl Run<'_> {
         loop {
             // Fill the pipeline: DELEs first (tiny), then RETRs within the window.
             while self.pipelining || self.session.in_flight() == 0 {
-                if let Some((num, uidl)) = self.dele_wait.pop_front() {
+                if self.dele_sent.len() < MAX_DELE_AHEAD
+                    && let Some((num, uidl)) = self.dele_wait.pop_front()
+                {
                     self.session.queue(Command::Dele(num), Tag::Dele(num));
                     self.dele_sent.push_back((num, uidl));
                     continue;
@@ -718,14 +907,14 @@ impl Run<'_> {
             let (tag, st) = self.session.next_answer().await?;
             match tag {
                 Tag::Dele(_) => {
-                    let (_, uidl) = self
+                    let (num, uidl) = self
                         .dele_sent
                         .pop_front()
                         .ok_or_else(|| SessionError::protocol("internal: DELE out of order"))?;
                     if !st.is_ok() {
                         return Err(SessionError::refused("DELE", &st).into());
                     }
-                    self.deleted.push(uidl);
+                    self.deleted.push((num, uidl));
                 }
                 Tag::Retr(i) => {
                     retrs -= 1;
@@ -1175,6 +1364,161 @@ mod tests {
                 message_id: None,
             })
             .collect()
+    }
+
+    fn test_account(keep: bool, delete_after: Option<Duration>) -> Account {
+        let mut a = crate::config::parse(
+            Path::new("/c.toml"),
+            "[[account]]\nname='a'\nhost='h'\nuser='u'\npassword_file='p'\n\
+             deliver={maildir='/m'}\n",
+        )
+        .unwrap()
+        .accounts[0]
+            .as_ref()
+            .clone();
+        a.keep = keep;
+        a.delete_after = delete_after;
+        a
+    }
+
+    fn num(n: u32) -> MsgNum {
+        MsgNum::new(n).unwrap()
+    }
+
+    fn uidl(s: &str) -> Uidl {
+        Uidl::parse(s.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn a_huge_listing_of_new_messages_takes_a_bounded_slice_in_server_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = AccountState::open(
+            dir.path(),
+            &crate::state::Mailbox::new("pop.example.org", 995, "a"),
+            "a",
+        )
+        .unwrap();
+        let account = test_account(true, None);
+        for (len, n) in [(70, 300_000u32), (8, 150_000)] {
+            let mut plan = Plan::new(&account, &state, 0);
+            for i in 1..=n {
+                let mut u = format!("u{i}-");
+                while u.len() < len {
+                    u.push('x');
+                }
+                plan.uidl(num(i), &uidl(&u)).unwrap();
+            }
+            let taken = plan.todo.len();
+            assert!(taken > 1000 && taken <= TAKE_MAX, "{len}: {taken}");
+            assert!(plan.taken_cost <= TAKE_BUDGET);
+            assert_eq!(plan.over_budget, n as usize - taken);
+            assert_eq!(plan.on_server, n as usize);
+            assert!(plan.sorted);
+            assert!(
+                plan.todo
+                    .iter()
+                    .zip(1..)
+                    .all(|(item, i)| item.num == num(i))
+            );
+        }
+        // Without UIDL the same budget holds.
+        let mut plan = Plan::new(&account, &state, 0);
+        for i in 1..=200_000 {
+            plan.list(num(i), 1000).unwrap();
+        }
+        assert_eq!(plan.todo.len() + plan.over_budget, 200_000);
+        assert!(plan.todo.len() <= TAKE_MAX);
+    }
+
+    #[test]
+    fn delivered_messages_due_for_dele_are_held_by_number_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut state = AccountState::open(
+            dir.path(),
+            &crate::state::Mailbox::new("pop.example.org", 995, "a"),
+            "a",
+        )
+        .unwrap();
+        state.record_delivered(&uidl("a"));
+        state.record_delivered_at(&uidl("b"), 1);
+        state.record_held(&uidl("h"));
+        state.record_oversize(&uidl("o"));
+        let listing = [(1, "a"), (2, "new"), (3, "b"), (4, "h"), (5, "o")];
+        let run = |account: &Account| {
+            let mut plan = Plan::new(account, &state, crate::state::now_secs());
+            for (n, u) in listing {
+                plan.uidl(num(n), &uidl(u)).unwrap();
+            }
+            let dele: Vec<_> = plan
+                .dele_wait
+                .iter()
+                .map(|(n, u)| (n.get(), u.clone()))
+                .collect();
+            let todo: Vec<_> = plan.todo.iter().map(|i| i.num.get()).collect();
+            (
+                dele,
+                todo,
+                plan.held,
+                plan.expired,
+                plan.known.len(),
+                plan.taken_cost,
+            )
+        };
+        // Delete mode: both delivered ones are deleted; the one over max_size before is looked
+        // at again (its size may fit now) without taking from the budget.
+        let (dele, todo, held, expired, known, cost) = run(&test_account(false, None));
+        assert_eq!(dele, [(1, None), (3, None)]);
+        assert_eq!(todo, [2, 5]);
+        assert_eq!((held, expired, known), (1, 0, 4));
+        assert_eq!(cost, 3 + TAKE_OVERHEAD);
+        // Keep mode: only the one past delete_after.
+        let (dele, todo, _, expired, _, _) =
+            run(&test_account(true, Some(Duration::from_secs(3600))));
+        assert_eq!(dele, [(3, None)]);
+        assert_eq!(todo, [2, 5]);
+        assert_eq!(expired, 1);
+        let (dele, ..) = run(&test_account(true, None));
+        assert!(dele.is_empty());
+    }
+
+    #[test]
+    fn a_uidl_listed_twice_is_refused_when_it_is_acted_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut state = AccountState::open(
+            dir.path(),
+            &crate::state::Mailbox::new("pop.example.org", 995, "a"),
+            "a",
+        )
+        .unwrap();
+        state.record_delivered(&uidl("old"));
+        let account = test_account(false, None);
+        for listing in [
+            [(1, "old"), (2, "x"), (3, "old")],
+            [(1, "y"), (2, "x"), (3, "x")],
+        ] {
+            let mut plan = Plan::new(&account, &state, 0);
+            let r: Result<Vec<()>, _> = listing
+                .iter()
+                .map(|&(n, u)| plan.uidl(num(n), &uidl(u)))
+                .collect();
+            let e = r.and_then(|_| plan.finish()).unwrap_err().to_string();
+            assert!(e.contains("listed twice") && e.contains('3'), "{e}");
+        }
+        let mut plan = Plan::new(&account, &state, 0);
+        plan.uidl(num(2), &uidl("old")).unwrap();
+        plan.finish().unwrap();
+        let h = plan.known[0].0;
+        assert_eq!(Plan::known_as(&plan.known, h), Some(num(2)));
+        assert_eq!(Plan::known_as(&plan.known, h ^ 1), None);
+        // Out of order, the plan is sorted before the sizes are matched.
+        let mut plan = Plan::new(&account, &state, 0);
+        for (n, u) in [(3, "c"), (1, "a"), (2, "b")] {
+            plan.uidl(num(n), &uidl(u)).unwrap();
+        }
+        assert!(!plan.sorted);
+        plan.sort();
+        let nums: Vec<u32> = plan.todo.iter().map(|i| i.num.get()).collect();
+        assert_eq!(nums, [1, 2, 3]);
     }
 
     #[test]

@@ -4,8 +4,9 @@
 //!
 //! Everything a server sends is bounded, in size and in time:
 //! - every listing has a byte budget: CAPA a small fixed one ([`CAPA_BUDGET`]), UIDL and LIST one
-//!   in proportion to the message count STAT announced ([`listing_budget`]), so a hostile
-//!   listing costs no more memory than a real mailbox of the size the server claims;
+//!   in proportion to the message count STAT announced ([`listing_budget`]), and the UIDL and
+//!   LIST listings are handed to the caller line by line, never collected: what a listing
+//!   costs here is one bit per message number ([`MAX_MESSAGES`] at most), whatever it says;
 //! - a SASL exchange answers a bounded number of server challenges per mechanism;
 //! - every read has the account's `timeout`, and the data of an answer under way must keep
 //!   coming at [`MIN_RATE`] on average over every [`stall_window`]: a server that trickles a
@@ -21,7 +22,7 @@ mod tests;
 
 pub(crate) use stream::{TlsStream, handshake};
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -605,75 +606,57 @@ impl Session {
         }
     }
 
-    /// The unique-id listing; `None` when the server does not support UIDL.
-    /// Duplicate or malformed UIDLs are protocol errors: fetching by them would be unsafe.
-    pub async fn uidl_all(&mut self) -> Result<Option<Vec<(MsgNum, Uidl)>>, SessionError> {
+    /// The unique-id listing, handed to `f` line by line as it arrives: a mailbox may list
+    /// millions, and nothing here holds them. `false` when the server does not support UIDL.
+    /// A malformed unique-id, or a message number listed twice or beyond STAT's count, is a
+    /// protocol error: fetching by it would be unsafe. A unique-id listed twice is for the
+    /// caller to notice among the messages it acts on (only it can do that in bounded memory).
+    pub async fn uidl_each(
+        &mut self,
+        mut f: impl FnMut(MsgNum, &Uidl) -> Result<(), SessionError>,
+    ) -> Result<bool, SessionError> {
         let (st, count) = self.stat_and(Command::Uidl(None)).await?;
         if !st.is_ok() {
-            return Ok(None);
+            return Ok(false);
         }
-        // Each line is parsed as it comes: only the parsed entries are held, never the lines.
-        let mut out: Vec<(MsgNum, Uidl)> = Vec::with_capacity(initial_capacity(count));
+        // Two unique-ids for one message would record one message's delivery under the other's
+        // name, and delete the other unread.
+        let mut nums = NumSet::new(count);
         self.read_listing("UIDL", listing_budget(count), |line| {
             let (n, rest) = split_num(&line)
                 .ok_or_else(|| SessionError::bad_listing("UIDL", &line, "no message number"))?;
             let uidl = Uidl::parse(rest)
                 .map_err(|e| SessionError::bad_listing("UIDL", &line, &e.to_string()))?;
-            out.push((n, uidl));
-            Ok(())
+            nums.insert(n)
+                .map_err(|why| SessionError::bad_listing("UIDL", &line, &why))?;
+            f(n, &uidl)
         })
         .await?;
-        let mut seen = HashSet::with_capacity(out.len());
-        let mut nums = HashSet::with_capacity(out.len());
-        for (n, uidl) in &out {
-            let line = || format!("{n} {uidl}").into_bytes();
-            if !seen.insert(uidl) {
-                return Err(SessionError::bad_listing(
-                    "UIDL",
-                    &line(),
-                    "the same unique-id is listed twice",
-                ));
-            }
-            // Two unique-ids for one message would record one message's delivery under the
-            // other's name, and delete the other unread.
-            if !nums.insert(*n) {
-                return Err(SessionError::bad_listing(
-                    "UIDL",
-                    &line(),
-                    &format!("message {n} is listed twice"),
-                ));
-            }
-        }
-        drop((seen, nums));
-        Ok(Some(out))
+        Ok(true)
     }
 
-    /// The scan listing: message numbers and sizes in octets.
-    pub async fn list_all(&mut self) -> Result<Vec<(MsgNum, u64)>, SessionError> {
+    /// The scan listing, message numbers and sizes in octets, handed to `f` line by line as it
+    /// arrives.
+    pub async fn list_each(
+        &mut self,
+        mut f: impl FnMut(MsgNum, u64) -> Result<(), SessionError>,
+    ) -> Result<(), SessionError> {
         let (st, count) = self.stat_and(Command::List(None)).await?;
         if !st.is_ok() {
             return Err(SessionError::refused("LIST", &st));
         }
-        let mut nums = HashSet::with_capacity(initial_capacity(count));
-        let mut out = Vec::with_capacity(initial_capacity(count));
+        let mut nums = NumSet::new(count);
         self.read_listing("LIST", listing_budget(count), |line| {
             let (n, rest) = split_num(&line)
                 .ok_or_else(|| SessionError::bad_listing("LIST", &line, "no message number"))?;
             let size_field = rest.split(|&b| b == b' ').next().unwrap_or_default();
             let size = pop3::parse_u64(size_field)
                 .ok_or_else(|| SessionError::bad_listing("LIST", &line, "no size"))?;
-            if !nums.insert(n) {
-                return Err(SessionError::bad_listing(
-                    "LIST",
-                    &line,
-                    &format!("message {n} is listed twice"),
-                ));
-            }
-            out.push((n, size));
-            Ok(())
+            nums.insert(n)
+                .map_err(|why| SessionError::bad_listing("LIST", &line, &why))?;
+            f(n, size)
         })
-        .await?;
-        Ok(out)
+        .await
     }
 
     /// The next piece of the message being retrieved (unstuffed, `\n` line endings), or `None`
@@ -827,6 +810,13 @@ impl Session {
             .next()
             .and_then(pop3::parse_u64)
             .ok_or_else(|| SessionError::bad_listing("STAT", &stat.text, "no message count"))?;
+        if count > MAX_MESSAGES {
+            return Err(SessionError::bad_listing(
+                "STAT",
+                &stat.text,
+                &format!("more than the {MAX_MESSAGES} messages popfetch can poll in a mailbox"),
+            ));
+        }
         self.stat_count = Some(count);
         let st = if pipelining {
             self.read_status(name).await?
@@ -960,10 +950,49 @@ pub fn method_name(m: AuthMethod) -> &'static str {
     }
 }
 
-/// A first capacity for a listing of `count` announced messages: never trusted for more than a
-/// modest allocation, the vector grows with what really arrives.
-fn initial_capacity(count: u64) -> usize {
-    usize::try_from(count.min(1 << 16)).unwrap_or(0)
+/// Most messages a mailbox may hold: STAT announcing more is refused. It bounds the one
+/// structure a listing needs whatever its length, the `NumSet` of its message numbers (8 MiB
+/// at most); a real mailbox is far smaller (a million messages take 125 KiB).
+pub const MAX_MESSAGES: u64 = 1 << 26;
+
+/// The message numbers a listing named, one bit each. In a fresh session the numbers are 1 to
+/// STAT's count (RFC 1939 §4); a sloppy server gets [`LISTING_SLACK_LINES`] more. The bits are
+/// allocated zeroed at once, so only the pages the listing touches take memory.
+struct NumSet {
+    bits: Vec<u64>,
+    max: u64,
+}
+
+impl NumSet {
+    fn new(count: u64) -> NumSet {
+        let max = count.saturating_add(LISTING_SLACK_LINES);
+        // STAT's count is at most MAX_MESSAGES: a few MiB at most.
+        let words = usize::try_from(max / 64 + 1).unwrap_or(0);
+        NumSet {
+            bits: vec![0; words],
+            max,
+        }
+    }
+
+    /// Notes `n`; why not, when it was noted before or lies beyond the count.
+    fn insert(&mut self, n: MsgNum) -> Result<(), String> {
+        let v = u64::from(n.get());
+        if v > self.max {
+            return Err(format!(
+                "message {n} lies beyond STAT's count of {}",
+                self.max - LISTING_SLACK_LINES
+            ));
+        }
+        let (word, bit) = (usize::try_from(v / 64).unwrap_or(usize::MAX), v % 64);
+        let Some(w) = self.bits.get_mut(word) else {
+            return Err(format!("message {n} is out of range"));
+        };
+        if *w & (1 << bit) != 0 {
+            return Err(format!("message {n} is listed twice"));
+        }
+        *w |= 1 << bit;
+        Ok(())
+    }
 }
 
 /// Splits "N rest" into a message number and the rest.

@@ -69,7 +69,30 @@ fn listing_budgets_follow_the_stat_count_and_saturate() {
     assert!(octets >= 1_000_000 * (10 + 1 + 70 + 2));
     assert_eq!(lines, 1_000_000 + LISTING_SLACK_LINES);
     assert_eq!(listing_budget(u64::MAX), (u64::MAX, u64::MAX));
-    assert_eq!(initial_capacity(u64::MAX), 1 << 16);
+}
+
+#[test]
+fn num_set_refuses_a_number_twice_or_beyond_the_count() {
+    let n = |v| MsgNum::new(v).unwrap();
+    let mut s = NumSet::new(3);
+    for v in [2, 1, 3] {
+        s.insert(n(v)).unwrap();
+    }
+    assert!(s.insert(n(2)).unwrap_err().contains("listed twice"));
+    // A sloppy server gets slack beyond STAT's count, no more.
+    let slack = u32::try_from(LISTING_SLACK_LINES).unwrap();
+    s.insert(n(3 + slack)).unwrap();
+    assert!(
+        s.insert(n(4 + slack))
+            .unwrap_err()
+            .contains("beyond STAT's count of 3")
+    );
+    assert!(s.insert(n(u32::MAX)).is_err());
+    // The largest mailbox: its set is a few MiB, and its last number fits.
+    let mut s = NumSet::new(MAX_MESSAGES);
+    assert!(s.bits.len() * 8 <= (MAX_MESSAGES as usize / 8) + 4096);
+    s.insert(n(u32::try_from(MAX_MESSAGES).unwrap() + slack))
+        .unwrap();
 }
 
 #[test]

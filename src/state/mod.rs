@@ -369,11 +369,17 @@ impl AccountState {
     /// Forgets every delivered UIDL that is not in `on_server`: after a complete session, those
     /// messages are gone and their UIDLs will not come back (RFC 1939 §7).
     pub fn retain_only(&mut self, on_server: &HashSet<&Uidl>) {
+        self.retain_only_by(|u| on_server.contains(u));
+    }
+
+    /// [`AccountState::retain_only`] with a test in place of a set, so that a caller need not
+    /// hold every UIDL a server listed.
+    pub fn retain_only_by(&mut self, on_server: impl Fn(&Uidl) -> bool) {
         let gone: Vec<Uidl> = self
             .delivered
             .keys()
             .chain(&self.oversize)
-            .filter(|u| !on_server.contains(u))
+            .filter(|u| !on_server(u))
             .cloned()
             .collect();
         for u in &gone {

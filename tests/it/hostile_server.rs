@@ -163,6 +163,10 @@ pub enum Listing {
     /// padded with `x` to the width (a LIST line may carry text after the size), then the `.`.
     /// Streamed as it is made, within [`ENDLESS_CAP`] octets and [`HOLD`].
     Huge { lines: u64, width: usize },
+    /// `+OK`, then `lines` lines `N <uidl>` with unique-ids of `uidl_len` characters
+    /// ([`huge_uidl`]), or `N 1000` for LIST, then the `.`; streamed as it is made, within
+    /// [`HUGE_HOLD`].
+    HugeUidls { lines: u64, uidl_len: usize },
 }
 
 /// How every new connection misbehaves (beyond the messages' own faults).
@@ -849,6 +853,9 @@ impl Conn {
                         }
                         false
                     }
+                    Listing::HugeUidls { lines, uidl_len } => {
+                        self.huge_uidls(verb, lines, uidl_len)
+                    }
                     Listing::Huge { lines, width } => {
                         let until = Instant::now() + HOLD;
                         let mut sent = 0u64;
@@ -995,5 +1002,46 @@ impl Conn {
                 false
             }
         }
+    }
+}
+
+/// How long a [`Listing::HugeUidls`] may take to stream: a debug build reads a million lines in
+/// well under it.
+const HUGE_HOLD: Duration = Duration::from_secs(120);
+
+/// The unique-id of message `n` in a [`Listing::HugeUidls`]: `uidl-N-` padded with `x` to
+/// `len` characters.
+pub fn huge_uidl(n: u64, len: usize) -> String {
+    let mut u = format!("uidl-{n}-");
+    while u.len() < len {
+        u.push('x');
+    }
+    u
+}
+
+impl Conn {
+    /// Streams a [`Listing::HugeUidls`] answer; `false` when it could not be sent whole.
+    fn huge_uidls(&mut self, verb: &str, lines: u64, uidl_len: usize) -> bool {
+        let until = Instant::now() + HUGE_HOLD;
+        let mut sent = 0u64;
+        let mut chunk = b"+OK listing follows\r\n".to_vec();
+        for n in 1..=lines {
+            let line = if verb == "LIST" {
+                format!("{n} 1000\r\n")
+            } else {
+                format!("{n} {}\r\n", huge_uidl(n, uidl_len))
+            };
+            chunk.extend_from_slice(line.as_bytes());
+            if chunk.len() >= 64 * 1024 {
+                if Instant::now() >= until || self.stopped() || !self.send(&chunk) {
+                    return false;
+                }
+                sent += chunk.len() as u64;
+                lock(&self.shared.log).streamed = sent;
+                chunk.clear();
+            }
+        }
+        chunk.extend_from_slice(b".\r\n");
+        self.send(&chunk)
     }
 }

@@ -21,6 +21,7 @@ mod import;
 mod issue13_edge;
 mod issue13_fetch;
 mod issue13_mda;
+mod issue13_mem;
 mod issue13_proto;
 mod issue13_state;
 mod mbox_peer;
