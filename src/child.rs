@@ -26,6 +26,9 @@ use tokio::process::{Child, Command};
 pub const TERM_GRACE: Duration = Duration::from_secs(2);
 /// How often the group is looked at while it ends.
 const POLL: Duration = Duration::from_millis(20);
+/// How long a child's output is still read after it exited: enough for a last write racing the
+/// exit, short enough that a background process holding the pipe does not delay the poll.
+pub const OUTPUT_GRACE: Duration = Duration::from_millis(300);
 
 /// A running child that leads its own process group.
 #[derive(Debug)]
@@ -62,6 +65,47 @@ impl Group {
         let status = self.child.wait().await?;
         self.settled = true;
         Ok(status)
+    }
+
+    /// Waits up to `timeout` for the leader to exit while `read` collects its output. The
+    /// outcome is the exit: once the leader exited, `read` gets at most [`OUTPUT_GRACE`] more,
+    /// so a background process it left holding the pipe (`sh -c 'echo pw; sleep 99 &'`) does
+    /// not turn an answer into a timeout. `None` when `timeout` passed first: the group has
+    /// then been ended.
+    pub async fn wait_reading<F>(
+        &mut self,
+        timeout: Duration,
+        read: F,
+    ) -> Option<io::Result<ExitStatus>>
+    where
+        F: std::future::Future<Output = io::Result<()>>,
+    {
+        let work = async {
+            let mut read = std::pin::pin!(read);
+            let first = tokio::select! {
+                r = &mut read => First::Output(r),
+                s = self.child.wait() => First::Exit(s),
+            };
+            match first {
+                // The output ended first: the exit follows.
+                First::Output(Ok(())) => self.child.wait().await,
+                First::Output(Err(e)) => Err(e),
+                First::Exit(s) => {
+                    let _ = tokio::time::timeout(OUTPUT_GRACE, &mut read).await;
+                    s
+                }
+            }
+        };
+        match tokio::time::timeout(timeout, work).await {
+            Ok(r) => {
+                self.settled = r.is_ok();
+                Some(r)
+            }
+            Err(_) => {
+                self.end().await;
+                None
+            }
+        }
     }
 
     /// Ends the whole group: SIGTERM to every member, SIGKILL to those left after
@@ -108,6 +152,12 @@ impl Group {
             libc::kill(-self.pgid, sig);
         }
     }
+}
+
+/// What [`Group::wait_reading`] saw first.
+enum First {
+    Output(io::Result<()>),
+    Exit(io::Result<ExitStatus>),
 }
 
 impl Drop for Group {

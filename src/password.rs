@@ -60,21 +60,18 @@ pub async fn resolve(
                 .stdout
                 .take()
                 .ok_or_else(|| err("no stdout".into()))?;
-            let run = async {
+            let read = async {
                 (&mut stdout)
                     .take(MAX_PASSWORD as u64)
                     .read_to_end(&mut out)
-                    .await?;
-                drop(stdout);
-                child.wait().await
+                    .await
+                    .map(drop)
             };
-            let status = match tokio::time::timeout(timeout, run).await {
-                Ok(r) => r.map_err(|e| err(e.to_string()))?,
-                Err(_) => {
-                    child.end().await;
-                    return Err(err(format!("no answer within {}s", timeout.as_secs())));
-                }
+            let status = match child.wait_reading(timeout, read).await {
+                Some(r) => r.map_err(|e| err(e.to_string()))?,
+                None => return Err(err(format!("no answer within {}s", timeout.as_secs()))),
             };
+            drop(stdout);
             if !status.success() {
                 return Err(err(format!("it failed ({status})")));
             }

@@ -116,3 +116,44 @@ async fn what_a_finished_leader_left_running_is_left_alone() {
         unsafe { libc::kill(pid, libc::SIGKILL) };
     }
 }
+
+#[tokio::test]
+async fn wait_reading_answers_at_the_exit_when_a_leftover_holds_the_pipe() {
+    use tokio::io::AsyncReadExt;
+    let mut g = Group::spawn(
+        Command::new("/bin/sh")
+            .args(["-c", "echo answer; sleep 30 &"])
+            .stdout(std::process::Stdio::piped()),
+    )
+    .unwrap();
+    let pgid = g.pgid;
+    let mut stdout = g.child().stdout.take().unwrap();
+    let mut out = Vec::new();
+    let read = async { stdout.read_to_end(&mut out).await.map(drop) };
+    let status = g
+        .wait_reading(Duration::from_secs(20), read)
+        .await
+        .expect("the exit decides, not the pipe")
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(out, b"answer\n");
+    // What the leader left running is its own business; clean up after the test.
+    // SAFETY: kill(2) on the group this test started.
+    unsafe {
+        libc::kill(-pgid, libc::SIGKILL);
+    }
+    assert_eq!(settle(pgid).await, Vec::<libc::pid_t>::new());
+}
+
+#[tokio::test]
+async fn wait_reading_ends_the_group_at_the_timeout() {
+    let mut g = sh("sleep 30 | sleep 31");
+    let pgid = g.pgid;
+    let read = std::future::pending::<std::io::Result<()>>();
+    assert!(
+        g.wait_reading(Duration::from_millis(200), read)
+            .await
+            .is_none()
+    );
+    assert_eq!(settle(pgid).await, Vec::<libc::pid_t>::new());
+}

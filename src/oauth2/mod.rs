@@ -636,27 +636,24 @@ async fn run_command(
         .ok_or_else(|| err("no stderr".into()))?;
     let mut out = Vec::new();
     let mut errout = Vec::new();
-    let run = async {
+    let read = async {
         let (a, b) = tokio::join!(
             read_capped(&mut stdout, &mut out, MAX_COMMAND_OUTPUT + 1),
             read_capped(&mut stderr, &mut errout, MAX_COMMAND_STDERR),
         );
-        a?;
-        b?;
-        drop(stdout);
-        drop(stderr);
-        child.wait().await
+        a.and(b)
     };
-    let status = match tokio::time::timeout(timeout, run).await {
-        Ok(r) => r.map_err(|e| err(e.to_string()))?,
-        Err(_) => {
-            child.end().await;
+    let status = match child.wait_reading(timeout, read).await {
+        Some(r) => r.map_err(|e| err(e.to_string()))?,
+        None => {
             return Err(err(format!(
                 "no answer within {}",
                 humantime::format_duration(timeout)
             )));
         }
     };
+    drop(stdout);
+    drop(stderr);
     let result = command_token(&out, &errout, status, ttl, now).map_err(err);
     out.iter_mut().for_each(|b| *b = 0);
     result

@@ -146,6 +146,8 @@ fn state_dir_defaults_to_state_directory_then_xdg_state_home() {
         GOOD.replace("password = \"hunter2-secret\"", "password_file = \"p\""),
     )
     .unwrap();
+    // It names a password_command: only its owner may read it.
+    std::fs::set_permissions(env.config_path(), std::fs::Permissions::from_mode(0o600)).unwrap();
     let check = |envs: &[(&str, &str)]| {
         let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_popfetch"));
         c.arg("-c").arg(env.config_path()).arg("check");

@@ -418,3 +418,31 @@ fn issue13_1_password_command_timeout_ends_its_process_group() {
 fn issue13_1_oauth2_token_command_timeout_ends_its_process_group() {
     command_timeout_ends_its_group("oauth2_token_command", "xoauth2");
 }
+
+/// The sibling of item 3 in the credential commands: a password command that answers and exits
+/// but leaves a process holding its stdout is an answer, not a timeout.
+#[test]
+fn issue13_3_password_command_answer_counts_even_when_a_leftover_holds_stdout() {
+    let server = Server::healthy(vec![Msg::new(message(1, 500), "uidl-1")]);
+    let unique = format!("30.{}7", std::process::id());
+    let script = format!("exec 2>/dev/null; echo {PASSWORD}; sleep {unique} &");
+    let env = Env::new();
+    env.write_config(&format!(
+        "[[account]]\nname = \"a\"\nhost = \"127.0.0.1\"\nport = {}\n\
+         user = \"{USER}\"\nauth = \"user\"\nallow_plaintext_auth = true\ntls = \"none\"\n\
+         timeout = \"10s\"\npassword_command = [\"/bin/sh\", \"-c\", {script:?}]\n\
+         deliver = {{ maildir = \"{}\" }}\n",
+        server.port(),
+        env.maildir().display()
+    ));
+    let run = fetch(&env);
+    kill_all(&processes_with_arg(&unique));
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains("1 new message delivered"),
+        "{}\n{}",
+        run.stdout,
+        run.stderr
+    );
+    assert!(!run.stderr.contains("no answer within"), "{}", run.stderr);
+}
