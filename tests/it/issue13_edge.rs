@@ -320,7 +320,13 @@ enum Data {
     StopAfter(usize),
     /// Reads it, answers 451, then reads whatever comes and never answers again.
     SilentAfter451,
+    /// Answers EHLO with a line that never ends: octets without a line feed, as fast as the
+    /// client reads them, up to [`ENDLESS_REPLY`] or [`RELAY_HOLD`].
+    EndlessReply,
 }
+
+/// The most an endless reply sends.
+const ENDLESS_REPLY: usize = 256 << 20;
 
 /// The longest the relay holds a connection it no longer serves.
 const RELAY_HOLD: Duration = Duration::from_secs(40);
@@ -501,6 +507,21 @@ impl RelayConn {
             let ok = match verb.as_str() {
                 "EHLO" if self.tls.is_some() && matches!(self.stream, Io::Plain(_)) => {
                     self.send("250-relay.test\r\n250-STARTTLS\r\n250 8BITMIME\r\n")
+                }
+                "EHLO" if matches!(mode, Data::EndlessReply) => {
+                    let since = Instant::now();
+                    let chunk = "x".repeat(64 * 1024);
+                    let mut sent = self.send("250-relay.test ");
+                    let mut total = 0;
+                    while sent
+                        && total < ENDLESS_REPLY
+                        && since.elapsed() < RELAY_HOLD
+                        && !self.stop.load(Ordering::SeqCst)
+                    {
+                        sent = self.send(&chunk);
+                        total += chunk.len();
+                    }
+                    return;
                 }
                 "EHLO" => self.send("250-relay.test\r\n250 8BITMIME\r\n"),
                 "STARTTLS" if self.tls.is_some() => {
@@ -847,4 +868,27 @@ fn issue13_14_a_slow_relay_over_starttls_gets_a_large_message() {
         took > Duration::from_secs(8),
         "the relay was not slow enough: {took:?}"
     );
+}
+
+/// A relay's reply is read with a cap (lettre's reply parser bounds a line): one that sends a
+/// line without end fails the message, kept on the server, instead of filling memory.
+#[test]
+fn issue13_14_a_relay_reply_without_end_is_capped() {
+    let server = Server::healthy(vec![Msg::new(b"Subject: one\n\nbody\n".to_vec(), "u1")]);
+    let relay = Relay::start(Data::EndlessReply);
+    let env = Env::new();
+    env.write_config(&relay_account(&server, &relay, "2s"));
+    let run = run_bounded(env.command(&["fetch"]), Duration::from_secs(60));
+    assert_ne!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr.contains("response line too long"),
+        "the error says why:\n{}",
+        run.stderr
+    );
+    assert_eq!(
+        server.remaining().len(),
+        1,
+        "the message stays on the server"
+    );
+    assert!(server.log().deles.is_empty());
 }
