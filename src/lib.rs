@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod deliver;
+pub mod durable;
 pub mod fetch;
 pub mod import;
 pub mod oauth2;

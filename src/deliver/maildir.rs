@@ -5,7 +5,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
@@ -16,34 +16,6 @@ use super::DeliverError;
 const BUF_SIZE: usize = 64 * 1024;
 
 static SEQ: AtomicU64 = AtomicU64::new(0);
-
-/// Creates `dir` and its missing parents (mode 0700), fsyncing each parent a directory was
-/// created in, top down, so no created name depends on one not yet durable.
-fn create_dir_synced(dir: &Path) -> std::io::Result<()> {
-    if dir.is_dir() {
-        return Ok(());
-    }
-    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-        create_dir_synced(parent)?;
-    }
-    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
-        Ok(()) => {}
-        // Created meanwhile by another process: synced below all the same.
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => {}
-        Err(e) => return Err(e),
-    }
-    let parent = match dir.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    match File::open(parent) {
-        Ok(d) => d.sync_all(),
-        // A parent we may write but not read cannot be opened to sync; the names in it are as
-        // durable as the file system makes them without.
-        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Ok(()),
-        Err(e) => Err(e),
-    }
-}
 
 #[derive(Debug)]
 pub struct Maildir {
@@ -58,7 +30,7 @@ impl Maildir {
     pub fn open(root: &Path) -> Result<Maildir, DeliverError> {
         for sub in ["", "tmp", "new", "cur"] {
             let dir = root.join(sub);
-            create_dir_synced(&dir)
+            crate::durable::create_dir_synced(&dir, 0o700)
                 .map_err(|e| DeliverError::io(format!("cannot create {}", dir.display()), e))?;
         }
         // The spec: '/' and ':' in the host name are written as \057 and \072.

@@ -45,7 +45,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::pop3::Uidl;
@@ -685,11 +685,8 @@ pub fn prepare_dir(dir: &Path) -> Result<(), StateError> {
         path: dir.to_path_buf(),
         source,
     };
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(dir_err)?;
+    // A new state directory's name is made durable before a record in it can be relied on.
+    crate::durable::create_dir_synced(dir, 0o700).map_err(dir_err)?;
     let meta = std::fs::metadata(dir).map_err(dir_err)?;
     crate::trust::state_dir(dir, &meta)?;
     Ok(())
