@@ -5,13 +5,11 @@
 //! a message that is not in the Maildir byte for byte, no truncated delivery, no panic, bounded
 //! time and memory, and other accounts go on.
 
-use std::io::Read;
-use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::harness::{Env, Run, delivered_in, expected, message};
+use crate::harness::{Env, Run, delivered_in, expected, message, run_bounded};
 use crate::hostile_server::{Fault, Greeting, Listing, Msg, PASSWORD, Script, Server, USER};
 
 /// The longest any single `popfetch fetch` here may take: the account timeout is 2 s.
@@ -54,54 +52,6 @@ fn env_for(server: &Server, extra: &str) -> Env {
     let env = Env::new();
     env.write_config(&account("alice", server, &env.maildir(), extra));
     env
-}
-
-/// Runs `cmd` in its own process group; kills the group and fails the test when it has not
-/// ended within `limit` (a hang is a bug too).
-fn run_bounded(mut cmd: Command, limit: Duration) -> Run {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
-    let mut child = cmd.spawn().expect("spawn");
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let out = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = out.read_to_end(&mut v);
-        v
-    });
-    let err = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = err.read_to_end(&mut v);
-        v
-    });
-    let until = Instant::now() + limit;
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break Some(st);
-        }
-        if Instant::now() >= until {
-            let _ = Command::new("kill")
-                .args(["-KILL", "--", &format!("-{}", child.id())])
-                .status();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let stdout = String::from_utf8_lossy(&out.join().unwrap()).into_owned();
-    let stderr = String::from_utf8_lossy(&err.join().unwrap()).into_owned();
-    let Some(status) = status else {
-        panic!(
-            "popfetch did not end within {limit:?}: it hangs\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
-        );
-    };
-    Run {
-        code: status.code().unwrap_or(-1),
-        stdout,
-        stderr,
-    }
 }
 
 /// `popfetch fetch`, bounded.

@@ -5,15 +5,14 @@
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::harness::{Env, Run};
+use crate::harness::{Env, run_bounded};
 use crate::hostile_server::{Msg, PASSWORD, Script, Server, USER};
 
 /// One `[[account]]` named `alice` on the scripted server, delivering as `deliver` says.
@@ -258,54 +257,6 @@ fn issue13_17_an_empty_or_unreadable_ca_file_is_refused_by_check() {
     env.write_config(&account(&server, &maildir(&env), "ca_file = \"ca.pem\""));
     env.popfetch(&["check"]).assert_code(0);
     assert!(server.log().sessions.is_empty(), "check connects nowhere");
-}
-
-/// Runs `cmd` in its own process group; kills the group and fails the test when it has not
-/// ended within `limit` (a hang is the bug some of these tests are about).
-fn run_bounded(mut cmd: Command, limit: Duration) -> Run {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
-    let mut child = cmd.spawn().expect("spawn");
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let out = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = out.read_to_end(&mut v);
-        v
-    });
-    let err = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = err.read_to_end(&mut v);
-        v
-    });
-    let until = Instant::now() + limit;
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break Some(st);
-        }
-        if Instant::now() >= until {
-            let _ = Command::new("kill")
-                .args(["-KILL", "--", &format!("-{}", child.id())])
-                .status();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let stdout = String::from_utf8_lossy(&out.join().unwrap()).into_owned();
-    let stderr = String::from_utf8_lossy(&err.join().unwrap()).into_owned();
-    let Some(status) = status else {
-        panic!(
-            "popfetch did not end within {limit:?}: it hangs\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
-        );
-    };
-    Run {
-        code: status.code().unwrap_or(-1),
-        stdout,
-        stderr,
-    }
 }
 
 /// How the scripted relay takes DATA.

@@ -6,13 +6,10 @@
 //! description; the outcome of a delivery is the MDA's exit status, never how long a background
 //! child keeps its stderr open.
 
-use std::io::Read;
-use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use crate::harness::{Env, Run, expected, message, strip_received};
+use crate::harness::{Env, Run, expected, message, run_bounded, strip_received};
 use crate::hostile_server::{Msg, PASSWORD, Server, USER};
 
 /// The longest one `popfetch fetch` here may take before the test calls it a hang.
@@ -32,50 +29,10 @@ fn env_with_mda(server: &Server, name: &str, mda: &[&str], mda_timeout: &str) ->
     env
 }
 
-/// `popfetch fetch` in its own process group, killed with its group (and the test failed) if it
-/// has not ended within [`DEADLINE`].
+/// `popfetch fetch`, killed with its process group (and the test failed) if it has not ended
+/// within [`DEADLINE`].
 fn fetch(env: &Env) -> Run {
-    let mut cmd = env.command(&["fetch"]);
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
-    let mut child = cmd.spawn().expect("spawn popfetch");
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let out = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = out.read_to_end(&mut v);
-        v
-    });
-    let err = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = err.read_to_end(&mut v);
-        v
-    });
-    let until = Instant::now() + DEADLINE;
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break Some(st);
-        }
-        if Instant::now() >= until {
-            // SAFETY: kill(2) on the process group this test created.
-            unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let stdout = String::from_utf8_lossy(&out.join().unwrap()).into_owned();
-    let stderr = String::from_utf8_lossy(&err.join().unwrap()).into_owned();
-    let Some(status) = status else {
-        panic!("popfetch fetch hangs\n--- stdout\n{stdout}\n--- stderr\n{stderr}");
-    };
-    Run {
-        code: status.code().unwrap_or(-1),
-        stdout,
-        stderr,
-    }
+    run_bounded(env.command(&["fetch"]), DEADLINE)
 }
 
 /// The processes (pid, command name) whose environment holds `POPFETCH_ACCOUNT=<marker>`.
