@@ -6,13 +6,13 @@
 use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::harness::{Env, run_bounded};
+use crate::harness::{Env, Run, run_bounded};
 use crate::hostile_server::{Msg, PASSWORD, Script, Server, USER};
 
 /// One `[[account]]` named `alice` on the scripted server, delivering as `deliver` says.
@@ -842,4 +842,84 @@ fn issue13_14_a_relay_reply_without_end_is_capped() {
         "the message stays on the server"
     );
     assert!(server.log().deles.is_empty());
+}
+
+/// The system calls of a `popfetch fetch` traced by strace: `(pid, call line)` in order.
+fn traced_fetch(env: &Env) -> (Run, Vec<String>) {
+    let trace = env.path().join("strace.txt");
+    let mut cmd = Command::new("strace");
+    cmd.args(["-f", "-qq", "-s", "16", "-e"])
+        .arg("trace=openat,fsync,fdatasync,write,sendto,sendmsg")
+        .arg("-o")
+        .arg(&trace)
+        .arg(env!("CARGO_BIN_EXE_popfetch"))
+        .arg("-c")
+        .arg(env.config_path())
+        .arg("fetch")
+        .env_remove("POPFETCH_LOG")
+        .env_remove("POPFETCH_CONFIG");
+    let run = run_bounded(cmd, Duration::from_secs(60));
+    let text = std::fs::read_to_string(&trace).expect("strace wrote its trace");
+    // strace prefixes each line with the thread id; calls that other threads interrupted come
+    // as `<unfinished ...>` and `<... resumed>` halves: kept as they are (the fd of an open is
+    // on its resumed half).
+    (run, text.lines().map(str::to_string).collect())
+}
+
+/// The fd an `openat` line returned.
+fn opened_fd(line: &str) -> Option<String> {
+    let (_, ret) = line.rsplit_once(" = ")?;
+    let fd = ret.split_whitespace().next()?;
+    fd.parse::<u32>().ok().map(|n| n.to_string())
+}
+
+/// Item 16 seen through the binary: the new mbox's name is fsync'd in its directory (an
+/// `fsync` of a descriptor opened on the directory, after the mbox was created) before the DELE
+/// that depends on it goes out.
+#[test]
+fn issue13_16_a_new_mbox_has_its_directory_synced_before_the_dele() {
+    let server = Server::healthy(vec![Msg::new(b"Subject: one\n\nbody\n".to_vec(), "u1")]);
+    let env = Env::new();
+    let dir = env.path().join("mail");
+    std::fs::create_dir(&dir).unwrap();
+    let mbox = dir.join("alice");
+    env.write_config(&account(
+        &server,
+        &format!("{{ mbox = \"{}\" }}", mbox.display()),
+        "",
+    ));
+    let (run, calls) = traced_fetch(&env);
+    run.assert_code(0);
+    assert!(server.remaining().is_empty(), "the message was deleted");
+    let mbox_q = format!("\"{}\"", mbox.display());
+    let dir_q = format!("\"{}\"", dir.display());
+    let created = calls
+        .iter()
+        .position(|l| l.contains("openat(") && l.contains(&mbox_q) && l.contains("O_CREAT"))
+        .unwrap_or_else(|| {
+            panic!(
+                "no creation of the mbox in the trace:\n{}",
+                calls.join("\n")
+            )
+        });
+    let dele = calls
+        .iter()
+        .position(|l| l.contains("DELE "))
+        .unwrap_or_else(|| panic!("no DELE in the trace:\n{}", calls.join("\n")));
+    // Directory descriptors opened after the creation, and whether one was fsync'd before DELE.
+    let mut dir_fds = Vec::new();
+    let mut synced = false;
+    for l in &calls[created..dele] {
+        if l.contains("openat(") && l.contains(&dir_q) {
+            dir_fds.extend(opened_fd(l));
+        }
+        if l.contains("fsync(") && dir_fds.iter().any(|fd| l.contains(&format!("fsync({fd})"))) {
+            synced = true;
+        }
+    }
+    assert!(
+        synced,
+        "the mbox's directory was not fsync'd between its creation and the DELE:\n{}",
+        calls[created..=dele].join("\n")
+    );
 }
