@@ -923,3 +923,85 @@ fn issue13_16_a_new_mbox_has_its_directory_synced_before_the_dele() {
         calls[created..=dele].join("\n")
     );
 }
+
+/// `other/ca.pem` (a CA that signed nothing here) followed by `ca`: a bundle whose useful CA
+/// is second.
+pub(crate) fn bundle_with_ca_second(dir: &std::path::Path, ca: &std::path::Path) -> PathBuf {
+    let other = dir.join("other-ca");
+    std::fs::create_dir_all(&other).unwrap();
+    crate::dovecot::make_certificates(&other);
+    let mut pem = std::fs::read(other.join("ca.pem")).unwrap();
+    pem.extend_from_slice(&std::fs::read(ca).unwrap());
+    let bundle = dir.join("bundle.pem");
+    std::fs::write(&bundle, pem).unwrap();
+    bundle
+}
+
+/// Issue 14 item 2: the relay's STARTTLS trusts every certificate of `ca_file`, as POP3 does
+/// (it once went through a second TLS stack that took only the first).
+#[test]
+fn issue14_2_a_relay_over_starttls_trusts_a_ca_second_in_ca_file() {
+    let server = Server::healthy(vec![Msg::new(b"Subject: one\n\nbody\n".to_vec(), "u1")]);
+    let env = Env::new();
+    let tls = env.path().join("tls");
+    std::fs::create_dir(&tls).unwrap();
+    let relay = Relay::start_tls(Data::Normal, &tls);
+    let bundle = bundle_with_ca_second(env.path(), &tls.join("ca.pem"));
+    env.write_config(&account(
+        &server,
+        &format!(
+            "{{ smtp = {{ host = \"127.0.0.1\", port = {}, tls = \"starttls\", ca_file = \"{}\", \
+             to = [\"rcpt@example.org\"] }} }}",
+            relay.port,
+            bundle.display()
+        ),
+        "timeout = \"5s\"\nreceived_header = false",
+    ));
+    let run = run_bounded(env.command(&["fetch"]), Duration::from_secs(60));
+    run.assert_code(0);
+    let commands = relay.commands();
+    let starttls = commands.iter().position(|c| c == "STARTTLS");
+    assert!(starttls.is_some(), "{commands:?}");
+    // RFC 3207 §4.2: EHLO again over TLS, before the envelope.
+    assert!(
+        commands[starttls.unwrap()..]
+            .iter()
+            .any(|c| c.starts_with("EHLO")),
+        "{commands:?}"
+    );
+    assert_eq!(relay.received().len(), 1, "{}", run.stderr);
+    assert!(server.remaining().is_empty());
+}
+
+/// With `tls = "starttls"` a relay that does not offer STARTTLS gets nothing in clear text:
+/// the message stays on the server.
+#[test]
+fn issue14_2_a_relay_without_starttls_gets_no_mail_in_clear_text() {
+    let server = Server::healthy(vec![Msg::new(b"Subject: one\n\nbody\n".to_vec(), "u1")]);
+    let relay = Relay::start(Data::Normal);
+    let env = Env::new();
+    env.write_config(&account(
+        &server,
+        &format!(
+            "{{ smtp = {{ host = \"127.0.0.1\", port = {}, tls = \"starttls\", \
+             to = [\"rcpt@example.org\"] }} }}",
+            relay.port
+        ),
+        "timeout = \"5s\"\nreceived_header = false",
+    ));
+    let run = run_bounded(env.command(&["fetch"]), Duration::from_secs(60));
+    assert_ne!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr.contains("does not offer STARTTLS"),
+        "{}",
+        run.stderr
+    );
+    let commands = relay.commands();
+    assert!(
+        !commands.iter().any(|c| c.starts_with("MAIL")),
+        "{commands:?}"
+    );
+    assert!(relay.received().is_empty());
+    assert_eq!(server.remaining().len(), 1);
+    assert!(server.log().deles.is_empty());
+}
