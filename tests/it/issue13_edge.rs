@@ -271,6 +271,9 @@ enum Data {
     StopAfter(usize),
     /// Reads it, answers 451, then reads whatever comes and never answers again.
     SilentAfter451,
+    /// Answers STARTTLS with its 220 and, in the same write, a reply of its own: what someone
+    /// on the path injects before the handshake.
+    InjectAfterStarttls,
     /// Answers EHLO with a line that never ends: octets without a line feed, as fast as the
     /// client reads them, up to [`ENDLESS_REPLY`] or [`RELAY_HOLD`].
     EndlessReply,
@@ -476,7 +479,12 @@ impl RelayConn {
                 }
                 "EHLO" => self.send("250-relay.test\r\n250 8BITMIME\r\n"),
                 "STARTTLS" if self.tls.is_some() => {
-                    if !self.send("220 ready\r\n") {
+                    let answer = if matches!(mode, Data::InjectAfterStarttls) {
+                        "220 ready\r\n250-relay.test\r\n250 AUTH PLAIN\r\n"
+                    } else {
+                        "220 ready\r\n"
+                    };
+                    if !self.send(answer) {
                         return;
                     }
                     let Io::Plain(tcp) = std::mem::replace(&mut self.stream, Io::Gone) else {
@@ -1002,6 +1010,41 @@ fn issue14_2_a_relay_without_starttls_gets_no_mail_in_clear_text() {
         "{commands:?}"
     );
     assert!(relay.received().is_empty());
+    assert_eq!(server.remaining().len(), 1);
+    assert!(server.log().deles.is_empty());
+}
+
+/// What the relay sends after its STARTTLS 220 and before the handshake was injected: refused,
+/// as for POP3's STLS, and nothing is sent.
+#[test]
+fn issue14_2_data_injected_after_the_relays_starttls_answer_is_refused() {
+    let server = Server::healthy(vec![Msg::new(b"Subject: one\n\nbody\n".to_vec(), "u1")]);
+    let env = Env::new();
+    let tls = env.path().join("tls");
+    std::fs::create_dir(&tls).unwrap();
+    let relay = Relay::start_tls(Data::InjectAfterStarttls, &tls);
+    env.write_config(&account(
+        &server,
+        &format!(
+            "{{ smtp = {{ host = \"127.0.0.1\", port = {}, tls = \"starttls\", ca_file = \"{}\", \
+             to = [\"rcpt@example.org\"] }} }}",
+            relay.port,
+            tls.join("ca.pem").display()
+        ),
+        "timeout = \"5s\"\nreceived_header = false",
+    ));
+    let run = run_bounded(env.command(&["fetch"]), Duration::from_secs(60));
+    assert_ne!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr.contains("sent data after its STARTTLS answer"),
+        "{}",
+        run.stderr
+    );
+    let commands = relay.commands();
+    assert!(
+        !commands.iter().any(|c| c.starts_with("MAIL")),
+        "{commands:?}"
+    );
     assert_eq!(server.remaining().len(), 1);
     assert!(server.log().deles.is_empty());
 }
