@@ -454,7 +454,7 @@ async fn starttls(s: &mut Paced, hello: &ClientId, host: &str) -> Result<(), Del
 /// One SMTP reply (RFC 5321 §4.2): its code and the text of each line. `buf` keeps what was
 /// read past it.
 async fn read_reply(
-    s: &mut Paced,
+    s: &mut (impl tokio::io::AsyncRead + Unpin),
     buf: &mut Vec<u8>,
     host: &str,
 ) -> Result<(u16, Vec<String>), DeliverError> {
