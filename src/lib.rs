@@ -12,6 +12,7 @@ pub mod deliver;
 pub mod durable;
 pub mod fetch;
 pub mod import;
+pub mod net;
 pub mod oauth2;
 pub mod password;
 pub mod pop3;

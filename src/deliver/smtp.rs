@@ -10,6 +10,10 @@
 //! and a relay that stops reading is given up on whatever the size. After a failure that left
 //! the connection in an unknown state it is dropped, not QUIT (a QUIT mid-DATA would be text).
 //!
+//! TLS is [`crate::net`]'s, as for POP3: implicit from the first byte, or STARTTLS, whose
+//! clear-text part (greeting, EHLO, STARTTLS, 220) is spoken here by [`starttls`] before the
+//! upgrade; lettre then gets the TLS stream and sends EHLO anew. [`Paced`] stays under TLS.
+//!
 //! Envelope: the sender from `Return-Path` (the null sender `<>` stays null; else `From`), or
 //! the configured `from`; the recipients from `to`. A 2xx after DATA = delivered; a 4xx =
 //! transient; a 5xx = permanent; a relay that cannot be reached = unavailable. The relay cannot
@@ -23,15 +27,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use lettre::Address;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
-use lettre::transport::smtp::client::{
-    AsyncSmtpConnection, AsyncTokioStream, Certificate, TlsParameters,
-};
-use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
+use lettre::transport::smtp::client::{AsyncSmtpConnection, AsyncTokioStream};
+use lettre::transport::smtp::commands::{Data, Ehlo, Mail, Rcpt, Starttls};
 use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
 use tokio::sync::Mutex;
 
 use super::{DeliverError, ErrorKind, envelope};
 use crate::config::{self, TlsMode};
+use crate::net::{NetError, Peer, TlsStream};
 
 /// Spool read size when sending.
 const CHUNK: usize = 64 * 1024;
@@ -337,86 +340,53 @@ async fn connect(
         Some(h) => ClientId::Domain(h.clone()),
         None => ClientId::Domain(super::hostname()),
     };
-    let tls = || -> Result<TlsParameters, DeliverError> {
-        let mut b = TlsParameters::builder(target.host.clone());
-        if let Some(path) = &target.ca_file {
-            let pem = std::fs::read(path).map_err(|e| DeliverError {
-                kind: ErrorKind::Unavailable,
-                message: format!("cannot read ca_file {}: {e}", path.display()),
-            })?;
-            let cert = Certificate::from_pem(&pem).map_err(|e| DeliverError {
-                kind: ErrorKind::Unavailable,
-                message: format!("ca_file {}: {e}", path.display()),
-            })?;
-            // As for POP3: the ca_file is the whole trust store.
-            b = b
-                .certificate_store(lettre::transport::smtp::client::CertificateStore::None)
-                .add_root_certificate(cert);
-        }
-        b.build_native()
-            .map_err(|e| unavailable(format!("TLS setup: {e}")))
-    };
-    // Our own socket, so that TCP_NODELAY is set: lettre's would leave Nagle's algorithm on,
-    // and every command would wait for the delayed ACK of the last answer (~40 ms a message).
     let addr = format!("{}:{}", target.host, target.port);
-    let tcp = match tokio::time::timeout(
+    let peer = Peer {
+        host: &target.host,
+        port: target.port,
+        ca_file: target.ca_file.as_deref(),
+        verify: true,
         timeout,
-        tokio::net::TcpStream::connect((target.host.as_str(), target.port)),
-    )
-    .await
-    {
-        Ok(Ok(tcp)) => tcp,
-        Ok(Err(e)) => {
-            return Err(unavailable(format!(
-                "cannot connect to the relay {addr}: {e}"
-            )));
-        }
-        Err(_) => {
-            return Err(unavailable(format!(
-                "cannot connect to the relay {addr}: timed out"
-            )));
-        }
     };
-    let _ = tcp.set_nodelay(true);
-    let fd = std::os::fd::AsRawFd::as_raw_fd(&tcp);
-    let inner: Box<dyn AsyncTokioStream> = if target.tls == TlsMode::Implicit {
-        let params = crate::session::ConnectParams {
-            host: &target.host,
-            port: target.port,
-            tls: TlsMode::Implicit,
-            ca_file: target.ca_file.as_deref(),
-            tls_verify: true,
-            timeout,
-        };
-        let tls = crate::session::handshake(&params, tcp)
-            .await
-            .map_err(|e| unavailable(format!("relay {addr}: {e}")))?;
-        Box::new(ImplicitTls(tls))
-    } else {
-        Box::new(tcp)
-    };
-    // Under lettre's own TLS (STARTTLS), so the handshake and every later step are bounded.
+    let tcp = peer.connect().await.map_err(|e| match e {
+        NetError::Connect { source, .. } => {
+            unavailable(format!("cannot connect to the relay {addr}: {source}"))
+        }
+        NetError::Timeout { .. } => {
+            unavailable(format!("cannot connect to the relay {addr}: timed out"))
+        }
+        e => unavailable(format!("relay {addr}: {e}")),
+    })?;
+    // Under TLS, so that the handshake and every later step are bounded by progress too.
     let data_end = Arc::new(AtomicBool::new(false));
-    let stream: Box<dyn AsyncTokioStream> =
-        Box::new(Paced::new(inner, fd, timeout, data_end.clone()));
+    let mut paced = Paced::new(tcp, timeout, data_end.clone());
+    let wire = match target.tls {
+        TlsMode::None => Wire::plain(paced),
+        TlsMode::Implicit => Wire::tls(
+            peer.tls(paced)
+                .await
+                .map_err(|e| unavailable(format!("relay {addr}: {e}")))?,
+            false,
+        ),
+        TlsMode::Starttls => {
+            tokio::time::timeout(timeout, starttls(&mut paced, &hello, &target.host))
+                .await
+                .map_err(|_| {
+                    unavailable(format!("the relay {addr} did not answer STARTTLS in time"))
+                })??;
+            let tls = peer.tls(paced).await.map_err(|e| {
+                unavailable(format!("STARTTLS with the relay {}: {e}", target.host))
+            })?;
+            Wire::tls(tls, true)
+        }
+    };
     let mut conn = tokio::time::timeout(
         timeout,
-        AsyncSmtpConnection::connect_with_transport(stream, &hello),
+        AsyncSmtpConnection::connect_with_transport(Box::new(wire), &hello),
     )
     .await
     .map_err(|_| unavailable(format!("the relay {addr} did not greet in time")))?
     .map_err(|e| unavailable(format!("cannot connect to the relay {addr}: {e}")))?;
-    if target.tls == TlsMode::Starttls {
-        if !conn.can_starttls() {
-            return Err(unavailable(format!(
-                "the relay {} does not offer STARTTLS; popfetch will not send mail to it in clear text",
-                target.host
-            )));
-        }
-        conn.starttls(tls()?, &hello)
-            .await
-            .map_err(|e| unavailable(format!("STARTTLS with the relay {}: {e}", target.host)))?;
-    }
     if let Some((user, source)) = &target.credentials {
         let password = crate::password::resolve(source, timeout)
             .await
@@ -427,6 +397,106 @@ async fn connect(
             .map_err(|e| unavailable(format!("relay login as {user}: {e}")))?;
     }
     Ok(Relay { conn, data_end })
+}
+
+/// Most octets of one relay reply read before STARTTLS (an EHLO answer is a few hundred).
+const MAX_REPLY: usize = 64 * 1024;
+
+/// The clear-text part of RFC 3207 §4: the greeting, EHLO, STARTTLS and its 220. Anything the
+/// relay sends after that 220 and before the handshake was injected by someone on the path
+/// (the STARTTLS command-injection attack): refused, as for POP3's STLS.
+async fn starttls(s: &mut Paced, hello: &ClientId, host: &str) -> Result<(), DeliverError> {
+    use tokio::io::AsyncWriteExt;
+    let mut buf = Vec::with_capacity(4096);
+    let refused = |what: &str, (code, text): (u16, Vec<String>)| {
+        unavailable(format!(
+            "the relay {host} answered {what} with {code} {}",
+            text.join(" ")
+        ))
+    };
+    let io = |e: std::io::Error| unavailable(format!("relay {host}: {e}"));
+    let greeting = read_reply(s, &mut buf, host).await?;
+    if greeting.0 != 220 {
+        return Err(refused("the connection", greeting));
+    }
+    s.write_all(Ehlo::new(hello.clone()).to_string().as_bytes())
+        .await
+        .map_err(io)?;
+    let ehlo = read_reply(s, &mut buf, host).await?;
+    if ehlo.0 != 250 {
+        return Err(refused("EHLO", ehlo));
+    }
+    let offered = ehlo.1.iter().skip(1).any(|l| {
+        l.split_ascii_whitespace()
+            .next()
+            .is_some_and(|k| k.eq_ignore_ascii_case("STARTTLS"))
+    });
+    if !offered {
+        return Err(unavailable(format!(
+            "the relay {host} does not offer STARTTLS; popfetch will not send mail to it in clear text"
+        )));
+    }
+    s.write_all(Starttls.to_string().as_bytes())
+        .await
+        .map_err(io)?;
+    let go = read_reply(s, &mut buf, host).await?;
+    if go.0 != 220 {
+        return Err(refused("STARTTLS", go));
+    }
+    if !buf.is_empty() {
+        return Err(unavailable(format!(
+            "the relay {host} sent data after its STARTTLS answer, before the TLS handshake"
+        )));
+    }
+    Ok(())
+}
+
+/// One SMTP reply (RFC 5321 §4.2): its code and the text of each line. `buf` keeps what was
+/// read past it.
+async fn read_reply(
+    s: &mut (impl tokio::io::AsyncRead + Unpin),
+    buf: &mut Vec<u8>,
+    host: &str,
+) -> Result<(u16, Vec<String>), DeliverError> {
+    use tokio::io::AsyncReadExt;
+    let mut lines = Vec::new();
+    let mut used = 0;
+    loop {
+        while let Some(i) = memchr::memchr(b'\n', buf) {
+            used += i + 1;
+            let raw: Vec<u8> = buf.drain(..=i).collect();
+            let line = String::from_utf8_lossy(&raw);
+            let line = line.trim_end_matches(['\r', '\n']);
+            let code = line
+                .get(..3)
+                .and_then(|c| c.parse::<u16>().ok())
+                .filter(|c| (200..600).contains(c))
+                .ok_or_else(|| {
+                    unavailable(format!(
+                        "the relay {host} sent a bad reply line {:?}",
+                        crate::pop3::printable(line.as_bytes(), 100)
+                    ))
+                })?;
+            lines.push(line.get(4..).unwrap_or("").to_string());
+            if line.as_bytes().get(3) != Some(&b'-') {
+                return Ok((code, lines));
+            }
+        }
+        if used + buf.len() > MAX_REPLY {
+            return Err(unavailable(format!(
+                "the relay {host} sent a reply longer than {MAX_REPLY} octets"
+            )));
+        }
+        match s.read_buf(buf).await {
+            Ok(0) => {
+                return Err(unavailable(format!(
+                    "the relay {host} closed the connection"
+                )));
+            }
+            Ok(_) => {}
+            Err(e) => return Err(unavailable(format!("relay {host}: {e}"))),
+        }
+    }
 }
 
 fn unavailable(message: String) -> DeliverError {
@@ -458,8 +528,8 @@ fn classify(e: lettre::transport::smtp::Error) -> DeliverError {
 /// shrinking: a full send buffer drains slowly before the socket reports room again (Linux
 /// wakes a writer only once a third of it is free), and the relay is reading all along.
 struct Paced {
-    inner: Box<dyn AsyncTokioStream>,
-    /// The TCP socket under `inner` (under TLS too), for its send queue; owned by `inner`.
+    inner: tokio::net::TcpStream,
+    /// The socket of `inner`, for its send queue.
     fd: std::os::fd::RawFd,
     limit: std::time::Duration,
     /// Armed when an operation first goes pending; disarmed by any completed operation.
@@ -473,14 +543,13 @@ struct Paced {
 
 impl Paced {
     fn new(
-        inner: Box<dyn AsyncTokioStream>,
-        fd: std::os::fd::RawFd,
+        inner: tokio::net::TcpStream,
         limit: std::time::Duration,
         data_end: Arc<AtomicBool>,
     ) -> Paced {
         Paced {
+            fd: std::os::fd::AsRawFd::as_raw_fd(&inner),
             inner,
-            fd,
             limit,
             stalled: None,
             unacked: None,
@@ -557,12 +626,6 @@ impl std::fmt::Debug for Paced {
     }
 }
 
-impl AsyncTokioStream for Paced {
-    fn peer_addr(&self) -> std::io::Result<std::net::SocketAddr> {
-        self.inner.peer_addr()
-    }
-}
-
 impl tokio::io::AsyncRead for Paced {
     fn poll_read(
         mut self: std::pin::Pin<&mut Self>,
@@ -609,47 +672,101 @@ impl tokio::io::AsyncWrite for Paced {
     }
 }
 
-/// A TLS stream from the relay's first byte (port 465), in the shape lettre takes.
+/// The relay's stream as lettre takes it: [`Paced`] TCP, under TLS or not. lettre reads a
+/// greeting before its first EHLO, and after STARTTLS the relay sends none: `greeting` then
+/// holds a stand-in that lettre reads first, so that it sends EHLO over TLS and learns the
+/// relay's extensions anew (RFC 3207 §4.2: what was said in clear text is forgotten).
 #[derive(Debug)]
-struct ImplicitTls(crate::session::TlsStream);
+struct Wire {
+    greeting: &'static [u8],
+    inner: WireInner,
+}
 
-impl AsyncTokioStream for ImplicitTls {
-    fn peer_addr(&self) -> std::io::Result<std::net::SocketAddr> {
-        self.0.get_ref().peer_addr()
+#[derive(Debug)]
+enum WireInner {
+    Plain(Paced),
+    Tls(Box<TlsStream<Paced>>),
+}
+
+impl Wire {
+    fn plain(p: Paced) -> Wire {
+        Wire {
+            greeting: b"",
+            inner: WireInner::Plain(p),
+        }
+    }
+
+    /// `after_starttls`: the relay greeted in clear text already.
+    fn tls(t: TlsStream<Paced>, after_starttls: bool) -> Wire {
+        Wire {
+            greeting: if after_starttls {
+                b"220 TLS started\r\n"
+            } else {
+                b""
+            },
+            inner: WireInner::Tls(Box::new(t)),
+        }
     }
 }
 
-impl tokio::io::AsyncRead for ImplicitTls {
+impl AsyncTokioStream for Wire {
+    fn peer_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        match &self.inner {
+            WireInner::Plain(p) => p.inner.peer_addr(),
+            WireInner::Tls(t) => t.get_ref().inner.peer_addr(),
+        }
+    }
+}
+
+impl tokio::io::AsyncRead for Wire {
     fn poll_read(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.0).poll_read(cx, buf)
+        if !self.greeting.is_empty() {
+            let n = self.greeting.len().min(buf.remaining());
+            buf.put_slice(&self.greeting[..n]);
+            self.greeting = &self.greeting[n..];
+            return std::task::Poll::Ready(Ok(()));
+        }
+        match &mut self.inner {
+            WireInner::Plain(p) => std::pin::Pin::new(p).poll_read(cx, buf),
+            WireInner::Tls(t) => std::pin::Pin::new(t.as_mut()).poll_read(cx, buf),
+        }
     }
 }
 
-impl tokio::io::AsyncWrite for ImplicitTls {
+impl tokio::io::AsyncWrite for Wire {
     fn poll_write(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
         buf: &[u8],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
+        match &mut self.inner {
+            WireInner::Plain(p) => std::pin::Pin::new(p).poll_write(cx, buf),
+            WireInner::Tls(t) => std::pin::Pin::new(t.as_mut()).poll_write(cx, buf),
+        }
     }
 
     fn poll_flush(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.0).poll_flush(cx)
+        match &mut self.inner {
+            WireInner::Plain(p) => std::pin::Pin::new(p).poll_flush(cx),
+            WireInner::Tls(t) => std::pin::Pin::new(t.as_mut()).poll_flush(cx),
+        }
     }
 
     fn poll_shutdown(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.0).poll_shutdown(cx)
+        match &mut self.inner {
+            WireInner::Plain(p) => std::pin::Pin::new(p).poll_shutdown(cx),
+            WireInner::Tls(t) => std::pin::Pin::new(t.as_mut()).poll_shutdown(cx),
+        }
     }
 }
 

@@ -4,17 +4,15 @@
 //! deadline. [`ResponseParser`] is sans-IO so it can be tested in any split.
 //!
 //! No crate: the HTTP clients on crates.io bring a second TLS stack or a large dependency tree
-//! (hyper, h2, tower) for what is one request every hour. This is about 300 lines over the TLS
-//! connector popfetch already has.
+//! (hyper, h2, tower) for what is one request every hour. This is about 300 lines over [`crate::net`],
+//! which POP3 and the SMTP relay use too.
 
 use std::path::Path;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
-use crate::config::TlsMode;
-use crate::session::ConnectParams;
+use crate::net::{NetError, Peer};
 
 /// Most header bytes accepted (status line and headers together).
 pub const MAX_HEADER: usize = 16 * 1024;
@@ -219,25 +217,23 @@ async fn exchange(
     ca_file: Option<&Path>,
     timeout: Duration,
 ) -> Result<Response, HttpError> {
-    let addr = format!("{}:{}", url.host, url.port);
-    let tcp = TcpStream::connect((url.host.as_str(), url.port))
-        .await
-        .map_err(|source| HttpError::Connect {
-            addr: addr.clone(),
-            source,
-        })?;
-    let _ = tcp.set_nodelay(true);
-    let params = ConnectParams {
+    let peer = Peer {
         host: &url.host,
         port: url.port,
-        tls: TlsMode::Implicit,
         ca_file,
-        tls_verify: true,
+        verify: true,
         timeout,
     };
-    let mut tls = crate::session::handshake(&params, tcp)
-        .await
-        .map_err(|e| HttpError::Tls(e.to_string()))?;
+    let net = |e: NetError| match e {
+        NetError::Connect { addr, source } => HttpError::Connect { addr, source },
+        NetError::Timeout { .. } => HttpError::Timeout {
+            host: url.host.clone(),
+            after: timeout,
+        },
+        e => HttpError::Tls(e.to_string()),
+    };
+    let tcp = peer.connect().await.map_err(net)?;
+    let mut tls = peer.tls(tcp).await.map_err(net)?;
     let io = |source| HttpError::Io {
         host: url.host.clone(),
         source,

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use crate::net::{NetError, tls_hint};
 use crate::pop3::{DecodeError, ResponseCode, Status, printable};
 
 #[derive(Debug, thiserror::Error)]
@@ -114,22 +115,15 @@ impl SessionError {
     }
 }
 
-/// What to do about a failed certificate check, from OpenSSL's reason.
-fn tls_hint(reason: &str) -> &'static str {
-    if reason.contains("hostname mismatch") || reason.contains("IP address mismatch") {
-        " (the certificate does not name this host: set `host` to a name the certificate was \
-         issued for)"
-    } else if reason.contains("expired") {
-        " (the server's certificate has expired: its administrator must renew it)"
-    } else if reason.contains("not yet valid") {
-        " (the server's certificate is not valid yet: check this machine's clock)"
-    } else if reason.contains("self-signed")
-        || reason.contains("self signed")
-        || reason.contains("unable to get local issuer")
-    {
-        " (no trusted CA signed the server's certificate: set `ca_file` to the PEM file of the \
-         CA that did)"
-    } else {
-        ""
+/// The same failure in the session's terms (and words: the messages are `net`'s).
+impl From<NetError> for SessionError {
+    fn from(e: NetError) -> SessionError {
+        match e {
+            NetError::Connect { addr, source } => SessionError::Connect { addr, source },
+            NetError::Timeout { what, after } => SessionError::Timeout { what, after },
+            NetError::Tls { host, reason } => SessionError::Tls { host, reason },
+            NetError::CaFile { path, why } => SessionError::CaFile { path, why },
+            NetError::Io(e) => SessionError::Io(e),
+        }
     }
 }

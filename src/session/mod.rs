@@ -20,8 +20,6 @@ mod stream;
 #[cfg(test)]
 mod tests;
 
-pub(crate) use stream::{TlsStream, handshake};
-
 use std::collections::VecDeque;
 use std::path::Path;
 use std::time::{Duration, Instant};

@@ -271,6 +271,9 @@ enum Data {
     StopAfter(usize),
     /// Reads it, answers 451, then reads whatever comes and never answers again.
     SilentAfter451,
+    /// Answers STARTTLS with its 220 and, in the same write, a reply of its own: what someone
+    /// on the path injects before the handshake.
+    InjectAfterStarttls,
     /// Answers EHLO with a line that never ends: octets without a line feed, as fast as the
     /// client reads them, up to [`ENDLESS_REPLY`] or [`RELAY_HOLD`].
     EndlessReply,
@@ -476,7 +479,12 @@ impl RelayConn {
                 }
                 "EHLO" => self.send("250-relay.test\r\n250 8BITMIME\r\n"),
                 "STARTTLS" if self.tls.is_some() => {
-                    if !self.send("220 ready\r\n") {
+                    let answer = if matches!(mode, Data::InjectAfterStarttls) {
+                        "220 ready\r\n250-relay.test\r\n250 AUTH PLAIN\r\n"
+                    } else {
+                        "220 ready\r\n"
+                    };
+                    if !self.send(answer) {
                         return;
                     }
                     let Io::Plain(tcp) = std::mem::replace(&mut self.stream, Io::Gone) else {
@@ -922,4 +930,121 @@ fn issue13_16_a_new_mbox_has_its_directory_synced_before_the_dele() {
         "the mbox's directory was not fsync'd between its creation and the DELE:\n{}",
         calls[created..=dele].join("\n")
     );
+}
+
+/// `other/ca.pem` (a CA that signed nothing here) followed by `ca`: a bundle whose useful CA
+/// is second.
+pub(crate) fn bundle_with_ca_second(dir: &std::path::Path, ca: &std::path::Path) -> PathBuf {
+    let other = dir.join("other-ca");
+    std::fs::create_dir_all(&other).unwrap();
+    crate::dovecot::make_certificates(&other);
+    let mut pem = std::fs::read(other.join("ca.pem")).unwrap();
+    pem.extend_from_slice(&std::fs::read(ca).unwrap());
+    let bundle = dir.join("bundle.pem");
+    std::fs::write(&bundle, pem).unwrap();
+    bundle
+}
+
+/// Issue 14 item 2: the relay's STARTTLS trusts every certificate of `ca_file`, as POP3 does
+/// (it once went through a second TLS stack that took only the first).
+#[test]
+fn issue14_2_a_relay_over_starttls_trusts_a_ca_second_in_ca_file() {
+    let server = Server::healthy(vec![Msg::new(b"Subject: one\n\nbody\n".to_vec(), "u1")]);
+    let env = Env::new();
+    let tls = env.path().join("tls");
+    std::fs::create_dir(&tls).unwrap();
+    let relay = Relay::start_tls(Data::Normal, &tls);
+    let bundle = bundle_with_ca_second(env.path(), &tls.join("ca.pem"));
+    env.write_config(&account(
+        &server,
+        &format!(
+            "{{ smtp = {{ host = \"127.0.0.1\", port = {}, tls = \"starttls\", ca_file = \"{}\", \
+             to = [\"rcpt@example.org\"] }} }}",
+            relay.port,
+            bundle.display()
+        ),
+        "timeout = \"5s\"\nreceived_header = false",
+    ));
+    let run = run_bounded(env.command(&["fetch"]), Duration::from_secs(60));
+    run.assert_code(0);
+    let commands = relay.commands();
+    let starttls = commands.iter().position(|c| c == "STARTTLS");
+    assert!(starttls.is_some(), "{commands:?}");
+    // RFC 3207 §4.2: EHLO again over TLS, before the envelope.
+    assert!(
+        commands[starttls.unwrap()..]
+            .iter()
+            .any(|c| c.starts_with("EHLO")),
+        "{commands:?}"
+    );
+    assert_eq!(relay.received().len(), 1, "{}", run.stderr);
+    assert!(server.remaining().is_empty());
+}
+
+/// With `tls = "starttls"` a relay that does not offer STARTTLS gets nothing in clear text:
+/// the message stays on the server.
+#[test]
+fn issue14_2_a_relay_without_starttls_gets_no_mail_in_clear_text() {
+    let server = Server::healthy(vec![Msg::new(b"Subject: one\n\nbody\n".to_vec(), "u1")]);
+    let relay = Relay::start(Data::Normal);
+    let env = Env::new();
+    env.write_config(&account(
+        &server,
+        &format!(
+            "{{ smtp = {{ host = \"127.0.0.1\", port = {}, tls = \"starttls\", \
+             to = [\"rcpt@example.org\"] }} }}",
+            relay.port
+        ),
+        "timeout = \"5s\"\nreceived_header = false",
+    ));
+    let run = run_bounded(env.command(&["fetch"]), Duration::from_secs(60));
+    assert_ne!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr.contains("does not offer STARTTLS"),
+        "{}",
+        run.stderr
+    );
+    let commands = relay.commands();
+    assert!(
+        !commands.iter().any(|c| c.starts_with("MAIL")),
+        "{commands:?}"
+    );
+    assert!(relay.received().is_empty());
+    assert_eq!(server.remaining().len(), 1);
+    assert!(server.log().deles.is_empty());
+}
+
+/// What the relay sends after its STARTTLS 220 and before the handshake was injected: refused,
+/// as for POP3's STLS, and nothing is sent.
+#[test]
+fn issue14_2_data_injected_after_the_relays_starttls_answer_is_refused() {
+    let server = Server::healthy(vec![Msg::new(b"Subject: one\n\nbody\n".to_vec(), "u1")]);
+    let env = Env::new();
+    let tls = env.path().join("tls");
+    std::fs::create_dir(&tls).unwrap();
+    let relay = Relay::start_tls(Data::InjectAfterStarttls, &tls);
+    env.write_config(&account(
+        &server,
+        &format!(
+            "{{ smtp = {{ host = \"127.0.0.1\", port = {}, tls = \"starttls\", ca_file = \"{}\", \
+             to = [\"rcpt@example.org\"] }} }}",
+            relay.port,
+            tls.join("ca.pem").display()
+        ),
+        "timeout = \"5s\"\nreceived_header = false",
+    ));
+    let run = run_bounded(env.command(&["fetch"]), Duration::from_secs(60));
+    assert_ne!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr.contains("sent data after its STARTTLS answer"),
+        "{}",
+        run.stderr
+    );
+    let commands = relay.commands();
+    assert!(
+        !commands.iter().any(|c| c.starts_with("MAIL")),
+        "{commands:?}"
+    );
+    assert_eq!(server.remaining().len(), 1);
+    assert!(server.log().deles.is_empty());
 }

@@ -527,6 +527,27 @@ fn the_endpoint_certificate_is_verified() {
     );
 }
 
+/// Issue 14 item 2: the token endpoint trusts every certificate of a `ca_file` bundle.
+#[test]
+fn issue14_2_the_endpoint_is_trusted_by_a_ca_second_in_ca_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let ep = Endpoint::start(dir.path(), |_, _| {
+        json(200, &token_json("at-1", 3600, None))
+    });
+    let s = Setup::new("oauth2-bundle", &ep, "");
+    let bundle = crate::issue13_edge::bundle_with_ca_second(dir.path(), &ep.ca_file());
+    let text = std::fs::read_to_string(s.env.config_path()).unwrap();
+    let text = text.split_once("\n\n").unwrap().1.replace(
+        &format!("ca_file = \"{}\"", ep.ca_file().display()),
+        &format!("ca_file = \"{}\"", bundle.display()),
+    );
+    assert!(text.contains("bundle.pem"), "{text}");
+    s.env.write_config(&text);
+    s.write_refresh("rt-0");
+    assert_eq!(s.token().unwrap(), "at-1");
+    assert_eq!(ep.requests().len(), 1);
+}
+
 /// An account whose token comes from `argv` (`{dir}` is replaced by the test's directory).
 fn command_account(
     name: &str,

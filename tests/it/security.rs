@@ -377,3 +377,33 @@ fn system_trust_store_without_ca_file_and_only_the_ca_file_with_one() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Issue 14 item 2: every certificate of a `ca_file` bundle counts, not only the first.
+#[test]
+fn issue14_2_pop3_trusts_a_ca_second_in_ca_file() {
+    let d = Dovecot::start();
+    d.add_user("u", "pw");
+    d.deliver("u", &message(1, 500));
+    let env = Env::new();
+    let bundle = crate::issue13_edge::bundle_with_ca_second(env.path(), d.ca_file());
+    env.write_config(&format!(
+        "[[account]]\nname = \"a\"\nhost = \"localhost\"\nport = {}\nuser = \"u\"\n\
+         password = \"pw\"\nca_file = \"{}\"\ndeliver = {{ maildir = \"{}\" }}\n",
+        d.pop3s_port(),
+        bundle.display(),
+        env.maildir().display()
+    ));
+    let out = env
+        .command(&["fetch"])
+        .env("SSL_CERT_FILE", "/nonexistent")
+        .env("SSL_CERT_DIR", "/nonexistent")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(env.delivered().len(), 1);
+}

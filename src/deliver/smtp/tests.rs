@@ -4,7 +4,7 @@
 
 use proptest::prelude::*;
 
-use super::LineEnds;
+use super::{LineEnds, read_reply};
 
 /// The spool bytes `LineEnds` makes of `chunks`, and whether they end with a line end.
 fn normalise(chunks: &[&[u8]]) -> (Vec<u8>, bool) {
@@ -132,4 +132,92 @@ proptest! {
         let strip = |v: &[u8]| v.iter().copied().filter(|b| *b != b'\r' && *b != b'\n').collect::<Vec<u8>>();
         prop_assert_eq!(strip(&input), strip(&whole));
     }
+}
+
+/// Serves `data` in reads of at most `k` octets.
+struct Chunked {
+    data: Vec<u8>,
+    at: usize,
+    k: usize,
+}
+
+impl tokio::io::AsyncRead for Chunked {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let n = self.k.min(self.data.len() - self.at).min(buf.remaining());
+        let at = self.at;
+        buf.put_slice(&self.data[at..at + n]);
+        self.at += n;
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+/// Every reply in `data`, read in chunks of `k`, then the error that ended the input.
+fn replies(data: &[u8], k: usize) -> (Vec<(u16, Vec<String>)>, String) {
+    let mut s = Chunked {
+        data: data.to_vec(),
+        at: 0,
+        k,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut buf = Vec::new();
+        let mut out = Vec::new();
+        loop {
+            match read_reply(&mut s, &mut buf, "relay.test").await {
+                Ok(r) => out.push(r),
+                Err(e) => return (out, e.message),
+            }
+        }
+    })
+}
+
+/// The replies before STARTTLS, whole and in chunks of 1, 2, 4 … 512 octets: the same result.
+#[test]
+fn smtp_replies_are_read_the_same_in_any_split() {
+    let wire = b"220 relay.test ESMTP\r\n250-relay.test\r\n250-STARTTLS\r\n250 8BITMIME\r\n\
+                 220 ready\n";
+    let whole = replies(wire, wire.len());
+    assert_eq!(
+        whole.0,
+        vec![
+            (220, vec!["relay.test ESMTP".to_string()]),
+            (
+                250,
+                vec![
+                    "relay.test".to_string(),
+                    "STARTTLS".to_string(),
+                    "8BITMIME".to_string()
+                ]
+            ),
+            (220, vec!["ready".to_string()]),
+        ]
+    );
+    assert!(whole.1.contains("closed the connection"), "{}", whole.1);
+    for k in (0..10).map(|i| 1 << i) {
+        assert_eq!(replies(wire, k), whole, "chunks of {k}");
+    }
+}
+
+#[test]
+fn bad_and_endless_smtp_replies_are_refused() {
+    let (got, e) = replies(b"hello\r\n", 64);
+    assert!(got.is_empty());
+    assert!(e.contains("bad reply line"), "{e}");
+    let (got, e) = replies(b"199 too small\r\n", 64);
+    assert!(got.is_empty());
+    assert!(e.contains("bad reply line"), "{e}");
+    // A line without end, and a reply of many short lines: both capped.
+    let (got, e) = replies(&vec![b'x'; 200 * 1024], 4096);
+    assert!(got.is_empty());
+    assert!(e.contains("longer than"), "{e}");
+    let many = b"250-x\r\n".repeat(20 * 1024);
+    let (got, e) = replies(&many, 4096);
+    assert!(got.is_empty());
+    assert!(e.contains("longer than"), "{e}");
 }
