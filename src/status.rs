@@ -10,7 +10,7 @@ use std::io::Write;
 
 use serde::{Deserialize, Serialize};
 
-use crate::fetch::Report;
+use crate::report::Report;
 
 /// What the status file holds.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -30,7 +30,7 @@ pub struct Status {
     /// Messages held because they arrived far short of their LIST size, with both sizes; kept
     /// until a poll finds nothing held.
     #[serde(default)]
-    pub held_short: Vec<crate::fetch::ShortMessage>,
+    pub held_short: Vec<crate::report::ShortMessage>,
 }
 
 pub fn path(state_dir: &Path, account: &str) -> PathBuf {
@@ -141,7 +141,7 @@ mod tests {
     #[test]
     fn short_messages_stay_listed_while_something_is_held() {
         let mut st = Status::default();
-        let short = crate::fetch::ShortMessage {
+        let short = crate::report::ShortMessage {
             num: 2,
             uidl: Some("u2".into()),
             listed: 100_000,

@@ -543,9 +543,9 @@ pub(crate) async fn token_request(
     form: &[(&str, &str)],
     timeout: Duration,
 ) -> Result<Answer, OAuth2Error> {
-    let url = http::Url::parse(&client.token_url).map_err(|source| OAuth2Error::Http {
+    let url = http::Url::parse(&client.token_url).map_err(|e| OAuth2Error::Http {
         url: client.token_url.clone(),
-        source,
+        source: e.into(),
     })?;
     let r = http::post_form(
         &url,
