@@ -4,8 +4,9 @@
 //! 1. finish what a crashed run left pending (ask the backend whether it was delivered);
 //! 2. log in, read the UIDL and LIST listings line by line into a `Plan` that holds only
 //!    what this poll acts on (new messages within [`TAKE_BUDGET`], message numbers to DELE);
-//! 3. for each message not delivered before: RETR streamed into the backend, `prepare` (durable,
-//!    invisible), journal `P uidl key` + fsync, `commit` (visible, durable), journal `D uidl`;
+//! 3. for each message not delivered before: RETR streamed into the backend's sink, `finish`;
+//!    for a Maildir, per batch: `sync_batch` (durable, invisible), journal `P uidl key` + fsync,
+//!    `publish_batch` (visible, durable); then journal `D uidl` (other backends: at `finish`);
 //! 4. in delete mode: fsync the journal, then DELE the delivered messages;
 //! 5. QUIT; only on `+OK` are the deleted UIDLs forgotten.
 //!
