@@ -2,6 +2,7 @@
 //! `RUST_LOG`) and the subscriber set up once at start, on stderr or the journal.
 
 use serde::Deserialize;
+use tracing_subscriber::filter::{LevelFilter, Targets};
 
 /// Where the daemon's log goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -13,16 +14,30 @@ pub enum LogTarget {
     Stderr,
 }
 
-/// A tracing filter from a directive string, or `None` when it is not one. Only the plain
-/// grammar is taken, `level` or `target=level` separated by commas: tracing-subscriber 0.3
-/// panics on some other inputs and compiles field filters into regexes that can take seconds
-/// and gigabytes (both found by fuzzing the config loader).
-pub fn filter(directives: &str) -> Option<tracing_subscriber::EnvFilter> {
-    const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+/// The level names the filter grammar takes, in any case.
+const LEVELS: [(&str, LevelFilter); 6] = [
+    ("trace", LevelFilter::TRACE),
+    ("debug", LevelFilter::DEBUG),
+    ("info", LevelFilter::INFO),
+    ("warn", LevelFilter::WARN),
+    ("error", LevelFilter::ERROR),
+    ("off", LevelFilter::OFF),
+];
+
+/// A tracing filter from a directive string, or `None` when it is not one. The grammar:
+/// directives separated by commas, each `level` or `target=level`, blanks around each part
+/// ignored, empty directives skipped; a level is one of [`LEVELS`], a target is ASCII letters,
+/// digits, `_`, `:` and `-`. The result is tracing-subscriber's [`Targets`], built here rather
+/// than parsed by it, because its parser takes more than this grammar (a bare word as
+/// `word=trace`, numbers and an empty level as levels, `[{field}]` lists, blanks inside
+/// names), and a typo must be refused, not turned into a filter. (No `EnvFilter`: its parser
+/// panics on some inputs and compiles field filters into regexes that can take seconds and
+/// gigabytes, both found by fuzzing the config loader.)
+pub fn filter(directives: &str) -> Option<Targets> {
     if directives.len() > 1024 {
         return None;
     }
-    let mut cleaned = Vec::new();
+    let mut filter = None;
     for d in directives
         .split(',')
         .map(str::trim)
@@ -32,26 +47,21 @@ pub fn filter(directives: &str) -> Option<tracing_subscriber::EnvFilter> {
             Some((t, l)) => (Some(t.trim()), l.trim()),
             None => (None, d),
         };
-        if !LEVELS.iter().any(|l| l.eq_ignore_ascii_case(level)) {
-            return None;
-        }
-        if let Some(t) = target
-            && (t.is_empty()
-                || !t
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | ':' | '-')))
-        {
-            return None;
-        }
-        cleaned.push(match target {
-            Some(t) => format!("{t}={level}"),
-            None => level.to_string(),
+        let (_, level) = LEVELS.iter().find(|(l, _)| l.eq_ignore_ascii_case(level))?;
+        let f: Targets = filter.take().unwrap_or_default();
+        filter = Some(match target {
+            None => f.with_default(*level),
+            Some(t)
+                if !t.is_empty()
+                    && t.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | ':' | '-')) =>
+            {
+                f.with_target(t, *level)
+            }
+            Some(_) => return None,
         });
     }
-    if cleaned.is_empty() {
-        return None;
-    }
-    tracing_subscriber::EnvFilter::try_new(cleaned.join(",")).ok()
+    filter
 }
 
 /// Sets up logging. The level: `POPFETCH_LOG` or `RUST_LOG` (filter directives), else the
@@ -59,19 +69,22 @@ pub fn filter(directives: &str) -> Option<tracing_subscriber::EnvFilter> {
 /// at info). The target: journald or stderr, per `target` (the config's `log_target`, stderr without a config) (`auto`: journald when stderr is
 /// connected to the journal or its socket exists).
 pub fn init(verbose: u8, daemon: bool, log_level: Option<&str>, target: LogTarget) {
-    use tracing_subscriber::EnvFilter;
     use tracing_subscriber::prelude::*;
     let default = match (verbose, daemon) {
-        (0, false) => "warn",
-        (0, true) | (1, _) => "info",
-        (2, _) => "debug",
-        _ => "trace",
+        (0, false) => LevelFilter::WARN,
+        (0, true) | (1, _) => LevelFilter::INFO,
+        (2, _) => LevelFilter::DEBUG,
+        _ => LevelFilter::TRACE,
     };
     let filter = ["POPFETCH_LOG", "RUST_LOG"]
         .iter()
         .find_map(|v| std::env::var(v).ok().and_then(|v| filter(&v)))
         .or_else(|| log_level.and_then(filter))
-        .unwrap_or_else(|| EnvFilter::new(format!("popfetch={default},warn")));
+        .unwrap_or_else(|| {
+            Targets::new()
+                .with_target("popfetch", default)
+                .with_default(LevelFilter::WARN)
+        });
     let journald = match target {
         LogTarget::Stderr => false,
         LogTarget::Journald => true,
@@ -80,20 +93,28 @@ pub fn init(verbose: u8, daemon: bool, log_level: Option<&str>, target: LogTarge
                 || std::path::Path::new("/run/systemd/journal/socket").exists()
         }
     };
-    if journald {
-        // No journal socket after all: fall back to stderr rather than log nowhere.
-        if let Ok(layer) = tracing_journald::layer() {
+    let journald = journald.then(tracing_journald::layer);
+    match journald {
+        Some(Ok(layer)) => {
             let _ = tracing_subscriber::registry()
                 .with(filter)
                 .with(layer)
                 .try_init();
-            return;
+        }
+        // No journal socket after all: fall back to stderr rather than log nowhere.
+        _ => {
+            let _ = tracing_subscriber::registry()
+                .with(filter)
+                .with(
+                    tracing_subscriber::fmt::layer()
+                        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                        .with_writer(std::io::stderr)
+                        .with_target(false),
+                )
+                .try_init();
         }
     }
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .try_init();
 }
+
+#[cfg(test)]
+mod tests;
