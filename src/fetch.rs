@@ -1168,7 +1168,7 @@ fn message_id(head: &[u8]) -> Option<Vec<u8>> {
 /// A digest of a Message-ID for the journal: hex, never the ID itself.
 fn message_id_digest(id: &[u8]) -> String {
     use md5::Digest as _;
-    crate::pop3::auth::hex(&md5::Md5::digest(id))
+    crate::text::hex(&md5::Md5::digest(id))
 }
 
 /// A stable digest of the account's settings (secrets redacted), to notice config changes.

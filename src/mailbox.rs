@@ -46,7 +46,7 @@ impl Mailbox {
         }
         let key = format!("{}\n{}\n{}", self.host, self.port, self.user);
         let digest = openssl::sha::sha256(key.as_bytes());
-        format!("mailbox-{}", crate::pop3::auth::hex(&digest[..16]))
+        format!("mailbox-{}", crate::text::hex(&digest[..16]))
     }
 }
 

@@ -1,4 +1,5 @@
-//! Plain-text formatting shared by the command line, the poll and its progress lines.
+//! Plain-text formatting shared by the command line, the poll and its progress lines, and the
+//! hex that digests are written in (APOP, CRAM-MD5, journal and cache keys).
 
 /// An error and its sources, `: `-separated, each said once.
 pub fn error_chain(e: &dyn std::error::Error) -> String {
@@ -32,3 +33,17 @@ pub fn human_bytes(n: u64) -> String {
     }
     format!("{v:.1} {unit}")
 }
+
+/// Lower-case hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
+#[cfg(test)]
+mod tests;

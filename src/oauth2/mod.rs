@@ -268,7 +268,7 @@ fn source_fingerprint(source: &OAuth2Source) -> String {
 /// Hex SHA-256, shortened: a one-way name for a value, safe to store next to the token.
 fn fingerprint(text: &str) -> String {
     let d = openssl::sha::sha256(text.as_bytes());
-    crate::pop3::auth::hex(&d[..16])
+    crate::text::hex(&d[..16])
 }
 
 /// The token cache file of an account.
