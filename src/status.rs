@@ -6,8 +6,6 @@
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use std::io::Write;
-
 use serde::{Deserialize, Serialize};
 
 use crate::report::Report;
@@ -70,18 +68,15 @@ pub fn record(state_dir: &Path, account: &str, report: &Report, error: Option<St
     let tmp = state_dir.join(format!("{account}.status.tmp"));
     // Statistics only: no fsync; a crash at worst leaves the previous file. Mode 0600 like the
     // rest of the state directory; created afresh, never through a symlink planted there.
-    let mut f = match crate::state::create_new(&tmp) {
+    let f = match crate::state::create_new(&tmp) {
         Ok(f) => f,
         Err(e) => {
             tracing::warn!(account, error = %e, "cannot write the status file");
             return;
         }
     };
-    let written = f.write_all(&json);
-    drop(f);
-    if written.is_err() || std::fs::rename(&tmp, &target).is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
+    let lazy = crate::durable::Sync::Lazy;
+    let _ = crate::durable::replace(f, &tmp, &target, state_dir, &[&json], lazy);
 }
 
 /// `st` after a poll that ended at `now` (Unix seconds).

@@ -612,16 +612,16 @@ fn write_atomic(dir: &Path, path: &Path, contents: &[u8]) -> Result<(), StateErr
         path: tmp.clone(),
         source,
     };
-    let mut f = create_new(&tmp)?;
-    let written = f
-        .write_all(contents)
-        .and_then(|()| f.sync_all())
-        .and_then(|()| std::fs::rename(&tmp, path));
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(io(e));
-    }
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io)
+    let f = create_new(&tmp)?;
+    crate::durable::replace(
+        f,
+        &tmp,
+        path,
+        dir,
+        &[contents],
+        crate::durable::Sync::Durable,
+    )
+    .map_err(io)
 }
 
 /// Creates `path` as a new 0600 file, never through a symlink. A leftover of a run that died is
