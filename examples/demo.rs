@@ -10,7 +10,7 @@ use popfetch::demo::{DemoServer, Mailbox, sample_messages};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    popfetch::cli::init_logging(1, false, None);
+    popfetch::logging::init(1, false, None, popfetch::logging::LogTarget::Stderr);
     let dir = std::env::temp_dir().join(format!("popfetch-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
 

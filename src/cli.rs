@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, Account, Config, Deliver, PasswordSource};
 use crate::progress::Progress;
+use crate::text::{error_chain, human_bytes};
 
 /// Fetch mail from POP3 accounts and deliver it locally, without ever losing a message.
 #[derive(Debug, Parser)]
@@ -392,7 +393,6 @@ async fn fetch(config: &Config, accounts: Vec<Arc<Account>>, quiet: bool) -> Exi
     }
 }
 
-/// An error and its sources, `: `-separated, each said once.
 /// Writes to stdout. A reader that went away (`popfetch status | head -1`) is no reason to
 /// panic, nor to fail a fetch that has delivered its mail: the text is dropped.
 fn out(text: &str) {
@@ -401,37 +401,6 @@ fn out(text: &str) {
     let _ = stdout
         .write_all(text.as_bytes())
         .and_then(|()| stdout.flush());
-}
-
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(cause) = src {
-        let c = cause.to_string();
-        if !s.contains(&c) {
-            s.push_str(": ");
-            s.push_str(&c);
-        }
-        src = cause.source();
-    }
-    s
-}
-
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
-    if n < 1024 {
-        return format!("{n} B");
-    }
-    let mut v = n as f64;
-    let mut unit = "B";
-    for u in UNITS {
-        if v < 1024.0 {
-            break;
-        }
-        v /= 1024.0;
-        unit = u;
-    }
-    format!("{v:.1} {unit}")
 }
 
 /// The effective settings, TOML-like, secrets redacted.
@@ -612,47 +581,6 @@ fn auth_name(m: config::AuthMethod) -> &'static str {
     }
 }
 
-/// A tracing filter from a directive string, or `None` when it is not one. Only the plain
-/// grammar is taken, `level` or `target=level` separated by commas: tracing-subscriber 0.3
-/// panics on some other inputs and compiles field filters into regexes that can take seconds
-/// and gigabytes (both found by fuzzing the config loader).
-pub fn log_filter(directives: &str) -> Option<tracing_subscriber::EnvFilter> {
-    const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
-    if directives.len() > 1024 {
-        return None;
-    }
-    let mut cleaned = Vec::new();
-    for d in directives
-        .split(',')
-        .map(str::trim)
-        .filter(|d| !d.is_empty())
-    {
-        let (target, level) = match d.split_once('=') {
-            Some((t, l)) => (Some(t.trim()), l.trim()),
-            None => (None, d),
-        };
-        if !LEVELS.iter().any(|l| l.eq_ignore_ascii_case(level)) {
-            return None;
-        }
-        if let Some(t) = target
-            && (t.is_empty()
-                || !t
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | ':' | '-')))
-        {
-            return None;
-        }
-        cleaned.push(match target {
-            Some(t) => format!("{t}={level}"),
-            None => level.to_string(),
-        });
-    }
-    if cleaned.is_empty() {
-        return None;
-    }
-    tracing_subscriber::EnvFilter::try_new(cleaned.join(",")).ok()
-}
-
 /// The account rows of `popfetch status`.
 pub fn status(config: &Config, json: bool) -> String {
     let rows: Vec<crate::status::Status> = config
@@ -686,53 +614,4 @@ pub fn status(config: &Config, json: bool) -> String {
         }
     }
     out
-}
-
-/// Sets up logging. The level: `POPFETCH_LOG` or `RUST_LOG` (filter directives), else the
-/// config's `log_level`, else by `-v` (`fetch` and `check` are quiet by default, the daemon logs
-/// at info). The target: journald or stderr, per `log_target` (`auto`: journald when stderr is
-/// connected to the journal or its socket exists).
-pub fn init_logging(verbose: u8, daemon: bool, config: Option<&Config>) {
-    use tracing_subscriber::EnvFilter;
-    use tracing_subscriber::prelude::*;
-    let default = match (verbose, daemon) {
-        (0, false) => "warn",
-        (0, true) | (1, _) => "info",
-        (2, _) => "debug",
-        _ => "trace",
-    };
-    let filter = ["POPFETCH_LOG", "RUST_LOG"]
-        .iter()
-        .find_map(|v| std::env::var(v).ok().and_then(|v| log_filter(&v)))
-        .or_else(|| {
-            config
-                .and_then(|c| c.log_level.as_deref())
-                .and_then(log_filter)
-        })
-        .unwrap_or_else(|| EnvFilter::new(format!("popfetch={default},warn")));
-    let target = config.map_or(config::LogTarget::Stderr, |c| c.log_target);
-    let journald = match target {
-        config::LogTarget::Stderr => false,
-        config::LogTarget::Journald => true,
-        config::LogTarget::Auto => {
-            std::env::var_os("JOURNAL_STREAM").is_some()
-                || std::path::Path::new("/run/systemd/journal/socket").exists()
-        }
-    };
-    if journald {
-        // No journal socket after all: fall back to stderr rather than log nowhere.
-        if let Ok(layer) = tracing_journald::layer() {
-            let _ = tracing_subscriber::registry()
-                .with(filter)
-                .with(layer)
-                .try_init();
-            return;
-        }
-    }
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .try_init();
 }

@@ -34,6 +34,8 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
 
+use crate::text::hex;
+
 #[cfg(test)]
 mod tests;
 
@@ -354,16 +356,6 @@ fn push_multiline_body(out: &mut Vec<u8>, body: &[u8]) {
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b".\r\n");
-}
-
-fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for &b in bytes {
-        s.push(char::from(DIGITS[usize::from(b >> 4)]));
-        s.push(char::from(DIGITS[usize::from(b & 0x0f)]));
-    }
-    s
 }
 
 /// APOP digest: lowercase hex MD5 of the greeting timestamp followed by the password.

@@ -4,8 +4,9 @@
 //! 1. finish what a crashed run left pending (ask the backend whether it was delivered);
 //! 2. log in, read the UIDL and LIST listings line by line into a `Plan` that holds only
 //!    what this poll acts on (new messages within [`TAKE_BUDGET`], message numbers to DELE);
-//! 3. for each message not delivered before: RETR streamed into the backend, `prepare` (durable,
-//!    invisible), journal `P uidl key` + fsync, `commit` (visible, durable), journal `D uidl`;
+//! 3. for each message not delivered before: RETR streamed into the backend's sink, `finish`;
+//!    for a Maildir, per batch: `sync_batch` (durable, invisible), journal `P uidl key` + fsync,
+//!    `publish_batch` (visible, durable); then journal `D uidl` (other backends: at `finish`);
 //! 4. in delete mode: fsync the journal, then DELE the delivered messages;
 //! 5. QUIT; only on `+OK` are the deleted UIDLs forgotten.
 //!
@@ -23,6 +24,7 @@ use crate::config::{Account, Deliver, PermanentFailure, SizeAction};
 use crate::deliver::{Backend, DeliverError, ErrorKind, MessageInfo, Sink};
 use crate::pop3::{Command, MsgNum, Uidl};
 use crate::progress::Progress;
+pub use crate::report::{Report, ShortMessage};
 use crate::session::{ConnectParams, Credential, Session, SessionError, Tag};
 use crate::state::{AccountState, StateError};
 
@@ -87,91 +89,6 @@ impl FetchError {
     }
 }
 
-/// What one poll did.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Report {
-    /// Messages on the server at login.
-    pub on_server: usize,
-    /// Of those, the ones not delivered before this poll.
-    pub new: usize,
-    /// Messages delivered in this poll.
-    pub delivered: usize,
-    pub bytes: u64,
-    /// Messages removed from the server (QUIT answered +OK).
-    pub deleted: usize,
-    /// Deliveries a crashed run left pending that were found complete.
-    pub recovered: usize,
-    /// Messages whose delivery failed for now; they stay on the server for the next poll.
-    pub failed: usize,
-    /// Messages the backend refused for good in this poll, now held on the server.
-    pub newly_held: usize,
-    /// Messages held from earlier polls, skipped.
-    pub held: usize,
-    /// Messages the backend refused for good that went to the quarantine Maildir.
-    pub quarantined: usize,
-    /// Messages left undelivered on the server: failed, held, or not reached.
-    pub waiting: usize,
-    /// The poll stopped early because shutdown was requested.
-    pub interrupted: bool,
-    /// Messages over `max_size` left on the server (all of them, reported or not).
-    pub too_large: usize,
-    /// Messages over `max_size` deleted unread (`max_size_action = "delete"`).
-    pub too_large_deleted: usize,
-    /// Delivered messages deleted now that `delete_after` has passed.
-    pub expired: usize,
-    /// Messages whose Message-ID and size were delivered before: recorded, not delivered again.
-    pub duplicates: usize,
-    /// New messages left for a later poll by `max_messages_per_poll` / `max_bytes_per_poll`.
-    pub deferred: usize,
-    /// The server's `LOGIN-DELAY` capability: the least time between two logins.
-    pub login_delay: Option<Duration>,
-    /// Messages that arrived far short of their LIST size in this poll: not delivered, held on
-    /// the server (counted in `newly_held`, or in `failed` without a UIDL to hold them by).
-    pub short: Vec<ShortMessage>,
-}
-
-/// A message that arrived far short of its LIST size.
-#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct ShortMessage {
-    /// Its message number in the session.
-    pub num: u64,
-    pub uidl: Option<String>,
-    /// Its size by LIST.
-    pub listed: u64,
-    /// What arrived, counted with CRLF line endings.
-    pub received: u64,
-}
-
-impl std::fmt::Display for ShortMessage {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "message {}", self.num)?;
-        if let Some(u) = &self.uidl {
-            write!(f, " (uidl {u})")?;
-        }
-        write!(
-            f,
-            " arrived with {} octets, far short of the {} its LIST size announced",
-            self.received, self.listed
-        )
-    }
-}
-
-impl Report {
-    /// The report of a poll that shutdown stopped before its transfer began: nothing was
-    /// fetched, not even a listing.
-    pub fn stopped_before_transfer() -> Report {
-        Report {
-            interrupted: true,
-            ..Report::default()
-        }
-    }
-
-    /// Whether something in this poll needs the administrator's attention.
-    pub fn has_failures(&self) -> bool {
-        self.failed > 0 || self.newly_held > 0
-    }
-}
-
 /// Polls `account` once. When `stop` is cancelled the poll finishes the message in flight, sends
 /// the DELEs it owes and QUITs.
 pub async fn poll(
@@ -209,12 +126,12 @@ pub async fn poll_with_progress(
             account = account.name,
             delivered = report.delivered,
             quarantined = report.quarantined,
-            error = %crate::cli::error_chain(e),
+            error = %crate::text::error_chain(e),
             "poll failed after delivering some messages; they are recorded as delivered and \
              their DELE follows at the next poll"
         );
     }
-    let error = r.as_ref().err().map(|e| crate::cli::error_chain(e));
+    let error = r.as_ref().err().map(|e| crate::text::error_chain(e));
     crate::status::record(state_dir, &account.name, &report, error);
     (report, r)
 }
@@ -534,8 +451,8 @@ fn too_large(
     max: u64,
 ) {
     let uidl_str = uidl.map(Uidl::as_str);
-    let size = crate::cli::human_bytes(listed);
-    let max = crate::cli::human_bytes(max);
+    let size = crate::text::human_bytes(listed);
+    let max = crate::text::human_bytes(max);
     match account.max_size_action {
         SizeAction::Delete => {
             report.too_large_deleted += 1;
@@ -842,7 +759,7 @@ impl Run<'_> {
             Err(e) => tracing::warn!(
                 account = self.account.name,
                 messages = n,
-                error = %crate::cli::error_chain(&e),
+                error = %crate::text::error_chain(&e),
                 "the session failed, and committing the messages that had arrived whole failed \
                  too; they stay on the server"
             ),
@@ -1251,7 +1168,7 @@ fn message_id(head: &[u8]) -> Option<Vec<u8>> {
 /// A digest of a Message-ID for the journal: hex, never the ID itself.
 fn message_id_digest(id: &[u8]) -> String {
     use md5::Digest as _;
-    crate::pop3::auth::hex(&md5::Md5::digest(id))
+    crate::text::hex(&md5::Md5::digest(id))
 }
 
 /// A stable digest of the account's settings (secrets redacted), to notice config changes.

@@ -12,17 +12,22 @@ pub mod deliver;
 pub mod durable;
 pub mod fetch;
 pub mod import;
+pub mod logging;
+pub mod mailbox;
 pub mod net;
 pub mod oauth2;
 pub mod password;
 pub mod pop3;
 pub mod progress;
+pub mod report;
 pub mod scheduler;
 pub mod secret;
 pub mod session;
 pub mod state;
 pub mod status;
+pub mod text;
 pub mod trust;
+pub mod url;
 
 #[doc(hidden)]
 pub mod demo;

@@ -15,7 +15,14 @@ fn main() -> ExitCode {
             popfetch::config::load(&popfetch::config::default_path(args.config.as_deref())).ok()
         })
         .flatten();
-    cli::init_logging(args.verbose, daemon, config.as_ref());
+    popfetch::logging::init(
+        args.verbose,
+        daemon,
+        config.as_ref().and_then(|c| c.log_level.as_deref()),
+        config
+            .as_ref()
+            .map_or(popfetch::logging::LogTarget::Stderr, |c| c.log_target),
+    );
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -29,7 +36,7 @@ fn main() -> ExitCode {
     match runtime.block_on(cli::run(args)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("popfetch: {}", cli::error_chain(&e));
+            eprintln!("popfetch: {}", popfetch::text::error_chain(&e));
             ExitCode::from(cli::EXIT_CONFIG)
         }
     }

@@ -58,13 +58,13 @@ impl Progress {
         let mut s = format!(
             "{}: {m}/{tm} messages, {}/{}",
             self.account,
-            crate::cli::human_bytes(b),
-            crate::cli::human_bytes(tb)
+            crate::text::human_bytes(b),
+            crate::text::human_bytes(tb)
         );
         if self.finished.load(Ordering::Relaxed) {
             s.push_str(", done");
         } else if b > 0 {
-            s.push_str(&format!(", {}/s", crate::cli::human_bytes(rate as u64)));
+            s.push_str(&format!(", {}/s", crate::text::human_bytes(rate as u64)));
             // Sizes as listed are CRLF octets, a little above what is written: a fair estimate.
             let left = tb.saturating_sub(b) as f64 / rate.max(1.0);
             s.push_str(&format!(", {} left", clock(Duration::from_secs_f64(left))));

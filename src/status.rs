@@ -6,11 +6,9 @@
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use std::io::Write;
-
 use serde::{Deserialize, Serialize};
 
-use crate::fetch::Report;
+use crate::report::Report;
 
 /// What the status file holds.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -30,7 +28,7 @@ pub struct Status {
     /// Messages held because they arrived far short of their LIST size, with both sizes; kept
     /// until a poll finds nothing held.
     #[serde(default)]
-    pub held_short: Vec<crate::fetch::ShortMessage>,
+    pub held_short: Vec<crate::report::ShortMessage>,
 }
 
 pub fn path(state_dir: &Path, account: &str) -> PathBuf {
@@ -70,18 +68,15 @@ pub fn record(state_dir: &Path, account: &str, report: &Report, error: Option<St
     let tmp = state_dir.join(format!("{account}.status.tmp"));
     // Statistics only: no fsync; a crash at worst leaves the previous file. Mode 0600 like the
     // rest of the state directory; created afresh, never through a symlink planted there.
-    let mut f = match crate::state::create_new(&tmp) {
+    let f = match crate::state::create_new(&tmp) {
         Ok(f) => f,
         Err(e) => {
             tracing::warn!(account, error = %e, "cannot write the status file");
             return;
         }
     };
-    let written = f.write_all(&json);
-    drop(f);
-    if written.is_err() || std::fs::rename(&tmp, &target).is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
+    let lazy = crate::durable::Sync::Lazy;
+    let _ = crate::durable::replace(f, &tmp, &target, state_dir, &[&json], lazy);
 }
 
 /// `st` after a poll that ended at `now` (Unix seconds).
@@ -141,7 +136,7 @@ mod tests {
     #[test]
     fn short_messages_stay_listed_while_something_is_held() {
         let mut st = Status::default();
-        let short = crate::fetch::ShortMessage {
+        let short = crate::report::ShortMessage {
             num: 2,
             uidl: Some("u2".into()),
             listed: 100_000,

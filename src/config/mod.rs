@@ -75,7 +75,8 @@ pub struct Account {
     pub dedupe_message_id: bool,
 }
 
-pub use crate::state::DEDUPE_WINDOW;
+/// How long a delivered message's Message-ID digest is remembered for `dedupe_message_id`.
+pub const DEDUPE_WINDOW: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// Where the password comes from; read at each login, never stored elsewhere.
 #[derive(Debug, Clone, PartialEq)]

@@ -470,7 +470,7 @@ proptest! {
         check_outcome(&text, &p(&text))?;
     }
 
-    /// `log_level` goes to tracing-subscriber's `EnvFilter` parser, which (0.3.23) panics on a
+    /// `log_level` once went to tracing-subscriber's `EnvFilter` parser, which (0.3.23) panics on a
     /// directive with leading blanks before a non-ASCII character (`log_level = " é=info"`,
     /// found by the `config` fuzz target, see fuzz/artifacts/config/): any value must be
     /// accepted or refused with an error, never panic.

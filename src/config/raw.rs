@@ -7,6 +7,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+pub use crate::logging::LogTarget;
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
@@ -183,16 +185,6 @@ pub enum PermanentFailure {
     Keep,
     /// Store it in the `quarantine` Maildir; it then counts as delivered.
     Quarantine,
-}
-
-/// Where the daemon's log goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogTarget {
-    /// The journal when stderr is connected to it or its socket exists, else stderr.
-    Auto,
-    Journald,
-    Stderr,
 }
 
 /// How the connection is protected.

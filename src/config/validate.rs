@@ -240,7 +240,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         None => DEFAULT_MAX_PARALLEL,
     };
     if let Some(level) = &raw.log_level
-        && crate::cli::log_filter(level.get_ref()).is_none()
+        && crate::logging::filter(level.get_ref()).is_none()
     {
         return Err(cx.err(
             level.span(),
@@ -275,7 +275,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         }
         // State and lock follow the mailbox: a second account on it would find every message
         // delivered by the first, and wait for its lock.
-        let mailbox = crate::state::Mailbox::of(&a);
+        let mailbox = crate::mailbox::Mailbox::new(&a.host, a.port, &a.user);
         if let Some(first) = mailboxes.insert(mailbox.clone(), a.name.clone()) {
             return Err(cx.err(
                 acc.span(),
@@ -879,7 +879,7 @@ fn oauth2_client(
             return Ok(preset);
         };
         let u = given.get_ref().trim();
-        match crate::oauth2::http::Url::parse(u) {
+        match crate::url::Url::parse(u) {
             Ok(_) => Ok(Some(u.to_string())),
             Err(why) => Err(cx.err(given.span(), Some(account), key, &why.to_string())),
         }

@@ -400,7 +400,7 @@ async fn account_loop(
                 }
             }
             Err(e) => {
-                let text = crate::cli::error_chain(e);
+                let text = crate::text::error_chain(e);
                 // Once per change, so a broken account does not flood the log.
                 if last_error.as_deref() != Some(text.as_str()) {
                     if is_auth(e) {

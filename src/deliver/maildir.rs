@@ -43,10 +43,6 @@ impl Maildir {
         })
     }
 
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
     pub(super) fn begin(&self, header: Option<&[u8]>) -> Result<Sink, DeliverError> {
         let now = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)

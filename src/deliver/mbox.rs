@@ -8,7 +8,8 @@
 //!
 //! `Sink::write` quotes the streamed message into an unlinked temporary file (flat memory
 //! whatever its size; quoting resumes across chunk boundaries) and keeps the start of it to find
-//! the sender. `Sink::prepare` is the delivery: it locks the mbox, appends, fsyncs, unlocks.
+//! the sender. `Sink::prepare` (what [`super::Sink::finish`] calls) is the delivery: it locks the
+//! mbox, appends, fsyncs, unlocks.
 //!
 //! Locking, in this order, each step bounded by one deadline ([`LOCK_TIMEOUT`]), a timeout
 //! being [`ErrorKind::Transient`]:

@@ -1,7 +1,9 @@
 //! Delivery backends behind one small interface. A delivery is a [`Sink`] that takes the message
-//! in chunks, then [`Sink::prepare`] (durable but not yet visible; yields a key the state journal
-//! records) and [`Sink::commit`] (visible and durable). A sink dropped before `commit` leaves
-//! nothing behind. Errors say whether a retry can help ([`ErrorKind`]).
+//! in chunks, then [`Sink::finish`]: an mbox, an MDA or an SMTP relay has delivered it then; a
+//! Maildir file is complete, and becomes durable with [`Backend::sync_batch`] (its [`Sink::key`]
+//! is what the state journal records) and visible with [`Backend::publish_batch`], many
+//! messages at once. A sink dropped before that leaves nothing behind. Errors say whether a
+//! retry can help ([`ErrorKind`]).
 //!
 //! One file per backend: [`maildir`], [`mbox`], [`mda`], [`smtp`]; [`envelope`] reads the
 //! envelope sender from a message's header section.
@@ -168,8 +170,8 @@ impl Backend {
     }
 }
 
-/// One message being delivered. Dropping it before `commit` abandons the delivery and leaves
-/// nothing behind (a temp file is removed, an MDA is killed).
+/// One message being delivered. Dropping it before it is delivered abandons the delivery and
+/// leaves nothing behind (a temp file is removed, an MDA is killed).
 #[derive(Debug)]
 pub enum Sink {
     Maildir(maildir::Sink),
@@ -200,29 +202,12 @@ impl Sink {
         }
     }
 
-    /// Makes the message durable; for a Maildir not yet visible.
-    pub async fn prepare(&mut self) -> Result<(), DeliverError> {
-        self.finish().await?;
-        if let Sink::Maildir(s) = self {
-            maildir::sync_all(&mut [s]).await?;
-        }
-        Ok(())
-    }
-
     /// The key under which [`Backend::was_delivered`] can later find this delivery, for the
     /// backends that can tell.
     pub fn key(&self) -> Option<&str> {
         match self {
             Sink::Maildir(s) => Some(s.key()),
             _ => None,
-        }
-    }
-
-    /// Makes a prepared message visible, durably. Only after this returns is it delivered.
-    pub async fn commit(self) -> Result<(), DeliverError> {
-        match self {
-            Sink::Maildir(s) => maildir::publish(vec![s]).await,
-            Sink::Mbox(_) | Sink::Mda(_) | Sink::Smtp(_) => Ok(()),
         }
     }
 

@@ -56,10 +56,12 @@ async fn maildir_delivery_is_atomic() {
 
     let mut sink = backend.begin(&info).unwrap();
     sink.write(b"Subject: y\n\nbody\n").await.unwrap();
-    sink.prepare().await.unwrap();
+    sink.finish().await.unwrap();
     let key = sink.key().unwrap().to_string();
+    let mut batch = [sink];
+    backend.sync_batch(&mut batch).await.unwrap();
     assert!(root.join("tmp").join(&key).exists() && !backend.was_delivered(&key));
-    sink.commit().await.unwrap();
+    backend.publish_batch(batch.into()).await.unwrap();
     assert!(backend.was_delivered(&key));
     assert_eq!(
         std::fs::read(root.join("new").join(&key)).unwrap(),
@@ -105,9 +107,9 @@ async fn run_mda(backend: &Backend, message: &[u8], chunk: usize) -> Result<(), 
     for piece in message.chunks(chunk) {
         sink.write(piece).await?;
     }
-    sink.prepare().await?;
+    sink.finish().await?;
     assert!(sink.key().is_none());
-    sink.commit().await
+    Ok(())
 }
 
 #[test]

@@ -261,9 +261,9 @@ async fn device_flow(account: &Account, client: &OAuth2Client) -> Result<Grant, 
     if !client.scope.is_empty() {
         form.push(("scope", client.scope.as_str()));
     }
-    let parsed = http::Url::parse(&device_url).map_err(|source| OAuth2Error::Http {
+    let parsed = http::Url::parse(&device_url).map_err(|e| OAuth2Error::Http {
         url: device_url.clone(),
-        source,
+        source: e.into(),
     })?;
     let r = http::post_form(
         &parsed,

@@ -13,6 +13,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::net::{NetError, Peer};
+pub use crate::url::Url;
 
 /// Most header bytes accepted (status line and headers together).
 pub const MAX_HEADER: usize = 16 * 1024;
@@ -41,6 +42,12 @@ pub enum HttpError {
     Malformed(String),
 }
 
+impl From<crate::url::BadUrl> for HttpError {
+    fn from(e: crate::url::BadUrl) -> HttpError {
+        HttpError::Url(e.0)
+    }
+}
+
 impl HttpError {
     /// Whether trying again later may help (the network, not the request, failed).
     pub fn is_transient(&self) -> bool {
@@ -48,64 +55,7 @@ impl HttpError {
     }
 }
 
-/// An `https://host[:port]/path?query` URL, the only kind popfetch sends a secret to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Url {
-    pub host: String,
-    pub port: u16,
-    /// Path and query, starting with `/`.
-    pub target: String,
-}
-
 impl Url {
-    pub fn parse(s: &str) -> Result<Url, HttpError> {
-        let bad = |why: &str| HttpError::Url(format!("{why}: {s:?}"));
-        let rest = s
-            .strip_prefix("https://")
-            .ok_or_else(|| bad("must be an https:// URL"))?;
-        if rest.contains(|c: char| c.is_ascii_whitespace() || c.is_control() || !c.is_ascii()) {
-            return Err(bad("must be plain ASCII without spaces"));
-        }
-        let (authority, target) = match rest.find(['/', '?', '#']) {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, "/"),
-        };
-        let target = target.split('#').next().unwrap_or("/");
-        let target = if target.starts_with('/') {
-            target.to_string()
-        } else {
-            format!("/{target}")
-        };
-        if authority.contains('@') {
-            return Err(bad("must not hold a user name or password"));
-        }
-        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-            let (h, after) = v6.split_once(']').ok_or_else(|| bad("unclosed '['"))?;
-            (h, after.strip_prefix(':'))
-        } else {
-            match authority.rsplit_once(':') {
-                Some((h, p)) => (h, Some(p)),
-                None => (authority, None),
-            }
-        };
-        if host.is_empty() {
-            return Err(bad("has no host"));
-        }
-        let port = match port {
-            None => 443,
-            Some(p) => p
-                .parse::<u16>()
-                .ok()
-                .filter(|p| *p != 0)
-                .ok_or_else(|| bad("has a bad port"))?,
-        };
-        Ok(Url {
-            host: host.to_string(),
-            port,
-            target,
-        })
-    }
-
     /// The `Host` header value (RFC 9110 §7.2).
     fn host_header(&self) -> String {
         let host = if self.host.contains(':') {

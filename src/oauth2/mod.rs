@@ -26,7 +26,6 @@ pub mod authorize;
 pub mod http;
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
@@ -268,7 +267,7 @@ fn source_fingerprint(source: &OAuth2Source) -> String {
 /// Hex SHA-256, shortened: a one-way name for a value, safe to store next to the token.
 fn fingerprint(text: &str) -> String {
     let d = openssl::sha::sha256(text.as_bytes());
-    crate::pop3::auth::hex(&d[..16])
+    crate::text::hex(&d[..16])
 }
 
 /// The token cache file of an account.
@@ -341,24 +340,17 @@ pub fn write_secret_file(path: &Path, text: &str) -> Result<(), OAuth2Error> {
         u64::from_le_bytes(b)
     };
     let tmp = dir.join(format!(".{name}.{}.{nonce:016x}.tmp", std::process::id()));
-    let result = (|| {
-        // A fresh name, created afresh and never through a symlink.
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        f.write_all(b"\n")?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        std::fs::File::open(&dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.map_err(|e| file_err("cannot write", e))
+    // A fresh name, created afresh and never through a symlink.
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&tmp)
+        .map_err(|e| file_err("cannot write", e))?;
+    let parts: [&[u8]; 2] = [text.as_bytes(), b"\n"];
+    crate::durable::replace(f, &tmp, path, &dir, &parts, crate::durable::Sync::Durable)
+        .map_err(|e| file_err("cannot write", e))
 }
 
 /// The first line of a secret file (a refresh token or a client secret). Refuses a file that
@@ -543,9 +535,9 @@ pub(crate) async fn token_request(
     form: &[(&str, &str)],
     timeout: Duration,
 ) -> Result<Answer, OAuth2Error> {
-    let url = http::Url::parse(&client.token_url).map_err(|source| OAuth2Error::Http {
+    let url = http::Url::parse(&client.token_url).map_err(|e| OAuth2Error::Http {
         url: client.token_url.clone(),
-        source,
+        source: e.into(),
     })?;
     let r = http::post_form(
         &url,

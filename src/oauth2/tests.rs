@@ -47,7 +47,7 @@ fn urls_that_would_leak_or_confuse_are_refused() {
         "https://[::1/",
         "https://example.org/\u{1b}[31m",
     ] {
-        let e = Url::parse(bad).unwrap_err();
+        let e: HttpError = Url::parse(bad).unwrap_err().into();
         assert!(matches!(e, HttpError::Url(_)), "{bad}: {e}");
     }
 }

@@ -8,6 +8,7 @@ use hmac::{KeyInit, Mac};
 use md5::{Digest, Md5};
 
 use crate::secret::Secret;
+use crate::text::hex;
 
 /// The APOP timestamp from a greeting: the first `<...>` containing an `@` (RFC 1939 §7 says it is
 /// a msg-id, `<process-ID.clock@hostname>`).
@@ -63,17 +64,6 @@ pub fn cram_md5_response(
 /// Decodes a base64 server challenge for logs; `None` when it is not base64.
 pub fn decode_challenge(challenge_b64: &[u8]) -> Option<Vec<u8>> {
     B64.decode(challenge_b64.trim_ascii()).ok()
-}
-
-/// Lower-case hex of `bytes`.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
 }
 
 /// The SASL XOAUTH2 initial response (Google's and Microsoft's bearer-token mechanism):

@@ -52,8 +52,7 @@ use crate::pop3::Uidl;
 
 /// The journal format this build writes and reads.
 pub const FORMAT: u32 = 2;
-/// How long a delivered message's Message-ID digest is remembered for `dedupe_message_id`.
-pub const DEDUPE_WINDOW: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
+pub use crate::config::DEDUPE_WINDOW;
 
 /// Seconds since the Unix epoch, now.
 pub fn now_secs() -> u64 {
@@ -613,16 +612,16 @@ fn write_atomic(dir: &Path, path: &Path, contents: &[u8]) -> Result<(), StateErr
         path: tmp.clone(),
         source,
     };
-    let mut f = create_new(&tmp)?;
-    let written = f
-        .write_all(contents)
-        .and_then(|()| f.sync_all())
-        .and_then(|()| std::fs::rename(&tmp, path));
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(io(e));
-    }
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io)
+    let f = create_new(&tmp)?;
+    crate::durable::replace(
+        f,
+        &tmp,
+        path,
+        dir,
+        &[contents],
+        crate::durable::Sync::Durable,
+    )
+    .map_err(io)
 }
 
 /// Creates `path` as a new 0600 file, never through a symlink. A leftover of a run that died is
@@ -821,66 +820,11 @@ fn read_pointer(pointer: &Path) -> Result<Option<String>, StateError> {
     Ok(plain.then(|| stem.to_string()))
 }
 
-/// The mailbox an account polls: the key of its state and its lock.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Mailbox {
-    host: String,
-    port: u16,
-    user: String,
-}
-
-/// Longest file stem made of the mailbox itself; a longer one is replaced by a digest.
-const MAX_STEM: usize = 160;
+pub use crate::mailbox::Mailbox;
 
 impl Mailbox {
-    /// Host names are compared without case; user names with it (RFC 1939 leaves them to the
-    /// server).
-    pub fn new(host: &str, port: u16, user: &str) -> Mailbox {
-        Mailbox {
-            host: host.to_ascii_lowercase(),
-            port,
-            user: user.to_string(),
-        }
-    }
-
     pub fn of(account: &crate::config::Account) -> Mailbox {
         Mailbox::new(&account.host, account.port, &account.user)
-    }
-
-    /// The name of its files in the state directory: `USER@HOST:PORT`, every byte outside
-    /// `[A-Za-z0-9._-]` written as `%XX` (so it never equals an account name, which cannot hold
-    /// `@`), or `mailbox-DIGEST` when that would be too long.
-    pub fn file_stem(&self) -> String {
-        fn enc(s: &str, out: &mut String) {
-            for b in s.bytes() {
-                if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-') {
-                    out.push(b as char);
-                } else {
-                    out.push_str(&format!("%{b:02X}"));
-                }
-            }
-        }
-        let mut stem = String::new();
-        enc(&self.user, &mut stem);
-        stem.push('@');
-        enc(&self.host, &mut stem);
-        stem.push_str(&format!(":{}", self.port));
-        if stem.len() <= MAX_STEM {
-            return stem;
-        }
-        let key = format!("{}\n{}\n{}", self.host, self.port, self.user);
-        let digest = openssl::sha::sha256(key.as_bytes());
-        format!("mailbox-{}", crate::pop3::auth::hex(&digest[..16]))
-    }
-}
-
-impl std::fmt::Display for Mailbox {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.host.contains(':') {
-            write!(f, "{}@[{}]:{}", self.user, self.host, self.port)
-        } else {
-            write!(f, "{}@{}:{}", self.user, self.host, self.port)
-        }
     }
 }
 

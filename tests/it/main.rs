@@ -24,6 +24,7 @@ mod issue13_mda;
 mod issue13_mem;
 mod issue13_proto;
 mod issue13_state;
+mod layers;
 mod mbox_peer;
 mod oauth2;
 mod oauth_login;

@@ -1,0 +1,141 @@
+use proptest::prelude::*;
+use tracing::Level;
+
+use super::*;
+
+#[test]
+fn the_plain_grammar_is_taken() {
+    for ok in [
+        "info",
+        "OFF",
+        " popfetch=debug , warn",
+        "popfetch::fetch=Trace,warn,",
+        "a-b_c::d=error",
+    ] {
+        assert!(filter(ok).is_some(), "{ok:?}");
+    }
+}
+
+#[test]
+fn what_targets_would_read_otherwise_is_refused() {
+    for bad in [
+        "",
+        " , ,",
+        "chatty",     // Targets: the target `chatty` at trace
+        "popfetch",   // the same
+        "popfetch=3", // Targets: a number is a level
+        "popfetch=",  // Targets: an empty level is error
+        "=info",
+        "a b=info",              // Targets: a target with a blank
+        " \u{e9}=info",          // found by fuzzing: EnvFilter panicked
+        "[{a=/(a+)+b/}]=info",   // a field filter (EnvFilter: a regex)
+        "popfetch[{uidl}]=info", // Targets: the field list is taken
+        "a=b=info",
+        "info;debug",
+    ] {
+        assert!(filter(bad).is_none(), "{bad:?}");
+    }
+    assert!(filter(&"a=info,".repeat(200)).is_none(), "over 1024 bytes");
+}
+
+#[test]
+fn a_filter_means_what_it_says() {
+    let f = filter("popfetch=debug,warn").unwrap();
+    assert!(f.would_enable("popfetch::fetch", &Level::DEBUG));
+    assert!(!f.would_enable("popfetch::fetch", &Level::TRACE));
+    assert!(f.would_enable("lettre", &Level::WARN));
+    assert!(!f.would_enable("lettre", &Level::INFO));
+    let f = filter("popfetch=off").unwrap();
+    assert!(!f.would_enable("popfetch", &Level::ERROR));
+    assert!(
+        !f.would_enable("other", &Level::ERROR),
+        "no default: nothing else"
+    );
+}
+
+/// The sanitiser this module had before it built `Targets` itself: what it accepted, cleaned,
+/// was handed to tracing-subscriber's parser.
+fn cleaned_as_before(directives: &str) -> Option<String> {
+    const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+    if directives.len() > 1024 {
+        return None;
+    }
+    let mut cleaned = Vec::new();
+    for d in directives
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+    {
+        let (target, level) = match d.split_once('=') {
+            Some((t, l)) => (Some(t.trim()), l.trim()),
+            None => (None, d),
+        };
+        if !LEVELS.iter().any(|l| l.eq_ignore_ascii_case(level)) {
+            return None;
+        }
+        if let Some(t) = target
+            && (t.is_empty()
+                || !t
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | ':' | '-')))
+        {
+            return None;
+        }
+        cleaned.push(match target {
+            Some(t) => format!("{t}={level}"),
+            None => level.to_string(),
+        });
+    }
+    (!cleaned.is_empty()).then(|| cleaned.join(","))
+}
+
+fn directives() -> impl Strategy<Value = String> {
+    let directive = (
+        prop_oneof![Just(""), Just(" "), Just("\t")],
+        prop_oneof![
+            Just(""),
+            Just("popfetch"),
+            Just("a::b"),
+            Just("x-y"),
+            Just("é"),
+            Just("a b")
+        ],
+        prop_oneof![
+            Just(""),
+            Just("="),
+            Just("=info"),
+            Just("= DEBUG "),
+            Just("=off"),
+            Just("=3"),
+            Just("=x"),
+            Just("[s]"),
+            Just("[{f=1}]=debug"),
+            Just("warn"),
+            Just("=a=info"),
+        ],
+        prop_oneof![Just(""), Just(" ")],
+    )
+        .prop_map(|(pre, target, rest, post)| format!("{pre}{target}{rest}{post}"));
+    proptest::collection::vec(directive, 0..4).prop_map(|d| d.join(","))
+}
+
+proptest! {
+    /// The same texts are taken as before, and each means the same filter as its cleaned text
+    /// read by tracing-subscriber.
+    #[test]
+    fn the_grammar_is_the_one_taken_before(text in directives()) {
+        let before = cleaned_as_before(&text);
+        let now = filter(&text);
+        prop_assert_eq!(before.is_some(), now.is_some(), "{:?}", text);
+        if let (Some(before), Some(now)) = (before, now) {
+            let before: Targets = before.parse().unwrap();
+            let sorted = |t: &Targets| {
+                let mut v: Vec<(String, String)> =
+                    t.iter().map(|(t, l)| (t.to_string(), l.to_string())).collect();
+                v.sort();
+                v
+            };
+            prop_assert_eq!(sorted(&before), sorted(&now), "{:?}", text);
+        }
+    }
+}

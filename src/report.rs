@@ -1,0 +1,89 @@
+//! What one poll did: the counts `fetch` fills in and `status`, `daemon` and the command line
+//! read. Plain data, so the modules that read a report need not know how a poll runs.
+
+use std::time::Duration;
+
+/// What one poll did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Report {
+    /// Messages on the server at login.
+    pub on_server: usize,
+    /// Of those, the ones not delivered before this poll.
+    pub new: usize,
+    /// Messages delivered in this poll.
+    pub delivered: usize,
+    pub bytes: u64,
+    /// Messages removed from the server (QUIT answered +OK).
+    pub deleted: usize,
+    /// Deliveries a crashed run left pending that were found complete.
+    pub recovered: usize,
+    /// Messages whose delivery failed for now; they stay on the server for the next poll.
+    pub failed: usize,
+    /// Messages the backend refused for good in this poll, now held on the server.
+    pub newly_held: usize,
+    /// Messages held from earlier polls, skipped.
+    pub held: usize,
+    /// Messages the backend refused for good that went to the quarantine Maildir.
+    pub quarantined: usize,
+    /// Messages left undelivered on the server: failed, held, or not reached.
+    pub waiting: usize,
+    /// The poll stopped early because shutdown was requested.
+    pub interrupted: bool,
+    /// Messages over `max_size` left on the server (all of them, reported or not).
+    pub too_large: usize,
+    /// Messages over `max_size` deleted unread (`max_size_action = "delete"`).
+    pub too_large_deleted: usize,
+    /// Delivered messages deleted now that `delete_after` has passed.
+    pub expired: usize,
+    /// Messages whose Message-ID and size were delivered before: recorded, not delivered again.
+    pub duplicates: usize,
+    /// New messages left for a later poll by `max_messages_per_poll` / `max_bytes_per_poll`.
+    pub deferred: usize,
+    /// The server's `LOGIN-DELAY` capability: the least time between two logins.
+    pub login_delay: Option<Duration>,
+    /// Messages that arrived far short of their LIST size in this poll: not delivered, held on
+    /// the server (counted in `newly_held`, or in `failed` without a UIDL to hold them by).
+    pub short: Vec<ShortMessage>,
+}
+
+/// A message that arrived far short of its LIST size.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ShortMessage {
+    /// Its message number in the session.
+    pub num: u64,
+    pub uidl: Option<String>,
+    /// Its size by LIST.
+    pub listed: u64,
+    /// What arrived, counted with CRLF line endings.
+    pub received: u64,
+}
+
+impl std::fmt::Display for ShortMessage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "message {}", self.num)?;
+        if let Some(u) = &self.uidl {
+            write!(f, " (uidl {u})")?;
+        }
+        write!(
+            f,
+            " arrived with {} octets, far short of the {} its LIST size announced",
+            self.received, self.listed
+        )
+    }
+}
+
+impl Report {
+    /// The report of a poll that shutdown stopped before its transfer began: nothing was
+    /// fetched, not even a listing.
+    pub fn stopped_before_transfer() -> Report {
+        Report {
+            interrupted: true,
+            ..Report::default()
+        }
+    }
+
+    /// Whether something in this poll needs the administrator's attention.
+    pub fn has_failures(&self) -> bool {
+        self.failed > 0 || self.newly_held > 0
+    }
+}

@@ -1,0 +1,32 @@
+use super::*;
+
+#[test]
+fn bytes_read_as_people_count_them() {
+    assert_eq!(human_bytes(0), "0 B");
+    assert_eq!(human_bytes(1023), "1023 B");
+    assert_eq!(human_bytes(1024), "1.0 KiB");
+    assert_eq!(human_bytes(1536), "1.5 KiB");
+    assert_eq!(human_bytes(3 << 20), "3.0 MiB");
+    assert_eq!(human_bytes(u64::MAX), "16777216.0 TiB");
+}
+
+#[test]
+fn an_error_chain_says_each_cause_once() {
+    #[derive(Debug, thiserror::Error)]
+    #[error("reading the journal: {0}")]
+    struct Outer(#[source] std::io::Error);
+    #[derive(Debug, thiserror::Error)]
+    #[error("poll failed")]
+    struct Top(#[source] Outer);
+    let e = Top(Outer(std::io::Error::other("disk full")));
+    assert_eq!(
+        error_chain(&e),
+        "poll failed: reading the journal: disk full"
+    );
+}
+
+#[test]
+fn hex_is_lower_case_two_digits_a_byte() {
+    assert_eq!(hex(&[]), "");
+    assert_eq!(hex(&[0x00, 0x0f, 0xa5, 0xff]), "000fa5ff");
+}
