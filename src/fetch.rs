@@ -255,7 +255,7 @@ async fn poll_with(
     report: &mut Report,
 ) -> Result<(), FetchError> {
     let started = Instant::now();
-    let released = state.set_fingerprint(&fingerprint(account));
+    let released = state.set_fingerprint(&account.delivery_fingerprint());
     if released > 0 {
         tracing::info!(
             account = account.name,
@@ -1252,16 +1252,6 @@ fn message_id(head: &[u8]) -> Option<Vec<u8>> {
 fn message_id_digest(id: &[u8]) -> String {
     use md5::Digest as _;
     crate::pop3::auth::hex(&md5::Md5::digest(id))
-}
-
-/// A stable digest of the account's settings (secrets redacted), to notice config changes.
-fn fingerprint(account: &Account) -> String {
-    // FNV-1a: stable across builds, unlike the standard library's hasher.
-    let text = format!("{account:?}");
-    let h = text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    });
-    format!("{h:016x}")
 }
 
 /// Resolves deliveries a previous run left pending: committed ones count as delivered, the

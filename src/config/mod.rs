@@ -2,6 +2,7 @@
 //! builds the immutable [`Config`] the rest of popfetch reads. Also where the config file and the
 //! state directory are looked for.
 
+mod fingerprint;
 pub mod raw;
 mod validate;
 

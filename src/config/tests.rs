@@ -530,3 +530,107 @@ fn check_shows_the_token_source_without_secrets() {
         "{shown}"
     );
 }
+
+// ---- the delivery fingerprint
+
+fn fp_account(extra: &str, deliver: &str) -> Account {
+    let text = format!(
+        "[[account]]\nname = \"a\"\nhost = \"h\"\nuser = \"u\"\npassword_file = \"p\"\n\
+         deliver = {deliver}\n{extra}"
+    );
+    p(&text).unwrap().accounts[0].as_ref().clone()
+}
+
+#[test]
+fn delivery_fingerprint_has_a_known_answer() {
+    // A change here releases every held message of every user once: only on purpose.
+    let a = fp_account("", "{ maildir = \"/m\" }");
+    assert_eq!(
+        a.delivery_fingerprint(),
+        "d1-b75e8b77719120a03f1e523e54bc4aa1"
+    );
+}
+
+#[test]
+fn delivery_fingerprint_counts_what_delivery_does_and_nothing_else() {
+    let maildir = "{ maildir = \"/m\" }";
+    let mda = "{ mda = [\"procmail\", \"-a\", \"{account}\"] }";
+    let smtp = "{ smtp = { host = \"relay\", to = [\"x@example.org\"], user = \"s\", \
+                password_file = \"/s\" } }";
+    let base = |deliver: &str| fp_account("", deliver).delivery_fingerprint();
+    for deliver in [maildir, mda, smtp] {
+        let fp = base(deliver);
+        assert!(fp.starts_with("d1-") && fp.len() == 35, "{fp}");
+        // Settings that cannot turn a refusal around.
+        let unchanged: [fn(&mut Account); 14] = [
+            |a| a.host = "other".into(),
+            |a| a.port = 1110,
+            |a| a.tls = TlsMode::Starttls,
+            |a| a.ca_file = Some("/ca.pem".into()),
+            |a| a.tls_verify = false,
+            |a| a.password = Some(PasswordSource::Command(vec!["pass".into()])),
+            |a| a.auth = AuthMethod::CramMd5,
+            |a| a.allow_plaintext_auth = true,
+            |a| a.timeout = Duration::from_secs(5),
+            |a| a.interval = Duration::from_secs(3600),
+            |a| a.keep = !a.keep,
+            |a| a.delete_after = Some(Duration::from_secs(86400)),
+            |a| {
+                a.max_messages_per_poll = Some(5);
+                a.max_bytes_per_poll = Some(5);
+            },
+            |a| a.mda_timeout = Duration::from_secs(3600),
+        ];
+        for (i, change) in unchanged.iter().enumerate() {
+            let mut a = fp_account("", deliver);
+            change(&mut a);
+            assert_eq!(a.delivery_fingerprint(), fp, "change {i} with {deliver}");
+        }
+        // Settings that decide what becomes of the message.
+        for extra in [
+            "received_header = false",
+            "on_permanent_failure = \"quarantine\"\nquarantine = \"/q\"",
+            "max_size = \"1MiB\"",
+            "max_size = \"1MiB\"\nmax_size_action = \"delete\"",
+            "dedupe_message_id = true",
+        ] {
+            let a = fp_account(extra, deliver);
+            assert_ne!(a.delivery_fingerprint(), fp, "{extra} with {deliver}");
+        }
+    }
+    // Every setting of the target counts.
+    for other in [
+        "{ maildir = \"/n\" }",
+        "{ mbox = \"/m\" }",
+        "{ mda = [\"procmail\", \"-a\", \"{user}\"] }",
+        "{ mda = [\"procmail\", \"-a{account}\"] }",
+        "{ smtp = { host = \"relay2\", to = [\"x@example.org\"], user = \"s\", \
+         password_file = \"/s\" } }",
+        "{ smtp = { host = \"relay\", to = [\"y@example.org\"], user = \"s\", \
+         password_file = \"/s\" } }",
+        "{ smtp = { host = \"relay\", to = [\"x@example.org\"] } }",
+        "{ smtp = { host = \"relay\", port = 26, to = [\"x@example.org\"], user = \"s\", \
+         password_file = \"/s\" } }",
+    ] {
+        assert_ne!(base(other), base(maildir), "{other}");
+        assert_ne!(base(other), base(mda), "{other}");
+        assert_ne!(base(other), base(smtp), "{other}");
+    }
+    // An MDA is given the account's name and user; other targets are not.
+    let renamed = |deliver: &str| {
+        let mut a = fp_account("", deliver);
+        a.name = "b".into();
+        a.delivery_fingerprint()
+    };
+    assert_ne!(renamed(mda), base(mda));
+    assert_eq!(renamed(maildir), base(maildir));
+    // An inline relay password counts as inline, never by its value.
+    let inline = |pw: &str| {
+        base(&format!(
+            "{{ smtp = {{ host = \"relay\", to = [\"x@example.org\"], user = \"s\", \
+             password = \"{pw}\" }} }}"
+        ))
+    };
+    assert_eq!(inline("one"), inline("two"));
+    assert_ne!(inline("one"), base(smtp));
+}

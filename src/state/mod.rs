@@ -23,9 +23,11 @@
 //! F <uidl>                  forget: gone from the server, a delivery that never finished, or
 //!                           a held message released
 //! H <uidl>                  held: the backend refused it for good; leave it on the server and
-//!                           do not try again until the account's config changes or
-//!                           `popfetch retry` releases it
-//! C <fingerprint>           the account config the held records were made under
+//!                           do not try again until the account's delivery settings change
+//!                           or `popfetch retry` releases it
+//! C <fingerprint>           the delivery settings the held records were made under: `d1-` and
+//!                           32 hex digits (older popfetch wrote 16 hex digits, a hash of the
+//!                           whole account, taken over once: see `set_fingerprint`)
 //! O <uidl>                  over `max_size`, left on the server and reported (once)
 //! M <time> <size> <digest>  a message with this Message-ID digest and LIST size was delivered
 //!                           at <time> (for `dedupe_message_id`; kept for [`DEDUPE_WINDOW`])
@@ -354,11 +356,32 @@ impl AccountState {
         held.len()
     }
 
-    /// Notes the fingerprint of the account's config. When it differs from the one the held
-    /// records were made under, they are released: a changed config deserves a new try.
+    /// Notes the fingerprint of the account's delivery settings
+    /// ([`crate::config::Account::delivery_fingerprint`]). When it differs from the one the held
+    /// records were made under, they are released and the count returned: a changed delivery
+    /// deserves a new try.
+    ///
+    /// A fingerprint of the kind older popfetch wrote (a hash of the account's whole `Debug`
+    /// text, which this build cannot compute) is taken over once without releasing anything:
+    /// the upgrade alone is no reason to try held mail again. A config change made between the
+    /// last poll of the older popfetch and the first of this one is missed; `popfetch retry`
+    /// releases the mail then.
     pub fn set_fingerprint(&mut self, fingerprint: &str) -> usize {
-        if self.fingerprint.as_deref() == Some(fingerprint) {
-            return 0;
+        match self.fingerprint.as_deref() {
+            Some(old) if old == fingerprint => return 0,
+            Some(old) if is_legacy_fingerprint(old) && !is_legacy_fingerprint(fingerprint) => {
+                if !self.held.is_empty() {
+                    tracing::info!(
+                        journal = %self.path.display(),
+                        held = self.held.len(),
+                        "held messages stay held across the upgrade of the config fingerprint"
+                    );
+                }
+                self.append(Record::Config(fingerprint.to_string()));
+                self.fingerprint = Some(fingerprint.to_string());
+                return 0;
+            }
+            _ => {}
         }
         let released = self.release_held();
         self.append(Record::Config(fingerprint.to_string()));
@@ -504,6 +527,12 @@ impl AccountState {
             .chain(held)
             .collect()
     }
+}
+
+/// Whether `fingerprint` is of the kind popfetch wrote before delivery fingerprints: 16 hex
+/// digits of an FNV-1a hash of the account's whole `Debug` text.
+fn is_legacy_fingerprint(fingerprint: &str) -> bool {
+    fingerprint.len() == 16 && fingerprint.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 fn header() -> Vec<u8> {

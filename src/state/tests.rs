@@ -623,3 +623,54 @@ proptest! {
         }
     }
 }
+
+// ---- the config fingerprint of held messages
+
+#[test]
+fn held_messages_survive_the_upgrade_from_the_old_fingerprint_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.uidls");
+    // As older popfetch left it: a fingerprint of 16 hex digits, two messages held under it.
+    std::fs::write(
+        &path,
+        "popfetch-uidls 2\nD a 1700000000\nC 0123456789abcdef\nH h1\nH h2\n",
+    )
+    .unwrap();
+    let new = "d1-00112233445566778899aabbccddeeff";
+    {
+        let mut s = AccountState::open_stem(dir.path(), "a").unwrap();
+        assert_eq!(s.set_fingerprint(new), 0);
+        assert!(s.is_held(&u("h1")) && s.is_held(&u("h2")));
+        s.sync().unwrap();
+    }
+    assert!(
+        std::fs::read_to_string(&path)
+            .unwrap()
+            .ends_with(&format!("C {new}\n"))
+    );
+    let mut s = AccountState::open_stem(dir.path(), "a").unwrap();
+    assert!(s.is_held(&u("h1")) && s.is_held(&u("h2")));
+    assert_eq!(s.set_fingerprint(new), 0, "the same settings");
+    // Taken over once: a real change of the delivery settings releases them.
+    assert_eq!(s.set_fingerprint("d1-ffeeddccbbaa99887766554433221100"), 2);
+    assert!(!s.is_held(&u("h1")) && !s.is_held(&u("h2")));
+    assert!(s.is_delivered(&u("a")));
+}
+
+#[test]
+fn a_changed_fingerprint_releases_held_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = AccountState::open_stem(dir.path(), "a").unwrap();
+    assert_eq!(s.set_fingerprint("d1-aa"), 0);
+    s.record_held(&u("h"));
+    assert_eq!(s.set_fingerprint("d1-aa"), 0);
+    assert!(s.is_held(&u("h")));
+    assert_eq!(s.set_fingerprint("d1-bb"), 1);
+    assert!(!s.is_held(&u("h")));
+    // Going back to an old-style fingerprint (an older popfetch) is a change like any other.
+    s.record_held(&u("h"));
+    assert_eq!(s.set_fingerprint("0123456789abcdef"), 1);
+    // And two old-style fingerprints that differ are a change too.
+    s.record_held(&u("h"));
+    assert_eq!(s.set_fingerprint("fedcba9876543210"), 1);
+}
