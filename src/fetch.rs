@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Account, Deliver, PermanentFailure, SizeAction};
+use crate::config::{Account, Credentials, Deliver, PermanentFailure, SizeAction};
 use crate::deliver::{Backend, DeliverError, ErrorKind, MessageInfo, Sink};
 use crate::pop3::{Command, MsgNum, Uidl};
 use crate::progress::Progress;
@@ -268,13 +268,13 @@ async fn poll_with(
     // The credential is obtained before connecting: a token source that fails (or yields
     // nothing) never leads to a login attempt. The account's lock, held here, keeps two
     // processes from refreshing (and rotating) one token at once.
-    let credential = match &account.password {
-        Some(source) => Credential::Password(
+    let credential = match &account.credentials {
+        Credentials::Password(source) => Credential::Password(
             crate::password::resolve(source, account.timeout)
                 .await
                 .map_err(FetchError::Password)?,
         ),
-        None => Credential::Token(
+        Credentials::OAuth2(_) => Credential::Token(
             crate::oauth2::access_token(account, state.dir())
                 .await
                 .map_err(FetchError::OAuth2)?,

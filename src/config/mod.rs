@@ -44,10 +44,8 @@ pub struct Account {
     pub ca_file: Option<PathBuf>,
     pub tls_verify: bool,
     pub user: String,
-    /// `None` exactly when `oauth2` is set: an account logs in with one or the other.
-    pub password: Option<PasswordSource>,
-    /// Where the OAuth2 access token comes from (see [`crate::oauth2`]).
-    pub oauth2: Option<OAuth2Source>,
+    /// How the account logs in.
+    pub credentials: Credentials,
     pub auth: AuthMethod,
     pub allow_plaintext_auth: bool,
     pub keep: bool,
@@ -77,6 +75,32 @@ pub struct Account {
 }
 
 pub use crate::state::DEDUPE_WINDOW;
+
+/// How an account logs in: with a password or with an OAuth2 access token, always exactly one.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Credentials {
+    Password(PasswordSource),
+    /// Where the access token comes from (see [`crate::oauth2`]).
+    OAuth2(OAuth2Source),
+}
+
+impl Account {
+    /// Where the password comes from, when the account logs in with one.
+    pub fn password(&self) -> Option<&PasswordSource> {
+        match &self.credentials {
+            Credentials::Password(p) => Some(p),
+            Credentials::OAuth2(_) => None,
+        }
+    }
+
+    /// Where the OAuth2 access token comes from, when the account logs in with one.
+    pub fn oauth2(&self) -> Option<&OAuth2Source> {
+        match &self.credentials {
+            Credentials::OAuth2(o) => Some(o),
+            Credentials::Password(_) => None,
+        }
+    }
+}
 
 /// Where the password comes from; read at each login, never stored elsewhere.
 #[derive(Debug, Clone, PartialEq)]

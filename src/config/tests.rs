@@ -46,8 +46,8 @@ fn full_config_with_defaults() {
     assert!(a.keep && a.tls_verify && a.received_header && !a.allow_plaintext_auth);
     assert_eq!(a.timeout, Duration::from_secs(30));
     assert_eq!(
-        a.password,
-        Some(PasswordSource::File("/etc/popfetch/alice.pass".into()))
+        a.credentials,
+        Credentials::Password(PasswordSource::File("/etc/popfetch/alice.pass".into()))
     );
     let b = c.account("bob.2").unwrap();
     assert_eq!(
@@ -56,8 +56,8 @@ fn full_config_with_defaults() {
     );
     assert!(!b.keep && !b.received_header);
     assert_eq!(
-        b.password,
-        Some(PasswordSource::Command(vec![
+        b.credentials,
+        Credentials::Password(PasswordSource::Command(vec![
             "pass".into(),
             "show".into(),
             "pop/bob".into()
@@ -273,8 +273,8 @@ fn oauth(src: &str) -> String {
 }
 
 fn client(c: &Config) -> &OAuth2Client {
-    match &c.accounts[0].oauth2 {
-        Some(OAuth2Source::Refresh(c)) => c,
+    match &c.accounts[0].credentials {
+        Credentials::OAuth2(OAuth2Source::Refresh(c)) => c,
         other => panic!("not a refresh source: {other:?}"),
     }
 }
@@ -285,7 +285,7 @@ fn oauth2_presets_fill_urls_scope_and_flow() {
         "[account.oauth2]\nprovider = \"google\"\nclient_id = \"id.apps\"\nclient_secret_file = \"g.secret\"\nrefresh_token_file = \"/var/lib/popfetch/a.rt\"",
     ))
     .unwrap();
-    assert_eq!(c.accounts[0].password, None);
+    assert_eq!(c.accounts[0].password(), None);
     let g = client(&c);
     assert_eq!(g.token_url, "https://oauth2.googleapis.com/token");
     assert_eq!(
@@ -392,15 +392,15 @@ fn oauth2_token_command_and_ttl() {
     ))
     .unwrap();
     assert_eq!(
-        c.accounts[0].oauth2,
-        Some(OAuth2Source::Command {
+        c.accounts[0].credentials,
+        Credentials::OAuth2(OAuth2Source::Command {
             argv: vec!["oama".into(), "access".into(), "a@example.org".into()],
             ttl: Some(Duration::from_secs(3000)),
         })
     );
     let c = p(&oauth("oauth2_token_command = [\"t\"]")).unwrap();
     assert!(matches!(
-        &c.accounts[0].oauth2,
+        c.accounts[0].oauth2(),
         Some(OAuth2Source::Command { ttl: None, .. })
     ));
     let e = err(&oauth("oauth2_token_command = []"));
@@ -434,25 +434,19 @@ fn exactly_one_credential_source() {
         oauth("password_file = \"/pw\"")
     ))
     .unwrap();
-    assert_eq!(
-        (
-            c.accounts[0].password.is_some(),
-            c.accounts[0].oauth2.is_none()
-        ),
-        (true, true)
-    );
+    assert!(matches!(
+        c.accounts[0].credentials,
+        Credentials::Password(PasswordSource::File(_))
+    ));
     let c = p(&format!(
         "[defaults]\npassword_file = \"/pw\"\n{}",
         oauth("oauth2_token_command = [\"t\"]")
     ))
     .unwrap();
-    assert_eq!(
-        (
-            c.accounts[0].password.is_none(),
-            c.accounts[0].oauth2.is_some()
-        ),
-        (true, true)
-    );
+    assert!(matches!(
+        c.accounts[0].credentials,
+        Credentials::OAuth2(OAuth2Source::Command { .. })
+    ));
 }
 
 #[test]
@@ -468,7 +462,7 @@ fn oauth2_defaults_are_merged_key_by_key() {
     let ids: Vec<_> = c
         .accounts
         .iter()
-        .map(|a| match &a.oauth2 {
+        .map(|a| match a.oauth2() {
             Some(OAuth2Source::Refresh(c)) => (
                 c.client_id.clone(),
                 c.token_url.clone(),
@@ -568,7 +562,7 @@ fn delivery_fingerprint_counts_what_delivery_does_and_nothing_else() {
             |a| a.tls = TlsMode::Starttls,
             |a| a.ca_file = Some("/ca.pem".into()),
             |a| a.tls_verify = false,
-            |a| a.password = Some(PasswordSource::Command(vec!["pass".into()])),
+            |a| a.credentials = Credentials::Password(PasswordSource::Command(vec!["p".into()])),
             |a| a.auth = AuthMethod::CramMd5,
             |a| a.allow_plaintext_auth = true,
             |a| a.timeout = Duration::from_secs(5),

@@ -13,7 +13,7 @@ use super::raw::{
     RawOAuth2, RawSmtp, SizeAction, TlsMode,
 };
 use super::{
-    Account, Config, DEFAULT_INTERVAL, DEFAULT_MAX_PARALLEL, DEFAULT_MDA_TIMEOUT,
+    Account, Config, Credentials, DEFAULT_INTERVAL, DEFAULT_MAX_PARALLEL, DEFAULT_MDA_TIMEOUT,
     DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_TIMEOUT, Deliver, LogTarget, OAuth2Client, OAuth2Source,
     PasswordSource, Smtp,
 };
@@ -129,7 +129,7 @@ fn check_permissions(
     // A command is no password, but it says which programs run with the user's rights and
     // often names where their secrets live.
     let inline = config.accounts.iter().find_map(|a| {
-        if matches!(a.password, Some(PasswordSource::Inline(_))) {
+        if matches!(a.password(), Some(PasswordSource::Inline(_))) {
             return Some((a.name.as_str(), "password", true));
         }
         match &a.deliver {
@@ -140,10 +140,10 @@ fn check_permissions(
         }
     });
     let command = config.accounts.iter().find_map(|a| {
-        if matches!(a.password, Some(PasswordSource::Command(_))) {
+        if matches!(a.password(), Some(PasswordSource::Command(_))) {
             return Some((a.name.as_str(), "password_command", false));
         }
-        if matches!(a.oauth2, Some(OAuth2Source::Command { .. })) {
+        if matches!(a.oauth2(), Some(OAuth2Source::Command { .. })) {
             return Some((a.name.as_str(), "oauth2_token_command", false));
         }
         match &a.deliver {
@@ -174,7 +174,7 @@ fn check_permissions(
     }
     for a in &config.accounts {
         let mut files: Vec<(&str, &'static str, &Path)> = Vec::new();
-        if let Some(PasswordSource::File(p)) = &a.password {
+        if let Some(PasswordSource::File(p)) = a.password() {
             files.push(("password_file", "password file", p));
         }
         if let Deliver::Smtp(s) = &a.deliver
@@ -182,7 +182,7 @@ fn check_permissions(
         {
             files.push(("deliver.smtp.password_file", "password file", p));
         }
-        if let Some(OAuth2Source::Refresh(c)) = &a.oauth2 {
+        if let Some(OAuth2Source::Refresh(c)) = a.oauth2() {
             if let Some(p) = &c.client_secret_file {
                 files.push(("oauth2.client_secret_file", "client secret file", p));
             }
@@ -287,7 +287,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
                 ),
             ));
         }
-        if let Some(OAuth2Source::Refresh(c)) = &a.oauth2
+        if let Some(OAuth2Source::Refresh(c)) = a.oauth2()
             && !refresh_files.insert(c.refresh_token_file.clone())
         {
             return Err(cx.err(
@@ -376,14 +376,14 @@ fn account(
         return Err(err("user", "must be a non-empty single line"));
     }
 
-    let (password, oauth2) = credentials(cx, base, raw, defaults, name_str, span.clone())?;
+    let credentials = credentials(cx, base, raw, defaults, name_str, span.clone())?;
 
     let auth = raw.auth.or(defaults.auth).unwrap_or(AuthMethod::Auto);
     let allow_plaintext_auth = raw
         .allow_plaintext_auth
         .or(defaults.allow_plaintext_auth)
         .unwrap_or(false);
-    if oauth2.is_some() {
+    if matches!(credentials, Credentials::OAuth2(_)) {
         if matches!(
             auth,
             AuthMethod::User
@@ -540,8 +540,7 @@ fn account(
         ca_file,
         tls_verify: raw.tls_verify.or(defaults.tls_verify).unwrap_or(true),
         user,
-        password,
-        oauth2,
+        credentials,
         auth,
         allow_plaintext_auth,
         keep,
@@ -698,7 +697,7 @@ fn credentials(
     defaults: &RawAccount,
     account: &str,
     span: Range<usize>,
-) -> Result<(Option<PasswordSource>, Option<OAuth2Source>), ConfigError> {
+) -> Result<Credentials, ConfigError> {
     let ttl = raw.oauth2_token_ttl.or(defaults.oauth2_token_ttl);
     if ttl.is_some_and(|t| t.is_zero()) {
         return Err(cx.err(
@@ -720,21 +719,22 @@ fn credentials(
                  OAuth2 token source (`oauth2_token_command`, `oauth2`), not both",
             ));
         }
-        Ok((password, token))
+        Ok(password
+            .map(Credentials::Password)
+            .or(token.map(Credentials::OAuth2)))
     };
-    let own = pick(raw, defaults.oauth2.as_ref().map(|o| o.get_ref()))?;
-    if own.0.is_some() || own.1.is_some() {
+    if let Some(own) = pick(raw, defaults.oauth2.as_ref().map(|o| o.get_ref()))? {
         return Ok(own);
     }
     match pick(defaults, None)? {
-        (None, None) => Err(cx.err(
+        None => Err(cx.err(
             span,
             Some(account),
             "password",
             "no password: set one of `password`, `password_file` or `password_command`, or an \
              OAuth2 token source (`oauth2_token_command` or `oauth2`)",
         )),
-        found => Ok(found),
+        Some(found) => Ok(found),
     }
 }
 
@@ -995,7 +995,7 @@ fn check_ca_files(path: &Path, config: &Config) -> Result<(), ConfigError> {
             super::Deliver::Smtp(s) => s.ca_file.as_deref(),
             _ => None,
         };
-        let oauth2 = match &a.oauth2 {
+        let oauth2 = match a.oauth2() {
             Some(super::OAuth2Source::Refresh(c)) => c.ca_file.as_deref(),
             _ => None,
         };
