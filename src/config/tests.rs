@@ -628,3 +628,122 @@ fn delivery_fingerprint_counts_what_delivery_does_and_nothing_else() {
     assert_eq!(inline("one"), inline("two"));
     assert_ne!(inline("one"), base(smtp));
 }
+
+// ---- defaults merged into the account
+
+/// An error about a value points where the value was written: in the account's table, or in
+/// `[defaults]` when the account took it from there.
+#[test]
+fn errors_point_where_the_value_was_written_in_the_account_or_the_defaults() {
+    let account = "[[account]]\nname = \"a\"\nuser = \"u\"\npassword = \"p\"\n";
+    for (line, key) in [
+        ("host = \" \"", "host"),
+        ("max_size = 0", "max_size"),
+        ("max_messages_per_poll = 0", "max_messages_per_poll"),
+        ("max_bytes_per_poll = 0", "max_bytes_per_poll"),
+        ("deliver = { mda = [] }", "deliver.mda"),
+        (
+            "deliver = { smtp = { host = \"r\", to = [] } }",
+            "deliver.smtp.to",
+        ),
+        (
+            "oauth2 = { token_url = \"http://x\", client_id = \"c\", refresh_token_file = \"/r\" }",
+            "oauth2.token_url",
+        ),
+    ] {
+        let host = if key == "host" { "" } else { "host = \"h\"\n" };
+        let deliver = if key.starts_with("deliver") {
+            ""
+        } else {
+            "deliver = { maildir = \"/m\" }\n"
+        };
+        let own = if key.starts_with("oauth2") {
+            account.replace("password = \"p\"\n", "")
+        } else {
+            account.to_string()
+        };
+        // In [defaults], line 2.
+        let e = err(&format!("[defaults]\n{line}\n\n{own}{host}{deliver}"));
+        assert_eq!(e.key.as_deref(), Some(key), "{e}");
+        assert_eq!(e.position.map(|p| p.0), Some(2), "{line} in defaults: {e}");
+        assert_eq!(e.account.as_deref(), Some("a"));
+        // In the account, its last line (8 with the defaults above it).
+        let e = err(&format!(
+            "[defaults]\nkeep = true\n\n{own}{host}{deliver}{line}\n"
+        ));
+        let last = 3 + own.lines().count() + host.lines().count() + deliver.lines().count() + 1;
+        assert_eq!(e.key.as_deref(), Some(key), "{e}");
+        assert_eq!(
+            e.position.map(|p| p.0),
+            Some(last),
+            "{line} in the account: {e}"
+        );
+    }
+}
+
+#[test]
+fn every_key_left_out_is_taken_from_the_defaults_and_the_login_as_a_whole() {
+    let d = "[defaults]\nhost = \"dh\"\nport = 1110\ntls = \"starttls\"\nuser = \"du\"\n\
+             password_file = \"/dp\"\nkeep = true\nreceived_header = false\ntimeout = \"9s\"\n\
+             deliver = { mbox = \"/dm\" }\nmda_timeout = \"8s\"\ninterval = \"7m\"\n\
+             on_permanent_failure = \"quarantine\"\nquarantine = \"/dq\"\nmax_size = 100\n\
+             max_size_action = \"delete\"\ndelete_after = \"2d\"\nmax_messages_per_poll = 3\n\
+             max_bytes_per_poll = 200\ndedupe_message_id = true\nca_file = \"/dca\"\n\
+             tls_verify = false\nauth = \"user\"\n\n";
+    let c = p(&format!("{d}[[account]]\nname = \"a\"\n")).unwrap();
+    let a = &c.accounts[0];
+    assert_eq!(
+        (a.host.as_str(), a.port, a.tls),
+        ("dh", 1110, TlsMode::Starttls)
+    );
+    assert_eq!(a.user, "du");
+    assert_eq!(
+        a.credentials,
+        Credentials::Password(PasswordSource::File("/dp".into()))
+    );
+    assert!(a.keep && !a.received_header && a.dedupe_message_id && !a.tls_verify);
+    assert_eq!(a.auth, AuthMethod::User);
+    assert_eq!(a.ca_file.as_deref(), Some(Path::new("/dca")));
+    assert_eq!(
+        (a.timeout, a.mda_timeout, a.interval),
+        (
+            Duration::from_secs(9),
+            Duration::from_secs(8),
+            Duration::from_secs(420)
+        )
+    );
+    assert_eq!(a.deliver, Deliver::Mbox("/dm".into()));
+    assert_eq!(a.on_permanent_failure, PermanentFailure::Quarantine);
+    assert_eq!(a.quarantine.as_deref(), Some(Path::new("/dq")));
+    assert_eq!(
+        (a.max_size, a.max_size_action, a.delete_after),
+        (
+            Some(100),
+            SizeAction::Delete,
+            Some(Duration::from_secs(2 * 86400))
+        )
+    );
+    assert_eq!(
+        (a.max_messages_per_poll, a.max_bytes_per_poll),
+        (Some(3), Some(200))
+    );
+    // The account's own values win, key by key; its login wins as a whole: its token command
+    // is not mixed with the defaults' password file into "both".
+    let c = p(&format!(
+        "{d}[[account]]\nname = \"a\"\nhost = \"ah\"\nkeep = false\ndelete_after = \"1d\"\n\
+         oauth2_token_command = [\"t\"]\nauth = \"auto\"\n"
+    ));
+    let e = c.unwrap_err();
+    assert_eq!(e.key.as_deref(), Some("delete_after"), "{e}");
+    let c = p(&format!(
+        "{d}[[account]]\nname = \"a\"\nhost = \"ah\"\noauth2_token_command = [\"t\"]\n\
+         auth = \"auto\"\n"
+    ))
+    .unwrap();
+    let a = &c.accounts[0];
+    assert_eq!((a.host.as_str(), a.user.as_str()), ("ah", "du"));
+    assert!(matches!(
+        a.credentials,
+        Credentials::OAuth2(OAuth2Source::Command { .. })
+    ));
+}
