@@ -260,7 +260,7 @@ async fn poll_with(
         tracing::info!(
             account = account.name,
             released,
-            "config changed: held messages will be tried again"
+            "delivery settings changed: held messages will be tried again"
         );
     }
     report.recovered = recover(backend, state, &account.name)?;

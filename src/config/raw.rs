@@ -263,7 +263,7 @@ pub enum OAuth2Flow {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PermanentFailure {
-    /// Leave it on the server; do not try it again until the config changes or
+    /// Leave it on the server; do not try it again until its delivery settings change or
     /// `popfetch retry ACCOUNT` runs.
     Keep,
     /// Store it in the `quarantine` Maildir; it then counts as delivered.
