@@ -10,7 +10,7 @@ use toml::Spanned;
 
 use super::raw::{
     AuthMethod, OAuth2Flow, OAuth2Provider, PermanentFailure, RawAccount, RawConfig, RawDeliver,
-    RawOAuth2, RawSmtp, SizeAction, TlsMode,
+    RawOAuth2, RawSmtp, Size, SizeAction, TlsMode,
 };
 use super::{
     Account, Config, Credentials, DEFAULT_INTERVAL, DEFAULT_MAX_PARALLEL, DEFAULT_MDA_TIMEOUT,
@@ -444,48 +444,25 @@ struct Limits {
     max_bytes_per_poll: Option<u64>,
 }
 
+/// Each error points where the value was written, in the account's table or in `[defaults]`.
 fn limits(cx: &Cx, raw: &RawAccount, account: &str) -> Result<Limits, ConfigError> {
-    let max_size = nonzero(cx, account, "max_size", &raw.max_size, |s| s.0)?;
-    let max_messages = nonzero(
-        cx,
-        account,
-        "max_messages_per_poll",
-        &raw.max_messages_per_poll,
-        |n| n as u64,
-    )?;
-    let max_bytes = nonzero(
-        cx,
-        account,
-        "max_bytes_per_poll",
-        &raw.max_bytes_per_poll,
-        |s| s.0,
-    )?;
-    Ok(Limits {
-        max_size: max_size.map(|s| s.0),
-        max_messages_per_poll: max_messages,
-        max_bytes_per_poll: max_bytes.map(|s| s.0),
-    })
-}
-
-/// A size or count that must not be zero (`n` reads it as a number); the error points where it
-/// was written, in the account's table or in `[defaults]`.
-fn nonzero<T: Copy>(
-    cx: &Cx,
-    account: &str,
-    key: &str,
-    value: &Option<Spanned<T>>,
-    n: fn(T) -> u64,
-) -> Result<Option<T>, ConfigError> {
-    match value {
-        Some(v) if n(*v.get_ref()) == 0 => {
-            let why = match key {
-                "max_messages_per_poll" => "must be at least 1",
-                _ => "must be more than 0",
-            };
-            Err(cx.err(v.span(), Some(account), key, why))
+    let refuse = |key, span, why| cx.err(span, Some(account), key, why);
+    let size = |key, v: &Option<Spanned<Size>>| match v {
+        Some(s) if s.get_ref().0 == 0 => Err(refuse(key, s.span(), "must be more than 0")),
+        s => Ok(s.as_ref().map(|s| s.get_ref().0)),
+    };
+    let max_messages_per_poll = match &raw.max_messages_per_poll {
+        Some(n) if *n.get_ref() == 0 => {
+            let key = "max_messages_per_poll";
+            return Err(refuse(key, n.span(), "must be at least 1"));
         }
-        v => Ok(v.as_ref().map(|v| *v.get_ref())),
-    }
+        n => n.as_ref().map(|n| *n.get_ref()),
+    };
+    Ok(Limits {
+        max_size: size("max_size", &raw.max_size)?,
+        max_messages_per_poll,
+        max_bytes_per_poll: size("max_bytes_per_poll", &raw.max_bytes_per_poll)?,
+    })
 }
 
 /// The rules on how a credential may travel: an OAuth2 token only with a method that sends
