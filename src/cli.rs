@@ -8,7 +8,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{self, Account, Config, Deliver, PasswordSource};
+use crate::config::{self, Account, Config, Credentials, Deliver, PasswordSource};
 use crate::progress::Progress;
 use crate::text::{error_chain, human_bytes};
 
@@ -429,15 +429,21 @@ pub fn describe(config: &Config) -> String {
         }
         let _ = writeln!(s, "tls_verify = {}", a.tls_verify);
         let _ = writeln!(s, "user = {:?}", a.user);
-        let _ = match &a.password {
-            Some(PasswordSource::Inline(_)) => writeln!(s, "password = \"<redacted>\""),
-            Some(PasswordSource::File(p)) => {
+        let _ = match &a.credentials {
+            Credentials::Password(PasswordSource::Inline(_)) => {
+                writeln!(s, "password = \"<redacted>\"")
+            }
+            Credentials::Password(PasswordSource::File(p)) => {
                 writeln!(s, "password_file = {:?}", p.display().to_string())
             }
-            Some(PasswordSource::Command(argv)) => writeln!(s, "password_command = {argv:?}"),
-            None => Ok(()),
+            Credentials::Password(PasswordSource::Command(argv)) => {
+                writeln!(s, "password_command = {argv:?}")
+            }
+            Credentials::OAuth2(o) => {
+                describe_oauth2(&mut s, o);
+                Ok(())
+            }
         };
-        describe_oauth2(&mut s, a.oauth2.as_ref());
         let _ = writeln!(s, "auth = {:?}", auth_name(a.auth));
         let _ = writeln!(s, "allow_plaintext_auth = {}", a.allow_plaintext_auth);
         let _ = writeln!(s, "keep = {}", a.keep);
@@ -516,7 +522,7 @@ pub fn describe(config: &Config) -> String {
 }
 
 /// The token source's settings; it holds paths and URLs only, no secret.
-fn describe_oauth2(s: &mut String, source: Option<&config::OAuth2Source>) {
+fn describe_oauth2(s: &mut String, source: &config::OAuth2Source) {
     use std::fmt::Write;
     let ttl = |t: Option<std::time::Duration>| {
         t.map(|t| {
@@ -528,11 +534,10 @@ fn describe_oauth2(s: &mut String, source: Option<&config::OAuth2Source>) {
         .unwrap_or_default()
     };
     match source {
-        None => {}
-        Some(config::OAuth2Source::Command { argv, ttl: t }) => {
+        config::OAuth2Source::Command { argv, ttl: t } => {
             let _ = write!(s, "oauth2_token_command = {argv:?}\n{}", ttl(*t));
         }
-        Some(config::OAuth2Source::Refresh(c)) => {
+        config::OAuth2Source::Refresh(c) => {
             let _ = write!(s, "{}", ttl(c.ttl));
             let path = |p: &std::path::Path| format!("{:?}", p.display().to_string());
             let mut fields = Vec::new();

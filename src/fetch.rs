@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Account, Deliver, PermanentFailure, SizeAction};
+use crate::config::{Account, Credentials, Deliver, PermanentFailure, SizeAction};
 use crate::deliver::{Backend, DeliverError, ErrorKind, MessageInfo, Sink};
 use crate::pop3::{Command, MsgNum, Uidl};
 use crate::progress::Progress;
@@ -172,12 +172,12 @@ async fn poll_with(
     report: &mut Report,
 ) -> Result<(), FetchError> {
     let started = Instant::now();
-    let released = state.set_fingerprint(&fingerprint(account));
+    let released = state.set_fingerprint(&account.delivery_fingerprint());
     if released > 0 {
         tracing::info!(
             account = account.name,
             released,
-            "config changed: held messages will be tried again"
+            "delivery settings changed: held messages will be tried again"
         );
     }
     report.recovered = recover(backend, state, &account.name)?;
@@ -185,13 +185,13 @@ async fn poll_with(
     // The credential is obtained before connecting: a token source that fails (or yields
     // nothing) never leads to a login attempt. The account's lock, held here, keeps two
     // processes from refreshing (and rotating) one token at once.
-    let credential = match &account.password {
-        Some(source) => Credential::Password(
+    let credential = match &account.credentials {
+        Credentials::Password(source) => Credential::Password(
             crate::password::resolve(source, account.timeout)
                 .await
                 .map_err(FetchError::Password)?,
         ),
-        None => Credential::Token(
+        Credentials::OAuth2(_) => Credential::Token(
             crate::oauth2::access_token(account, state.dir())
                 .await
                 .map_err(FetchError::OAuth2)?,
@@ -1169,16 +1169,6 @@ fn message_id(head: &[u8]) -> Option<Vec<u8>> {
 fn message_id_digest(id: &[u8]) -> String {
     use md5::Digest as _;
     crate::text::hex(&md5::Md5::digest(id))
-}
-
-/// A stable digest of the account's settings (secrets redacted), to notice config changes.
-fn fingerprint(account: &Account) -> String {
-    // FNV-1a: stable across builds, unlike the standard library's hasher.
-    let text = format!("{account:?}");
-    let h = text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    });
-    format!("{h:016x}")
 }
 
 /// Resolves deliveries a previous run left pending: committed ones count as delivered, the

@@ -2,6 +2,7 @@
 //! builds the immutable [`Config`] the rest of popfetch reads. Also where the config file and the
 //! state directory are looked for.
 
+mod fingerprint;
 pub mod raw;
 mod validate;
 
@@ -43,10 +44,8 @@ pub struct Account {
     pub ca_file: Option<PathBuf>,
     pub tls_verify: bool,
     pub user: String,
-    /// `None` exactly when `oauth2` is set: an account logs in with one or the other.
-    pub password: Option<PasswordSource>,
-    /// Where the OAuth2 access token comes from (see [`crate::oauth2`]).
-    pub oauth2: Option<OAuth2Source>,
+    /// How the account logs in.
+    pub credentials: Credentials,
     pub auth: AuthMethod,
     pub allow_plaintext_auth: bool,
     pub keep: bool,
@@ -77,6 +76,32 @@ pub struct Account {
 
 /// How long a delivered message's Message-ID digest is remembered for `dedupe_message_id`.
 pub const DEDUPE_WINDOW: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// How an account logs in: with a password or with an OAuth2 access token, always exactly one.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Credentials {
+    Password(PasswordSource),
+    /// Where the access token comes from (see [`crate::oauth2`]).
+    OAuth2(OAuth2Source),
+}
+
+impl Account {
+    /// Where the password comes from, when the account logs in with one.
+    pub fn password(&self) -> Option<&PasswordSource> {
+        match &self.credentials {
+            Credentials::Password(p) => Some(p),
+            Credentials::OAuth2(_) => None,
+        }
+    }
+
+    /// Where the OAuth2 access token comes from, when the account logs in with one.
+    pub fn oauth2(&self) -> Option<&OAuth2Source> {
+        match &self.credentials {
+            Credentials::OAuth2(o) => Some(o),
+            Credentials::Password(_) => None,
+        }
+    }
+}
 
 /// Where the password comes from; read at each login, never stored elsewhere.
 #[derive(Debug, Clone, PartialEq)]

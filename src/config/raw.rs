@@ -69,6 +69,91 @@ pub struct RawAccount {
     pub dedupe_message_id: Option<bool>,
 }
 
+impl RawAccount {
+    /// This account's table with every key it leaves out taken from `[defaults]`, in one step.
+    /// A value keeps its place in the file (its span), so an error about it points where it was
+    /// written. The login credential is the exception: the account's choice (any of `password`,
+    /// `password_file`, `password_command`, `oauth2_token_command`, `oauth2`) wins over the
+    /// defaults' as a whole, and only its `oauth2` table is completed key by key from the
+    /// defaults' one, so that a client registration can be shared.
+    pub fn merged_with(&self, d: &RawAccount) -> RawAccount {
+        fn or<T: Clone>(own: &Option<T>, default: &Option<T>) -> Option<T> {
+            own.as_ref().or(default.as_ref()).cloned()
+        }
+        let own_login = self.password.is_some()
+            || self.password_file.is_some()
+            || self.password_command.is_some()
+            || self.oauth2_token_command.is_some()
+            || self.oauth2.is_some();
+        let login = if own_login { self } else { d };
+        let oauth2 = match &self.oauth2 {
+            Some(t) => Some(Spanned::new(
+                t.span(),
+                t.get_ref()
+                    .merged_with(d.oauth2.as_ref().map(Spanned::get_ref)),
+            )),
+            None => login.oauth2.clone(),
+        };
+        RawAccount {
+            name: self.name.clone(),
+            host: or(&self.host, &d.host),
+            port: self.port.or(d.port),
+            tls: self.tls.or(d.tls),
+            ca_file: or(&self.ca_file, &d.ca_file),
+            tls_verify: self.tls_verify.or(d.tls_verify),
+            user: or(&self.user, &d.user),
+            password: login.password.clone(),
+            password_file: login.password_file.clone(),
+            password_command: login.password_command.clone(),
+            oauth2_token_command: login.oauth2_token_command.clone(),
+            oauth2_token_ttl: self.oauth2_token_ttl.or(d.oauth2_token_ttl),
+            oauth2,
+            auth: self.auth.or(d.auth),
+            allow_plaintext_auth: self.allow_plaintext_auth.or(d.allow_plaintext_auth),
+            keep: self.keep.or(d.keep),
+            received_header: self.received_header.or(d.received_header),
+            timeout: self.timeout.or(d.timeout),
+            deliver: or(&self.deliver, &d.deliver),
+            mda_timeout: self.mda_timeout.or(d.mda_timeout),
+            interval: self.interval.or(d.interval),
+            on_permanent_failure: self.on_permanent_failure.or(d.on_permanent_failure),
+            quarantine: or(&self.quarantine, &d.quarantine),
+            max_size: or(&self.max_size, &d.max_size),
+            max_size_action: self.max_size_action.or(d.max_size_action),
+            delete_after: self.delete_after.or(d.delete_after),
+            max_messages_per_poll: or(&self.max_messages_per_poll, &d.max_messages_per_poll),
+            max_bytes_per_poll: or(&self.max_bytes_per_poll, &d.max_bytes_per_poll),
+            dedupe_message_id: self.dedupe_message_id.or(d.dedupe_message_id),
+        }
+    }
+}
+
+impl RawOAuth2 {
+    /// This table with every key it leaves out taken from `defaults`.
+    pub fn merged_with(&self, defaults: Option<&RawOAuth2>) -> RawOAuth2 {
+        let Some(d) = defaults else {
+            return self.clone();
+        };
+        let d = d.clone();
+        RawOAuth2 {
+            provider: self.provider.or(d.provider),
+            tenant: self.tenant.clone().or(d.tenant),
+            token_url: self.token_url.clone().or(d.token_url),
+            device_authorization_url: self
+                .device_authorization_url
+                .clone()
+                .or(d.device_authorization_url),
+            authorization_url: self.authorization_url.clone().or(d.authorization_url),
+            client_id: self.client_id.clone().or(d.client_id),
+            client_secret_file: self.client_secret_file.clone().or(d.client_secret_file),
+            refresh_token_file: self.refresh_token_file.clone().or(d.refresh_token_file),
+            scope: self.scope.clone().or(d.scope),
+            ca_file: self.ca_file.clone().or(d.ca_file),
+            flow: self.flow.or(d.flow),
+        }
+    }
+}
+
 /// What to do with a message larger than `max_size`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -180,7 +265,7 @@ pub enum OAuth2Flow {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PermanentFailure {
-    /// Leave it on the server; do not try it again until the config changes or
+    /// Leave it on the server; do not try it again until its delivery settings change or
     /// `popfetch retry ACCOUNT` runs.
     Keep,
     /// Store it in the `quarantine` Maildir; it then counts as delivered.

@@ -46,8 +46,8 @@ fn full_config_with_defaults() {
     assert!(a.keep && a.tls_verify && a.received_header && !a.allow_plaintext_auth);
     assert_eq!(a.timeout, Duration::from_secs(30));
     assert_eq!(
-        a.password,
-        Some(PasswordSource::File("/etc/popfetch/alice.pass".into()))
+        a.credentials,
+        Credentials::Password(PasswordSource::File("/etc/popfetch/alice.pass".into()))
     );
     let b = c.account("bob.2").unwrap();
     assert_eq!(
@@ -56,8 +56,8 @@ fn full_config_with_defaults() {
     );
     assert!(!b.keep && !b.received_header);
     assert_eq!(
-        b.password,
-        Some(PasswordSource::Command(vec![
+        b.credentials,
+        Credentials::Password(PasswordSource::Command(vec![
             "pass".into(),
             "show".into(),
             "pop/bob".into()
@@ -273,8 +273,8 @@ fn oauth(src: &str) -> String {
 }
 
 fn client(c: &Config) -> &OAuth2Client {
-    match &c.accounts[0].oauth2 {
-        Some(OAuth2Source::Refresh(c)) => c,
+    match &c.accounts[0].credentials {
+        Credentials::OAuth2(OAuth2Source::Refresh(c)) => c,
         other => panic!("not a refresh source: {other:?}"),
     }
 }
@@ -285,7 +285,7 @@ fn oauth2_presets_fill_urls_scope_and_flow() {
         "[account.oauth2]\nprovider = \"google\"\nclient_id = \"id.apps\"\nclient_secret_file = \"g.secret\"\nrefresh_token_file = \"/var/lib/popfetch/a.rt\"",
     ))
     .unwrap();
-    assert_eq!(c.accounts[0].password, None);
+    assert_eq!(c.accounts[0].password(), None);
     let g = client(&c);
     assert_eq!(g.token_url, "https://oauth2.googleapis.com/token");
     assert_eq!(
@@ -392,15 +392,15 @@ fn oauth2_token_command_and_ttl() {
     ))
     .unwrap();
     assert_eq!(
-        c.accounts[0].oauth2,
-        Some(OAuth2Source::Command {
+        c.accounts[0].credentials,
+        Credentials::OAuth2(OAuth2Source::Command {
             argv: vec!["oama".into(), "access".into(), "a@example.org".into()],
             ttl: Some(Duration::from_secs(3000)),
         })
     );
     let c = p(&oauth("oauth2_token_command = [\"t\"]")).unwrap();
     assert!(matches!(
-        &c.accounts[0].oauth2,
+        c.accounts[0].oauth2(),
         Some(OAuth2Source::Command { ttl: None, .. })
     ));
     let e = err(&oauth("oauth2_token_command = []"));
@@ -434,25 +434,19 @@ fn exactly_one_credential_source() {
         oauth("password_file = \"/pw\"")
     ))
     .unwrap();
-    assert_eq!(
-        (
-            c.accounts[0].password.is_some(),
-            c.accounts[0].oauth2.is_none()
-        ),
-        (true, true)
-    );
+    assert!(matches!(
+        c.accounts[0].credentials,
+        Credentials::Password(PasswordSource::File(_))
+    ));
     let c = p(&format!(
         "[defaults]\npassword_file = \"/pw\"\n{}",
         oauth("oauth2_token_command = [\"t\"]")
     ))
     .unwrap();
-    assert_eq!(
-        (
-            c.accounts[0].password.is_none(),
-            c.accounts[0].oauth2.is_some()
-        ),
-        (true, true)
-    );
+    assert!(matches!(
+        c.accounts[0].credentials,
+        Credentials::OAuth2(OAuth2Source::Command { .. })
+    ));
 }
 
 #[test]
@@ -468,7 +462,7 @@ fn oauth2_defaults_are_merged_key_by_key() {
     let ids: Vec<_> = c
         .accounts
         .iter()
-        .map(|a| match &a.oauth2 {
+        .map(|a| match a.oauth2() {
             Some(OAuth2Source::Refresh(c)) => (
                 c.client_id.clone(),
                 c.token_url.clone(),
@@ -529,4 +523,227 @@ fn check_shows_the_token_source_without_secrets() {
         ),
         "{shown}"
     );
+}
+
+// ---- the delivery fingerprint
+
+fn fp_account(extra: &str, deliver: &str) -> Account {
+    let text = format!(
+        "[[account]]\nname = \"a\"\nhost = \"h\"\nuser = \"u\"\npassword_file = \"p\"\n\
+         deliver = {deliver}\n{extra}"
+    );
+    p(&text).unwrap().accounts[0].as_ref().clone()
+}
+
+#[test]
+fn delivery_fingerprint_has_a_known_answer() {
+    // A change here releases every held message of every user once: only on purpose.
+    let a = fp_account("", "{ maildir = \"/m\" }");
+    assert_eq!(
+        a.delivery_fingerprint(),
+        "d1-b75e8b77719120a03f1e523e54bc4aa1"
+    );
+}
+
+#[test]
+fn delivery_fingerprint_counts_what_delivery_does_and_nothing_else() {
+    let maildir = "{ maildir = \"/m\" }";
+    let mda = "{ mda = [\"procmail\", \"-a\", \"{account}\"] }";
+    let smtp = "{ smtp = { host = \"relay\", to = [\"x@example.org\"], user = \"s\", \
+                password_file = \"/s\" } }";
+    let base = |deliver: &str| fp_account("", deliver).delivery_fingerprint();
+    for deliver in [maildir, mda, smtp] {
+        let fp = base(deliver);
+        assert!(fp.starts_with("d1-") && fp.len() == 35, "{fp}");
+        // Settings that cannot turn a refusal around.
+        let unchanged: [fn(&mut Account); 14] = [
+            |a| a.host = "other".into(),
+            |a| a.port = 1110,
+            |a| a.tls = TlsMode::Starttls,
+            |a| a.ca_file = Some("/ca.pem".into()),
+            |a| a.tls_verify = false,
+            |a| a.credentials = Credentials::Password(PasswordSource::Command(vec!["p".into()])),
+            |a| a.auth = AuthMethod::CramMd5,
+            |a| a.allow_plaintext_auth = true,
+            |a| a.timeout = Duration::from_secs(5),
+            |a| a.interval = Duration::from_secs(3600),
+            |a| a.keep = !a.keep,
+            |a| a.delete_after = Some(Duration::from_secs(86400)),
+            |a| {
+                a.max_messages_per_poll = Some(5);
+                a.max_bytes_per_poll = Some(5);
+            },
+            |a| a.mda_timeout = Duration::from_secs(3600),
+        ];
+        for (i, change) in unchanged.iter().enumerate() {
+            let mut a = fp_account("", deliver);
+            change(&mut a);
+            assert_eq!(a.delivery_fingerprint(), fp, "change {i} with {deliver}");
+        }
+        // Settings that decide what becomes of the message.
+        for extra in [
+            "received_header = false",
+            "on_permanent_failure = \"quarantine\"\nquarantine = \"/q\"",
+            "max_size = \"1MiB\"",
+            "max_size = \"1MiB\"\nmax_size_action = \"delete\"",
+            "dedupe_message_id = true",
+        ] {
+            let a = fp_account(extra, deliver);
+            assert_ne!(a.delivery_fingerprint(), fp, "{extra} with {deliver}");
+        }
+    }
+    // Every setting of the target counts.
+    for other in [
+        "{ maildir = \"/n\" }",
+        "{ mbox = \"/m\" }",
+        "{ mda = [\"procmail\", \"-a\", \"{user}\"] }",
+        "{ mda = [\"procmail\", \"-a{account}\"] }",
+        "{ smtp = { host = \"relay2\", to = [\"x@example.org\"], user = \"s\", \
+         password_file = \"/s\" } }",
+        "{ smtp = { host = \"relay\", to = [\"y@example.org\"], user = \"s\", \
+         password_file = \"/s\" } }",
+        "{ smtp = { host = \"relay\", to = [\"x@example.org\"] } }",
+        "{ smtp = { host = \"relay\", port = 26, to = [\"x@example.org\"], user = \"s\", \
+         password_file = \"/s\" } }",
+    ] {
+        assert_ne!(base(other), base(maildir), "{other}");
+        assert_ne!(base(other), base(mda), "{other}");
+        assert_ne!(base(other), base(smtp), "{other}");
+    }
+    // An MDA is given the account's name and user; other targets are not.
+    let renamed = |deliver: &str| {
+        let mut a = fp_account("", deliver);
+        a.name = "b".into();
+        a.delivery_fingerprint()
+    };
+    assert_ne!(renamed(mda), base(mda));
+    assert_eq!(renamed(maildir), base(maildir));
+    // An inline relay password counts as inline, never by its value.
+    let inline = |pw: &str| {
+        base(&format!(
+            "{{ smtp = {{ host = \"relay\", to = [\"x@example.org\"], user = \"s\", \
+             password = \"{pw}\" }} }}"
+        ))
+    };
+    assert_eq!(inline("one"), inline("two"));
+    assert_ne!(inline("one"), base(smtp));
+}
+
+// ---- defaults merged into the account
+
+/// An error about a value points where the value was written: in the account's table, or in
+/// `[defaults]` when the account took it from there.
+#[test]
+fn errors_point_where_the_value_was_written_in_the_account_or_the_defaults() {
+    let account = "[[account]]\nname = \"a\"\nuser = \"u\"\npassword = \"p\"\n";
+    for (line, key) in [
+        ("host = \" \"", "host"),
+        ("max_size = 0", "max_size"),
+        ("max_messages_per_poll = 0", "max_messages_per_poll"),
+        ("max_bytes_per_poll = 0", "max_bytes_per_poll"),
+        ("deliver = { mda = [] }", "deliver.mda"),
+        (
+            "deliver = { smtp = { host = \"r\", to = [] } }",
+            "deliver.smtp.to",
+        ),
+        (
+            "oauth2 = { token_url = \"http://x\", client_id = \"c\", refresh_token_file = \"/r\" }",
+            "oauth2.token_url",
+        ),
+    ] {
+        let host = if key == "host" { "" } else { "host = \"h\"\n" };
+        let deliver = if key.starts_with("deliver") {
+            ""
+        } else {
+            "deliver = { maildir = \"/m\" }\n"
+        };
+        let own = if key.starts_with("oauth2") {
+            account.replace("password = \"p\"\n", "")
+        } else {
+            account.to_string()
+        };
+        // In [defaults], line 2.
+        let e = err(&format!("[defaults]\n{line}\n\n{own}{host}{deliver}"));
+        assert_eq!(e.key.as_deref(), Some(key), "{e}");
+        assert_eq!(e.position.map(|p| p.0), Some(2), "{line} in defaults: {e}");
+        assert_eq!(e.account.as_deref(), Some("a"));
+        // In the account, its last line (8 with the defaults above it).
+        let e = err(&format!(
+            "[defaults]\nkeep = true\n\n{own}{host}{deliver}{line}\n"
+        ));
+        let last = 3 + own.lines().count() + host.lines().count() + deliver.lines().count() + 1;
+        assert_eq!(e.key.as_deref(), Some(key), "{e}");
+        assert_eq!(
+            e.position.map(|p| p.0),
+            Some(last),
+            "{line} in the account: {e}"
+        );
+    }
+}
+
+#[test]
+fn every_key_left_out_is_taken_from_the_defaults_and_the_login_as_a_whole() {
+    let d = "[defaults]\nhost = \"dh\"\nport = 1110\ntls = \"starttls\"\nuser = \"du\"\n\
+             password_file = \"/dp\"\nkeep = true\nreceived_header = false\ntimeout = \"9s\"\n\
+             deliver = { mbox = \"/dm\" }\nmda_timeout = \"8s\"\ninterval = \"7m\"\n\
+             on_permanent_failure = \"quarantine\"\nquarantine = \"/dq\"\nmax_size = 100\n\
+             max_size_action = \"delete\"\ndelete_after = \"2d\"\nmax_messages_per_poll = 3\n\
+             max_bytes_per_poll = 200\ndedupe_message_id = true\nca_file = \"/dca\"\n\
+             tls_verify = false\nauth = \"user\"\n\n";
+    let c = p(&format!("{d}[[account]]\nname = \"a\"\n")).unwrap();
+    let a = &c.accounts[0];
+    assert_eq!(
+        (a.host.as_str(), a.port, a.tls),
+        ("dh", 1110, TlsMode::Starttls)
+    );
+    assert_eq!(a.user, "du");
+    assert_eq!(
+        a.credentials,
+        Credentials::Password(PasswordSource::File("/dp".into()))
+    );
+    assert!(a.keep && !a.received_header && a.dedupe_message_id && !a.tls_verify);
+    assert_eq!(a.auth, AuthMethod::User);
+    assert_eq!(a.ca_file.as_deref(), Some(Path::new("/dca")));
+    assert_eq!(
+        (a.timeout, a.mda_timeout, a.interval),
+        (
+            Duration::from_secs(9),
+            Duration::from_secs(8),
+            Duration::from_secs(420)
+        )
+    );
+    assert_eq!(a.deliver, Deliver::Mbox("/dm".into()));
+    assert_eq!(a.on_permanent_failure, PermanentFailure::Quarantine);
+    assert_eq!(a.quarantine.as_deref(), Some(Path::new("/dq")));
+    assert_eq!(
+        (a.max_size, a.max_size_action, a.delete_after),
+        (
+            Some(100),
+            SizeAction::Delete,
+            Some(Duration::from_secs(2 * 86400))
+        )
+    );
+    assert_eq!(
+        (a.max_messages_per_poll, a.max_bytes_per_poll),
+        (Some(3), Some(200))
+    );
+    // The account's own values win, key by key; its login wins as a whole: its token command
+    // is not mixed with the defaults' password file into "both".
+    let c = p(&format!(
+        "{d}[[account]]\nname = \"a\"\nhost = \"ah\"\nkeep = false\ndelete_after = \"1d\"\n\
+         oauth2_token_command = [\"t\"]\nauth = \"auto\"\n"
+    ));
+    let e = c.unwrap_err();
+    assert_eq!(e.key.as_deref(), Some("delete_after"), "{e}");
+    let c = p(&format!(
+        "{d}[[account]]\nname = \"a\"\nhost = \"ah\"\noauth2_token_command = [\"t\"]\n\
+         auth = \"auto\"\n"
+    ))
+    .unwrap();
+    let a = &c.accounts[0];
+    assert_eq!((a.host.as_str(), a.user.as_str()), ("ah", "du"));
+    assert!(matches!(
+        a.credentials,
+        Credentials::OAuth2(OAuth2Source::Command { .. })
+    ));
 }

@@ -10,10 +10,10 @@ use toml::Spanned;
 
 use super::raw::{
     AuthMethod, OAuth2Flow, OAuth2Provider, PermanentFailure, RawAccount, RawConfig, RawDeliver,
-    RawOAuth2, RawSmtp, SizeAction, TlsMode,
+    RawOAuth2, RawSmtp, Size, SizeAction, TlsMode,
 };
 use super::{
-    Account, Config, DEFAULT_INTERVAL, DEFAULT_MAX_PARALLEL, DEFAULT_MDA_TIMEOUT,
+    Account, Config, Credentials, DEFAULT_INTERVAL, DEFAULT_MAX_PARALLEL, DEFAULT_MDA_TIMEOUT,
     DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_TIMEOUT, Deliver, LogTarget, OAuth2Client, OAuth2Source,
     PasswordSource, Smtp,
 };
@@ -129,7 +129,7 @@ fn check_permissions(
     // A command is no password, but it says which programs run with the user's rights and
     // often names where their secrets live.
     let inline = config.accounts.iter().find_map(|a| {
-        if matches!(a.password, Some(PasswordSource::Inline(_))) {
+        if matches!(a.password(), Some(PasswordSource::Inline(_))) {
             return Some((a.name.as_str(), "password", true));
         }
         match &a.deliver {
@@ -140,10 +140,10 @@ fn check_permissions(
         }
     });
     let command = config.accounts.iter().find_map(|a| {
-        if matches!(a.password, Some(PasswordSource::Command(_))) {
+        if matches!(a.password(), Some(PasswordSource::Command(_))) {
             return Some((a.name.as_str(), "password_command", false));
         }
-        if matches!(a.oauth2, Some(OAuth2Source::Command { .. })) {
+        if matches!(a.oauth2(), Some(OAuth2Source::Command { .. })) {
             return Some((a.name.as_str(), "oauth2_token_command", false));
         }
         match &a.deliver {
@@ -174,7 +174,7 @@ fn check_permissions(
     }
     for a in &config.accounts {
         let mut files: Vec<(&str, &'static str, &Path)> = Vec::new();
-        if let Some(PasswordSource::File(p)) = &a.password {
+        if let Some(PasswordSource::File(p)) = a.password() {
             files.push(("password_file", "password file", p));
         }
         if let Deliver::Smtp(s) = &a.deliver
@@ -182,7 +182,7 @@ fn check_permissions(
         {
             files.push(("deliver.smtp.password_file", "password file", p));
         }
-        if let Some(OAuth2Source::Refresh(c)) = &a.oauth2 {
+        if let Some(OAuth2Source::Refresh(c)) = a.oauth2() {
             if let Some(p) = &c.client_secret_file {
                 files.push(("oauth2.client_secret_file", "client secret file", p));
             }
@@ -256,12 +256,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
     let mut refresh_files = HashSet::new();
     let mut accounts = Vec::new();
     for acc in &raw.account {
-        let mut a = account(&cx, base, acc, &defaults)?;
-        a.interval = acc
-            .get_ref()
-            .interval
-            .or(defaults.interval)
-            .unwrap_or(global_interval);
+        let a = account(&cx, base, acc, &defaults, global_interval)?;
         if a.interval < std::time::Duration::from_secs(1) {
             return Err(cx.err(acc.span(), Some(&a.name), "interval", "must be at least 1s"));
         }
@@ -287,7 +282,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
                 ),
             ));
         }
-        if let Some(OAuth2Source::Refresh(c)) = &a.oauth2
+        if let Some(OAuth2Source::Refresh(c)) = a.oauth2()
             && !refresh_files.insert(c.refresh_token_file.clone())
         {
             return Err(cx.err(
@@ -333,9 +328,105 @@ fn account(
     base: &Path,
     spanned: &Spanned<RawAccount>,
     defaults: &RawAccount,
+    interval: std::time::Duration,
 ) -> Result<Account, ConfigError> {
-    let raw = spanned.get_ref();
+    let raw = spanned.get_ref().merged_with(defaults);
     let span = spanned.span();
+    let name_str = account_name(cx, &raw, span.clone())?;
+    let err = |key: &str, msg: &str| cx.err(span.clone(), Some(name_str), key, msg);
+
+    let Some(host) = &raw.host else {
+        return Err(err("host", "required but missing"));
+    };
+    let host_str = host.get_ref().trim();
+    if host_str.is_empty() || host_str.contains(char::is_whitespace) {
+        let why = "must be a host name or address";
+        return Err(cx.err(host.span(), Some(name_str), "host", why));
+    }
+    let tls = raw.tls.unwrap_or(TlsMode::Implicit);
+    let port = raw.port.unwrap_or(match tls {
+        TlsMode::Implicit => 995,
+        TlsMode::Starttls | TlsMode::None => 110,
+    });
+    if port == 0 {
+        return Err(err("port", "must be between 1 and 65535"));
+    }
+    let Some(user) = raw.user.clone() else {
+        return Err(err("user", "required but missing"));
+    };
+    if user.is_empty() || user.contains(['\r', '\n', '\0']) {
+        return Err(err("user", "must be a non-empty single line"));
+    }
+
+    let credentials = credentials(cx, base, &raw, name_str, span.clone())?;
+    let auth = raw.auth.unwrap_or(AuthMethod::Auto);
+    let allow_plaintext_auth = raw.allow_plaintext_auth.unwrap_or(false);
+    check_login(&credentials, auth, tls, allow_plaintext_auth).map_err(|(k, why)| err(k, why))?;
+    let longer_than_zero = |key, t: std::time::Duration| match t.is_zero() {
+        true => Err(err(key, "must be longer than zero")),
+        false => Ok(t),
+    };
+    let timeout = longer_than_zero("timeout", raw.timeout.unwrap_or(DEFAULT_TIMEOUT))?;
+    let deliver = deliver(cx, base, &raw, name_str, span.clone())?;
+    let mda_timeout = raw.mda_timeout.unwrap_or(DEFAULT_MDA_TIMEOUT);
+    let mda_timeout = longer_than_zero("mda_timeout", mda_timeout)?;
+    let on_permanent_failure = raw.on_permanent_failure.unwrap_or(PermanentFailure::Keep);
+    let quarantine = raw.quarantine.as_ref().map(|p| expand(base, p));
+    if on_permanent_failure == PermanentFailure::Quarantine && quarantine.is_none() {
+        return Err(err(
+            "quarantine",
+            "on_permanent_failure = \"quarantine\" needs `quarantine`, the Maildir to store refused messages in",
+        ));
+    }
+    let ca_file = raw
+        .ca_file
+        .as_ref()
+        .map(|p| ca_path(base, p).map_err(|why| err("ca_file", why)))
+        .transpose()?;
+    let keep = raw.keep.unwrap_or(false);
+    if raw.delete_after.is_some() && !keep {
+        return Err(err(
+            "delete_after",
+            "only has a meaning with `keep = true` (without keep, messages are deleted as soon \
+             as they are delivered)",
+        ));
+    }
+    let limits = limits(cx, &raw, name_str)?;
+
+    Ok(Account {
+        name: name_str.to_string(),
+        host: host_str.to_string(),
+        port,
+        tls,
+        ca_file,
+        tls_verify: raw.tls_verify.unwrap_or(true),
+        user,
+        credentials,
+        auth,
+        allow_plaintext_auth,
+        keep,
+        received_header: raw.received_header.unwrap_or(true),
+        timeout,
+        deliver,
+        mda_timeout,
+        on_permanent_failure,
+        quarantine,
+        interval: raw.interval.unwrap_or(interval),
+        max_size: limits.max_size,
+        max_size_action: raw.max_size_action.unwrap_or(SizeAction::Keep),
+        delete_after: raw.delete_after,
+        max_messages_per_poll: limits.max_messages_per_poll,
+        max_bytes_per_poll: limits.max_bytes_per_poll,
+        dedupe_message_id: raw.dedupe_message_id.unwrap_or(false),
+    })
+}
+
+/// The account's `name`, checked.
+fn account_name<'a>(
+    cx: &Cx,
+    raw: &'a RawAccount,
+    span: Range<usize>,
+) -> Result<&'a str, ConfigError> {
     let Some(name) = &raw.name else {
         return Err(cx.err(span, None, "name", "every account needs a `name`"));
     };
@@ -343,47 +434,47 @@ fn account(
     if let Err(why) = check_name(name_str) {
         return Err(cx.err(name.span(), Some(name_str), "name", &why));
     }
-    let err = |key: &str, msg: &str| cx.err(span.clone(), Some(name_str), key, msg);
+    Ok(name_str)
+}
 
-    let host = raw
-        .host
-        .as_ref()
-        .or(defaults.host.as_ref())
-        .ok_or_else(|| err("host", "required but missing"))?;
-    let host_str = host.get_ref().trim();
-    if host_str.is_empty() || host_str.contains(char::is_whitespace) {
-        return Err(cx.err(
-            host.span(),
-            Some(name_str),
-            "host",
-            "must be a host name or address",
-        ));
-    }
-    let tls = raw.tls.or(defaults.tls).unwrap_or(TlsMode::Implicit);
-    let port = raw.port.or(defaults.port).unwrap_or(match tls {
-        TlsMode::Implicit => 995,
-        TlsMode::Starttls | TlsMode::None => 110,
-    });
-    if port == 0 {
-        return Err(err("port", "must be between 1 and 65535"));
-    }
-    let user = raw
-        .user
-        .clone()
-        .or_else(|| defaults.user.clone())
-        .ok_or_else(|| err("user", "required but missing"))?;
-    if user.is_empty() || user.contains(['\r', '\n', '\0']) {
-        return Err(err("user", "must be a non-empty single line"));
-    }
+/// `max_size`, `max_messages_per_poll` and `max_bytes_per_poll`, none of them zero.
+struct Limits {
+    max_size: Option<u64>,
+    max_messages_per_poll: Option<usize>,
+    max_bytes_per_poll: Option<u64>,
+}
 
-    let (password, oauth2) = credentials(cx, base, raw, defaults, name_str, span.clone())?;
+/// Each error points where the value was written, in the account's table or in `[defaults]`.
+fn limits(cx: &Cx, raw: &RawAccount, account: &str) -> Result<Limits, ConfigError> {
+    let refuse = |key, span, why| cx.err(span, Some(account), key, why);
+    let size = |key, v: &Option<Spanned<Size>>| match v {
+        Some(s) if s.get_ref().0 == 0 => Err(refuse(key, s.span(), "must be more than 0")),
+        s => Ok(s.as_ref().map(|s| s.get_ref().0)),
+    };
+    let max_messages_per_poll = match &raw.max_messages_per_poll {
+        Some(n) if *n.get_ref() == 0 => {
+            let key = "max_messages_per_poll";
+            return Err(refuse(key, n.span(), "must be at least 1"));
+        }
+        n => n.as_ref().map(|n| *n.get_ref()),
+    };
+    Ok(Limits {
+        max_size: size("max_size", &raw.max_size)?,
+        max_messages_per_poll,
+        max_bytes_per_poll: size("max_bytes_per_poll", &raw.max_bytes_per_poll)?,
+    })
+}
 
-    let auth = raw.auth.or(defaults.auth).unwrap_or(AuthMethod::Auto);
-    let allow_plaintext_auth = raw
-        .allow_plaintext_auth
-        .or(defaults.allow_plaintext_auth)
-        .unwrap_or(false);
-    if oauth2.is_some() {
+/// The rules on how a credential may travel: an OAuth2 token only with a method that sends
+/// one, and nothing readable on the way without `allow_plaintext_auth`. The error names the
+/// key to change.
+fn check_login(
+    credentials: &Credentials,
+    auth: AuthMethod,
+    tls: TlsMode,
+    allow_plaintext_auth: bool,
+) -> Result<(), (&'static str, &'static str)> {
+    if matches!(credentials, Credentials::OAuth2(_)) {
         if matches!(
             auth,
             AuthMethod::User
@@ -392,14 +483,14 @@ fn account(
                 | AuthMethod::Login
                 | AuthMethod::CramMd5
         ) {
-            return Err(err(
+            return Err((
                 "auth",
                 "this method logs in with a password, but the account has an OAuth2 token \
                  source; leave `auth` at \"auto\"",
             ));
         }
         if tls == TlsMode::None && !allow_plaintext_auth {
-            return Err(err(
+            return Err((
                 "tls",
                 "an OAuth2 token over an unencrypted connection can be read and reused by anyone \
                  on the way; use `tls = \"implicit\"` or `\"starttls\"`, or set \
@@ -418,152 +509,47 @@ fn account(
                 | AuthMethod::Oauthbearer
         )
     {
-        return Err(err(
+        return Err((
             "auth",
             "this method sends the password in clear text over an unencrypted connection; \
              use `tls = \"implicit\"` or `\"starttls\"`, or set `allow_plaintext_auth = true`",
         ));
     }
-    let timeout = raw.timeout.or(defaults.timeout).unwrap_or(DEFAULT_TIMEOUT);
-    if timeout.is_zero() {
-        return Err(err("timeout", "must be longer than zero"));
-    }
-    let deliver = raw
-        .deliver
-        .as_ref()
-        .or(defaults.deliver.as_ref())
-        .ok_or_else(|| {
-            err(
-                "deliver",
-                "required but missing, e.g. `deliver = { maildir = \"~/Maildir\" }`",
-            )
-        })?;
+    Ok(())
+}
+
+/// The account's delivery target (`raw` merged with the defaults).
+fn deliver(
+    cx: &Cx,
+    base: &Path,
+    raw: &RawAccount,
+    account: &str,
+    span: Range<usize>,
+) -> Result<Deliver, ConfigError> {
+    let deliver = raw.deliver.as_ref().ok_or_else(|| {
+        cx.err(
+            span,
+            Some(account),
+            "deliver",
+            "required but missing, e.g. `deliver = { maildir = \"~/Maildir\" }`",
+        )
+    })?;
     let deliver_span = deliver.span();
-    let deliver = match deliver.get_ref() {
+    Ok(match deliver.get_ref() {
         RawDeliver::Maildir(p) => Deliver::Maildir(expand(base, p)),
         RawDeliver::Mbox(p) => Deliver::Mbox(expand(base, p)),
         RawDeliver::Mda(argv) => {
             if argv.first().is_none_or(|a| a.is_empty()) {
                 return Err(cx.err(
                     deliver_span,
-                    Some(name_str),
+                    Some(account),
                     "deliver.mda",
                     "must name a program: an argument list like [\"/usr/bin/procmail\", \"-d\", \"{user}\"]",
                 ));
             }
             Deliver::Mda(argv.clone())
         }
-        RawDeliver::Smtp(raw) => Deliver::Smtp(smtp(cx, base, raw, name_str, deliver_span)?),
-    };
-    let mda_timeout = raw
-        .mda_timeout
-        .or(defaults.mda_timeout)
-        .unwrap_or(DEFAULT_MDA_TIMEOUT);
-    if mda_timeout.is_zero() {
-        return Err(err("mda_timeout", "must be longer than zero"));
-    }
-    let on_permanent_failure = raw
-        .on_permanent_failure
-        .or(defaults.on_permanent_failure)
-        .unwrap_or(PermanentFailure::Keep);
-    let quarantine = raw
-        .quarantine
-        .as_ref()
-        .or(defaults.quarantine.as_ref())
-        .map(|p| expand(base, p));
-    if on_permanent_failure == PermanentFailure::Quarantine && quarantine.is_none() {
-        return Err(err(
-            "quarantine",
-            "on_permanent_failure = \"quarantine\" needs `quarantine`, the Maildir to store refused messages in",
-        ));
-    }
-    let ca_file = raw
-        .ca_file
-        .as_ref()
-        .or(defaults.ca_file.as_ref())
-        .map(|p| ca_path(base, p).map_err(|why| err("ca_file", why)))
-        .transpose()?;
-    let keep = raw.keep.or(defaults.keep).unwrap_or(false);
-
-    let max_size = raw.max_size.as_ref().or(defaults.max_size.as_ref());
-    if let Some(m) = max_size
-        && m.get_ref().0 == 0
-    {
-        return Err(cx.err(m.span(), Some(name_str), "max_size", "must be more than 0"));
-    }
-    let max_size_action = raw
-        .max_size_action
-        .or(defaults.max_size_action)
-        .unwrap_or(SizeAction::Keep);
-    let delete_after = raw.delete_after.or(defaults.delete_after);
-    if delete_after.is_some() && !keep {
-        return Err(err(
-            "delete_after",
-            "only has a meaning with `keep = true` (without keep, messages are deleted as soon \
-             as they are delivered)",
-        ));
-    }
-    let max_messages_per_poll = raw
-        .max_messages_per_poll
-        .as_ref()
-        .or(defaults.max_messages_per_poll.as_ref());
-    if let Some(m) = max_messages_per_poll
-        && *m.get_ref() == 0
-    {
-        return Err(cx.err(
-            m.span(),
-            Some(name_str),
-            "max_messages_per_poll",
-            "must be at least 1",
-        ));
-    }
-    let max_bytes_per_poll = raw
-        .max_bytes_per_poll
-        .as_ref()
-        .or(defaults.max_bytes_per_poll.as_ref());
-    if let Some(m) = max_bytes_per_poll
-        && m.get_ref().0 == 0
-    {
-        return Err(cx.err(
-            m.span(),
-            Some(name_str),
-            "max_bytes_per_poll",
-            "must be more than 0",
-        ));
-    }
-
-    Ok(Account {
-        name: name_str.to_string(),
-        host: host_str.to_string(),
-        port,
-        tls,
-        ca_file,
-        tls_verify: raw.tls_verify.or(defaults.tls_verify).unwrap_or(true),
-        user,
-        password,
-        oauth2,
-        auth,
-        allow_plaintext_auth,
-        keep,
-        received_header: raw
-            .received_header
-            .or(defaults.received_header)
-            .unwrap_or(true),
-        timeout,
-        deliver,
-        mda_timeout,
-        on_permanent_failure,
-        quarantine,
-        interval: DEFAULT_INTERVAL,
-        max_size: max_size.map(|m| m.get_ref().0),
-        max_size_action,
-        delete_after,
-        max_messages_per_poll: max_messages_per_poll.map(|m| *m.get_ref()),
-        max_bytes_per_poll: max_bytes_per_poll.map(|m| m.get_ref().0),
-        dedupe_message_id: raw
-            .dedupe_message_id
-            .or(defaults.dedupe_message_id)
-            .unwrap_or(false),
+        RawDeliver::Smtp(raw) => Deliver::Smtp(smtp(cx, base, raw, account, deliver_span)?),
     })
 }
 
@@ -688,18 +674,17 @@ fn password_source(
     Ok(None)
 }
 
-/// The account's login credential: a password source or an OAuth2 token source, never both.
-/// The account's own choice wins over the defaults' as a whole, except that its `oauth2` table
-/// is completed key by key from the defaults' one (so a client registration can be shared).
+/// The account's login credential (`raw` merged with the defaults, where the credential is
+/// taken as a whole from one level: see [`RawAccount::merged_with`]): a password source or an
+/// OAuth2 token source, never both, never neither.
 fn credentials(
     cx: &Cx,
     base: &Path,
     raw: &RawAccount,
-    defaults: &RawAccount,
     account: &str,
     span: Range<usize>,
-) -> Result<(Option<PasswordSource>, Option<OAuth2Source>), ConfigError> {
-    let ttl = raw.oauth2_token_ttl.or(defaults.oauth2_token_ttl);
+) -> Result<Credentials, ConfigError> {
+    let ttl = raw.oauth2_token_ttl;
     if ttl.is_some_and(|t| t.is_zero()) {
         return Err(cx.err(
             span,
@@ -708,25 +693,18 @@ fn credentials(
             "must be longer than zero",
         ));
     }
-    let pick = |level: &RawAccount, merge: Option<&RawOAuth2>| {
-        let password = password_source(cx, base, level, account, span.clone())?;
-        let token = token_source(cx, base, level, merge, ttl, account, span.clone())?;
-        if password.is_some() && token.is_some() {
-            return Err(cx.err(
-                span.clone(),
-                Some(account),
-                "oauth2",
-                "set either a password (`password`, `password_file`, `password_command`) or an \
-                 OAuth2 token source (`oauth2_token_command`, `oauth2`), not both",
-            ));
-        }
-        Ok((password, token))
-    };
-    let own = pick(raw, defaults.oauth2.as_ref().map(|o| o.get_ref()))?;
-    if own.0.is_some() || own.1.is_some() {
-        return Ok(own);
-    }
-    match pick(defaults, None)? {
+    let password = password_source(cx, base, raw, account, span.clone())?;
+    let token = token_source(cx, base, raw, ttl, account, span.clone())?;
+    match (password, token) {
+        (Some(_), Some(_)) => Err(cx.err(
+            span,
+            Some(account),
+            "oauth2",
+            "set either a password (`password`, `password_file`, `password_command`) or an \
+             OAuth2 token source (`oauth2_token_command`, `oauth2`), not both",
+        )),
+        (Some(p), None) => Ok(Credentials::Password(p)),
+        (None, Some(t)) => Ok(Credentials::OAuth2(t)),
         (None, None) => Err(cx.err(
             span,
             Some(account),
@@ -734,16 +712,14 @@ fn credentials(
             "no password: set one of `password`, `password_file` or `password_command`, or an \
              OAuth2 token source (`oauth2_token_command` or `oauth2`)",
         )),
-        found => Ok(found),
     }
 }
 
-/// `oauth2_token_command` or `oauth2 = { ... }` at one level; `merge` completes the table.
+/// `oauth2_token_command` or `oauth2 = { ... }`.
 fn token_source(
     cx: &Cx,
     base: &Path,
     raw: &RawAccount,
-    merge: Option<&RawOAuth2>,
     ttl: Option<std::time::Duration>,
     account: &str,
     span: Range<usize>,
@@ -770,34 +746,10 @@ fn token_source(
             }))
         }
         (None, Some(table)) => {
-            let merged = merge_oauth2(table.get_ref(), merge);
-            let client = oauth2_client(cx, base, &merged, table.span(), account, ttl)?;
+            let client = oauth2_client(cx, base, table.get_ref(), table.span(), account, ttl)?;
             Ok(Some(OAuth2Source::Refresh(Box::new(client))))
         }
         (None, None) => Ok(None),
-    }
-}
-
-fn merge_oauth2(own: &RawOAuth2, defaults: Option<&RawOAuth2>) -> RawOAuth2 {
-    let Some(d) = defaults else {
-        return own.clone();
-    };
-    let d = d.clone();
-    RawOAuth2 {
-        provider: own.provider.or(d.provider),
-        tenant: own.tenant.clone().or(d.tenant),
-        token_url: own.token_url.clone().or(d.token_url),
-        device_authorization_url: own
-            .device_authorization_url
-            .clone()
-            .or(d.device_authorization_url),
-        authorization_url: own.authorization_url.clone().or(d.authorization_url),
-        client_id: own.client_id.clone().or(d.client_id),
-        client_secret_file: own.client_secret_file.clone().or(d.client_secret_file),
-        refresh_token_file: own.refresh_token_file.clone().or(d.refresh_token_file),
-        scope: own.scope.clone().or(d.scope),
-        ca_file: own.ca_file.clone().or(d.ca_file),
-        flow: own.flow.or(d.flow),
     }
 }
 
@@ -995,7 +947,7 @@ fn check_ca_files(path: &Path, config: &Config) -> Result<(), ConfigError> {
             super::Deliver::Smtp(s) => s.ca_file.as_deref(),
             _ => None,
         };
-        let oauth2 = match &a.oauth2 {
+        let oauth2 = match a.oauth2() {
             Some(super::OAuth2Source::Refresh(c)) => c.ca_file.as_deref(),
             _ => None,
         };

@@ -46,7 +46,7 @@ pub async fn authorize(
     state_dir: &Path,
     flow: Option<OAuth2Flow>,
 ) -> Result<(), OAuth2Error> {
-    let client = match &account.oauth2 {
+    let client = match account.oauth2() {
         Some(OAuth2Source::Refresh(c)) => c,
         Some(OAuth2Source::Command { .. }) => {
             return Err(OAuth2Error::Config {
@@ -95,7 +95,7 @@ pub async fn authorize(
     }
     super::write_secret_file(&client.refresh_token_file, refresh.expose())?;
     // Prime the cache, so the first poll needs no refresh.
-    let source = account.oauth2.as_ref().map(super::source_fingerprint);
+    let source = account.oauth2().map(super::source_fingerprint);
     let key = format!(
         "{}/{}",
         source.unwrap_or_default(),

@@ -142,7 +142,7 @@ pub async fn access_token(
     account: &Account,
     state_dir: &Path,
 ) -> Result<Secret<String>, OAuth2Error> {
-    let Some(source) = &account.oauth2 else {
+    let Some(source) = account.oauth2() else {
         return Err(OAuth2Error::Config {
             account: account.name.clone(),
             message: "no OAuth2 token source is configured".into(),

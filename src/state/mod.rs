@@ -13,7 +13,7 @@
 //! are checked with [`crate::trust`] (ours, writable by no one else, regular files opened with
 //! `O_NOFOLLOW`), and temporary files are created with `O_EXCL|O_NOFOLLOW`.
 //!
-//! Records, one per line:
+//! Records, one per line (their text form is `record::Record`'s alone):
 //!
 //! ```text
 //! popfetch-uidls 2          header: format version
@@ -23,9 +23,11 @@
 //! F <uidl>                  forget: gone from the server, a delivery that never finished, or
 //!                           a held message released
 //! H <uidl>                  held: the backend refused it for good; leave it on the server and
-//!                           do not try again until the account's config changes or
-//!                           `popfetch retry` releases it
-//! C <fingerprint>           the account config the held records were made under
+//!                           do not try again until the account's delivery settings change
+//!                           or `popfetch retry` releases it
+//! C <fingerprint>           the delivery settings the held records were made under: `d1-` and
+//!                           32 hex digits (older popfetch wrote 16 hex digits, a hash of the
+//!                           whole account, taken over once: see `set_fingerprint`)
 //! O <uidl>                  over `max_size`, left on the server and reported (once)
 //! M <time> <size> <digest>  a message with this Message-ID digest and LIST size was delivered
 //!                           at <time> (for `dedupe_message_id`; kept for [`DEDUPE_WINDOW`])
@@ -50,6 +52,9 @@ use std::path::{Path, PathBuf};
 
 use crate::pop3::Uidl;
 
+mod record;
+use record::Record;
+
 /// The journal format this build writes and reads.
 pub const FORMAT: u32 = 2;
 pub use crate::config::DEDUPE_WINDOW;
@@ -60,7 +65,6 @@ pub fn now_secs() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
 }
-const MAGIC: &str = "popfetch-uidls";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -263,7 +267,7 @@ impl AccountState {
     /// Notes that `uidl` is over `max_size` and was reported: it is not reported again.
     pub fn record_oversize(&mut self, uidl: &Uidl) {
         if self.oversize.insert(uidl.clone()) {
-            self.append(format_args!("O {uidl}\n"));
+            self.append(Record::Oversize(uidl.clone()));
         }
     }
 
@@ -280,7 +284,11 @@ impl AccountState {
     pub fn record_message_id(&mut self, digest: &str, size: u64) {
         debug_assert!(!digest.is_empty() && !digest.contains(char::is_whitespace));
         let now = now_secs();
-        self.append(format_args!("M {now} {size} {digest}\n"));
+        self.append(Record::MessageId {
+            at: now,
+            size,
+            digest: digest.to_string(),
+        });
         self.message_ids.insert((digest.to_string(), size), now);
     }
 
@@ -303,7 +311,10 @@ impl AccountState {
     /// the delivery becomes visible, so that a crash in between can be resolved.
     pub fn record_pending(&mut self, uidl: &Uidl, key: &str) {
         debug_assert!(!key.is_empty() && !key.contains(char::is_whitespace));
-        self.append(format_args!("P {uidl} {key}\n"));
+        self.append(Record::Pending {
+            uidl: uidl.clone(),
+            key: key.to_string(),
+        });
         self.pending.insert(uidl.clone(), key.to_string());
     }
 
@@ -315,7 +326,10 @@ impl AccountState {
     /// [`AccountState::record_delivered`] with the time of delivery (Unix seconds), for state
     /// imported from another tool.
     pub fn record_delivered_at(&mut self, uidl: &Uidl, at: u64) {
-        self.append(format_args!("D {uidl} {at}\n"));
+        self.append(Record::Delivered {
+            uidl: uidl.clone(),
+            at: Some(at),
+        });
         self.pending.remove(uidl);
         self.delivered.insert(uidl.clone(), at);
     }
@@ -328,7 +342,7 @@ impl AccountState {
     /// Holds `uidl` after a permanent delivery failure: it stays on the server, untried.
     pub fn record_held(&mut self, uidl: &Uidl) {
         if self.held.insert(uidl.clone()) {
-            self.append(format_args!("H {uidl}\n"));
+            self.append(Record::Held(uidl.clone()));
         }
     }
 
@@ -341,14 +355,35 @@ impl AccountState {
         held.len()
     }
 
-    /// Notes the fingerprint of the account's config. When it differs from the one the held
-    /// records were made under, they are released: a changed config deserves a new try.
+    /// Notes the fingerprint of the account's delivery settings
+    /// ([`crate::config::Account::delivery_fingerprint`]). When it differs from the one the held
+    /// records were made under, they are released and the count returned: a changed delivery
+    /// deserves a new try.
+    ///
+    /// A fingerprint of the kind older popfetch wrote (a hash of the account's whole `Debug`
+    /// text, which this build cannot compute) is taken over once without releasing anything:
+    /// the upgrade alone is no reason to try held mail again. A config change made between the
+    /// last poll of the older popfetch and the first of this one is missed; `popfetch retry`
+    /// releases the mail then.
     pub fn set_fingerprint(&mut self, fingerprint: &str) -> usize {
-        if self.fingerprint.as_deref() == Some(fingerprint) {
-            return 0;
+        match self.fingerprint.as_deref() {
+            Some(old) if old == fingerprint => return 0,
+            Some(old) if is_legacy_fingerprint(old) && !is_legacy_fingerprint(fingerprint) => {
+                if !self.held.is_empty() {
+                    tracing::info!(
+                        journal = %self.path.display(),
+                        held = self.held.len(),
+                        "held messages stay held across the upgrade of the config fingerprint"
+                    );
+                }
+                self.append(Record::Config(fingerprint.to_string()));
+                self.fingerprint = Some(fingerprint.to_string());
+                return 0;
+            }
+            _ => {}
         }
         let released = self.release_held();
-        self.append(format_args!("C {fingerprint}\n"));
+        self.append(Record::Config(fingerprint.to_string()));
         self.fingerprint = Some(fingerprint.to_string());
         released
     }
@@ -361,7 +396,7 @@ impl AccountState {
             | self.held.remove(uidl)
             | self.oversize.remove(uidl)
         {
-            self.append(format_args!("F {uidl}\n"));
+            self.append(Record::Forget(uidl.clone()));
         }
     }
 
@@ -415,9 +450,9 @@ impl AccountState {
         })
     }
 
-    fn append(&mut self, rec: std::fmt::Arguments) {
-        // Writing into a Vec cannot fail.
-        let _ = self.unsynced.write_fmt(rec);
+    fn append(&mut self, rec: Record) {
+        self.unsynced.extend_from_slice(rec.encode().as_bytes());
+        self.unsynced.push(b'\n');
         self.records += 1;
     }
 
@@ -444,41 +479,63 @@ impl AccountState {
         self.message_ids
             .retain(|_, at| now.saturating_sub(*at) < DEDUPE_WINDOW.as_secs());
         let mut text = header();
-        let mut delivered: Vec<_> = self.delivered.iter().collect();
-        delivered.sort();
-        for (u, at) in delivered {
-            text.extend_from_slice(format!("D {u} {at}\n").as_bytes());
-        }
-        let mut oversize: Vec<_> = self.oversize.iter().collect();
-        oversize.sort();
-        for u in oversize {
-            text.extend_from_slice(format!("O {u}\n").as_bytes());
-        }
-        let mut ids: Vec<_> = self.message_ids.iter().collect();
-        ids.sort();
-        for ((digest, size), at) in ids {
-            text.extend_from_slice(format!("M {at} {size} {digest}\n").as_bytes());
-        }
-        for (u, k) in self.pending() {
-            text.extend_from_slice(format!("P {u} {k}\n").as_bytes());
-        }
-        if let Some(fp) = &self.fingerprint {
-            text.extend_from_slice(format!("C {fp}\n").as_bytes());
-        }
-        let mut held: Vec<_> = self.held.iter().collect();
-        held.sort();
-        for u in held {
-            text.extend_from_slice(format!("H {u}\n").as_bytes());
+        for rec in self.live_records() {
+            text.extend_from_slice(rec.encode().as_bytes());
+            text.push(b'\n');
         }
         write_atomic(&self.dir, &self.path, &text)?;
         self.journal = open_trusted(&self.path, OpenOptions::new().append(true))?;
         self.records = self.live();
         Ok(())
     }
+
+    /// The live set as records, in a stable order; the fingerprint comes before the held
+    /// records it stands for.
+    fn live_records(&self) -> Vec<Record> {
+        let mut delivered: Vec<_> = self.delivered.iter().collect();
+        delivered.sort();
+        let mut oversize: Vec<_> = self.oversize.iter().collect();
+        oversize.sort();
+        let mut ids: Vec<_> = self.message_ids.iter().collect();
+        ids.sort();
+        let mut held: Vec<_> = self.held.iter().collect();
+        held.sort();
+        let delivered = delivered.into_iter().map(|(u, &at)| Record::Delivered {
+            uidl: u.clone(),
+            at: Some(at),
+        });
+        let oversize = oversize.into_iter().cloned().map(Record::Oversize);
+        let ids = ids
+            .into_iter()
+            .map(|((digest, size), &at)| Record::MessageId {
+                at,
+                size: *size,
+                digest: digest.clone(),
+            });
+        let pending = self
+            .pending()
+            .into_iter()
+            .map(|(uidl, key)| Record::Pending { uidl, key });
+        let config = self.fingerprint.clone().map(Record::Config);
+        let held = held.into_iter().cloned().map(Record::Held);
+        delivered
+            .chain(oversize)
+            .chain(ids)
+            .chain(pending)
+            .chain(config)
+            .chain(held)
+            .collect()
+    }
+}
+
+/// Whether `fingerprint` is of the kind popfetch wrote before delivery fingerprints: 16 hex
+/// digits of an FNV-1a hash of the account's whole `Debug` text.
+fn is_legacy_fingerprint(fingerprint: &str) -> bool {
+    fingerprint.len() == 16 && fingerprint.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 fn header() -> Vec<u8> {
-    format!("{MAGIC} {FORMAT}\n").into_bytes()
+    record::header(FORMAT).into_bytes()
 }
 
 #[derive(Default)]
@@ -492,6 +549,37 @@ struct Parsed {
     message_ids: HashMap<(String, u64), u64>,
     fingerprint: Option<String>,
     records: usize,
+}
+
+impl Parsed {
+    /// Takes one record into the state it describes.
+    fn apply(&mut self, rec: Record) {
+        match rec {
+            Record::Pending { uidl, key } => {
+                self.pending.insert(uidl, key);
+            }
+            Record::Delivered { uidl, at } => {
+                self.pending.remove(&uidl);
+                self.delivered.insert(uidl, at.unwrap_or(0));
+            }
+            Record::Forget(uidl) => {
+                self.pending.remove(&uidl);
+                self.delivered.remove(&uidl);
+                self.held.remove(&uidl);
+                self.oversize.remove(&uidl);
+            }
+            Record::Held(uidl) => {
+                self.held.insert(uidl);
+            }
+            Record::Config(fp) => self.fingerprint = Some(fp),
+            Record::Oversize(uidl) => {
+                self.oversize.insert(uidl);
+            }
+            Record::MessageId { at, size, digest } => {
+                self.message_ids.insert((digest, size), at);
+            }
+        }
+    }
 }
 
 /// Reads a journal: its content, and the length of the valid prefix (everything but a torn last
@@ -510,17 +598,16 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<(Parsed, usize), StateError> {
     let mut lines = bytes[..valid_len].split(|&b| b == b'\n');
 
     let head = lines.next().unwrap_or_default();
-    let head = std::str::from_utf8(head).map_err(|_| corrupt(1, "bad header"))?;
-    let version = head
-        .strip_prefix(MAGIC)
-        .and_then(|v| v.trim().parse::<u32>().ok())
-        .ok_or_else(|| {
-            if valid_len == 0 {
-                corrupt(1, "empty or truncated before its header")
-            } else {
-                corrupt(1, "not a popfetch state file")
-            }
-        })?;
+    if std::str::from_utf8(head).is_err() {
+        return Err(corrupt(1, "bad header"));
+    }
+    let version = record::parse_header(head).ok_or_else(|| {
+        if valid_len == 0 {
+            corrupt(1, "empty or truncated before its header")
+        } else {
+            corrupt(1, "not a popfetch state file")
+        }
+    })?;
     if version > FORMAT {
         return Err(StateError::FutureFormat {
             path: path.to_path_buf(),
@@ -532,71 +619,13 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<(Parsed, usize), StateError> {
         version,
         ..Parsed::default()
     };
-    let number = |lineno: usize, field: Option<&[u8]>| -> Result<u64, StateError> {
-        field
-            .and_then(|f| std::str::from_utf8(f).ok())
-            .and_then(|f| f.parse().ok())
-            .ok_or_else(|| corrupt(lineno, "bad number"))
-    };
     for (i, line) in lines.enumerate() {
-        let lineno = i + 2;
         if line.is_empty() {
             continue; // the split after the final newline
         }
         p.records += 1;
-        let mut f = line.split(|&b| b == b' ');
-        let kind = f.next().unwrap_or_default();
-        let arg = f
-            .next()
-            .ok_or_else(|| corrupt(lineno, "record without an argument"))?;
-        if kind == b"C" {
-            let fp = std::str::from_utf8(arg).map_err(|_| corrupt(lineno, "bad fingerprint"))?;
-            p.fingerprint = Some(fp.to_string());
-            continue;
-        }
-        if kind == b"M" {
-            let at = number(lineno, Some(arg))?;
-            let size = number(lineno, f.next())?;
-            let digest = f
-                .next()
-                .filter(|d| !d.is_empty() && d.iter().all(u8::is_ascii_alphanumeric))
-                .ok_or_else(|| corrupt(lineno, "bad Message-ID digest"))?;
-            if f.next().is_some() {
-                return Err(corrupt(lineno, "unknown record"));
-            }
-            let digest = String::from_utf8_lossy(digest).into_owned();
-            p.message_ids.insert((digest, size), at);
-            continue;
-        }
-        let uidl = Uidl::parse(arg).map_err(|e| corrupt(lineno, &e.to_string()))?;
-        match (kind, f.next(), f.next()) {
-            (b"D", None, None) if version < 2 => {
-                p.pending.remove(&uidl);
-                p.delivered.insert(uidl, 0);
-            }
-            (b"D", Some(at), None) if version >= 2 => {
-                let at = number(lineno, Some(at))?;
-                p.pending.remove(&uidl);
-                p.delivered.insert(uidl, at);
-            }
-            (b"O", None, None) => {
-                p.oversize.insert(uidl);
-            }
-            (b"P", Some(key), None) if !key.is_empty() => {
-                let key = std::str::from_utf8(key).map_err(|_| corrupt(lineno, "bad key"))?;
-                p.pending.insert(uidl, key.to_string());
-            }
-            (b"H", None, None) => {
-                p.held.insert(uidl);
-            }
-            (b"F", None, None) => {
-                p.pending.remove(&uidl);
-                p.delivered.remove(&uidl);
-                p.held.remove(&uidl);
-                p.oversize.remove(&uidl);
-            }
-            _ => return Err(corrupt(lineno, "unknown record")),
-        }
+        let rec = Record::parse(line, version).map_err(|why| corrupt(i + 2, &why))?;
+        p.apply(rec);
     }
     Ok((p, valid_len))
 }

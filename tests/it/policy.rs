@@ -109,6 +109,59 @@ fn mda_permanent_failure_holds_the_message_until_retry() {
     assert_eq!(delivered_in(&env.maildir()).len(), 3);
 }
 
+/// The journal of `env`'s one mailbox.
+fn journal(env: &Env) -> std::path::PathBuf {
+    let dir = env.path().join("state");
+    let found: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "uidls"))
+        .collect();
+    assert_eq!(found.len(), 1, "{found:?}");
+    found[0].clone()
+}
+
+/// Held mail is released by a change of what delivery does, and by nothing else: not by a
+/// setting that cannot turn a refusal around, and not by the upgrade from the fingerprint older
+/// popfetch wrote (a hash of the account's whole `Debug` text) to the delivery fingerprint.
+#[test]
+fn held_mail_is_released_by_a_delivery_change_only_and_survives_the_fingerprint_upgrade() {
+    let (d, env, _) = setup(3);
+    let refuse = filer(&env, "message 2", 1);
+    config(&d, &env, &refuse, "");
+    let run = env.popfetch(&["fetch"]);
+    assert!(run.stdout.contains("1 held after"), "{}", run.stdout);
+    // The journal as older popfetch left it: its fingerprint is 16 hex digits.
+    let path = journal(&env);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let fp = text.lines().find(|l| l.starts_with("C ")).unwrap();
+    assert!(fp.starts_with("C d1-"), "{text}");
+    std::fs::write(&path, text.replace(fp, "C 0123456789abcdef")).unwrap();
+    // Not tried again: skipped as held (exit 0: nothing newly held).
+    let run = env.popfetch(&["-v", "fetch"]);
+    run.assert_code(0);
+    assert!(run.stderr.contains("held on the server"), "{}", run.stderr);
+    assert!(!run.stderr.contains("refused for good"), "{}", run.stderr);
+    assert_eq!(d.message_count("alice"), 1, "still held on the server");
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        text.ends_with(&format!("{fp}\n")),
+        "taken over once: {text}"
+    );
+    // How it is fetched and when: no new try.
+    config(&d, &env, &refuse, "timeout = \"45s\"\ninterval = \"10m\"\n");
+    let run = env.popfetch(&["fetch"]);
+    run.assert_code(0);
+    assert!(!run.stderr.contains("refused for good"), "{}", run.stderr);
+    assert_eq!(d.message_count("alice"), 1);
+    // What delivery does: tried again (and refused again, by the same filter).
+    config(&d, &env, &refuse, "received_header = false\n");
+    let run = env.popfetch(&["fetch"]);
+    run.assert_code(1);
+    assert!(run.stderr.contains("refused for good"), "{}", run.stderr);
+    assert_eq!(d.message_count("alice"), 1);
+}
+
 #[test]
 fn permanent_failure_with_quarantine_stores_and_deletes() {
     let (d, env, msgs) = setup(2);

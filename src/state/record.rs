@@ -1,0 +1,137 @@
+//! One line of the journal, both ways: [`Record::encode`] writes it, [`Record::parse`] reads it.
+//! The file format lives here and nowhere else; [`super`] decides what the records mean.
+//!
+//! A line is a kind letter and fields separated by single spaces, without its newline. Every
+//! field is free of spaces and newlines: a [`Uidl`] by its own rule (RFC 1939 §7), a backend key
+//! and a fingerprint by the callers' (checked in debug builds), a Message-ID digest by being
+//! alphanumeric.
+
+use crate::pop3::Uidl;
+
+/// The first word of the header line, `popfetch-uidls <format>`.
+pub const MAGIC: &str = "popfetch-uidls";
+
+/// The header line of a journal of `format`, with its newline.
+pub fn header(format: u32) -> String {
+    format!("{MAGIC} {format}\n")
+}
+
+/// The format a header line (without its newline) names, or `None` when it is not one.
+pub fn parse_header(line: &[u8]) -> Option<u32> {
+    std::str::from_utf8(line)
+        .ok()?
+        .strip_prefix(MAGIC)?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// One journal record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record {
+    /// `P <uidl> <key>`: delivery under way; `key` lets the backend tell whether it finished.
+    Pending { uidl: Uidl, key: String },
+    /// `D <uidl> <at>`: delivered at `at` (Unix seconds). Format 1 wrote `D <uidl>`, undated:
+    /// `at` is `None` there and only there.
+    Delivered { uidl: Uidl, at: Option<u64> },
+    /// `F <uidl>`: forget everything about `uidl`.
+    Forget(Uidl),
+    /// `H <uidl>`: held after a permanent delivery failure.
+    Held(Uidl),
+    /// `C <fingerprint>`: the account config the held records were made under.
+    Config(String),
+    /// `O <uidl>`: over `max_size`, reported once.
+    Oversize(Uidl),
+    /// `M <at> <size> <digest>`: a message with this Message-ID digest and LIST size was
+    /// delivered at `at`.
+    MessageId { at: u64, size: u64, digest: String },
+}
+
+impl Record {
+    /// The record's line, without its newline.
+    pub fn encode(&self) -> String {
+        match self {
+            Record::Pending { uidl, key } => {
+                debug_assert!(is_word(key), "bad key {key:?}");
+                format!("P {uidl} {key}")
+            }
+            Record::Delivered { uidl, at: Some(at) } => format!("D {uidl} {at}"),
+            Record::Delivered { uidl, at: None } => format!("D {uidl}"),
+            Record::Forget(uidl) => format!("F {uidl}"),
+            Record::Held(uidl) => format!("H {uidl}"),
+            Record::Config(fp) => {
+                debug_assert!(is_word(fp), "bad fingerprint {fp:?}");
+                format!("C {fp}")
+            }
+            Record::Oversize(uidl) => format!("O {uidl}"),
+            Record::MessageId { at, size, digest } => {
+                debug_assert!(is_digest(digest.as_bytes()), "bad digest {digest:?}");
+                format!("M {at} {size} {digest}")
+            }
+        }
+    }
+
+    /// Reads one line (without its newline) of a journal of `format`. The error says what is
+    /// wrong with it, for [`super::StateError::Corrupt`].
+    pub fn parse(line: &[u8], format: u32) -> Result<Record, String> {
+        let mut f = line.split(|&b| b == b' ');
+        let kind = f.next().unwrap_or_default();
+        let arg = f.next().ok_or("record without an argument")?;
+        match kind {
+            // Words after the fingerprint have always been ignored.
+            b"C" => {
+                let fp = std::str::from_utf8(arg).map_err(|_| "bad fingerprint")?;
+                return Ok(Record::Config(fp.to_string()));
+            }
+            b"M" => {
+                let at = number(Some(arg))?;
+                let size = number(f.next())?;
+                let digest = f
+                    .next()
+                    .filter(|d| is_digest(d))
+                    .ok_or("bad Message-ID digest")?;
+                if f.next().is_some() {
+                    return Err("unknown record".into());
+                }
+                let digest = String::from_utf8_lossy(digest).into_owned();
+                return Ok(Record::MessageId { at, size, digest });
+            }
+            _ => {}
+        }
+        let uidl = Uidl::parse(arg).map_err(|e| e.to_string())?;
+        Ok(match (kind, f.next(), f.next()) {
+            (b"D", None, None) if format < 2 => Record::Delivered { uidl, at: None },
+            (b"D", Some(at), None) if format >= 2 => Record::Delivered {
+                uidl,
+                at: Some(number(Some(at))?),
+            },
+            (b"O", None, None) => Record::Oversize(uidl),
+            (b"P", Some(key), None) if !key.is_empty() => {
+                let key = std::str::from_utf8(key).map_err(|_| "bad key")?;
+                Record::Pending {
+                    uidl,
+                    key: key.to_string(),
+                }
+            }
+            (b"H", None, None) => Record::Held(uidl),
+            (b"F", None, None) => Record::Forget(uidl),
+            _ => return Err("unknown record".into()),
+        })
+    }
+}
+
+fn number(field: Option<&[u8]>) -> Result<u64, String> {
+    field
+        .and_then(|f| std::str::from_utf8(f).ok())
+        .and_then(|f| f.parse().ok())
+        .ok_or_else(|| "bad number".into())
+}
+
+/// A field [`Record::parse`] reads back as it was: not empty, no space, no newline.
+pub fn is_word(s: &str) -> bool {
+    !s.is_empty() && !s.contains([' ', '\n'])
+}
+
+fn is_digest(d: &[u8]) -> bool {
+    !d.is_empty() && d.iter().all(u8::is_ascii_alphanumeric)
+}
