@@ -88,7 +88,7 @@ impl Account {
         );
         c.field("dedupe_message_id", flag(*dedupe_message_id));
         let digest = openssl::sha::sha256(&c.0);
-        format!("{PREFIX}{}", crate::pop3::auth::hex(&digest[..16]))
+        format!("{PREFIX}{}", crate::text::hex(&digest[..16]))
     }
 }
 
