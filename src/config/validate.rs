@@ -251,48 +251,14 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
     }
     let global_interval = raw.interval.unwrap_or(DEFAULT_INTERVAL);
 
-    let mut names = HashSet::new();
-    let mut mailboxes = std::collections::HashMap::new();
-    let mut refresh_files = HashSet::new();
+    let mut seen = Seen::default();
     let mut accounts = Vec::new();
     for acc in &raw.account {
         let a = account(&cx, base, acc, &defaults, global_interval)?;
         if a.interval < std::time::Duration::from_secs(1) {
             return Err(cx.err(acc.span(), Some(&a.name), "interval", "must be at least 1s"));
         }
-        if !names.insert(a.name.clone()) {
-            return Err(cx.err(
-                acc.get_ref().name.as_ref().map_or(acc.span(), |n| n.span()),
-                Some(&a.name),
-                "name",
-                "another account has the same name",
-            ));
-        }
-        // State and lock follow the mailbox: a second account on it would find every message
-        // delivered by the first, and wait for its lock.
-        let mailbox = crate::mailbox::Mailbox::new(&a.host, a.port, &a.user);
-        if let Some(first) = mailboxes.insert(mailbox.clone(), a.name.clone()) {
-            return Err(cx.err(
-                acc.span(),
-                Some(&a.name),
-                "user",
-                &format!(
-                    "account `{first}` polls the same mailbox ({mailbox}); remove one of them \
-                     (popfetch keeps one state per mailbox, so a renamed account keeps its state)"
-                ),
-            ));
-        }
-        if let Some(OAuth2Source::Refresh(c)) = a.oauth2()
-            && !refresh_files.insert(c.refresh_token_file.clone())
-        {
-            return Err(cx.err(
-                acc.span(),
-                Some(&a.name),
-                "oauth2.refresh_token_file",
-                "another account uses the same file; each grant needs its own, since a \
-                 provider may replace the token at any refresh",
-            ));
-        }
+        seen.admit(&cx, acc, &a)?;
         accounts.push(Arc::new(a));
     }
     Ok(Config {
@@ -304,6 +270,60 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         log_level: raw.log_level.as_ref().map(|l| l.get_ref().clone()),
         accounts,
     })
+}
+
+/// What the accounts so far took that no other account may share.
+#[derive(Default)]
+struct Seen {
+    names: HashSet<String>,
+    mailboxes: std::collections::HashMap<crate::mailbox::Mailbox, String>,
+    refresh_files: HashSet<PathBuf>,
+}
+
+impl Seen {
+    /// Records account `a` (written as `acc`), refusing a name, a mailbox or a refresh token
+    /// file that an earlier account has.
+    fn admit(
+        &mut self,
+        cx: &Cx,
+        acc: &Spanned<RawAccount>,
+        a: &Account,
+    ) -> Result<(), ConfigError> {
+        if !self.names.insert(a.name.clone()) {
+            return Err(cx.err(
+                acc.get_ref().name.as_ref().map_or(acc.span(), |n| n.span()),
+                Some(&a.name),
+                "name",
+                "another account has the same name",
+            ));
+        }
+        // State and lock follow the mailbox: a second account on it would find every message
+        // delivered by the first, and wait for its lock.
+        let mailbox = crate::mailbox::Mailbox::new(&a.host, a.port, &a.user);
+        if let Some(first) = self.mailboxes.insert(mailbox.clone(), a.name.clone()) {
+            return Err(cx.err(
+                acc.span(),
+                Some(&a.name),
+                "user",
+                &format!(
+                    "account `{first}` polls the same mailbox ({mailbox}); remove one of them \
+                     (popfetch keeps one state per mailbox, so a renamed account keeps its state)"
+                ),
+            ));
+        }
+        if let Some(OAuth2Source::Refresh(c)) = a.oauth2()
+            && !self.refresh_files.insert(c.refresh_token_file.clone())
+        {
+            return Err(cx.err(
+                acc.span(),
+                Some(&a.name),
+                "oauth2.refresh_token_file",
+                "another account uses the same file; each grant needs its own, since a \
+                 provider may replace the token at any refresh",
+            ));
+        }
+        Ok(())
+    }
 }
 
 struct Cx<'a> {
@@ -761,6 +781,92 @@ const GOOGLE_SCOPE: &str = "https://mail.google.com/";
 const MICROSOFT_BASE: &str = "https://login.microsoftonline.com/{tenant}/oauth2/v2.0/";
 const MICROSOFT_SCOPE: &str = "https://outlook.office.com/POP.AccessAsUser.All offline_access";
 
+/// What a `provider` fills in: the endpoints, the scope and the flow.
+struct Preset {
+    token_url: Option<String>,
+    device_authorization_url: Option<String>,
+    authorization_url: Option<String>,
+    scope: &'static str,
+    flow: Option<OAuth2Flow>,
+}
+
+impl Preset {
+    /// The preset of `t.provider`, checking `tenant` against it; an error names its key.
+    fn of(t: &RawOAuth2) -> Result<Preset, (&'static str, &'static str)> {
+        const NO_TENANTS: (&str, &str) =
+            ("oauth2.tenant", "only provider = \"microsoft\" has tenants");
+        match t.provider {
+            Some(OAuth2Provider::Google) => {
+                if t.tenant.is_some() {
+                    return Err(NO_TENANTS);
+                }
+                Ok(Preset {
+                    token_url: Some(GOOGLE_TOKEN_URL.into()),
+                    device_authorization_url: None,
+                    authorization_url: Some(GOOGLE_AUTHORIZATION_URL.into()),
+                    scope: GOOGLE_SCOPE,
+                    flow: Some(OAuth2Flow::Browser),
+                })
+            }
+            Some(OAuth2Provider::Microsoft) => {
+                let tenant = t.tenant.as_deref().unwrap_or("common");
+                if tenant.is_empty()
+                    || tenant.len() > 64
+                    || !tenant
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
+                {
+                    return Err((
+                        "oauth2.tenant",
+                        "must be a tenant ID or domain (letters, digits, '-', '.', '_'), or \
+                         \"common\", \"organizations\" or \"consumers\"",
+                    ));
+                }
+                let b = MICROSOFT_BASE.replace("{tenant}", tenant);
+                Ok(Preset {
+                    token_url: Some(format!("{b}token")),
+                    device_authorization_url: Some(format!("{b}devicecode")),
+                    authorization_url: Some(format!("{b}authorize")),
+                    scope: MICROSOFT_SCOPE,
+                    flow: Some(OAuth2Flow::Device),
+                })
+            }
+            None => {
+                if t.tenant.is_some() {
+                    return Err(NO_TENANTS);
+                }
+                Ok(Preset {
+                    token_url: None,
+                    device_authorization_url: None,
+                    authorization_url: None,
+                    scope: "",
+                    flow: None,
+                })
+            }
+        }
+    }
+}
+
+/// The authorization flow: the one asked for, if its endpoint is there; else the browser flow
+/// when only its endpoint is known, the device flow otherwise.
+fn flow(
+    asked: Option<OAuth2Flow>,
+    device_endpoint: bool,
+    browser_endpoint: bool,
+) -> Result<OAuth2Flow, &'static str> {
+    match asked {
+        Some(OAuth2Flow::Device) if !device_endpoint => {
+            Err("the device flow needs `device_authorization_url`")
+        }
+        Some(OAuth2Flow::Browser) if !browser_endpoint => {
+            Err("the browser flow needs `authorization_url`")
+        }
+        Some(f) => Ok(f),
+        None if browser_endpoint && !device_endpoint => Ok(OAuth2Flow::Browser),
+        None => Ok(OAuth2Flow::Device),
+    }
+}
+
 fn oauth2_client(
     cx: &Cx,
     base: &Path,
@@ -770,62 +876,7 @@ fn oauth2_client(
     ttl: Option<std::time::Duration>,
 ) -> Result<OAuth2Client, ConfigError> {
     let err = |key: &str, msg: &str| cx.err(span.clone(), Some(account), key, msg);
-    // (token, device, authorization, scope, flow) of the preset.
-    let preset: (
-        Option<String>,
-        Option<String>,
-        Option<String>,
-        &str,
-        Option<OAuth2Flow>,
-    ) = match t.provider {
-        Some(OAuth2Provider::Google) => {
-            if t.tenant.is_some() {
-                return Err(err(
-                    "oauth2.tenant",
-                    "only provider = \"microsoft\" has tenants",
-                ));
-            }
-            (
-                Some(GOOGLE_TOKEN_URL.into()),
-                None,
-                Some(GOOGLE_AUTHORIZATION_URL.into()),
-                GOOGLE_SCOPE,
-                Some(OAuth2Flow::Browser),
-            )
-        }
-        Some(OAuth2Provider::Microsoft) => {
-            let tenant = t.tenant.as_deref().unwrap_or("common");
-            if tenant.is_empty()
-                || tenant.len() > 64
-                || !tenant
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
-            {
-                return Err(err(
-                    "oauth2.tenant",
-                    "must be a tenant ID or domain (letters, digits, '-', '.', '_'), or \
-                         \"common\", \"organizations\" or \"consumers\"",
-                ));
-            }
-            let b = MICROSOFT_BASE.replace("{tenant}", tenant);
-            (
-                Some(format!("{b}token")),
-                Some(format!("{b}devicecode")),
-                Some(format!("{b}authorize")),
-                MICROSOFT_SCOPE,
-                Some(OAuth2Flow::Device),
-            )
-        }
-        None => {
-            if t.tenant.is_some() {
-                return Err(err(
-                    "oauth2.tenant",
-                    "only provider = \"microsoft\" has tenants",
-                ));
-            }
-            (None, None, None, "", None)
-        }
-    };
+    let preset = Preset::of(t).map_err(|(key, msg)| err(key, msg))?;
     let url = |key: &str, given: &Option<Spanned<String>>, preset: Option<String>| {
         let Some(given) = given else {
             return Ok(preset);
@@ -836,7 +887,7 @@ fn oauth2_client(
             Err(why) => Err(cx.err(given.span(), Some(account), key, &why.to_string())),
         }
     };
-    let token_url = url("oauth2.token_url", &t.token_url, preset.0)?.ok_or_else(|| {
+    let token_url = url("oauth2.token_url", &t.token_url, preset.token_url)?.ok_or_else(|| {
         err(
             "oauth2.token_url",
             "required but missing (or set `provider = \"google\"` or `\"microsoft\"`)",
@@ -845,9 +896,13 @@ fn oauth2_client(
     let device_authorization_url = url(
         "oauth2.device_authorization_url",
         &t.device_authorization_url,
-        preset.1,
+        preset.device_authorization_url,
     )?;
-    let authorization_url = url("oauth2.authorization_url", &t.authorization_url, preset.2)?;
+    let authorization_url = url(
+        "oauth2.authorization_url",
+        &t.authorization_url,
+        preset.authorization_url,
+    )?;
     let client_id = t.client_id.clone().unwrap_or_default();
     if client_id.trim().is_empty() || client_id.chars().any(char::is_control) {
         return Err(err(
@@ -862,31 +917,16 @@ fn oauth2_client(
              writes it)",
         )
     })?;
-    let scope = t.scope.clone().unwrap_or_else(|| preset.3.to_string());
+    let scope = t.scope.clone().unwrap_or_else(|| preset.scope.to_string());
     if scope.chars().any(char::is_control) {
         return Err(err("oauth2.scope", "must be a single line"));
     }
-    let flow = match (
-        t.flow.or(preset.4),
-        &device_authorization_url,
-        &authorization_url,
-    ) {
-        (Some(OAuth2Flow::Device), None, _) => {
-            return Err(err(
-                "oauth2.flow",
-                "the device flow needs `device_authorization_url`",
-            ));
-        }
-        (Some(OAuth2Flow::Browser), _, None) => {
-            return Err(err(
-                "oauth2.flow",
-                "the browser flow needs `authorization_url`",
-            ));
-        }
-        (Some(f), _, _) => f,
-        (None, _, Some(_)) if device_authorization_url.is_none() => OAuth2Flow::Browser,
-        (None, _, _) => OAuth2Flow::Device,
-    };
+    let flow = flow(
+        t.flow.or(preset.flow),
+        device_authorization_url.is_some(),
+        authorization_url.is_some(),
+    )
+    .map_err(|msg| err("oauth2.flow", msg))?;
     Ok(OAuth2Client {
         provider: t.provider,
         token_url,
