@@ -6,6 +6,7 @@
 pub mod auth;
 mod command;
 mod decode;
+pub mod login;
 mod types;
 
 pub use command::Command;
@@ -19,3 +20,5 @@ pub use types::{
 mod proptests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_login;

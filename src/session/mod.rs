@@ -30,6 +30,7 @@ pub use error::SessionError;
 use stream::Stream;
 
 use crate::config::{AuthMethod, TlsMode};
+use crate::pop3::login::{CredentialKind, Link, Method, Offer};
 use crate::pop3::{
     self, Capabilities, Command, Decoder, Event, Expect, MsgNum, Status, StatusKind, Uidl,
 };
@@ -303,10 +304,10 @@ impl Session {
         self.stream.is_encrypted()
     }
 
-    /// Logs in with `method`; `AuthMethod::Auto` picks the strongest method offered:
-    /// challenge-response first (CRAM-MD5, then APOP), then PLAIN, LOGIN and USER/PASS.
-    /// Methods that send the password as it is are refused on an unencrypted connection unless
-    /// `allow_plaintext` is set. Returns the method used.
+    /// Logs in with `method`; `AuthMethod::Auto` picks the strongest method offered (see
+    /// [`pop3::login::choose`], which also refuses methods that would send the secret in clear
+    /// text over an unencrypted connection unless `allow_plaintext` is set). Returns the method
+    /// used.
     pub async fn login(
         &mut self,
         user: &str,
@@ -314,43 +315,24 @@ impl Session {
         method: AuthMethod,
         allow_plaintext: bool,
     ) -> Result<AuthMethod, SessionError> {
-        let clear_ok = self.is_encrypted() || allow_plaintext;
-        let method = match method {
-            AuthMethod::Auto => match credential {
-                Credential::Password(_) => self.pick_method(clear_ok)?,
-                Credential::Token(_) => self.pick_token_method()?,
-            },
-            m => {
-                self.check_offered(m)?;
-                m
-            }
+        let timestamp = pop3::auth::apop_timestamp(&self.greeting.text);
+        let offer = Offer {
+            caps: self.caps.as_ref(),
+            apop_timestamp: timestamp.is_some(),
         };
-        let password = match (credential, is_token_method(method)) {
-            (Credential::Password(p), false) | (Credential::Token(p), true) => p,
-            (Credential::Password(_), true) => {
-                return Err(SessionError::Auth(format!(
-                    "{} needs an OAuth2 token source (oauth2_token_command or [account.oauth2])",
-                    method_name(method)
-                )));
-            }
-            (Credential::Token(_), false) => {
-                return Err(SessionError::Auth(format!(
-                    "{} needs a password; an OAuth2 token goes with auth = \"xoauth2\" or \
-                     \"oauthbearer\"",
-                    method_name(method)
-                )));
-            }
+        let link = Link {
+            secure: self.is_encrypted(),
+            allow_plaintext,
         };
-        if !clear_ok && sends_password_in_clear(method) {
-            return Err(SessionError::Auth(format!(
-                "{} would send the password in clear text over an unencrypted connection; \
-                 use TLS or set allow_plaintext_auth = true",
-                method_name(method)
-            )));
-        }
-        tracing::debug!(method = method_name(method), "logging in");
+        let (kind, password) = match credential {
+            Credential::Password(p) => (CredentialKind::Password, p),
+            Credential::Token(t) => (CredentialKind::Token, t),
+        };
+        let method = pop3::login::choose(offer, wanted(method), link, kind)
+            .map_err(|r| SessionError::Auth(r.to_string()))?;
+        tracing::debug!(method = method.name(), "logging in");
         match method {
-            AuthMethod::User => {
+            Method::User => {
                 let st = self
                     .command(Command::User(user.to_string()), Expect::Single)
                     .await?;
@@ -364,9 +346,9 @@ impl Session {
                     return Err(SessionError::refused("PASS", &st));
                 }
             }
-            AuthMethod::Apop => {
-                let ts = pop3::auth::apop_timestamp(&self.greeting.text).ok_or_else(|| {
-                    SessionError::Auth("the greeting carries no APOP timestamp".into())
+            Method::Apop => {
+                let ts = timestamp.ok_or_else(|| {
+                    SessionError::Auth(pop3::login::Refusal::NoApopTimestamp.to_string())
                 })?;
                 let digest = pop3::auth::apop_digest(&ts, password);
                 let cmd = Command::Apop {
@@ -378,11 +360,11 @@ impl Session {
                     return Err(SessionError::refused("APOP", &st));
                 }
             }
-            AuthMethod::Plain => {
+            Method::Plain => {
                 let ir = pop3::auth::plain_response(user, password);
                 self.sasl("PLAIN", Some(ir), |_, _| None).await?;
             }
-            AuthMethod::Login => {
+            Method::Login => {
                 let answers = [
                     pop3::auth::login_response(user),
                     pop3::auth::login_response(password.expose()),
@@ -390,7 +372,7 @@ impl Session {
                 self.sasl("LOGIN", None, |step, _| answers.get(step).cloned())
                     .await?;
             }
-            AuthMethod::CramMd5 => {
+            Method::CramMd5 => {
                 self.sasl("CRAM-MD5", None, |step, challenge| {
                     (step == 0)
                         .then(|| pop3::auth::cram_md5_response(challenge, user, password))
@@ -398,12 +380,11 @@ impl Session {
                 })
                 .await?;
             }
-            AuthMethod::Xoauth2 | AuthMethod::Oauthbearer => {
+            Method::Xoauth2 | Method::Oauthbearer => {
                 self.bearer_login(method, user, password).await?;
             }
-            AuthMethod::Auto => unreachable!("auto is resolved above"),
         }
-        Ok(method)
+        Ok(configured(method))
     }
 
     /// XOAUTH2 or OAUTHBEARER with an access token. A failure comes as a challenge carrying a
@@ -412,11 +393,11 @@ impl Session {
     /// token.
     async fn bearer_login(
         &mut self,
-        method: AuthMethod,
+        method: Method,
         user: &str,
         token: &Secret<String>,
     ) -> Result<(), SessionError> {
-        let (mechanism, ir, abort) = if method == AuthMethod::Xoauth2 {
+        let (mechanism, ir, abort) = if method == Method::Xoauth2 {
             (
                 "XOAUTH2",
                 pop3::auth::xoauth2_response(user, token),
@@ -457,82 +438,6 @@ impl Session {
                 })
             }
             (r, _) => r,
-        }
-    }
-
-    fn pick_token_method(&self) -> Result<AuthMethod, SessionError> {
-        let offered = |m| self.caps.as_ref().is_some_and(|c| c.has_sasl(m));
-        if offered("OAUTHBEARER") {
-            Ok(AuthMethod::Oauthbearer)
-        } else if offered("XOAUTH2") {
-            Ok(AuthMethod::Xoauth2)
-        } else {
-            Err(SessionError::Auth(
-                "an OAuth2 token source is configured, but the server offers neither XOAUTH2 \
-                 nor OAUTHBEARER"
-                    .to_string(),
-            ))
-        }
-    }
-
-    fn pick_method(&self, clear_ok: bool) -> Result<AuthMethod, SessionError> {
-        let has_ts = pop3::auth::apop_timestamp(&self.greeting.text).is_some();
-        let Some(caps) = &self.caps else {
-            // No CAPA: an RFC 1939 server. APOP when it offers a timestamp, else USER/PASS.
-            return match (has_ts, clear_ok) {
-                (true, _) => Ok(AuthMethod::Apop),
-                (false, true) => Ok(AuthMethod::User),
-                (false, false) => Err(no_safe_method()),
-            };
-        };
-        let order = [
-            (AuthMethod::CramMd5, caps.has_sasl("CRAM-MD5")),
-            (AuthMethod::Apop, has_ts),
-            (AuthMethod::Plain, caps.has_sasl("PLAIN")),
-            (AuthMethod::Login, caps.has_sasl("LOGIN")),
-            (AuthMethod::User, caps.user),
-        ];
-        order
-            .into_iter()
-            .find(|&(m, offered)| offered && (clear_ok || !sends_password_in_clear(m)))
-            .map(|(m, _)| m)
-            .ok_or_else(|| {
-                if clear_ok {
-                    SessionError::Auth(
-                        "the server offers no login method popfetch knows".to_string(),
-                    )
-                } else {
-                    no_safe_method()
-                }
-            })
-    }
-
-    fn check_offered(&self, m: AuthMethod) -> Result<(), SessionError> {
-        let Some(caps) = &self.caps else {
-            return Ok(()); // No CAPA: nothing to check against; the server will say.
-        };
-        let offered = match m {
-            AuthMethod::CramMd5 => caps.has_sasl("CRAM-MD5"),
-            AuthMethod::Plain => caps.has_sasl("PLAIN"),
-            AuthMethod::Login => caps.has_sasl("LOGIN"),
-            AuthMethod::User => caps.user,
-            AuthMethod::Xoauth2 => caps.has_sasl("XOAUTH2"),
-            AuthMethod::Oauthbearer => caps.has_sasl("OAUTHBEARER"),
-            AuthMethod::Apop | AuthMethod::Auto => true,
-        };
-        if offered {
-            Ok(())
-        } else {
-            Err(SessionError::Auth(format!(
-                "the server does not offer {} (it offers SASL: {}{})",
-                method_name(m),
-                if caps.sasl.is_empty() {
-                    "none".to_string()
-                } else {
-                    caps.sasl.join(" ")
-                },
-                if caps.user { ", USER" } else { "" }
-            )))
         }
     }
 
@@ -904,22 +809,6 @@ fn wait_name(what: &'static str) -> &'static str {
     }
 }
 
-fn sends_password_in_clear(m: AuthMethod) -> bool {
-    // A bearer token is as good as a password to whoever reads it.
-    matches!(
-        m,
-        AuthMethod::User
-            | AuthMethod::Plain
-            | AuthMethod::Login
-            | AuthMethod::Xoauth2
-            | AuthMethod::Oauthbearer
-    )
-}
-
-fn is_token_method(m: AuthMethod) -> bool {
-    matches!(m, AuthMethod::Xoauth2 | AuthMethod::Oauthbearer)
-}
-
 /// What proves the user's identity: a password, or an OAuth2 access token.
 #[derive(Debug, Clone)]
 pub enum Credential {
@@ -927,25 +816,36 @@ pub enum Credential {
     Token(Secret<String>),
 }
 
-fn no_safe_method() -> SessionError {
-    SessionError::Auth(
-        "the connection is not encrypted and the server offers no login method that keeps the \
-         password secret (CRAM-MD5, APOP); use TLS, or set allow_plaintext_auth = true"
-            .to_string(),
-    )
+/// The configured method as a request to [`pop3::login::choose`]: `None` for `auto`.
+fn wanted(m: AuthMethod) -> Option<Method> {
+    match m {
+        AuthMethod::Auto => None,
+        AuthMethod::User => Some(Method::User),
+        AuthMethod::Apop => Some(Method::Apop),
+        AuthMethod::Plain => Some(Method::Plain),
+        AuthMethod::Login => Some(Method::Login),
+        AuthMethod::CramMd5 => Some(Method::CramMd5),
+        AuthMethod::Xoauth2 => Some(Method::Xoauth2),
+        AuthMethod::Oauthbearer => Some(Method::Oauthbearer),
+    }
 }
 
-pub fn method_name(m: AuthMethod) -> &'static str {
+/// The configuration's name for a method [`pop3::login::choose`] chose.
+fn configured(m: Method) -> AuthMethod {
     match m {
-        AuthMethod::Auto => "auto",
-        AuthMethod::User => "USER/PASS",
-        AuthMethod::Apop => "APOP",
-        AuthMethod::Plain => "PLAIN",
-        AuthMethod::Login => "LOGIN",
-        AuthMethod::CramMd5 => "CRAM-MD5",
-        AuthMethod::Xoauth2 => "XOAUTH2",
-        AuthMethod::Oauthbearer => "OAUTHBEARER",
+        Method::User => AuthMethod::User,
+        Method::Apop => AuthMethod::Apop,
+        Method::Plain => AuthMethod::Plain,
+        Method::Login => AuthMethod::Login,
+        Method::CramMd5 => AuthMethod::CramMd5,
+        Method::Xoauth2 => AuthMethod::Xoauth2,
+        Method::Oauthbearer => AuthMethod::Oauthbearer,
     }
+}
+
+/// A method's name in logs and messages (`auto` for the configuration's request).
+pub fn method_name(m: AuthMethod) -> &'static str {
+    wanted(m).map_or("auto", Method::name)
 }
 
 /// Most messages a mailbox may hold: STAT announcing more is refused. It bounds the one
