@@ -5,6 +5,7 @@
 use std::fmt;
 
 use super::Capabilities;
+use super::sasl::Mechanism;
 
 /// A concrete login method (the configuration's `auto` is a request to [`choose`], not a method).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,9 +42,22 @@ impl Method {
 
     /// The SASL mechanism name sent with AUTH; `None` for USER/PASS and APOP.
     pub fn mechanism(self) -> Option<&'static str> {
+        match self.exchange() {
+            Exchange::User | Exchange::Apop => None,
+            Exchange::Sasl(m) => Some(m.name()),
+        }
+    }
+
+    /// How the login runs: its own commands, or a SASL exchange.
+    pub fn exchange(self) -> Exchange {
         match self {
-            Method::User | Method::Apop => None,
-            m => Some(m.name()),
+            Method::User => Exchange::User,
+            Method::Apop => Exchange::Apop,
+            Method::Plain => Exchange::Sasl(Mechanism::Plain),
+            Method::Login => Exchange::Sasl(Mechanism::Login),
+            Method::CramMd5 => Exchange::Sasl(Mechanism::CramMd5),
+            Method::Xoauth2 => Exchange::Sasl(Mechanism::Xoauth2),
+            Method::Oauthbearer => Exchange::Sasl(Mechanism::Oauthbearer),
         }
     }
 
@@ -69,6 +83,17 @@ impl Method {
             (m, Some(c)) => m.mechanism().is_some_and(|mech| c.has_sasl(mech)),
         }
     }
+}
+
+/// The commands a login method runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exchange {
+    /// USER, then PASS.
+    User,
+    /// APOP with the digest.
+    Apop,
+    /// AUTH and the SASL exchange of [`super::sasl::Sasl`].
+    Sasl(Mechanism),
 }
 
 impl fmt::Display for Method {

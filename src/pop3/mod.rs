@@ -7,6 +7,7 @@ pub mod auth;
 mod command;
 mod decode;
 pub mod login;
+pub mod sasl;
 mod types;
 
 pub use command::Command;
@@ -22,3 +23,5 @@ mod proptests;
 mod tests;
 #[cfg(test)]
 mod tests_login;
+#[cfg(test)]
+mod tests_sasl;

@@ -30,10 +30,9 @@ pub use error::SessionError;
 use stream::Stream;
 
 use crate::config::{AuthMethod, TlsMode};
-use crate::pop3::login::{CredentialKind, Link, Method, Offer};
-use crate::pop3::{
-    self, Capabilities, Command, Decoder, Event, Expect, MsgNum, Status, StatusKind, Uidl,
-};
+use crate::pop3::login::{CredentialKind, Exchange, Link, Method, Offer};
+use crate::pop3::sasl::{Next, Sasl, SaslError};
+use crate::pop3::{self, Capabilities, Command, Decoder, Event, Expect, MsgNum, Status, Uidl};
 use crate::secret::Secret;
 
 /// Octets the CAPA answer may take. CAPA is read before STLS and before login, so anyone on
@@ -79,27 +78,8 @@ pub fn stall_window(timeout: Duration) -> Duration {
     timeout.max(MIN_STALL_WINDOW)
 }
 
-/// Most server challenges answered in one SASL exchange, per mechanism (RFC 5034 §4): what the
-/// mechanism needs, plus one for an initial response sent after an empty challenge or for the
-/// cancelling `*`. A server that goes on past it is looping, not authenticating.
-fn max_sasl_challenges(mechanism: &str) -> usize {
-    match mechanism {
-        // The initial response (maybe after an empty challenge), then an error challenge.
-        "PLAIN" | "XOAUTH2" | "OAUTHBEARER" => 2,
-        // "Username:", "Password:", and a cancel.
-        "LOGIN" => 3,
-        // One challenge, answered once.
-        "CRAM-MD5" => 1,
-        _ => 2,
-    }
-}
-
 /// Bytes asked of the socket per read.
 const READ_SIZE: usize = 64 * 1024;
-
-/// RFC 5034 §4: an AUTH command with its initial response must not exceed 255 octets; longer
-/// initial responses are sent after the server's empty challenge.
-const MAX_AUTH_LINE: usize = 255;
 
 /// Where and how to connect.
 #[derive(Debug, Clone)]
@@ -331,8 +311,8 @@ impl Session {
         let method = pop3::login::choose(offer, wanted(method), link, kind)
             .map_err(|r| SessionError::Auth(r.to_string()))?;
         tracing::debug!(method = method.name(), "logging in");
-        match method {
-            Method::User => {
+        match method.exchange() {
+            Exchange::User => {
                 let st = self
                     .command(Command::User(user.to_string()), Expect::Single)
                     .await?;
@@ -346,7 +326,7 @@ impl Session {
                     return Err(SessionError::refused("PASS", &st));
                 }
             }
-            Method::Apop => {
+            Exchange::Apop => {
                 let ts = timestamp.ok_or_else(|| {
                     SessionError::Auth(pop3::login::Refusal::NoApopTimestamp.to_string())
                 })?;
@@ -360,152 +340,37 @@ impl Session {
                     return Err(SessionError::refused("APOP", &st));
                 }
             }
-            Method::Plain => {
-                let ir = pop3::auth::plain_response(user, password);
-                self.sasl("PLAIN", Some(ir), |_, _| None).await?;
-            }
-            Method::Login => {
-                let answers = [
-                    pop3::auth::login_response(user),
-                    pop3::auth::login_response(password.expose()),
-                ];
-                self.sasl("LOGIN", None, |step, _| answers.get(step).cloned())
-                    .await?;
-            }
-            Method::CramMd5 => {
-                self.sasl("CRAM-MD5", None, |step, challenge| {
-                    (step == 0)
-                        .then(|| pop3::auth::cram_md5_response(challenge, user, password))
-                        .flatten()
-                })
-                .await?;
-            }
-            Method::Xoauth2 | Method::Oauthbearer => {
-                self.bearer_login(method, user, password).await?;
+            Exchange::Sasl(mechanism) => {
+                let sasl = Sasl::new(mechanism, user, password, (&self.host, self.port));
+                self.sasl(sasl).await?;
             }
         }
         Ok(configured(method))
     }
 
-    /// XOAUTH2 or OAUTHBEARER with an access token. A failure comes as a challenge carrying a
-    /// JSON error (status, scope), which is answered as the mechanism requires (an empty line,
-    /// or ^A for OAUTHBEARER) before the server's -ERR; its fields go into the error, never the
-    /// token.
-    async fn bearer_login(
-        &mut self,
-        method: Method,
-        user: &str,
-        token: &Secret<String>,
-    ) -> Result<(), SessionError> {
-        let (mechanism, ir, abort) = if method == Method::Xoauth2 {
-            (
-                "XOAUTH2",
-                pop3::auth::xoauth2_response(user, token),
-                pop3::auth::XOAUTH2_ABORT,
-            )
-        } else {
-            let (host, port) = (self.host.clone(), self.port);
-            (
-                "OAUTHBEARER",
-                pop3::auth::oauthbearer_response(user, &host, port, token),
-                pop3::auth::OAUTHBEARER_ABORT,
-            )
-        };
-        let mut detail = None;
-        let r = self
-            .sasl(mechanism, Some(ir), |_, challenge| {
-                detail = Some(
-                    pop3::auth::describe_oauth_error(challenge)
-                        .unwrap_or_else(|| "no details".to_string()),
-                );
-                Some(Secret::new(abort.to_string()))
-            })
-            .await;
-        match (r, detail) {
-            (
-                Err(SessionError::Refused {
-                    command,
-                    code,
-                    text,
-                }),
-                Some(d),
-            ) => {
-                tracing::warn!(mechanism, error = %d, "the server rejected the OAuth2 token");
-                Err(SessionError::Refused {
-                    command,
-                    code,
-                    text: format!("{text} (token rejected: {d})"),
-                })
-            }
-            (r, _) => r,
-        }
-    }
-
-    /// One SASL exchange (RFC 5034 §4). `respond(step, challenge)` answers the n-th server
-    /// challenge (base64 text as sent); `None` cancels the exchange with `*`.
-    async fn sasl(
-        &mut self,
-        mechanism: &'static str,
-        initial: Option<Secret<String>>,
-        mut respond: impl FnMut(usize, &[u8]) -> Option<Secret<String>>,
-    ) -> Result<(), SessionError> {
-        let mut pending_initial = None;
-        let cmd = match initial {
-            Some(ir) => {
-                let with_ir = Command::Auth {
-                    mechanism,
-                    initial: Some(ir.clone()),
-                };
-                if with_ir.encoded_len() <= MAX_AUTH_LINE {
-                    with_ir
-                } else {
-                    pending_initial = Some(ir);
-                    Command::Auth {
-                        mechanism,
-                        initial: None,
-                    }
-                }
-            }
-            None => Command::Auth {
-                mechanism,
-                initial: None,
-            },
-        };
-        let mut st = self.command(cmd, Expect::Single).await?;
-        let mut step = 0;
-        let most = max_sasl_challenges(mechanism);
-        let mut challenges = 0;
+    /// One SASL exchange (RFC 5034 §4), driven by [`Sasl`]: this writes and reads. A
+    /// bearer-token failure comes as a challenge carrying a JSON error (status, scope), which
+    /// goes into the error, never the token.
+    async fn sasl(&mut self, mut sasl: Sasl) -> Result<(), SessionError> {
+        let mut st = self.command(sasl.first(), Expect::Single).await?;
         loop {
-            match st.kind {
-                StatusKind::Ok => return Ok(()),
-                StatusKind::Err => return Err(SessionError::refused("AUTH", &st)),
-                StatusKind::Continue => {}
-            }
-            challenges += 1;
-            if challenges > most {
-                return Err(SessionError::Auth(format!(
-                    "{mechanism}: the server kept the SASL exchange going (more than {most} \
-                     challenges); it is looping, not authenticating"
-                )));
-            }
-            let answer = match pending_initial.take() {
-                Some(ir) => Some(ir),
-                None => {
-                    let a = respond(step, &st.text);
-                    step += 1;
-                    a
+            match sasl.answer(&st) {
+                Ok(Next::Done) => return Ok(()),
+                // The answer continues the same exchange: no new answer is expected of the
+                // decoder.
+                Ok(Next::Send(line)) => self.write(&line).await?,
+                Err(SaslError::Refused { detail }) => {
+                    let mut e = SessionError::refused("AUTH", &st);
+                    if let (Some(d), SessionError::Refused { text, .. }) = (detail, &mut e) {
+                        let mechanism = sasl.mechanism().name();
+                        tracing::warn!(mechanism, error = %d, "the server rejected the OAuth2 token");
+                        text.push_str(&format!(" (token rejected: {d})"));
+                    }
+                    return Err(e);
                 }
-            };
-            let cancelled = answer.is_none();
-            let line = answer.unwrap_or_else(|| Secret::new("*".to_string()));
-            // The answer continues the same exchange: no new answer is expected of the decoder.
-            self.write(&Command::SaslResponse(line)).await?;
-            st = self.read_status("AUTH").await?;
-            if cancelled && st.kind != StatusKind::Continue {
-                return Err(SessionError::Auth(format!(
-                    "{mechanism}: the server's challenge could not be answered"
-                )));
+                Err(e) => return Err(SessionError::Auth(e.to_string())),
             }
+            st = self.read_status("AUTH").await?;
         }
     }
 
