@@ -6,6 +6,7 @@
 pub mod auth;
 mod command;
 mod decode;
+pub mod listing;
 pub mod login;
 pub mod sasl;
 mod types;
@@ -21,6 +22,8 @@ pub use types::{
 mod proptests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_listing;
 #[cfg(test)]
 mod tests_login;
 #[cfg(test)]

@@ -30,6 +30,7 @@ pub use error::SessionError;
 use stream::Stream;
 
 use crate::config::{AuthMethod, TlsMode};
+use crate::pop3::listing;
 use crate::pop3::login::{CredentialKind, Exchange, Link, Method, Offer};
 use crate::pop3::sasl::{Next, Sasl, SaslError};
 use crate::pop3::{self, Capabilities, Command, Decoder, Event, Expect, MsgNum, Status, Uidl};
@@ -391,9 +392,7 @@ impl Session {
         // name, and delete the other unread.
         let mut nums = NumSet::new(count);
         self.read_listing("UIDL", listing_budget(count), |line| {
-            let (n, rest) = split_num(&line)
-                .ok_or_else(|| SessionError::bad_listing("UIDL", &line, "no message number"))?;
-            let uidl = Uidl::parse(rest)
+            let (n, uidl) = listing::uidl_line(&line)
                 .map_err(|e| SessionError::bad_listing("UIDL", &line, &e.to_string()))?;
             nums.insert(n)
                 .map_err(|why| SessionError::bad_listing("UIDL", &line, &why))?;
@@ -415,11 +414,8 @@ impl Session {
         }
         let mut nums = NumSet::new(count);
         self.read_listing("LIST", listing_budget(count), |line| {
-            let (n, rest) = split_num(&line)
-                .ok_or_else(|| SessionError::bad_listing("LIST", &line, "no message number"))?;
-            let size_field = rest.split(|&b| b == b' ').next().unwrap_or_default();
-            let size = pop3::parse_u64(size_field)
-                .ok_or_else(|| SessionError::bad_listing("LIST", &line, "no size"))?;
+            let (n, size) = listing::list_line(&line)
+                .map_err(|e| SessionError::bad_listing("LIST", &line, &e.to_string()))?;
             nums.insert(n)
                 .map_err(|why| SessionError::bad_listing("LIST", &line, &why))?;
             f(n, size)
@@ -571,13 +567,8 @@ impl Session {
         if !stat.is_ok() {
             return Err(SessionError::refused("STAT", &stat));
         }
-        // RFC 1939 §5: "+OK nn mm"; only the count matters here.
-        let count = stat
-            .text
-            .split(|&b| b == b' ')
-            .next()
-            .and_then(pop3::parse_u64)
-            .ok_or_else(|| SessionError::bad_listing("STAT", &stat.text, "no message count"))?;
+        let count = listing::stat_count(&stat.text)
+            .map_err(|e| SessionError::bad_listing("STAT", &stat.text, &e.to_string()))?;
         if count > MAX_MESSAGES {
             return Err(SessionError::bad_listing(
                 "STAT",
@@ -756,11 +747,4 @@ impl NumSet {
         *w |= 1 << bit;
         Ok(())
     }
-}
-
-/// Splits "N rest" into a message number and the rest.
-fn split_num(line: &[u8]) -> Option<(MsgNum, &[u8])> {
-    let sp = memchr::memchr(b' ', line)?;
-    let n = MsgNum::parse(&line[..sp])?;
-    Some((n, line[sp + 1..].trim_ascii()))
 }
