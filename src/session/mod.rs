@@ -217,7 +217,7 @@ impl Session {
         if !self.caps.as_ref().is_some_and(|c| c.stls) {
             return Err(SessionError::NoStls);
         }
-        let st = self.command(Command::Stls, Expect::Single).await?;
+        let st = self.command(Command::Stls).await?;
         if !st.is_ok() {
             return Err(SessionError::refused("STLS", &st));
         }
@@ -238,7 +238,7 @@ impl Session {
 
     /// `None` when the server does not know CAPA (an RFC 1939-only server).
     async fn capa(&mut self) -> Result<Option<Capabilities>, SessionError> {
-        let st = self.command(Command::Capa, Expect::Lines).await?;
+        let st = self.command(Command::Capa).await?;
         if !st.is_ok() {
             return Ok(None);
         }
@@ -314,15 +314,11 @@ impl Session {
         tracing::debug!(method = method.name(), "logging in");
         match method.exchange() {
             Exchange::User => {
-                let st = self
-                    .command(Command::User(user.to_string()), Expect::Single)
-                    .await?;
+                let st = self.command(Command::User(user.to_string())).await?;
                 if !st.is_ok() {
                     return Err(SessionError::refused("USER", &st));
                 }
-                let st = self
-                    .command(Command::Pass(password.clone()), Expect::Single)
-                    .await?;
+                let st = self.command(Command::Pass(password.clone())).await?;
                 if !st.is_ok() {
                     return Err(SessionError::refused("PASS", &st));
                 }
@@ -336,7 +332,7 @@ impl Session {
                     user: user.to_string(),
                     digest,
                 };
-                let st = self.command(cmd, Expect::Single).await?;
+                let st = self.command(cmd).await?;
                 if !st.is_ok() {
                     return Err(SessionError::refused("APOP", &st));
                 }
@@ -353,7 +349,7 @@ impl Session {
     /// bearer-token failure comes as a challenge carrying a JSON error (status, scope), which
     /// goes into the error, never the token.
     async fn sasl(&mut self, mut sasl: Sasl) -> Result<(), SessionError> {
-        let mut st = self.command(sasl.first(), Expect::Single).await?;
+        let mut st = self.command(sasl.first()).await?;
         loop {
             match sasl.answer(&st) {
                 Ok(Next::Done) => return Ok(()),
@@ -458,7 +454,7 @@ impl Session {
     pub async fn quit(mut self) -> Result<(), SessionError> {
         // QUIT is what makes DELEs count: it is read out even when a stop was asked for.
         self.interruptible = false;
-        let st = self.command(Command::Quit, Expect::Single).await?;
+        let st = self.command(Command::Quit).await?;
         self.stream.shutdown().await;
         if st.is_ok() {
             Ok(())
@@ -475,13 +471,8 @@ impl Session {
         tracing::trace!(command = ?cmd, "queue");
         // The transfer begins: from here the caller decides what a stop ends.
         self.interruptible = false;
-        let expect = match cmd {
-            Command::Retr(_) | Command::Top(..) => Expect::Body,
-            Command::Capa | Command::List(None) | Command::Uidl(None) => Expect::Lines,
-            _ => Expect::Single,
-        };
         cmd.encode(&mut self.out);
-        self.dec.expect(expect);
+        self.dec.expect(cmd.expect());
         self.pending.push_back((tag, cmd.name()));
     }
 
@@ -521,13 +512,13 @@ impl Session {
     }
 
     /// Sends one command and reads its status line.
-    async fn command(&mut self, cmd: Command, expect: Expect) -> Result<Status, SessionError> {
+    async fn command(&mut self, cmd: Command) -> Result<Status, SessionError> {
         debug_assert!(
             self.pending.is_empty(),
             "command() while answers are pending"
         );
         tracing::trace!(command = ?cmd, "send");
-        self.dec.expect(expect);
+        self.dec.expect(cmd.expect());
         self.write(&cmd).await?;
         self.read_status(cmd.name()).await
     }
@@ -551,15 +542,15 @@ impl Session {
     /// round trip; STAT is sent once per session. Returns `cmd`'s status and STAT's count.
     async fn stat_and(&mut self, cmd: Command) -> Result<(Status, u64), SessionError> {
         if let Some(count) = self.stat_count {
-            let st = self.command(cmd, Expect::Lines).await?;
+            let st = self.command(cmd).await?;
             return Ok((st, count));
         }
         let name = cmd.name();
         let pipelining = self.caps.as_ref().is_some_and(|c| c.pipelining);
-        self.dec.expect(Expect::Single);
+        self.dec.expect(Command::Stat.expect());
         Command::Stat.encode(&mut self.out);
         if pipelining {
-            self.dec.expect(Expect::Lines);
+            self.dec.expect(cmd.expect());
             cmd.encode(&mut self.out);
         }
         self.flush().await?;
@@ -580,7 +571,7 @@ impl Session {
         let st = if pipelining {
             self.read_status(name).await?
         } else {
-            self.command(cmd, Expect::Lines).await?
+            self.command(cmd).await?
         };
         Ok((st, count))
     }
