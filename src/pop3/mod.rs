@@ -1,9 +1,9 @@
 //! The POP3 protocol without I/O: validated types, the command encoder (with the shape of each
 //! command's answer), the response decoder, the listing-line parsers ([`listing`]), the choice of
 //! a login method over the server's capabilities ([`login`]), the SASL exchange as a stepper
-//! ([`sasl`]) and the SASL/APOP encodings ([`auth`]). Nothing here touches a socket, a clock or the file system; [`crate::session`]
-//! drives it over tokio. Sources: RFC 1939 (POP3), RFC 2449 (CAPA, response codes, pipelining),
-//! RFC 5034 (SASL), RFC 2595 (STLS).
+//! ([`sasl`]) and the SASL/APOP encodings ([`auth`]). Nothing here touches a socket, a clock or
+//! the file system; [`crate::session`] drives it over tokio. Sources: RFC 1939 (POP3), RFC 2449
+//! (CAPA, response codes, pipelining), RFC 5034 (SASL), RFC 2595 (STLS).
 
 pub mod auth;
 mod command;
