@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+use super::decode::Expect;
 use super::types::MsgNum;
 use crate::secret::Secret;
 
@@ -37,6 +38,29 @@ pub enum Command {
 }
 
 impl Command {
+    /// The shape of the answer the command gets (RFC 1939, RFC 2449 §5). A
+    /// [`Command::SaslResponse`] continues the answer to its AUTH: one status line, read as the
+    /// next part of that exchange.
+    pub fn expect(&self) -> Expect {
+        match self {
+            Command::Retr(_) | Command::Top(..) => Expect::Body,
+            Command::Capa | Command::List(None) | Command::Uidl(None) => Expect::Lines,
+            Command::Stls
+            | Command::User(_)
+            | Command::Pass(_)
+            | Command::Apop { .. }
+            | Command::Auth { .. }
+            | Command::SaslResponse(_)
+            | Command::Stat
+            | Command::List(Some(_))
+            | Command::Uidl(Some(_))
+            | Command::Dele(_)
+            | Command::Noop
+            | Command::Rset
+            | Command::Quit => Expect::Single,
+        }
+    }
+
     /// Appends the command line, with its CRLF, to `out`.
     pub fn encode(&self, out: &mut Vec<u8>) {
         use std::io::Write;

@@ -1,11 +1,16 @@
-//! The POP3 protocol without I/O: validated types, the command encoder, the response decoder and the
-//! SASL/APOP encodings. Nothing here touches a socket, a clock or the file system; [`crate::session`]
-//! drives it over tokio. Sources: RFC 1939 (POP3), RFC 2449 (CAPA, response codes, pipelining),
-//! RFC 5034 (SASL), RFC 2595 (STLS).
+//! The POP3 protocol without I/O: validated types, the command encoder (with the shape of each
+//! command's answer), the response decoder, the listing-line parsers ([`listing`]), the choice of
+//! a login method over the server's capabilities ([`login`]), the SASL exchange as a stepper
+//! ([`sasl`]) and the SASL/APOP encodings ([`auth`]). Nothing here touches a socket, a clock or
+//! the file system; [`crate::session`] drives it over tokio. Sources: RFC 1939 (POP3), RFC 2449
+//! (CAPA, response codes, pipelining), RFC 5034 (SASL), RFC 2595 (STLS).
 
 pub mod auth;
 mod command;
 mod decode;
+pub mod listing;
+pub mod login;
+pub mod sasl;
 mod types;
 
 pub use command::Command;
@@ -19,3 +24,9 @@ pub use types::{
 mod proptests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_listing;
+#[cfg(test)]
+mod tests_login;
+#[cfg(test)]
+mod tests_sasl;

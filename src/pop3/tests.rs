@@ -536,3 +536,30 @@ fn a_login_delay_beyond_u64_saturates() {
         );
     }
 }
+
+#[test]
+fn every_command_names_the_shape_of_its_answer() {
+    let one = MsgNum::new(1).unwrap();
+    for (cmd, want) in [
+        (Command::Capa, Expect::Lines),
+        (Command::Uidl(None), Expect::Lines),
+        (Command::List(None), Expect::Lines),
+        (Command::Uidl(Some(one)), Expect::Single),
+        (Command::List(Some(one)), Expect::Single),
+        (Command::Retr(one), Expect::Body),
+        (Command::Top(one, 0), Expect::Body),
+        (Command::Stat, Expect::Single),
+        (Command::Dele(one), Expect::Single),
+        (Command::Quit, Expect::Single),
+        (Command::Stls, Expect::Single),
+        (
+            Command::Auth {
+                mechanism: "PLAIN",
+                initial: None,
+            },
+            Expect::Single,
+        ),
+    ] {
+        assert_eq!(cmd.expect(), want, "{cmd:?}");
+    }
+}

@@ -30,9 +30,10 @@ pub use error::SessionError;
 use stream::Stream;
 
 use crate::config::{AuthMethod, TlsMode};
-use crate::pop3::{
-    self, Capabilities, Command, Decoder, Event, Expect, MsgNum, Status, StatusKind, Uidl,
-};
+use crate::pop3::listing;
+use crate::pop3::login::{CredentialKind, Exchange, Link, Method, Offer};
+use crate::pop3::sasl::{Next, Sasl, SaslError};
+use crate::pop3::{self, Capabilities, Command, Decoder, Event, Expect, MsgNum, Status, Uidl};
 use crate::secret::Secret;
 
 /// Octets the CAPA answer may take. CAPA is read before STLS and before login, so anyone on
@@ -78,27 +79,8 @@ pub fn stall_window(timeout: Duration) -> Duration {
     timeout.max(MIN_STALL_WINDOW)
 }
 
-/// Most server challenges answered in one SASL exchange, per mechanism (RFC 5034 §4): what the
-/// mechanism needs, plus one for an initial response sent after an empty challenge or for the
-/// cancelling `*`. A server that goes on past it is looping, not authenticating.
-fn max_sasl_challenges(mechanism: &str) -> usize {
-    match mechanism {
-        // The initial response (maybe after an empty challenge), then an error challenge.
-        "PLAIN" | "XOAUTH2" | "OAUTHBEARER" => 2,
-        // "Username:", "Password:", and a cancel.
-        "LOGIN" => 3,
-        // One challenge, answered once.
-        "CRAM-MD5" => 1,
-        _ => 2,
-    }
-}
-
 /// Bytes asked of the socket per read.
 const READ_SIZE: usize = 64 * 1024;
-
-/// RFC 5034 §4: an AUTH command with its initial response must not exceed 255 octets; longer
-/// initial responses are sent after the server's empty challenge.
-const MAX_AUTH_LINE: usize = 255;
 
 /// Where and how to connect.
 #[derive(Debug, Clone)]
@@ -235,7 +217,7 @@ impl Session {
         if !self.caps.as_ref().is_some_and(|c| c.stls) {
             return Err(SessionError::NoStls);
         }
-        let st = self.command(Command::Stls, Expect::Single).await?;
+        let st = self.command(Command::Stls).await?;
         if !st.is_ok() {
             return Err(SessionError::refused("STLS", &st));
         }
@@ -256,7 +238,7 @@ impl Session {
 
     /// `None` when the server does not know CAPA (an RFC 1939-only server).
     async fn capa(&mut self) -> Result<Option<Capabilities>, SessionError> {
-        let st = self.command(Command::Capa, Expect::Lines).await?;
+        let st = self.command(Command::Capa).await?;
         if !st.is_ok() {
             return Ok(None);
         }
@@ -303,10 +285,10 @@ impl Session {
         self.stream.is_encrypted()
     }
 
-    /// Logs in with `method`; `AuthMethod::Auto` picks the strongest method offered:
-    /// challenge-response first (CRAM-MD5, then APOP), then PLAIN, LOGIN and USER/PASS.
-    /// Methods that send the password as it is are refused on an unencrypted connection unless
-    /// `allow_plaintext` is set. Returns the method used.
+    /// Logs in with `method`; `AuthMethod::Auto` picks the strongest method offered (see
+    /// [`pop3::login::choose`], which also refuses methods that would send the secret in clear
+    /// text over an unencrypted connection unless `allow_plaintext` is set). Returns the method
+    /// used.
     pub async fn login(
         &mut self,
         user: &str,
@@ -314,293 +296,78 @@ impl Session {
         method: AuthMethod,
         allow_plaintext: bool,
     ) -> Result<AuthMethod, SessionError> {
-        let clear_ok = self.is_encrypted() || allow_plaintext;
-        let method = match method {
-            AuthMethod::Auto => match credential {
-                Credential::Password(_) => self.pick_method(clear_ok)?,
-                Credential::Token(_) => self.pick_token_method()?,
-            },
-            m => {
-                self.check_offered(m)?;
-                m
-            }
+        let timestamp = pop3::auth::apop_timestamp(&self.greeting.text);
+        let offer = Offer {
+            caps: self.caps.as_ref(),
+            apop_timestamp: timestamp.is_some(),
         };
-        let password = match (credential, is_token_method(method)) {
-            (Credential::Password(p), false) | (Credential::Token(p), true) => p,
-            (Credential::Password(_), true) => {
-                return Err(SessionError::Auth(format!(
-                    "{} needs an OAuth2 token source (oauth2_token_command or [account.oauth2])",
-                    method_name(method)
-                )));
-            }
-            (Credential::Token(_), false) => {
-                return Err(SessionError::Auth(format!(
-                    "{} needs a password; an OAuth2 token goes with auth = \"xoauth2\" or \
-                     \"oauthbearer\"",
-                    method_name(method)
-                )));
-            }
+        let link = Link {
+            secure: self.is_encrypted(),
+            allow_plaintext,
         };
-        if !clear_ok && sends_password_in_clear(method) {
-            return Err(SessionError::Auth(format!(
-                "{} would send the password in clear text over an unencrypted connection; \
-                 use TLS or set allow_plaintext_auth = true",
-                method_name(method)
-            )));
-        }
-        tracing::debug!(method = method_name(method), "logging in");
-        match method {
-            AuthMethod::User => {
-                let st = self
-                    .command(Command::User(user.to_string()), Expect::Single)
-                    .await?;
+        let (kind, password) = match credential {
+            Credential::Password(p) => (CredentialKind::Password, p),
+            Credential::Token(t) => (CredentialKind::Token, t),
+        };
+        let method = pop3::login::choose(offer, wanted(method), link, kind)
+            .map_err(|r| SessionError::Auth(r.to_string()))?;
+        tracing::debug!(method = method.name(), "logging in");
+        match method.exchange() {
+            Exchange::User => {
+                let st = self.command(Command::User(user.to_string())).await?;
                 if !st.is_ok() {
                     return Err(SessionError::refused("USER", &st));
                 }
-                let st = self
-                    .command(Command::Pass(password.clone()), Expect::Single)
-                    .await?;
+                let st = self.command(Command::Pass(password.clone())).await?;
                 if !st.is_ok() {
                     return Err(SessionError::refused("PASS", &st));
                 }
             }
-            AuthMethod::Apop => {
-                let ts = pop3::auth::apop_timestamp(&self.greeting.text).ok_or_else(|| {
-                    SessionError::Auth("the greeting carries no APOP timestamp".into())
+            Exchange::Apop => {
+                let ts = timestamp.ok_or_else(|| {
+                    SessionError::Auth(pop3::login::Refusal::NoApopTimestamp.to_string())
                 })?;
                 let digest = pop3::auth::apop_digest(&ts, password);
                 let cmd = Command::Apop {
                     user: user.to_string(),
                     digest,
                 };
-                let st = self.command(cmd, Expect::Single).await?;
+                let st = self.command(cmd).await?;
                 if !st.is_ok() {
                     return Err(SessionError::refused("APOP", &st));
                 }
             }
-            AuthMethod::Plain => {
-                let ir = pop3::auth::plain_response(user, password);
-                self.sasl("PLAIN", Some(ir), |_, _| None).await?;
+            Exchange::Sasl(mechanism) => {
+                let sasl = Sasl::new(mechanism, user, password, (&self.host, self.port));
+                self.sasl(sasl).await?;
             }
-            AuthMethod::Login => {
-                let answers = [
-                    pop3::auth::login_response(user),
-                    pop3::auth::login_response(password.expose()),
-                ];
-                self.sasl("LOGIN", None, |step, _| answers.get(step).cloned())
-                    .await?;
-            }
-            AuthMethod::CramMd5 => {
-                self.sasl("CRAM-MD5", None, |step, challenge| {
-                    (step == 0)
-                        .then(|| pop3::auth::cram_md5_response(challenge, user, password))
-                        .flatten()
-                })
-                .await?;
-            }
-            AuthMethod::Xoauth2 | AuthMethod::Oauthbearer => {
-                self.bearer_login(method, user, password).await?;
-            }
-            AuthMethod::Auto => unreachable!("auto is resolved above"),
         }
-        Ok(method)
+        Ok(configured(method))
     }
 
-    /// XOAUTH2 or OAUTHBEARER with an access token. A failure comes as a challenge carrying a
-    /// JSON error (status, scope), which is answered as the mechanism requires (an empty line,
-    /// or ^A for OAUTHBEARER) before the server's -ERR; its fields go into the error, never the
-    /// token.
-    async fn bearer_login(
-        &mut self,
-        method: AuthMethod,
-        user: &str,
-        token: &Secret<String>,
-    ) -> Result<(), SessionError> {
-        let (mechanism, ir, abort) = if method == AuthMethod::Xoauth2 {
-            (
-                "XOAUTH2",
-                pop3::auth::xoauth2_response(user, token),
-                pop3::auth::XOAUTH2_ABORT,
-            )
-        } else {
-            let (host, port) = (self.host.clone(), self.port);
-            (
-                "OAUTHBEARER",
-                pop3::auth::oauthbearer_response(user, &host, port, token),
-                pop3::auth::OAUTHBEARER_ABORT,
-            )
-        };
-        let mut detail = None;
-        let r = self
-            .sasl(mechanism, Some(ir), |_, challenge| {
-                detail = Some(
-                    pop3::auth::describe_oauth_error(challenge)
-                        .unwrap_or_else(|| "no details".to_string()),
-                );
-                Some(Secret::new(abort.to_string()))
-            })
-            .await;
-        match (r, detail) {
-            (
-                Err(SessionError::Refused {
-                    command,
-                    code,
-                    text,
-                }),
-                Some(d),
-            ) => {
-                tracing::warn!(mechanism, error = %d, "the server rejected the OAuth2 token");
-                Err(SessionError::Refused {
-                    command,
-                    code,
-                    text: format!("{text} (token rejected: {d})"),
-                })
-            }
-            (r, _) => r,
-        }
-    }
-
-    fn pick_token_method(&self) -> Result<AuthMethod, SessionError> {
-        let offered = |m| self.caps.as_ref().is_some_and(|c| c.has_sasl(m));
-        if offered("OAUTHBEARER") {
-            Ok(AuthMethod::Oauthbearer)
-        } else if offered("XOAUTH2") {
-            Ok(AuthMethod::Xoauth2)
-        } else {
-            Err(SessionError::Auth(
-                "an OAuth2 token source is configured, but the server offers neither XOAUTH2 \
-                 nor OAUTHBEARER"
-                    .to_string(),
-            ))
-        }
-    }
-
-    fn pick_method(&self, clear_ok: bool) -> Result<AuthMethod, SessionError> {
-        let has_ts = pop3::auth::apop_timestamp(&self.greeting.text).is_some();
-        let Some(caps) = &self.caps else {
-            // No CAPA: an RFC 1939 server. APOP when it offers a timestamp, else USER/PASS.
-            return match (has_ts, clear_ok) {
-                (true, _) => Ok(AuthMethod::Apop),
-                (false, true) => Ok(AuthMethod::User),
-                (false, false) => Err(no_safe_method()),
-            };
-        };
-        let order = [
-            (AuthMethod::CramMd5, caps.has_sasl("CRAM-MD5")),
-            (AuthMethod::Apop, has_ts),
-            (AuthMethod::Plain, caps.has_sasl("PLAIN")),
-            (AuthMethod::Login, caps.has_sasl("LOGIN")),
-            (AuthMethod::User, caps.user),
-        ];
-        order
-            .into_iter()
-            .find(|&(m, offered)| offered && (clear_ok || !sends_password_in_clear(m)))
-            .map(|(m, _)| m)
-            .ok_or_else(|| {
-                if clear_ok {
-                    SessionError::Auth(
-                        "the server offers no login method popfetch knows".to_string(),
-                    )
-                } else {
-                    no_safe_method()
-                }
-            })
-    }
-
-    fn check_offered(&self, m: AuthMethod) -> Result<(), SessionError> {
-        let Some(caps) = &self.caps else {
-            return Ok(()); // No CAPA: nothing to check against; the server will say.
-        };
-        let offered = match m {
-            AuthMethod::CramMd5 => caps.has_sasl("CRAM-MD5"),
-            AuthMethod::Plain => caps.has_sasl("PLAIN"),
-            AuthMethod::Login => caps.has_sasl("LOGIN"),
-            AuthMethod::User => caps.user,
-            AuthMethod::Xoauth2 => caps.has_sasl("XOAUTH2"),
-            AuthMethod::Oauthbearer => caps.has_sasl("OAUTHBEARER"),
-            AuthMethod::Apop | AuthMethod::Auto => true,
-        };
-        if offered {
-            Ok(())
-        } else {
-            Err(SessionError::Auth(format!(
-                "the server does not offer {} (it offers SASL: {}{})",
-                method_name(m),
-                if caps.sasl.is_empty() {
-                    "none".to_string()
-                } else {
-                    caps.sasl.join(" ")
-                },
-                if caps.user { ", USER" } else { "" }
-            )))
-        }
-    }
-
-    /// One SASL exchange (RFC 5034 §4). `respond(step, challenge)` answers the n-th server
-    /// challenge (base64 text as sent); `None` cancels the exchange with `*`.
-    async fn sasl(
-        &mut self,
-        mechanism: &'static str,
-        initial: Option<Secret<String>>,
-        mut respond: impl FnMut(usize, &[u8]) -> Option<Secret<String>>,
-    ) -> Result<(), SessionError> {
-        let mut pending_initial = None;
-        let cmd = match initial {
-            Some(ir) => {
-                let with_ir = Command::Auth {
-                    mechanism,
-                    initial: Some(ir.clone()),
-                };
-                if with_ir.encoded_len() <= MAX_AUTH_LINE {
-                    with_ir
-                } else {
-                    pending_initial = Some(ir);
-                    Command::Auth {
-                        mechanism,
-                        initial: None,
-                    }
-                }
-            }
-            None => Command::Auth {
-                mechanism,
-                initial: None,
-            },
-        };
-        let mut st = self.command(cmd, Expect::Single).await?;
-        let mut step = 0;
-        let most = max_sasl_challenges(mechanism);
-        let mut challenges = 0;
+    /// One SASL exchange (RFC 5034 §4), driven by [`Sasl`]: this writes and reads. A
+    /// bearer-token failure comes as a challenge carrying a JSON error (status, scope), which
+    /// goes into the error, never the token.
+    async fn sasl(&mut self, mut sasl: Sasl) -> Result<(), SessionError> {
+        let mut st = self.command(sasl.first()).await?;
         loop {
-            match st.kind {
-                StatusKind::Ok => return Ok(()),
-                StatusKind::Err => return Err(SessionError::refused("AUTH", &st)),
-                StatusKind::Continue => {}
-            }
-            challenges += 1;
-            if challenges > most {
-                return Err(SessionError::Auth(format!(
-                    "{mechanism}: the server kept the SASL exchange going (more than {most} \
-                     challenges); it is looping, not authenticating"
-                )));
-            }
-            let answer = match pending_initial.take() {
-                Some(ir) => Some(ir),
-                None => {
-                    let a = respond(step, &st.text);
-                    step += 1;
-                    a
+            match sasl.answer(&st) {
+                Ok(Next::Done) => return Ok(()),
+                // The answer continues the same exchange: no new answer is expected of the
+                // decoder.
+                Ok(Next::Send(line)) => self.write(&line).await?,
+                Err(SaslError::Refused { detail }) => {
+                    let mut e = SessionError::refused("AUTH", &st);
+                    if let (Some(d), SessionError::Refused { text, .. }) = (detail, &mut e) {
+                        let mechanism = sasl.mechanism().name();
+                        tracing::warn!(mechanism, error = %d, "the server rejected the OAuth2 token");
+                        text.push_str(&format!(" (token rejected: {d})"));
+                    }
+                    return Err(e);
                 }
-            };
-            let cancelled = answer.is_none();
-            let line = answer.unwrap_or_else(|| Secret::new("*".to_string()));
-            // The answer continues the same exchange: no new answer is expected of the decoder.
-            self.write(&Command::SaslResponse(line)).await?;
-            st = self.read_status("AUTH").await?;
-            if cancelled && st.kind != StatusKind::Continue {
-                return Err(SessionError::Auth(format!(
-                    "{mechanism}: the server's challenge could not be answered"
-                )));
+                Err(e) => return Err(SessionError::Auth(e.to_string())),
             }
+            st = self.read_status("AUTH").await?;
         }
     }
 
@@ -621,9 +388,7 @@ impl Session {
         // name, and delete the other unread.
         let mut nums = NumSet::new(count);
         self.read_listing("UIDL", listing_budget(count), |line| {
-            let (n, rest) = split_num(&line)
-                .ok_or_else(|| SessionError::bad_listing("UIDL", &line, "no message number"))?;
-            let uidl = Uidl::parse(rest)
+            let (n, uidl) = listing::uidl_line(&line)
                 .map_err(|e| SessionError::bad_listing("UIDL", &line, &e.to_string()))?;
             nums.insert(n)
                 .map_err(|why| SessionError::bad_listing("UIDL", &line, &why))?;
@@ -645,11 +410,8 @@ impl Session {
         }
         let mut nums = NumSet::new(count);
         self.read_listing("LIST", listing_budget(count), |line| {
-            let (n, rest) = split_num(&line)
-                .ok_or_else(|| SessionError::bad_listing("LIST", &line, "no message number"))?;
-            let size_field = rest.split(|&b| b == b' ').next().unwrap_or_default();
-            let size = pop3::parse_u64(size_field)
-                .ok_or_else(|| SessionError::bad_listing("LIST", &line, "no size"))?;
+            let (n, size) = listing::list_line(&line)
+                .map_err(|e| SessionError::bad_listing("LIST", &line, &e.to_string()))?;
             nums.insert(n)
                 .map_err(|why| SessionError::bad_listing("LIST", &line, &why))?;
             f(n, size)
@@ -692,7 +454,7 @@ impl Session {
     pub async fn quit(mut self) -> Result<(), SessionError> {
         // QUIT is what makes DELEs count: it is read out even when a stop was asked for.
         self.interruptible = false;
-        let st = self.command(Command::Quit, Expect::Single).await?;
+        let st = self.command(Command::Quit).await?;
         self.stream.shutdown().await;
         if st.is_ok() {
             Ok(())
@@ -709,13 +471,8 @@ impl Session {
         tracing::trace!(command = ?cmd, "queue");
         // The transfer begins: from here the caller decides what a stop ends.
         self.interruptible = false;
-        let expect = match cmd {
-            Command::Retr(_) | Command::Top(..) => Expect::Body,
-            Command::Capa | Command::List(None) | Command::Uidl(None) => Expect::Lines,
-            _ => Expect::Single,
-        };
         cmd.encode(&mut self.out);
-        self.dec.expect(expect);
+        self.dec.expect(cmd.expect());
         self.pending.push_back((tag, cmd.name()));
     }
 
@@ -755,13 +512,13 @@ impl Session {
     }
 
     /// Sends one command and reads its status line.
-    async fn command(&mut self, cmd: Command, expect: Expect) -> Result<Status, SessionError> {
+    async fn command(&mut self, cmd: Command) -> Result<Status, SessionError> {
         debug_assert!(
             self.pending.is_empty(),
             "command() while answers are pending"
         );
         tracing::trace!(command = ?cmd, "send");
-        self.dec.expect(expect);
+        self.dec.expect(cmd.expect());
         self.write(&cmd).await?;
         self.read_status(cmd.name()).await
     }
@@ -785,15 +542,15 @@ impl Session {
     /// round trip; STAT is sent once per session. Returns `cmd`'s status and STAT's count.
     async fn stat_and(&mut self, cmd: Command) -> Result<(Status, u64), SessionError> {
         if let Some(count) = self.stat_count {
-            let st = self.command(cmd, Expect::Lines).await?;
+            let st = self.command(cmd).await?;
             return Ok((st, count));
         }
         let name = cmd.name();
         let pipelining = self.caps.as_ref().is_some_and(|c| c.pipelining);
-        self.dec.expect(Expect::Single);
+        self.dec.expect(Command::Stat.expect());
         Command::Stat.encode(&mut self.out);
         if pipelining {
-            self.dec.expect(Expect::Lines);
+            self.dec.expect(cmd.expect());
             cmd.encode(&mut self.out);
         }
         self.flush().await?;
@@ -801,13 +558,8 @@ impl Session {
         if !stat.is_ok() {
             return Err(SessionError::refused("STAT", &stat));
         }
-        // RFC 1939 §5: "+OK nn mm"; only the count matters here.
-        let count = stat
-            .text
-            .split(|&b| b == b' ')
-            .next()
-            .and_then(pop3::parse_u64)
-            .ok_or_else(|| SessionError::bad_listing("STAT", &stat.text, "no message count"))?;
+        let count = listing::stat_count(&stat.text)
+            .map_err(|e| SessionError::bad_listing("STAT", &stat.text, &e.to_string()))?;
         if count > MAX_MESSAGES {
             return Err(SessionError::bad_listing(
                 "STAT",
@@ -819,7 +571,7 @@ impl Session {
         let st = if pipelining {
             self.read_status(name).await?
         } else {
-            self.command(cmd, Expect::Lines).await?
+            self.command(cmd).await?
         };
         Ok((st, count))
     }
@@ -904,22 +656,6 @@ fn wait_name(what: &'static str) -> &'static str {
     }
 }
 
-fn sends_password_in_clear(m: AuthMethod) -> bool {
-    // A bearer token is as good as a password to whoever reads it.
-    matches!(
-        m,
-        AuthMethod::User
-            | AuthMethod::Plain
-            | AuthMethod::Login
-            | AuthMethod::Xoauth2
-            | AuthMethod::Oauthbearer
-    )
-}
-
-fn is_token_method(m: AuthMethod) -> bool {
-    matches!(m, AuthMethod::Xoauth2 | AuthMethod::Oauthbearer)
-}
-
 /// What proves the user's identity: a password, or an OAuth2 access token.
 #[derive(Debug, Clone)]
 pub enum Credential {
@@ -927,25 +663,36 @@ pub enum Credential {
     Token(Secret<String>),
 }
 
-fn no_safe_method() -> SessionError {
-    SessionError::Auth(
-        "the connection is not encrypted and the server offers no login method that keeps the \
-         password secret (CRAM-MD5, APOP); use TLS, or set allow_plaintext_auth = true"
-            .to_string(),
-    )
+/// The configured method as a request to [`pop3::login::choose`]: `None` for `auto`.
+fn wanted(m: AuthMethod) -> Option<Method> {
+    match m {
+        AuthMethod::Auto => None,
+        AuthMethod::User => Some(Method::User),
+        AuthMethod::Apop => Some(Method::Apop),
+        AuthMethod::Plain => Some(Method::Plain),
+        AuthMethod::Login => Some(Method::Login),
+        AuthMethod::CramMd5 => Some(Method::CramMd5),
+        AuthMethod::Xoauth2 => Some(Method::Xoauth2),
+        AuthMethod::Oauthbearer => Some(Method::Oauthbearer),
+    }
 }
 
-pub fn method_name(m: AuthMethod) -> &'static str {
+/// The configuration's name for a method [`pop3::login::choose`] chose.
+fn configured(m: Method) -> AuthMethod {
     match m {
-        AuthMethod::Auto => "auto",
-        AuthMethod::User => "USER/PASS",
-        AuthMethod::Apop => "APOP",
-        AuthMethod::Plain => "PLAIN",
-        AuthMethod::Login => "LOGIN",
-        AuthMethod::CramMd5 => "CRAM-MD5",
-        AuthMethod::Xoauth2 => "XOAUTH2",
-        AuthMethod::Oauthbearer => "OAUTHBEARER",
+        Method::User => AuthMethod::User,
+        Method::Apop => AuthMethod::Apop,
+        Method::Plain => AuthMethod::Plain,
+        Method::Login => AuthMethod::Login,
+        Method::CramMd5 => AuthMethod::CramMd5,
+        Method::Xoauth2 => AuthMethod::Xoauth2,
+        Method::Oauthbearer => AuthMethod::Oauthbearer,
     }
+}
+
+/// A method's name in logs and messages (`auto` for the configuration's request).
+pub fn method_name(m: AuthMethod) -> &'static str {
+    wanted(m).map_or("auto", Method::name)
 }
 
 /// Most messages a mailbox may hold: STAT announcing more is refused. It bounds the one
@@ -991,11 +738,4 @@ impl NumSet {
         *w |= 1 << bit;
         Ok(())
     }
-}
-
-/// Splits "N rest" into a message number and the rest.
-fn split_num(line: &[u8]) -> Option<(MsgNum, &[u8])> {
-    let sp = memchr::memchr(b' ', line)?;
-    let n = MsgNum::parse(&line[..sp])?;
-    Some((n, line[sp + 1..].trim_ascii()))
 }

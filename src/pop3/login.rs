@@ -1,0 +1,281 @@
+//! Which login method to use, chosen over what the server offers: the one place for the method
+//! names and for the rule that keeps a secret off an unencrypted link. Pure: the session asks,
+//! then runs the exchange ([`super::sasl`] for the SASL ones).
+
+use std::fmt;
+
+use super::Capabilities;
+use super::sasl::Mechanism;
+
+/// A concrete login method (the configuration's `auto` is a request to [`choose`], not a method).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// USER and PASS (RFC 1939 §7).
+    User,
+    /// APOP (RFC 1939 §7): a digest of the greeting's timestamp and the password.
+    Apop,
+    /// SASL PLAIN (RFC 4616).
+    Plain,
+    /// SASL LOGIN (draft-murchison-sasl-login).
+    Login,
+    /// SASL CRAM-MD5 (RFC 2195).
+    CramMd5,
+    /// SASL XOAUTH2, Google's and Microsoft's bearer-token mechanism.
+    Xoauth2,
+    /// SASL OAUTHBEARER (RFC 7628).
+    Oauthbearer,
+}
+
+impl Method {
+    /// The name in logs and messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::User => "USER/PASS",
+            Method::Apop => "APOP",
+            Method::Plain => "PLAIN",
+            Method::Login => "LOGIN",
+            Method::CramMd5 => "CRAM-MD5",
+            Method::Xoauth2 => "XOAUTH2",
+            Method::Oauthbearer => "OAUTHBEARER",
+        }
+    }
+
+    /// The SASL mechanism name sent with AUTH; `None` for USER/PASS and APOP.
+    pub fn mechanism(self) -> Option<&'static str> {
+        match self.exchange() {
+            Exchange::User | Exchange::Apop => None,
+            Exchange::Sasl(m) => Some(m.name()),
+        }
+    }
+
+    /// How the login runs: its own commands, or a SASL exchange.
+    pub fn exchange(self) -> Exchange {
+        match self {
+            Method::User => Exchange::User,
+            Method::Apop => Exchange::Apop,
+            Method::Plain => Exchange::Sasl(Mechanism::Plain),
+            Method::Login => Exchange::Sasl(Mechanism::Login),
+            Method::CramMd5 => Exchange::Sasl(Mechanism::CramMd5),
+            Method::Xoauth2 => Exchange::Sasl(Mechanism::Xoauth2),
+            Method::Oauthbearer => Exchange::Sasl(Mechanism::Oauthbearer),
+        }
+    }
+
+    /// Whether the method puts the secret on the wire as it is (base64 is not a cipher). A
+    /// bearer token is as good as a password to whoever reads it.
+    pub fn sends_secret_in_clear(self) -> bool {
+        !matches!(self, Method::Apop | Method::CramMd5)
+    }
+
+    /// Whether the method logs in with an OAuth2 access token rather than a password.
+    pub fn needs_token(self) -> bool {
+        matches!(self, Method::Xoauth2 | Method::Oauthbearer)
+    }
+
+    /// Whether the server offers the method. Without CAPA (an RFC 1939 server) nothing can be
+    /// checked: every method counts as offered, and the server will say. APOP is offered by a
+    /// timestamp in the greeting, not by CAPA.
+    fn offered(self, caps: Option<&Capabilities>, apop_timestamp: bool) -> bool {
+        match (self, caps) {
+            (Method::Apop, _) => apop_timestamp,
+            (_, None) => true,
+            (Method::User, Some(c)) => c.user,
+            (m, Some(c)) => m.mechanism().is_some_and(|mech| c.has_sasl(mech)),
+        }
+    }
+}
+
+/// The commands a login method runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exchange {
+    /// USER, then PASS.
+    User,
+    /// APOP with the digest.
+    Apop,
+    /// AUTH and the SASL exchange of [`super::sasl::Sasl`].
+    Sasl(Mechanism),
+}
+
+impl fmt::Display for Method {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What proves the user's identity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CredentialKind {
+    Password,
+    Token,
+}
+
+/// What the server offers, as far as login is concerned.
+#[derive(Debug, Clone, Copy)]
+pub struct Offer<'a> {
+    /// The CAPA answer; `None` when the server does not support CAPA.
+    pub caps: Option<&'a Capabilities>,
+    /// Whether the greeting carries an APOP timestamp.
+    pub apop_timestamp: bool,
+}
+
+/// What the client may do with a secret on this link.
+#[derive(Debug, Clone, Copy)]
+pub struct Link {
+    /// The connection is encrypted (implicit TLS or STLS).
+    pub secure: bool,
+    /// The account allows clear-text methods without encryption (`allow_plaintext_auth`).
+    pub allow_plaintext: bool,
+}
+
+impl Link {
+    fn clear_ok(self) -> bool {
+        self.secure || self.allow_plaintext
+    }
+}
+
+/// Why no login is attempted. Its text is the error the user reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// The configured method is not among the server's.
+    NotOffered {
+        method: Method,
+        sasl: Vec<String>,
+        user: bool,
+    },
+    /// A token is configured and the server offers no bearer-token mechanism.
+    NoTokenMethod,
+    /// `auto` found nothing it knows, on a link where anything would do.
+    NoKnownMethod,
+    /// `auto` found only methods that would send the secret over an unencrypted link.
+    NoSafeMethod,
+    /// A token method with a password.
+    NeedsToken(Method),
+    /// A password method with a token.
+    NeedsPassword(Method),
+    /// The method would send the secret in clear text over an unencrypted link.
+    Clear(Method),
+    /// APOP was asked for and the greeting has no timestamp.
+    NoApopTimestamp,
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refusal::NotOffered { method, sasl, user } => write!(
+                f,
+                "the server does not offer {method} (it offers SASL: {}{})",
+                if sasl.is_empty() {
+                    "none".to_string()
+                } else {
+                    sasl.join(" ")
+                },
+                if *user { ", USER" } else { "" }
+            ),
+            Refusal::NoTokenMethod => f.write_str(
+                "an OAuth2 token source is configured, but the server offers neither XOAUTH2 \
+                 nor OAUTHBEARER",
+            ),
+            Refusal::NoKnownMethod => {
+                f.write_str("the server offers no login method popfetch knows")
+            }
+            Refusal::NoSafeMethod => f.write_str(
+                "the connection is not encrypted and the server offers no login method that \
+                 keeps the password secret (CRAM-MD5, APOP); use TLS, or set \
+                 allow_plaintext_auth = true",
+            ),
+            Refusal::NeedsToken(m) => write!(
+                f,
+                "{m} needs an OAuth2 token source (oauth2_token_command or [account.oauth2])"
+            ),
+            Refusal::NeedsPassword(m) => write!(
+                f,
+                "{m} needs a password; an OAuth2 token goes with auth = \"xoauth2\" or \
+                 \"oauthbearer\""
+            ),
+            Refusal::Clear(m) => write!(
+                f,
+                "{m} would send the password in clear text over an unencrypted connection; \
+                 use TLS or set allow_plaintext_auth = true"
+            ),
+            Refusal::NoApopTimestamp => f.write_str("the greeting carries no APOP timestamp"),
+        }
+    }
+}
+
+/// The order `auto` tries password methods in: challenge-response first (CRAM-MD5, then APOP),
+/// then PLAIN, LOGIN and USER/PASS.
+const PASSWORD_ORDER: [Method; 5] = [
+    Method::CramMd5,
+    Method::Apop,
+    Method::Plain,
+    Method::Login,
+    Method::User,
+];
+
+/// The order `auto` tries bearer-token methods in: the standard one first.
+const TOKEN_ORDER: [Method; 2] = [Method::Oauthbearer, Method::Xoauth2];
+
+/// The method to log in with. `wanted` is the configured method, `None` for `auto`, which
+/// takes the strongest method offered that fits the credential and the link.
+pub fn choose(
+    offer: Offer<'_>,
+    wanted: Option<Method>,
+    link: Link,
+    credential: CredentialKind,
+) -> Result<Method, Refusal> {
+    let method = match wanted {
+        Some(m) => {
+            // APOP is checked below, once the credential fits.
+            if m != Method::Apop && !m.offered(offer.caps, offer.apop_timestamp) {
+                let caps = offer.caps.cloned().unwrap_or_default();
+                return Err(Refusal::NotOffered {
+                    method: m,
+                    sasl: caps.sasl,
+                    user: caps.user,
+                });
+            }
+            m
+        }
+        None => auto(offer, link, credential)?,
+    };
+    match (credential, method.needs_token()) {
+        (CredentialKind::Password, true) => return Err(Refusal::NeedsToken(method)),
+        (CredentialKind::Token, false) => return Err(Refusal::NeedsPassword(method)),
+        _ => {}
+    }
+    if !link.clear_ok() && method.sends_secret_in_clear() {
+        return Err(Refusal::Clear(method));
+    }
+    if method == Method::Apop && !offer.apop_timestamp {
+        return Err(Refusal::NoApopTimestamp);
+    }
+    Ok(method)
+}
+
+fn auto(offer: Offer<'_>, link: Link, credential: CredentialKind) -> Result<Method, Refusal> {
+    if credential == CredentialKind::Token {
+        // Without CAPA nothing says a bearer mechanism exists: it is not guessed.
+        return TOKEN_ORDER
+            .into_iter()
+            .find(|m| offer.caps.is_some() && m.offered(offer.caps, false))
+            .ok_or(Refusal::NoTokenMethod);
+    }
+    let candidates: &[Method] = if offer.caps.is_some() {
+        &PASSWORD_ORDER
+    } else {
+        // No CAPA: an RFC 1939 server. APOP when it offers a timestamp, else USER/PASS.
+        &[Method::Apop, Method::User]
+    };
+    candidates
+        .iter()
+        .copied()
+        .find(|m| {
+            m.offered(offer.caps, offer.apop_timestamp)
+                && (link.clear_ok() || !m.sends_secret_in_clear())
+        })
+        .ok_or(if link.clear_ok() {
+            Refusal::NoKnownMethod
+        } else {
+            Refusal::NoSafeMethod
+        })
+}

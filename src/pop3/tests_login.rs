@@ -1,0 +1,252 @@
+//! Known answers for the login-method choice.
+
+use super::Capabilities;
+use super::login::{CredentialKind, Link, Method, Offer, Refusal, choose};
+
+const SECURE: Link = Link {
+    secure: true,
+    allow_plaintext: false,
+};
+const INSECURE: Link = Link {
+    secure: false,
+    allow_plaintext: false,
+};
+const ALLOWED: Link = Link {
+    secure: false,
+    allow_plaintext: true,
+};
+const PW: CredentialKind = CredentialKind::Password;
+const TOKEN: CredentialKind = CredentialKind::Token;
+
+fn caps(sasl: &[&str], user: bool) -> Capabilities {
+    Capabilities {
+        sasl: sasl.iter().map(|s| s.to_string()).collect(),
+        user,
+        ..Capabilities::default()
+    }
+}
+
+fn auto(
+    caps: Option<&Capabilities>,
+    ts: bool,
+    link: Link,
+    kind: CredentialKind,
+) -> Result<Method, Refusal> {
+    let offer = Offer {
+        caps,
+        apop_timestamp: ts,
+    };
+    choose(offer, None, link, kind)
+}
+
+fn wanted(
+    m: Method,
+    caps: Option<&Capabilities>,
+    ts: bool,
+    link: Link,
+    kind: CredentialKind,
+) -> Result<Method, Refusal> {
+    let offer = Offer {
+        caps,
+        apop_timestamp: ts,
+    };
+    choose(offer, Some(m), link, kind)
+}
+
+#[test]
+fn auto_prefers_challenge_response_then_plain_login_user() {
+    let all = caps(&["PLAIN", "LOGIN", "CRAM-MD5"], true);
+    assert_eq!(auto(Some(&all), true, SECURE, PW), Ok(Method::CramMd5));
+    let no_cram = caps(&["PLAIN", "LOGIN"], true);
+    assert_eq!(auto(Some(&no_cram), true, SECURE, PW), Ok(Method::Apop));
+    assert_eq!(auto(Some(&no_cram), false, SECURE, PW), Ok(Method::Plain));
+    let login = caps(&["LOGIN"], true);
+    assert_eq!(auto(Some(&login), false, SECURE, PW), Ok(Method::Login));
+    let user = caps(&[], true);
+    assert_eq!(auto(Some(&user), false, SECURE, PW), Ok(Method::User));
+    // SASL names are matched without regard to case.
+    let lower = caps(&["cram-md5"], false);
+    assert_eq!(auto(Some(&lower), false, SECURE, PW), Ok(Method::CramMd5));
+}
+
+#[test]
+fn auto_on_an_insecure_link_takes_only_what_keeps_the_secret() {
+    let clear_only = caps(&["PLAIN", "LOGIN"], true);
+    assert_eq!(
+        auto(Some(&clear_only), false, INSECURE, PW),
+        Err(Refusal::NoSafeMethod)
+    );
+    assert_eq!(
+        auto(Some(&clear_only), true, INSECURE, PW),
+        Ok(Method::Apop)
+    );
+    let cram = caps(&["PLAIN", "CRAM-MD5"], true);
+    assert_eq!(auto(Some(&cram), false, INSECURE, PW), Ok(Method::CramMd5));
+    // allow_plaintext_auth lets clear-text methods through.
+    assert_eq!(
+        auto(Some(&clear_only), false, ALLOWED, PW),
+        Ok(Method::Plain)
+    );
+}
+
+#[test]
+fn auto_without_capa_is_apop_with_a_timestamp_else_user() {
+    assert_eq!(auto(None, true, INSECURE, PW), Ok(Method::Apop));
+    assert_eq!(auto(None, false, SECURE, PW), Ok(Method::User));
+    assert_eq!(auto(None, false, ALLOWED, PW), Ok(Method::User));
+    assert_eq!(auto(None, false, INSECURE, PW), Err(Refusal::NoSafeMethod));
+}
+
+#[test]
+fn auto_with_nothing_known_says_so() {
+    let odd = caps(&["SCRAM-SHA-256", "GSSAPI"], false);
+    assert_eq!(
+        auto(Some(&odd), false, SECURE, PW),
+        Err(Refusal::NoKnownMethod)
+    );
+    assert_eq!(
+        auto(Some(&odd), false, INSECURE, PW),
+        Err(Refusal::NoSafeMethod)
+    );
+}
+
+#[test]
+fn auto_with_a_token_prefers_oauthbearer_and_needs_capa() {
+    let both = caps(&["XOAUTH2", "OAUTHBEARER", "PLAIN"], true);
+    assert_eq!(
+        auto(Some(&both), false, SECURE, TOKEN),
+        Ok(Method::Oauthbearer)
+    );
+    let x = caps(&["XOAUTH2"], true);
+    assert_eq!(auto(Some(&x), false, SECURE, TOKEN), Ok(Method::Xoauth2));
+    let none = caps(&["PLAIN"], true);
+    assert_eq!(
+        auto(Some(&none), false, SECURE, TOKEN),
+        Err(Refusal::NoTokenMethod)
+    );
+    assert_eq!(auto(None, true, SECURE, TOKEN), Err(Refusal::NoTokenMethod));
+    // A token is a secret too.
+    assert_eq!(
+        auto(Some(&both), false, INSECURE, TOKEN),
+        Err(Refusal::Clear(Method::Oauthbearer))
+    );
+}
+
+#[test]
+fn a_configured_method_must_be_offered_when_capa_says() {
+    let plain = caps(&["PLAIN"], false);
+    let err = wanted(Method::CramMd5, Some(&plain), false, SECURE, PW).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "the server does not offer CRAM-MD5 (it offers SASL: PLAIN)"
+    );
+    let err = wanted(Method::Login, Some(&caps(&[], true)), false, SECURE, PW).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "the server does not offer LOGIN (it offers SASL: none, USER)"
+    );
+    assert_eq!(
+        wanted(Method::User, Some(&plain), false, SECURE, PW),
+        Err(Refusal::NotOffered {
+            method: Method::User,
+            sasl: vec!["PLAIN".into()],
+            user: false
+        })
+    );
+    // Without CAPA the server will say.
+    for m in [Method::User, Method::Plain, Method::Login, Method::CramMd5] {
+        assert_eq!(wanted(m, None, false, SECURE, PW), Ok(m));
+    }
+    assert_eq!(
+        wanted(Method::Xoauth2, None, false, SECURE, TOKEN),
+        Ok(Method::Xoauth2)
+    );
+}
+
+#[test]
+fn apop_needs_the_greeting_timestamp() {
+    assert_eq!(
+        wanted(Method::Apop, None, true, INSECURE, PW),
+        Ok(Method::Apop)
+    );
+    assert_eq!(
+        wanted(Method::Apop, Some(&caps(&[], true)), false, SECURE, PW),
+        Err(Refusal::NoApopTimestamp)
+    );
+}
+
+#[test]
+fn a_configured_clear_text_method_is_refused_on_an_insecure_link() {
+    let all = caps(
+        &["PLAIN", "LOGIN", "CRAM-MD5", "XOAUTH2", "OAUTHBEARER"],
+        true,
+    );
+    for m in [Method::User, Method::Plain, Method::Login] {
+        assert_eq!(
+            wanted(m, Some(&all), false, INSECURE, PW),
+            Err(Refusal::Clear(m))
+        );
+        assert_eq!(wanted(m, Some(&all), false, ALLOWED, PW), Ok(m));
+        assert_eq!(wanted(m, Some(&all), false, SECURE, PW), Ok(m));
+    }
+    assert_eq!(
+        wanted(Method::CramMd5, Some(&all), false, INSECURE, PW),
+        Ok(Method::CramMd5)
+    );
+    assert_eq!(
+        wanted(Method::Xoauth2, Some(&all), false, INSECURE, TOKEN)
+            .unwrap_err()
+            .to_string(),
+        "XOAUTH2 would send the password in clear text over an unencrypted connection; \
+         use TLS or set allow_plaintext_auth = true"
+    );
+}
+
+#[test]
+fn the_credential_must_fit_the_method() {
+    let all = caps(&["PLAIN", "XOAUTH2", "OAUTHBEARER"], true);
+    assert_eq!(
+        wanted(Method::Xoauth2, Some(&all), false, SECURE, PW),
+        Err(Refusal::NeedsToken(Method::Xoauth2))
+    );
+    assert_eq!(
+        wanted(Method::Oauthbearer, Some(&all), false, SECURE, PW),
+        Err(Refusal::NeedsToken(Method::Oauthbearer))
+    );
+    assert_eq!(
+        wanted(Method::Plain, Some(&all), false, SECURE, TOKEN),
+        Err(Refusal::NeedsPassword(Method::Plain))
+    );
+    // The credential is checked before the link: the first thing to fix is said first.
+    assert_eq!(
+        wanted(Method::Apop, None, false, INSECURE, TOKEN),
+        Err(Refusal::NeedsPassword(Method::Apop))
+    );
+}
+
+#[test]
+fn one_table_of_names() {
+    let names: Vec<_> = [
+        Method::User,
+        Method::Apop,
+        Method::Plain,
+        Method::Login,
+        Method::CramMd5,
+        Method::Xoauth2,
+        Method::Oauthbearer,
+    ]
+    .map(|m| (m.name(), m.mechanism(), m.sends_secret_in_clear()))
+    .to_vec();
+    assert_eq!(
+        names,
+        [
+            ("USER/PASS", None, true),
+            ("APOP", None, false),
+            ("PLAIN", Some("PLAIN"), true),
+            ("LOGIN", Some("LOGIN"), true),
+            ("CRAM-MD5", Some("CRAM-MD5"), false),
+            ("XOAUTH2", Some("XOAUTH2"), true),
+            ("OAUTHBEARER", Some("OAUTHBEARER"), true),
+        ]
+    );
+}
