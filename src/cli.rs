@@ -303,8 +303,7 @@ async fn fetch(config: &Config, accounts: Vec<Arc<Account>>, quiet: bool) -> Exi
         let name = account.name.clone();
         let handle = tasks.spawn(async move {
             let _permit = limit.acquire_owned().await;
-            let r = crate::fetch::poll_with_progress(&account, &state_dir, &stop, Some(&progress))
-                .await;
+            let r = crate::fetch::poll(&account, &state_dir, &stop, Some(&progress)).await;
             progress
                 .finished
                 .store(true, std::sync::atomic::Ordering::Relaxed);
