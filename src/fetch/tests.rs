@@ -246,3 +246,207 @@ fn per_poll_limits_keep_server_order_and_always_fetch_one() {
     assert_eq!(limit_poll(&account(Some(5), Some(50)), &mut t), 1);
     assert_eq!(t[0].listed, 100);
 }
+
+/// A fresh journal in a temporary directory.
+fn journal() -> (tempfile::TempDir, AccountState) {
+    let dir = tempfile::tempdir().unwrap();
+    let state = AccountState::open(
+        dir.path(),
+        &crate::state::Mailbox::new("pop.example.org", 995, "a"),
+        "a",
+    )
+    .unwrap();
+    (dir, state)
+}
+
+/// DELEs owed, as (message number, UIDL).
+type Dele = Vec<(u32, Option<String>)>;
+
+/// What the plan decides for a UIDL listing (number, UIDL, LIST size) at time `now`, as
+/// `poll` works it out, without a socket: (numbers to fetch, DELEs owed as (number, UIDL),
+/// the report's counts).
+fn plan_of(
+    account: &Account,
+    state: &mut AccountState,
+    now: u64,
+    listing: &[(u32, &str, u64)],
+) -> (Vec<u32>, Dele, crate::report::Report) {
+    let mut report = crate::report::Report::default();
+    let mut plan = Plan::new(account, state, now);
+    for &(n, u, _) in listing {
+        plan.uidl(num(n), &uidl(u)).unwrap();
+    }
+    plan.finish().unwrap();
+    plan.sort();
+    for &(n, _, size) in listing {
+        plan.size(num(n), size);
+    }
+    let mut work = plan.into_work(&mut report);
+    work.limit(account, state, &mut report);
+    let todo = work.todo.iter().map(|i| i.num.get()).collect();
+    let dele = work
+        .dele_wait
+        .iter()
+        .map(|(n, u)| (n.get(), u.as_ref().map(|u| u.as_str().to_string())))
+        .collect();
+    (todo, dele, report)
+}
+
+#[test]
+fn plan_in_keep_mode_fetches_the_new_and_deletes_nothing() {
+    let (_dir, mut state) = journal();
+    state.record_delivered(&uidl("a"));
+    state.record_delivered_at(&uidl("b"), 1);
+    let account = test_account(true, None);
+    let listing = [(1, "a", 10), (2, "n1", 20), (3, "b", 30), (4, "n2", 40)];
+    let (todo, dele, report) = plan_of(&account, &mut state, 1_000_000, &listing);
+    assert_eq!(todo, [2, 4]);
+    assert!(dele.is_empty());
+    assert_eq!(
+        (report.on_server, report.new, report.expired, report.held),
+        (4, 2, 0, 0)
+    );
+    assert_eq!((report.deferred, report.waiting), (0, 0));
+}
+
+#[test]
+fn plan_in_delete_mode_deletes_every_delivered_message() {
+    let (_dir, mut state) = journal();
+    state.record_delivered(&uidl("a"));
+    state.record_delivered_at(&uidl("b"), 1);
+    let account = test_account(false, None);
+    let listing = [(1, "a", 10), (2, "n1", 20), (3, "b", 30)];
+    let (todo, dele, report) = plan_of(&account, &mut state, 1_000_000, &listing);
+    assert_eq!(todo, [2]);
+    assert_eq!(dele, [(1, None), (3, None)]);
+    // Deleting delivered mail in delete mode is not expiry.
+    assert_eq!((report.on_server, report.new, report.expired), (3, 1, 0));
+}
+
+#[test]
+fn plan_with_delete_after_expires_what_was_delivered_that_long_ago() {
+    let (_dir, mut state) = journal();
+    let now = 100_000;
+    state.record_delivered_at(&uidl("old"), now - 3600);
+    state.record_delivered_at(&uidl("younger"), now - 3599);
+    state.record_delivered_at(&uidl("future"), now + 10);
+    let account = test_account(true, Some(Duration::from_secs(3600)));
+    let listing = [(1, "younger", 1), (2, "old", 1), (3, "future", 1)];
+    let (todo, dele, report) = plan_of(&account, &mut state, now, &listing);
+    assert!(todo.is_empty());
+    // Exactly `delete_after` old is due; a date ahead of the clock is not.
+    assert_eq!(dele, [(2, None)]);
+    assert_eq!((report.expired, report.new), (1, 0));
+}
+
+#[test]
+fn plan_over_max_size_reports_and_keeps_or_deletes_unread() {
+    let mut account = test_account(true, None);
+    account.max_size = Some(100);
+    let listing = [(1, "big", 101), (2, "fits", 100), (3, "huge", u64::MAX)];
+
+    account.max_size_action = crate::config::SizeAction::Keep;
+    let (_dir, mut state) = journal();
+    let (todo, dele, report) = plan_of(&account, &mut state, 0, &listing);
+    assert_eq!(todo, [2]);
+    assert!(dele.is_empty());
+    assert_eq!((report.too_large, report.too_large_deleted), (2, 0));
+    assert_eq!((report.new, report.waiting), (3, 2));
+    assert!(state.is_oversize(&uidl("big")) && state.is_oversize(&uidl("huge")));
+    // The next poll looks at them again (a size may change) and still counts them.
+    let (todo, _, report) = plan_of(&account, &mut state, 0, &listing);
+    assert_eq!(todo, [2]);
+    assert_eq!(report.too_large, 2);
+
+    account.max_size_action = crate::config::SizeAction::Delete;
+    let (_dir, mut state) = journal();
+    let (todo, dele, report) = plan_of(&account, &mut state, 0, &listing);
+    assert_eq!(todo, [2]);
+    assert_eq!(
+        dele,
+        [(1, Some("big".to_string())), (3, Some("huge".to_string()))]
+    );
+    assert_eq!((report.too_large, report.too_large_deleted), (0, 2));
+    assert_eq!((report.new, report.waiting), (1, 0));
+    assert!(!state.is_oversize(&uidl("big")));
+}
+
+#[test]
+fn plan_leaves_held_messages_on_the_server_in_either_mode() {
+    for keep in [true, false] {
+        let (_dir, mut state) = journal();
+        state.record_held(&uidl("h"));
+        let account = test_account(keep, Some(Duration::ZERO));
+        let listing = [(1, "h", 10), (2, "n", 10)];
+        let (todo, dele, report) = plan_of(&account, &mut state, 0, &listing);
+        assert_eq!(todo, [2], "keep = {keep}");
+        assert!(dele.is_empty(), "keep = {keep}");
+        assert_eq!((report.held, report.new, report.expired), (1, 1, 0));
+    }
+}
+
+#[test]
+fn plan_defers_past_the_per_poll_limits_and_the_memory_budget() {
+    let (_dir, mut state) = journal();
+    let mut account = test_account(true, None);
+    account.max_messages_per_poll = Some(2);
+    let listing = [
+        (1, "a", 1),
+        (2, "b", 1),
+        (3, "c", 1),
+        (4, "d", 1),
+        (5, "e", 1),
+    ];
+    let (todo, _, report) = plan_of(&account, &mut state, 0, &listing);
+    assert_eq!(todo, [1, 2]);
+    assert_eq!((report.new, report.deferred, report.waiting), (5, 3, 3));
+
+    account.max_messages_per_poll = None;
+    account.max_bytes_per_poll = Some(25);
+    let listing = [(1, "a", 10), (2, "b", 10), (3, "c", 10)];
+    let (todo, _, report) = plan_of(&account, &mut state, 0, &listing);
+    assert_eq!(todo, [1, 2]);
+    assert_eq!((report.new, report.deferred), (3, 1));
+
+    // Past TAKE_MAX new messages the rest waits, counted as new and deferred.
+    account.max_bytes_per_poll = None;
+    let names: Vec<String> = (1..=TAKE_MAX as u32 + 7).map(|i| format!("u{i}")).collect();
+    let listing: Vec<(u32, &str, u64)> = names
+        .iter()
+        .zip(1..)
+        .map(|(u, n)| (n, u.as_str(), 1))
+        .collect();
+    let (todo, _, report) = plan_of(&account, &mut state, 0, &listing);
+    assert_eq!(todo.len(), TAKE_MAX);
+    assert_eq!(todo.last(), Some(&(TAKE_MAX as u32)));
+    assert_eq!((report.new, report.deferred), (TAKE_MAX + 7, 7));
+    assert_eq!(report.waiting, 7);
+}
+
+#[test]
+fn plan_matches_list_sizes_to_the_messages_taken_only() {
+    let (_dir, state) = journal();
+    let account = test_account(false, None);
+    let mut plan = Plan::new(&account, &state, 0);
+    for (n, u) in [(4, "d"), (2, "b")] {
+        plan.uidl(num(n), &uidl(u)).unwrap();
+    }
+    plan.finish().unwrap();
+    plan.sort();
+    for (n, size) in [(1, 11), (2, 22), (3, 33), (4, 44), (5, 55)] {
+        plan.size(num(n), size);
+    }
+    let sizes: Vec<(u32, u64)> = plan.todo.iter().map(|i| (i.num.get(), i.listed)).collect();
+    assert_eq!(sizes, [(2, 22), (4, 44)]);
+}
+
+#[test]
+fn plan_refuses_a_new_uidl_listed_twice_but_not_two_new_ones() {
+    let (_dir, state) = journal();
+    let account = test_account(true, None);
+    let mut plan = Plan::new(&account, &state, 0);
+    plan.uidl(num(1), &uidl("x")).unwrap();
+    plan.uidl(num(2), &uidl("y")).unwrap();
+    let e = plan.uidl(num(3), &uidl("x")).unwrap_err().to_string();
+    assert!(e.contains("listed twice"), "{e}");
+}
