@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Account, Credentials, Deliver, PermanentFailure};
 use crate::deliver::{Backend, DeliverError, ErrorKind};
-use crate::pop3::MsgNum;
+use crate::pop3::{MsgNum, Uidl};
 use crate::progress::Progress;
 pub use crate::report::{Report, ShortMessage};
 use crate::session::{ConnectParams, Credential, Session, SessionError};
@@ -224,24 +224,13 @@ async fn poll_with(
     } = run;
     *report = done;
 
-    // QUIT: only on +OK are the DELE'd messages gone for good (RFC 1939 §6). Without UIDL, a
-    // refused QUIT leaves the delivered messages on the server under no name the journal
-    // knows: their Message-ID and size (recorded with each delivery) recognise them next time.
-    session.quit().await?;
+    let listed = has_uidl.then_some(Listed {
+        hasher,
+        fetched,
+        known,
+    });
+    quit(session, state, &deleted, listed.as_ref()).await?;
     report.deleted = deleted.len();
-    for u in deleted.iter().filter_map(|(_, u)| u.as_ref()) {
-        state.forget(u);
-    }
-    if has_uidl {
-        // What the journal knows is forgotten once it is gone: deleted now, or no longer listed.
-        let mut gone: Vec<MsgNum> = deleted.iter().map(|(num, _)| *num).collect();
-        gone.sort();
-        state.retain_only_by(|u| {
-            let h = hasher.hash_one(u.as_str());
-            fetched.contains(&h)
-                || Plan::known_as(&known, h).is_some_and(|num| gone.binary_search(&num).is_err())
-        });
-    }
     state.flush()?;
     // Even when the target became unavailable, the messages delivered before were deleted.
     if let Some(e) = unavailable {
@@ -249,6 +238,46 @@ async fn poll_with(
     }
     report.waiting += report.failed + report.held + report.newly_held;
     log_done(account, report, started);
+    Ok(())
+}
+
+/// What the journal may keep after QUIT, from a listing with UIDLs: the UIDLs fetched (as
+/// hashes) and the ones the journal knows ([`Plan::known`]), hashed by the plan's `hasher`.
+struct Listed {
+    hasher: std::hash::RandomState,
+    fetched: HashSet<u64>,
+    known: Vec<(u64, MsgNum)>,
+}
+
+/// QUIT: only on +OK are the DELE'd messages gone for good (RFC 1939 §6), and forgotten by the
+/// journal. Without UIDL (`listed` is `None`), a refused QUIT leaves the delivered messages on
+/// the server under no name the journal knows: their Message-ID and size (recorded with each
+/// delivery) recognise them next time. With UIDL, what the journal knows is forgotten once it
+/// is gone: deleted now, or no longer listed.
+async fn quit(
+    session: Session,
+    state: &mut AccountState,
+    deleted: &[(MsgNum, Option<Uidl>)],
+    listed: Option<&Listed>,
+) -> Result<(), FetchError> {
+    session.quit().await?;
+    for u in deleted.iter().filter_map(|(_, u)| u.as_ref()) {
+        state.forget(u);
+    }
+    if let Some(Listed {
+        hasher,
+        fetched,
+        known,
+    }) = listed
+    {
+        let mut gone: Vec<MsgNum> = deleted.iter().map(|(num, _)| *num).collect();
+        gone.sort();
+        state.retain_only_by(|u| {
+            let h = hasher.hash_one(u.as_str());
+            fetched.contains(&h)
+                || Plan::known_as(known, h).is_some_and(|num| gone.binary_search(&num).is_err())
+        });
+    }
     Ok(())
 }
 

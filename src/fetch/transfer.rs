@@ -183,42 +183,56 @@ impl Run<'_> {
         Ok(())
     }
 
+    /// Reads the header of item `i` (up to [`MAX_PEEK`]) and notes its Message-ID digest.
+    /// Returns what was read and whether the message ended in it, or `None` when a message
+    /// with its Message-ID and size was delivered before (its body is then read and dropped).
+    async fn peek(&mut self, i: usize) -> Result<Option<(Vec<u8>, bool)>, FetchError> {
+        let mut head = Vec::new();
+        let mut ended = false;
+        let listed = self.todo[i].listed;
+        while crate::deliver::envelope::header_end(&head).is_none() && head.len() < MAX_PEEK {
+            match self.session.body_chunk().await? {
+                Some(chunk) => head.extend_from_slice(&chunk),
+                None => {
+                    ended = true;
+                    break;
+                }
+            }
+        }
+        if head.len() as u64 > size_cap(listed) {
+            return Err(FetchError::Oversize {
+                num: self.todo[i].num,
+                listed,
+            });
+        }
+        let digest = message_id(&head).map(|id| message_id_digest(&id));
+        if let Some(d) = &digest {
+            let key = (d.clone(), listed);
+            if self.state.seen_message_id(d, listed) || self.batch_ids.contains(&key) {
+                if !ended {
+                    self.session.skip_body(size_cap(listed)).await?;
+                }
+                return Ok(None);
+            }
+            self.batch_ids.insert(key);
+        }
+        self.todo[i].message_id = digest;
+        Ok(Some((head, ended)))
+    }
+
     /// Streams the body of item `i` into its target and handles the result.
     pub(super) async fn receive(&mut self, i: usize) -> Result<(), FetchError> {
         // With dedupe_message_id the header is read first: a message with the Message-ID and
         // size of one delivered before is recorded, not delivered again.
-        let mut head = Vec::new();
-        let mut ended = false;
-        if (self.account.dedupe_message_id || self.by_message_id) && !self.todo[i].quarantine {
-            let listed = self.todo[i].listed;
-            while crate::deliver::envelope::header_end(&head).is_none() && head.len() < MAX_PEEK {
-                match self.session.body_chunk().await? {
-                    Some(chunk) => head.extend_from_slice(&chunk),
-                    None => {
-                        ended = true;
-                        break;
-                    }
+        let (head, ended) =
+            if (self.account.dedupe_message_id || self.by_message_id) && !self.todo[i].quarantine {
+                match self.peek(i).await? {
+                    Some(peeked) => peeked,
+                    None => return self.duplicate(i),
                 }
-            }
-            if head.len() as u64 > size_cap(listed) {
-                return Err(FetchError::Oversize {
-                    num: self.todo[i].num,
-                    listed,
-                });
-            }
-            let digest = message_id(&head).map(|id| message_id_digest(&id));
-            if let Some(d) = &digest {
-                let key = (d.clone(), listed);
-                if self.state.seen_message_id(d, listed) || self.batch_ids.contains(&key) {
-                    if !ended {
-                        self.session.skip_body(size_cap(listed)).await?;
-                    }
-                    return self.duplicate(i);
-                }
-                self.batch_ids.insert(key);
-            }
-            self.todo[i].message_id = digest;
-        }
+            } else {
+                (Vec::new(), false)
+            };
         let item = self.todo[i].clone();
         let target = match (item.quarantine, self.quarantine) {
             (true, Some(q)) => q,
