@@ -470,50 +470,14 @@ fn destination(ini: &Ini, file: &str, out: &mut Imported, a: &mut Account) -> Op
             path.value.trim_end_matches('/').to_string(),
         )),
         "Mboxrd" => Some(Deliver::Mbox(path.value)),
-        "MDA_external" => {
-            let args = match get("arguments") {
-                Some(e) => match parse_tuple(&e.value) {
-                    Some(v) => v,
-                    None => {
-                        out.note(file, e.line, "arguments", "not a tuple of strings; dropped");
-                        Vec::new()
-                    }
-                },
-                None => Vec::new(),
-            };
-            let mut argv = vec![path.value];
-            argv.extend(args);
-            // getmail runs the program without a shell; a command line is built only so
-            // that the shared translation can place the sender.
-            let cmd: Vec<String> = argv.iter().map(|s| quote_keeping(s)).collect();
-            let c = translate_command(
-                &cmd.join(" "),
-                &[
-                    ("%(sender)", Placeholder::Popfetch("{from}")),
-                    ("%(recipient)", Placeholder::Unknown),
-                    ("%(local)", Placeholder::Unknown),
-                    ("%(domain)", Placeholder::Unknown),
-                    ("%(mailbox)", Placeholder::Unknown),
-                ],
-            );
-            for p in &c.unknown_placeholders {
-                out.note(
-                    file,
-                    kind.line,
-                    format!("MDA_external {p}"),
-                    "popfetch knows the sender ({from}), the account and the user only; the \
-                     placeholder is passed on unchanged",
-                );
-            }
-            if c.shell_reason.is_some() {
-                a.comments.push(
-                    "The sender appears inside a larger argument, so the MDA runs through \
-                     /bin/sh -c, the sender passed as \"$1\"."
-                        .into(),
-                );
-            }
-            Some(Deliver::Mda(c.argv))
-        }
+        "MDA_external" => Some(mda_external(
+            path.value,
+            get("arguments"),
+            kind.line,
+            file,
+            out,
+            a,
+        )),
         other => {
             out.note(
                 file,
@@ -525,6 +489,59 @@ fn destination(ini: &Ini, file: &str, out: &mut Imported, a: &mut Account) -> Op
             None
         }
     }
+}
+
+/// An `MDA_external` destination: the program at `path` with its `arguments`.
+fn mda_external(
+    path: String,
+    arguments: Option<Entry>,
+    line: usize,
+    file: &str,
+    out: &mut Imported,
+    a: &mut Account,
+) -> Deliver {
+    let args = match arguments {
+        Some(e) => match parse_tuple(&e.value) {
+            Some(v) => v,
+            None => {
+                out.note(file, e.line, "arguments", "not a tuple of strings; dropped");
+                Vec::new()
+            }
+        },
+        None => Vec::new(),
+    };
+    let mut argv = vec![path];
+    argv.extend(args);
+    // getmail runs the program without a shell; a command line is built only so
+    // that the shared translation can place the sender.
+    let cmd: Vec<String> = argv.iter().map(|s| quote_keeping(s)).collect();
+    let c = translate_command(
+        &cmd.join(" "),
+        &[
+            ("%(sender)", Placeholder::Popfetch("{from}")),
+            ("%(recipient)", Placeholder::Unknown),
+            ("%(local)", Placeholder::Unknown),
+            ("%(domain)", Placeholder::Unknown),
+            ("%(mailbox)", Placeholder::Unknown),
+        ],
+    );
+    for p in &c.unknown_placeholders {
+        out.note(
+            file,
+            line,
+            format!("MDA_external {p}"),
+            "popfetch knows the sender ({from}), the account and the user only; the \
+             placeholder is passed on unchanged",
+        );
+    }
+    if c.shell_reason.is_some() {
+        a.comments.push(
+            "The sender appears inside a larger argument, so the MDA runs through \
+             /bin/sh -c, the sender passed as \"$1\"."
+                .into(),
+        );
+    }
+    Deliver::Mda(c.argv)
 }
 
 /// Quotes one argument for a command line that [`super::shell_words`] splits back into the
