@@ -53,7 +53,9 @@ deliver = {{ maildir = "Maildir" }}
     let account = &config.accounts[0];
 
     for round in 1..=2 {
-        let report = popfetch::fetch::poll(account, &config.state_dir, &Default::default()).await?;
+        let (report, r) =
+            popfetch::fetch::poll(account, &config.state_dir, &Default::default(), None).await;
+        r?;
         println!(
             "poll {round}: {} delivered ({} bytes), {} deleted from the server",
             report.delivered, report.bytes, report.deleted

@@ -303,8 +303,7 @@ async fn fetch(config: &Config, accounts: Vec<Arc<Account>>, quiet: bool) -> Exi
         let name = account.name.clone();
         let handle = tasks.spawn(async move {
             let _permit = limit.acquire_owned().await;
-            let r = crate::fetch::poll_with_progress(&account, &state_dir, &stop, Some(&progress))
-                .await;
+            let r = crate::fetch::poll(&account, &state_dir, &stop, Some(&progress)).await;
             progress
                 .finished
                 .store(true, std::sync::atomic::Ordering::Relaxed);
@@ -336,50 +335,10 @@ async fn fetch(config: &Config, accounts: Vec<Arc<Account>>, quiet: bool) -> Exi
         // A poll that failed after delivering says so too: its deliveries count.
         let did_something = rep.delivered + rep.quarantined + rep.newly_held + rep.duplicates > 0;
         if r.is_ok() || did_something {
-            {
-                let mut line = format!(
-                    "{}: {} new message{} delivered ({}), {} deleted from the server, {} on it at login",
-                    account.name,
-                    rep.delivered,
-                    if rep.delivered == 1 { "" } else { "s" },
-                    human_bytes(rep.bytes),
-                    rep.deleted,
-                    rep.on_server
-                );
-                for (n, what) in [
-                    (rep.failed, "failed for now (left on the server)"),
-                    (
-                        rep.newly_held + rep.held,
-                        "held after a permanent failure (see `popfetch retry`)",
-                    ),
-                    (rep.quarantined, "quarantined"),
-                    (rep.too_large, "over max_size (left on the server)"),
-                    (rep.too_large_deleted, "over max_size (deleted unread)"),
-                    (rep.expired, "deleted after delete_after"),
-                    (
-                        rep.duplicates,
-                        "already delivered (same Message-ID), not again",
-                    ),
-                    (rep.deferred, "left for the next poll (per-poll limit)"),
-                ] {
-                    if n > 0 {
-                        line.push_str(&format!("; {n} {what}"));
-                    }
-                }
-                for short in &rep.short {
-                    line.push_str(&format!("; held: {short}"));
-                }
-                if rep == crate::fetch::Report::stopped_before_transfer() {
-                    line = format!(
-                        "{}: stopped by a signal before the transfer began",
-                        account.name
-                    );
-                }
-                if !quiet {
-                    out(&format!("{line}\n"));
-                }
-                failed |= rep.has_failures();
+            if !quiet {
+                out(&format!("{}\n", summary_line(&account.name, &rep)));
             }
+            failed |= rep.has_failures();
         }
         if let Err(e) = r {
             failed = true;
@@ -391,6 +350,46 @@ async fn fetch(config: &Config, accounts: Vec<Arc<Account>>, quiet: bool) -> Exi
     } else {
         ExitCode::SUCCESS
     }
+}
+
+/// The line `fetch` prints for one account's poll.
+fn summary_line(name: &str, rep: &crate::fetch::Report) -> String {
+    let mut line = format!(
+        "{}: {} new message{} delivered ({}), {} deleted from the server, {} on it at login",
+        name,
+        rep.delivered,
+        if rep.delivered == 1 { "" } else { "s" },
+        human_bytes(rep.bytes),
+        rep.deleted,
+        rep.on_server
+    );
+    for (n, what) in [
+        (rep.failed, "failed for now (left on the server)"),
+        (
+            rep.newly_held + rep.held,
+            "held after a permanent failure (see `popfetch retry`)",
+        ),
+        (rep.quarantined, "quarantined"),
+        (rep.too_large, "over max_size (left on the server)"),
+        (rep.too_large_deleted, "over max_size (deleted unread)"),
+        (rep.expired, "deleted after delete_after"),
+        (
+            rep.duplicates,
+            "already delivered (same Message-ID), not again",
+        ),
+        (rep.deferred, "left for the next poll (per-poll limit)"),
+    ] {
+        if n > 0 {
+            line.push_str(&format!("; {n} {what}"));
+        }
+    }
+    for short in &rep.short {
+        line.push_str(&format!("; held: {short}"));
+    }
+    if *rep == crate::fetch::Report::stopped_before_transfer() {
+        line = format!("{}: stopped by a signal before the transfer began", name);
+    }
+    line
 }
 
 /// Writes to stdout. A reader that went away (`popfetch status | head -1`) is no reason to
@@ -419,106 +418,118 @@ pub fn describe(config: &Config) -> String {
         config.state_dir.display().to_string()
     );
     for a in &config.accounts {
-        let _ = writeln!(s, "\n[[account]]");
-        let _ = writeln!(s, "name = {:?}", a.name);
-        let _ = writeln!(s, "host = {:?}", a.host);
-        let _ = writeln!(s, "port = {}", a.port);
-        let _ = writeln!(s, "tls = {:?}", format!("{:?}", a.tls).to_lowercase());
-        if let Some(ca) = &a.ca_file {
-            let _ = writeln!(s, "ca_file = {:?}", ca.display().to_string());
-        }
-        let _ = writeln!(s, "tls_verify = {}", a.tls_verify);
-        let _ = writeln!(s, "user = {:?}", a.user);
-        let _ = match &a.credentials {
-            Credentials::Password(PasswordSource::Inline(_)) => {
-                writeln!(s, "password = \"<redacted>\"")
-            }
-            Credentials::Password(PasswordSource::File(p)) => {
-                writeln!(s, "password_file = {:?}", p.display().to_string())
-            }
-            Credentials::Password(PasswordSource::Command(argv)) => {
-                writeln!(s, "password_command = {argv:?}")
-            }
-            Credentials::OAuth2(o) => {
-                describe_oauth2(&mut s, o);
-                Ok(())
-            }
-        };
-        let _ = writeln!(s, "auth = {:?}", auth_name(a.auth));
-        let _ = writeln!(s, "allow_plaintext_auth = {}", a.allow_plaintext_auth);
-        let _ = writeln!(s, "keep = {}", a.keep);
-        let _ = writeln!(s, "received_header = {}", a.received_header);
-        let _ = writeln!(
-            s,
-            "timeout = {:?}",
-            humantime::format_duration(a.timeout).to_string()
-        );
-        let _ = writeln!(
-            s,
-            "mda_timeout = {:?}",
-            humantime::format_duration(a.mda_timeout).to_string()
-        );
-        let _ = writeln!(
-            s,
-            "on_permanent_failure = {:?}",
-            format!("{:?}", a.on_permanent_failure).to_lowercase()
-        );
-        if let Some(q) = &a.quarantine {
-            let _ = writeln!(s, "quarantine = {:?}", q.display().to_string());
-        }
-        if let Some(m) = a.max_size {
-            let _ = writeln!(s, "max_size = {m}");
-            let _ = writeln!(
-                s,
-                "max_size_action = {:?}",
-                format!("{:?}", a.max_size_action).to_lowercase()
-            );
-        }
-        if let Some(d) = a.delete_after {
-            let _ = writeln!(
-                s,
-                "delete_after = {:?}",
-                humantime::format_duration(d).to_string()
-            );
-        }
-        if let Some(m) = a.max_messages_per_poll {
-            let _ = writeln!(s, "max_messages_per_poll = {m}");
-        }
-        if let Some(m) = a.max_bytes_per_poll {
-            let _ = writeln!(s, "max_bytes_per_poll = {m}");
-        }
-        if a.dedupe_message_id {
-            let _ = writeln!(s, "dedupe_message_id = true");
-        }
-        let _ = match &a.deliver {
-            Deliver::Mbox(p) => writeln!(s, "deliver = {{ mbox = {:?} }}", p.display().to_string()),
-            Deliver::Mda(argv) => writeln!(s, "deliver = {{ mda = {argv:?} }}"),
-            Deliver::Smtp(t) => writeln!(
-                s,
-                "deliver = {{ smtp = {{ host = {:?}, port = {}, tls = {:?}, to = {:?}{}{}{} }} }}",
-                t.host,
-                t.port,
-                format!("{:?}", t.tls).to_lowercase(),
-                t.to,
-                t.from
-                    .as_ref()
-                    .map(|f| format!(", from = {f:?}"))
-                    .unwrap_or_default(),
-                t.helo
-                    .as_ref()
-                    .map(|h| format!(", helo = {h:?}"))
-                    .unwrap_or_default(),
-                t.credentials
-                    .as_ref()
-                    .map(|(u, _)| format!(", user = {u:?}, password = \"<redacted>\""))
-                    .unwrap_or_default(),
-            ),
-            Deliver::Maildir(p) => {
-                writeln!(s, "deliver = {{ maildir = {:?} }}", p.display().to_string())
-            }
-        };
+        describe_account(&mut s, a);
     }
     s
+}
+
+/// One account's settings, secrets redacted.
+fn describe_account(s: &mut String, a: &Account) {
+    use std::fmt::Write;
+    let _ = writeln!(s, "\n[[account]]");
+    let _ = writeln!(s, "name = {:?}", a.name);
+    let _ = writeln!(s, "host = {:?}", a.host);
+    let _ = writeln!(s, "port = {}", a.port);
+    let _ = writeln!(s, "tls = {:?}", format!("{:?}", a.tls).to_lowercase());
+    if let Some(ca) = &a.ca_file {
+        let _ = writeln!(s, "ca_file = {:?}", ca.display().to_string());
+    }
+    let _ = writeln!(s, "tls_verify = {}", a.tls_verify);
+    let _ = writeln!(s, "user = {:?}", a.user);
+    let _ = match &a.credentials {
+        Credentials::Password(PasswordSource::Inline(_)) => {
+            writeln!(s, "password = \"<redacted>\"")
+        }
+        Credentials::Password(PasswordSource::File(p)) => {
+            writeln!(s, "password_file = {:?}", p.display().to_string())
+        }
+        Credentials::Password(PasswordSource::Command(argv)) => {
+            writeln!(s, "password_command = {argv:?}")
+        }
+        Credentials::OAuth2(o) => {
+            describe_oauth2(s, o);
+            Ok(())
+        }
+    };
+    let _ = writeln!(s, "auth = {:?}", auth_name(a.auth));
+    let _ = writeln!(s, "allow_plaintext_auth = {}", a.allow_plaintext_auth);
+    let _ = writeln!(s, "keep = {}", a.keep);
+    let _ = writeln!(s, "received_header = {}", a.received_header);
+    let _ = writeln!(
+        s,
+        "timeout = {:?}",
+        humantime::format_duration(a.timeout).to_string()
+    );
+    let _ = writeln!(
+        s,
+        "mda_timeout = {:?}",
+        humantime::format_duration(a.mda_timeout).to_string()
+    );
+    let _ = writeln!(
+        s,
+        "on_permanent_failure = {:?}",
+        format!("{:?}", a.on_permanent_failure).to_lowercase()
+    );
+    if let Some(q) = &a.quarantine {
+        let _ = writeln!(s, "quarantine = {:?}", q.display().to_string());
+    }
+    if let Some(m) = a.max_size {
+        let _ = writeln!(s, "max_size = {m}");
+        let _ = writeln!(
+            s,
+            "max_size_action = {:?}",
+            format!("{:?}", a.max_size_action).to_lowercase()
+        );
+    }
+    if let Some(d) = a.delete_after {
+        let _ = writeln!(
+            s,
+            "delete_after = {:?}",
+            humantime::format_duration(d).to_string()
+        );
+    }
+    if let Some(m) = a.max_messages_per_poll {
+        let _ = writeln!(s, "max_messages_per_poll = {m}");
+    }
+    if let Some(m) = a.max_bytes_per_poll {
+        let _ = writeln!(s, "max_bytes_per_poll = {m}");
+    }
+    if a.dedupe_message_id {
+        let _ = writeln!(s, "dedupe_message_id = true");
+    }
+    describe_deliver(s, &a.deliver);
+}
+
+/// Where an account delivers, secrets redacted.
+fn describe_deliver(s: &mut String, deliver: &Deliver) {
+    use std::fmt::Write;
+    let _ = match deliver {
+        Deliver::Mbox(p) => writeln!(s, "deliver = {{ mbox = {:?} }}", p.display().to_string()),
+        Deliver::Mda(argv) => writeln!(s, "deliver = {{ mda = {argv:?} }}"),
+        Deliver::Smtp(t) => writeln!(
+            s,
+            "deliver = {{ smtp = {{ host = {:?}, port = {}, tls = {:?}, to = {:?}{}{}{} }} }}",
+            t.host,
+            t.port,
+            format!("{:?}", t.tls).to_lowercase(),
+            t.to,
+            t.from
+                .as_ref()
+                .map(|f| format!(", from = {f:?}"))
+                .unwrap_or_default(),
+            t.helo
+                .as_ref()
+                .map(|h| format!(", helo = {h:?}"))
+                .unwrap_or_default(),
+            t.credentials
+                .as_ref()
+                .map(|(u, _)| format!(", user = {u:?}, password = \"<redacted>\""))
+                .unwrap_or_default(),
+        ),
+        Deliver::Maildir(p) => {
+            writeln!(s, "deliver = {{ maildir = {:?} }}", p.display().to_string())
+        }
+    };
 }
 
 /// The token source's settings; it holds paths and URLs only, no secret.

@@ -377,7 +377,8 @@ async fn account_loop(
     };
     let (account, shared, last_error, told_delay) = (&account, &shared, &last_error, &told_delay);
     let poll = move || async move {
-        let r = fetch::poll(account, &shared.state_dir, &shared.shutdown).await;
+        let (rep, r) = fetch::poll(account, &shared.state_dir, &shared.shutdown, None).await;
+        let r = r.map(|()| rep);
         let mut last_error = last_error
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);

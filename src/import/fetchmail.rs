@@ -756,43 +756,7 @@ fn translate_user(p: &mut Parser, a: &mut Account, o: &Opts, local: &str, e: &En
             },
         }
     }
-    let sslproto = o
-        .sslproto
-        .as_ref()
-        .map(|(s, l)| (s.to_ascii_lowercase(), *l));
-    if o.ssl == Some(true) {
-        a.tls = Tls::Implicit;
-    } else if sslproto.as_ref().is_some_and(|(s, _)| s.is_empty()) {
-        a.tls = Tls::None;
-        a.comments.push(
-            "sslproto '' turned TLS off in fetchmail, and so does tls = \"none\"; the password \
-             crosses the network in clear text, as it did"
-                .into(),
-        );
-    } else {
-        a.tls = Tls::Starttls;
-        if sslproto.is_none() {
-            a.comments.push(
-                "fetchmail used STLS when the server offered it; popfetch insists on it".into(),
-            );
-        }
-    }
-    if let Some((s, line)) = &sslproto
-        && !s.is_empty()
-        && s != "auto"
-    {
-        p.note(
-            *line,
-            format!("sslproto {s}"),
-            "popfetch negotiates TLS 1.2 or newer by itself; the version is not pinned",
-        );
-    }
-    if o.sslcertck == Some(false) {
-        a.tls_verify = Some(false);
-        a.comments
-            .push("no sslcertck: certificates are not checked, as in the rc file".into());
-    }
-    a.ca_file = o.sslcertfile.clone();
+    user_tls(p, a, o);
     a.password = match &o.password {
         Some(pw) => Password::Inline(pw.clone()),
         None => Password::Missing,
@@ -857,7 +821,54 @@ fn translate_user(p: &mut Parser, a: &mut Account, o: &Opts, local: &str, e: &En
              goes to the SMTP server on localhost instead: change `deliver`",
         );
     }
-    a.deliver = if let Some((cmd, line)) = &o.mda {
+    let deliver = user_deliver(p, a, o, local);
+    a.deliver = deliver;
+}
+
+/// The TLS settings of a `user` entry.
+fn user_tls(p: &mut Parser, a: &mut Account, o: &Opts) {
+    let sslproto = o
+        .sslproto
+        .as_ref()
+        .map(|(s, l)| (s.to_ascii_lowercase(), *l));
+    if o.ssl == Some(true) {
+        a.tls = Tls::Implicit;
+    } else if sslproto.as_ref().is_some_and(|(s, _)| s.is_empty()) {
+        a.tls = Tls::None;
+        a.comments.push(
+            "sslproto '' turned TLS off in fetchmail, and so does tls = \"none\"; the password \
+             crosses the network in clear text, as it did"
+                .into(),
+        );
+    } else {
+        a.tls = Tls::Starttls;
+        if sslproto.is_none() {
+            a.comments.push(
+                "fetchmail used STLS when the server offered it; popfetch insists on it".into(),
+            );
+        }
+    }
+    if let Some((s, line)) = &sslproto
+        && !s.is_empty()
+        && s != "auto"
+    {
+        p.note(
+            *line,
+            format!("sslproto {s}"),
+            "popfetch negotiates TLS 1.2 or newer by itself; the version is not pinned",
+        );
+    }
+    if o.sslcertck == Some(false) {
+        a.tls_verify = Some(false);
+        a.comments
+            .push("no sslcertck: certificates are not checked, as in the rc file".into());
+    }
+    a.ca_file = o.sslcertfile.clone();
+}
+
+/// Where a `user` entry delivers: its mda, or the SMTP server fetchmail forwarded to.
+fn user_deliver(p: &mut Parser, a: &mut Account, o: &Opts, local: &str) -> Deliver {
+    if let Some((cmd, line)) = &o.mda {
         let c = translate_command(
             cmd,
             &[
@@ -910,7 +921,7 @@ fn translate_user(p: &mut Parser, a: &mut Account, o: &Opts, local: &str, e: &En
             port,
             to: vec![to],
         }
-    };
+    }
 }
 
 /// Reads `.fetchids` text and gives each account its UIDLs. Returns the count of lines

@@ -213,75 +213,7 @@ pub fn translate(text: &str, file: &str, label: &str, out: &mut Imported) -> Tra
     let default_port = if tls == Tls::Implicit { 995 } else { 110 };
     let mut port = default_port;
     for e in r {
-        match e.key.as_str() {
-            "type" | "server" | "username" => {}
-            "port" => match e.value.parse::<u16>() {
-                Ok(p) if p > 0 => {
-                    port = p;
-                    if p != default_port {
-                        a.port = Some(p);
-                    }
-                }
-                _ => out.note(
-                    file,
-                    e.line,
-                    format!("port = {}", e.value),
-                    "not a port; ignored",
-                ),
-            },
-            "password" => a.password = Password::Inline(e.value.clone()),
-            "password_command" => match parse_tuple(&e.value) {
-                Some(argv) if !argv.is_empty() && !argv[0].is_empty() => {
-                    a.password = Password::Command(argv);
-                }
-                _ => out.note(
-                    file,
-                    e.line,
-                    "password_command",
-                    "not a tuple of strings; not carried over",
-                ),
-            },
-            "use_apop" => {
-                if boolean(&e.value) == Some(true) {
-                    a.auth = Some("apop");
-                }
-            }
-            "timeout" => match e.value.parse::<u64>() {
-                Ok(t) if t > 0 => a.timeout_secs = Some(t),
-                _ => out.note(file, e.line, "timeout", "not a number of seconds; ignored"),
-            },
-            "ca_certs" => a.ca_file = Some(e.value.clone()),
-            "keyfile" | "certfile" => out.note(
-                file,
-                e.line,
-                e.key.clone(),
-                "client certificates are not supported",
-            ),
-            "ssl_fingerprints" => out.note(
-                file,
-                e.line,
-                "ssl_fingerprints",
-                "popfetch checks certificates against CAs only (ca_file)",
-            ),
-            "ssl_cert_hostname" => out.note(
-                file,
-                e.line,
-                "ssl_cert_hostname",
-                "popfetch checks the certificate against `host`",
-            ),
-            "ssl_version" | "ssl_ciphers" => out.note(
-                file,
-                e.line,
-                e.key.clone(),
-                "popfetch negotiates TLS 1.2 or newer by itself; not pinned",
-            ),
-            _ => out.note(
-                file,
-                e.line,
-                super::shorten(&e.key),
-                "retriever setting popfetch has no equivalent for; ignored",
-            ),
-        }
+        retriever_setting(e, default_port, &mut port, file, out, &mut a);
     }
     if tls == Tls::None {
         a.comments.push(
@@ -300,7 +232,102 @@ pub fn translate(text: &str, file: &str, label: &str, out: &mut Imported) -> Tra
         ));
     }
 
-    // [options]: getmail's defaults are delete = false, read_all = true.
+    options(&ini, file, out, &mut a);
+
+    other_sections(&ini, file, out);
+
+    a.deliver = match destination(&ini, file, out, &mut a) {
+        Some(d) => d,
+        None => Deliver::Maildir("~/Maildir".into()),
+    };
+    Translated {
+        account: Some(a),
+        state: Some((port, !broken)),
+    }
+}
+
+/// One `[retriever]` setting, with `port` the port so far.
+fn retriever_setting(
+    e: &Entry,
+    default_port: u16,
+    port: &mut u16,
+    file: &str,
+    out: &mut Imported,
+    a: &mut Account,
+) {
+    match e.key.as_str() {
+        "type" | "server" | "username" => {}
+        "port" => match e.value.parse::<u16>() {
+            Ok(p) if p > 0 => {
+                *port = p;
+                if p != default_port {
+                    a.port = Some(p);
+                }
+            }
+            _ => out.note(
+                file,
+                e.line,
+                format!("port = {}", e.value),
+                "not a port; ignored",
+            ),
+        },
+        "password" => a.password = Password::Inline(e.value.clone()),
+        "password_command" => match parse_tuple(&e.value) {
+            Some(argv) if !argv.is_empty() && !argv[0].is_empty() => {
+                a.password = Password::Command(argv);
+            }
+            _ => out.note(
+                file,
+                e.line,
+                "password_command",
+                "not a tuple of strings; not carried over",
+            ),
+        },
+        "use_apop" => {
+            if boolean(&e.value) == Some(true) {
+                a.auth = Some("apop");
+            }
+        }
+        "timeout" => match e.value.parse::<u64>() {
+            Ok(t) if t > 0 => a.timeout_secs = Some(t),
+            _ => out.note(file, e.line, "timeout", "not a number of seconds; ignored"),
+        },
+        "ca_certs" => a.ca_file = Some(e.value.clone()),
+        "keyfile" | "certfile" => out.note(
+            file,
+            e.line,
+            e.key.clone(),
+            "client certificates are not supported",
+        ),
+        "ssl_fingerprints" => out.note(
+            file,
+            e.line,
+            "ssl_fingerprints",
+            "popfetch checks certificates against CAs only (ca_file)",
+        ),
+        "ssl_cert_hostname" => out.note(
+            file,
+            e.line,
+            "ssl_cert_hostname",
+            "popfetch checks the certificate against `host`",
+        ),
+        "ssl_version" | "ssl_ciphers" => out.note(
+            file,
+            e.line,
+            e.key.clone(),
+            "popfetch negotiates TLS 1.2 or newer by itself; not pinned",
+        ),
+        _ => out.note(
+            file,
+            e.line,
+            super::shorten(&e.key),
+            "retriever setting popfetch has no equivalent for; ignored",
+        ),
+    }
+}
+
+/// The `[options]` section; getmail's defaults are delete = false, read_all = true.
+fn options(ini: &Ini, file: &str, out: &mut Imported, a: &mut Account) {
     let mut delete = false;
     let mut read_all = (true, 0);
     if let Some(opts) = ini.section("options") {
@@ -374,7 +401,10 @@ pub fn translate(text: &str, file: &str, label: &str, out: &mut Imported) -> Tra
             "getmail fetched every message at every run; popfetch fetches each message once",
         );
     }
+}
 
+/// Notes on the sections other than `[retriever]`, `[destination]` and `[options]`.
+fn other_sections(ini: &Ini, file: &str, out: &mut Imported) {
     for (name, line, _) in &ini.sections {
         let lower = name.to_ascii_lowercase();
         if lower.starts_with("filter") {
@@ -387,15 +417,6 @@ pub fn translate(text: &str, file: &str, label: &str, out: &mut Imported) -> Tra
         } else if !matches!(lower.as_str(), "retriever" | "destination" | "options") {
             out.note(file, *line, format!("[{name}]"), "unknown section; ignored");
         }
-    }
-
-    a.deliver = match destination(&ini, file, out, &mut a) {
-        Some(d) => d,
-        None => Deliver::Maildir("~/Maildir".into()),
-    };
-    Translated {
-        account: Some(a),
-        state: Some((port, !broken)),
     }
 }
 
@@ -449,50 +470,14 @@ fn destination(ini: &Ini, file: &str, out: &mut Imported, a: &mut Account) -> Op
             path.value.trim_end_matches('/').to_string(),
         )),
         "Mboxrd" => Some(Deliver::Mbox(path.value)),
-        "MDA_external" => {
-            let args = match get("arguments") {
-                Some(e) => match parse_tuple(&e.value) {
-                    Some(v) => v,
-                    None => {
-                        out.note(file, e.line, "arguments", "not a tuple of strings; dropped");
-                        Vec::new()
-                    }
-                },
-                None => Vec::new(),
-            };
-            let mut argv = vec![path.value];
-            argv.extend(args);
-            // getmail runs the program without a shell; a command line is built only so
-            // that the shared translation can place the sender.
-            let cmd: Vec<String> = argv.iter().map(|s| quote_keeping(s)).collect();
-            let c = translate_command(
-                &cmd.join(" "),
-                &[
-                    ("%(sender)", Placeholder::Popfetch("{from}")),
-                    ("%(recipient)", Placeholder::Unknown),
-                    ("%(local)", Placeholder::Unknown),
-                    ("%(domain)", Placeholder::Unknown),
-                    ("%(mailbox)", Placeholder::Unknown),
-                ],
-            );
-            for p in &c.unknown_placeholders {
-                out.note(
-                    file,
-                    kind.line,
-                    format!("MDA_external {p}"),
-                    "popfetch knows the sender ({from}), the account and the user only; the \
-                     placeholder is passed on unchanged",
-                );
-            }
-            if c.shell_reason.is_some() {
-                a.comments.push(
-                    "The sender appears inside a larger argument, so the MDA runs through \
-                     /bin/sh -c, the sender passed as \"$1\"."
-                        .into(),
-                );
-            }
-            Some(Deliver::Mda(c.argv))
-        }
+        "MDA_external" => Some(mda_external(
+            path.value,
+            get("arguments"),
+            kind.line,
+            file,
+            out,
+            a,
+        )),
         other => {
             out.note(
                 file,
@@ -504,6 +489,59 @@ fn destination(ini: &Ini, file: &str, out: &mut Imported, a: &mut Account) -> Op
             None
         }
     }
+}
+
+/// An `MDA_external` destination: the program at `path` with its `arguments`.
+fn mda_external(
+    path: String,
+    arguments: Option<Entry>,
+    line: usize,
+    file: &str,
+    out: &mut Imported,
+    a: &mut Account,
+) -> Deliver {
+    let args = match arguments {
+        Some(e) => match parse_tuple(&e.value) {
+            Some(v) => v,
+            None => {
+                out.note(file, e.line, "arguments", "not a tuple of strings; dropped");
+                Vec::new()
+            }
+        },
+        None => Vec::new(),
+    };
+    let mut argv = vec![path];
+    argv.extend(args);
+    // getmail runs the program without a shell; a command line is built only so
+    // that the shared translation can place the sender.
+    let cmd: Vec<String> = argv.iter().map(|s| quote_keeping(s)).collect();
+    let c = translate_command(
+        &cmd.join(" "),
+        &[
+            ("%(sender)", Placeholder::Popfetch("{from}")),
+            ("%(recipient)", Placeholder::Unknown),
+            ("%(local)", Placeholder::Unknown),
+            ("%(domain)", Placeholder::Unknown),
+            ("%(mailbox)", Placeholder::Unknown),
+        ],
+    );
+    for p in &c.unknown_placeholders {
+        out.note(
+            file,
+            line,
+            format!("MDA_external {p}"),
+            "popfetch knows the sender ({from}), the account and the user only; the \
+             placeholder is passed on unchanged",
+        );
+    }
+    if c.shell_reason.is_some() {
+        a.comments.push(
+            "The sender appears inside a larger argument, so the MDA runs through \
+             /bin/sh -c, the sender passed as \"$1\"."
+                .into(),
+        );
+    }
+    Deliver::Mda(c.argv)
 }
 
 /// Quotes one argument for a command line that [`super::shell_words`] splits back into the

@@ -403,26 +403,7 @@ fn record_state(
             out.push(format!("account {}: {r}", account.name));
         }
         if !uidls.invalid.is_empty() {
-            let shown: Vec<String> = uidls
-                .invalid
-                .iter()
-                .take(INVALID_SHOWN)
-                .map(|(line, why)| format!("line {line}: {why}"))
-                .collect();
-            out.push(format!(
-                "account {}: {} entr{} of {} not recorded, not a valid unique-id ({}{}); \
-                 those messages will be fetched again",
-                account.name,
-                uidls.invalid.len(),
-                if uidls.invalid.len() == 1 { "y" } else { "ies" },
-                uidls.source.display(),
-                shown.join("; "),
-                if uidls.invalid.len() > INVALID_SHOWN {
-                    "; ..."
-                } else {
-                    ""
-                }
-            ));
+            out.push(invalid_remark(&account.name, uidls));
         }
         if dry_run {
             out.push(format!(
@@ -490,6 +471,30 @@ fn record_state(
         ));
     }
     Ok(out)
+}
+
+/// The remark on the entries of a UIDLs file that are not valid unique-ids.
+fn invalid_remark(name: &str, uidls: &Uidls) -> String {
+    let shown: Vec<String> = uidls
+        .invalid
+        .iter()
+        .take(INVALID_SHOWN)
+        .map(|(line, why)| format!("line {line}: {why}"))
+        .collect();
+    format!(
+        "account {}: {} entr{} of {} not recorded, not a valid unique-id ({}{}); \
+         those messages will be fetched again",
+        name,
+        uidls.invalid.len(),
+        if uidls.invalid.len() == 1 { "y" } else { "ies" },
+        uidls.source.display(),
+        shown.join("; "),
+        if uidls.invalid.len() > INVALID_SHOWN {
+            "; ..."
+        } else {
+            ""
+        }
+    )
 }
 
 fn plural(n: usize) -> &'static str {

@@ -167,204 +167,18 @@ pub fn translate(
         (true, true) => Tls::Starttls,
         (true, false) => Tls::Implicit,
     };
-    let mut uidls_file = "~/.mpop_uidls/%U_at_%H".to_string();
-    let mut skipsize = None;
-    let mut killsize = None;
-    let mut explicit_plain = false;
+    let mut seen = Seen {
+        uidls_file: "~/.mpop_uidls/%U_at_%H".to_string(),
+        skipsize: None,
+        killsize: None,
+        explicit_plain: false,
+    };
     for (k, v, l) in settings {
-        let l = *l;
-        let bad = |out: &mut Imported| {
-            out.note(
-                file,
-                l,
-                format!("{k} {}", super::shorten(v)),
-                "not a value mpop accepts; ignored",
-            )
-        };
-        match k.as_str() {
-            "host" | "user" | "tls" | "tls_starttls" => {}
-            "port" => match v.parse::<u16>() {
-                Ok(p) if p > 0 => a.port = Some(p),
-                _ => bad(out),
-            },
-            "timeout" => match v.as_str() {
-                "off" => {}
-                n => match n.parse::<u64>() {
-                    Ok(t) if t > 0 => a.timeout_secs = Some(t),
-                    _ => bad(out),
-                },
-            },
-            "pipelining" => {}
-            "auth" => match v.as_str() {
-                "" | "on" => {}
-                "user" | "plain" | "login" => {
-                    a.auth = Some(match v.as_str() {
-                        "user" => "user",
-                        "plain" => "plain",
-                        _ => "login",
-                    });
-                    explicit_plain = true;
-                }
-                "apop" => a.auth = Some("apop"),
-                "cram-md5" => a.auth = Some("cram-md5"),
-                "off" => out.note(file, l, "auth off", "popfetch always logs in"),
-                other => out.note(
-                    file,
-                    l,
-                    format!("auth {other}"),
-                    "popfetch logs in with USER/PASS, APOP, PLAIN, LOGIN or CRAM-MD5; left at \
-                     \"auto\"",
-                ),
-            },
-            "password" => a.password = Password::Inline(v.clone()),
-            "passwordeval" => {
-                let c = translate_command(v, &[]);
-                if c.shell_reason.is_some() {
-                    a.comments.push(
-                        "passwordeval ran through the shell, and so does this password_command"
-                            .into(),
-                    );
-                }
-                a.password = Password::Command(c.argv);
-            }
-            "tls_trust_file" => match v.as_str() {
-                "system" => {}
-                "" => out.note(
-                    file,
-                    l,
-                    "tls_trust_file \"\"",
-                    "trusting no CA (only a fingerprint) is not supported; the system's CAs are \
-                     used",
-                ),
-                f => a.ca_file = Some(f.to_string()),
-            },
-            "tls_certcheck" => {
-                if on(v) == Some(false) {
-                    a.tls_verify = Some(false);
-                    a.comments.push(
-                        "tls_certcheck off: certificates are not checked, as in the rc file".into(),
-                    );
-                }
-            }
-            "tls_fingerprint" if !v.is_empty() => out.note(
-                file,
-                l,
-                "tls_fingerprint",
-                "popfetch checks certificates against CAs only (ca_file)",
-            ),
-            "tls_crl_file"
-            | "tls_key_file"
-            | "tls_cert_file"
-            | "tls_priorities"
-            | "tls_host_override"
-            | "tls_min_dh_prime_bits"
-            | "ntlmdomain"
-            | "proxy_host"
-            | "proxy_port"
-            | "socket"
-            | "source_ip"
-                if !v.is_empty() =>
-            {
-                out.note(
-                    file,
-                    l,
-                    format!("{k} {}", super::shorten(v)),
-                    "popfetch has no equivalent; ignored",
-                )
-            }
-            "tls_fingerprint"
-            | "tls_crl_file"
-            | "tls_key_file"
-            | "tls_cert_file"
-            | "tls_priorities"
-            | "tls_host_override"
-            | "tls_min_dh_prime_bits"
-            | "ntlmdomain"
-            | "proxy_host"
-            | "proxy_port"
-            | "socket"
-            | "source_ip" => {}
-            "keep" => match on(v) {
-                Some(b) => a.keep = b,
-                None => bad(out),
-            },
-            "only_new" => {
-                if on(v) == Some(false) {
-                    out.note(
-                        file,
-                        l,
-                        "only_new off",
-                        "mpop processed every message at every run; popfetch fetches each \
-                         message once",
-                    );
-                }
-            }
-            "killsize" => {
-                if v != "off" {
-                    match super::parse_size(v) {
-                        Some(0) => out.note(
-                            file,
-                            l,
-                            "killsize 0",
-                            "deletes every message unread; not carried over",
-                        ),
-                        Some(n) => killsize = Some((n, l)),
-                        None => bad(out),
-                    }
-                }
-            }
-            "skipsize" => {
-                if v != "off" {
-                    match super::parse_size(v) {
-                        Some(0) => {}
-                        Some(n) => skipsize = Some(n),
-                        None => bad(out),
-                    }
-                }
-            }
-            "filter" if !v.is_empty() => out.note(
-                file,
-                l,
-                format!("filter {}", super::shorten(v)),
-                "popfetch runs no filters; an MDA such as procmail or maildrop can",
-            ),
-            "filter" => {}
-            "received_header" => a.received_header = on(v),
-            "uidls_file" => uidls_file = v.clone(),
-            "delivery" => {}
-            "eval" => out.note(
-                file,
-                l,
-                "eval",
-                "commands that print configuration are not run by the import",
-            ),
-            _ => out.note(
-                file,
-                l,
-                super::shorten(k),
-                "not an mpop command popfetch knows; ignored",
-            ),
-        }
+        setting(k, v, *l, file, out, &mut a, &mut seen);
     }
-    // killsize deletes larger messages unread (only skips them with keep), skipsize skips
-    // them; popfetch has one threshold and one action.
-    a.max_size = skipsize;
-    if let Some((k, l)) = killsize {
-        match skipsize {
-            _ if a.keep => a.max_size = Some(skipsize.map_or(k, |s| s.min(k))),
-            Some(s) if s < k => out.note(
-                file,
-                l,
-                format!("killsize {k}"),
-                "popfetch has one size limit: messages over skipsize stay on the server, none \
-                 is deleted unread",
-            ),
-            _ => {
-                a.max_size = Some(k);
-                a.max_size_delete = true;
-            }
-        }
-    }
+    sizes(&seen, file, out, &mut a);
+    let uidls_file = seen.uidls_file;
+    let explicit_plain = seen.explicit_plain;
     if a.tls == Tls::None {
         if explicit_plain {
             a.allow_plaintext_auth = true;
@@ -385,6 +199,252 @@ pub fn translate(
         }
     };
     Some((a, uidls_file))
+}
+
+/// What the settings of one account say beyond the fields they set directly.
+struct Seen {
+    /// The UIDLs file, before `~`, `%U`, `%H` expansion.
+    uidls_file: String,
+    skipsize: Option<u64>,
+    /// killsize, with its line.
+    killsize: Option<(u64, usize)>,
+    /// A clear-text login method was asked for by name.
+    explicit_plain: bool,
+}
+
+/// Applies one setting `k v` (at line `l`) to `a`, or notes why it is not carried over: here
+/// the connection, login and TLS, the rest in [`policy_setting`].
+fn setting(
+    k: &str,
+    v: &str,
+    l: usize,
+    file: &str,
+    out: &mut Imported,
+    a: &mut Account,
+    seen: &mut Seen,
+) {
+    let bad = |out: &mut Imported| {
+        out.note(
+            file,
+            l,
+            format!("{k} {}", super::shorten(v)),
+            "not a value mpop accepts; ignored",
+        )
+    };
+    match k {
+        "host" | "user" | "tls" | "tls_starttls" => {}
+        "port" => match v.parse::<u16>() {
+            Ok(p) if p > 0 => a.port = Some(p),
+            _ => bad(out),
+        },
+        "timeout" => match v {
+            "off" => {}
+            n => match n.parse::<u64>() {
+                Ok(t) if t > 0 => a.timeout_secs = Some(t),
+                _ => bad(out),
+            },
+        },
+        "pipelining" => {}
+        "auth" => auth(v, l, file, out, a, seen),
+        "password" => a.password = Password::Inline(v.to_string()),
+        "passwordeval" => {
+            let c = translate_command(v, &[]);
+            if c.shell_reason.is_some() {
+                a.comments.push(
+                    "passwordeval ran through the shell, and so does this password_command".into(),
+                );
+            }
+            a.password = Password::Command(c.argv);
+        }
+        "tls_trust_file" => match v {
+            "system" => {}
+            "" => out.note(
+                file,
+                l,
+                "tls_trust_file \"\"",
+                "trusting no CA (only a fingerprint) is not supported; the system's CAs are \
+                 used",
+            ),
+            f => a.ca_file = Some(f.to_string()),
+        },
+        "tls_certcheck" => {
+            if on(v) == Some(false) {
+                a.tls_verify = Some(false);
+                a.comments.push(
+                    "tls_certcheck off: certificates are not checked, as in the rc file".into(),
+                );
+            }
+        }
+        "tls_fingerprint" if !v.is_empty() => out.note(
+            file,
+            l,
+            "tls_fingerprint",
+            "popfetch checks certificates against CAs only (ca_file)",
+        ),
+        "tls_crl_file"
+        | "tls_key_file"
+        | "tls_cert_file"
+        | "tls_priorities"
+        | "tls_host_override"
+        | "tls_min_dh_prime_bits"
+        | "ntlmdomain"
+        | "proxy_host"
+        | "proxy_port"
+        | "socket"
+        | "source_ip"
+            if !v.is_empty() =>
+        {
+            out.note(
+                file,
+                l,
+                format!("{k} {}", super::shorten(v)),
+                "popfetch has no equivalent; ignored",
+            )
+        }
+        "tls_fingerprint"
+        | "tls_crl_file"
+        | "tls_key_file"
+        | "tls_cert_file"
+        | "tls_priorities"
+        | "tls_host_override"
+        | "tls_min_dh_prime_bits"
+        | "ntlmdomain"
+        | "proxy_host"
+        | "proxy_port"
+        | "socket"
+        | "source_ip" => {}
+        _ => policy_setting(k, v, l, file, out, a, seen),
+    }
+}
+
+/// The `auth` setting: the login method.
+fn auth(v: &str, l: usize, file: &str, out: &mut Imported, a: &mut Account, seen: &mut Seen) {
+    match v {
+        "" | "on" => {}
+        "user" | "plain" | "login" => {
+            a.auth = Some(match v {
+                "user" => "user",
+                "plain" => "plain",
+                _ => "login",
+            });
+            seen.explicit_plain = true;
+        }
+        "apop" => a.auth = Some("apop"),
+        "cram-md5" => a.auth = Some("cram-md5"),
+        "off" => out.note(file, l, "auth off", "popfetch always logs in"),
+        other => out.note(
+            file,
+            l,
+            format!("auth {other}"),
+            "popfetch logs in with USER/PASS, APOP, PLAIN, LOGIN or CRAM-MD5; left at \
+             \"auto\"",
+        ),
+    }
+}
+
+/// [`setting`] for what to fetch, keep and delete, and where to deliver.
+fn policy_setting(
+    k: &str,
+    v: &str,
+    l: usize,
+    file: &str,
+    out: &mut Imported,
+    a: &mut Account,
+    seen: &mut Seen,
+) {
+    let bad = |out: &mut Imported| {
+        out.note(
+            file,
+            l,
+            format!("{k} {}", super::shorten(v)),
+            "not a value mpop accepts; ignored",
+        )
+    };
+    match k {
+        "keep" => match on(v) {
+            Some(b) => a.keep = b,
+            None => bad(out),
+        },
+        "only_new" => {
+            if on(v) == Some(false) {
+                out.note(
+                    file,
+                    l,
+                    "only_new off",
+                    "mpop processed every message at every run; popfetch fetches each \
+                     message once",
+                );
+            }
+        }
+        "killsize" => {
+            if v != "off" {
+                match super::parse_size(v) {
+                    Some(0) => out.note(
+                        file,
+                        l,
+                        "killsize 0",
+                        "deletes every message unread; not carried over",
+                    ),
+                    Some(n) => seen.killsize = Some((n, l)),
+                    None => bad(out),
+                }
+            }
+        }
+        "skipsize" => {
+            if v != "off" {
+                match super::parse_size(v) {
+                    Some(0) => {}
+                    Some(n) => seen.skipsize = Some(n),
+                    None => bad(out),
+                }
+            }
+        }
+        "filter" if !v.is_empty() => out.note(
+            file,
+            l,
+            format!("filter {}", super::shorten(v)),
+            "popfetch runs no filters; an MDA such as procmail or maildrop can",
+        ),
+        "filter" => {}
+        "received_header" => a.received_header = on(v),
+        "uidls_file" => seen.uidls_file = v.to_string(),
+        "delivery" => {}
+        "eval" => out.note(
+            file,
+            l,
+            "eval",
+            "commands that print configuration are not run by the import",
+        ),
+        _ => out.note(
+            file,
+            l,
+            super::shorten(k),
+            "not an mpop command popfetch knows; ignored",
+        ),
+    }
+}
+
+/// killsize deletes larger messages unread (only skips them with keep), skipsize skips
+/// them; popfetch has one threshold and one action.
+fn sizes(seen: &Seen, file: &str, out: &mut Imported, a: &mut Account) {
+    let (skipsize, killsize) = (seen.skipsize, seen.killsize);
+    a.max_size = skipsize;
+    if let Some((k, l)) = killsize {
+        match skipsize {
+            _ if a.keep => a.max_size = Some(skipsize.map_or(k, |s| s.min(k))),
+            Some(s) if s < k => out.note(
+                file,
+                l,
+                format!("killsize {k}"),
+                "popfetch has one size limit: messages over skipsize stay on the server, none \
+                 is deleted unread",
+            ),
+            _ => {
+                a.max_size = Some(k);
+                a.max_size_delete = true;
+            }
+        }
+    }
 }
 
 fn delivery(d: &str, line: usize, file: &str, out: &mut Imported, a: &mut Account) -> Deliver {
