@@ -38,6 +38,7 @@ fn sorted(mut v: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
 
 #[test]
 fn max_size_leaves_large_messages_and_reports_them_once() {
+    crate::peers::require_peers!("dovecot");
     let msgs = vec![message(1, 2000), message(2, 300_000), message(3, 2000)];
     let (d, env) = setup(&msgs);
     config(&d, &env, "max_size = \"100KiB\"\n");
@@ -78,6 +79,7 @@ fn max_size_leaves_large_messages_and_reports_them_once() {
 
 #[test]
 fn max_size_delete_removes_large_messages_unread() {
+    crate::peers::require_peers!("dovecot");
     let msgs = vec![message(1, 2000), message(2, 300_000)];
     let (d, env) = setup(&msgs);
     config(
@@ -102,6 +104,7 @@ fn max_size_delete_removes_large_messages_unread() {
 
 #[test]
 fn delete_after_removes_kept_messages_once_they_are_old_enough() {
+    crate::peers::require_peers!("dovecot");
     let msgs: Vec<Vec<u8>> = (0..3).map(|i| message(i, 1500)).collect();
     let (d, env) = setup(&msgs);
     config(&d, &env, "keep = true\ndelete_after = \"3s\"\n");
@@ -135,6 +138,7 @@ fn delete_after_removes_kept_messages_once_they_are_old_enough() {
 
 #[test]
 fn per_poll_limits_spread_a_large_first_fetch() {
+    crate::peers::require_peers!("dovecot");
     let msgs: Vec<Vec<u8>> = (0..5).map(|i| message(i, 10_000)).collect();
     let (d, env) = setup(&msgs);
     config(&d, &env, "max_messages_per_poll = 2\n");
@@ -184,6 +188,7 @@ fn remove(d: &Dovecot, name: &str) {
 
 #[test]
 fn dedupe_message_id_skips_a_message_the_server_gave_a_new_uidl() {
+    crate::peers::require_peers!("dovecot");
     let a = message(1, 3000);
     let b = message(2, 3000);
     let d = Dovecot::start();
@@ -230,6 +235,7 @@ fn dedupe_message_id_skips_a_message_the_server_gave_a_new_uidl() {
 
 #[test]
 fn without_dedupe_a_renumbered_message_is_delivered_again() {
+    crate::peers::require_peers!("dovecot");
     let a = message(1, 3000);
     let d = Dovecot::start();
     d.add_user("alice", "pw");

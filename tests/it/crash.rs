@@ -93,6 +93,7 @@ fn crash_until_done(env: &Env, rng: &mut Rng, kills: usize) -> usize {
 
 #[test]
 fn sigkill_at_random_instants_maildir_exactly_once() {
+    crate::peers::require_peers!("dovecot");
     let d = Dovecot::start();
     d.add_user("alice", "pw");
     let env = Env::new();
@@ -135,6 +136,7 @@ fn sigkill_at_random_instants_maildir_exactly_once() {
 
 #[test]
 fn sigkill_at_random_instants_mda_loses_nothing() {
+    crate::peers::require_peers!("dovecot");
     let d = Dovecot::start();
     d.add_user("alice", "pw");
     let total = 200;

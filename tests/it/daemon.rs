@@ -98,6 +98,7 @@ const GLOBAL: &str = "log_target = \"stderr\"\nshutdown_timeout = \"10s\"\n";
 
 #[test]
 fn accounts_keep_their_own_pace_and_a_stalled_one_holds_no_other() {
+    crate::peers::require_peers!("dovecot");
     let d = Dovecot::start();
     d.add_user("fast", "pw");
     d.add_user("slow", "pw");
@@ -142,6 +143,7 @@ fn accounts_keep_their_own_pace_and_a_stalled_one_holds_no_other() {
 
 #[test]
 fn sigterm_mid_fetch_exits_in_time_and_loses_nothing() {
+    crate::peers::require_peers!("dovecot");
     let d = Dovecot::start();
     d.add_user("alice", "pw");
     let total = 2000;
@@ -190,6 +192,7 @@ fn sigterm_mid_fetch_exits_in_time_and_loses_nothing() {
 
 #[test]
 fn reload_adds_accounts_keeps_old_config_on_errors_and_sigusr1_polls() {
+    crate::peers::require_peers!("dovecot");
     let d = Dovecot::start();
     d.add_user("alice", "pw");
     d.add_user("bob", "pw");
@@ -261,6 +264,7 @@ fn reload_adds_accounts_keeps_old_config_on_errors_and_sigusr1_polls() {
 
 #[test]
 fn readiness_reload_and_stopping_reach_notify_socket() {
+    crate::peers::require_peers!("dovecot");
     let d = Dovecot::start();
     d.add_user("alice", "pw");
     let env = Env::new();

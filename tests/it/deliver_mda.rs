@@ -73,6 +73,7 @@ fn s(v: &[&str]) -> Vec<String> {
 
 #[test]
 fn procmail_delivers_byte_exact() {
+    crate::peers::require_peers!("procmail", "dovecot");
     let (d, env, msgs) = setup();
     let rc = procmail_rc(env.path());
     config(
@@ -99,6 +100,7 @@ fn procmail_delivers_byte_exact() {
 
 #[test]
 fn maildrop_delivers_byte_exact() {
+    crate::peers::require_peers!("maildrop", "dovecot");
     let (d, env, msgs) = setup();
     let filter = maildrop_filter(env.path());
     config(
@@ -119,6 +121,7 @@ fn maildrop_delivers_byte_exact() {
 
 #[test]
 fn dovecot_lda_round_trip() {
+    crate::peers::require_peers!("dovecot");
     let (d, env, msgs) = setup();
     d.add_user("bob", "pw");
     let conf = dovecot_config_file(&d);
@@ -161,6 +164,7 @@ fn dovecot_lda_round_trip() {
 
 #[test]
 fn hostile_from_reaches_a_shell_mda_only_as_data() {
+    crate::peers::require_peers!("dovecot");
     let (d, env, msgs) = setup();
     let out = env.path().join("out");
     std::fs::create_dir_all(&out).unwrap();

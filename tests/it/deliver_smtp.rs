@@ -33,6 +33,7 @@ fn relayed_body(msg: &[u8]) -> Vec<u8> {
 
 #[test]
 fn relays_byte_exact_through_postfix() {
+    crate::peers::require_peers!("dovecot", "postfix");
     let d = Dovecot::start();
     d.add_user("alice", "pw");
     let msgs = tricky();
@@ -71,6 +72,7 @@ fn relays_byte_exact_through_postfix() {
 
 #[test]
 fn relay_451_leaves_messages_for_the_next_poll() {
+    crate::peers::require_peers!("dovecot", "postfix");
     let d = Dovecot::start();
     d.add_user("alice", "pw");
     d.deliver_many("alice", vec![message(1, 500), message(2, 500)]);
@@ -89,6 +91,7 @@ fn relay_451_leaves_messages_for_the_next_poll() {
 
 #[test]
 fn relay_550_holds_the_message() {
+    crate::peers::require_peers!("dovecot", "postfix");
     let d = Dovecot::start();
     d.add_user("alice", "pw");
     d.deliver("alice", &message(1, 500));
@@ -109,6 +112,7 @@ fn relay_550_holds_the_message() {
 
 #[test]
 fn relay_down_stops_the_poll_and_deletes_nothing() {
+    crate::peers::require_peers!("dovecot");
     let d = Dovecot::start();
     d.add_user("alice", "pw");
     d.deliver_many("alice", vec![message(1, 500), message(2, 500)]);

@@ -70,6 +70,7 @@ fn man_page_and_completions_match_the_cli() {
 
 #[test]
 fn man_page_renders_without_warnings() {
+    crate::peers::require_peers!("man");
     // man-db's own check, the one lintian runs: groff warnings (bad escapes, unknown macros,
     // lines that cannot be broken) for both pages.
     for rel in ["contrib/man/popfetch.1", "contrib/man/popfetch.toml.5"] {

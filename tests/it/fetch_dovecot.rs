@@ -70,6 +70,7 @@ fn assert_delivered(env: &Env, sources: &[Vec<u8>]) {
 
 #[test]
 fn implicit_tls_with_ca_file_delivers_byte_exact_and_deletes() {
+    crate::peers::require_peers!("dovecot");
     let d = start();
     let sources = tricky_messages();
     d.deliver_many(USER, sources.clone());
@@ -103,6 +104,7 @@ fn implicit_tls_with_ca_file_delivers_byte_exact_and_deletes() {
 
 #[test]
 fn received_header_names_popfetch_server_and_account() {
+    crate::peers::require_peers!("dovecot");
     let d = start();
     let uidl = d.deliver(USER, &message(1, 500));
     let env = Env::new();
@@ -144,6 +146,7 @@ fn received_header_names_popfetch_server_and_account() {
 
 #[test]
 fn starttls_upgrades_and_verifies() {
+    crate::peers::require_peers!("dovecot");
     let d = start();
     let sources = vec![message(1, 3000), message(2, 100)];
     d.deliver_many(USER, sources.clone());
@@ -165,6 +168,7 @@ fn starttls_upgrades_and_verifies() {
 
 #[test]
 fn tls_without_the_ca_is_refused_and_nothing_is_deleted() {
+    crate::peers::require_peers!("dovecot");
     for tls in ["implicit", "starttls"] {
         let d = start();
         d.deliver_many(USER, vec![message(1, 1000), message(2, 1000)]);
@@ -203,6 +207,7 @@ fn tls_without_the_ca_is_refused_and_nothing_is_deleted() {
 
 #[test]
 fn host_name_must_match_the_certificate() {
+    crate::peers::require_peers!("dovecot");
     let d = start();
     d.deliver(USER, &message(1, 100));
     let env = Env::new();
@@ -220,6 +225,7 @@ fn host_name_must_match_the_certificate() {
 
 #[test]
 fn plain_connection_with_user_pass_needs_opt_in() {
+    crate::peers::require_peers!("dovecot");
     let d = start();
     d.deliver_many(USER, vec![message(1, 700)]);
     let env = Env::new();
@@ -254,6 +260,7 @@ fn plain_connection_with_user_pass_needs_opt_in() {
 
 #[test]
 fn auto_never_sends_the_password_in_clear() {
+    crate::peers::require_peers!("dovecot");
     // A server offering only clear-text methods on an unencrypted connection.
     let d = Dovecot::start_with(Options {
         mechanisms: "plain login",
@@ -277,6 +284,7 @@ fn auto_never_sends_the_password_in_clear() {
 
 #[test]
 fn every_login_method_dovecot_offers() {
+    crate::peers::require_peers!("dovecot");
     let d = Dovecot::start_with(Options {
         apop: true,
         ..Options::default()
@@ -329,6 +337,7 @@ fn every_login_method_dovecot_offers() {
 
 #[test]
 fn wrong_password_fails_cleanly_without_leaking_it() {
+    crate::peers::require_peers!("dovecot");
     let d = start();
     d.deliver(USER, &message(1, 100));
     let env = Env::new();
@@ -343,6 +352,7 @@ fn wrong_password_fails_cleanly_without_leaking_it() {
 
 #[test]
 fn password_file_and_password_command() {
+    crate::peers::require_peers!("dovecot");
     use std::os::unix::fs::PermissionsExt;
     let d = start();
     let env = Env::new();
@@ -385,6 +395,7 @@ fn password_file_and_password_command() {
 
 #[test]
 fn keep_mode_fetches_each_message_once() {
+    crate::peers::require_peers!("dovecot");
     let d = start();
     let first = vec![message(1, 2000), message(2, 2000), message(3, 2000)];
     d.deliver_many(USER, first.clone());
@@ -430,6 +441,7 @@ fn keep_mode_fetches_each_message_once() {
 
 #[test]
 fn second_run_on_a_locked_account_says_why() {
+    crate::peers::require_peers!("dovecot");
     let d = start();
     d.deliver(USER, &message(1, 100));
     let env = Env::new();
@@ -491,6 +503,7 @@ fn time_v(cmd: std::process::Command) -> (crate::harness::Run, u64, f64) {
 
 #[test]
 fn fifty_megabyte_message_streams_in_flat_memory() {
+    crate::peers::require_peers!("time", "dovecot");
     let d = start();
     let big = message(1, 50 * 1024 * 1024);
     d.deliver(USER, &big);
@@ -512,6 +525,7 @@ fn fifty_megabyte_message_streams_in_flat_memory() {
 
 #[test]
 fn thousand_small_messages() {
+    crate::peers::require_peers!("time", "dovecot");
     let d = start();
     let sources: Vec<Vec<u8>> = (0..1000).map(|i| message(i, 4096)).collect();
     d.deliver_many(USER, sources.clone());

@@ -119,6 +119,7 @@ const EIGHT_BIT: &[u8] =
 
 #[test]
 fn fixture_serves_users_and_messages_over_plain_pop3() {
+    crate::peers::require_peers!("dovecot");
     let server = Dovecot::start();
     server.add_user("alice", "s3cret");
     let messages = [PLAIN, DOTTED, EIGHT_BIT];
@@ -197,6 +198,7 @@ fn fixture_serves_users_and_messages_over_plain_pop3() {
 
 #[test]
 fn fixture_dele_and_quit_removes_the_file() {
+    crate::peers::require_peers!("dovecot");
     let server = Dovecot::start();
     server.add_user("bob", "pw");
     let names = server.deliver_many("bob", [PLAIN.to_vec(), DOTTED.to_vec()]);
@@ -223,6 +225,7 @@ fn fixture_dele_and_quit_removes_the_file() {
 
 #[test]
 fn fixture_wrong_password_is_refused() {
+    crate::peers::require_peers!("dovecot");
     let server = Dovecot::start();
     server.add_user("carol", "right");
     server.add_user("carol", "changed");
@@ -236,6 +239,7 @@ fn fixture_wrong_password_is_refused() {
 
 #[test]
 fn fixture_apop_greeting_has_a_timestamp_and_apop_works() {
+    crate::peers::require_peers!("dovecot");
     let server = Dovecot::start_with(Options {
         apop: true,
         ..Options::default()
@@ -267,6 +271,7 @@ fn fixture_apop_greeting_has_a_timestamp_and_apop_works() {
 
 #[test]
 fn fixture_default_uidl_format_without_option() {
+    crate::peers::require_peers!("dovecot");
     let server = Dovecot::start_with(Options {
         uidl_format: None,
         ..Options::default()
@@ -288,6 +293,7 @@ fn fixture_default_uidl_format_without_option() {
 
 #[test]
 fn fixture_plaintext_off_is_enforced_only_on_the_insecure_host() {
+    crate::peers::require_peers!("dovecot");
     let server = Dovecot::start_with(Options {
         plaintext: false,
         ..Options::default()
@@ -316,6 +322,7 @@ fn fixture_plaintext_off_is_enforced_only_on_the_insecure_host() {
 
 #[test]
 fn fixture_tls_ports_verify_against_the_ca() {
+    crate::peers::require_peers!("dovecot");
     let server = Dovecot::start();
     let ca = server.ca_file().to_path_buf();
     let session = |starttls: bool, port: u16, host: &str| {
@@ -360,6 +367,7 @@ fn fixture_tls_ports_verify_against_the_ca() {
 
 #[test]
 fn fixture_extra_config_is_appended() {
+    crate::peers::require_peers!("dovecot");
     // (`pop3_lock_session = yes` works the same way, but Dovecot answers the second session's
     // PASS with `-ERR [IN-USE]` only after about 12 s, too slow for a self-test.)
     let server =
@@ -371,6 +379,7 @@ fn fixture_extra_config_is_appended() {
 
 #[test]
 fn fixture_deliver_many_thousands_in_order() {
+    crate::peers::require_peers!("dovecot");
     const N: usize = 3000;
     let server = Dovecot::start();
     server.add_user("hank", "pw");
@@ -403,6 +412,7 @@ fn fixture_deliver_many_thousands_in_order() {
 
 #[test]
 fn fixture_instances_start_concurrently_and_leave_nothing_behind() {
+    crate::peers::require_peers!("dovecot");
     let servers: Vec<Dovecot> = (0..3)
         .map(|_| thread::spawn(Dovecot::start))
         .collect::<Vec<_>>()

@@ -45,6 +45,7 @@ fn account(d: &Dovecot, env: &Env, maildir: &Path, extra: &str) {
 
 #[test]
 fn a_full_disk_mid_message_deletes_nothing_and_leaves_no_partial_file() {
+    crate::peers::require_peers!("dovecot");
     let d = Dovecot::start();
     d.add_user("u", "pw");
     // Three small messages fit; the big one does not.
@@ -89,6 +90,7 @@ fn a_full_disk_mid_message_deletes_nothing_and_leaves_no_partial_file() {
 
 #[test]
 fn a_read_only_state_dir_refuses_to_fetch() {
+    crate::peers::require_peers!("dovecot");
     let d = Dovecot::start();
     d.add_user("u", "pw");
     d.deliver("u", &message(1, 500));

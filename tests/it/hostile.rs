@@ -413,6 +413,7 @@ fn garbage_instead_of_a_status_line_is_a_protocol_error() {
 
 #[test]
 fn a_megabyte_greeting_without_crlf_fails_in_bounded_memory() {
+    crate::peers::require_peers!("time");
     let server = Server::start(
         msgs(1, 1000),
         Script {
@@ -430,6 +431,7 @@ fn a_megabyte_greeting_without_crlf_fails_in_bounded_memory() {
 
 #[test]
 fn a_megabyte_line_inside_the_list_answer_fails_in_bounded_memory() {
+    crate::peers::require_peers!("time");
     let mut answer = b"+OK 1 messages\r\n1 ".to_vec();
     answer.extend(std::iter::repeat_n(b'9', 1 << 20));
     let server = Server::start(
@@ -475,6 +477,7 @@ fn endless_listing(script: Script, what: &str) {
 /// clear error.
 #[test]
 fn an_endless_uidl_listing_is_cut_off_in_bounded_memory() {
+    crate::peers::require_peers!("time");
     let script = Script {
         uidl: Listing::Endless,
         ..Script::default()
@@ -484,6 +487,7 @@ fn an_endless_uidl_listing_is_cut_off_in_bounded_memory() {
 
 #[test]
 fn an_endless_list_listing_is_cut_off_in_bounded_memory() {
+    crate::peers::require_peers!("time");
     let script = Script {
         list: Listing::Endless,
         ..Script::default()
@@ -495,6 +499,7 @@ fn an_endless_list_listing_is_cut_off_in_bounded_memory() {
 /// size, in flat memory, leaving nothing on disk.
 #[test]
 fn an_endless_retr_stops_far_beyond_the_list_size_in_bounded_memory_and_disk() {
+    crate::peers::require_peers!("time");
     let mut msgs = msgs(2, 1000);
     msgs[0] = msgs[0].clone().fault(Fault::Endless);
     let sources = data(&msgs);

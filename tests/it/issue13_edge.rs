@@ -791,6 +791,7 @@ fn issue13_16_the_first_delivery_creates_the_mbox_and_it_holds_the_message() {
 
 #[test]
 fn issue13_14_a_slow_relay_over_starttls_gets_a_large_message() {
+    crate::peers::require_peers!("dovecot");
     let msg = big_message(24 << 20);
     let server = Server::healthy(vec![Msg::new(msg.clone(), "big")]);
     let env = Env::new();
@@ -886,6 +887,7 @@ fn opened_fd(line: &str) -> Option<String> {
 /// that depends on it goes out.
 #[test]
 fn issue13_16_a_new_mbox_has_its_directory_synced_before_the_dele() {
+    crate::peers::require_peers!("strace");
     let server = Server::healthy(vec![Msg::new(b"Subject: one\n\nbody\n".to_vec(), "u1")]);
     let env = Env::new();
     let dir = env.path().join("mail");
@@ -949,6 +951,7 @@ pub(crate) fn bundle_with_ca_second(dir: &std::path::Path, ca: &std::path::Path)
 /// (it once went through a second TLS stack that took only the first).
 #[test]
 fn issue14_2_a_relay_over_starttls_trusts_a_ca_second_in_ca_file() {
+    crate::peers::require_peers!("dovecot");
     let server = Server::healthy(vec![Msg::new(b"Subject: one\n\nbody\n".to_vec(), "u1")]);
     let env = Env::new();
     let tls = env.path().join("tls");
@@ -1018,6 +1021,7 @@ fn issue14_2_a_relay_without_starttls_gets_no_mail_in_clear_text() {
 /// as for POP3's STLS, and nothing is sent.
 #[test]
 fn issue14_2_data_injected_after_the_relays_starttls_answer_is_refused() {
+    crate::peers::require_peers!("dovecot");
     let server = Server::healthy(vec![Msg::new(b"Subject: one\n\nbody\n".to_vec(), "u1")]);
     let env = Env::new();
     let tls = env.path().join("tls");

@@ -87,6 +87,7 @@ fn fetch_measured(env: &Env) -> (Run, u64) {
 /// a map of sizes, an item for every new message): the first poll peaked at about 430 MB.
 #[test]
 fn issue13_11_a_million_new_messages_with_long_uidls_poll_in_bounded_memory() {
+    crate::peers::require_peers!("time");
     let real: Vec<Msg> = (1..=4)
         .map(|i| {
             let mut m = Msg::new(message(i, 900), &huge_uidl(i as u64, UIDL_LEN));
@@ -158,6 +159,7 @@ fn issue13_11_a_million_new_messages_with_long_uidls_poll_in_bounded_memory() {
 /// The normal case, for comparison: 2,000 messages of 4 KB, all fetched and deleted in one poll.
 #[test]
 fn issue13_11_two_thousand_messages_are_fetched_in_one_poll() {
+    crate::peers::require_peers!("time");
     let all: Vec<Msg> = (1..=2000)
         .map(|i| Msg::new(message(i, 4096), &format!("uidl-{i}")))
         .collect();
@@ -185,6 +187,7 @@ fn issue13_11_two_thousand_messages_are_fetched_in_one_poll() {
 /// without fetching them again; a later message that reuses one of their UIDLs is new.
 #[test]
 fn issue13_11_delivered_messages_are_deleted_by_number_and_then_forgotten() {
+    crate::peers::require_peers!("time");
     let all: Vec<Msg> = (1..=3)
         .map(|i| Msg::new(message(i, 500), &format!("uidl-{i}")))
         .collect();
@@ -226,6 +229,7 @@ fn issue13_11_delivered_messages_are_deleted_by_number_and_then_forgotten() {
 /// deleted: both would count as delivered, and one would be deleted unread.
 #[test]
 fn issue13_11_a_delivered_uidl_listed_twice_deletes_nothing() {
+    crate::peers::require_peers!("time");
     let all: Vec<Msg> = (1..=2)
         .map(|i| Msg::new(message(i, 500), &format!("uidl-{i}")))
         .collect();
@@ -260,6 +264,7 @@ fn issue13_11_a_delivered_uidl_listed_twice_deletes_nothing() {
 /// stays within 8 MiB.
 #[test]
 fn issue13_11_stat_beyond_the_largest_mailbox_is_refused() {
+    crate::peers::require_peers!("time");
     let server = Server::start(
         vec![Msg::new(message(1, 500), "uidl-1")],
         Script {

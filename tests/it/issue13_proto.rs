@@ -229,6 +229,7 @@ fn issue13_2_a_server_bare_lf_throughout_still_works() {
 /// poll fails with the budget error after a few lines, in bounded memory, and deletes nothing.
 #[test]
 fn issue13_11_a_listing_far_beyond_the_stat_count_fails_in_bounded_memory() {
+    crate::peers::require_peers!("time");
     let server = Server::start(
         msgs(2, 500),
         Script {
@@ -257,6 +258,7 @@ fn issue13_11_a_listing_far_beyond_the_stat_count_fails_in_bounded_memory() {
 /// 8 KiB are cut off at the CAPA budget, before any password is sent, in bounded memory.
 #[test]
 fn issue13_11_a_huge_capa_answer_fails_before_login_in_bounded_memory() {
+    crate::peers::require_peers!("time");
     let server = Server::start(
         msgs(1, 500),
         Script {
@@ -282,6 +284,7 @@ fn issue13_11_a_huge_capa_answer_fails_before_login_in_bounded_memory() {
 /// fetched (`max_messages_per_poll`) and deleted.
 #[test]
 fn issue13_11_a_mailbox_of_a_million_messages_is_polled() {
+    crate::peers::require_peers!("time");
     // The three real messages are 1000 octets on the wire, the size the listing gives.
     let real: Vec<Msg> = (1..=3)
         .map(|i| {

@@ -2,8 +2,6 @@
 //! scripted server for what a real server will not do, and the real built `popfetch` binary.
 
 mod account_policies;
-mod backend_speed;
-mod bench_compare;
 mod cli;
 mod crash;
 mod daemon;
@@ -30,6 +28,7 @@ mod oauth2;
 mod oauth_login;
 mod oauth_peer;
 mod package;
+mod peers;
 mod policy;
 mod postfix;
 mod postfix_selftest;

@@ -81,6 +81,7 @@ fn mexported(dir: &Path, message: &[u8]) -> Vec<u8> {
 
 #[test]
 fn mblaze_reads_back_each_message_byte_exact() {
+    crate::peers::require_peers!("dovecot", "mblaze");
     let d = Dovecot::start();
     d.add_user(USER, PASSWORD);
     let messages: Vec<Vec<u8>> = vec![

@@ -307,6 +307,7 @@ fn token_json(access: &str, expires_in: u64, refresh: Option<&str>) -> String {
 
 #[test]
 fn refresh_exchanges_the_refresh_token_and_reuses_the_access_token() {
+    crate::peers::require_peers!("openssl");
     let dir = tempfile::tempdir().unwrap();
     let ep = Endpoint::start(dir.path(), |_, n| {
         json(200, &token_json(&format!("at-{n}"), 3600, None))
@@ -343,6 +344,7 @@ fn refresh_exchanges_the_refresh_token_and_reuses_the_access_token() {
 
 #[test]
 fn a_token_about_to_expire_is_refreshed_and_a_long_lived_one_is_not() {
+    crate::peers::require_peers!("openssl");
     let dir = tempfile::tempdir().unwrap();
     // The first two tokens live 30 s, less than the safety margin; the third an hour.
     let ep = Endpoint::start(dir.path(), |_, n| {
@@ -364,6 +366,7 @@ fn a_token_about_to_expire_is_refreshed_and_a_long_lived_one_is_not() {
 
 #[test]
 fn a_new_authorization_is_not_served_a_token_of_the_old_grant() {
+    crate::peers::require_peers!("openssl");
     let dir = tempfile::tempdir().unwrap();
     let ep = Endpoint::start(dir.path(), |r, _| {
         json(
@@ -380,6 +383,7 @@ fn a_new_authorization_is_not_served_a_token_of_the_old_grant() {
 
 #[test]
 fn a_rotated_refresh_token_is_written_back_atomically() {
+    crate::peers::require_peers!("openssl");
     let dir = tempfile::tempdir().unwrap();
     let ep = Endpoint::start(dir.path(), |r, n| {
         let next = format!("rt-{}", n + 1);
@@ -409,6 +413,7 @@ fn a_rotated_refresh_token_is_written_back_atomically() {
 
 #[test]
 fn a_revoked_refresh_token_says_to_run_oauth2_authorize() {
+    crate::peers::require_peers!("openssl");
     let dir = tempfile::tempdir().unwrap();
     let ep = Endpoint::start(dir.path(), |_, _| {
         json(
@@ -438,6 +443,7 @@ fn a_revoked_refresh_token_says_to_run_oauth2_authorize() {
 
 #[test]
 fn no_refresh_token_yet_says_to_run_oauth2_authorize() {
+    crate::peers::require_peers!("openssl");
     let dir = tempfile::tempdir().unwrap();
     let ep = Endpoint::start(dir.path(), |_, _| json(200, &token_json("x", 3600, None)));
     let s = Setup::new("oauth2-unauthorized", &ep, "");
@@ -451,6 +457,7 @@ fn no_refresh_token_yet_says_to_run_oauth2_authorize() {
 
 #[test]
 fn hostile_endpoint_answers_give_clear_bounded_errors() {
+    crate::peers::require_peers!("openssl");
     let huge = {
         let mut b =
             b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n{\"access_token\":\""
@@ -499,6 +506,7 @@ fn hostile_endpoint_answers_give_clear_bounded_errors() {
 
 #[test]
 fn the_endpoint_certificate_is_verified() {
+    crate::peers::require_peers!("openssl");
     // No ca_file: the test CA is not trusted.
     let dir = tempfile::tempdir().unwrap();
     let ep = Endpoint::start(dir.path(), |_, _| json(200, &token_json("x", 3600, None)));
@@ -530,6 +538,7 @@ fn the_endpoint_certificate_is_verified() {
 /// Issue 14 item 2: the token endpoint trusts every certificate of a `ca_file` bundle.
 #[test]
 fn issue14_2_the_endpoint_is_trusted_by_a_ca_second_in_ca_file() {
+    crate::peers::require_peers!("openssl");
     let dir = tempfile::tempdir().unwrap();
     let ep = Endpoint::start(dir.path(), |_, _| {
         json(200, &token_json("at-1", 3600, None))
@@ -674,6 +683,7 @@ fn authorize(s: &Setup, args: &[&str]) -> std::process::Output {
 
 #[test]
 fn device_flow_end_to_end() {
+    crate::peers::require_peers!("openssl");
     let dir = tempfile::tempdir().unwrap();
     let polls = Arc::new(Mutex::new(0));
     let p = polls.clone();
@@ -738,6 +748,7 @@ fn device_flow_end_to_end() {
 
 #[test]
 fn device_flow_declined_is_a_clear_failure() {
+    crate::peers::require_peers!("openssl");
     let dir = tempfile::tempdir().unwrap();
     let ep = Endpoint::start(dir.path(), |r, _| match r.path.as_str() {
         "/device" => json(
@@ -852,6 +863,7 @@ fn browser_endpoint(dir: &Path) -> Endpoint {
 
 #[test]
 fn browser_flow_with_the_loopback_redirect() {
+    crate::peers::require_peers!("openssl");
     let dir = tempfile::tempdir().unwrap();
     let ep = browser_endpoint(dir.path());
     let s = Setup::new(
@@ -898,6 +910,7 @@ fn browser_flow_with_the_loopback_redirect() {
 
 #[test]
 fn browser_flow_with_the_address_pasted() {
+    crate::peers::require_peers!("openssl");
     let dir = tempfile::tempdir().unwrap();
     let ep = browser_endpoint(dir.path());
     let s = Setup::new(
@@ -931,6 +944,7 @@ fn browser_flow_with_the_address_pasted() {
 /// gets in.
 #[test]
 fn fetch_refreshes_logs_in_to_dovecot_and_drops_a_refused_token() {
+    crate::peers::require_peers!("dovecot");
     use crate::harness::{expected, message};
     let dir = tempfile::tempdir().unwrap();
     let endpoint = Endpoint::start(dir.path(), |_, n| {

@@ -169,6 +169,7 @@ fn dovecot_config(env: &Env, d: &Dovecot, auth: &str, token_file: &std::path::Pa
 
 #[test]
 fn dovecot_with_an_oauth2_passdb_accepts_both_mechanisms() {
+    crate::peers::require_peers!("dovecot");
     let (d, endpoint) =
         start_dovecot_with_oauth(&[("tok-xoauth2", "alice"), ("tok-bearer", "alice")]);
     d.add_mailbox("alice");
@@ -197,6 +198,7 @@ fn dovecot_with_an_oauth2_passdb_accepts_both_mechanisms() {
 
 #[test]
 fn dovecot_refuses_a_revoked_token_and_nothing_is_deleted() {
+    crate::peers::require_peers!("dovecot");
     let (d, endpoint) = start_dovecot_with_oauth(&[("tok", "alice")]);
     d.add_mailbox("alice");
     d.deliver("alice", &message(1, 1000));

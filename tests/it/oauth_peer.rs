@@ -591,6 +591,7 @@ fn refused(pop: &mut Pop3, mech: &str, initial: &str, challenge: &str, reply: &s
 
 #[test]
 fn capa_lists_oauth_mechanisms_and_passwd_users_still_log_in() {
+    crate::peers::require_peers!("dovecot");
     let (dovecot, endpoint) = start_dovecot_with_oauth(&[("tok-alice", "alice")]);
     dovecot.add_user("carol", "pw");
     dovecot.deliver("carol", MESSAGE);
@@ -627,6 +628,7 @@ fn capa_lists_oauth_mechanisms_and_passwd_users_still_log_in() {
 
 #[test]
 fn tokens_are_plaintext_credentials_for_disable_plaintext_auth() {
+    crate::peers::require_peers!("dovecot");
     let (dovecot, endpoint) = start_dovecot_with_validation(
         Validation::TokenInfo,
         Options {
@@ -671,6 +673,7 @@ fn tokens_are_plaintext_credentials_for_disable_plaintext_auth() {
 
 #[test]
 fn xoauth2_with_a_valid_token_logs_in() {
+    crate::peers::require_peers!("dovecot");
     let (dovecot, endpoint) = start_dovecot_with_oauth(&[("tok-alice", "alice")]);
     dovecot.deliver("alice", MESSAGE);
     let mut pop = Pop3::connect(dovecot.pop3_port());
@@ -694,6 +697,7 @@ fn xoauth2_with_a_valid_token_logs_in() {
 
 #[test]
 fn oauthbearer_with_a_valid_token_logs_in() {
+    crate::peers::require_peers!("dovecot");
     let (dovecot, endpoint) = start_dovecot_with_oauth(&[("tok-bob", "bob")]);
     dovecot.deliver("bob", MESSAGE);
     dovecot.deliver("bob", MESSAGE);
@@ -716,6 +720,7 @@ fn oauthbearer_with_a_valid_token_logs_in() {
 
 #[test]
 fn two_step_forms_get_an_empty_challenge_first() {
+    crate::peers::require_peers!("dovecot");
     let (dovecot, _endpoint) = start_dovecot_with_oauth(&[("tok-alice", "alice")]);
     let port = dovecot.pop3_port();
 
@@ -745,6 +750,7 @@ fn two_step_forms_get_an_empty_challenge_first() {
 
 #[test]
 fn long_tokens_work_up_to_dovecots_sasl_limit() {
+    crate::peers::require_peers!("dovecot");
     let (dovecot, endpoint) = start_dovecot_with_oauth(&[]);
     dovecot.add_mailbox("alice");
     let port = dovecot.pop3_port();
@@ -819,6 +825,7 @@ fn long_tokens_work_up_to_dovecots_sasl_limit() {
 
 #[test]
 fn a_refused_token_gets_a_json_challenge_then_err() {
+    crate::peers::require_peers!("dovecot");
     let (dovecot, endpoint) = start_dovecot_with_oauth(&[("tok-alice", "alice")]);
     endpoint.set("tok-old", Grant::Inactive("alice".into()));
     endpoint.grant("tok-bob", "bob");
@@ -899,6 +906,7 @@ fn a_refused_token_gets_a_json_challenge_then_err() {
 
 #[test]
 fn a_token_revoked_at_run_time_fails_at_the_next_login() {
+    crate::peers::require_peers!("dovecot");
     let (dovecot, endpoint) = start_dovecot_with_oauth(&[("tok-alice", "alice")]);
     let port = dovecot.pop3_port();
     let login = |pop: &mut Pop3| {
@@ -926,6 +934,7 @@ fn a_token_revoked_at_run_time_fails_at_the_next_login() {
 
 #[test]
 fn an_endpoint_error_is_a_temporary_failure_without_challenge() {
+    crate::peers::require_peers!("dovecot");
     let (dovecot, endpoint) = start_dovecot_with_oauth(&[]);
     dovecot.add_mailbox("alice");
     endpoint.set("tok-500", Grant::HttpError(500));
@@ -968,6 +977,7 @@ fn an_endpoint_error_is_a_temporary_failure_without_challenge() {
 
 #[test]
 fn introspection_modes_work_too() {
+    crate::peers::require_peers!("dovecot");
     for validation in [
         Validation::IntrospectGet,
         Validation::IntrospectPost,

@@ -24,6 +24,7 @@ const RUN_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[test]
 fn packaged_binary_fetches_as_an_unprivileged_user_into_its_own_maildir() {
+    crate::peers::require_peers!("dovecot");
     assert!(
         is_root(),
         "this test runs popfetch as {USER} with setpriv and must run as root (tests/run does)"

@@ -37,6 +37,7 @@ fn filer(env: &Env, refuse: &str, code: i32) -> String {
 
 #[test]
 fn mda_tempfail_leaves_the_message_for_the_next_poll() {
+    crate::peers::require_peers!("dovecot");
     let (d, env, msgs) = setup(3);
     config(&d, &env, &filer(&env, "message 1", 75), "");
     let run = env.popfetch(&["fetch"]);
@@ -62,6 +63,7 @@ fn mda_tempfail_leaves_the_message_for_the_next_poll() {
 
 #[test]
 fn mda_permanent_failure_holds_the_message_until_retry() {
+    crate::peers::require_peers!("dovecot");
     let (d, env, _) = setup(3);
     config(&d, &env, &filer(&env, "message 2", 1), "");
     let run = env.popfetch(&["fetch"]);
@@ -126,6 +128,7 @@ fn journal(env: &Env) -> std::path::PathBuf {
 /// popfetch wrote (a hash of the account's whole `Debug` text) to the delivery fingerprint.
 #[test]
 fn held_mail_is_released_by_a_delivery_change_only_and_survives_the_fingerprint_upgrade() {
+    crate::peers::require_peers!("dovecot");
     let (d, env, _) = setup(3);
     let refuse = filer(&env, "message 2", 1);
     config(&d, &env, &refuse, "");
@@ -164,6 +167,7 @@ fn held_mail_is_released_by_a_delivery_change_only_and_survives_the_fingerprint_
 
 #[test]
 fn permanent_failure_with_quarantine_stores_and_deletes() {
+    crate::peers::require_peers!("dovecot");
     let (d, env, msgs) = setup(2);
     let q = env.path().join("Quarantine");
     config(
@@ -189,6 +193,7 @@ fn permanent_failure_with_quarantine_stores_and_deletes() {
 
 #[test]
 fn a_hanging_mda_is_killed_and_the_message_stays() {
+    crate::peers::require_peers!("dovecot");
     let (d, env, _) = setup(1);
     config(&d, &env, "[\"sleep\", \"60\"]", "");
     let t = std::time::Instant::now();
@@ -206,6 +211,7 @@ fn a_hanging_mda_is_killed_and_the_message_stays() {
 
 #[test]
 fn a_missing_mda_stops_the_poll_and_deletes_nothing() {
+    crate::peers::require_peers!("procmail", "dovecot");
     let (d, env, _) = setup(3);
     config(&d, &env, "[\"/nonexistent/procmail\"]", "");
     let run = env.popfetch(&["fetch"]);

@@ -6,6 +6,7 @@ use crate::harness::{Env, expected, message};
 
 #[test]
 fn pending_deliveries_are_settled_without_duplicates() {
+    crate::peers::require_peers!("dovecot");
     let d = Dovecot::start();
     d.add_user("alice", "pw");
     let m1 = message(1, 1000);
@@ -71,6 +72,7 @@ fn pending_deliveries_are_settled_without_duplicates() {
 
 #[test]
 fn a_corrupt_state_file_stops_the_account_and_deletes_nothing() {
+    crate::peers::require_peers!("dovecot");
     let d = Dovecot::start();
     d.add_user("alice", "pw");
     d.deliver("alice", &message(1, 100));

@@ -120,6 +120,7 @@ fn tls_account(env: &Env, port: u16, extra: &str) {
 
 #[test]
 fn expired_and_self_signed_certificates_are_refused_with_a_hint() {
+    crate::peers::require_peers!("openssl");
     let env = Env::new();
     let dir = env.path().join("expired");
     std::fs::create_dir_all(&dir).unwrap();
@@ -158,6 +159,7 @@ fn expired_and_self_signed_certificates_are_refused_with_a_hint() {
 
 #[test]
 fn wrong_host_name_is_refused_with_a_hint() {
+    crate::peers::require_peers!("dovecot");
     let d = Dovecot::start();
     d.add_user("u", "pw");
     let env = Env::new();
@@ -180,6 +182,7 @@ fn wrong_host_name_is_refused_with_a_hint() {
 
 #[test]
 fn the_password_never_reaches_a_trace_log() {
+    crate::peers::require_peers!("dovecot");
     let d = Dovecot::start_with(Options {
         apop: true,
         ..Options::default()
@@ -253,6 +256,7 @@ fn mode(p: &Path) -> u32 {
 
 #[test]
 fn files_popfetch_creates_are_private() {
+    crate::peers::require_peers!("dovecot");
     let d = Dovecot::start();
     d.add_user("u", "pw");
     d.deliver("u", &message(1, 200));
@@ -321,6 +325,7 @@ fn files_others_may_write_are_refused() {
 /// store would accept the server.
 #[test]
 fn system_trust_store_without_ca_file_and_only_the_ca_file_with_one() {
+    crate::peers::require_peers!("dovecot");
     let d = Dovecot::start();
     d.add_user("u", "pw");
     d.deliver("u", &message(1, 500));
@@ -381,6 +386,7 @@ fn system_trust_store_without_ca_file_and_only_the_ca_file_with_one() {
 /// Issue 14 item 2: every certificate of a `ca_file` bundle counts, not only the first.
 #[test]
 fn issue14_2_pop3_trusts_a_ca_second_in_ca_file() {
+    crate::peers::require_peers!("dovecot");
     let d = Dovecot::start();
     d.add_user("u", "pw");
     d.deliver("u", &message(1, 500));

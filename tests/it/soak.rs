@@ -29,6 +29,7 @@ fn cpu_secs(pid: u32) -> f64 {
 
 #[test]
 fn twenty_accounts_with_mail_arriving() {
+    crate::peers::require_peers!("dovecot");
     let secs: u64 = std::env::var("POPFETCH_SOAK_SECS")
         .ok()
         .and_then(|s| s.parse().ok())

@@ -1,7 +1,18 @@
 //! The same 1,000 × 4 KB messages from the same Dovecot through every backend, one after the
 //! other in one run: each must arrive complete, and the wall time of each is printed
-//! (`cargo test --release --test it backend_speed -- --nocapture`). Timings are reported, never
+//! (`cargo bench --bench backends`). Timings are reported, never
 //! asserted.
+
+// The test fixtures, shared with the integration tests (tests/it); this binary uses a part.
+#[allow(dead_code)]
+#[path = "../../tests/it/dovecot.rs"]
+mod dovecot;
+#[allow(dead_code)]
+#[path = "../../tests/it/harness.rs"]
+mod harness;
+#[allow(dead_code)]
+#[path = "../../tests/it/postfix.rs"]
+mod postfix;
 
 use std::time::Instant;
 
@@ -13,7 +24,11 @@ use crate::postfix::{
 
 const N: usize = 1000;
 
-#[test]
+fn main() {
+    every_backend_delivers_a_thousand_messages();
+}
+
+/// The benchmark (`harness = false`: `cargo bench --bench backends`).
 fn every_backend_delivers_a_thousand_messages() {
     let d = Dovecot::start();
     d.add_user("alice", "pw");

@@ -2,8 +2,8 @@
 //! procmail as its MDA) and getmail6, on the same mailboxes of one private Dovecot, in one run.
 //!
 //! ```sh
-//! cargo test --release --test it bench_compare -- --nocapture                        # small (CI)
-//! POPFETCH_BENCH=full cargo test --release --test it bench_compare -- --nocapture    # full sizes
+//! cargo bench --bench compare                             # small (every scenario, every tool)
+//! POPFETCH_BENCH=full cargo bench --bench compare         # full sizes
 //! POPFETCH_BENCH_ONLY=noop,accounts ...                    # only these scenarios (by key)
 //! POPFETCH_BENCH_TOOLS=popfetch,mpop ...                    # only these tools
 //! ```
@@ -54,6 +54,17 @@
 //!   [`strip_getmail_return_path`].
 //! - Postfix (scenario 5) puts its `Return-Path`, `X-Original-To`, `Delivered-To` and
 //!   `Received` lines on top: removed with `strip_postfix_headers` before the above.
+
+// The test fixtures, shared with the integration tests (tests/it); this binary uses a part.
+#[allow(dead_code)]
+#[path = "../../tests/it/dovecot.rs"]
+mod dovecot;
+#[allow(dead_code)]
+#[path = "../../tests/it/harness.rs"]
+mod harness;
+#[allow(dead_code)]
+#[path = "../../tests/it/postfix.rs"]
+mod postfix;
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -1039,7 +1050,11 @@ impl Drop for Root {
     }
 }
 
-#[test]
+fn main() {
+    compare_with_mpop_fetchmail_getmail6();
+}
+
+/// The comparison (a `harness = false` benchmark: `cargo bench --bench compare`).
 fn compare_with_mpop_fetchmail_getmail6() {
     let started = Instant::now();
     let sizes = Sizes::from_env();
