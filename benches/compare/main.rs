@@ -57,13 +57,13 @@
 
 // The test fixtures, shared with the integration tests (tests/it); this binary uses a part.
 #[allow(dead_code)]
-#[path = "../../tests/it/dovecot.rs"]
+#[path = "../../tests/it/support/dovecot.rs"]
 mod dovecot;
 #[allow(dead_code)]
-#[path = "../../tests/it/harness.rs"]
+#[path = "../../tests/it/support/harness.rs"]
 mod harness;
 #[allow(dead_code)]
-#[path = "../../tests/it/postfix.rs"]
+#[path = "../../tests/it/support/postfix.rs"]
 mod postfix;
 
 use std::collections::HashMap;

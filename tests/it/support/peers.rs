@@ -37,7 +37,7 @@ pub fn missing_program(peer: &str) -> Option<&'static str> {
     let (_, programs) = PEERS
         .iter()
         .find(|(name, _)| *name == peer)
-        .unwrap_or_else(|| panic!("unknown peer {peer:?}: add it to tests/it/peers.rs"));
+        .unwrap_or_else(|| panic!("unknown peer {peer:?}: add it to tests/it/support/peers.rs"));
     programs.iter().copied().find(|p| !Path::new(p).is_file())
 }
 

@@ -391,7 +391,7 @@ fn issue14_2_pop3_trusts_a_ca_second_in_ca_file() {
     d.add_user("u", "pw");
     d.deliver("u", &message(1, 500));
     let env = Env::new();
-    let bundle = crate::issue13_edge::bundle_with_ca_second(env.path(), d.ca_file());
+    let bundle = crate::deliver::issue13_edge::bundle_with_ca_second(env.path(), d.ca_file());
     env.write_config(&format!(
         "[[account]]\nname = \"a\"\nhost = \"localhost\"\nport = {}\nuser = \"u\"\n\
          password = \"pw\"\nca_file = \"{}\"\ndeliver = {{ maildir = \"{}\" }}\n",

@@ -57,7 +57,7 @@ fn packaged_binary_fetches_as_an_unprivileged_user_into_its_own_maildir() {
     std::fs::write(
         &config,
         format!(
-            "# written by tests/it/package.rs\n\
+            "# written by tests/it/cli/package.rs\n\
              [[account]]\n\
              name = \"pkg\"\n\
              host = \"127.0.0.1\"\n\

@@ -544,7 +544,7 @@ fn issue14_2_the_endpoint_is_trusted_by_a_ca_second_in_ca_file() {
         json(200, &token_json("at-1", 3600, None))
     });
     let s = Setup::new("oauth2-bundle", &ep, "");
-    let bundle = crate::issue13_edge::bundle_with_ca_second(dir.path(), &ep.ca_file());
+    let bundle = crate::deliver::issue13_edge::bundle_with_ca_second(dir.path(), &ep.ca_file());
     let text = std::fs::read_to_string(s.env.config_path()).unwrap();
     let text = text.split_once("\n\n").unwrap().1.replace(
         &format!("ca_file = \"{}\"", ep.ca_file().display()),
@@ -957,7 +957,7 @@ fn fetch_refreshes_logs_in_to_dovecot_and_drops_a_refused_token() {
             ),
         )
     });
-    let (d, peer) = crate::oauth_peer::start_dovecot_with_oauth(&[("acc-1", "alice")]);
+    let (d, peer) = crate::auth::oauth_peer::start_dovecot_with_oauth(&[("acc-1", "alice")]);
     d.add_mailbox("alice");
     d.deliver("alice", &message(1, 1500));
     let env = Env::new();

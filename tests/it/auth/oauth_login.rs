@@ -2,10 +2,10 @@
 //! mechanisms inline and in two steps, a 5 KB token, the failure challenge, a token source that
 //! fails before any connection), and the real Dovecot with an OAuth2 passdb for the rest.
 
+use crate::auth::oauth_peer::start_dovecot_with_oauth;
 use crate::dovecot::Dovecot;
 use crate::harness::{Env, expected, message};
 use crate::hostile_server::{Msg, Script, Server, USER};
-use crate::oauth_peer::start_dovecot_with_oauth;
 
 fn server(token: &str) -> Server {
     Server::start(
