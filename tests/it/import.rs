@@ -7,7 +7,7 @@
 //! and `popfetch fetch` with the imported config must take exactly the new messages. The tools
 //! run as `nobody` through `setpriv` (getmail6 refuses to deliver as root; fetchmail and mpop
 //! insist that their rc file, mode 0600, belongs to the user running them), invoked as in
-//! `bench_compare.rs`.
+//! `benches/compare/main.rs`.
 //!
 //! The golden tests translate the rc files under `tests/data/import/` and compare config and
 //! messages with the expected files next to them; `POPFETCH_BLESS=1 cargo test --test it
@@ -27,7 +27,7 @@ use crate::harness::{Env, Run, expected, message};
 const PASSWORD: &str = "p@ss \"w0rd\" 9";
 /// Bound for each run of an old tool.
 const TOOL_TIMEOUT: Duration = Duration::from_secs(120);
-/// How often getmail6 is run before its SIGCHLD race (see bench_compare.rs) fails the test.
+/// How often getmail6 is run before its SIGCHLD race (see benches/compare/main.rs) fails the test.
 const GETMAIL_ATTEMPTS: usize = 3;
 
 /// One test's world: the Dovecot, the old tool's home (traversable by `nobody`), and
@@ -179,6 +179,7 @@ impl World {
 
 #[test]
 fn fetchmail_keep_mode_then_import_fetches_only_new_mail() {
+    crate::peers::require_peers!("procmail", "fetchmail", "dovecot");
     let w = World::new();
     let procmailrc = w.tool_dir.path().join("procmailrc");
     fs::write(
@@ -221,6 +222,7 @@ fn fetchmail_keep_mode_then_import_fetches_only_new_mail() {
 
 #[test]
 fn getmail6_keep_mode_then_import_fetches_only_new_mail() {
+    crate::peers::require_peers!("getmail", "dovecot");
     let w = World::new();
     let gdir = w.home().join(".getmail");
     mkdir(&gdir);
@@ -279,6 +281,7 @@ fn getmail6_keep_mode_then_import_fetches_only_new_mail() {
 
 #[test]
 fn mpop_keep_mode_then_import_fetches_only_new_mail() {
+    crate::peers::require_peers!("mpop", "dovecot");
     let w = World::new();
     // STARTTLS on the plain port this time; inheritance through `defaults`.
     let rc = format!(

@@ -1,0 +1,4 @@
+//! The daemon: schedules, reload, signals, readiness, and a soak with many accounts.
+
+mod run;
+mod soak;

@@ -1,0 +1,132 @@
+//! The SMTP relay backend against a private Postfix on loopback that delivers into a Maildir:
+//! byte-exact relay of the same tricky messages the Maildir tests use, one connection for the
+//! poll, and every failure path (451, 550, relay down) ending with nothing lost.
+
+use crate::dovecot::Dovecot;
+use crate::harness::{Env, message};
+use crate::postfix::{Postfix, strip_postfix_headers};
+
+fn relay_config(d: &Dovecot, env: &Env, port: u16, to: &str, extra: &str) {
+    env.write_config(&format!(
+        "[[account]]\nname = \"alice\"\nhost = \"localhost\"\nport = {}\nca_file = \"{}\"\n\
+         user = \"alice\"\npassword = \"pw\"\n\
+         deliver = {{ smtp = {{ host = \"127.0.0.1\", port = {port}, to = [\"{to}\"] }} }}\n{extra}",
+        d.pop3s_port(),
+        d.ca_file().display()
+    ));
+}
+
+fn tricky() -> Vec<Vec<u8>> {
+    vec![
+        b"Return-Path: <bounce@example.org>\nFrom: a@example.org\nSubject: dots\n\n.\n..\n.leading\nend\n".to_vec(),
+        "From: b@example.org\nSubject: 8bit\n\nGr\u{fc}\u{df}e \u{1f600}\n".as_bytes().to_vec(),
+        b"From: c@example.org\nSubject: empty body\n\n".to_vec(),
+        b"Return-Path: <>\nFrom: d@example.org\nSubject: null sender\n\nbounce body\n".to_vec(),
+        message(5, 20_000),
+    ]
+}
+
+/// The relayed copy: popfetch's Received line is the first of the message Postfix got.
+fn relayed_body(msg: &[u8]) -> Vec<u8> {
+    crate::harness::strip_received(&strip_postfix_headers(msg))
+}
+
+#[test]
+fn relays_byte_exact_through_postfix() {
+    crate::peers::require_peers!("dovecot", "postfix");
+    let d = Dovecot::start();
+    d.add_user("alice", "pw");
+    let msgs = tricky();
+    d.deliver_many("alice", msgs.clone());
+    let p = Postfix::start();
+    let env = Env::new();
+    relay_config(&d, &env, p.port(), "alice@test.example", "");
+    let run = env.popfetch(&["-vv", "fetch"]);
+    run.assert_code(0);
+    assert!(
+        run.stdout.contains("5 new messages delivered"),
+        "{}",
+        run.stdout
+    );
+    let mut got: Vec<Vec<u8>> = p.wait_for(5).iter().map(|m| relayed_body(m)).collect();
+    got.sort();
+    let mut want: Vec<Vec<u8>> = msgs.iter().map(|m| crate::harness::expected(m)).collect();
+    want.sort();
+    assert_eq!(got.len(), want.len());
+    for (g, w) in got.iter().zip(&want) {
+        assert!(
+            g == w,
+            "relayed copy differs:\n{}\n---\n{}",
+            String::from_utf8_lossy(g),
+            String::from_utf8_lossy(w)
+        );
+    }
+    assert_eq!(d.message_count("alice"), 0);
+    // The envelope sender came from Return-Path, and the null sender stayed null.
+    let log = p.log();
+    assert!(log.contains("from=<bounce@example.org>"), "{log}");
+    assert!(log.contains("from=<>"), "{log}");
+    // One SMTP connection carried the whole poll: its disconnect line counts 5 transactions.
+    assert!(log.contains(" mail=5 rcpt=5 data=5 "), "{log}");
+}
+
+#[test]
+fn relay_451_leaves_messages_for_the_next_poll() {
+    crate::peers::require_peers!("dovecot", "postfix");
+    let d = Dovecot::start();
+    d.add_user("alice", "pw");
+    d.deliver_many("alice", vec![message(1, 500), message(2, 500)]);
+    let p = Postfix::start();
+    let env = Env::new();
+    relay_config(&d, &env, p.port(), "rcpt451@test.example", "");
+    let run = env.popfetch(&["fetch"]);
+    run.assert_code(1);
+    assert!(run.stdout.contains("2 failed for now"), "{}", run.stdout);
+    assert_eq!(d.message_count("alice"), 2);
+    relay_config(&d, &env, p.port(), "alice@test.example", "");
+    env.popfetch(&["fetch"]).assert_code(0);
+    assert_eq!(p.wait_for(2).len(), 2);
+    assert_eq!(d.message_count("alice"), 0);
+}
+
+#[test]
+fn relay_550_holds_the_message() {
+    crate::peers::require_peers!("dovecot", "postfix");
+    let d = Dovecot::start();
+    d.add_user("alice", "pw");
+    d.deliver("alice", &message(1, 500));
+    let p = Postfix::start();
+    let env = Env::new();
+    relay_config(&d, &env, p.port(), "rcpt550@test.example", "");
+    let run = env.popfetch(&["fetch"]);
+    run.assert_code(1);
+    assert!(
+        run.stdout.contains("1 held after a permanent failure"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stderr.contains("550"), "{}", run.stderr);
+    assert_eq!(d.message_count("alice"), 1);
+    assert_eq!(p.delivered_count(), 0);
+}
+
+#[test]
+fn relay_down_stops_the_poll_and_deletes_nothing() {
+    crate::peers::require_peers!("dovecot");
+    let d = Dovecot::start();
+    d.add_user("alice", "pw");
+    d.deliver_many("alice", vec![message(1, 500), message(2, 500)]);
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let env = Env::new();
+    relay_config(&d, &env, port, "alice@test.example", "");
+    let run = env.popfetch(&["fetch"]);
+    run.assert_code(1);
+    assert!(
+        run.stderr.contains("cannot connect to the relay 127.0.0.1"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(d.message_count("alice"), 2);
+}
