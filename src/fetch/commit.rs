@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use super::FetchError;
-use super::transfer::Run;
+use super::plan::Item;
 use crate::deliver::{Backend, Sink};
 use crate::state::{AccountState, StateError};
 
@@ -32,72 +32,41 @@ impl Batch {
     }
 }
 
-impl Run<'_> {
-    /// After the session failed: commits the messages that arrived whole and wait in the batch.
-    /// Their DELEs go at the next poll. A failure here is logged; the session's error is the one
-    /// reported, and the messages stay on the server.
-    pub(super) async fn salvage(&mut self) {
-        if self.batch.sinks.is_empty() {
-            return;
-        }
-        let n = self.batch.sinks.len();
-        match self.commit_batch().await {
-            Ok(()) => tracing::info!(
-                account = self.account.name,
-                messages = n,
-                "the session failed: committed the messages that had arrived whole"
-            ),
-            Err(e) => tracing::warn!(
-                account = self.account.name,
-                messages = n,
-                error = %crate::text::error_chain(&e),
-                "the session failed, and committing the messages that had arrived whole failed \
-                 too; they stay on the server"
-            ),
-        }
-    }
-
+impl Batch {
     /// Group commit: the batch's files fsync'd together, their pending records fsync'd once, the
     /// renames with one fsync of `new/`, their delivered records fsync'd once; then their DELEs
-    /// may go.
-    pub(super) async fn commit_batch(&mut self) -> Result<(), FetchError> {
-        let batch = std::mem::take(&mut self.batch);
-        let (idx, mut sinks): (Vec<usize>, Vec<Sink>) = batch.sinks.into_iter().unzip();
-        let t = Instant::now();
+    /// may go. Returns each committed message's index in `todo` and its size.
+    pub(super) async fn commit(
+        self,
+        backend: &Backend,
+        state: &mut AccountState,
+        todo: &[Item],
+    ) -> Result<Vec<(usize, u64)>, FetchError> {
+        let (idx, mut sinks): (Vec<usize>, Vec<Sink>) = self.sinks.into_iter().unzip();
         let deliver_err = |source| FetchError::Deliver {
             what: format!("a batch of {} messages", idx.len()),
             source,
         };
-        self.backend
-            .sync_batch(&mut sinks)
-            .await
-            .map_err(deliver_err)?;
+        backend.sync_batch(&mut sinks).await.map_err(deliver_err)?;
         for (&i, sink) in idx.iter().zip(&sinks) {
-            if let (Some(u), Some(key)) = (&self.todo[i].uidl, sink.key()) {
-                self.state.record_pending(u, key);
+            if let (Some(u), Some(key)) = (&todo[i].uidl, sink.key()) {
+                state.record_pending(u, key);
             }
         }
         // Durable before the deliveries become visible, so a crash in between can be settled.
-        self.state.sync()?;
+        state.sync()?;
         let bytes: Vec<u64> = sinks.iter().map(Sink::bytes).collect();
-        self.backend
-            .publish_batch(sinks)
-            .await
-            .map_err(deliver_err)?;
+        backend.publish_batch(sinks).await.map_err(deliver_err)?;
         for &i in &idx {
-            if let Some(u) = &self.todo[i].uidl {
-                self.state.record_delivered(u);
+            if let Some(u) = &todo[i].uidl {
+                state.record_delivered(u);
             }
-            if let Some(d) = &self.todo[i].message_id {
-                self.state.record_message_id(d, self.todo[i].listed);
+            if let Some(d) = &todo[i].message_id {
+                state.record_message_id(d, todo[i].listed);
             }
         }
-        self.state.sync()?;
-        for (&i, b) in idx.iter().zip(bytes) {
-            let item = self.todo[i].clone();
-            self.delivered(&item, b, t);
-        }
-        Ok(())
+        state.sync()?;
+        Ok(idx.into_iter().zip(bytes).collect())
     }
 }
 

@@ -87,6 +87,42 @@ pub(super) struct Run<'a> {
 }
 
 impl Run<'_> {
+    /// After the session failed: commits the messages that arrived whole and wait in the batch.
+    /// Their DELEs go at the next poll. A failure here is logged; the session's error is the one
+    /// reported, and the messages stay on the server.
+    pub(super) async fn salvage(&mut self) {
+        if self.batch.sinks.is_empty() {
+            return;
+        }
+        let n = self.batch.sinks.len();
+        match self.commit_batch().await {
+            Ok(()) => tracing::info!(
+                account = self.account.name,
+                messages = n,
+                "the session failed: committed the messages that had arrived whole"
+            ),
+            Err(e) => tracing::warn!(
+                account = self.account.name,
+                messages = n,
+                error = %crate::text::error_chain(&e),
+                "the session failed, and committing the messages that had arrived whole failed \
+                 too; they stay on the server"
+            ),
+        }
+    }
+
+    /// Commits the batch (see [`Batch::commit`]) and counts its messages delivered.
+    pub(super) async fn commit_batch(&mut self) -> Result<(), FetchError> {
+        let t = Instant::now();
+        let batch = std::mem::take(&mut self.batch);
+        let done = batch.commit(self.backend, self.state, &self.todo).await?;
+        for (i, bytes) in done {
+            let item = self.todo[i].clone();
+            self.delivered(&item, bytes, t);
+        }
+        Ok(())
+    }
+
     pub(super) fn stopping(&self) -> bool {
         self.unavailable.is_some() || self.interrupted
     }
