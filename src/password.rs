@@ -32,13 +32,13 @@ pub async fn resolve(
             let meta = f.metadata().await.map_err(cannot)?;
             crate::trust::secret_file("password file", path, &meta, true)
                 .map_err(|e| PasswordError(e.to_string()))?;
-            let mut text = Vec::new();
+            let mut text = Secret::new(Vec::new());
             (&mut f)
                 .take(MAX_PASSWORD as u64 + 2)
-                .read_to_end(&mut text)
+                .read_to_end(text.expose_mut())
                 .await
                 .map_err(cannot)?;
-            first_line(&text).ok_or_else(|| {
+            first_line(text.expose()).ok_or_else(|| {
                 PasswordError(format!("{} is empty or not UTF-8 text", path.display()))
             })
         }
@@ -54,7 +54,8 @@ pub async fn resolve(
                     .stderr(std::process::Stdio::inherit()),
             )
             .map_err(|e| err(format!("cannot run it: {e}")))?;
-            let mut out = Vec::new();
+            // Wiped when dropped, on every path out of here.
+            let mut out = Secret::new(Vec::new());
             let mut stdout = child
                 .child()
                 .stdout
@@ -63,7 +64,7 @@ pub async fn resolve(
             let read = async {
                 (&mut stdout)
                     .take(MAX_PASSWORD as u64)
-                    .read_to_end(&mut out)
+                    .read_to_end(out.expose_mut())
                     .await
                     .map(drop)
             };
@@ -75,9 +76,7 @@ pub async fn resolve(
             if !status.success() {
                 return Err(err(format!("it failed ({status})")));
             }
-            let pw = first_line(&out).ok_or_else(|| err("it printed no password".into()));
-            out.iter_mut().for_each(|b| *b = 0);
-            pw
+            first_line(out.expose()).ok_or_else(|| err("it printed no password".into()))
         }
     }
 }

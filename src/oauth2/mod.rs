@@ -370,12 +370,16 @@ fn read_secret_file(what: &'static str, path: &Path) -> Result<Secret<String>, O
             MAX_TOKEN / 1024
         )));
     }
-    let text = std::fs::read(path).map_err(|source| OAuth2Error::File {
+    let text = Secret::new(std::fs::read(path).map_err(|source| OAuth2Error::File {
         what,
         path: path.to_path_buf(),
         source,
-    })?;
-    let line = text.split(|&b| b == b'\n').next().unwrap_or_default();
+    })?);
+    let line = text
+        .expose()
+        .split(|&b| b == b'\n')
+        .next()
+        .unwrap_or_default();
     let line = std::str::from_utf8(line).unwrap_or_default().trim();
     if line.is_empty() {
         return Err(OAuth2Error::Other(format!(
@@ -626,11 +630,12 @@ async fn run_command(
         .stderr
         .take()
         .ok_or_else(|| err("no stderr".into()))?;
-    let mut out = Vec::new();
+    // The token: wiped when dropped, on every path out of here.
+    let mut out = Secret::new(Vec::new());
     let mut errout = Vec::new();
     let read = async {
         let (a, b) = tokio::join!(
-            read_capped(&mut stdout, &mut out, MAX_COMMAND_OUTPUT + 1),
+            read_capped(&mut stdout, out.expose_mut(), MAX_COMMAND_OUTPUT + 1),
             read_capped(&mut stderr, &mut errout, MAX_COMMAND_STDERR),
         );
         a.and(b)
@@ -646,9 +651,7 @@ async fn run_command(
     };
     drop(stdout);
     drop(stderr);
-    let result = command_token(&out, &errout, status, ttl, now).map_err(err);
-    out.iter_mut().for_each(|b| *b = 0);
-    result
+    command_token(out.expose(), &errout, status, ttl, now).map_err(err)
 }
 
 /// Reads `r` to its end, keeping the first `cap` bytes: a chatty program is not blocked on a
