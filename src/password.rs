@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::io::AsyncReadExt;
 
-use crate::child::Group;
+use crate::child::{Caps, run_capture};
 use crate::config::PasswordSource;
 use crate::secret::Secret;
 
@@ -45,38 +45,18 @@ pub async fn resolve(
         PasswordSource::Command(argv) => {
             let err = |why: String| PasswordError(format!("password_command {:?}: {why}", argv[0]));
             // Its own process group, ended whole on timeout: `sh -c 'pass show x | head -1'`
-            // leaves no `pass` or `gpg` behind.
-            let mut child = Group::spawn(
-                tokio::process::Command::new(&argv[0])
-                    .args(&argv[1..])
-                    .stdin(std::process::Stdio::null())
-                    .stdout(std::process::Stdio::piped())
-                    .stderr(std::process::Stdio::inherit()),
-            )
-            .map_err(|e| err(format!("cannot run it: {e}")))?;
-            // Wiped when dropped, on every path out of here.
-            let mut out = Secret::new(Vec::new());
-            let mut stdout = child
-                .child()
-                .stdout
-                .take()
-                .ok_or_else(|| err("no stdout".into()))?;
-            let read = async {
-                (&mut stdout)
-                    .take(MAX_PASSWORD as u64)
-                    .read_to_end(out.expose_mut())
-                    .await
-                    .map(drop)
+            // leaves no `pass` or `gpg` behind. Its stderr is the user's to see.
+            let caps = Caps {
+                stdout: MAX_PASSWORD,
+                stderr: None,
             };
-            let status = match child.wait_reading(timeout, read).await {
-                Some(r) => r.map_err(|e| err(e.to_string()))?,
-                None => return Err(err(format!("no answer within {}s", timeout.as_secs()))),
-            };
-            drop(stdout);
-            if !status.success() {
-                return Err(err(format!("it failed ({status})")));
+            let ran = run_capture(argv, timeout, caps)
+                .await
+                .map_err(|e| err(e.to_string()))?;
+            if !ran.status.success() {
+                return Err(err(format!("it failed ({})", ran.status)));
             }
-            first_line(out.expose()).ok_or_else(|| err("it printed no password".into()))
+            first_line(ran.stdout.expose()).ok_or_else(|| err("it printed no password".into()))
         }
     }
 }

@@ -31,8 +31,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::io::AsyncReadExt;
-
 use crate::config::{Account, OAuth2Client, OAuth2Source};
 use crate::secret::Secret;
 use http::clip;
@@ -611,65 +609,16 @@ async fn run_command(
         program: argv[0].clone(),
         why,
     };
-    // Its own process group, ended whole on timeout (see `crate::child`).
-    let mut child = crate::child::Group::spawn(
-        tokio::process::Command::new(&argv[0])
-            .args(&argv[1..])
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped()),
-    )
-    .map_err(|e| err(format!("cannot run it: {e}")))?;
-    let mut stdout = child
-        .child()
-        .stdout
-        .take()
-        .ok_or_else(|| err("no stdout".into()))?;
-    let mut stderr = child
-        .child()
-        .stderr
-        .take()
-        .ok_or_else(|| err("no stderr".into()))?;
-    // The token: wiped when dropped, on every path out of here.
-    let mut out = Secret::new(Vec::new());
-    let mut errout = Vec::new();
-    let read = async {
-        let (a, b) = tokio::join!(
-            read_capped(&mut stdout, out.expose_mut(), MAX_COMMAND_OUTPUT + 1),
-            read_capped(&mut stderr, &mut errout, MAX_COMMAND_STDERR),
-        );
-        a.and(b)
+    // Its own process group, ended whole on timeout (see `crate::child`). One byte past the
+    // cap is kept, so that too long an output is told from one that just fits.
+    let caps = crate::child::Caps {
+        stdout: MAX_COMMAND_OUTPUT + 1,
+        stderr: Some(MAX_COMMAND_STDERR),
     };
-    let status = match child.wait_reading(timeout, read).await {
-        Some(r) => r.map_err(|e| err(e.to_string()))?,
-        None => {
-            return Err(err(format!(
-                "no answer within {}",
-                humantime::format_duration(timeout)
-            )));
-        }
-    };
-    drop(stdout);
-    drop(stderr);
-    command_token(out.expose(), &errout, status, ttl, now).map_err(err)
-}
-
-/// Reads `r` to its end, keeping the first `cap` bytes: a chatty program is not blocked on a
-/// full pipe, and its output cannot fill memory.
-async fn read_capped(
-    r: &mut (impl tokio::io::AsyncRead + Unpin),
-    keep: &mut Vec<u8>,
-    cap: usize,
-) -> std::io::Result<()> {
-    let mut chunk = [0u8; 8192];
-    loop {
-        let n = r.read(&mut chunk).await?;
-        if n == 0 {
-            return Ok(());
-        }
-        let room = cap.saturating_sub(keep.len());
-        keep.extend_from_slice(&chunk[..n.min(room)]);
-    }
+    let ran = crate::child::run_capture(argv, timeout, caps)
+        .await
+        .map_err(|e| err(e.to_string()))?;
+    command_token(ran.stdout.expose(), &ran.stderr, ran.status, ttl, now).map_err(err)
 }
 
 /// Reads a token command's result; the error says why without quoting stdout (it may hold a
