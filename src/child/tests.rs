@@ -158,25 +158,25 @@ async fn wait_reading_ends_the_group_at_the_timeout() {
     assert_eq!(settle(pgid).await, Vec::<libc::pid_t>::new());
 }
 
-fn argv(script: &str) -> Vec<String> {
-    vec!["sh".into(), "-c".into(), script.into()]
+/// Runs `sh -c script` through [`run_capture`].
+async fn capture(
+    script: &str,
+    timeout: Duration,
+    stdout: usize,
+    stderr: Option<usize>,
+) -> Result<Captured, RunError> {
+    let argv = ["sh", "-c", script].map(String::from);
+    run_capture(&argv, timeout, Caps { stdout, stderr }).await
 }
 
 #[tokio::test]
 async fn run_capture_keeps_the_first_bytes_and_reads_the_rest() {
     // 200 KiB on stdout: more than a pipe holds, so a reader that stopped at the cap would
     // leave the program blocked until the timeout.
-    let caps = Caps {
-        stdout: 5,
-        stderr: Some(3),
-    };
-    let ran = run_capture(
-        &argv("printf 'hello world'; head -c 204800 /dev/zero; printf oops >&2; exit 3"),
-        Duration::from_secs(30),
-        caps,
-    )
-    .await
-    .unwrap();
+    let script = "printf 'hello world'; head -c 204800 /dev/zero; printf oops >&2; exit 3";
+    let ran = capture(script, Duration::from_secs(30), 5, Some(3))
+        .await
+        .unwrap();
     assert_eq!(ran.status.code(), Some(3));
     assert_eq!(ran.stdout.expose().as_slice(), b"hello");
     assert_eq!(ran.stderr, b"oop");
@@ -184,17 +184,9 @@ async fn run_capture_keeps_the_first_bytes_and_reads_the_rest() {
 
 #[tokio::test]
 async fn run_capture_without_stderr_cap_leaves_stderr_alone() {
-    let caps = Caps {
-        stdout: 64,
-        stderr: None,
-    };
-    let ran = run_capture(
-        &argv("echo pw; echo note >&2"),
-        Duration::from_secs(30),
-        caps,
-    )
-    .await
-    .unwrap();
+    let ran = capture("echo pw; echo note >&2", Duration::from_secs(30), 64, None)
+        .await
+        .unwrap();
     assert!(ran.status.success());
     assert_eq!(ran.stdout.expose().as_slice(), b"pw\n");
     assert!(ran.stderr.is_empty());
@@ -202,12 +194,12 @@ async fn run_capture_without_stderr_cap_leaves_stderr_alone() {
 
 #[tokio::test]
 async fn run_capture_ends_a_program_past_its_timeout() {
+    let r = capture("sleep 30", Duration::from_millis(200), 64, None).await;
+    assert!(matches!(r, Err(RunError::Timeout(_))), "{r:?}");
     let caps = Caps {
         stdout: 64,
         stderr: None,
     };
-    let r = run_capture(&argv("sleep 30"), Duration::from_millis(200), caps).await;
-    assert!(matches!(r, Err(RunError::Timeout(_))), "{r:?}");
     let r = run_capture(
         &["/nonexistent/program".to_string()],
         Duration::from_secs(5),
