@@ -16,10 +16,13 @@
 //! the number be reused, which needs the pid space to wrap within [`TERM_GRACE`].
 
 use std::io;
-use std::process::ExitStatus;
+use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::{Child, Command};
+
+use crate::secret::Secret;
 
 /// How long the group has after SIGTERM to clean up (procmail removes its lock files, an LDA
 /// aborts its transaction) before SIGKILL.
@@ -152,6 +155,120 @@ impl Group {
             libc::kill(-self.pgid, sig);
         }
     }
+}
+
+/// How much of a program's output [`run_capture`] keeps.
+#[derive(Clone, Copy, Debug)]
+pub struct Caps {
+    /// Bytes of stdout kept; the rest is read and dropped.
+    pub stdout: usize,
+    /// Bytes of stderr kept, or `None` to let the program write to popfetch's own stderr.
+    pub stderr: Option<usize>,
+}
+
+/// What a program run by [`run_capture`] left: its exit status and the first bytes of its
+/// output. Stdout is a [`Secret`]: it may hold a password or a token, and is wiped when dropped.
+#[derive(Debug)]
+pub struct Captured {
+    pub status: ExitStatus,
+    pub stdout: Secret<Vec<u8>>,
+    /// Empty when stderr was not captured.
+    pub stderr: Vec<u8>,
+}
+
+/// Why [`run_capture`] has no result.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("cannot run it: {0}")]
+    Spawn(io::Error),
+    #[error("{0}")]
+    Io(io::Error),
+    /// The program did not exit within the timeout; its group has been ended.
+    #[error("no answer within {}", humantime::format_duration(*.0))]
+    Timeout(Duration),
+}
+
+/// Runs `argv` (no shell, stdin closed) as its own process [`Group`] and collects its output
+/// (capped by `caps`) until it exits, for at most `timeout`; after that the group is ended. The
+/// output is read to its end, so a chatty program is never blocked on a full pipe, and its
+/// output cannot fill memory. `argv` is not empty (the config checks it).
+pub async fn run_capture(
+    argv: &[String],
+    timeout: Duration,
+    caps: Caps,
+) -> Result<Captured, RunError> {
+    let mut child = Group::spawn(
+        Command::new(&argv[0])
+            .args(&argv[1..])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(match caps.stderr {
+                Some(_) => Stdio::piped(),
+                None => Stdio::inherit(),
+            }),
+    )
+    .map_err(RunError::Spawn)?;
+    let no_pipe = |what| RunError::Io(io::Error::other(format!("no {what}")));
+    let mut stdout = child
+        .child()
+        .stdout
+        .take()
+        .ok_or_else(|| no_pipe("stdout"))?;
+    let mut stderr = match caps.stderr {
+        Some(_) => Some(
+            child
+                .child()
+                .stderr
+                .take()
+                .ok_or_else(|| no_pipe("stderr"))?,
+        ),
+        None => None,
+    };
+    let mut out = Secret::new(Vec::new());
+    let mut errout = Vec::new();
+    let read = async {
+        let err_read = async {
+            match (&mut stderr, caps.stderr) {
+                (Some(e), Some(cap)) => read_capped(e, &mut errout, cap).await,
+                _ => Ok(()),
+            }
+        };
+        let (a, b) = tokio::join!(
+            read_capped(&mut stdout, out.expose_mut(), caps.stdout),
+            err_read
+        );
+        a.and(b)
+    };
+    let status = match child.wait_reading(timeout, read).await {
+        Some(r) => r.map_err(RunError::Io)?,
+        None => return Err(RunError::Timeout(timeout)),
+    };
+    Ok(Captured {
+        status,
+        stdout: out,
+        stderr: errout,
+    })
+}
+
+/// Reads `r` to its end, keeping the first `cap` bytes.
+async fn read_capped(
+    r: &mut (impl AsyncRead + Unpin),
+    keep: &mut Vec<u8>,
+    cap: usize,
+) -> io::Result<()> {
+    let mut chunk = [0u8; 8192];
+    let result = loop {
+        let n = match r.read(&mut chunk).await {
+            Ok(0) => break Ok(()),
+            Ok(n) => n,
+            Err(e) => break Err(e),
+        };
+        let room = cap.saturating_sub(keep.len());
+        keep.extend_from_slice(&chunk[..n.min(room)]);
+    };
+    // The chunk may have held a password or a token.
+    crate::secret::wipe(&mut chunk);
+    result
 }
 
 /// What [`Group::wait_reading`] saw first.

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::io::AsyncReadExt;
 
-use crate::child::Group;
+use crate::child::{Caps, run_capture};
 use crate::config::PasswordSource;
 use crate::secret::Secret;
 
@@ -32,52 +32,31 @@ pub async fn resolve(
             let meta = f.metadata().await.map_err(cannot)?;
             crate::trust::secret_file("password file", path, &meta, true)
                 .map_err(|e| PasswordError(e.to_string()))?;
-            let mut text = Vec::new();
+            let mut text = Secret::new(Vec::new());
             (&mut f)
                 .take(MAX_PASSWORD as u64 + 2)
-                .read_to_end(&mut text)
+                .read_to_end(text.expose_mut())
                 .await
                 .map_err(cannot)?;
-            first_line(&text).ok_or_else(|| {
+            first_line(text.expose()).ok_or_else(|| {
                 PasswordError(format!("{} is empty or not UTF-8 text", path.display()))
             })
         }
         PasswordSource::Command(argv) => {
             let err = |why: String| PasswordError(format!("password_command {:?}: {why}", argv[0]));
             // Its own process group, ended whole on timeout: `sh -c 'pass show x | head -1'`
-            // leaves no `pass` or `gpg` behind.
-            let mut child = Group::spawn(
-                tokio::process::Command::new(&argv[0])
-                    .args(&argv[1..])
-                    .stdin(std::process::Stdio::null())
-                    .stdout(std::process::Stdio::piped())
-                    .stderr(std::process::Stdio::inherit()),
-            )
-            .map_err(|e| err(format!("cannot run it: {e}")))?;
-            let mut out = Vec::new();
-            let mut stdout = child
-                .child()
-                .stdout
-                .take()
-                .ok_or_else(|| err("no stdout".into()))?;
-            let read = async {
-                (&mut stdout)
-                    .take(MAX_PASSWORD as u64)
-                    .read_to_end(&mut out)
-                    .await
-                    .map(drop)
+            // leaves no `pass` or `gpg` behind. Its stderr is the user's to see.
+            let caps = Caps {
+                stdout: MAX_PASSWORD,
+                stderr: None,
             };
-            let status = match child.wait_reading(timeout, read).await {
-                Some(r) => r.map_err(|e| err(e.to_string()))?,
-                None => return Err(err(format!("no answer within {}s", timeout.as_secs()))),
-            };
-            drop(stdout);
-            if !status.success() {
-                return Err(err(format!("it failed ({status})")));
+            let ran = run_capture(argv, timeout, caps)
+                .await
+                .map_err(|e| err(e.to_string()))?;
+            if !ran.status.success() {
+                return Err(err(format!("it failed ({})", ran.status)));
             }
-            let pw = first_line(&out).ok_or_else(|| err("it printed no password".into()));
-            out.iter_mut().for_each(|b| *b = 0);
-            pw
+            first_line(ran.stdout.expose()).ok_or_else(|| err("it printed no password".into()))
         }
     }
 }

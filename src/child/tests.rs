@@ -157,3 +157,54 @@ async fn wait_reading_ends_the_group_at_the_timeout() {
     );
     assert_eq!(settle(pgid).await, Vec::<libc::pid_t>::new());
 }
+
+/// Runs `sh -c script` through [`run_capture`].
+async fn capture(
+    script: &str,
+    timeout: Duration,
+    stdout: usize,
+    stderr: Option<usize>,
+) -> Result<Captured, RunError> {
+    let argv = ["sh", "-c", script].map(String::from);
+    run_capture(&argv, timeout, Caps { stdout, stderr }).await
+}
+
+#[tokio::test]
+async fn run_capture_keeps_the_first_bytes_and_reads_the_rest() {
+    // 200 KiB on stdout: more than a pipe holds, so a reader that stopped at the cap would
+    // leave the program blocked until the timeout.
+    let script = "printf 'hello world'; head -c 204800 /dev/zero; printf oops >&2; exit 3";
+    let ran = capture(script, Duration::from_secs(30), 5, Some(3))
+        .await
+        .unwrap();
+    assert_eq!(ran.status.code(), Some(3));
+    assert_eq!(ran.stdout.expose().as_slice(), b"hello");
+    assert_eq!(ran.stderr, b"oop");
+}
+
+#[tokio::test]
+async fn run_capture_without_stderr_cap_leaves_stderr_alone() {
+    let ran = capture("echo pw; echo note >&2", Duration::from_secs(30), 64, None)
+        .await
+        .unwrap();
+    assert!(ran.status.success());
+    assert_eq!(ran.stdout.expose().as_slice(), b"pw\n");
+    assert!(ran.stderr.is_empty());
+}
+
+#[tokio::test]
+async fn run_capture_ends_a_program_past_its_timeout() {
+    let r = capture("sleep 30", Duration::from_millis(200), 64, None).await;
+    assert!(matches!(r, Err(RunError::Timeout(_))), "{r:?}");
+    let caps = Caps {
+        stdout: 64,
+        stderr: None,
+    };
+    let r = run_capture(
+        &["/nonexistent/program".to_string()],
+        Duration::from_secs(5),
+        caps,
+    )
+    .await;
+    assert!(matches!(r, Err(RunError::Spawn(_))), "{r:?}");
+}

@@ -31,8 +31,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::io::AsyncReadExt;
-
 use crate::config::{Account, OAuth2Client, OAuth2Source};
 use crate::secret::Secret;
 use http::clip;
@@ -370,12 +368,16 @@ fn read_secret_file(what: &'static str, path: &Path) -> Result<Secret<String>, O
             MAX_TOKEN / 1024
         )));
     }
-    let text = std::fs::read(path).map_err(|source| OAuth2Error::File {
+    let text = Secret::new(std::fs::read(path).map_err(|source| OAuth2Error::File {
         what,
         path: path.to_path_buf(),
         source,
-    })?;
-    let line = text.split(|&b| b == b'\n').next().unwrap_or_default();
+    })?);
+    let line = text
+        .expose()
+        .split(|&b| b == b'\n')
+        .next()
+        .unwrap_or_default();
     let line = std::str::from_utf8(line).unwrap_or_default().trim();
     if line.is_empty() {
         return Err(OAuth2Error::Other(format!(
@@ -607,66 +609,16 @@ async fn run_command(
         program: argv[0].clone(),
         why,
     };
-    // Its own process group, ended whole on timeout (see `crate::child`).
-    let mut child = crate::child::Group::spawn(
-        tokio::process::Command::new(&argv[0])
-            .args(&argv[1..])
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped()),
-    )
-    .map_err(|e| err(format!("cannot run it: {e}")))?;
-    let mut stdout = child
-        .child()
-        .stdout
-        .take()
-        .ok_or_else(|| err("no stdout".into()))?;
-    let mut stderr = child
-        .child()
-        .stderr
-        .take()
-        .ok_or_else(|| err("no stderr".into()))?;
-    let mut out = Vec::new();
-    let mut errout = Vec::new();
-    let read = async {
-        let (a, b) = tokio::join!(
-            read_capped(&mut stdout, &mut out, MAX_COMMAND_OUTPUT + 1),
-            read_capped(&mut stderr, &mut errout, MAX_COMMAND_STDERR),
-        );
-        a.and(b)
+    // Its own process group, ended whole on timeout (see `crate::child`). One byte past the
+    // cap is kept, so that too long an output is told from one that just fits.
+    let caps = crate::child::Caps {
+        stdout: MAX_COMMAND_OUTPUT + 1,
+        stderr: Some(MAX_COMMAND_STDERR),
     };
-    let status = match child.wait_reading(timeout, read).await {
-        Some(r) => r.map_err(|e| err(e.to_string()))?,
-        None => {
-            return Err(err(format!(
-                "no answer within {}",
-                humantime::format_duration(timeout)
-            )));
-        }
-    };
-    drop(stdout);
-    drop(stderr);
-    let result = command_token(&out, &errout, status, ttl, now).map_err(err);
-    out.iter_mut().for_each(|b| *b = 0);
-    result
-}
-
-/// Reads `r` to its end, keeping the first `cap` bytes: a chatty program is not blocked on a
-/// full pipe, and its output cannot fill memory.
-async fn read_capped(
-    r: &mut (impl tokio::io::AsyncRead + Unpin),
-    keep: &mut Vec<u8>,
-    cap: usize,
-) -> std::io::Result<()> {
-    let mut chunk = [0u8; 8192];
-    loop {
-        let n = r.read(&mut chunk).await?;
-        if n == 0 {
-            return Ok(());
-        }
-        let room = cap.saturating_sub(keep.len());
-        keep.extend_from_slice(&chunk[..n.min(room)]);
-    }
+    let ran = crate::child::run_capture(argv, timeout, caps)
+        .await
+        .map_err(|e| err(e.to_string()))?;
+    command_token(ran.stdout.expose(), &ran.stderr, ran.status, ttl, now).map_err(err)
 }
 
 /// Reads a token command's result; the error says why without quoting stdout (it may hold a

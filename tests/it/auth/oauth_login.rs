@@ -5,7 +5,8 @@
 use crate::auth::oauth_peer::start_dovecot_with_oauth;
 use crate::dovecot::Dovecot;
 use crate::harness::{Env, expected, message};
-use crate::hostile_server::{Msg, Script, Server, USER};
+use crate::hostile_server::{Msg, Script, Server};
+use crate::support::config::Account;
 
 fn server(token: &str) -> Server {
     Server::start(
@@ -19,13 +20,13 @@ fn server(token: &str) -> Server {
 
 /// An account on the scripted server whose token comes from `command` (TOML array text).
 fn config(env: &Env, server: &Server, auth: &str, command: &str) {
-    env.write_config(&format!(
-        "[[account]]\nname = \"alice\"\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\n\
-         allow_plaintext_auth = true\ntimeout = \"5s\"\nuser = \"{USER}\"\nauth = \"{auth}\"\n\
-         oauth2_token_command = {command}\ndeliver = {{ maildir = \"{}\" }}\n",
-        server.port(),
-        env.maildir().display()
-    ));
+    let account = Account::scripted(server)
+        .without("password")
+        .text("timeout", "5s")
+        .text("auth", auth)
+        .set("oauth2_token_command", command)
+        .maildir(&env.maildir());
+    env.write_config(&account.to_toml());
 }
 
 /// The session's command log lines that concern the login.

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::dovecot::Dovecot;
 use crate::harness::{Env, delivered_in, message};
+use crate::support::config::Account;
 
 /// A running daemon whose stderr goes to a file the test can read while it runs.
 struct Daemon {
@@ -85,13 +86,12 @@ fn polls(log: &str, account: &str) -> usize {
 
 /// One account on `d` delivering into `maildir`.
 fn account(d: &Dovecot, name: &str, user: &str, maildir: &std::path::Path, extra: &str) -> String {
-    format!(
-        "[[account]]\nname = \"{name}\"\nhost = \"localhost\"\nport = {}\nca_file = \"{}\"\n\
-         user = \"{user}\"\npassword = \"pw\"\ndeliver = {{ maildir = \"{}\" }}\n{extra}\n",
-        d.pop3s_port(),
-        d.ca_file().display(),
-        maildir.display()
-    )
+    Account::dovecot(d)
+        .name(name)
+        .user(user)
+        .maildir(maildir)
+        .extra(extra)
+        .to_toml()
 }
 
 const GLOBAL: &str = "log_target = \"stderr\"\nshutdown_timeout = \"10s\"\n";

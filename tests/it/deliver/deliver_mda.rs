@@ -9,6 +9,7 @@ use crate::harness::{Env, expected, message, strip_received};
 use crate::postfix::{
     DOVECOT_LDA, dovecot_config_file, maildir_messages, maildrop_filter, procmail_rc,
 };
+use crate::support::config::Account;
 
 /// Written to by a shell if a message's header ever reached one.
 const PWNED: &str = "/tmp/popfetch-pwned-marker";
@@ -38,12 +39,8 @@ fn setup() -> (Dovecot, Env, Vec<Vec<u8>>) {
 }
 
 fn config(d: &Dovecot, env: &Env, mda: &[String]) {
-    env.write_config(&format!(
-        "[[account]]\nname = \"alice\"\nhost = \"localhost\"\nport = {}\nca_file = \"{}\"\n\
-         user = \"alice\"\npassword = \"pw\"\ndeliver = {{ mda = {mda:?} }}\n",
-        d.pop3s_port(),
-        d.ca_file().display()
-    ));
+    let account = Account::dovecot(d).set("deliver", format_args!("{{ mda = {mda:?} }}"));
+    env.write_config(&account.to_toml());
 }
 
 #[track_caller]

@@ -5,15 +5,16 @@
 use crate::dovecot::Dovecot;
 use crate::harness::{Env, message};
 use crate::postfix::{Postfix, strip_postfix_headers};
+use crate::support::config::Account;
 
 fn relay_config(d: &Dovecot, env: &Env, port: u16, to: &str, extra: &str) {
-    env.write_config(&format!(
-        "[[account]]\nname = \"alice\"\nhost = \"localhost\"\nport = {}\nca_file = \"{}\"\n\
-         user = \"alice\"\npassword = \"pw\"\n\
-         deliver = {{ smtp = {{ host = \"127.0.0.1\", port = {port}, to = [\"{to}\"] }} }}\n{extra}",
-        d.pop3s_port(),
-        d.ca_file().display()
-    ));
+    let account = Account::dovecot(d)
+        .set(
+            "deliver",
+            format_args!("{{ smtp = {{ host = \"127.0.0.1\", port = {port}, to = [\"{to}\"] }} }}"),
+        )
+        .extra(extra);
+    env.write_config(&account.to_toml());
 }
 
 fn tricky() -> Vec<Vec<u8>> {

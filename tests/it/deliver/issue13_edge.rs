@@ -13,16 +13,15 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::harness::{Env, Run, run_bounded};
-use crate::hostile_server::{Msg, PASSWORD, Script, Server, USER};
+use crate::hostile_server::{Msg, PASSWORD, Script, Server};
+use crate::support::config::Account;
 
 /// One `[[account]]` named `alice` on the scripted server, delivering as `deliver` says.
 fn account(server: &Server, deliver: &str, extra: &str) -> String {
-    format!(
-        "[[account]]\nname = \"alice\"\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\n\
-         user = \"{USER}\"\npassword = \"{PASSWORD}\"\nauth = \"user\"\n\
-         allow_plaintext_auth = true\ndeliver = {deliver}\n{extra}\n",
-        server.port(),
-    )
+    Account::scripted(server)
+        .set("deliver", deliver)
+        .extra(extra)
+        .to_toml()
 }
 
 fn maildir(env: &Env) -> String {

@@ -4,6 +4,7 @@
 
 use crate::dovecot::Dovecot;
 use crate::harness::{Env, delivered_in, expected, message};
+use crate::support::config::Account;
 
 fn setup(n: usize) -> (Dovecot, Env, Vec<Vec<u8>>) {
     let d = Dovecot::start();
@@ -15,12 +16,11 @@ fn setup(n: usize) -> (Dovecot, Env, Vec<Vec<u8>>) {
 
 /// An account delivering through `mda` (TOML array text), plus `extra` lines.
 fn config(d: &Dovecot, env: &Env, mda: &str, extra: &str) {
-    env.write_config(&format!(
-        "[[account]]\nname = \"alice\"\nhost = \"localhost\"\nport = {}\nca_file = \"{}\"\n\
-         user = \"alice\"\npassword = \"pw\"\nmda_timeout = \"2s\"\ndeliver = {{ mda = {mda} }}\n{extra}",
-        d.pop3s_port(),
-        d.ca_file().display()
-    ));
+    let account = Account::dovecot(d)
+        .text("mda_timeout", "2s")
+        .set("deliver", format_args!("{{ mda = {mda} }}"))
+        .extra(extra);
+    env.write_config(&account.to_toml());
 }
 
 /// An MDA (run by sh, no shell involved in popfetch) that files the message into `dir` as a

@@ -6,6 +6,7 @@ use std::process::Command;
 
 use crate::dovecot::Dovecot;
 use crate::harness::{Env, message};
+use crate::support::config::Account;
 
 /// A tmpfs mounted for the life of the value.
 struct Mount(PathBuf);
@@ -34,13 +35,12 @@ impl Drop for Mount {
 }
 
 fn account(d: &Dovecot, env: &Env, maildir: &Path, extra: &str) {
-    env.write_config(&format!(
-        "[[account]]\nname = \"a\"\nhost = \"localhost\"\nport = {}\nca_file = \"{}\"\nuser = \"u\"\n\
-         password = \"pw\"\ndeliver = {{ maildir = \"{}\" }}\n{extra}",
-        d.pop3s_port(),
-        d.ca_file().display(),
-        maildir.display()
-    ));
+    let account = Account::dovecot(d)
+        .name("a")
+        .user("u")
+        .maildir(maildir)
+        .extra(extra);
+    env.write_config(&account.to_toml());
 }
 
 #[test]

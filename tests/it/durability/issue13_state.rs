@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use crate::harness::{Env, Run, message};
 use crate::hostile_server::{Msg, PASSWORD, Server, USER};
+use crate::support::config::Account;
 
 const NOBODY: u32 = 65534;
 
@@ -23,20 +24,12 @@ fn msgs(n: usize) -> Vec<Msg> {
 /// One account named `name` on `server`, delivering into `env`'s Maildir unless `extra` says
 /// otherwise.
 fn account(name: &str, server: &Server, env: &Env, extra: &str) -> String {
-    let deliver = if extra.contains("deliver =") {
-        String::new()
-    } else {
-        format!(
-            "deliver = {{ maildir = \"{}\" }}\n",
-            env.maildir().display()
-        )
-    };
-    format!(
-        "[[account]]\nname = \"{name}\"\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\n\
-         timeout = \"5s\"\nuser = \"{USER}\"\npassword = \"{PASSWORD}\"\nauth = \"user\"\n\
-         allow_plaintext_auth = true\n{deliver}{extra}\n",
-        server.port(),
-    )
+    Account::scripted(server)
+        .name(name)
+        .text("timeout", "5s")
+        .maildir(&env.maildir())
+        .extra(extra)
+        .to_toml()
 }
 
 fn set_mode(path: &Path, mode: u32) {

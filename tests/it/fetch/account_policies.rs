@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::dovecot::Dovecot;
 use crate::harness::{Env, Run, expected, message};
+use crate::support::config::Account;
 
 fn setup(messages: &[Vec<u8>]) -> (Dovecot, Env) {
     let d = Dovecot::start();
@@ -16,13 +17,8 @@ fn setup(messages: &[Vec<u8>]) -> (Dovecot, Env) {
 }
 
 fn config(d: &Dovecot, env: &Env, extra: &str) {
-    env.write_config(&format!(
-        "[[account]]\nname = \"alice\"\nhost = \"localhost\"\nport = {}\nca_file = \"{}\"\n\
-         user = \"alice\"\npassword = \"pw\"\ndeliver = {{ maildir = \"{}\" }}\n{extra}",
-        d.pop3s_port(),
-        d.ca_file().display(),
-        env.maildir().display()
-    ));
+    let account = Account::dovecot(d).maildir(&env.maildir()).extra(extra);
+    env.write_config(&account.to_toml());
 }
 
 fn fetch(env: &Env) -> Run {

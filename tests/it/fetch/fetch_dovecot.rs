@@ -3,6 +3,7 @@
 
 use crate::dovecot::{Dovecot, Options};
 use crate::harness::{Env, expected, message};
+use crate::support::config::Account;
 
 const USER: &str = "alice";
 const PASSWORD: &str = "correct horse battery staple";
@@ -13,13 +14,14 @@ fn account(d: &Dovecot, env: &Env, tls: &str, extra: &str) -> String {
         "implicit" => d.pop3s_port(),
         _ => d.pop3_port(),
     };
-    format!(
-        "[[account]]\nname = \"alice\"\nhost = \"localhost\"\nport = {port}\ntls = \"{tls}\"\n\
-         ca_file = \"{}\"\nuser = \"{USER}\"\npassword = \"{PASSWORD}\"\n\
-         deliver = {{ maildir = \"{}\" }}\n{extra}",
-        d.ca_file().display(),
-        env.maildir().display()
-    )
+    Account::dovecot(d)
+        .set("port", port)
+        .text("tls", tls)
+        .user(USER)
+        .password(PASSWORD)
+        .maildir(&env.maildir())
+        .extra(extra)
+        .to_toml()
 }
 
 fn start() -> Dovecot {

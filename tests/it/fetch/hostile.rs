@@ -10,7 +10,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::harness::{Env, Run, delivered_in, expected, message, run_bounded};
-use crate::hostile_server::{Fault, Greeting, Listing, Msg, PASSWORD, Script, Server, USER};
+use crate::hostile_server::{Fault, Greeting, Listing, Msg, Script, Server};
+use crate::support::config::Account;
 
 /// The longest any single `popfetch fetch` here may take: the account timeout is 2 s.
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -31,20 +32,12 @@ fn data(msgs: &[Msg]) -> Vec<Vec<u8>> {
 /// One `[[account]]` on `server` delivering into `maildir`. `extra` may set `tls` (default
 /// "none"), `timeout` (default "2s") and any other key.
 fn account(name: &str, server: &Server, maildir: &Path, extra: &str) -> String {
-    let mut extra = extra.to_string();
-    if !extra.contains("tls =") {
-        extra.push_str("tls = \"none\"\n");
-    }
-    if !extra.contains("timeout =") {
-        extra.push_str("timeout = \"2s\"\n");
-    }
-    format!(
-        "[[account]]\nname = \"{name}\"\nhost = \"127.0.0.1\"\nport = {}\n\
-         user = \"{USER}\"\npassword = \"{PASSWORD}\"\nauth = \"user\"\n\
-         allow_plaintext_auth = true\ndeliver = {{ maildir = \"{}\" }}\n{extra}\n",
-        server.port(),
-        maildir.display()
-    )
+    Account::scripted(server)
+        .name(name)
+        .text("timeout", "2s")
+        .maildir(maildir)
+        .extra(extra)
+        .to_toml()
 }
 
 /// An environment with the one account `alice` on `server`.

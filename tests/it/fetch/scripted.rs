@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use popfetch::demo::{DemoServer, Mailbox};
 
 use crate::harness::{Env, expected, message};
+use crate::support::config::Account;
 
 struct Scripted {
     rt: tokio::runtime::Runtime,
@@ -29,19 +30,14 @@ fn demo(without_uidl: bool, messages: Vec<Vec<u8>>) -> Scripted {
 /// An account on 127.0.0.1:`port`; `extra` may set `tls` (default "none") and `timeout`
 /// (default "2s").
 fn config(env: &Env, port: u16, extra: &str) {
-    let mut extra = extra.to_string();
-    if !extra.contains("tls =") {
-        extra.push_str("tls = \"none\"\n");
-    }
-    if !extra.contains("timeout =") {
-        extra.push_str("timeout = \"2s\"\n");
-    }
-    env.write_config(&format!(
-        "[[account]]\nname = \"alice\"\nhost = \"127.0.0.1\"\nport = {port}\n\
-         user = \"alice\"\npassword = \"pw\"\n\
-         deliver = {{ maildir = \"{}\" }}\n{extra}",
-        env.maildir().display()
-    ));
+    let account = Account::new("127.0.0.1", port)
+        .user("alice")
+        .password("pw")
+        .maildir(&env.maildir())
+        .text("tls", "none")
+        .text("timeout", "2s")
+        .extra(extra);
+    env.write_config(&account.to_toml());
 }
 
 #[test]

@@ -831,7 +831,7 @@ pub(crate) fn run_bounded(
 }
 
 /// Sends `signal` (a name such as `KILL`) to `pids`, ignoring pids that are gone.
-fn signal(pids: &[u32], signal: &str) {
+pub(crate) fn signal(pids: &[u32], signal: &str) {
     if pids.is_empty() {
         return;
     }
@@ -848,7 +848,7 @@ fn signal(pids: &[u32], signal: &str) {
 }
 
 /// True while `pid` exists and is not a zombie.
-fn process_alive(pid: u32) -> bool {
+pub(crate) fn process_alive(pid: u32) -> bool {
     match fs::read_to_string(format!("/proc/{pid}/stat")) {
         // The state is the first field after the parenthesized command name.
         Ok(stat) => stat
@@ -933,13 +933,13 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-fn mkdir(path: &Path, mode: u32) {
+pub(crate) fn mkdir(path: &Path, mode: u32) {
     fs::create_dir_all(path).unwrap_or_else(|e| panic!("cannot create {}: {e}", path.display()));
     fs::set_permissions(path, fs::Permissions::from_mode(mode))
         .unwrap_or_else(|e| panic!("cannot chmod {}: {e}", path.display()));
 }
 
-fn write_file(path: &Path, contents: &[u8], mode: u32) {
+pub(crate) fn write_file(path: &Path, contents: &[u8], mode: u32) {
     fs::write(path, contents).unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
     fs::set_permissions(path, fs::Permissions::from_mode(mode))
         .unwrap_or_else(|e| panic!("cannot chmod {}: {e}", path.display()));
@@ -950,7 +950,7 @@ fn rename(from: &Path, to: &Path) {
         .unwrap_or_else(|e| panic!("cannot rename {} to {}: {e}", from.display(), to.display()));
 }
 
-fn read_lossy(path: &Path) -> String {
+pub(crate) fn read_lossy(path: &Path) -> String {
     match fs::read(path) {
         Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
         Err(e) => format!("(cannot read {}: {e})", path.display()),

@@ -130,7 +130,7 @@ use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::dovecot::{Dovecot, run_bounded};
+use crate::dovecot::{Dovecot, mkdir, process_alive, read_lossy, run_bounded, signal, write_file};
 
 /// The domain the server accepts and delivers into [`Postfix::maildir`].
 pub const DOMAIN: &str = "test.example";
@@ -741,22 +741,6 @@ fn count_files(dir: &Path) -> usize {
         .sum()
 }
 
-/// Sends `signal` (a name such as `KILL`) to `pids`, ignoring pids that are gone.
-fn signal(pids: &[u32], signal: &str) {
-    if pids.is_empty() {
-        return;
-    }
-    let _ = run_bounded(
-        Command::new("sh")
-            .arg("-c")
-            .arg("kill -s \"$0\" \"$@\" 2>/dev/null")
-            .arg(signal)
-            .args(pids.iter().map(u32::to_string)),
-        b"",
-        COMMAND_TIMEOUT,
-    );
-}
-
 /// Kills every process of the instance with config directory `conf` and waits (bounded) until
 /// they are gone.
 ///
@@ -869,13 +853,6 @@ fn stat_fields(pid: u32) -> Option<Vec<String>> {
     Some(rest.split_whitespace().map(str::to_owned).collect())
 }
 
-/// True while `pid` exists and is not a zombie.
-fn process_alive(pid: u32) -> bool {
-    stat_fields(pid)
-        .and_then(|f| f.first().cloned())
-        .is_some_and(|state| state != "Z" && state != "X")
-}
-
 fn process_group(pid: u32) -> Option<u32> {
     stat_fields(pid)?.get(2)?.parse().ok()
 }
@@ -917,12 +894,6 @@ fn instance_processes(master: Option<u32>, conf: &Path) -> Vec<u32> {
         .collect()
 }
 
-fn mkdir(path: &Path, mode: u32) {
-    fs::create_dir_all(path).unwrap_or_else(|e| panic!("cannot create {}: {e}", path.display()));
-    fs::set_permissions(path, fs::Permissions::from_mode(mode))
-        .unwrap_or_else(|e| panic!("cannot chmod {}: {e}", path.display()));
-}
-
 fn chown_path(path: &Path, uid: u32, gid: u32) {
     chown(path, Some(uid), Some(gid)).unwrap_or_else(|e| {
         panic!(
@@ -930,12 +901,6 @@ fn chown_path(path: &Path, uid: u32, gid: u32) {
             path.display()
         )
     });
-}
-
-fn write_file(path: &Path, contents: &[u8], mode: u32) {
-    fs::write(path, contents).unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
-    fs::set_permissions(path, fs::Permissions::from_mode(mode))
-        .unwrap_or_else(|e| panic!("cannot chmod {}: {e}", path.display()));
 }
 
 /// Writes a Postfix configuration file (mode 0644) dated a minute back. Postfix's `load_file`
@@ -949,11 +914,4 @@ fn write_config(path: &Path, contents: &[u8]) {
         .open(path)
         .and_then(|f| f.set_modified(past))
         .unwrap_or_else(|e| panic!("cannot set the mtime of {}: {e}", path.display()));
-}
-
-fn read_lossy(path: &Path) -> String {
-    match fs::read(path) {
-        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
-        Err(e) => format!("(cannot read {}: {e})", path.display()),
-    }
 }
