@@ -488,8 +488,8 @@ impl Session {
             return Ok(());
         }
         let r = tokio::time::timeout(self.timeout, self.stream.write_all(&self.out)).await;
-        // Do not keep a credential in the buffer longer than needed.
-        self.out.iter_mut().for_each(|b| *b = 0);
+        // Do not keep a credential in the buffer longer than needed; the capacity is reused.
+        crate::secret::wipe(&mut self.out);
         self.out.clear();
         match r {
             Ok(r) => r.map_err(SessionError::Io),
