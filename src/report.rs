@@ -25,8 +25,8 @@ pub struct Report {
     pub held: usize,
     /// Messages the backend refused for good that went to the quarantine Maildir.
     pub quarantined: usize,
-    /// Messages left undelivered on the server: failed, held, or not reached.
-    pub waiting: usize,
+    /// Messages this poll did not reach: it was stopped, or the target became unavailable.
+    pub unreached: usize,
     /// The poll stopped early because shutdown was requested.
     pub interrupted: bool,
     /// Messages over `max_size` left on the server (all of them, reported or not).
@@ -80,6 +80,17 @@ impl Report {
             interrupted: true,
             ..Report::default()
         }
+    }
+
+    /// Messages left undelivered on the server: failed, held, deferred, too large, or not
+    /// reached. Computed here, in one place, from the counts the poll keeps.
+    pub fn waiting(&self) -> usize {
+        self.failed
+            + self.held
+            + self.newly_held
+            + self.deferred
+            + self.too_large
+            + self.unreached
     }
 
     /// Whether something in this poll needs the administrator's attention.

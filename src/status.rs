@@ -91,7 +91,7 @@ fn update(st: &mut Status, account: &str, now: u64, report: &Report, error: Opti
         None => {
             st.last_result = Some("ok".into());
             st.last_success = Some(now);
-            st.waiting = Some(report.waiting as u64);
+            st.waiting = Some(report.waiting() as u64);
             if report.held + report.newly_held == 0 && report.short.is_empty() {
                 st.held_short.clear();
             }

@@ -236,7 +236,6 @@ async fn poll_with(
     if let Some(e) = unavailable {
         return Err(e);
     }
-    report.waiting += report.failed + report.held + report.newly_held;
     log_done(account, report, started);
     Ok(())
 }

@@ -344,6 +344,5 @@ impl Work {
             .sort_by_key(|(num, _)| *num);
         report.new = self.todo.len() + report.too_large + self.over_budget;
         report.deferred = limit_poll(account, &mut self.todo) + self.over_budget;
-        report.waiting += report.deferred + report.too_large;
     }
 }

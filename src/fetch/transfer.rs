@@ -208,14 +208,14 @@ impl Run<'_> {
                         self.session
                             .skip_body(size_cap(self.todo[i].listed))
                             .await?;
-                        self.report.waiting += 1;
+                        self.report.unreached += 1;
                         continue;
                     }
                     self.receive(i).await?;
                 }
             }
         }
-        self.report.waiting += self.todo.len() - next;
+        self.report.unreached += self.todo.len() - next;
         Ok(())
     }
 
@@ -457,7 +457,7 @@ impl Run<'_> {
                     "delivery failed for now; the message stays on the server");
             }
             ErrorKind::Unavailable => {
-                self.report.waiting += 1;
+                self.report.unreached += 1;
                 self.unavailable = Some(FetchError::Deliver { what, source });
             }
             ErrorKind::Permanent if item.quarantine => {
