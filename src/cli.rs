@@ -451,7 +451,7 @@ fn describe_account(s: &mut String, a: &Account) {
             Ok(())
         }
     };
-    let _ = writeln!(s, "auth = {:?}", auth_name(a.auth));
+    let _ = writeln!(s, "auth = {:?}", a.auth.config_name());
     let _ = writeln!(s, "allow_plaintext_auth = {}", a.allow_plaintext_auth);
     let _ = writeln!(s, "keep = {}", a.keep);
     let _ = writeln!(s, "received_header = {}", a.received_header);
@@ -580,20 +580,6 @@ fn describe_oauth2(s: &mut String, source: &config::OAuth2Source) {
             ));
             let _ = writeln!(s, "oauth2 = {{ {} }}", fields.join(", "));
         }
-    }
-}
-
-fn auth_name(m: config::AuthMethod) -> &'static str {
-    use config::AuthMethod::*;
-    match m {
-        Auto => "auto",
-        User => "user",
-        Apop => "apop",
-        Plain => "plain",
-        Login => "login",
-        CramMd5 => "cram-md5",
-        Xoauth2 => "xoauth2",
-        Oauthbearer => "oauthbearer",
     }
 }
 

@@ -85,12 +85,7 @@ impl Report {
     /// Messages left undelivered on the server: failed, held, deferred, too large, or not
     /// reached. Computed here, in one place, from the counts the poll keeps.
     pub fn waiting(&self) -> usize {
-        self.failed
-            + self.held
-            + self.newly_held
-            + self.deferred
-            + self.too_large
-            + self.unreached
+        self.failed + self.held + self.newly_held + self.deferred + self.too_large + self.unreached
     }
 
     /// Whether something in this poll needs the administrator's attention.

@@ -10,6 +10,7 @@ use std::time::Duration;
 use proptest::prelude::*;
 
 use super::*;
+use crate::pop3::login::Method;
 use crate::secret::Secret;
 
 const PATH: &str = "/etc/popfetch/config.toml";
@@ -160,25 +161,12 @@ fn tls_name(t: TlsMode) -> &'static str {
 fn auth_method() -> impl Strategy<Value = AuthMethod> {
     prop_oneof![
         Just(AuthMethod::Auto),
-        Just(AuthMethod::User),
-        Just(AuthMethod::Apop),
-        Just(AuthMethod::Plain),
-        Just(AuthMethod::Login),
-        Just(AuthMethod::CramMd5),
+        Just(AuthMethod::Only(Method::User)),
+        Just(AuthMethod::Only(Method::Apop)),
+        Just(AuthMethod::Only(Method::Plain)),
+        Just(AuthMethod::Only(Method::Login)),
+        Just(AuthMethod::Only(Method::CramMd5)),
     ]
-}
-
-fn auth_name(a: AuthMethod) -> &'static str {
-    match a {
-        AuthMethod::Auto => "auto",
-        AuthMethod::User => "user",
-        AuthMethod::Apop => "apop",
-        AuthMethod::Plain => "plain",
-        AuthMethod::Login => "login",
-        AuthMethod::CramMd5 => "cram-md5",
-        AuthMethod::Xoauth2 => "xoauth2",
-        AuthMethod::Oauthbearer => "oauthbearer",
-    }
 }
 
 /// Any string that is a valid single-line value: no CR, LF or NUL, not empty.
@@ -296,7 +284,7 @@ fn account(
                 set("tls", q(tls_name(tls)));
             }
             if let Some(auth) = auth {
-                set("auth", q(auth_name(auth)));
+                set("auth", q(auth.config_name()));
             }
             if let Some(keep) = keep {
                 set("keep", keep.to_string());
@@ -323,7 +311,9 @@ fn account(
             let needs_opt_in = tls_mode == TlsMode::None
                 && matches!(
                     auth,
-                    AuthMethod::User | AuthMethod::Plain | AuthMethod::Login
+                    AuthMethod::Only(Method::User)
+                        | AuthMethod::Only(Method::Plain)
+                        | AuthMethod::Only(Method::Login)
                 );
             let plaintext = if needs_opt_in { Some(true) } else { plaintext };
             if let Some(pt) = plaintext {

@@ -8,6 +8,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 pub use crate::logging::LogTarget;
+use crate::pop3::login::{CONFIG_NAMES, Method};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -284,21 +285,44 @@ pub enum TlsMode {
     None,
 }
 
-/// Which login method to use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+/// Which login method to use: `auto`, or one method by the name [`Method::config_name`] gives
+/// it (the method names live in one place, [`crate::pop3::login`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthMethod {
     /// The strongest method the server offers.
     Auto,
-    User,
-    Apop,
-    Plain,
-    Login,
-    CramMd5,
-    /// SASL XOAUTH2 (Google's and Microsoft's bearer-token mechanism) with an OAuth2 token.
-    Xoauth2,
-    /// SASL OAUTHBEARER (RFC 7628) with an OAuth2 token.
-    Oauthbearer,
+    /// This method and no other.
+    Only(Method),
+}
+
+impl AuthMethod {
+    /// The name the configuration uses.
+    pub fn config_name(self) -> &'static str {
+        match self {
+            AuthMethod::Auto => "auto",
+            AuthMethod::Only(m) => m.config_name(),
+        }
+    }
+
+    /// The method asked for; `None` for `auto`.
+    pub fn only(self) -> Option<Method> {
+        match self {
+            AuthMethod::Auto => None,
+            AuthMethod::Only(m) => Some(m),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for AuthMethod {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        if name == "auto" {
+            return Ok(AuthMethod::Auto);
+        }
+        Method::from_config_name(&name)
+            .map(AuthMethod::Only)
+            .ok_or_else(|| serde::de::Error::unknown_variant(&name, CONFIG_NAMES))
+    }
 }
 
 /// Where messages go; one key per backend.

@@ -2,6 +2,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::*;
+use crate::pop3::login::Method;
 
 const FULL: &str = r#"
 state_dir = "/var/lib/popfetch"
@@ -52,7 +53,7 @@ fn full_config_with_defaults() {
     let b = c.account("bob.2").unwrap();
     assert_eq!(
         (b.port, b.tls, b.auth),
-        (110, TlsMode::Starttls, AuthMethod::CramMd5)
+        (110, TlsMode::Starttls, AuthMethod::Only(Method::CramMd5))
     );
     assert!(!b.keep && !b.received_header);
     assert_eq!(
@@ -563,7 +564,7 @@ fn delivery_fingerprint_counts_what_delivery_does_and_nothing_else() {
             |a| a.ca_file = Some("/ca.pem".into()),
             |a| a.tls_verify = false,
             |a| a.credentials = Credentials::Password(PasswordSource::Command(vec!["p".into()])),
-            |a| a.auth = AuthMethod::CramMd5,
+            |a| a.auth = AuthMethod::Only(Method::CramMd5),
             |a| a.allow_plaintext_auth = true,
             |a| a.timeout = Duration::from_secs(5),
             |a| a.interval = Duration::from_secs(3600),
@@ -702,7 +703,7 @@ fn every_key_left_out_is_taken_from_the_defaults_and_the_login_as_a_whole() {
         Credentials::Password(PasswordSource::File("/dp".into()))
     );
     assert!(a.keep && !a.received_header && a.dedupe_message_id && !a.tls_verify);
-    assert_eq!(a.auth, AuthMethod::User);
+    assert_eq!(a.auth, AuthMethod::Only(Method::User));
     assert_eq!(a.ca_file.as_deref(), Some(Path::new("/dca")));
     assert_eq!(
         (a.timeout, a.mda_timeout, a.interval),

@@ -495,14 +495,7 @@ fn check_login(
     allow_plaintext_auth: bool,
 ) -> Result<(), (&'static str, &'static str)> {
     if matches!(credentials, Credentials::OAuth2(_)) {
-        if matches!(
-            auth,
-            AuthMethod::User
-                | AuthMethod::Apop
-                | AuthMethod::Plain
-                | AuthMethod::Login
-                | AuthMethod::CramMd5
-        ) {
+        if auth.only().is_some_and(|m| !m.needs_token()) {
             return Err((
                 "auth",
                 "this method logs in with a password, but the account has an OAuth2 token \
@@ -520,14 +513,7 @@ fn check_login(
     }
     if tls == TlsMode::None
         && !allow_plaintext_auth
-        && matches!(
-            auth,
-            AuthMethod::User
-                | AuthMethod::Plain
-                | AuthMethod::Login
-                | AuthMethod::Xoauth2
-                | AuthMethod::Oauthbearer
-        )
+        && auth.only().is_some_and(|m| m.sends_secret_in_clear())
     {
         return Err((
             "auth",

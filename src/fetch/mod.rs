@@ -324,11 +324,7 @@ async fn log_in(
     }
     let method = login?;
     drop(credential);
-    tracing::debug!(
-        account = account.name,
-        method = crate::session::method_name(method),
-        "logged in"
-    );
+    tracing::debug!(account = account.name, method = method.name(), "logged in");
     Ok(session)
 }
 

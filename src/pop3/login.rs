@@ -7,6 +7,18 @@ use std::fmt;
 use super::Capabilities;
 use super::sasl::Mechanism;
 
+/// The configuration's names for `auth`: `auto`, then each [`Method`] in [`Method::ALL`]'s order.
+pub const CONFIG_NAMES: &[&str] = &[
+    "auto",
+    "user",
+    "apop",
+    "plain",
+    "login",
+    "cram-md5",
+    "xoauth2",
+    "oauthbearer",
+];
+
 /// A concrete login method (the configuration's `auto` is a request to [`choose`], not a method).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {
@@ -27,6 +39,29 @@ pub enum Method {
 }
 
 impl Method {
+    /// Every method, in the order the configuration's names are listed.
+    pub const ALL: [Method; 7] = [
+        Method::User,
+        Method::Apop,
+        Method::Plain,
+        Method::Login,
+        Method::CramMd5,
+        Method::Xoauth2,
+        Method::Oauthbearer,
+    ];
+
+    /// The name the configuration uses (`auth = "cram-md5"`).
+    pub fn config_name(self) -> &'static str {
+        // `Method::ALL` lists the methods in declaration order, as `CONFIG_NAMES` does after
+        // its `auto`; a unit test holds the two together.
+        CONFIG_NAMES[self as usize + 1]
+    }
+
+    /// The method the configuration's name stands for.
+    pub fn from_config_name(name: &str) -> Option<Method> {
+        Method::ALL.into_iter().find(|m| m.config_name() == name)
+    }
+
     /// The name in logs and messages.
     pub fn name(self) -> &'static str {
         match self {

@@ -1,7 +1,7 @@
 //! Known answers for the login-method choice.
 
 use super::Capabilities;
-use super::login::{CredentialKind, Link, Method, Offer, Refusal, choose};
+use super::login::{CONFIG_NAMES, CredentialKind, Link, Method, Offer, Refusal, choose};
 
 const SECURE: Link = Link {
     secure: true,
@@ -249,4 +249,18 @@ fn one_table_of_names() {
             ("OAUTHBEARER", Some("OAUTHBEARER"), true),
         ]
     );
+}
+
+#[test]
+fn configuration_names_follow_the_methods() {
+    assert_eq!(CONFIG_NAMES.len(), Method::ALL.len() + 1);
+    assert_eq!(CONFIG_NAMES[0], "auto");
+    for (i, m) in Method::ALL.into_iter().enumerate() {
+        assert_eq!(m as usize, i, "Method::ALL is in declaration order");
+        assert_eq!(Method::from_config_name(m.config_name()), Some(m));
+    }
+    assert_eq!(Method::CramMd5.config_name(), "cram-md5");
+    assert_eq!(Method::User.config_name(), "user");
+    assert_eq!(Method::from_config_name("auto"), None);
+    assert_eq!(Method::from_config_name("CRAM-MD5"), None);
 }

@@ -295,7 +295,7 @@ impl Session {
         credential: &Credential,
         method: AuthMethod,
         allow_plaintext: bool,
-    ) -> Result<AuthMethod, SessionError> {
+    ) -> Result<Method, SessionError> {
         let timestamp = pop3::auth::apop_timestamp(&self.greeting.text);
         let offer = Offer {
             caps: self.caps.as_ref(),
@@ -309,7 +309,7 @@ impl Session {
             Credential::Password(p) => (CredentialKind::Password, p),
             Credential::Token(t) => (CredentialKind::Token, t),
         };
-        let method = pop3::login::choose(offer, wanted(method), link, kind)
+        let method = pop3::login::choose(offer, method.only(), link, kind)
             .map_err(|r| SessionError::Auth(r.to_string()))?;
         tracing::debug!(method = method.name(), "logging in");
         match method.exchange() {
@@ -342,7 +342,7 @@ impl Session {
                 self.sasl(sasl).await?;
             }
         }
-        Ok(configured(method))
+        Ok(method)
     }
 
     /// One SASL exchange (RFC 5034 §4), driven by [`Sasl`]: this writes and reads. A
@@ -661,38 +661,6 @@ fn wait_name(what: &'static str) -> &'static str {
 pub enum Credential {
     Password(Secret<String>),
     Token(Secret<String>),
-}
-
-/// The configured method as a request to [`pop3::login::choose`]: `None` for `auto`.
-fn wanted(m: AuthMethod) -> Option<Method> {
-    match m {
-        AuthMethod::Auto => None,
-        AuthMethod::User => Some(Method::User),
-        AuthMethod::Apop => Some(Method::Apop),
-        AuthMethod::Plain => Some(Method::Plain),
-        AuthMethod::Login => Some(Method::Login),
-        AuthMethod::CramMd5 => Some(Method::CramMd5),
-        AuthMethod::Xoauth2 => Some(Method::Xoauth2),
-        AuthMethod::Oauthbearer => Some(Method::Oauthbearer),
-    }
-}
-
-/// The configuration's name for a method [`pop3::login::choose`] chose.
-fn configured(m: Method) -> AuthMethod {
-    match m {
-        Method::User => AuthMethod::User,
-        Method::Apop => AuthMethod::Apop,
-        Method::Plain => AuthMethod::Plain,
-        Method::Login => AuthMethod::Login,
-        Method::CramMd5 => AuthMethod::CramMd5,
-        Method::Xoauth2 => AuthMethod::Xoauth2,
-        Method::Oauthbearer => AuthMethod::Oauthbearer,
-    }
-}
-
-/// A method's name in logs and messages (`auto` for the configuration's request).
-pub fn method_name(m: AuthMethod) -> &'static str {
-    wanted(m).map_or("auto", Method::name)
 }
 
 /// Most messages a mailbox may hold: STAT announcing more is refused. It bounds the one
