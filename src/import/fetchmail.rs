@@ -569,6 +569,19 @@ impl Parser<'_> {
 }
 
 /// Parses `.fetchmailrc` text. `file` names it in notes.
+/// The options a keyword sets: the defaults' (scope 0), the current entry's server part (1) or
+/// its current user's (2); `None` when that entry or user is not there.
+fn scoped<'a>(scope: u8, defaults: &'a mut Opts, entries: &'a mut [Entry]) -> Option<&'a mut Opts> {
+    match scope {
+        0 => Some(defaults),
+        1 => entries.last_mut().map(|e| &mut e.server),
+        _ => entries
+            .last_mut()
+            .and_then(|e| e.users.last_mut())
+            .map(|u| &mut u.2),
+    }
+}
+
 pub fn parse(text: &str, file: &str) -> (Vec<Account>, Imported, Option<String>) {
     let toks = tokenize(text);
     let mut p = Parser {
@@ -587,7 +600,7 @@ pub fn parse(text: &str, file: &str) -> (Vec<Account>, Imported, Option<String>)
     let mut defaults = Opts::default();
     let mut entries: Vec<Entry> = Vec::new();
     // Where options go: 0 defaults, 1 the current entry's server part, 2 its current user.
-    let mut scope = 0;
+    let mut scope: u8 = 0;
     let mut in_defaults_users = false;
     while let Some(t) = p.next() {
         let word = t.text.to_ascii_lowercase();
@@ -628,32 +641,9 @@ pub fn parse(text: &str, file: &str) -> (Vec<Account>, Imported, Option<String>)
                 }
             }
             _ => {
-                let mut o = match scope {
-                    0 => std::mem::take(&mut defaults),
-                    1 => entries
-                        .last_mut()
-                        .map(|e| std::mem::take(&mut e.server))
-                        .unwrap_or_default(),
-                    _ => entries
-                        .last_mut()
-                        .and_then(|e| e.users.last_mut())
-                        .map(|u| std::mem::take(&mut u.2))
-                        .unwrap_or_default(),
-                };
-                let known = !t.quoted && p.option(&t, &mut o);
-                match scope {
-                    0 => defaults = o,
-                    1 => {
-                        if let Some(e) = entries.last_mut() {
-                            e.server = o;
-                        }
-                    }
-                    _ => {
-                        if let Some(u) = entries.last_mut().and_then(|e| e.users.last_mut()) {
-                            u.2 = o;
-                        }
-                    }
-                }
+                let mut spare = Opts::default();
+                let o = scoped(scope, &mut defaults, &mut entries).unwrap_or(&mut spare);
+                let known = !t.quoted && p.option(&t, o);
                 if !known {
                     p.note(
                         t.line,

@@ -214,6 +214,21 @@ struct Seen {
 
 /// Applies one setting `k v` (at line `l`) to `a`, or notes why it is not carried over: here
 /// the connection, login and TLS, the rest in [`policy_setting`].
+/// mpop settings popfetch has nothing for: noted when set, ignored.
+const NO_EQUIVALENT: &[&str] = &[
+    "tls_crl_file",
+    "tls_key_file",
+    "tls_cert_file",
+    "tls_priorities",
+    "tls_host_override",
+    "tls_min_dh_prime_bits",
+    "ntlmdomain",
+    "proxy_host",
+    "proxy_port",
+    "socket",
+    "source_ip",
+];
+
 fn setting(
     k: &str,
     v: &str,
@@ -275,44 +290,26 @@ fn setting(
                 );
             }
         }
-        "tls_fingerprint" if !v.is_empty() => out.note(
-            file,
-            l,
-            "tls_fingerprint",
-            "popfetch checks certificates against CAs only (ca_file)",
-        ),
-        "tls_crl_file"
-        | "tls_key_file"
-        | "tls_cert_file"
-        | "tls_priorities"
-        | "tls_host_override"
-        | "tls_min_dh_prime_bits"
-        | "ntlmdomain"
-        | "proxy_host"
-        | "proxy_port"
-        | "socket"
-        | "source_ip"
-            if !v.is_empty() =>
-        {
-            out.note(
-                file,
-                l,
-                format!("{k} {}", super::shorten(v)),
-                "popfetch has no equivalent; ignored",
-            )
+        "tls_fingerprint" => {
+            if !v.is_empty() {
+                out.note(
+                    file,
+                    l,
+                    "tls_fingerprint",
+                    "popfetch checks certificates against CAs only (ca_file)",
+                );
+            }
         }
-        "tls_fingerprint"
-        | "tls_crl_file"
-        | "tls_key_file"
-        | "tls_cert_file"
-        | "tls_priorities"
-        | "tls_host_override"
-        | "tls_min_dh_prime_bits"
-        | "ntlmdomain"
-        | "proxy_host"
-        | "proxy_port"
-        | "socket"
-        | "source_ip" => {}
+        k if NO_EQUIVALENT.contains(&k) => {
+            if !v.is_empty() {
+                out.note(
+                    file,
+                    l,
+                    format!("{k} {}", super::shorten(v)),
+                    "popfetch has no equivalent; ignored",
+                );
+            }
+        }
         _ => policy_setting(k, v, l, file, out, a, seen),
     }
 }
