@@ -77,6 +77,18 @@ pub enum NetError {
     Io(std::io::Error),
 }
 
+impl NetError {
+    /// Whether trying again later may succeed without a config change: a refused or timed-out
+    /// connection or a broken link may; a failed certificate check or an unusable `ca_file`
+    /// will not.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            NetError::Connect { .. } | NetError::Timeout { .. } | NetError::Io(_) => true,
+            NetError::Tls { .. } | NetError::CaFile { .. } => false,
+        }
+    }
+}
+
 impl Peer<'_> {
     /// The TCP connection, with Nagle's algorithm off: commands are small and each waits for an
     /// answer, so Nagle would hold each back until the delayed ACK of the last answer (about 40

@@ -76,12 +76,12 @@ fn check_config(c: &Config) {
         if a.on_permanent_failure == PermanentFailure::Quarantine {
             assert!(a.quarantine.is_some());
         }
-        // Exactly one login credential: a password source or an OAuth2 token source.
-        assert_ne!(a.password.is_some(), a.oauth2.is_some());
-        if let Some(p) = &a.password {
+        // Exactly one login credential (the type says so): a password source or an OAuth2
+        // token source, each well formed.
+        if let Some(p) = a.password() {
             check_password(p);
         }
-        match &a.oauth2 {
+        match a.oauth2() {
             Some(OAuth2Source::Command { argv, .. }) => {
                 assert!(argv.first().is_some_and(|p| !p.is_empty()));
             }

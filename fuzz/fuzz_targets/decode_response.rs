@@ -10,7 +10,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use popfetch::pop3::{DecodeError, Decoder, Event, Expect, MAX_LINE, Status};
+use popfetch::pop3::{DecodeError, Decoder, Event, Expect, MAX_LINE, Pipeline, Status};
 use popfetch_fuzz::{chunk_sizes, chunks, encode_status, shapes, split_script};
 
 fuzz_target!(|data: &[u8]| {
@@ -38,9 +38,9 @@ fuzz_target!(|data: &[u8]| {
 type Outcome = (Vec<Event>, Option<std::mem::Discriminant<DecodeError>>);
 
 fn decode(expects: &[Expect], pieces: &[&[u8]]) -> Outcome {
-    let mut d = Decoder::new();
+    let mut d = Pipeline::<()>::new();
     for &e in expects {
-        d.expect(e);
+        d.expect("test", e, ());
     }
     let mut events: Vec<Event> = Vec::new();
     for piece in pieces {
@@ -85,7 +85,7 @@ fn check_status_round_trip(s: &Status) {
     let mut wire = line;
     wire.extend_from_slice(b"\r\n");
     let mut d = Decoder::new();
-    d.expect(Expect::Single);
+    d.begin(Expect::Single);
     d.feed(&wire);
     match d.next_event() {
         Ok(Some(Event::Status(again))) => assert_eq!(&again, s),

@@ -8,7 +8,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use popfetch::pop3::{Decoder, Event, Expect, MAX_LINE, Status};
+use popfetch::pop3::{Event, Expect, MAX_LINE, Pipeline, Status};
 use popfetch_fuzz::{chunk_sizes, chunks, normalise_body, split_script, stuff};
 
 fuzz_target!(|data: &[u8]| {
@@ -20,9 +20,9 @@ fuzz_target!(|data: &[u8]| {
     wire.extend_from_slice(&stuff(&body));
     wire.extend_from_slice(b"+OK next\r\n");
 
-    let mut d = Decoder::new();
-    d.expect(Expect::Body);
-    d.expect(Expect::Single);
+    let mut d = Pipeline::<()>::new();
+    d.expect("RETR", Expect::Body, ());
+    d.expect("NOOP", Expect::Single, ());
     let mut statuses = Vec::new();
     let mut got = Vec::new();
     let mut ends = 0;
@@ -57,5 +57,5 @@ fuzz_target!(|data: &[u8]| {
             Status::parse(b"+OK next").unwrap()
         ]
     );
-    assert_eq!((d.buffered(), d.outstanding()), (0, 0));
+    assert_eq!((d.buffered(), d.in_flight()), (0, 0));
 });

@@ -1,12 +1,15 @@
 //! The response decoder: bytes from the server in, [`Event`]s out.
 //!
-//! The caller announces the shape of each answer it expects with [`Decoder::expect`] (in command
-//! order, so pipelined answers decode correctly), pushes received bytes with
-//! [`Decoder::buffer_mut`], and pulls events with [`Decoder::next_event`]. `Ok(None)` means "need
-//! more bytes", never an error. A multi-line answer (RFC 1939 §3) comes out either as whole lines
-//! (`Expect::Lines`, for CAPA, UIDL and LIST, each line capped at [`MAX_LINE`]) or as a stream of
-//! body chunks (`Expect::Body`, for RETR and TOP) that is never held whole: a message line may be of
-//! any length, only the decoder's buffer is bounded.
+//! The decoder reads one answer at a time: the caller starts each with [`Decoder::begin`] and its
+//! shape, pushes received bytes with [`Decoder::buffer_mut`], and pulls events with
+//! [`Decoder::next_event`] until the decoder is idle again. `Ok(None)` means "need more bytes",
+//! never an error. Which answer comes next, for which command, is the business of
+//! [`super::Pipeline`], the one queue of commands sent and answers due.
+//!
+//! A multi-line answer (RFC 1939 §3) comes out either as whole lines (`Expect::Lines`, for CAPA,
+//! UIDL and LIST, each line capped at [`MAX_LINE`]) or as a stream of body chunks
+//! (`Expect::Body`, for RETR and TOP) that is never held whole: a message line may be of any
+//! length, only the decoder's buffer is bounded.
 //!
 //! Body chunks are dot-unstuffed and carry local line endings: each CRLF (or a bare LF from a
 //! careless server) becomes one `\n`; every other byte, 8-bit included, passes through untouched.
@@ -21,8 +24,6 @@
 //! (stuffing makes it ".."), and a "." lost from the content is the lesser harm than a message
 //! cut short at a bare LF, whose rest a careless parser would take for the next answers. The
 //! rule is decided per answer, never per line, so no byte of a message can end it early.
-
-use std::collections::VecDeque;
 
 use super::types::Status;
 
@@ -86,7 +87,6 @@ pub struct Decoder {
     /// Start of the unconsumed bytes in `buf`.
     pos: usize,
     state: State,
-    queue: VecDeque<Expect>,
 }
 
 impl Default for Decoder {
@@ -101,21 +101,19 @@ impl Decoder {
             buf: Vec::with_capacity(64 * 1024),
             pos: 0,
             state: State::Idle,
-            queue: VecDeque::new(),
         }
     }
 
-    /// Queues the shape of the next answer, in the order the commands were sent.
-    pub fn expect(&mut self, e: Expect) {
-        self.queue.push_back(e);
-        if self.state == State::Idle {
-            self.start_next();
-        }
+    /// Starts reading an answer of shape `e`. The previous answer must have ended
+    /// ([`Decoder::is_idle`]); bytes already buffered belong to this answer.
+    pub fn begin(&mut self, e: Expect) {
+        debug_assert!(self.is_idle(), "begin() while an answer is under way");
+        self.state = State::Status(e);
     }
 
-    /// Answers still expected (queued or under way).
-    pub fn outstanding(&self) -> usize {
-        self.queue.len() + usize::from(self.state != State::Idle)
+    /// Whether no answer is under way: the last one ended, or none began.
+    pub fn is_idle(&self) -> bool {
+        self.state == State::Idle
     }
 
     /// Whether a message body is being decoded (its `End` has not come out yet).
@@ -164,13 +162,6 @@ impl Decoder {
         rest
     }
 
-    fn start_next(&mut self) {
-        self.state = match self.queue.pop_front() {
-            Some(e) => State::Status(e),
-            None => State::Idle,
-        };
-    }
-
     /// The next event, `Ok(None)` when more bytes are needed. After an error the connection
     /// cannot be trusted and must be closed.
     pub fn next_event(&mut self) -> Result<Option<Event>, DecodeError> {
@@ -197,10 +188,7 @@ impl Decoder {
                     // A SASL continuation keeps the exchange going: the next line the server
                     // sends is again a status line of the same answer.
                     (super::StatusKind::Continue, e) => State::Status(e),
-                    _ => {
-                        self.start_next();
-                        self.state
-                    }
+                    _ => State::Idle,
                 };
                 Ok(Some(Event::Status(status)))
             }
@@ -209,7 +197,7 @@ impl Decoder {
                     return Ok(None);
                 };
                 if line == b"." && (crlf || !seen_crlf) {
-                    self.start_next();
+                    self.state = State::Idle;
                     return Ok(Some(Event::End));
                 }
                 self.state = State::Lines {
@@ -228,7 +216,7 @@ impl Decoder {
             }
             State::Body { .. } => self.body_chunk(),
             State::BodyEnded => {
-                self.start_next();
+                self.state = State::Idle;
                 Ok(Some(Event::End))
             }
         }
@@ -341,7 +329,7 @@ impl Decoder {
             return Ok(Some(Event::Data(out)));
         }
         if ended {
-            self.start_next();
+            self.state = State::Idle;
             return Ok(Some(Event::End));
         }
         self.state = State::Body {

@@ -46,9 +46,9 @@ fn decode_pieces<'a>(
     expects: &[Expect],
     pieces: impl IntoIterator<Item = &'a [u8]>,
 ) -> (Vec<Event>, Option<std::mem::Discriminant<DecodeError>>) {
-    let mut d = Decoder::new();
+    let mut d = Pipeline::<()>::new();
     for &e in expects {
-        d.expect(e);
+        d.expect("test", e, ());
     }
     let mut out: Vec<Event> = Vec::new();
     for piece in pieces {
@@ -223,13 +223,13 @@ proptest! {
         prop_assert_eq!(Status::parse(&again), Some(status.clone()), "re-encoded as {:?}", again);
 
         let mut d = Decoder::new();
-        d.expect(Expect::Single);
+        d.begin(Expect::Single);
         d.feed(&line);
         d.feed(b"\r\n");
         let decoded = d.next_event().unwrap();
         prop_assert_eq!(decoded, Some(Event::Status(status.clone())));
         let mut d = Decoder::new();
-        d.expect(Expect::Single);
+        d.begin(Expect::Single);
         d.feed(&again);
         d.feed(b"\r\n");
         prop_assert_eq!(d.next_event().unwrap(), Some(Event::Status(status)));

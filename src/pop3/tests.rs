@@ -187,9 +187,9 @@ fn capabilities_parse() {
 /// Decodes `input` fed in chunks of `chunk` bytes (0 = whole), merging consecutive Data events
 /// so that results do not depend on where the reads happened to split.
 fn decode_all(expects: &[Expect], input: &[u8], chunk: usize) -> Result<Vec<Event>, DecodeError> {
-    let mut d = Decoder::new();
+    let mut d = Pipeline::<()>::new();
     for &e in expects {
-        d.expect(e);
+        d.expect("test", e, ());
     }
     let mut out: Vec<Event> = Vec::new();
     let step = if chunk == 0 {
@@ -357,7 +357,7 @@ fn decoder_caps_line_length() {
 #[test]
 fn decoder_buffer_stays_bounded_for_endless_body_line() {
     let mut d = Decoder::new();
-    d.expect(Expect::Body);
+    d.begin(Expect::Body);
     d.feed(b"+OK\r\n");
     d.next_event().unwrap();
     for _ in 0..1000 {
@@ -437,9 +437,9 @@ proptest! {
     #[test]
     fn decoder_survives_arbitrary_input(input in proptest::collection::vec(any::<u8>(), 0..4096),
                                         chunk in 1usize..300) {
-        let mut d = Decoder::new();
+        let mut d = Pipeline::<()>::new();
         for e in [Expect::Single, Expect::Lines, Expect::Body, Expect::Lines] {
-            d.expect(e);
+            d.expect("test", e, ());
         }
         'outer: for piece in input.chunks(chunk) {
             d.feed(piece);

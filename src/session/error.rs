@@ -2,24 +2,14 @@
 
 use std::time::Duration;
 
-use crate::net::{NetError, tls_hint};
+use crate::net::NetError;
 use crate::pop3::{DecodeError, ResponseCode, Status, printable};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
-    #[error("cannot connect to {addr}: {source}")]
-    Connect {
-        addr: String,
-        source: std::io::Error,
-    },
-    #[error("timed out after {}s waiting for {what}", after.as_secs_f32())]
-    Timeout { what: &'static str, after: Duration },
-    #[error("TLS with {host} failed: {reason}{}", tls_hint(reason))]
-    Tls { host: String, reason: String },
-    #[error("cannot use ca_file {path}: {why}")]
-    CaFile { path: String, why: String },
-    #[error("connection error: {0}")]
-    Io(std::io::Error),
+    /// Connecting, TLS, a read or a write failed or timed out: `net`'s errors, in its words.
+    #[error(transparent)]
+    Net(#[from] NetError),
     #[error("the server closed the connection")]
     Closed,
     #[error("protocol error: {0}")]
@@ -91,12 +81,8 @@ impl SessionError {
     /// Whether the same poll may succeed later without a config change.
     pub fn is_transient(&self) -> bool {
         match self {
-            SessionError::Connect { .. }
-            | SessionError::Timeout { .. }
-            | SessionError::Io(_)
-            | SessionError::Closed
-            | SessionError::Cancelled
-            | SessionError::Stalled { .. } => true,
+            SessionError::Net(e) => e.is_transient(),
+            SessionError::Closed | SessionError::Cancelled | SessionError::Stalled { .. } => true,
             SessionError::Refused { code: Some(c), .. } => c.is_transient(),
             // A refusal without a code may be anything; a login refusal is not transient.
             SessionError::Refused {
@@ -104,26 +90,11 @@ impl SessionError {
                 code: None,
                 ..
             } => !matches!(*command, "USER" | "PASS" | "APOP" | "AUTH"),
-            SessionError::Tls { .. }
-            | SessionError::CaFile { .. }
-            | SessionError::Decode(_)
+            SessionError::Decode(_)
             | SessionError::Protocol(_)
             | SessionError::NoStls
             | SessionError::OverBudget { .. }
             | SessionError::Auth(_) => false,
-        }
-    }
-}
-
-/// The same failure in the session's terms (and words: the messages are `net`'s).
-impl From<NetError> for SessionError {
-    fn from(e: NetError) -> SessionError {
-        match e {
-            NetError::Connect { addr, source } => SessionError::Connect { addr, source },
-            NetError::Timeout { what, after } => SessionError::Timeout { what, after },
-            NetError::Tls { host, reason } => SessionError::Tls { host, reason },
-            NetError::CaFile { path, why } => SessionError::CaFile { path, why },
-            NetError::Io(e) => SessionError::Io(e),
         }
     }
 }

@@ -20,7 +20,6 @@ mod stream;
 #[cfg(test)]
 mod tests;
 
-use std::collections::VecDeque;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -30,10 +29,11 @@ pub use error::SessionError;
 use stream::Stream;
 
 use crate::config::{AuthMethod, TlsMode};
+use crate::net::NetError;
 use crate::pop3::listing;
 use crate::pop3::login::{CredentialKind, Exchange, Link, Method, Offer};
 use crate::pop3::sasl::{Next, Sasl, SaslError};
-use crate::pop3::{self, Capabilities, Command, Decoder, Event, Expect, MsgNum, Status, Uidl};
+use crate::pop3::{self, Capabilities, Command, Event, Expect, MsgNum, Pipeline, Status, Uidl};
 use crate::secret::Secret;
 
 /// Octets the CAPA answer may take. CAPA is read before STLS and before login, so anyone on
@@ -97,13 +97,11 @@ pub struct ConnectParams<'a> {
 /// An open POP3 session, in AUTHORIZATION state until [`Session::login`] succeeds.
 pub struct Session {
     stream: Stream,
-    dec: Decoder,
-    out: Vec<u8>,
+    /// Commands sent and answers due, with the caller's tags; `None` for the session's own.
+    pipe: Pipeline<Option<Tag>>,
     timeout: Duration,
     greeting: Status,
     caps: Option<Capabilities>,
-    /// Queued or sent commands whose answers are still to be read, oldest first.
-    pending: VecDeque<(Tag, &'static str)>,
     /// The server's name and port as configured (OAUTHBEARER sends them).
     host: String,
     port: u16,
@@ -181,12 +179,10 @@ impl Session {
         };
         let mut s = Session {
             stream,
-            dec: Decoder::new(),
-            out: Vec::with_capacity(512),
+            pipe: Pipeline::new(),
             timeout: params.timeout,
             greeting: Status::parse(b"+OK").expect("literal status"),
             caps: None,
-            pending: VecDeque::new(),
             host: params.host.to_string(),
             port: params.port,
             stop: stop.clone(),
@@ -198,8 +194,8 @@ impl Session {
                 bytes: 0,
             },
         };
-        s.dec.expect(Expect::Single);
-        let greeting = s.read_status("greeting").await?;
+        s.pipe.expect("greeting", Expect::Single, None);
+        let greeting = s.read_status().await?;
         if !greeting.is_ok() {
             return Err(SessionError::refused("greeting", &greeting));
         }
@@ -223,7 +219,7 @@ impl Session {
         }
         // Anything sent after the +OK but before the handshake was injected by someone on the
         // path (the STARTTLS command-injection attack): refuse it.
-        if !self.dec.take_unread().is_empty() {
+        if !self.pipe.take_unread().is_empty() {
             return Err(SessionError::protocol(
                 "server sent data after its STLS answer, before the TLS handshake",
             ));
@@ -355,7 +351,10 @@ impl Session {
                 Ok(Next::Done) => return Ok(()),
                 // The answer continues the same exchange: no new answer is expected of the
                 // decoder.
-                Ok(Next::Send(line)) => self.write(&line).await?,
+                Ok(Next::Send(line)) => {
+                    self.pipe.continue_with(&line);
+                    self.flush().await?;
+                }
                 Err(SaslError::Refused { detail }) => {
                     let mut e = SessionError::refused("AUTH", &st);
                     if let (Some(d), SessionError::Refused { text, .. }) = (detail, &mut e) {
@@ -367,7 +366,7 @@ impl Session {
                 }
                 Err(e) => return Err(SessionError::Auth(e.to_string())),
             }
-            st = self.read_status("AUTH").await?;
+            st = self.read_status().await?;
         }
     }
 
@@ -422,7 +421,7 @@ impl Session {
     /// The next piece of the message being retrieved (unstuffed, `\n` line endings), or `None`
     /// at its end.
     pub async fn body_chunk(&mut self) -> Result<Option<Vec<u8>>, SessionError> {
-        match self.next_event("RETR").await? {
+        match self.next_event().await? {
             Event::Data(d) => Ok(Some(d)),
             Event::End => Ok(None),
             other => Err(SessionError::protocol(&format!(
@@ -435,7 +434,7 @@ impl Session {
     /// the session can go on after its delivery failed. Does nothing when no answer is under way.
     pub async fn skip_body(&mut self, limit: u64) -> Result<(), SessionError> {
         let mut seen = 0u64;
-        while self.dec.in_body() {
+        while self.pipe.in_body() {
             match self.body_chunk().await? {
                 Some(d) => {
                     seen += d.len() as u64;
@@ -471,32 +470,30 @@ impl Session {
         tracing::trace!(command = ?cmd, "queue");
         // The transfer begins: from here the caller decides what a stop ends.
         self.interruptible = false;
-        cmd.encode(&mut self.out);
-        self.dec.expect(cmd.expect());
-        self.pending.push_back((tag, cmd.name()));
+        self.pipe.queue(&cmd, Some(tag));
     }
 
     /// Commands sent or queued whose answers have not been read.
     pub fn in_flight(&self) -> usize {
-        self.pending.len()
+        self.pipe.in_flight()
     }
 
     /// Sends the queued commands. A write never waits on the server's answers, and the queue is
     /// bounded by the caller, so reads and writes cannot deadlock on full socket buffers.
     pub async fn flush(&mut self) -> Result<(), SessionError> {
-        if self.out.is_empty() {
+        if self.pipe.output().is_empty() {
             return Ok(());
         }
-        let r = tokio::time::timeout(self.timeout, self.stream.write_all(&self.out)).await;
-        // Do not keep a credential in the buffer longer than needed; the capacity is reused.
-        crate::secret::wipe(&mut self.out);
-        self.out.clear();
+        let r = tokio::time::timeout(self.timeout, self.stream.write_all(self.pipe.output())).await;
+        // Do not keep a credential in the buffer longer than needed.
+        self.pipe.written();
         match r {
-            Ok(r) => r.map_err(SessionError::Io),
-            Err(_) => Err(SessionError::Timeout {
+            Ok(r) => r.map_err(|e| NetError::Io(e).into()),
+            Err(_) => Err(NetError::Timeout {
                 what: "the server to accept a command",
                 after: self.timeout,
-            }),
+            }
+            .into()),
         }
     }
 
@@ -504,36 +501,33 @@ impl Session {
     /// `+OK` to a RETR, read its body with [`Session::body_chunk`] before the next answer.
     pub async fn next_answer(&mut self) -> Result<(Tag, Status), SessionError> {
         self.flush().await?;
-        let Some((tag, name)) = self.pending.pop_front() else {
-            return Err(SessionError::protocol("internal: no answer is due"));
-        };
-        let st = self.read_status(name).await?;
-        Ok((tag, st))
+        let st = self.read_status().await?;
+        match self.pipe.current() {
+            Some((Some(tag), _)) => Ok((tag, st)),
+            _ => Err(SessionError::protocol("internal: no answer is due")),
+        }
     }
 
     /// Sends one command and reads its status line.
     async fn command(&mut self, cmd: Command) -> Result<Status, SessionError> {
-        debug_assert!(
-            self.pending.is_empty(),
+        debug_assert_eq!(
+            self.pipe.in_flight(),
+            0,
             "command() while answers are pending"
         );
         tracing::trace!(command = ?cmd, "send");
-        self.dec.expect(cmd.expect());
-        self.write(&cmd).await?;
-        self.read_status(cmd.name()).await
+        self.pipe.queue(&cmd, None);
+        self.flush().await?;
+        self.read_status().await
     }
 
-    /// Writes one line at once (a command, or an answer within a SASL exchange).
-    async fn write(&mut self, cmd: &Command) -> Result<(), SessionError> {
-        cmd.encode(&mut self.out);
-        self.flush().await
-    }
-
-    async fn read_status(&mut self, what: &'static str) -> Result<Status, SessionError> {
-        match self.next_event(what).await? {
+    /// The status line of the answer due.
+    async fn read_status(&mut self) -> Result<Status, SessionError> {
+        match self.next_event().await? {
             Event::Status(s) => Ok(s),
             other => Err(SessionError::protocol(&format!(
-                "expected a status line for {what}, got {other:?}"
+                "expected a status line for {}, got {other:?}",
+                self.pipe.current().map_or("?", |(_, what)| what)
             ))),
         }
     }
@@ -545,16 +539,13 @@ impl Session {
             let st = self.command(cmd).await?;
             return Ok((st, count));
         }
-        let name = cmd.name();
         let pipelining = self.caps.as_ref().is_some_and(|c| c.pipelining);
-        self.dec.expect(Command::Stat.expect());
-        Command::Stat.encode(&mut self.out);
+        self.pipe.queue(&Command::Stat, None);
         if pipelining {
-            self.dec.expect(cmd.expect());
-            cmd.encode(&mut self.out);
+            self.pipe.queue(&cmd, None);
         }
         self.flush().await?;
-        let stat = self.read_status("STAT").await?;
+        let stat = self.read_status().await?;
         if !stat.is_ok() {
             return Err(SessionError::refused("STAT", &stat));
         }
@@ -569,7 +560,7 @@ impl Session {
         }
         self.stat_count = Some(count);
         let st = if pipelining {
-            self.read_status(name).await?
+            self.read_status().await?
         } else {
             self.command(cmd).await?
         };
@@ -586,7 +577,7 @@ impl Session {
     ) -> Result<(), SessionError> {
         let (mut used, mut count) = (0u64, 0u64);
         loop {
-            match self.next_event(what).await? {
+            match self.next_event().await? {
                 Event::Line(l) => {
                     // The line's ending is not handed out: count it as a CRLF.
                     used = used.saturating_add(l.len() as u64 + 2);
@@ -611,16 +602,17 @@ impl Session {
         }
     }
 
-    async fn next_event(&mut self, what: &'static str) -> Result<Event, SessionError> {
+    async fn next_event(&mut self) -> Result<Event, SessionError> {
         loop {
-            if let Some(ev) = self.dec.next_event().map_err(SessionError::Decode)? {
+            if let Some(ev) = self.pipe.next_event().map_err(SessionError::Decode)? {
                 return Ok(ev);
             }
             // Waiting for the rest of an answer under way counts towards the minimum rate;
             // waiting for an answer's first byte has the timeout alone.
-            let mid = self.dec.mid_answer();
+            let mid = self.pipe.mid_answer();
+            let what = self.pipe.waiting_for();
             let started = Instant::now();
-            let buf = self.dec.buffer_mut();
+            let buf = self.pipe.buffer_mut();
             buf.reserve(READ_SIZE);
             let read = tokio::time::timeout(self.timeout, self.stream.read_buf(buf));
             let r = if self.interruptible {
@@ -632,12 +624,13 @@ impl Session {
                 read.await
             };
             let n = match r {
-                Ok(r) => r.map_err(SessionError::Io)?,
+                Ok(r) => r.map_err(NetError::Io)?,
                 Err(_) => {
-                    return Err(SessionError::Timeout {
+                    return Err(NetError::Timeout {
                         what: wait_name(what),
                         after: self.timeout,
-                    });
+                    }
+                    .into());
                 }
             };
             if n == 0 {
@@ -648,8 +641,8 @@ impl Session {
     }
 }
 
-fn wait_name(what: &'static str) -> &'static str {
-    match what {
+fn wait_name(what: Option<&'static str>) -> &'static str {
+    match what.unwrap_or_default() {
         "greeting" => "the server's greeting",
         "RETR" => "message data",
         _ => "the server's answer",
