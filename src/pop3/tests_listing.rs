@@ -2,7 +2,10 @@
 
 use proptest::prelude::*;
 
-use super::listing::{BadLine, list_line, stat_count, uidl_line};
+use super::listing::{
+    BadLine, Budget, LISTING_SLACK_LINES, LISTING_SLACK_OCTETS, MAX_MESSAGES, NumSet, list_line,
+    listing_budget, stat_count, uidl_line,
+};
 use super::{InvalidUidl, MsgNum};
 
 fn n(v: u32) -> MsgNum {
@@ -87,4 +90,51 @@ proptest! {
         prop_assert_eq!(list_line(format!("{num} {size}").as_bytes()), Ok((m, size)));
         prop_assert_eq!(stat_count(format!("{size} {num}").as_bytes()), Ok(size));
     }
+}
+
+#[test]
+fn listing_budgets_follow_the_stat_count_and_saturate() {
+    assert_eq!(
+        listing_budget(0),
+        (LISTING_SLACK_OCTETS, LISTING_SLACK_LINES)
+    );
+    let (octets, lines) = listing_budget(1_000_000);
+    // A million lines of the longest UIDL a server may send (RFC 1939 §7) fit.
+    assert!(octets >= 1_000_000 * (10 + 1 + 70 + 2));
+    assert_eq!(lines, 1_000_000 + LISTING_SLACK_LINES);
+    assert_eq!(listing_budget(u64::MAX), (u64::MAX, u64::MAX));
+}
+
+#[test]
+fn num_set_refuses_a_number_twice_or_beyond_the_count() {
+    let mut s = NumSet::new(3);
+    for v in [2, 1, 3] {
+        s.insert(n(v)).unwrap();
+    }
+    assert!(s.insert(n(2)).unwrap_err().contains("listed twice"));
+    // A sloppy server gets slack beyond STAT's count, no more.
+    let slack = u32::try_from(LISTING_SLACK_LINES).unwrap();
+    s.insert(n(3 + slack)).unwrap();
+    assert!(
+        s.insert(n(4 + slack))
+            .unwrap_err()
+            .contains("beyond STAT's count of 3")
+    );
+    assert!(s.insert(n(u32::MAX)).is_err());
+    // The largest mailbox: its set is a few MiB, and its last number fits.
+    let mut s = NumSet::new(MAX_MESSAGES);
+    assert!(s.size() <= (MAX_MESSAGES as usize / 8) + 4096);
+    s.insert(n(u32::try_from(MAX_MESSAGES).unwrap() + slack))
+        .unwrap();
+}
+
+#[test]
+fn a_budget_counts_each_line_with_a_crlf_and_stops_past_either_limit() {
+    let mut b = Budget::new((10, 3));
+    assert!(b.take(b"abc")); // 5
+    assert!(b.take(b"abc")); // 10: at the limit still
+    assert!(!b.take(b"")); // 12 octets
+    let mut b = Budget::new((1000, 2));
+    assert!(b.take(b"a") && b.take(b"b"));
+    assert!(!b.take(b"c"), "a third line is past two");
 }

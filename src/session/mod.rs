@@ -3,10 +3,10 @@
 //! turns [`crate::pop3`] events into typed results. It knows nothing of delivery or state.
 //!
 //! Everything a server sends is bounded, in size and in time:
-//! - every listing has a byte budget: CAPA a small fixed one ([`CAPA_BUDGET`]), UIDL and LIST one
-//!   in proportion to the message count STAT announced ([`listing_budget`]), and the UIDL and
-//!   LIST listings are handed to the caller line by line, never collected: what a listing
-//!   costs here is one bit per message number ([`MAX_MESSAGES`] at most), whatever it says;
+//! - every listing has a byte budget (see [`crate::pop3::listing`]): CAPA a small fixed one, UIDL
+//!   and LIST one in proportion to the message count STAT announced, and the UIDL and LIST
+//!   listings are handed to the caller line by line, never collected: what a listing costs here
+//!   is one bit per message number (`MAX_MESSAGES` at most), whatever it says;
 //! - a SASL exchange answers a bounded number of server challenges per mechanism;
 //! - every read has the account's `timeout`, and the data of an answer under way must keep
 //!   coming at [`MIN_RATE`] on average over every [`stall_window`]: a server that trickles a
@@ -30,38 +30,11 @@ use stream::Stream;
 
 use crate::config::{AuthMethod, TlsMode};
 use crate::net::NetError;
-use crate::pop3::listing;
+use crate::pop3::listing::{self, Budget, CAPA_BUDGET, MAX_MESSAGES, NumSet, listing_budget};
 use crate::pop3::login::{CredentialKind, Exchange, Link, Method, Offer};
 use crate::pop3::sasl::{Next, Sasl, SaslError};
 use crate::pop3::{self, Capabilities, Command, Event, Expect, MsgNum, Pipeline, Status, Uidl};
 use crate::secret::Secret;
-
-/// Octets the CAPA answer may take. CAPA is read before STLS and before login, so anyone on
-/// the path (or any server at all) can send it: it gets a small fixed budget. Real servers
-/// answer with well under 1 KiB.
-pub const CAPA_BUDGET: u64 = 64 * 1024;
-
-/// Octets a UIDL or LIST listing may take per message STAT announced: a message number (10
-/// digits), a space, a unique-id of at most 70 characters (RFC 1939 §7) or a size and whatever
-/// a server adds after it, and CRLF, with room to spare.
-pub const LISTING_OCTETS_PER_MESSAGE: u64 = 128;
-
-/// Octets and lines a listing may take beyond what STAT announced: mail that arrived in
-/// between is not listed in the same session (RFC 1939 §5), but a sloppy server gets slack.
-pub const LISTING_SLACK_OCTETS: u64 = 64 * 1024;
-pub const LISTING_SLACK_LINES: u64 = 1024;
-
-/// The budget of a UIDL or LIST listing when STAT announced `count` messages: octets and
-/// lines. A real mailbox of a million messages fits; a listing far beyond what STAT said is
-/// cut off after a few lines, before it costs memory.
-pub fn listing_budget(count: u64) -> (u64, u64) {
-    (
-        count
-            .saturating_mul(LISTING_OCTETS_PER_MESSAGE)
-            .saturating_add(LISTING_SLACK_OCTETS),
-        count.saturating_add(LISTING_SLACK_LINES),
-    )
-}
 
 /// The least average rate at which the data of an answer under way must arrive, over every
 /// [`stall_window`]. 1 KiB/s is below what a poor 2G (GPRS) or a satellite link delivers
@@ -572,21 +545,18 @@ impl Session {
     async fn read_listing(
         &mut self,
         what: &'static str,
-        (octets, lines): (u64, u64),
+        limits: (u64, u64),
         mut f: impl FnMut(Vec<u8>) -> Result<(), SessionError>,
     ) -> Result<(), SessionError> {
-        let (mut used, mut count) = (0u64, 0u64);
+        let mut budget = Budget::new(limits);
         loop {
             match self.next_event().await? {
                 Event::Line(l) => {
-                    // The line's ending is not handed out: count it as a CRLF.
-                    used = used.saturating_add(l.len() as u64 + 2);
-                    count += 1;
-                    if used > octets || count > lines {
+                    if !budget.take(&l) {
                         return Err(SessionError::OverBudget {
                             what,
-                            octets,
-                            lines,
+                            octets: budget.octets,
+                            lines: budget.lines,
                             count: self.stat_count,
                         });
                     }
@@ -654,49 +624,4 @@ fn wait_name(what: Option<&'static str>) -> &'static str {
 pub enum Credential {
     Password(Secret<String>),
     Token(Secret<String>),
-}
-
-/// Most messages a mailbox may hold: STAT announcing more is refused. It bounds the one
-/// structure a listing needs whatever its length, the `NumSet` of its message numbers (8 MiB
-/// at most); a real mailbox is far smaller (a million messages take 125 KiB).
-pub const MAX_MESSAGES: u64 = 1 << 26;
-
-/// The message numbers a listing named, one bit each. In a fresh session the numbers are 1 to
-/// STAT's count (RFC 1939 §4); a sloppy server gets [`LISTING_SLACK_LINES`] more. The bits are
-/// allocated zeroed at once, so only the pages the listing touches take memory.
-struct NumSet {
-    bits: Vec<u64>,
-    max: u64,
-}
-
-impl NumSet {
-    fn new(count: u64) -> NumSet {
-        let max = count.saturating_add(LISTING_SLACK_LINES);
-        // STAT's count is at most MAX_MESSAGES: a few MiB at most.
-        let words = usize::try_from(max / 64 + 1).unwrap_or(0);
-        NumSet {
-            bits: vec![0; words],
-            max,
-        }
-    }
-
-    /// Notes `n`; why not, when it was noted before or lies beyond the count.
-    fn insert(&mut self, n: MsgNum) -> Result<(), String> {
-        let v = u64::from(n.get());
-        if v > self.max {
-            return Err(format!(
-                "message {n} lies beyond STAT's count of {}",
-                self.max - LISTING_SLACK_LINES
-            ));
-        }
-        let (word, bit) = (usize::try_from(v / 64).unwrap_or(usize::MAX), v % 64);
-        let Some(w) = self.bits.get_mut(word) else {
-            return Err(format!("message {n} is out of range"));
-        };
-        if *w & (1 << bit) != 0 {
-            return Err(format!("message {n} is listed twice"));
-        }
-        *w |= 1 << bit;
-        Ok(())
-    }
 }
