@@ -19,7 +19,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         user: "demo".into(),
         password: "demo-password".into(),
         messages: messages.clone(),
-        ..Mailbox::default()
     })
     .await?;
     println!(
@@ -28,8 +27,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         messages.len()
     );
 
-    // Loopback needs no TLS; auth = "auto" still keeps the password off the wire by picking
-    // CRAM-MD5, which the demo server offers.
+    // The demo server speaks clear text on loopback and knows only USER/PASS, so the config
+    // allows a clear-text login; a real account keeps TLS and the default refusal.
     let config_path = dir.join("config.toml");
     std::fs::write(
         &config_path,
@@ -41,6 +40,7 @@ name = "demo"
 host = "127.0.0.1"
 port = {port}
 tls = "none"
+allow_plaintext_auth = true
 user = "demo"
 password = "demo-password"
 deliver = {{ maildir = "Maildir" }}
@@ -76,6 +76,9 @@ deliver = {{ maildir = "Maildir" }}
         println!("  {:>6} bytes  {subject}", text.len());
     }
     println!("\nconfig used: {}", config_path.display());
-    println!("server now holds {} messages", server.remaining().len());
+    println!(
+        "server now holds {} messages",
+        server.remaining().await.len()
+    );
     Ok(())
 }

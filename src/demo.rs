@@ -1,97 +1,78 @@
-//! A small in-process POP3 server on loopback: a demo and test peer, not production code.
+//! The demo's POP3 server: `cargo run --release --example demo`, the README's first command,
+//! fetches from it, so popfetch can be tried without a mail account. Nothing else uses it: the
+//! binary does not, and the tests have Dovecot and their own scripted server.
 //!
-//! This module owns [`DemoServer`], which serves one [`Mailbox`] on `127.0.0.1` so that
-//! the README's demo (`cargo run --example demo`) works without a mail account, and so
-//! that integration tests can script behaviour a real server (Dovecot) will not produce.
-//! It also owns [`sample_messages`], the demo's mailbox content.
-//!
-//! The server speaks correct POP3 so the real client exercises its real paths:
-//!
-//! * RFC 1939: `USER`/`PASS`, `APOP`, `STAT`, `LIST`, `UIDL`, `RETR`, `TOP`, `DELE`,
-//!   `NOOP`, `RSET`, `QUIT`, with the AUTHORIZATION / TRANSACTION / UPDATE states,
-//!   an exclusive maildrop lock per session and dot-stuffed, CRLF multi-line responses.
-//! * RFC 2449: `CAPA`, `RESP-CODES` (`[AUTH]`, `[IN-USE]`) and `PIPELINING`.
-//! * RFC 5034: `AUTH` with the `PLAIN`, `LOGIN` and `CRAM-MD5` mechanisms,
-//!   `*` cancellation and `AUTH-RESP-CODE`.
-//!
-//! Message sizes are octet counts of the message with CRLF line endings, as it goes on
-//! the wire before dot-stuffing; a message without a final newline gets one on the wire.
-//! Deletions take effect only when a session ends with `QUIT` (the UPDATE state); a
-//! dropped connection discards its deletion marks.
+//! It owns [`DemoServer`], which serves one [`Mailbox`] on `127.0.0.1`, and
+//! [`sample_messages`], the demo's mail. It speaks just enough correct POP3 (RFC 1939, CAPA from
+//! RFC 2449) for the real client to take its real paths: CAPA (`USER`, `UIDL`, `PIPELINING`),
+//! `USER`/`PASS`, `STAT`, `LIST`, `UIDL`, `RETR` (CRLF, dot-stuffed), `DELE`, `RSET`, `NOOP`
+//! and `QUIT`. Answers to pipelined commands go out together. One session at a time holds the
+//! maildrop (`[IN-USE]` for the others), and deletions take effect only when that session ends
+//! with `QUIT` (the UPDATE state); a dropped connection keeps everything. Lines and idle time
+//! are bounded, so a stray client cannot hold it.
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::Duration;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as BASE64;
-use hmac::{Hmac, KeyInit, Mac};
-use md5::{Digest, Md5};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Mutex, OwnedMutexGuard};
 use tokio::task::{JoinHandle, JoinSet};
-
-use crate::text::hex;
 
 #[cfg(test)]
 mod tests;
 
-/// Longest command line accepted, line terminator included.
-const MAX_COMMAND_LINE: usize = 512;
-/// Longest SASL client response line accepted (RFC 5034 lifts the command limit).
-const MAX_SASL_LINE: usize = 4096;
+/// Longest command line accepted, line terminator included (RFC 1939 needs far less).
+const MAX_COMMAND_LINE: u64 = 512;
 /// A connection with no complete line for this long is closed.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-/// Input read and dropped, at most, while closing the connection.
-const MAX_DRAIN: usize = 1 << 20;
-/// How long sending the last response, and draining input, may take when closing.
+/// How long sending the last answer, and reading what the client still sends, may take when
+/// the server closes.
 const PARTING_TIMEOUT: Duration = Duration::from_secs(5);
+/// Input read and dropped, at most, while closing.
+const MAX_DRAIN: u64 = 1 << 20;
 
-const CAPABILITIES: &[&str] = &[
-    "TOP",
-    "UIDL",
-    "USER",
-    "RESP-CODES",
-    "PIPELINING",
-    "AUTH-RESP-CODE",
-    "SASL CRAM-MD5 PLAIN LOGIN",
-    "IMPLEMENTATION popfetch-demo",
-];
-const MECHANISMS: &[&str] = &["CRAM-MD5", "PLAIN", "LOGIN"];
-
-/// Source of session ids (maildrop lock owners).
-static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+const CAPABILITIES: &[u8] = b"USER\r\nUIDL\r\nPIPELINING\r\nRESP-CODES\r\n.\r\n";
 
 /// The one account the demo server serves.
 #[derive(Clone, Debug, Default)]
 pub struct Mailbox {
-    /// User name, compared exactly (case-sensitive).
+    /// User name, compared exactly.
     pub user: String,
     /// Password, compared exactly.
     pub password: String,
-    /// Raw RFC 5322 messages, with LF or CRLF line endings; message `i` (0-based) is
-    /// POP3 message number `i + 1` in a fresh session.
+    /// Raw RFC 5322 messages, with LF or CRLF line endings; message `i` (0-based) is POP3
+    /// message number `i + 1` in a fresh session.
     pub messages: Vec<Vec<u8>>,
-    /// Behave like an RFC 1939 server without the optional UIDL command.
-    pub without_uidl: bool,
 }
 
-/// A POP3 server on `127.0.0.1`, serving one [`Mailbox`] from its own tasks.
-///
-/// Dropping it (or [`DemoServer::shutdown`]) stops accepting and closes the sessions
-/// still open.
+/// A POP3 server on `127.0.0.1`, serving one [`Mailbox`] from its own tasks. Dropping it stops
+/// accepting and closes the sessions still open.
 #[derive(Debug)]
 pub struct DemoServer {
     addr: SocketAddr,
-    shared: SharedRef,
+    maildrop: Maildrop,
     accept: JoinHandle<()>,
 }
 
+/// The messages not yet deleted by a session's UPDATE state. A session holds the lock from its
+/// login to its end: that is the maildrop lock of RFC 1939 §8.
+type Maildrop = Arc<Mutex<Vec<Message>>>;
+
+#[derive(Debug)]
+struct Message {
+    /// `demo-<n>`: unique within the server's life, which is the demo's.
+    uid: String,
+    /// The message as sent, before dot-stuffing; its length is the size LIST and STAT give
+    /// (RFC 1939 §11).
+    wire: Vec<u8>,
+}
+
 impl DemoServer {
-    /// Binds 127.0.0.1:0, spawns the accept loop on the current tokio runtime.
+    /// Binds 127.0.0.1:0 and spawns the accept loop on the current tokio runtime.
     ///
     /// # Panics
     ///
@@ -99,25 +80,20 @@ impl DemoServer {
     pub async fn start(mailbox: Mailbox) -> io::Result<DemoServer> {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
         let addr = listener.local_addr()?;
-        let messages = mailbox
-            .messages
-            .iter()
-            .enumerate()
-            .map(|(i, raw)| Arc::new(StoredMessage::new(i + 1, raw)))
-            .collect();
-        let shared = Arc::new(Mutex::new(Shared {
-            user: mailbox.user,
-            password: mailbox.password,
-            messages,
-            lock_owner: None,
-            completed_sessions: 0,
-            without_uidl: mailbox.without_uidl,
-        }));
-        let accept = tokio::spawn(accept_loop(listener, Arc::clone(&shared)));
-        tracing::debug!(%addr, "demo POP3 server listening");
+        let messages = mailbox.messages.iter().enumerate();
+        let maildrop = Arc::new(Mutex::new(
+            messages
+                .map(|(i, raw)| Message {
+                    uid: format!("demo-{}", i + 1),
+                    wire: to_wire(raw),
+                })
+                .collect(),
+        ));
+        let credentials = Arc::new((mailbox.user, mailbox.password));
+        let accept = tokio::spawn(accept_loop(listener, credentials, Arc::clone(&maildrop)));
         Ok(DemoServer {
             addr,
-            shared,
+            maildrop,
             accept,
         })
     }
@@ -128,25 +104,11 @@ impl DemoServer {
         self.addr
     }
 
-    /// UIDLs of the messages still in the mailbox (not yet deleted by a QUIT).
-    #[must_use]
-    pub fn remaining(&self) -> Vec<String> {
-        lock(&self.shared)
-            .messages
-            .iter()
-            .map(|m| m.uid.clone())
-            .collect()
-    }
-
-    /// Number of sessions that ended with QUIT (UPDATE state reached).
-    #[must_use]
-    pub fn sessions(&self) -> usize {
-        lock(&self.shared).completed_sessions
-    }
-
-    /// Stops accepting and closes open sessions; the same happens on drop.
-    pub fn shutdown(self) {
-        drop(self);
+    /// Unique-ids of the messages still in the mailbox (not deleted by a QUIT); waits while a
+    /// session holds the maildrop.
+    pub async fn remaining(&self) -> Vec<String> {
+        let maildrop = self.maildrop.lock().await;
+        maildrop.iter().map(|m| m.uid.clone()).collect()
     }
 }
 
@@ -260,155 +222,48 @@ bmFtZSxjb3VudApsZW1vbnMsMwpsaW1lcywxMgo=\r\n\
     .collect()
 }
 
-// ---------------------------------------------------------------------------------------
-// Shared mailbox state
-
-type SharedRef = Arc<Mutex<Shared>>;
-
-#[derive(Debug)]
-struct Shared {
-    user: String,
-    password: String,
-    /// Messages not yet deleted by a session's UPDATE state.
-    messages: Vec<Arc<StoredMessage>>,
-    /// Session id holding the maildrop lock.
-    lock_owner: Option<u64>,
-    /// Sessions that reached the UPDATE state.
-    completed_sessions: usize,
-    without_uidl: bool,
-}
-
-/// Locks the shared state; a poisoned mutex is still usable (no invariant spans a panic).
-fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
-    shared.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-#[derive(Debug)]
-struct StoredMessage {
-    /// Unique-id: `demo-<i>-<8 hex digits>`, all in 0x21..=0x7E.
-    uid: String,
-    /// The message with CRLF line endings, ending with CRLF unless empty.
-    wire: Vec<u8>,
-}
-
-impl StoredMessage {
-    fn new(number: usize, raw: &[u8]) -> StoredMessage {
-        let digest = Md5::digest(raw);
-        StoredMessage {
-            uid: format!("demo-{number}-{}", hex(&digest[..4])),
-            wire: to_wire(raw),
-        }
-    }
-
-    fn size(&self) -> usize {
-        self.wire.len()
-    }
-}
-
-/// Converts bare LF to CRLF and makes a non-empty message end with CRLF.
+/// The message with CRLF line endings, each line ended, a last one without LF included.
 fn to_wire(raw: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(raw.len() + raw.len() / 16 + 2);
-    let mut prev = None;
-    for &b in raw {
-        if b == b'\n' && prev != Some(b'\r') {
-            out.push(b'\r');
-        }
-        out.push(b);
-        prev = Some(b);
-    }
-    if !out.is_empty() && !out.ends_with(b"\n") {
-        if !out.ends_with(b"\r") {
-            out.push(b'\r');
-        }
-        out.push(b'\n');
+    for line in raw.split_inclusive(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\n").unwrap_or(line);
+        out.extend_from_slice(line.strip_suffix(b"\r").unwrap_or(line));
+        out.extend_from_slice(b"\r\n");
     }
     out
 }
 
-/// The headers, the blank line and the first `lines` body lines of a wire message.
-fn top_part(wire: &[u8], lines: usize) -> &[u8] {
-    let mut end = 0;
-    let mut in_headers = true;
-    let mut body_lines = 0;
+/// Appends a wire message dot-stuffed, and the terminating `.CRLF`.
+fn push_multiline_body(out: &mut Vec<u8>, wire: &[u8]) {
     for line in wire.split_inclusive(|&b| b == b'\n') {
-        if in_headers {
-            in_headers = line != b"\r\n";
-        } else if body_lines == lines {
-            break;
-        } else {
-            body_lines += 1;
-        }
-        end += line.len();
-    }
-    &wire[..end]
-}
-
-/// Appends a dot-stuffed multi-line body and the terminating `.CRLF`.
-fn push_multiline_body(out: &mut Vec<u8>, body: &[u8]) {
-    for line in body.split_inclusive(|&b| b == b'\n') {
         if line.first() == Some(&b'.') {
             out.push(b'.');
         }
         out.extend_from_slice(line);
     }
-    if !body.is_empty() && !body.ends_with(b"\r\n") {
-        // Unreachable for normalised messages; keeps the terminator on its own line.
-        out.extend_from_slice(b"\r\n");
-    }
     out.extend_from_slice(b".\r\n");
 }
 
-/// APOP digest: lowercase hex MD5 of the greeting timestamp followed by the password.
-fn apop_digest(timestamp: &str, password: &str) -> String {
-    let mut md5 = Md5::new();
-    md5.update(timestamp.as_bytes());
-    md5.update(password.as_bytes());
-    hex(&md5.finalize())
+fn push_ok(out: &mut Vec<u8>, text: &str) {
+    out.extend_from_slice(format!("+OK {text}\r\n").as_bytes());
 }
 
-/// CRAM-MD5 digest: lowercase hex HMAC-MD5 of the challenge keyed with the password.
-fn cram_md5_digest(password: &str, challenge: &str) -> String {
-    match Hmac::<Md5>::new_from_slice(password.as_bytes()) {
-        Ok(mut mac) => {
-            mac.update(challenge.as_bytes());
-            hex(&mac.finalize().into_bytes())
-        }
-        // HMAC takes keys of any length; never a valid lowercase-hex digest otherwise.
-        Err(_) => String::from("!"),
-    }
+fn push_err(out: &mut Vec<u8>, text: &str) {
+    out.extend_from_slice(format!("-ERR {text}\r\n").as_bytes());
 }
 
-/// Equality that does not stop at the first differing byte.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// Nanoseconds since the Unix epoch, strictly increasing across calls so that greeting
-/// timestamps and CRAM-MD5 challenges never repeat within the process.
-fn unique_nanos() -> u64 {
-    static LAST: AtomicU64 = AtomicU64::new(0);
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
-    let previous = LAST
-        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| {
-            Some(now.max(last.saturating_add(1)))
-        })
-        .unwrap_or_else(|last| last);
-    now.max(previous.saturating_add(1))
-}
-
-// ---------------------------------------------------------------------------------------
-// Accepting and serving connections
-
-async fn accept_loop(listener: TcpListener, shared: SharedRef) {
+async fn accept_loop(
+    listener: TcpListener,
+    credentials: Arc<(String, String)>,
+    maildrop: Maildrop,
+) {
     let mut sessions = JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    tracing::debug!(%peer, "demo POP3 connection");
-                    sessions.spawn(serve(stream, Arc::clone(&shared)));
+                Ok((stream, _)) => {
+                    let session = Session::new(stream, &credentials, &maildrop);
+                    sessions.spawn(session.serve());
                 }
                 Err(error) => {
                     tracing::warn!(%error, "demo POP3 server: accept failed");
@@ -420,581 +275,210 @@ async fn accept_loop(listener: TcpListener, shared: SharedRef) {
     }
 }
 
-async fn serve(stream: TcpStream, shared: SharedRef) {
-    if let Err(error) = stream.set_nodelay(true) {
-        tracing::debug!(%error, "demo POP3 server: TCP_NODELAY failed");
-    }
-    let (rd, wr) = stream.into_split();
-    let mut session = Session {
-        id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
-        shared,
-        rd: BufReader::new(rd),
-        wr,
-        out: Vec::new(),
-        timestamp: format!("<{}.{}@localhost>", std::process::id(), unique_nanos()),
-        state: State::Authorization { user: None },
-    };
-    let end = session.run().await;
-    session.finish(end).await;
-}
-
 /// Why a session ends.
-#[derive(Debug)]
 enum End {
     /// QUIT was answered.
     Quit,
-    /// The client closed the connection (possibly mid-line).
-    Eof,
-    /// A line exceeded the length limit.
+    /// The client closed the connection, or the socket failed.
+    Gone,
+    /// A line exceeded [`MAX_COMMAND_LINE`].
     TooLong,
     /// No complete line within [`IDLE_TIMEOUT`].
     Idle,
-    /// The socket failed, or a write did not complete in time.
-    Io(io::Error),
-}
-
-enum SaslResponse {
-    Data(Vec<u8>),
-    /// The client cancelled, or sent something that is not base64; already answered.
-    Refused,
 }
 
 struct Session {
-    id: u64,
-    shared: SharedRef,
+    credentials: Arc<(String, String)>,
+    maildrop: Maildrop,
     rd: BufReader<OwnedReadHalf>,
     wr: OwnedWriteHalf,
-    /// Responses not yet written to the socket.
+    /// Answers not yet written.
     out: Vec<u8>,
-    /// APOP timestamp from the greeting, angle brackets included.
-    timestamp: String,
-    state: State,
-}
-
-enum State {
-    Authorization { user: Option<String> },
-    Transaction(Transaction),
-}
-
-/// A session's view of the maildrop, valid while it holds the lock.
-struct Transaction {
-    without_uidl: bool,
-    messages: Vec<Arc<StoredMessage>>,
-    deleted: Vec<bool>,
-    _lock: MaildropLock,
-}
-
-/// Releases the maildrop lock however the session ends (including task abort).
-struct MaildropLock {
-    shared: SharedRef,
-    owner: u64,
-}
-
-impl Drop for MaildropLock {
-    fn drop(&mut self) {
-        let mut shared = lock(&self.shared);
-        if shared.lock_owner == Some(self.owner) {
-            shared.lock_owner = None;
-        }
-    }
+    /// The name USER gave, waiting for PASS.
+    user: Option<String>,
+    /// Logged in: the maildrop, held, and this session's deletion marks.
+    transaction: Option<(OwnedMutexGuard<Vec<Message>>, Vec<bool>)>,
 }
 
 impl Session {
-    async fn run(&mut self) -> End {
-        let greeting = format!("popfetch demo server ready {}", self.timestamp);
-        self.ok(&greeting);
-        loop {
-            let line = match self.read_line(MAX_COMMAND_LINE).await {
-                Ok(line) => line,
-                Err(end) => return end,
-            };
-            match self.command(&line).await {
-                Ok(true) => {}
-                Ok(false) => return End::Quit,
-                Err(end) => return end,
-            }
+    fn new(stream: TcpStream, credentials: &Arc<(String, String)>, maildrop: &Maildrop) -> Self {
+        let _ = stream.set_nodelay(true);
+        let (rd, wr) = stream.into_split();
+        Session {
+            credentials: Arc::clone(credentials),
+            maildrop: Arc::clone(maildrop),
+            rd: BufReader::new(rd),
+            wr,
+            out: b"+OK popfetch demo server ready\r\n".to_vec(),
+            user: None,
+            transaction: None,
         }
     }
 
-    /// Sends what is pending, with a parting `-ERR` when the server is the one closing.
-    async fn finish(&mut self, end: End) {
-        match &end {
-            End::TooLong => self.err("line too long"),
-            End::Idle => self.err("idle for too long, closing connection"),
-            End::Quit | End::Eof => {}
-            End::Io(error) => {
-                tracing::debug!(%error, "demo POP3 session: connection failed");
-                return;
+    async fn serve(mut self) {
+        let end = loop {
+            match self.read_line().await {
+                Ok(line) if self.command(&line) => {}
+                Ok(_) => break End::Quit,
+                Err(end) => break end,
             }
+        };
+        match end {
+            End::TooLong => push_err(&mut self.out, "line too long"),
+            End::Idle => push_err(&mut self.out, "idle for too long, closing connection"),
+            End::Quit => {}
+            End::Gone => return,
         }
-        if !matches!(end, End::Eof) {
-            let _ = self.flush(PARTING_TIMEOUT).await;
+        // Closing with unread input makes the kernel send RST, which can destroy the last
+        // answer before the client reads it: input is read and dropped until the client
+        // closes too, for a bounded time and amount.
+        let _ = tokio::time::timeout(PARTING_TIMEOUT, async {
+            let _ = self.flush().await;
             let _ = self.wr.shutdown().await;
-            // Closing with unread input makes the kernel send RST, which can destroy the
-            // last response before the client reads it; read (and drop) input until the
-            // client closes too, for a bounded time and amount.
-            let _ = tokio::time::timeout(PARTING_TIMEOUT, self.drain()).await;
+            let mut rest = (&mut self.rd).take(MAX_DRAIN);
+            let _ = tokio::io::copy(&mut rest, &mut tokio::io::sink()).await;
+        })
+        .await;
+    }
+
+    /// Reads one command line (terminator stripped), writing the pending answers first unless
+    /// a whole pipelined line is already buffered.
+    async fn read_line(&mut self) -> Result<Vec<u8>, End> {
+        if memchr::memchr(b'\n', self.rd.buffer()).is_none() {
+            self.flush().await?;
         }
-        tracing::debug!(?end, "demo POP3 session ended");
-    }
-
-    /// Discards input until EOF, an error, or [`MAX_DRAIN`] octets.
-    async fn drain(&mut self) {
-        let mut drained = 0;
-        while drained < MAX_DRAIN {
-            match self.rd.fill_buf().await {
-                Ok([]) | Err(_) => return,
-                Ok(buf) => {
-                    let n = buf.len();
-                    drained += n;
-                    self.rd.consume(n);
-                }
-            }
+        let mut line = Vec::new();
+        let mut limited = (&mut self.rd).take(MAX_COMMAND_LINE);
+        match tokio::time::timeout(IDLE_TIMEOUT, limited.read_until(b'\n', &mut line)).await {
+            Err(_) => return Err(End::Idle),
+            Ok(Err(_) | Ok(0)) => return Err(End::Gone),
+            Ok(Ok(_)) if line.pop() != Some(b'\n') => return Err(End::TooLong),
+            Ok(Ok(_)) => {}
         }
-    }
-
-    fn ok(&mut self, text: &str) {
-        push_ok(&mut self.out, text);
-    }
-
-    fn err(&mut self, text: &str) {
-        push_err(&mut self.out, text);
-    }
-
-    async fn flush(&mut self, limit: Duration) -> Result<(), End> {
-        if self.out.is_empty() {
-            return Ok(());
+        if line.last() == Some(&b'\r') {
+            line.pop();
         }
-        match tokio::time::timeout(limit, self.wr.write_all(&self.out)).await {
+        Ok(line)
+    }
+
+    async fn flush(&mut self) -> Result<(), End> {
+        match tokio::time::timeout(IDLE_TIMEOUT, self.wr.write_all(&self.out)).await {
             Ok(Ok(())) => {
                 self.out.clear();
                 Ok(())
             }
-            Ok(Err(error)) => Err(End::Io(error)),
-            Err(_) => Err(End::Io(io::ErrorKind::TimedOut.into())),
+            _ => Err(End::Gone),
         }
     }
 
-    /// Reads one line (terminator stripped), flushing responses first unless a complete
-    /// pipelined line is already buffered.
-    async fn read_line(&mut self, max: usize) -> Result<Vec<u8>, End> {
-        if memchr::memchr(b'\n', self.rd.buffer()).is_none() {
-            self.flush(IDLE_TIMEOUT).await?;
-        }
-        tokio::time::timeout(IDLE_TIMEOUT, read_bounded(&mut self.rd, max))
-            .await
-            .unwrap_or(Err(End::Idle))
-    }
-
-    /// Handles one command line; `Ok(false)` once QUIT has been answered.
-    async fn command(&mut self, line: &[u8]) -> Result<bool, End> {
+    /// Answers one command line; `false` once QUIT has been answered.
+    fn command(&mut self, line: &[u8]) -> bool {
         let text = String::from_utf8_lossy(line);
         let (keyword, rest) = text.split_once(' ').unwrap_or((&text, ""));
         let keyword = keyword.to_ascii_uppercase();
         let args: Vec<&str> = rest.split(' ').filter(|a| !a.is_empty()).collect();
-        tracing::trace!(command = %keyword, "demo POP3 command");
-        match keyword.as_str() {
-            "" => self.err("empty command"),
-            "CAPA" if args.is_empty() => self.capa(),
-            "QUIT" if args.is_empty() => {
-                self.quit();
-                return Ok(false);
+        let out = &mut self.out;
+        match (keyword.as_str(), args.as_slice(), &mut self.transaction) {
+            ("CAPA", [], _) => {
+                push_ok(out, "capability list follows");
+                out.extend_from_slice(CAPABILITIES);
             }
-            "CAPA" | "QUIT" => self.err("syntax error: no arguments expected"),
-            _ => match &mut self.state {
-                State::Authorization { .. } => self.authorization(&keyword, rest, &args).await?,
-                State::Transaction(txn) => txn.command(&keyword, &args, &mut self.out),
-            },
+            ("QUIT", [], transaction) => {
+                // The UPDATE state: the deletions are applied and the maildrop released before
+                // the +OK, so a client that sees it can rely on both.
+                if let Some((mut maildrop, deleted)) = transaction.take() {
+                    let mut marks = deleted.iter();
+                    maildrop.retain(|_| marks.next() != Some(&true));
+                }
+                push_ok(out, "bye");
+                return false;
+            }
+            (_, _, Some((maildrop, deleted))) => {
+                transaction(&keyword, &args, maildrop, deleted, out)
+            }
+            ("USER", [name], None) => {
+                self.user = Some((*name).to_owned());
+                push_ok(out, "send PASS");
+            }
+            // RFC 1939: the password is the rest of the line and may hold spaces.
+            ("PASS", [_, ..], None) => {
+                let (user, password) = &*self.credentials;
+                if self.user.take().as_ref() != Some(user) || rest != password {
+                    push_err(out, "[AUTH] invalid user name or password");
+                } else if let Ok(maildrop) = Arc::clone(&self.maildrop).try_lock_owned() {
+                    let count = maildrop.len();
+                    push_ok(out, &format!("maildrop has {count} messages"));
+                    self.transaction = Some((maildrop, vec![false; count]));
+                } else {
+                    push_err(out, "[IN-USE] maildrop held by another session");
+                }
+            }
+            ("STAT" | "LIST" | "UIDL" | "RETR" | "DELE" | "RSET" | "NOOP", _, None) => {
+                push_err(out, "not logged in");
+            }
+            _ => push_err(out, "unknown command or wrong arguments"),
         }
-        Ok(true)
-    }
-
-    fn capa(&mut self) {
-        self.ok("Capability list follows");
-        let without_uidl = lock(&self.shared).without_uidl;
-        for capability in CAPABILITIES {
-            if without_uidl && *capability == "UIDL" {
-                continue;
-            }
-            self.out.extend_from_slice(capability.as_bytes());
-            self.out.extend_from_slice(b"\r\n");
-        }
-        self.out.extend_from_slice(b".\r\n");
-    }
-
-    fn quit(&mut self) {
-        let State::Transaction(txn) = &self.state else {
-            self.ok("popfetch demo server signing off");
-            return;
-        };
-        // UPDATE state: remove the deleted messages, count the session, release the lock,
-        // all before the +OK so that a client seeing it can rely on the outcome.
-        let left = {
-            let mut shared = lock(&self.shared);
-            let deleted: Vec<&Arc<StoredMessage>> = txn
-                .messages
-                .iter()
-                .zip(&txn.deleted)
-                .filter_map(|(m, &d)| d.then_some(m))
-                .collect();
-            shared
-                .messages
-                .retain(|m| !deleted.iter().any(|d| Arc::ptr_eq(d, m)));
-            shared.completed_sessions += 1;
-            if shared.lock_owner == Some(self.id) {
-                shared.lock_owner = None;
-            }
-            shared.messages.len()
-        };
-        self.state = State::Authorization { user: None };
-        self.ok(&format!(
-            "popfetch demo server signing off ({left} messages left)"
-        ));
-    }
-
-    async fn authorization(&mut self, keyword: &str, rest: &str, args: &[&str]) -> Result<(), End> {
-        match keyword {
-            "USER" => match args {
-                [name] => {
-                    self.state = State::Authorization {
-                        user: Some((*name).to_owned()),
-                    };
-                    self.ok("send PASS");
-                }
-                _ => self.err("syntax error: USER name"),
-            },
-            "PASS" => {
-                let user = match &mut self.state {
-                    State::Authorization { user } => user.take(),
-                    State::Transaction(_) => None,
-                };
-                match user {
-                    None => self.err("send USER first"),
-                    // RFC 1939: the password is the rest of the line and may contain spaces.
-                    Some(_) if rest.is_empty() => self.err("syntax error: PASS password"),
-                    Some(user) => {
-                        self.login(&user, |password| same(rest.as_bytes(), password.as_bytes()))
-                    }
-                }
-            }
-            "APOP" => match args {
-                [user, digest] => {
-                    let digest = digest.to_ascii_lowercase();
-                    let timestamp = self.timestamp.clone();
-                    self.login(user, |password| {
-                        same(
-                            digest.as_bytes(),
-                            apop_digest(&timestamp, password).as_bytes(),
-                        )
-                    });
-                }
-                _ => self.err("syntax error: APOP name digest"),
-            },
-            "AUTH" => match args {
-                [] => {
-                    self.ok("SASL mechanisms follow");
-                    for mechanism in MECHANISMS {
-                        self.out.extend_from_slice(mechanism.as_bytes());
-                        self.out.extend_from_slice(b"\r\n");
-                    }
-                    self.out.extend_from_slice(b".\r\n");
-                }
-                [mechanism] => self.auth(&mechanism.to_ascii_uppercase(), None).await?,
-                [mechanism, initial] => {
-                    self.auth(&mechanism.to_ascii_uppercase(), Some(initial))
-                        .await?;
-                }
-                _ => self.err("syntax error: AUTH mechanism [initial-response]"),
-            },
-            "STAT" | "LIST" | "UIDL" | "RETR" | "TOP" | "DELE" | "NOOP" | "RSET" => {
-                self.err("not authenticated yet");
-            }
-            _ => self.err("unknown command"),
-        }
-        Ok(())
-    }
-
-    async fn auth(&mut self, mechanism: &str, initial: Option<&str>) -> Result<(), End> {
-        match mechanism {
-            "PLAIN" => {
-                let SaslResponse::Data(data) = self.sasl_response(initial, b"").await? else {
-                    return Ok(());
-                };
-                let mut parts = data.split(|&b| b == 0);
-                let (Some(authzid), Some(authcid), Some(password), None) =
-                    (parts.next(), parts.next(), parts.next(), parts.next())
-                else {
-                    self.err("malformed PLAIN response");
-                    return Ok(());
-                };
-                if !authzid.is_empty() && authzid != authcid {
-                    self.err("[AUTH] invalid credentials");
-                    return Ok(());
-                }
-                let user = String::from_utf8_lossy(authcid).into_owned();
-                self.login(&user, |expected| same(password, expected.as_bytes()));
-            }
-            "LOGIN" => {
-                let SaslResponse::Data(user) = self.sasl_response(initial, b"Username:").await?
-                else {
-                    return Ok(());
-                };
-                let SaslResponse::Data(password) = self.sasl_response(None, b"Password:").await?
-                else {
-                    return Ok(());
-                };
-                let user = String::from_utf8_lossy(&user).into_owned();
-                self.login(&user, |expected| same(&password, expected.as_bytes()));
-            }
-            "CRAM-MD5" => {
-                if initial.is_some() {
-                    self.err("CRAM-MD5 does not allow an initial response");
-                    return Ok(());
-                }
-                let challenge = format!("<{}.{}@localhost>", std::process::id(), unique_nanos());
-                let SaslResponse::Data(data) =
-                    self.sasl_response(None, challenge.as_bytes()).await?
-                else {
-                    return Ok(());
-                };
-                let text = String::from_utf8_lossy(&data);
-                let Some((user, digest)) = text.rsplit_once(' ') else {
-                    self.err("malformed CRAM-MD5 response");
-                    return Ok(());
-                };
-                let digest = digest.to_ascii_lowercase();
-                self.login(user, |password| {
-                    same(
-                        digest.as_bytes(),
-                        cram_md5_digest(password, &challenge).as_bytes(),
-                    )
-                });
-            }
-            _ => self.err("unsupported SASL mechanism"),
-        }
-        Ok(())
-    }
-
-    /// The client's decoded response: the initial response if given, else the answer
-    /// to a `+ <base64 challenge>` continuation. Cancellation and bad base64 are
-    /// answered here and come back as [`SaslResponse::Refused`].
-    async fn sasl_response(
-        &mut self,
-        initial: Option<&str>,
-        challenge: &[u8],
-    ) -> Result<SaslResponse, End> {
-        let line = match initial {
-            // RFC 5034: "=" is an empty initial response.
-            Some("=") => Vec::new(),
-            Some(initial) => initial.as_bytes().to_vec(),
-            None => {
-                self.out.extend_from_slice(b"+ ");
-                self.out
-                    .extend_from_slice(BASE64.encode(challenge).as_bytes());
-                self.out.extend_from_slice(b"\r\n");
-                let line = self.read_line(MAX_SASL_LINE).await?;
-                if line == b"*" {
-                    self.err("AUTH cancelled");
-                    return Ok(SaslResponse::Refused);
-                }
-                line
-            }
-        };
-        match BASE64.decode(&line) {
-            Ok(data) => Ok(SaslResponse::Data(data)),
-            Err(_) => {
-                self.err("invalid base64 in SASL response");
-                Ok(SaslResponse::Refused)
-            }
-        }
-    }
-
-    /// Checks credentials and takes the maildrop lock, entering TRANSACTION.
-    fn login(&mut self, user: &str, verify: impl FnOnce(&str) -> bool) {
-        let mut shared = lock(&self.shared);
-        if user != shared.user || !verify(&shared.password) {
-            drop(shared);
-            self.state = State::Authorization { user: None };
-            self.err("[AUTH] invalid credentials");
-            return;
-        }
-        if shared.lock_owner.is_some() {
-            drop(shared);
-            self.state = State::Authorization { user: None };
-            self.err("[IN-USE] maildrop already locked by another session");
-            return;
-        }
-        shared.lock_owner = Some(self.id);
-        let messages = shared.messages.clone();
-        drop(shared);
-        let octets: usize = messages.iter().map(|m| m.size()).sum();
-        let count = messages.len();
-        let without_uidl = lock(&self.shared).without_uidl;
-        self.state = State::Transaction(Transaction {
-            without_uidl,
-            deleted: vec![false; count],
-            messages,
-            _lock: MaildropLock {
-                shared: Arc::clone(&self.shared),
-                owner: self.id,
-            },
-        });
-        self.ok(&format!(
-            "{user}'s maildrop has {count} messages ({octets} octets)"
-        ));
+        true
     }
 }
 
-fn push_err(out: &mut Vec<u8>, text: &str) {
-    out.extend_from_slice(b"-ERR ");
-    out.extend_from_slice(text.as_bytes());
-    out.extend_from_slice(b"\r\n");
-}
-
-fn push_ok(out: &mut Vec<u8>, text: &str) {
-    out.extend_from_slice(b"+OK");
-    if !text.is_empty() {
-        out.push(b' ');
-        out.extend_from_slice(text.as_bytes());
-    }
-    out.extend_from_slice(b"\r\n");
-}
-
-/// Reads up to and including `\n`, failing once more than `max` octets would be needed.
-async fn read_bounded(rd: &mut BufReader<OwnedReadHalf>, max: usize) -> Result<Vec<u8>, End> {
-    let mut line = Vec::new();
-    loop {
-        let buf = rd.fill_buf().await.map_err(End::Io)?;
-        if buf.is_empty() {
-            return Err(End::Eof);
-        }
-        let (take, complete) = match memchr::memchr(b'\n', buf) {
-            Some(i) => (i + 1, true),
-            None => (buf.len(), false),
-        };
-        if line.len() + take > max {
-            return Err(End::TooLong);
-        }
-        line.extend_from_slice(&buf[..take]);
-        rd.consume(take);
-        if complete {
-            break;
-        }
-    }
-    line.pop();
-    if line.last() == Some(&b'\r') {
-        line.pop();
-    }
-    Ok(line)
-}
-
-impl Transaction {
-    fn command(&mut self, keyword: &str, args: &[&str], out: &mut Vec<u8>) {
-        if self.without_uidl && keyword == "UIDL" {
-            push_err(out, "unknown command");
-            return;
-        }
-        match (keyword, args) {
-            ("STAT", []) => {
-                let (count, octets) = self.totals();
-                push_ok(out, &format!("{count} {octets}"));
-            }
-            ("LIST", []) => {
-                let (count, octets) = self.totals();
-                push_ok(out, &format!("{count} messages ({octets} octets)"));
-                for (number, message) in self.live() {
-                    out.extend_from_slice(format!("{number} {}\r\n", message.size()).as_bytes());
-                }
-                out.extend_from_slice(b".\r\n");
-            }
-            ("UIDL", []) => {
-                push_ok(out, "unique-id listing follows");
-                for (number, message) in self.live() {
-                    out.extend_from_slice(format!("{number} {}\r\n", message.uid).as_bytes());
-                }
-                out.extend_from_slice(b".\r\n");
-            }
-            ("LIST", [n]) => match self.message(n) {
-                Ok((number, message)) => push_ok(out, &format!("{number} {}", message.size())),
-                Err(e) => push_err(out, &e),
-            },
-            ("UIDL", [n]) => match self.message(n) {
-                Ok((number, message)) => push_ok(out, &format!("{number} {}", message.uid)),
-                Err(e) => push_err(out, &e),
-            },
-            ("RETR", [n]) => match self.message(n) {
-                Ok((_, message)) => {
-                    push_ok(out, &format!("{} octets", message.size()));
-                    push_multiline_body(out, &message.wire);
-                }
-                Err(e) => push_err(out, &e),
-            },
-            ("TOP", [n, lines]) => match (self.message(n), parse_number(lines)) {
-                (Ok((_, message)), Some(lines)) => {
-                    push_ok(out, "top of message follows");
-                    push_multiline_body(out, top_part(&message.wire, lines));
-                }
-                (Err(e), _) => push_err(out, &e),
-                (_, None) => push_err(out, "invalid line count"),
-            },
-            ("DELE", [n]) => match self.message(n) {
-                Ok((number, _)) => {
-                    self.deleted[number - 1] = true;
-                    push_ok(out, &format!("message {number} deleted"));
-                }
-                Err(e) => push_err(out, &e),
-            },
-            ("NOOP", []) => push_ok(out, ""),
-            ("RSET", []) => {
-                self.deleted.fill(false);
-                let (count, octets) = self.totals();
-                push_ok(
-                    out,
-                    &format!("maildrop has {count} messages ({octets} octets)"),
-                );
-            }
-            ("STAT" | "LIST" | "UIDL" | "RETR" | "TOP" | "DELE" | "NOOP" | "RSET", _) => {
-                push_err(out, "syntax error: wrong number of arguments");
-            }
-            ("USER" | "PASS" | "APOP" | "AUTH", _) => push_err(out, "already authenticated"),
-            _ => push_err(out, "unknown command"),
-        }
-    }
-
-    /// Message numbers (1-based) and messages not marked as deleted.
-    fn live(&self) -> impl Iterator<Item = (usize, &StoredMessage)> {
-        self.messages
+/// One command in the TRANSACTION state.
+fn transaction(
+    keyword: &str,
+    args: &[&str],
+    maildrop: &[Message],
+    deleted: &mut [bool],
+    out: &mut Vec<u8>,
+) {
+    let live = || {
+        maildrop
             .iter()
-            .zip(&self.deleted)
+            .zip(deleted.iter())
             .enumerate()
-            .filter(|(_, (_, deleted))| !**deleted)
-            .map(|(i, (m, _))| (i + 1, &**m))
-    }
-
-    fn totals(&self) -> (usize, usize) {
-        self.live().fold((0, 0), |(count, octets), (_, m)| {
-            (count + 1, octets + m.size())
-        })
-    }
-
-    fn message(&self, arg: &str) -> Result<(usize, &StoredMessage), String> {
-        let number = parse_number(arg).ok_or_else(|| String::from("invalid message number"))?;
-        match number.checked_sub(1).and_then(|i| self.messages.get(i)) {
-            None => Err(format!(
-                "no such message, only {} in maildrop",
-                self.messages.len()
-            )),
-            Some(_) if self.deleted[number - 1] => Err(format!("message {number} already deleted")),
-            Some(message) => Ok((number, message)),
+            .filter(|(_, (_, d))| !**d)
+            .map(|(i, (m, _))| (i + 1, m))
+    };
+    let message = |arg: &str| {
+        let number: usize = arg
+            .bytes()
+            .all(|b| b.is_ascii_digit())
+            .then(|| arg.parse().ok())??;
+        live().find(|&(n, _)| n == number)
+    };
+    match (keyword, args) {
+        ("STAT", []) => {
+            let (count, octets) = live().fold((0, 0), |(c, o), (_, m)| (c + 1, o + m.wire.len()));
+            push_ok(out, &format!("{count} {octets}"));
         }
+        ("LIST" | "UIDL", []) => {
+            push_ok(out, "listing follows");
+            for (number, message) in live() {
+                let line = match keyword {
+                    "LIST" => format!("{number} {}\r\n", message.wire.len()),
+                    _ => format!("{number} {}\r\n", message.uid),
+                };
+                out.extend_from_slice(line.as_bytes());
+            }
+            out.extend_from_slice(b".\r\n");
+        }
+        ("LIST" | "UIDL" | "RETR" | "DELE", [arg]) => match (keyword, message(arg)) {
+            (_, None) => push_err(out, "no such message"),
+            ("LIST", Some((n, m))) => push_ok(out, &format!("{n} {}", m.wire.len())),
+            ("UIDL", Some((n, m))) => push_ok(out, &format!("{n} {}", m.uid)),
+            ("RETR", Some((_, m))) => {
+                push_ok(out, &format!("{} octets", m.wire.len()));
+                push_multiline_body(out, &m.wire);
+            }
+            (_, Some((n, _))) => {
+                deleted[n - 1] = true;
+                push_ok(out, &format!("message {n} deleted"));
+            }
+        },
+        ("NOOP", []) => push_ok(out, "nothing done"),
+        ("RSET", []) => {
+            deleted.fill(false);
+            push_ok(out, "deletions undone");
+        }
+        _ => push_err(out, "unknown command or wrong arguments"),
     }
-}
-
-/// A non-negative decimal number; too-large values saturate (they are never valid indexes
-/// and mean "all lines" for TOP).
-fn parse_number(arg: &str) -> Option<usize> {
-    if arg.is_empty() || !arg.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    Some(arg.parse().unwrap_or(usize::MAX))
 }

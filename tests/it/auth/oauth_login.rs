@@ -5,7 +5,7 @@
 use crate::auth::oauth_peer::start_dovecot_with_oauth;
 use crate::dovecot::Dovecot;
 use crate::harness::{Env, expected, message};
-use crate::hostile_server::{Msg, Script, Server};
+use crate::pop3_server::{Msg, Script, Server};
 use crate::support::config::Account;
 
 fn server(token: &str) -> Server {

@@ -1,8 +1,11 @@
-//! The command line without a server: `check`, config errors and exit statuses.
+//! The command line: `check`, config errors and exit statuses without a server; `fetch`'s
+//! progress display against the scripted one.
 
 use std::os::unix::fs::PermissionsExt;
 
 use crate::harness::Env;
+use crate::pop3_server::{Msg, Server};
+use crate::support::config::Account;
 
 const GOOD: &str = r#"[[account]]
 name = "alice"
@@ -175,22 +178,19 @@ fn state_dir_defaults_to_state_directory_then_xdg_state_home() {
 
 #[test]
 fn fetch_shows_live_progress_at_a_terminal_and_none_otherwise() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let server = rt
-        .block_on(popfetch::demo::DemoServer::start(popfetch::demo::Mailbox {
-            user: "u".into(),
-            password: "pw".into(),
-            messages: (0..50).map(|i| crate::harness::message(i, 3000)).collect(),
-            ..Default::default()
-        }))
-        .unwrap();
+    let server = Server::healthy(
+        (0..50)
+            .map(|i| Msg::new(crate::harness::message(i, 3000), &format!("uidl-{i}")))
+            .collect(),
+    );
     let env = Env::new();
-    env.write_config(&format!(
-        "[[account]]\nname = \"demo\"\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\nuser = \"u\"\n\
-         password = \"pw\"\nkeep = true\ndeliver = {{ maildir = \"{}\" }}\n",
-        server.addr().port(),
-        env.maildir().display()
-    ));
+    env.write_config(
+        &Account::scripted(&server)
+            .name("demo")
+            .set("keep", true)
+            .maildir(&env.maildir())
+            .to_toml(),
+    );
     // Under a pseudo-terminal (script(1)), the progress line is drawn.
     let cmd = format!(
         "{} -c {} fetch",

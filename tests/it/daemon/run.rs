@@ -309,7 +309,7 @@ fn shutdown_deadline_holds_and_a_second_signal_exits_at_once() {
     // A poll stuck in the middle of a message (its timeout is a minute): a stop ends a poll
     // only after the message in flight, so only the shutdown deadline ends this one. (A wait
     // before the transfer, for a greeting say, ends at the stop itself.)
-    use crate::hostile_server::{Fault, Msg, PASSWORD, Server, USER};
+    use crate::pop3_server::{Fault, Msg, PASSWORD, Server, USER};
     let server = Server::healthy(vec![
         Msg::new(message(1, 1000), "uidl-1").fault(Fault::StallAfterStatus),
     ]);

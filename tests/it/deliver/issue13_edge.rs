@@ -13,7 +13,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::harness::{Env, Run, run_bounded};
-use crate::hostile_server::{Msg, PASSWORD, Script, Server};
+use crate::pop3_server::{Msg, PASSWORD, Script, Server};
 use crate::support::config::Account;
 
 /// One `[[account]]` named `alice` on the scripted server, delivering as `deliver` says.

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::harness::{Env, Run, expected, message, run_bounded, strip_received};
-use crate::hostile_server::{Msg, PASSWORD, Server, USER};
+use crate::pop3_server::{Msg, PASSWORD, Server, USER};
 
 /// The longest one `popfetch fetch` here may take before the test calls it a hang.
 const DEADLINE: Duration = Duration::from_secs(90);

@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::harness::{Env, Run, message};
-use crate::hostile_server::{Msg, PASSWORD, Server, USER};
+use crate::pop3_server::{Msg, PASSWORD, Server, USER};
 use crate::support::config::Account;
 
 const NOBODY: u32 = 65534;

@@ -1,5 +1,5 @@
 //! `popfetch` against hostile and broken POP3 servers (the scripted server in
-//! `hostile_server.rs`): connections cut inside a message, refusals of DELE, QUIT and UIDL,
+//! `pop3_server.rs`): connections cut inside a message, refusals of DELE, QUIT and UIDL,
 //! garbage, endless lines and answers, lying LIST sizes, bad and shifting UIDL listings,
 //! silence. In every case: a clear error naming the account, the right exit status, no DELE of
 //! a message that is not in the Maildir byte for byte, no truncated delivery, no panic, bounded
@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::harness::{Env, Run, delivered_in, expected, message, run_bounded};
-use crate::hostile_server::{Fault, Greeting, Listing, Msg, Script, Server};
+use crate::pop3_server::{Fault, Greeting, Listing, Msg, Script, Server};
 use crate::support::config::Account;
 
 /// The longest any single `popfetch fetch` here may take: the account timeout is 2 s.

@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use crate::harness::{Env, Run, delivered_in, expected, message};
-use crate::hostile_server::{Fault, Listing, Msg, PASSWORD, Script, Server, USER};
+use crate::pop3_server::{Fault, Listing, Msg, PASSWORD, Script, Server, USER};
 
 /// `n` plain messages of about `size` bytes with UIDLs `uidl-1` ... `uidl-n`.
 fn msgs(n: usize, size: usize) -> Vec<Msg> {

@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::harness::{Env, Run, expected, message};
-use crate::hostile_server::{Listing, Msg, PASSWORD, Script, Server, USER, huge_uidl};
+use crate::pop3_server::{Listing, Msg, PASSWORD, Script, Server, USER, huge_uidl};
 
 /// The longest a `popfetch fetch` here may take before the test calls it a hang.
 const DEADLINE: Duration = Duration::from_secs(300);

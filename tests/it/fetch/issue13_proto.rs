@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::harness::{Env, Run, expected, message};
-use crate::hostile_server::{Fault, Listing, Msg, PASSWORD, Script, Server, USER};
+use crate::pop3_server::{Fault, Listing, Msg, PASSWORD, Script, Server, USER};
 
 /// The longest a `popfetch fetch` here may take before the test calls it a hang.
 const DEADLINE: Duration = Duration::from_secs(120);

@@ -1,40 +1,25 @@
 //! `popfetch fetch` against servers Dovecot will not imitate: one without UIDL, one without STLS,
-//! one that never greets. The in-process demo server and bare sockets play them.
+//! one that never greets. The scripted server (`pop3_server.rs`) and a closed port play them.
 
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
-use popfetch::demo::{DemoServer, Mailbox};
-
 use crate::harness::{Env, expected, message};
+use crate::pop3_server::{Greeting, Listing, Msg, PASSWORD, Script, Server, USER};
 use crate::support::config::Account;
 
-struct Scripted {
-    rt: tokio::runtime::Runtime,
-    server: DemoServer,
+/// Messages with the given data, UIDLs `uidl-1` ... `uidl-n`.
+fn msgs(data: &[Vec<u8>]) -> Vec<Msg> {
+    data.iter()
+        .enumerate()
+        .map(|(i, d)| Msg::new(d.clone(), &format!("uidl-{}", i + 1)))
+        .collect()
 }
 
-fn demo(without_uidl: bool, messages: Vec<Vec<u8>>) -> Scripted {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let server = rt
-        .block_on(DemoServer::start(Mailbox {
-            user: "alice".into(),
-            password: "pw".into(),
-            messages,
-            without_uidl,
-        }))
-        .unwrap();
-    Scripted { rt, server }
-}
-
-/// An account on 127.0.0.1:`port`; `extra` may set `tls` (default "none") and `timeout`
-/// (default "2s").
-fn config(env: &Env, port: u16, extra: &str) {
-    let account = Account::new("127.0.0.1", port)
-        .user("alice")
-        .password("pw")
+/// An account on `server`; `extra` may set `tls` (default "none") and `timeout` (default "2s").
+fn config(env: &Env, server: &Server, extra: &str) {
+    let account = Account::scripted(server)
         .maildir(&env.maildir())
-        .text("tls", "none")
         .text("timeout", "2s")
         .extra(extra);
     env.write_config(&account.to_toml());
@@ -42,12 +27,17 @@ fn config(env: &Env, port: u16, extra: &str) {
 
 #[test]
 fn server_without_uidl_fetch_all_and_delete_works_keep_is_refused() {
-    let msgs = vec![message(1, 300), message(2, 300)];
-    let s = demo(true, msgs.clone());
+    let data = vec![message(1, 300), message(2, 300)];
+    let server = Server::start(
+        msgs(&data),
+        Script {
+            uidl: Listing::Refused,
+            ..Script::default()
+        },
+    );
     let env = Env::new();
-    let port = s.server.addr().port();
 
-    config(&env, port, "keep = true\n");
+    config(&env, &server, "keep = true\n");
     let run = env.popfetch(&["fetch"]);
     run.assert_code(1);
     assert!(
@@ -60,10 +50,10 @@ fn server_without_uidl_fetch_all_and_delete_works_keep_is_refused() {
         "{}",
         run.stderr
     );
-    assert_eq!(s.server.remaining().len(), 2, "nothing deleted");
+    assert_eq!(server.remaining().len(), 2, "nothing deleted");
     assert!(env.delivered().is_empty());
 
-    config(&env, port, "");
+    config(&env, &server, "");
     let run = env.popfetch(&["fetch"]);
     run.assert_code(0);
     assert!(
@@ -71,32 +61,35 @@ fn server_without_uidl_fetch_all_and_delete_works_keep_is_refused() {
         "{}",
         run.stdout
     );
-    assert!(s.server.remaining().is_empty());
+    assert!(server.remaining().is_empty());
     let mut got = env.delivered();
     got.sort();
-    let mut want: Vec<_> = msgs.iter().map(|m| expected(m)).collect();
+    let mut want: Vec<_> = data.iter().map(|m| expected(m)).collect();
     want.sort();
     assert_eq!(got, want);
-    drop(s.rt);
 }
 
 #[test]
 fn starttls_without_stls_offered_fails_and_never_continues_in_clear() {
-    let s = demo(false, vec![message(1, 300)]);
+    let server = Server::healthy(msgs(&[message(1, 300)]));
     let env = Env::new();
-    config(&env, s.server.addr().port(), "tls = \"starttls\"\n");
+    config(&env, &server, "tls = \"starttls\"\n");
     let run = env.popfetch(&["fetch"]);
     run.assert_code(1);
     assert!(run.stderr.contains("does not offer STLS"), "{}", run.stderr);
-    assert_eq!(s.server.remaining().len(), 1);
-    assert_eq!(s.server.sessions(), 0, "it never logged in");
+    assert_eq!(server.remaining().len(), 1);
+    let log = server.log();
+    assert_eq!(log.quits, 0, "it never logged in");
+    for verb in ["USER", "PASS", "AUTH", "APOP"] {
+        assert!(log.commands(verb).is_empty(), "{verb} sent: {log:?}");
+    }
 }
 
 #[test]
 fn implicit_tls_against_a_clear_text_server_fails_cleanly() {
-    let s = demo(false, vec![message(1, 300)]);
+    let server = Server::healthy(msgs(&[message(1, 300)]));
     let env = Env::new();
-    config(&env, s.server.addr().port(), "tls = \"implicit\"\n");
+    config(&env, &server, "tls = \"implicit\"\n");
     let run = env.popfetch(&["fetch"]);
     run.assert_code(1);
     assert!(
@@ -104,21 +97,21 @@ fn implicit_tls_against_a_clear_text_server_fails_cleanly() {
         "{}",
         run.stderr
     );
-    assert_eq!(s.server.remaining().len(), 1);
+    assert_eq!(server.remaining().len(), 1);
 }
 
 #[test]
 fn a_greeting_that_never_comes_times_out() {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    // Accept and say nothing, for longer than the account's timeout.
-    let silent = std::thread::spawn(move || {
-        let (conn, _) = listener.accept().unwrap();
-        std::thread::sleep(Duration::from_secs(4));
-        drop(conn);
-    });
+    // Accepts and says nothing, for longer than the account's timeout.
+    let server = Server::start(
+        Vec::new(),
+        Script {
+            greeting: Greeting::Silent,
+            ..Script::default()
+        },
+    );
     let env = Env::new();
-    config(&env, port, "timeout = \"1s\"\n");
+    config(&env, &server, "timeout = \"1s\"\n");
     let t = Instant::now();
     let run = env.popfetch(&["fetch"]);
     run.assert_code(1);
@@ -132,23 +125,28 @@ fn a_greeting_that_never_comes_times_out() {
         t.elapsed() < Duration::from_secs(4),
         "the timeout was not applied"
     );
-    silent.join().unwrap();
+    assert_eq!(
+        server.log().sessions.len(),
+        1,
+        "one connection, held silent"
+    );
 }
 
 #[test]
 fn connection_refused_is_reported_per_account_and_others_go_on() {
-    let s = demo(false, vec![message(1, 300)]);
+    let server = Server::healthy(msgs(&[message(1, 300)]));
     let closed = TcpListener::bind("127.0.0.1:0").unwrap();
     let closed_port = closed.local_addr().unwrap().port();
     drop(closed);
     let env = Env::new();
     env.write_config(&format!(
-        "[defaults]\nhost = \"127.0.0.1\"\ntls = \"none\"\nuser = \"alice\"\npassword = \"pw\"\n\
+        "[defaults]\nhost = \"127.0.0.1\"\ntls = \"none\"\nuser = \"{USER}\"\npassword = \"{PASSWORD}\"\n\
+         auth = \"user\"\nallow_plaintext_auth = true\n\
          deliver = {{ maildir = \"{}\" }}\n\n\
          [[account]]\nname = \"down\"\nport = {closed_port}\n\n\
          [[account]]\nname = \"up\"\nport = {}\n",
         env.maildir().display(),
-        s.server.addr().port()
+        server.port()
     ));
     let run = env.popfetch(&["fetch"]);
     run.assert_code(1);
@@ -163,5 +161,5 @@ fn connection_refused_is_reported_per_account_and_others_go_on() {
         "{}",
         run.stdout
     );
-    assert!(s.server.remaining().is_empty());
+    assert!(server.remaining().is_empty());
 }

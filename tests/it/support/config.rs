@@ -7,7 +7,7 @@ use std::fmt::Display;
 use std::path::Path;
 
 use crate::dovecot::Dovecot;
-use crate::hostile_server::{PASSWORD, Server, USER};
+use crate::pop3_server::{PASSWORD, Server, USER};
 
 /// An `[[account]]` table being built; [`Account::to_toml`] writes it.
 #[derive(Clone, Debug)]

@@ -1,6 +1,8 @@
-//! A scripted POP3 server for the hostile tests. By default it serves its mailbox correctly
-//! (RFC 1939 with RFC 2449 CAPA: UIDL, USER, PIPELINING, RESP-CODES; pipelined commands are
-//! answered in order; DELE only marks, QUIT applies). A [`Script`] (per connection) and a
+//! The tests' one scripted POP3 server, for the faults and the servers Dovecot will not produce
+//! (a link cut inside a message, lying sizes, no UIDL, no STLS, silence); everything else is
+//! tested against Dovecot. By default it serves its mailbox correctly (RFC 1939 with RFC 2449
+//! CAPA: UIDL, USER, PIPELINING, RESP-CODES; pipelined commands are answered in order; DELE only
+//! marks, QUIT applies). A [`Script`] (per connection) and a
 //! [`Fault`] (per message, on RETR) make it misbehave. It records what the client did: every
 //! command of every connection, each message a DELE named, each QUIT and its answer.
 //!
