@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, Account, Config, Credentials, Deliver, PasswordSource};
 use crate::progress::Progress;
-use crate::text::{error_chain, human_bytes};
+use crate::text::error_chain;
 
 /// Fetch mail from POP3 accounts and deliver it locally, without ever losing a message.
 #[derive(Debug, Parser)]
@@ -304,6 +304,10 @@ async fn fetch(config: &Config, accounts: Vec<Arc<Account>>, quiet: bool) -> Exi
         let handle = tasks.spawn(async move {
             let _permit = limit.acquire_owned().await;
             let r = crate::fetch::poll(&account, &state_dir, &stop, Some(&progress)).await;
+            let failed = r.1.is_err();
+            progress
+                .failed
+                .store(failed, std::sync::atomic::Ordering::Relaxed);
             progress
                 .finished
                 .store(true, std::sync::atomic::Ordering::Relaxed);
@@ -321,7 +325,9 @@ async fn fetch(config: &Config, accounts: Vec<Arc<Account>>, quiet: bool) -> Exi
             Err(e) => {
                 crashed = true;
                 let name = ids.get(&e.id()).map_or("?", String::as_str);
-                eprintln!("popfetch: account {name}: internal error: {e}");
+                crate::logging::terminal::print(&format!(
+                    "popfetch: account {name}: internal error: {e}\n"
+                ));
             }
         }
     }
@@ -354,42 +360,7 @@ async fn fetch(config: &Config, accounts: Vec<Arc<Account>>, quiet: bool) -> Exi
 
 /// The line `fetch` prints for one account's poll.
 fn summary_line(name: &str, rep: &crate::fetch::Report) -> String {
-    let mut line = format!(
-        "{}: {} new message{} delivered ({}), {} deleted from the server, {} on it at login",
-        name,
-        rep.delivered,
-        if rep.delivered == 1 { "" } else { "s" },
-        human_bytes(rep.bytes),
-        rep.deleted,
-        rep.on_server
-    );
-    for (n, what) in [
-        (rep.failed, "failed for now (left on the server)"),
-        (
-            rep.newly_held + rep.held,
-            "held after a permanent failure (see `popfetch retry`)",
-        ),
-        (rep.quarantined, "quarantined"),
-        (rep.too_large, "over max_size (left on the server)"),
-        (rep.too_large_deleted, "over max_size (deleted unread)"),
-        (rep.expired, "deleted after delete_after"),
-        (
-            rep.duplicates,
-            "already delivered (same Message-ID), not again",
-        ),
-        (rep.deferred, "left for the next poll (per-poll limit)"),
-    ] {
-        if n > 0 {
-            line.push_str(&format!("; {n} {what}"));
-        }
-    }
-    for short in &rep.short {
-        line.push_str(&format!("; held: {short}"));
-    }
-    if *rep == crate::fetch::Report::stopped_before_transfer() {
-        line = format!("{}: stopped by a signal before the transfer began", name);
-    }
-    line
+    format!("{name}: {}", rep.summary())
 }
 
 /// Writes to stdout. A reader that went away (`popfetch status | head -1`) is no reason to

@@ -1,14 +1,24 @@
 //! Logging: the filter grammar popfetch accepts (for `log_level`, `POPFETCH_LOG` and
-//! `RUST_LOG`) and the subscriber set up once at start, on stderr or the journal.
+//! `RUST_LOG`) and the subscriber set up once at start, on stderr or the journal. Both sinks
+//! show the same [`Line`]: the message with the account it concerns, so a line read alone says
+//! what happened to whom; the journal also gets every field as `POPFETCH_<NAME>`.
+
+mod journal;
+mod line;
+pub mod terminal;
 
 use serde::Deserialize;
 use tracing_subscriber::filter::{LevelFilter, Targets};
+
+pub use journal::{encode as journal_datagram, field_name as journal_field};
+pub use line::{Line, compose};
 
 /// Where the daemon's log goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogTarget {
-    /// The journal when stderr is connected to it or its socket exists, else stderr.
+    /// The journal when stderr is connected to it; else stderr when stderr is a terminal; else
+    /// the journal when its socket exists; else stderr.
     Auto,
     Journald,
     Stderr,
@@ -66,8 +76,8 @@ pub fn filter(directives: &str) -> Option<Targets> {
 
 /// Sets up logging. The level: `POPFETCH_LOG` or `RUST_LOG` (filter directives), else the
 /// config's `log_level`, else by `-v` (`fetch` and `check` are quiet by default, the daemon logs
-/// at info). The target: journald or stderr, per `target` (the config's `log_target`, stderr without a config) (`auto`: journald when stderr is
-/// connected to the journal or its socket exists).
+/// at info). The target: the journal or stderr, as [`LogTarget`] says (`target` is the config's
+/// `log_target`; stderr without a config).
 pub fn init(verbose: u8, daemon: bool, log_level: Option<&str>, target: LogTarget) {
     use tracing_subscriber::prelude::*;
     let default = match (verbose, daemon) {
@@ -85,35 +95,85 @@ pub fn init(verbose: u8, daemon: bool, log_level: Option<&str>, target: LogTarge
                 .with_target("popfetch", default)
                 .with_default(LevelFilter::WARN)
         });
-    let journald = match target {
-        LogTarget::Stderr => false,
-        LogTarget::Journald => true,
-        LogTarget::Auto => {
-            std::env::var_os("JOURNAL_STREAM").is_some()
-                || std::path::Path::new("/run/systemd/journal/socket").exists()
-        }
+    let journal = target
+        .wants_journal(
+            std::env::var_os("JOURNAL_STREAM").is_some(),
+            std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            journal::socket_path().exists(),
+        )
+        .then(journal::Journal::open)
+        // No journal listening after all: stderr rather than nowhere.
+        .and_then(Result::ok);
+    let sink = match journal {
+        Some(j) => Sink::Journal(j),
+        None => Sink::Stderr,
     };
-    let journald = journald.then(tracing_journald::layer);
-    match journald {
-        Some(Ok(layer)) => {
-            let _ = tracing_subscriber::registry()
-                .with(filter)
-                .with(layer)
-                .try_init();
-        }
-        // No journal socket after all: fall back to stderr rather than log nowhere.
-        _ => {
-            let _ = tracing_subscriber::registry()
-                .with(filter)
-                .with(
-                    tracing_subscriber::fmt::layer()
-                        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-                        .with_writer(std::io::stderr)
-                        .with_target(false),
-                )
-                .try_init();
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(sink)
+        .try_init();
+}
+
+impl LogTarget {
+    /// Whether the log goes to the journal. `auto` picks the journal when stderr is connected to
+    /// it (`JOURNAL_STREAM`, set by systemd), else stderr when stderr is a terminal (someone is
+    /// watching), else the journal when its socket exists.
+    pub fn wants_journal(self, journal_stream: bool, stderr_tty: bool, socket: bool) -> bool {
+        match self {
+            LogTarget::Stderr => false,
+            LogTarget::Journald => true,
+            LogTarget::Auto => journal_stream || (!stderr_tty && socket),
         }
     }
+}
+
+/// Where the lines go: the journal, or stderr (one line each, after what the terminal shows
+/// live, see [`terminal`]).
+#[derive(Debug)]
+enum Sink {
+    Journal(journal::Journal),
+    Stderr,
+}
+
+impl<S> tracing_subscriber::Layer<S> for Sink
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        id: &tracing::span::Id,
+        ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        line::on_new_span(attrs, id, &ctx);
+    }
+
+    fn on_record(
+        &self,
+        id: &tracing::span::Id,
+        values: &tracing::span::Record<'_>,
+        ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        line::on_record(id, values, &ctx);
+    }
+
+    fn on_event(&self, event: &tracing::Event<'_>, ctx: tracing_subscriber::layer::Context<'_, S>) {
+        let line = Line::of(event, &ctx);
+        match self {
+            Sink::Journal(j) => j.send(&line),
+            Sink::Stderr => terminal::print(&stderr_text(&line, std::time::SystemTime::now())),
+        }
+    }
+}
+
+/// A line as stderr shows it: the time (UTC, to the second), the level, the text.
+pub fn stderr_text(line: &Line, now: std::time::SystemTime) -> String {
+    format!(
+        "{} {:>5} {}\n",
+        humantime::format_rfc3339_seconds(now),
+        line.level,
+        line.text
+    )
 }
 
 #[cfg(test)]

@@ -7,10 +7,12 @@ use popfetch::cli::{self, Cli};
 
 fn main() -> ExitCode {
     let args = Cli::parse();
-    // The daemon's log target and level come from its config; errors in it are reported by
-    // `run` below, on stderr, so they are seen in any case.
+    // The log's level comes from the config's `log_level` for every command that reads a
+    // config (`POPFETCH_LOG` and `-v` still win); its target from `log_target` for the two
+    // commands that run unattended. A broken config is reported by `run` below, on stderr.
     let daemon = matches!(args.command, cli::Command::Daemon);
-    let config = daemon
+    let unattended = daemon || matches!(args.command, cli::Command::Fetch { .. });
+    let config = (!matches!(args.command, cli::Command::Import { .. }))
         .then(|| {
             popfetch::config::load(&popfetch::config::default_path(args.config.as_deref())).ok()
         })
@@ -21,6 +23,7 @@ fn main() -> ExitCode {
         config.as_ref().and_then(|c| c.log_level.as_deref()),
         config
             .as_ref()
+            .filter(|_| unattended)
             .map_or(popfetch::logging::LogTarget::Stderr, |c| c.log_target),
     );
     let runtime = match tokio::runtime::Builder::new_multi_thread()

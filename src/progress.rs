@@ -2,7 +2,6 @@
 //! waiting, the rate and the time left, redrawn in place a few times a second on stderr. Nothing
 //! is drawn when stderr is not a terminal, under the daemon, or with `--quiet`.
 
-use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -16,6 +15,8 @@ pub struct Progress {
     pub done_msgs: AtomicU64,
     pub done_bytes: AtomicU64,
     pub finished: AtomicBool,
+    /// Set with `finished` when the poll failed.
+    pub failed: AtomicBool,
     started: Instant,
 }
 
@@ -28,6 +29,7 @@ impl Progress {
             done_msgs: AtomicU64::new(0),
             done_bytes: AtomicU64::new(0),
             finished: AtomicBool::new(false),
+            failed: AtomicBool::new(false),
             started: Instant::now(),
         })
     }
@@ -49,10 +51,10 @@ impl Progress {
             self.done_msgs.load(Ordering::Relaxed),
             self.total_msgs.load(Ordering::Relaxed),
         );
-        let (b, tb) = (
-            self.done_bytes.load(Ordering::Relaxed),
-            self.total_bytes.load(Ordering::Relaxed),
-        );
+        let b = self.done_bytes.load(Ordering::Relaxed);
+        // Done never shows above the total: sizes as listed are estimates (a server may count
+        // a message smaller than it sends it).
+        let tb = self.total_bytes.load(Ordering::Relaxed).max(b);
         let secs = self.started.elapsed().as_secs_f64().max(0.001);
         let rate = b as f64 / secs;
         let mut s = format!(
@@ -61,7 +63,9 @@ impl Progress {
             crate::text::human_bytes(b),
             crate::text::human_bytes(tb)
         );
-        if self.finished.load(Ordering::Relaxed) {
+        if self.failed.load(Ordering::Relaxed) {
+            s.push_str(", failed");
+        } else if self.finished.load(Ordering::Relaxed) {
             s.push_str(", done");
         } else if b > 0 {
             s.push_str(&format!(", {}/s", crate::text::human_bytes(rate as u64)));
@@ -83,39 +87,16 @@ fn clock(d: Duration) -> String {
 }
 
 /// Redraws the lines of `all` on stderr every quarter second until `done` is set, then clears
-/// them (the summary lines follow on stdout).
+/// them (the summary lines follow on stdout). Log lines printed meanwhile stay on screen above
+/// them ([`crate::logging::terminal`]).
 pub async fn render(all: Vec<Arc<Progress>>, done: Arc<AtomicBool>) {
-    let mut drawn = 0usize;
     loop {
-        let finished = done.load(Ordering::Relaxed);
-        let mut out = String::new();
-        if drawn > 0 {
-            // Back to the first line drawn.
-            out.push_str(&format!("\x1b[{drawn}A"));
-        }
-        if finished {
-            for _ in 0..drawn {
-                out.push_str("\x1b[2K\n");
-            }
-            if drawn > 0 {
-                out.push_str(&format!("\x1b[{drawn}A"));
-            }
-        } else {
-            for p in &all {
-                out.push_str("\x1b[2K");
-                out.push_str(&p.line());
-                out.push('\n');
-            }
-            drawn = all.len();
-        }
-        {
-            let mut err = std::io::stderr().lock();
-            let _ = err.write_all(out.as_bytes());
-            let _ = err.flush();
-        }
-        if finished {
+        if done.load(Ordering::Relaxed) {
+            crate::logging::terminal::draw(&[]);
             return;
         }
+        let lines: Vec<String> = all.iter().map(|p| format!("\x1b[2K{}", p.line())).collect();
+        crate::logging::terminal::draw(&lines);
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
@@ -138,7 +119,21 @@ mod tests {
         assert!(l.contains("/s, ") && l.ends_with(" left"), "{l}");
         p.finished.store(true, Ordering::Relaxed);
         assert!(p.line().ends_with(", done"));
+        p.failed.store(true, Ordering::Relaxed);
+        assert!(p.line().ends_with(", failed"));
         assert_eq!(clock(Duration::from_secs(3725)), "1:02:05");
         assert_eq!(clock(Duration::from_secs(65)), "1:05");
+    }
+
+    #[test]
+    fn bytes_done_never_show_above_the_total() {
+        let p = Progress::new("bob");
+        p.set_total(1, 100);
+        p.add(150);
+        assert!(
+            p.line().starts_with("bob: 1/1 messages, 150 B/150 B"),
+            "{}",
+            p.line()
+        );
     }
 }

@@ -44,6 +44,68 @@ pub struct Report {
     /// Messages that arrived far short of their LIST size in this poll: not delivered, held on
     /// the server (counted in `newly_held`, or in `failed` without a UIDL to hold them by).
     pub short: Vec<ShortMessage>,
+    /// Why the first delivery that failed for now failed (the others are most likely alike).
+    pub delivery_error: Option<String>,
+}
+
+impl Report {
+    /// What the poll did, in words: `3 new messages delivered (12.0 KiB), 3 deleted from the
+    /// server, 5 on it at login`, then every other count that is not zero.
+    pub fn summary(&self) -> String {
+        if *self == Report::stopped_before_transfer() {
+            return "stopped by a signal before the transfer began".into();
+        }
+        let mut line = format!(
+            "{} new message{} delivered ({}), {} deleted from the server, {} on it at login",
+            self.delivered,
+            if self.delivered == 1 { "" } else { "s" },
+            crate::text::human_bytes(self.bytes),
+            self.deleted,
+            self.on_server
+        );
+        for (n, what) in [
+            (self.failed, "failed for now (left on the server)"),
+            (
+                self.newly_held + self.held,
+                "held after a permanent failure (see `popfetch retry`)",
+            ),
+            (self.quarantined, "quarantined"),
+            (self.too_large, "over max_size (left on the server)"),
+            (self.too_large_deleted, "over max_size (deleted unread)"),
+            (self.expired, "deleted after delete_after"),
+            (
+                self.duplicates,
+                "already delivered (same Message-ID), not again",
+            ),
+            (self.deferred, "left for the next poll (per-poll limit)"),
+        ] {
+            if n > 0 {
+                line.push_str(&format!("; {n} {what}"));
+            }
+        }
+        for short in &self.short {
+            line.push_str(&format!("; held: {short}"));
+        }
+        if let Some(e) = &self.delivery_error {
+            line.push_str(&format!(" (delivery failed: {e})"));
+        }
+        line
+    }
+
+    /// Whether the poll changed anything: a poll that found nothing new, or only failed to
+    /// deliver again (said once per change by whoever polls), is not worth an info line.
+    pub fn eventful(&self) -> bool {
+        self.delivered
+            + self.deleted
+            + self.newly_held
+            + self.quarantined
+            + self.too_large_deleted
+            + self.expired
+            + self.duplicates
+            + self.recovered
+            > 0
+            || !self.short.is_empty()
+    }
 }
 
 /// A message that arrived far short of its LIST size.

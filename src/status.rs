@@ -71,7 +71,7 @@ pub fn record(state_dir: &Path, account: &str, report: &Report, error: Option<St
     let f = match crate::state::create_new(&tmp) {
         Ok(f) => f,
         Err(e) => {
-            tracing::warn!(account, error = %e, "cannot write the status file");
+            tracing::warn!(account, error = %e, "cannot write the status file: {e}");
             return;
         }
     };

@@ -16,6 +16,15 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
+/// A server's reason as said after its `-ERR` or status code: `(no reason given)` when it
+/// said nothing, so that no message ends in a bare colon.
+pub fn reason(text: &str) -> &str {
+    match text.trim() {
+        "" => "(no reason given)",
+        t => t,
+    }
+}
+
 /// A byte count for people: `512 B`, `1.5 KiB`, `3.0 MiB`.
 pub fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];

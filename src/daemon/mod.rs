@@ -12,6 +12,7 @@
 
 pub mod signals;
 pub mod systemd;
+mod told;
 pub mod watch;
 
 use std::collections::HashMap;
@@ -28,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{self, Account, Config};
 use crate::fetch::{self, FetchError};
 use crate::scheduler::{self, Next, Outcome, Schedule};
+use told::{Say, Told};
 
 /// Time to let a burst of file events settle before reading the config.
 const DEBOUNCE: Duration = Duration::from_millis(300);
@@ -64,7 +66,7 @@ pub async fn run(path: PathBuf, mut config: Config) -> std::process::ExitCode {
     let _watcher = match watch::watch(&path, reload_tx.clone()) {
         Ok(w) => Some(w),
         Err(e) => {
-            tracing::warn!(path = %path.display(), error = %e, "cannot watch the config file; reload with SIGHUP");
+            tracing::warn!(path = %path.display(), error = %e, "cannot watch the config file {}: {e}; reload with SIGHUP", path.display());
             None
         }
     };
@@ -179,7 +181,7 @@ fn reload(
     let new = match config::load(path) {
         Ok(c) => c,
         Err(e) => {
-            tracing::error!(error = %e, "config reload failed; the previous config stays in force");
+            tracing::error!(error = %e, "config reload failed: {}; the previous config stays in force", crate::text::error_chain(&e));
             systemd::ready(&status_line(shared, running.len()));
             return;
         }
@@ -362,7 +364,7 @@ async fn account_loop(
     poke: Arc<Notify>,
     schedule: Schedule,
 ) {
-    let last_error: Mutex<Option<String>> = Mutex::new(None);
+    let told: Mutex<Told> = Mutex::new(Told::default());
     // The LOGIN-DELAY last said to raise the interval: said once, not at every poll.
     let told_delay: Mutex<Option<Duration>> = Mutex::new(None);
     let timing = Timing {
@@ -375,24 +377,19 @@ async fn account_loop(
             .bytes()
             .fold(0u64, |h, b| h.wrapping_mul(31) ^ u64::from(b)),
     };
-    let (account, shared, last_error, told_delay) = (&account, &shared, &last_error, &told_delay);
+    let (account, shared, told, told_delay) = (&account, &shared, &told, &told_delay);
     let poll = move || async move {
         let (rep, r) = fetch::poll(account, &shared.state_dir, &shared.shutdown, None).await;
         let r = r.map(|()| rep);
-        let mut last_error = last_error
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Ok(mut s) = shared.summary.lock() {
             s.insert(
                 account.name.clone(),
                 (std::time::SystemTime::now(), r.is_ok()),
             );
         }
+        tell(account, told, &r);
         match &r {
             Ok(rep) => {
-                if last_error.take().is_some() {
-                    tracing::info!(account = account.name, "account recovered");
-                }
                 if let Some(d) = rep.login_delay {
                     tell_login_delay(account, d, told_delay);
                 }
@@ -400,19 +397,7 @@ async fn account_loop(
                     login_delay: rep.login_delay,
                 }
             }
-            Err(e) => {
-                let text = crate::text::error_chain(e);
-                // Once per change, so a broken account does not flood the log.
-                if last_error.as_deref() != Some(text.as_str()) {
-                    if is_auth(e) {
-                        tracing::error!(account = account.name, error = %text, "login refused: the credentials need attention");
-                    } else {
-                        tracing::warn!(account = account.name, error = %text, "poll failed");
-                    }
-                    *last_error = Some(text);
-                }
-                Outcome::Failed { code: code_of(e) }
-            }
+            Err(e) => Outcome::Failed { code: code_of(e) },
         }
     };
     if run_schedule(&timing, schedule, poll).await == Next::Suspended {
@@ -420,6 +405,52 @@ async fn account_loop(
             account = account.name,
             "the server reported a permanent failure ([SYS/PERM]); polling stops until the account's config changes"
         );
+    }
+}
+
+/// Logs what a poll's result changed: a failure when it begins or changes (a login refused at
+/// the error level, the rest as warnings), a reminder at most hourly while it lasts, and its
+/// end. A poll that delivered nothing because every delivery failed for now counts as failing.
+fn tell(account: &Account, told: &Mutex<Told>, r: &Result<crate::fetch::Report, FetchError>) {
+    let failure = match r {
+        Ok(rep) if rep.failed > 0 => Some(format!(
+            "{} message{} not delivered for now: {}",
+            rep.failed,
+            if rep.failed == 1 { "" } else { "s" },
+            rep.delivery_error
+                .as_deref()
+                .unwrap_or("(no reason recorded)")
+        )),
+        Ok(_) => None,
+        Err(e) => Some(format!("poll failed: {}", crate::text::error_chain(e))),
+    };
+    let auth = matches!(r, Err(e) if is_auth(e));
+    let say = told
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .after(std::time::Instant::now(), failure.as_deref());
+    let name = &account.name;
+    match say {
+        Say::Nothing => {}
+        Say::Failing(text) if auth => tracing::error!(
+            account = name,
+            error = text,
+            "{text}; the credentials need attention"
+        ),
+        Say::Failing(text) => tracing::warn!(account = name, error = text, "{text}"),
+        Say::Still { text, polls, since } => tracing::warn!(
+            account = name,
+            error = text,
+            polls,
+            "still failing after {polls} polls over {}: {text}",
+            humantime::format_duration(Duration::from_secs(since.elapsed().as_secs()))
+        ),
+        Say::Recovered { polls, last } => tracing::info!(
+            account = name,
+            polls,
+            "recovered after {polls} failed poll{} (last: {last})",
+            if polls == 1 { "" } else { "s" }
+        ),
     }
 }
 

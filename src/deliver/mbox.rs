@@ -424,7 +424,8 @@ fn append(file: &File, out: impl Write, from_line: &[u8], spool: &mut impl Read)
     {
         tracing::warn!(
             error = %e,
-            "cannot truncate an mbox after a failed append; a partial message is left at its end"
+            "cannot truncate an mbox after a failed append: {e}; a partial message is left at \
+             its end"
         );
     }
     result
@@ -593,7 +594,9 @@ impl DotLock {
                                 tracing::info!(
                                     path = %lock.display(),
                                     age_s = age.as_secs(),
-                                    "removed a stale dotlock"
+                                    "removed a stale dotlock {} ({}s old)",
+                                    lock.display(),
+                                    age.as_secs()
                                 );
                                 continue;
                             }
@@ -640,7 +643,7 @@ fn dotlock_age(lock: &Path) -> Option<Duration> {
 impl Drop for DotLock {
     fn drop(&mut self) {
         if let Err(e) = std::fs::remove_file(&self.0) {
-            tracing::warn!(path = %self.0.display(), error = %e, "cannot remove a dotlock");
+            tracing::warn!(path = %self.0.display(), error = %e, "cannot remove the dotlock {}: {e}", self.0.display());
         }
     }
 }

@@ -229,15 +229,26 @@ impl Sink {
                 })
             }
         };
-        if let Some(text) = stderr.text() {
-            tracing::warn!(
-                account = self.account,
-                uidl = self.uidl,
-                stderr = text,
-                "MDA wrote to stderr"
-            );
+        // What the MDA said goes with its failure, so the one line that reports the failure
+        // says why; after a success it is worth a line of its own.
+        match (stderr.text(), result) {
+            (Some(text), Err(mut e)) => {
+                e.message.push_str(&format!("; it said: {text}"));
+                Err(e)
+            }
+            (Some(text), Ok(())) => {
+                tracing::info!(
+                    account = self.account,
+                    uidl = self.uidl,
+                    stderr = text,
+                    "message {}: the MDA {:?} delivered it and said: {text}",
+                    self.uidl,
+                    self.argv[0]
+                );
+                Ok(())
+            }
+            (None, r) => r,
         }
-        result
     }
 
     fn verdict(&self, status: ExitStatus) -> Result<(), DeliverError> {

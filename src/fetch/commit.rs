@@ -82,7 +82,7 @@ pub(super) fn recover(
         tracing::info!(
             account,
             files = stale,
-            "removed unfinished deliveries of an earlier run"
+            "removed {stale} unfinished deliveries of an earlier run"
         );
     }
     let pending = state.pending();
@@ -97,7 +97,8 @@ pub(super) fn recover(
             tracing::info!(
                 account,
                 uidl = uidl.as_str(),
-                "interrupted delivery was complete"
+                "the interrupted delivery of message {} was complete",
+                uidl.as_str()
             );
         } else {
             backend.discard(&key);
@@ -105,7 +106,8 @@ pub(super) fn recover(
             tracing::info!(
                 account,
                 uidl = uidl.as_str(),
-                "interrupted delivery will be redone"
+                "the interrupted delivery of message {} will be redone",
+                uidl.as_str()
             );
         }
     }

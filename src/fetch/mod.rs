@@ -29,6 +29,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use crate::config::{Account, Credentials, Deliver, PermanentFailure};
 use crate::deliver::{Backend, DeliverError, ErrorKind};
@@ -86,7 +87,12 @@ pub async fn poll(
     progress: Option<&Progress>,
 ) -> (Report, Result<(), FetchError>) {
     let mut report = Report::default();
-    let r = poll_once(account, state_dir, stop, progress, &mut report).await;
+    // Every line logged on the way names the account (see `crate::logging`); the span is at
+    // the error level so that it is there whatever the filter lets through.
+    let span = tracing::error_span!("poll", account = %account.name);
+    let r = poll_once(account, state_dir, stop, progress, &mut report)
+        .instrument(span)
+        .await;
     if let Err(FetchError::Session(SessionError::Cancelled)) = &r {
         // Stopped before anything was fetched: no failure, and nothing to record.
         tracing::info!(
@@ -99,13 +105,15 @@ pub async fn poll(
         && report.delivered + report.quarantined > 0
     {
         // Said once here, for `fetch` and the daemon alike: the error line alone would hide them.
+        let error = crate::text::error_chain(e);
         tracing::warn!(
             account = account.name,
             delivered = report.delivered,
             quarantined = report.quarantined,
-            error = %crate::text::error_chain(e),
-            "poll failed after delivering some messages; they are recorded as delivered and \
-             their DELE follows at the next poll"
+            error,
+            "poll failed after delivering {} messages: {error}; they are recorded as delivered \
+             and their DELE follows at the next poll",
+            report.delivered + report.quarantined
         );
     }
     let error = r.as_ref().err().map(|e| crate::text::error_chain(e));
@@ -324,7 +332,12 @@ async fn log_in(
     }
     let method = login?;
     drop(credential);
-    tracing::debug!(account = account.name, method = method.name(), "logged in");
+    tracing::debug!(
+        account = account.name,
+        method = method.name(),
+        "logged in with {}",
+        method.name()
+    );
     Ok(session)
 }
 
@@ -402,21 +415,20 @@ fn open_quarantine(account: &Account) -> Result<Option<Backend>, FetchError> {
 }
 
 fn log_done(account: &Account, report: &Report, started: Instant) {
-    tracing::info!(
-        account = account.name,
-        server = account.host,
-        on_server = report.on_server,
-        new = report.new,
-        delivered = report.delivered,
-        bytes = report.bytes,
-        deleted = report.deleted,
-        failed = report.failed,
-        held = report.held + report.newly_held,
-        too_large = report.too_large + report.too_large_deleted,
-        expired = report.expired,
-        duplicates = report.duplicates,
-        deferred = report.deferred,
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        "poll done"
-    );
+    let elapsed_ms = started.elapsed().as_millis() as u64;
+    let text = report.summary();
+    if report.eventful() {
+        tracing::info!(
+            account = account.name,
+            delivered = report.delivered,
+            bytes = report.bytes,
+            deleted = report.deleted,
+            failed = report.failed,
+            held = report.held + report.newly_held,
+            elapsed_ms,
+            "poll done: {text}"
+        );
+    } else {
+        tracing::debug!(account = account.name, elapsed_ms, "poll done: {text}");
+    }
 }

@@ -43,7 +43,9 @@ pub(super) fn too_large(
         SizeAction::Delete => {
             report.too_large_deleted += 1;
             tracing::warn!(account = account.name, %num, uidl = uidl_str, size,
-                max_size = max, "message over max_size: deleting it from the server unread");
+                max_size = max,
+                "message {num} ({size}) is over max_size ({max}): deleting it from the server \
+                 unread");
             dele_wait.push_back((num, uidl.cloned()));
         }
         SizeAction::Keep => {
@@ -53,7 +55,9 @@ pub(super) fn too_large(
                 return;
             }
             tracing::warn!(account = account.name, %num, uidl = uidl_str, size,
-                max_size = max, "message over max_size: left on the server, not fetched");
+                max_size = max,
+                "message {num} ({size}) is over max_size ({max}): left on the server, not \
+                 fetched");
             if let Some(u) = uidl {
                 state.record_oversize(u);
             }
@@ -83,7 +87,7 @@ pub(super) fn limit_poll(account: &Account, todo: &mut Vec<Item>) -> usize {
             account = account.name,
             fetching = keep,
             deferred,
-            "per-poll limit reached: the rest waits for the next poll"
+            "per-poll limit reached: fetching {keep}, {deferred} wait for the next poll"
         );
     }
     todo.truncate(keep);
@@ -184,11 +188,12 @@ impl<'a> Plan<'a> {
         }
         if state.is_held(uidl) {
             self.held += 1;
-            tracing::warn!(
+            // Said when it became held; from then on the poll's summary counts it.
+            tracing::debug!(
                 account = account.name,
                 uidl = uidl.as_str(),
-                "message held on the server after a permanent delivery failure (or it arrived \
-                 far short of its LIST size); `popfetch retry {}` tries it again",
+                "message {} stays held on the server; `popfetch retry {}` tries it again",
+                uidl.as_str(),
                 account.name
             );
             return Ok(());

@@ -99,14 +99,15 @@ impl Run<'_> {
             Ok(()) => tracing::info!(
                 account = self.account.name,
                 messages = n,
-                "the session failed: committed the messages that had arrived whole"
+                "the session failed: committed the {n} messages that had arrived whole"
             ),
             Err(e) => tracing::warn!(
                 account = self.account.name,
                 messages = n,
                 error = %crate::text::error_chain(&e),
-                "the session failed, and committing the messages that had arrived whole failed \
-                 too; they stay on the server"
+                "the session failed, and committing the {n} messages that had arrived whole \
+                 failed too: {}; they stay on the server",
+                crate::text::error_chain(&e)
             ),
         }
     }
@@ -200,7 +201,9 @@ impl Run<'_> {
                     if !st.is_ok() {
                         self.report.failed += 1;
                         tracing::warn!(account = self.account.name, num = %self.todo[i].num,
-                            error = %st.text_lossy(), "the server refused RETR; the message stays");
+                            error = %st.text_lossy(),
+                            "message {}: the server refused RETR: {}; it stays on the server",
+                            self.todo[i].num, crate::text::reason(&st.text_lossy()));
                         continue;
                     }
                     if self.stopping() {
@@ -434,7 +437,10 @@ impl Run<'_> {
             uidl = item.uidl.as_ref().map(Uidl::as_str),
             bytes,
             elapsed_ms = t.elapsed().as_millis() as u64,
-            "delivered"
+            "message {} delivered ({} in {} ms)",
+            item.uidl.as_ref().map_or("-", Uidl::as_str),
+            crate::text::human_bytes(bytes),
+            t.elapsed().as_millis()
         );
         if !self.account.keep {
             self.dele_wait.push_back((item.num, item.uidl.clone()));
@@ -453,8 +459,14 @@ impl Run<'_> {
         match source.kind {
             ErrorKind::Transient => {
                 self.report.failed += 1;
-                tracing::warn!(account = name, uidl, error = %source,
-                    "delivery failed for now; the message stays on the server");
+                // Said once per poll in its summary (and by the daemon once per change), not
+                // once per message at every poll.
+                tracing::debug!(account = name, uidl, error = %source,
+                    "message {}: delivery failed for now: {source}; it stays on the server",
+                    uidl.unwrap_or("-"));
+                self.report
+                    .delivery_error
+                    .get_or_insert_with(|| format!("{what}: {source}"));
             }
             ErrorKind::Unavailable => {
                 self.report.unreached += 1;
@@ -463,11 +475,16 @@ impl Run<'_> {
             ErrorKind::Permanent if item.quarantine => {
                 self.report.failed += 1;
                 tracing::warn!(account = name, uidl, error = %source,
-                    "quarantine failed; the message stays on the server");
+                    "message {}: quarantine failed: {source}; it stays on the server",
+                    uidl.unwrap_or("-"));
+                self.report
+                    .delivery_error
+                    .get_or_insert_with(|| format!("the quarantine: {source}"));
             }
             ErrorKind::Permanent if self.quarantine.is_some() => {
                 tracing::error!(account = name, uidl, error = %source,
-                    "delivery refused for good; storing the message in quarantine");
+                    "message {}: delivery refused for good: {source}; storing it in quarantine",
+                    uidl.unwrap_or("-"));
                 self.todo.push(Item {
                     quarantine: true,
                     ..item
@@ -479,8 +496,9 @@ impl Run<'_> {
                 }
                 self.report.newly_held += 1;
                 tracing::error!(account = name, uidl, error = %source,
-                    "delivery refused for good; the message stays on the server and is not \
-                     tried again until the config changes or `popfetch retry` runs");
+                    "message {} held: delivery refused for good: {source}; it stays on the \
+                     server and is not tried again until the config changes or `popfetch retry` \
+                     runs", uidl.unwrap_or("-"));
             }
         }
     }

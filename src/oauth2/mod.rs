@@ -189,7 +189,7 @@ pub async fn access_token(
             cache_put(&account.name, &key, &token);
             if let Err(e) = write_cache_file(&file, &key, &token) {
                 // Only a cost: the next process refreshes again.
-                tracing::warn!(account = account.name, error = %e, "cannot write the oauth2 token cache");
+                tracing::warn!(account = account.name, error = %e, "cannot write the oauth2 token cache: {e}");
             }
             Ok(token.access_token)
         }

@@ -142,8 +142,9 @@ impl Session {
         if !params.tls_verify && params.tls != TlsMode::None {
             tracing::warn!(
                 host = params.host,
-                "tls_verify = false: the server's certificate is not checked, anyone on the path \
-                 can read the password and the mail"
+                "tls_verify = false: the certificate of {} is not checked, anyone on the path \
+                 can read the password and the mail",
+                params.host
             );
         }
         let stream = tokio::select! {
@@ -325,6 +326,7 @@ impl Session {
                 // The answer continues the same exchange: no new answer is expected of the
                 // decoder.
                 Ok(Next::Send(line)) => {
+                    tracing::trace!("C: {line:?}");
                     self.pipe.continue_with(&line);
                     self.flush().await?;
                 }
@@ -440,7 +442,7 @@ impl Session {
     /// each with its `tag`. Only use with a server that advertises PIPELINING, or one command at
     /// a time.
     pub fn queue(&mut self, cmd: Command, tag: Tag) {
-        tracing::trace!(command = ?cmd, "queue");
+        tracing::trace!("C: {cmd:?}");
         // The transfer begins: from here the caller decides what a stop ends.
         self.interruptible = false;
         self.pipe.queue(&cmd, Some(tag));
@@ -488,7 +490,7 @@ impl Session {
             0,
             "command() while answers are pending"
         );
-        tracing::trace!(command = ?cmd, "send");
+        tracing::trace!("C: {cmd:?}");
         self.pipe.queue(&cmd, None);
         self.flush().await?;
         self.read_status().await
@@ -575,6 +577,7 @@ impl Session {
     async fn next_event(&mut self) -> Result<Event, SessionError> {
         loop {
             if let Some(ev) = self.pipe.next_event().map_err(SessionError::Decode)? {
+                trace_received(&ev);
                 return Ok(ev);
             }
             // Waiting for the rest of an answer under way counts towards the minimum rate;
@@ -608,6 +611,28 @@ impl Session {
             }
             self.flow.count(mid.then(|| started.elapsed()), n as u64)?;
         }
+    }
+}
+
+/// What the server sent, for `-vvv` (`C:` lines are what was sent): status lines and listing
+/// lines as they came (made printable), message data by its size.
+fn trace_received(ev: &Event) {
+    if !tracing::enabled!(tracing::Level::TRACE) {
+        return;
+    }
+    match ev {
+        Event::Status(s) => {
+            let kind = match s.kind {
+                pop3::StatusKind::Ok => "+OK",
+                pop3::StatusKind::Err => "-ERR",
+                pop3::StatusKind::Continue => "+",
+            };
+            let code = s.code.map(|c| format!(" [{c}]")).unwrap_or_default();
+            tracing::trace!("S: {kind}{code} {}", s.text_lossy());
+        }
+        Event::Line(l) => tracing::trace!("S: {}", pop3::printable(l, 200)),
+        Event::Data(d) => tracing::trace!("S: ({} bytes of the message)", d.len()),
+        Event::End => tracing::trace!("S: ."),
     }
 }
 

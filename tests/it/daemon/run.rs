@@ -80,7 +80,7 @@ impl Drop for Daemon {
 
 fn polls(log: &str, account: &str) -> usize {
     log.lines()
-        .filter(|l| l.contains("poll done") && l.contains(&format!("account=\"{account}\"")))
+        .filter(|l| l.contains(&format!("account {account}: poll done")))
         .count()
 }
 

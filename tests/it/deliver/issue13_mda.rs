@@ -151,9 +151,9 @@ fn issue13_1_mda_timeout_ends_the_whole_process_group() {
     );
     assert!(server.remaining().contains(&msgs[0].data));
     assert!(
-        first.stderr.contains("did not finish within"),
+        first.stdout.contains("did not finish within"),
         "{}",
-        first.stderr
+        first.stdout
     );
 
     // Every message that was deleted is in an output file byte for byte, and no output is
@@ -253,7 +253,7 @@ fn issue13_1_mda_exit_status_alone_decides() {
     );
     let run = fetch(&env);
     assert!(
-        run.stderr.contains("exited with 75"),
+        run.stdout.contains("exited with 75"),
         "{}\n{}",
         run.stdout,
         run.stderr

@@ -48,7 +48,8 @@ fn mda_tempfail_leaves_the_message_for_the_next_poll() {
         run.stdout
     );
     assert!(run.stdout.contains("1 failed for now"), "{}", run.stdout);
-    assert!(run.stderr.contains("exited with 75"), "{}", run.stderr);
+    // The cause is in the poll's summary line.
+    assert!(run.stdout.contains("exited with 75"), "{}", run.stdout);
     assert_eq!(d.message_count("alice"), 1, "only the refused one is left");
     // The MDA recovers: the next poll delivers it.
     config(&d, &env, &filer(&env, "never", 75), "");
@@ -82,7 +83,11 @@ fn mda_permanent_failure_holds_the_message_until_retry() {
     // Not tried again at the next poll, but reported.
     let run = env.popfetch(&["-v", "fetch"]);
     assert!(run.stdout.contains("0 new messages"), "{}", run.stdout);
-    assert!(run.stderr.contains("held on the server"), "{}", run.stderr);
+    assert!(
+        run.stdout.contains("1 held after a permanent failure"),
+        "{}",
+        run.stdout
+    );
     assert_eq!(d.message_count("alice"), 1);
     // popfetch retry releases it; the MDA still refuses, so it is held again.
     let run = env.popfetch(&["retry", "alice"]);
@@ -143,7 +148,11 @@ fn held_mail_is_released_by_a_delivery_change_only_and_survives_the_fingerprint_
     // Not tried again: skipped as held (exit 0: nothing newly held).
     let run = env.popfetch(&["-v", "fetch"]);
     run.assert_code(0);
-    assert!(run.stderr.contains("held on the server"), "{}", run.stderr);
+    assert!(
+        run.stdout.contains("1 held after a permanent failure"),
+        "{}",
+        run.stdout
+    );
     assert!(!run.stderr.contains("refused for good"), "{}", run.stderr);
     assert_eq!(d.message_count("alice"), 1, "still held on the server");
     let text = std::fs::read_to_string(&path).unwrap();
@@ -200,10 +209,10 @@ fn a_hanging_mda_is_killed_and_the_message_stays() {
     let run = env.popfetch(&["fetch"]);
     run.assert_code(1);
     assert!(
-        run.stderr
+        run.stdout
             .contains("did not finish within 2s and was killed"),
         "{}",
-        run.stderr
+        run.stdout
     );
     assert!(t.elapsed() < std::time::Duration::from_secs(30));
     assert_eq!(d.message_count("alice"), 1);

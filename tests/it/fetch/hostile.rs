@@ -903,7 +903,7 @@ fn daemon_keeps_polling_a_healthy_account_beside_a_hostile_one() {
     let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
     let polls = |l: &str, account: &str| {
         l.lines()
-            .filter(|l| l.contains("poll done") && l.contains(&format!("account=\"{account}\"")))
+            .filter(|l| l.contains(&format!("account {account}: poll done")))
             .count()
     };
     let wait = |secs: u64, what: &str, pred: &dyn Fn() -> bool| {
@@ -933,9 +933,7 @@ fn daemon_keeps_polling_a_healthy_account_beside_a_hostile_one() {
     // The poll's log line follows its deliveries.
     let hostile_failed = |l: &str| {
         l.lines().any(|l| {
-            l.contains("poll failed")
-                && l.contains("account=\"bad\"")
-                && l.contains("waiting for message data")
+            l.contains("account bad: poll failed") && l.contains("waiting for message data")
         })
     };
     ok = ok
