@@ -267,19 +267,22 @@ fn import(from: &ImportFrom, quiet: bool) -> Result<ExitCode, UsageError> {
     }
 }
 
+/// The accounts `names` picks, in the order given, each once: an account polled twice at once
+/// would lock itself out of its own mailbox.
 fn select(config: &Config, names: &[String]) -> Result<Vec<Arc<Account>>, UsageError> {
     if names.is_empty() {
         return Ok(config.accounts.clone());
     }
-    names
-        .iter()
-        .map(|n| {
-            config
-                .account(n)
-                .cloned()
-                .ok_or_else(|| UsageError::UnknownAccount(n.clone(), config.path.clone()))
-        })
-        .collect()
+    let mut picked: Vec<Arc<Account>> = Vec::with_capacity(names.len());
+    for n in names {
+        let account = config
+            .account(n)
+            .ok_or_else(|| UsageError::UnknownAccount(n.clone(), config.path.clone()))?;
+        if !picked.iter().any(|a| a.name == account.name) {
+            picked.push(account.clone());
+        }
+    }
+    Ok(picked)
 }
 
 /// Polls `accounts` concurrently; prints one summary line per account.
