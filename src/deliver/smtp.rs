@@ -340,7 +340,7 @@ async fn connect(
         Some(h) => ClientId::Domain(h.clone()),
         None => ClientId::Domain(super::hostname()),
     };
-    let addr = format!("{}:{}", target.host, target.port);
+    let addr = crate::text::host_port(&target.host, target.port);
     let peer = Peer {
         host: &target.host,
         port: target.port,
