@@ -31,6 +31,15 @@ pub fn host_port(host: &str, port: u16) -> String {
     format!("{}:{port}", host_literal(host))
 }
 
+/// What a peer gave as the reason of a refusal, or `(no reason given)`: a bare `-ERR` or a
+/// reply code alone must not read as a sentence cut short.
+pub fn reason(text: &str) -> &str {
+    match text.trim() {
+        "" => "(no reason given)",
+        t => t,
+    }
+}
+
 /// A byte count for people: `512 B`, `1.5 KiB`, `3.0 MiB`.
 pub fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];

@@ -11,6 +11,13 @@ fn an_ipv6_host_is_bracketed_before_its_port() {
 }
 
 #[test]
+fn an_empty_reason_says_none_was_given() {
+    assert_eq!(reason(""), "(no reason given)");
+    assert_eq!(reason("  "), "(no reason given)");
+    assert_eq!(reason(" invalid login "), "invalid login");
+}
+
+#[test]
 fn bytes_read_as_people_count_them() {
     assert_eq!(human_bytes(0), "0 B");
     assert_eq!(human_bytes(1023), "1023 B");
