@@ -3,5 +3,6 @@
 
 mod commands;
 mod docs;
+mod first_steps;
 mod layers;
 mod package;
