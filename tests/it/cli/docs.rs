@@ -572,3 +572,23 @@ The state of a user's runs.
 .SH "SEE ALSO"
 \fBpopfetch.toml\fR(5), \fBsystemd.exec\fR(5), \fBfetchmail\fR(1), \fBmpop\fR(1)
 "#;
+
+#[test]
+fn the_example_config_names_every_login_method() {
+    let example = read("contrib/config.toml");
+    // The comment block just above `#auth = ...`.
+    let at = example
+        .find("\n#auth = ")
+        .expect("the example shows `auth`");
+    let start = example[..at].rfind("\n\n").map_or(0, |p| p + 2);
+    let comment = &example[start..at];
+    let missing: Vec<&str> = popfetch::pop3::login::CONFIG_NAMES
+        .iter()
+        .copied()
+        .filter(|name| !comment.contains(&format!("\"{name}\"")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "contrib/config.toml's `auth` comment leaves out {missing:?}:\n{comment}"
+    );
+}
