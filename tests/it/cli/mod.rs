@@ -6,3 +6,4 @@ mod docs;
 mod first_steps;
 mod layers;
 mod package;
+mod units;
