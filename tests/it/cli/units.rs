@@ -107,6 +107,7 @@ fn the_maintainer_comes_from_one_variable_and_no_placeholder_ships() {
     let script = read("packaging/build-deb");
     assert!(script.contains("MAINTAINER=${POPFETCH_MAINTAINER:-}"));
     assert!(script.contains("cargo deb --maintainer \"$MAINTAINER\""));
+    assert!(script.contains("trap 'rm -f target/packaging/changelog' EXIT"));
 
     // Without a maintainer the script refuses before building anything.
     let out = Command::new(repo().join("packaging/build-deb"))
