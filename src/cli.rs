@@ -149,6 +149,12 @@ pub const EXIT_CONFIG: u8 = 2;
 pub enum UsageError {
     #[error(transparent)]
     Config(#[from] config::ConfigError),
+    #[error(
+        "no config file: none at {}; write one (popfetch.toml(5) describes it) or name one \
+         with -c PATH",
+        .0.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" or ")
+    )]
+    NoConfig(Vec<PathBuf>),
     #[error("no account named `{0}` in {1}")]
     UnknownAccount(String, PathBuf),
     #[error("import: {0}")]
@@ -161,7 +167,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, UsageError> {
     if let Command::Import { from } = &cli.command {
         return import(from, cli.quiet);
     }
-    let path = config::default_path(cli.config.as_deref());
+    let path = config::find(cli.config.as_deref()).map_err(UsageError::NoConfig)?;
     let config = config::load(&path)?;
     match cli.command {
         Command::Check => {
@@ -267,19 +273,22 @@ fn import(from: &ImportFrom, quiet: bool) -> Result<ExitCode, UsageError> {
     }
 }
 
+/// The accounts `names` picks, in the order given, each once: an account polled twice at once
+/// would lock itself out of its own mailbox.
 fn select(config: &Config, names: &[String]) -> Result<Vec<Arc<Account>>, UsageError> {
     if names.is_empty() {
         return Ok(config.accounts.clone());
     }
-    names
-        .iter()
-        .map(|n| {
-            config
-                .account(n)
-                .cloned()
-                .ok_or_else(|| UsageError::UnknownAccount(n.clone(), config.path.clone()))
-        })
-        .collect()
+    let mut picked: Vec<Arc<Account>> = Vec::with_capacity(names.len());
+    for n in names {
+        let account = config
+            .account(n)
+            .ok_or_else(|| UsageError::UnknownAccount(n.clone(), config.path.clone()))?;
+        if !picked.iter().any(|a| a.name == account.name) {
+            picked.push(account.clone());
+        }
+    }
+    Ok(picked)
 }
 
 /// Polls `accounts` concurrently; prints one summary line per account.

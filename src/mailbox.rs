@@ -52,10 +52,7 @@ impl Mailbox {
 
 impl std::fmt::Display for Mailbox {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.host.contains(':') {
-            write!(f, "{}@[{}]:{}", self.user, self.host, self.port)
-        } else {
-            write!(f, "{}@{}:{}", self.user, self.host, self.port)
-        }
+        let at = crate::text::host_port(&self.host, self.port);
+        write!(f, "{}@{at}", self.user)
     }
 }

@@ -101,7 +101,7 @@ impl Peer<'_> {
                 Ok(Ok(tcp)) => tcp,
                 Ok(Err(source)) => {
                     return Err(NetError::Connect {
-                        addr: format!("{}:{}", self.host, self.port),
+                        addr: crate::text::host_port(self.host, self.port),
                         source,
                     });
                 }

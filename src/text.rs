@@ -1,5 +1,5 @@
 //! Plain-text formatting shared by the command line, the poll and its progress lines, and the
-//! hex that digests are written in (APOP, CRAM-MD5, journal and cache keys).
+//! hex that digests are written in (APOP, CRAM-MD5, journal and cache keys), and `host:port`.
 
 /// An error and its sources, `: `-separated, each said once.
 pub fn error_chain(e: &dyn std::error::Error) -> String {
@@ -16,8 +16,23 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// A server's reason as said after its `-ERR` or status code: `(no reason given)` when it
-/// said nothing, so that no message ends in a bare colon.
+/// A host as it stands before `:port`: an IPv6 address in brackets (RFC 3986 §3.2.2), so that
+/// `::1` on port 995 reads `[::1]:995`, not `::1:995`.
+pub fn host_literal(host: &str) -> std::borrow::Cow<'_, str> {
+    if host.contains(':') {
+        format!("[{host}]").into()
+    } else {
+        host.into()
+    }
+}
+
+/// `host:port` for errors, logs and headers, with an IPv6 address in brackets.
+pub fn host_port(host: &str, port: u16) -> String {
+    format!("{}:{port}", host_literal(host))
+}
+
+/// What a peer gave as the reason of a refusal, or `(no reason given)`: a bare `-ERR` or a
+/// reply code alone must not read as a sentence cut short.
 pub fn reason(text: &str) -> &str {
     match text.trim() {
         "" => "(no reason given)",

@@ -199,20 +199,33 @@ impl Config {
 /// `$XDG_CONFIG_HOME/popfetch/config.toml` (or `~/.config/...`) when it exists, else
 /// `/etc/popfetch/config.toml`.
 pub fn default_path(cli: Option<&Path>) -> PathBuf {
+    find(cli).unwrap_or_else(|_| PathBuf::from(SYSTEM_CONFIG))
+}
+
+/// The config file of the system, read when the user has none.
+pub const SYSTEM_CONFIG: &str = "/etc/popfetch/config.toml";
+
+/// As [`default_path`], but when nothing names a file and none of the usual places has one,
+/// `Err` with every place looked at, so that the error can name them all.
+pub fn find(cli: Option<&Path>) -> Result<PathBuf, Vec<PathBuf>> {
     if let Some(p) = cli {
-        return p.to_path_buf();
+        return Ok(p.to_path_buf());
     }
     if let Some(p) = std::env::var_os("POPFETCH_CONFIG").filter(|p| !p.is_empty()) {
-        return PathBuf::from(p);
+        return Ok(PathBuf::from(p));
     }
     let user_config = std::env::var_os("XDG_CONFIG_HOME")
         .filter(|p| !p.is_empty())
         .map(PathBuf::from)
         .or_else(|| home().map(|h| h.join(".config")))
         .map(|d| d.join("popfetch/config.toml"));
-    match user_config {
-        Some(p) if p.exists() => p,
-        _ => PathBuf::from("/etc/popfetch/config.toml"),
+    let tried: Vec<PathBuf> = user_config
+        .into_iter()
+        .chain([PathBuf::from(SYSTEM_CONFIG)])
+        .collect();
+    match tried.iter().find(|p| p.exists()) {
+        Some(p) => Ok(p.clone()),
+        None => Err(tried),
     }
 }
 

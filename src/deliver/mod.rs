@@ -16,7 +16,7 @@ pub mod smtp;
 
 use std::time::SystemTime;
 
-use crate::config::{Account, Deliver};
+use crate::config::{Account, Deliver, TlsMode};
 use crate::pop3::Uidl;
 
 /// Whether a failed delivery may succeed later.
@@ -67,8 +67,9 @@ pub struct MessageInfo<'a> {
     /// The POP3 server's host name, for the trace header.
     pub server: &'a str,
     pub uidl: Option<&'a Uidl>,
-    /// Whether the message came over TLS.
-    pub tls: bool,
+    /// How the POP3 connection was protected: the trace header names the protocol after it
+    /// (RFC 8314 keeps POP3S for implicit TLS; STLS is POP3 upgraded in place).
+    pub tls: TlsMode,
     /// Prepend a `Received:` trace line.
     pub received_header: bool,
 }
@@ -235,10 +236,15 @@ pub fn hostname() -> String {
     .clone()
 }
 
-/// `Received: from SERVER by HOST with POP3[S] (popfetch VERSION) (account A, uidl U); DATE`,
-/// folded over two lines, with `\n` line endings.
+/// `Received: from SERVER by HOST with PROTO (popfetch VERSION) (account A, uidl U); DATE`,
+/// folded over two lines, with `\n` line endings. PROTO is `POP3S` for implicit TLS, `POP3
+/// (STLS; …` after STLS and `POP3` in clear text, so the line says how the message travelled.
 pub fn received_header(info: &MessageInfo<'_>) -> Vec<u8> {
-    let proto = if info.tls { "POP3S" } else { "POP3" };
+    let proto = match info.tls {
+        TlsMode::Implicit => "POP3S (",
+        TlsMode::Starttls => "POP3 (STLS; ",
+        TlsMode::None => "POP3 (",
+    };
     let mut comment = format!("account {}", info.account);
     if let Some(u) = info.uidl {
         comment.push_str(", uidl ");
@@ -251,7 +257,7 @@ pub fn received_header(info: &MessageInfo<'_>) -> Vec<u8> {
         }
     }
     format!(
-        "Received: from {} by {} with {proto} (popfetch {})\n\t({comment}); {}\n",
+        "Received: from {} by {} with {proto}popfetch {})\n\t({comment}); {}\n",
         info.server,
         hostname(),
         env!("CARGO_PKG_VERSION"),

@@ -340,7 +340,7 @@ async fn connect(
         Some(h) => ClientId::Domain(h.clone()),
         None => ClientId::Domain(super::hostname()),
     };
-    let addr = format!("{}:{}", target.host, target.port);
+    let addr = crate::text::host_port(&target.host, target.port);
     let peer = Peer {
         host: &target.host,
         port: target.port,
@@ -411,7 +411,7 @@ async fn starttls(s: &mut Paced, hello: &ClientId, host: &str) -> Result<(), Del
     let refused = |what: &str, (code, text): (u16, Vec<String>)| {
         unavailable(format!(
             "the relay {host} answered {what} with {code} {}",
-            text.join(" ")
+            crate::text::reason(&text.join(" "))
         ))
     };
     let io = |e: std::io::Error| unavailable(format!("relay {host}: {e}"));

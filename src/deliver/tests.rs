@@ -19,7 +19,7 @@ fn received_header_escapes_the_uidl() {
         account: "alice",
         server: "pop.example.org",
         uidl: Some(&uidl),
-        tls: true,
+        tls: TlsMode::Implicit,
         received_header: true,
     };
     let h = String::from_utf8(received_header(&info)).unwrap();
@@ -33,6 +33,25 @@ fn received_header_escapes_the_uidl() {
     assert_eq!(h.matches('\n').count(), 2);
 }
 
+#[test]
+fn received_header_names_the_transport() {
+    for (tls, with) in [
+        (TlsMode::Implicit, " with POP3S (popfetch "),
+        (TlsMode::Starttls, " with POP3 (STLS; popfetch "),
+        (TlsMode::None, " with POP3 (popfetch "),
+    ] {
+        let info = MessageInfo {
+            account: "alice",
+            server: "pop.example.org",
+            uidl: None,
+            tls,
+            received_header: true,
+        };
+        let h = String::from_utf8(received_header(&info)).unwrap();
+        assert!(h.contains(with), "{tls:?}: {h}");
+    }
+}
+
 #[tokio::test]
 async fn maildir_delivery_is_atomic() {
     let dir = tempfile::tempdir().unwrap();
@@ -43,7 +62,7 @@ async fn maildir_delivery_is_atomic() {
         account: "a",
         server: "s",
         uidl: None,
-        tls: false,
+        tls: TlsMode::None,
         received_header: false,
     };
     let mut sink = backend.begin(&info).unwrap();
@@ -100,7 +119,7 @@ async fn run_mda(backend: &Backend, message: &[u8], chunk: usize) -> Result<(), 
         account: "a",
         server: "s",
         uidl: None,
-        tls: false,
+        tls: TlsMode::None,
         received_header: false,
     };
     let mut sink = backend.begin(&info)?;

@@ -289,7 +289,7 @@ impl Run<'_> {
                 account: &self.account.name,
                 server: &self.account.host,
                 uidl: item.uidl.as_ref(),
-                tls: self.session.is_encrypted(),
+                tls: self.account.tls,
                 received_header: self.account.received_header,
             };
             let deliver_err = |source| FetchError::Deliver {

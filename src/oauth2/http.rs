@@ -58,15 +58,10 @@ impl HttpError {
 impl Url {
     /// The `Host` header value (RFC 9110 §7.2).
     fn host_header(&self) -> String {
-        let host = if self.host.contains(':') {
-            format!("[{}]", self.host)
-        } else {
-            self.host.clone()
-        };
         if self.port == 443 {
-            host
+            crate::text::host_literal(&self.host).into_owned()
         } else {
-            format!("{host}:{}", self.port)
+            crate::text::host_port(&self.host, self.port)
         }
     }
 }

@@ -96,7 +96,10 @@ pub enum OAuth2Error {
 }
 
 fn describe(d: &Option<String>) -> String {
-    d.as_ref().map(|d| format!(": {d}")).unwrap_or_default()
+    match d.as_deref().map(str::trim) {
+        Some(d) if !d.is_empty() => format!(": {d}"),
+        _ => String::new(),
+    }
 }
 
 impl OAuth2Error {

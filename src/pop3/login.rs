@@ -176,6 +176,8 @@ pub enum Refusal {
         method: Method,
         sasl: Vec<String>,
         user: bool,
+        /// The greeting carries a timestamp: APOP is offered too.
+        apop: bool,
     },
     /// A token is configured and the server offers no bearer-token mechanism.
     NoTokenMethod,
@@ -196,16 +198,37 @@ pub enum Refusal {
 impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Refusal::NotOffered { method, sasl, user } => write!(
-                f,
-                "the server does not offer {method} (it offers SASL: {}{})",
-                if sasl.is_empty() {
-                    "none".to_string()
+            Refusal::NotOffered {
+                method,
+                sasl,
+                user,
+                apop,
+            } => {
+                // Every way in the server offers, whichever announces it (CAPA's SASL and
+                // USER, the greeting's timestamp for APOP).
+                let mut offered = Vec::new();
+                if !sasl.is_empty() {
+                    offered.push(format!("SASL: {}", sasl.join(" ")));
+                }
+                if *user {
+                    offered.push("USER".to_string());
+                }
+                if *apop {
+                    offered.push("APOP".to_string());
+                }
+                if offered.is_empty() {
+                    write!(
+                        f,
+                        "the server does not offer {method} (it offers no login method)"
+                    )
                 } else {
-                    sasl.join(" ")
-                },
-                if *user { ", USER" } else { "" }
-            ),
+                    write!(
+                        f,
+                        "the server does not offer {method} (it offers {})",
+                        offered.join(", ")
+                    )
+                }
+            }
             Refusal::NoTokenMethod => f.write_str(
                 "an OAuth2 token source is configured, but the server offers neither XOAUTH2 \
                  nor OAUTHBEARER",
@@ -267,6 +290,7 @@ pub fn choose(
                     method: m,
                     sasl: caps.sasl,
                     user: caps.user,
+                    apop: offer.apop_timestamp,
                 });
             }
             m

@@ -143,14 +143,31 @@ fn a_configured_method_must_be_offered_when_capa_says() {
     let err = wanted(Method::Login, Some(&caps(&[], true)), false, SECURE, PW).unwrap_err();
     assert_eq!(
         err.to_string(),
-        "the server does not offer LOGIN (it offers SASL: none, USER)"
+        "the server does not offer LOGIN (it offers USER)"
+    );
+    // APOP is offered by the greeting, not by CAPA: it is listed all the same.
+    let err = wanted(Method::CramMd5, Some(&caps(&[], true)), true, SECURE, PW).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "the server does not offer CRAM-MD5 (it offers USER, APOP)"
+    );
+    let err = wanted(Method::Login, Some(&plain), true, SECURE, PW).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "the server does not offer LOGIN (it offers SASL: PLAIN, APOP)"
+    );
+    let err = wanted(Method::Login, Some(&caps(&[], false)), false, SECURE, PW).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "the server does not offer LOGIN (it offers no login method)"
     );
     assert_eq!(
         wanted(Method::User, Some(&plain), false, SECURE, PW),
         Err(Refusal::NotOffered {
             method: Method::User,
             sasl: vec!["PLAIN".into()],
-            user: false
+            user: false,
+            apop: false,
         })
     );
     // Without CAPA the server will say.

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use crate::net::NetError;
 use crate::pop3::{DecodeError, ResponseCode, Status, printable};
+use crate::text::reason;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
@@ -16,7 +17,7 @@ pub enum SessionError {
     Decode(DecodeError),
     #[error("protocol error: {0}")]
     Protocol(String),
-    #[error("the server answered {command} with -ERR{}: {text}", code.map(|c| format!(" [{c}]")).unwrap_or_default())]
+    #[error("the server answered {command} with -ERR{}{}", code.map(|c| format!(" [{c}]")).unwrap_or_default(), said(text))]
     Refused {
         command: &'static str,
         code: Option<ResponseCode>,
@@ -48,6 +49,14 @@ pub enum SessionError {
         lines: u64,
         count: Option<u64>,
     },
+}
+
+/// The server's text after `-ERR`, or a note that there was none.
+fn said(text: &str) -> String {
+    match reason(text) {
+        r if r == text.trim() => format!(": {r}"),
+        r => format!(" {r}"),
+    }
 }
 
 impl SessionError {

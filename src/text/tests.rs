@@ -1,6 +1,23 @@
 use super::*;
 
 #[test]
+fn an_ipv6_host_is_bracketed_before_its_port() {
+    assert_eq!(host_port("::1", 995), "[::1]:995");
+    assert_eq!(host_port("fe80::1%eth0", 110), "[fe80::1%eth0]:110");
+    assert_eq!(host_port("127.0.0.1", 110), "127.0.0.1:110");
+    assert_eq!(host_port("pop.example.org", 995), "pop.example.org:995");
+    assert_eq!(host_literal("::1"), "[::1]");
+    assert_eq!(host_literal("localhost"), "localhost");
+}
+
+#[test]
+fn an_empty_reason_says_none_was_given() {
+    assert_eq!(reason(""), "(no reason given)");
+    assert_eq!(reason("  "), "(no reason given)");
+    assert_eq!(reason(" invalid login "), "invalid login");
+}
+
+#[test]
 fn bytes_read_as_people_count_them() {
     assert_eq!(human_bytes(0), "0 B");
     assert_eq!(human_bytes(1023), "1023 B");

@@ -361,31 +361,7 @@ fn man_page() -> Vec<u8> {
 
     out.extend_from_slice(b".SH COMMANDS\n");
     for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
-        // The global options and --help are described once, above.
-        let sub = sub.clone().mut_args(|a| {
-            if a.is_global_set() || a.get_id() == "help" {
-                a.hide(true)
-            } else {
-                a
-            }
-        });
-        let page = clap_mangen::Man::new(sub.clone());
-        let mut part = Vec::new();
-        io(page.render_synopsis_section(&mut part));
-        io(page.render_description_section(&mut part));
-        if sub.get_arguments().any(|a| !a.is_hide_set()) {
-            io(page.render_options_section(&mut part));
-        }
-        out.extend_from_slice(format!(".SS \"{}\"\n", sub.get_name()).as_bytes());
-        // clap_mangen writes each part as a section; here they are paragraphs of one.
-        for line in String::from_utf8(part).expect("roff is UTF-8").lines() {
-            if line.starts_with(".SH ") {
-                out.extend_from_slice(b".PP\n");
-            } else {
-                out.extend_from_slice(line.as_bytes());
-                out.push(b'\n');
-            }
-        }
+        command_section(&mut out, sub, sub.get_name());
     }
     out.extend_from_slice(TRAILER.as_bytes());
     io(man.render_version_section(&mut out));
@@ -400,6 +376,100 @@ fn man_page() -> Vec<u8> {
     }
     parts.for_each(|rest| page.push_str(rest));
     page.into_bytes()
+}
+
+/// The `.SS` section of subcommand `sub` (`name` is its path below `popfetch`, such as
+/// `import fetchmail`), then one of each of its own subcommands.
+fn command_section(out: &mut Vec<u8>, sub: &clap::Command, name: &str) {
+    let io = |r: std::io::Result<()>| r.expect("rendering into a Vec cannot fail");
+    // The global options and --help are described once, above.
+    let sub = sub.clone().mut_args(|a| {
+        if a.is_global_set() || a.get_id() == "help" {
+            a.hide(true)
+        } else {
+            a
+        }
+    });
+    // clap_mangen names the program after the command alone: give it the whole path.
+    let page = clap_mangen::Man::new(sub.clone().bin_name(format!("popfetch {name}")));
+    let mut part = Vec::new();
+    io(page.render_synopsis_section(&mut part));
+    io(page.render_description_section(&mut part));
+    if sub.get_arguments().any(|a| !a.is_hide_set()) {
+        io(page.render_options_section(&mut part));
+    }
+    out.extend_from_slice(format!(".SS \"{name}\"\n").as_bytes());
+    // clap_mangen writes each part as a section; here they are paragraphs of one.
+    for line in String::from_utf8(part).expect("roff is UTF-8").lines() {
+        if line.starts_with(".SH ") {
+            out.extend_from_slice(b".PP\n");
+        } else {
+            out.extend_from_slice(line.as_bytes());
+            out.push(b'\n');
+        }
+    }
+    for child in sub
+        .get_subcommands()
+        .filter(|c| !c.is_hide_set() && c.get_name() != "help")
+    {
+        command_section(out, child, &format!("{name} {}", child.get_name()));
+    }
+}
+
+/// Every visible subcommand below `cmd`, by its path (`import fetchmail`), with its options'
+/// long names (or value names for positionals).
+fn commands_and_options(cmd: &clap::Command, path: &str, out: &mut Vec<(String, Vec<String>)>) {
+    for sub in cmd
+        .get_subcommands()
+        .filter(|s| !s.is_hide_set() && s.get_name() != "help")
+    {
+        let name = if path.is_empty() {
+            sub.get_name().to_string()
+        } else {
+            format!("{path} {}", sub.get_name())
+        };
+        let args = sub
+            .get_arguments()
+            .filter(|a| !a.is_hide_set() && !a.is_global_set() && a.get_id() != "help")
+            .map(|a| match a.get_long() {
+                // roff writes every hyphen as `\-`.
+                Some(l) => format!("\\-\\-{}", l.replace('-', "\\-")),
+                None => a
+                    .get_value_names()
+                    .and_then(|v| v.first())
+                    .map(|v| v.to_string())
+                    .unwrap_or_else(|| a.get_id().to_string().to_uppercase()),
+            })
+            .collect();
+        out.push((name.clone(), args));
+        commands_and_options(sub, &name, out);
+    }
+}
+
+#[test]
+fn the_man_page_documents_every_subcommand_and_option() {
+    let man = read("contrib/man/popfetch.1");
+    let mut all = Vec::new();
+    commands_and_options(&Cli::command(), "", &mut all);
+    let mut missing = Vec::new();
+    for (name, args) in &all {
+        let Some(start) = man.find(&format!(".SS \"{name}\"\n")) else {
+            missing.push(format!("no section for `popfetch {name}`"));
+            continue;
+        };
+        let rest = &man[start + 1..];
+        let section = &rest[..rest.find("\n.S").unwrap_or(rest.len())];
+        for arg in args {
+            if !section.contains(arg.as_str()) {
+                missing.push(format!("`popfetch {name}`: {arg} is not described"));
+            }
+        }
+    }
+    assert!(
+        all.iter().any(|(n, _)| n == "import fetchmail"),
+        "the walk reaches nested subcommands: {all:?}"
+    );
+    assert!(missing.is_empty(), "{}", missing.join("\n"));
 }
 
 fn completion(shell: Shell) -> Vec<u8> {
@@ -502,3 +572,23 @@ The state of a user's runs.
 .SH "SEE ALSO"
 \fBpopfetch.toml\fR(5), \fBsystemd.exec\fR(5), \fBfetchmail\fR(1), \fBmpop\fR(1)
 "#;
+
+#[test]
+fn the_example_config_names_every_login_method() {
+    let example = read("contrib/config.toml");
+    // The comment block just above `#auth = ...`.
+    let at = example
+        .find("\n#auth = ")
+        .expect("the example shows `auth`");
+    let start = example[..at].rfind("\n\n").map_or(0, |p| p + 2);
+    let comment = &example[start..at];
+    let missing: Vec<&str> = popfetch::pop3::login::CONFIG_NAMES
+        .iter()
+        .copied()
+        .filter(|name| !comment.contains(&format!("\"{name}\"")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "contrib/config.toml's `auth` comment leaves out {missing:?}:\n{comment}"
+    );
+}

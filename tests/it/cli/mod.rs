@@ -3,5 +3,7 @@
 
 mod commands;
 mod docs;
+mod first_steps;
 mod layers;
 mod package;
+mod units;

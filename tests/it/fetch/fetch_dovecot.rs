@@ -157,14 +157,17 @@ fn starttls_upgrades_and_verifies() {
     let run = env.popfetch(&["-vv", "fetch"]);
     run.assert_code(0);
     assert_delivered(&env, &sources);
-    // Over STLS the Received line says POP3S, and auto picked a method.
+    // Over STLS the Received line says POP3 upgraded by STLS, and auto picked a method.
     let raw = std::fs::read_dir(env.maildir().join("new"))
         .unwrap()
         .next()
         .unwrap()
         .unwrap();
     let raw = std::fs::read_to_string(raw.path()).unwrap();
-    assert!(raw.lines().next().unwrap().contains("with POP3S"), "{raw}");
+    assert!(
+        raw.lines().next().unwrap().contains("with POP3 (STLS; "),
+        "{raw}"
+    );
     assert!(run.stderr.contains("logged in"), "{}", run.stderr);
 }
 

@@ -8,3 +8,4 @@ mod issue13_fetch;
 mod issue13_mem;
 mod issue13_proto;
 mod scripted;
+mod small_bugs;

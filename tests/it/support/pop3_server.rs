@@ -145,6 +145,8 @@ pub enum Greeting {
     Silent,
     /// These bytes, then nothing more until the client goes away.
     Raw(Vec<u8>),
+    /// A normal greeting carrying an APOP timestamp (RFC 1939 §7); APOP itself is refused.
+    Apop,
 }
 
 /// The answer to a multi-line listing command (UIDL or LIST without an argument).
@@ -202,6 +204,8 @@ pub struct Script {
     pub login_delay: Option<u64>,
     /// Advertise this `LOGIN-DELAY` in a CAPA after login instead (a per-user value).
     pub login_delay_after_login: Option<u64>,
+    /// The whole answer line to every PASS (CRLF added), instead of logging in.
+    pub pass_answer: Option<String>,
 }
 
 /// What the clients did.
@@ -564,6 +568,12 @@ impl Conn {
                     return;
                 }
             }
+            Greeting::Apop => {
+                if !self.send_str("+OK hostile POP3 server ready <1896.697170952@hostile.test>\r\n")
+                {
+                    return;
+                }
+            }
         }
         let mut user_ok = false;
         let mut mailbox: Option<Vec<Seen>> = None;
@@ -599,6 +609,13 @@ impl Conn {
                     } else {
                         self.send_str("-ERR [AUTH] no such user\r\n")
                     }
+                }
+                ("PASS", None) if self.script.pass_answer.is_some() => {
+                    let line = format!(
+                        "{}\r\n",
+                        self.script.pass_answer.clone().unwrap_or_default()
+                    );
+                    self.send_str(&line)
                 }
                 ("PASS", None) if user_ok && arg == PASSWORD => {
                     let seen = lock(&self.shared.mailbox)
