@@ -19,6 +19,7 @@ fn timing(permits: &Arc<Semaphore>, seed: u64) -> Timing {
         poke: Arc::new(Notify::new()),
         permits: permits.clone(),
         seed,
+        next_poll: Box::new(|_| {}),
     }
 }
 
