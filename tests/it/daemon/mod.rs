@@ -1,4 +1,6 @@
-//! The daemon: schedules, reload, signals, readiness, and a soak with many accounts.
+//! The daemon: schedules, reload, signals, readiness, its metrics, and a soak with many
+//! accounts.
 
+mod metrics;
 mod run;
 mod soak;
