@@ -454,10 +454,13 @@ async fn account_loop(
         } else {
             PollResult::Failed
         };
-        let ended = std::time::SystemTime::now();
-        shared
-            .metrics
-            .poll_done(&account.name, &rep, result, started.elapsed(), ended);
+        // Shutdown stopped it before its transfer began: not a poll to count.
+        if rep != crate::report::Report::stopped_before_transfer() {
+            let ended = std::time::SystemTime::now();
+            shared
+                .metrics
+                .poll_done(&account.name, &rep, result, started.elapsed(), ended);
+        }
         let r = r.map(|()| rep);
         let mut last_error = last_error
             .lock()
