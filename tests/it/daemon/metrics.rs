@@ -1,7 +1,8 @@
 //! The daemon's Prometheus metrics through the real binary: `/metrics` scraped over loopback
 //! after polls of a private Dovecot and checked by `promtool check metrics`, the textfile the
-//! same, requests too large or too slow cut off, the endpoint moved by a reload, and a public
-//! address refused by `popfetch check` without its opt-in.
+//! same, a real Prometheus server scraping the daemon and typing its metrics, requests too
+//! large or too slow cut off, the endpoint moved by a reload, and a public address refused by
+//! `popfetch check` without its opt-in.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -368,4 +369,136 @@ fn check_refuses_a_public_metrics_address_without_the_opt_in() {
     run.assert_code(2);
     assert!(run.stderr.contains(".prom"), "{}", run.stderr);
     assert!(!Path::new(&textfile).exists());
+}
+
+/// A private Prometheus server on loopback, scraping `target` every second; killed on drop.
+struct Prometheus {
+    child: std::process::Child,
+    addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    fn start(target: SocketAddr) -> Prometheus {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  \
+                 - job_name: popfetch\n    static_configs:\n      - targets: [\"{target}\"]\n"
+            ),
+        )
+        .unwrap();
+        let addr = free_addr();
+        let child = std::process::Command::new("/usr/bin/prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address={addr}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("log")).unwrap())
+            .spawn()
+            .expect("run prometheus");
+        Prometheus {
+            child,
+            addr,
+            _dir: dir,
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self._dir.path().join("log")).unwrap_or_default()
+    }
+
+    /// `GET path` on its HTTP API, as JSON (HTTP/1.0: no chunked answer to decode).
+    fn api(&self, path: &str) -> Option<serde_json::Value> {
+        let answer = ask(
+            self.addr,
+            format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes(),
+        )
+        .ok()?;
+        let (_, body) = answer.split_once("\r\n\r\n")?;
+        serde_json::from_str(body).ok()
+    }
+
+    /// The value of the one series `query` (URL-encoded PromQL) selects, once there is one.
+    fn query(&self, query: &str) -> Option<f64> {
+        let v = self.api(&format!("/api/v1/query?query={query}"))?;
+        let result = v["data"]["result"].as_array()?;
+        match result.as_slice() {
+            [one] => one["value"][1].as_str()?.parse().ok(),
+            _ => None,
+        }
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_real_prometheus_scrapes_the_daemon_and_types_its_metrics() {
+    crate::peers::require_peers!("dovecot", "prometheus");
+    let d = Dovecot::start();
+    d.add_user("alice", "pw");
+    d.deliver_many(
+        "alice",
+        (0..2).map(|i| message(i, 1500)).collect::<Vec<_>>(),
+    );
+    let env = Env::new();
+    let addr = free_addr();
+    env.write_config(&format!(
+        "{GLOBAL}metrics_listen = \"{addr}\"\n{}",
+        Account::dovecot(&d)
+            .maildir(&env.maildir())
+            .extra("interval = \"1h\"")
+            .to_toml()
+    ));
+    let daemon = Daemon::start(&env, &[]);
+    scrape_until(
+        &daemon,
+        addr,
+        30,
+        &["popfetch_delivered_messages_total{account=\"alice\"} 2"],
+    );
+    let prometheus = Prometheus::start(addr);
+    let until = Instant::now() + Duration::from_secs(60);
+    let delivered = "popfetch_delivered_messages_total%7Baccount%3D%22alice%22%7D";
+    while prometheus.query(delivered) != Some(2.0) {
+        assert!(
+            Instant::now() < until,
+            "prometheus never saw the deliveries; its log:\n{}\nup: {:?}",
+            prometheus.log(),
+            prometheus.api("/api/v1/targets")
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert_eq!(prometheus.query("up%7Bjob%3D%22popfetch%22%7D"), Some(1.0));
+    // The types arrived with the samples (an untyped family would say "unknown").
+    for (name, kind) in [
+        ("popfetch_polls_total", "counter"),
+        ("popfetch_delivered_bytes_total", "counter"),
+        ("popfetch_waiting_messages", "gauge"),
+        ("popfetch_poll_duration_seconds", "histogram"),
+    ] {
+        let until = Instant::now() + Duration::from_secs(10);
+        loop {
+            let meta = prometheus.api(&format!("/api/v1/metadata?metric={name}"));
+            let got = meta
+                .as_ref()
+                .and_then(|m| m["data"][name][0]["type"].as_str());
+            if got == Some(kind) {
+                break;
+            }
+            assert!(Instant::now() < until, "{name}: {meta:?}");
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
 }
