@@ -80,6 +80,8 @@ pub async fn run(path: PathBuf, mut config: Config) -> std::process::ExitCode {
     let metrics = Arc::new(Metrics::new());
     metrics.set_accounts(config.accounts.iter().map(|a| a.name.as_str()));
     metrics.set_textfile(config.metrics_textfile.clone());
+    // Written now too, so that it exists (with the accounts and the build) before any poll.
+    metrics.write_textfile();
     // An endpoint the config asks for and the daemon cannot open is a failed start, so that
     // the supervisor says so; on reload the old one stays instead.
     let mut endpoint: Endpoint = None;
@@ -251,6 +253,7 @@ fn reload(
     let metrics = &shared.metrics;
     metrics.set_accounts(new.accounts.iter().map(|a| a.name.as_str()));
     metrics.set_textfile(new.metrics_textfile.clone());
+    metrics.write_textfile();
     rebind(endpoint, new.metrics_listen, metrics);
     let mut kept = 0;
     let mut old: HashMap<String, Running> = std::mem::take(running);

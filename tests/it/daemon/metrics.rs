@@ -305,8 +305,11 @@ fn a_reload_moves_the_endpoint_and_a_taken_address_fails_the_start() {
     });
     assert!(scrape(first).unwrap().0.starts_with("HTTP/1.1 200 OK"));
 
+    // The reload also names a textfile: written at once, with no account to poll.
     let second = free_addr();
-    env.write_config(&format!("{GLOBAL}metrics_listen = \"{second}\"\n"));
+    env.write_config(&format!(
+        "{GLOBAL}metrics_listen = \"{second}\"\nmetrics_textfile = \"m.prom\"\n"
+    ));
     daemon.signal("HUP");
     daemon.wait_log(10, "the endpoint moved", |l| {
         l.contains(&format!("listening on http://{second}/metrics"))
@@ -315,6 +318,11 @@ fn a_reload_moves_the_endpoint_and_a_taken_address_fails_the_start() {
     assert!(
         TcpStream::connect(first).is_err(),
         "the old address is closed"
+    );
+    let textfile = std::fs::read_to_string(env.path().join("m.prom")).unwrap();
+    assert!(
+        textfile.lines().any(|l| l == "popfetch_accounts 0"),
+        "{textfile}"
     );
 
     // A second daemon on the address the first holds does not start.
