@@ -397,6 +397,15 @@ pub fn describe(config: &Config) -> String {
         "state_dir = {:?}",
         config.state_dir.display().to_string()
     );
+    if let Some(addr) = config.metrics_listen {
+        let _ = writeln!(s, "metrics_listen = \"{addr}\"");
+        if config.metrics_listen_public {
+            let _ = writeln!(s, "metrics_listen_public = true");
+        }
+    }
+    if let Some(p) = &config.metrics_textfile {
+        let _ = writeln!(s, "metrics_textfile = {:?}", p.display().to_string());
+    }
     for a in &config.accounts {
         describe_account(&mut s, a);
     }

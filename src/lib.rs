@@ -14,6 +14,7 @@ pub mod fetch;
 pub mod import;
 pub mod logging;
 pub mod mailbox;
+pub mod metrics;
 pub mod net;
 pub mod oauth2;
 pub mod password;

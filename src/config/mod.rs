@@ -31,6 +31,11 @@ pub struct Config {
     pub log_target: LogTarget,
     /// A tracing filter directive (`info`, `debug`, `popfetch=debug,warn`), if set.
     pub log_level: Option<String>,
+    /// Where the daemon serves `GET /metrics`; loopback unless `metrics_listen_public`.
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    pub metrics_listen_public: bool,
+    /// The `*.prom` file the daemon replaces after each poll.
+    pub metrics_textfile: Option<PathBuf>,
     pub accounts: Vec<Arc<Account>>,
 }
 

@@ -111,6 +111,7 @@ fn toml_soup() -> impl Strategy<Value = String> {
         Just("\"0s\"".to_string()),
         Just("\"5m\"".to_string()),
         Just("log_level".to_string()),
+        Just("metrics_listen".to_string()),
         Just("max_parallel".to_string()),
         Just("0".to_string()),
         Just("70000".to_string()),

@@ -22,6 +22,12 @@ pub struct RawConfig {
     pub shutdown_timeout: Option<Duration>,
     pub log_target: Option<LogTarget>,
     pub log_level: Option<Spanned<String>>,
+    /// The daemon's Prometheus endpoint, `IP:port`.
+    pub metrics_listen: Option<Spanned<String>>,
+    /// Allows `metrics_listen` on an address other than loopback.
+    pub metrics_listen_public: Option<Spanned<bool>>,
+    /// The file the daemon writes its metrics to for node_exporter's textfile collector.
+    pub metrics_textfile: Option<Spanned<PathBuf>>,
     pub defaults: Option<Spanned<RawAccount>>,
     #[serde(default)]
     pub account: Vec<Spanned<RawAccount>>,

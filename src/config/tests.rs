@@ -748,3 +748,42 @@ fn every_key_left_out_is_taken_from_the_defaults_and_the_login_as_a_whole() {
         Credentials::OAuth2(OAuth2Source::Command { .. })
     ));
 }
+
+#[test]
+fn metrics_listen_is_loopback_unless_made_public() {
+    let c = p("metrics_listen = \"127.0.0.1:9469\"\n").unwrap();
+    assert_eq!(c.metrics_listen, Some("127.0.0.1:9469".parse().unwrap()));
+    assert!(!c.metrics_listen_public);
+    p("metrics_listen = \"[::1]:9469\"\n").unwrap();
+    p("metrics_listen = \"[::ffff:127.0.0.1]:9469\"\n").unwrap();
+    for open in ["0.0.0.0:9469", "[::]:9469", "192.0.2.1:9469"] {
+        let e = p(&format!("metrics_listen = \"{open}\"\n")).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("metrics_listen"), "{open}");
+        assert!(e.message.contains("metrics_listen_public = true"), "{e}");
+        let c = p(&format!(
+            "metrics_listen = \"{open}\"\nmetrics_listen_public = true\n"
+        ))
+        .unwrap();
+        assert!(c.metrics_listen_public);
+    }
+    let e = p("metrics_listen = \"localhost:9469\"\n").unwrap_err();
+    assert!(e.message.contains("IP address and port"), "{e}");
+    p("metrics_listen = \"127.0.0.1\"\n").unwrap_err();
+    let e = p("metrics_listen_public = true\n").unwrap_err();
+    assert_eq!(e.key.as_deref(), Some("metrics_listen_public"));
+    let c = p("metrics_listen_public = false\n").unwrap();
+    assert_eq!(c.metrics_listen, None);
+}
+
+#[test]
+fn metrics_textfile_is_a_prom_file_relative_to_the_config() {
+    let c = p("metrics_textfile = \"node/popfetch.prom\"\n").unwrap();
+    assert_eq!(
+        c.metrics_textfile.as_deref(),
+        Some(Path::new("/etc/popfetch/node/popfetch.prom"))
+    );
+    let e = p("metrics_textfile = \"/var/lib/popfetch.txt\"\n").unwrap_err();
+    assert_eq!(e.key.as_deref(), Some("metrics_textfile"));
+    assert!(e.message.contains(".prom"), "{e}");
+    p("metrics_textfile = \"/var/lib/prom\"\n").unwrap_err();
+}

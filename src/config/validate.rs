@@ -249,6 +249,19 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
             "not a log level or filter (try \"info\", \"debug\" or \"popfetch=debug,warn\")",
         ));
     }
+    let (metrics_listen, metrics_listen_public) = metrics_listen(&cx, &raw)?;
+    let metrics_textfile = match &raw.metrics_textfile {
+        Some(p) if p.get_ref().extension().is_none_or(|e| e != "prom") => {
+            return Err(cx.err(
+                p.span(),
+                None,
+                "metrics_textfile",
+                "must end in `.prom`: node_exporter's textfile collector reads no other file",
+            ));
+        }
+        Some(p) => Some(expand(base, p.get_ref())),
+        None => None,
+    };
     let global_interval = raw.interval.unwrap_or(DEFAULT_INTERVAL);
 
     let mut seen = Seen::default();
@@ -268,8 +281,57 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         shutdown_timeout: raw.shutdown_timeout.unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT),
         log_target: raw.log_target.unwrap_or(LogTarget::Auto),
         log_level: raw.log_level.as_ref().map(|l| l.get_ref().clone()),
+        metrics_listen,
+        metrics_listen_public,
+        metrics_textfile,
         accounts,
     })
+}
+
+/// `metrics_listen` as an address, and whether it may be other than loopback. The metrics name
+/// the accounts and say when they are polled: not for the network unless asked for.
+fn metrics_listen(
+    cx: &Cx,
+    raw: &RawConfig,
+) -> Result<(Option<std::net::SocketAddr>, bool), ConfigError> {
+    let public = raw
+        .metrics_listen_public
+        .as_ref()
+        .map(|p| (*p.get_ref(), p.span()));
+    let Some(listen) = &raw.metrics_listen else {
+        if let Some((true, span)) = public {
+            return Err(cx.err(
+                span,
+                None,
+                "metrics_listen_public",
+                "has no effect without `metrics_listen`",
+            ));
+        }
+        return Ok((None, false));
+    };
+    let addr: std::net::SocketAddr = listen.get_ref().parse().map_err(|_| {
+        cx.err(
+            listen.span(),
+            None,
+            "metrics_listen",
+            "not an IP address and port, such as \"127.0.0.1:9469\" or \"[::1]:9469\"",
+        )
+    })?;
+    let public = public.is_some_and(|(p, _)| p);
+    if !addr.ip().to_canonical().is_loopback() && !public {
+        return Err(cx.err(
+            listen.span(),
+            None,
+            "metrics_listen",
+            &format!(
+                "{} is not a loopback address: the metrics (account names, poll times) would be \
+                 open to the network; use 127.0.0.1 or [::1], or set \
+                 `metrics_listen_public = true` to allow it",
+                addr.ip()
+            ),
+        ));
+    }
+    Ok((Some(addr), public))
 }
 
 /// What the accounts so far took that no other account may share.

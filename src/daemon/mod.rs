@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, Account, Config};
 use crate::fetch::{self, FetchError};
+use crate::metrics::{Metrics, PollResult, serve};
 use crate::scheduler::{self, Next, Outcome, Schedule};
 use told::{Say, Told};
 
@@ -47,7 +48,12 @@ struct Shared {
     shutdown: CancellationToken,
     /// Per account: when its last poll ended and whether it succeeded.
     summary: Mutex<HashMap<String, (std::time::SystemTime, bool)>>,
+    /// For the daemon's whole life, across reloads.
+    metrics: Arc<Metrics>,
 }
+
+/// The metrics endpoint in force, with the address the config asked for.
+type Endpoint = Option<(std::net::SocketAddr, serve::Server)>;
 
 /// A running account task.
 struct Running {
@@ -73,7 +79,27 @@ pub async fn run(path: PathBuf, mut config: Config) -> std::process::ExitCode {
     let mut hup = signal(SignalKind::hangup()).ok();
     let mut usr1 = signal(SignalKind::user_defined1()).ok();
 
-    let mut shared = new_shared(&config, shutdown.clone());
+    let metrics = Arc::new(Metrics::new());
+    metrics.set_accounts(config.accounts.iter().map(|a| a.name.as_str()));
+    metrics.set_textfile(config.metrics_textfile.clone());
+    // Written now too, so that it exists (with the accounts and the build) before any poll.
+    metrics.write_textfile();
+    // An endpoint the config asks for and the daemon cannot open is a failed start, so that
+    // the supervisor says so; on reload the old one stays instead.
+    let mut endpoint: Endpoint = None;
+    if let Some(addr) = config.metrics_listen {
+        match serve::Server::bind(addr, metrics.clone()) {
+            Ok(server) => {
+                tracing::info!(addr = %server.addr(), "metrics endpoint listening on http://{}/metrics", server.addr());
+                endpoint = Some((addr, server));
+            }
+            Err(e) => {
+                tracing::error!(addr = %addr, error = %e, "cannot listen on metrics_listen = \"{addr}\": {e}");
+                return std::process::ExitCode::FAILURE;
+            }
+        }
+    }
+    let mut shared = new_shared(&config, shutdown.clone(), metrics);
     let mut running: HashMap<String, Running> = HashMap::new();
     let mut schedules: HashMap<String, Schedule> = HashMap::new();
     for a in &config.accounts {
@@ -105,11 +131,11 @@ pub async fn run(path: PathBuf, mut config: Config) -> std::process::ExitCode {
                     continue;
                 }
                 config_hash = hash;
-                reload(&path, &mut config, &mut shared, &mut running);
+                reload(&path, &mut config, &mut shared, &mut running, &mut endpoint);
             }
             Some(_) = recv(&mut hup) => {
                 config_hash = file_hash(&path);
-                reload(&path, &mut config, &mut shared, &mut running);
+                reload(&path, &mut config, &mut shared, &mut running, &mut endpoint);
             }
             Some(_) = recv(&mut usr1) => {
                 tracing::info!("SIGUSR1: polling every account now");
@@ -154,13 +180,46 @@ async fn futures_join(handles: Vec<JoinHandle<()>>) {
     }
 }
 
-fn new_shared(config: &Config, shutdown: CancellationToken) -> Arc<Shared> {
+fn new_shared(config: &Config, shutdown: CancellationToken, metrics: Arc<Metrics>) -> Arc<Shared> {
     Arc::new(Shared {
         state_dir: config.state_dir.clone(),
         permits: Arc::new(Semaphore::new(config.max_parallel)),
         shutdown,
         summary: Mutex::new(HashMap::new()),
+        metrics,
     })
+}
+
+/// Opens the metrics endpoint a reloaded config asks for, when it differs from the one in
+/// force: the old one is closed first (the new address may share its port), and put back
+/// when the new one cannot be opened.
+fn rebind(endpoint: &mut Endpoint, want: Option<std::net::SocketAddr>, metrics: &Arc<Metrics>) {
+    if endpoint.as_ref().map(|(a, _)| *a) == want {
+        return;
+    }
+    let old = endpoint.take().map(|(a, server)| {
+        drop(server);
+        a
+    });
+    let Some(addr) = want else {
+        tracing::info!("metrics endpoint closed");
+        return;
+    };
+    match serve::Server::bind(addr, metrics.clone()) {
+        Ok(server) => {
+            tracing::info!(addr = %server.addr(), "metrics endpoint listening on http://{}/metrics", server.addr());
+            *endpoint = Some((addr, server));
+        }
+        Err(e) => {
+            tracing::error!(addr = %addr, error = %e, "cannot listen on metrics_listen = \"{addr}\": {e}; a later reload tries again");
+            if let Some(a) = old
+                && let Ok(server) = serve::Server::bind(a, metrics.clone())
+            {
+                tracing::info!(addr = %a, "metrics endpoint still on the previous address");
+                *endpoint = Some((a, server));
+            }
+        }
+    }
 }
 
 fn file_hash(path: &Path) -> Option<u64> {
@@ -176,6 +235,7 @@ fn reload(
     config: &mut Config,
     shared: &mut Arc<Shared>,
     running: &mut HashMap<String, Running>,
+    endpoint: &mut Endpoint,
 ) {
     systemd::reloading();
     let new = match config::load(path) {
@@ -190,8 +250,13 @@ fn reload(
     let global_changed =
         new.state_dir != config.state_dir || new.max_parallel != config.max_parallel;
     if global_changed {
-        *shared = new_shared(&new, shared.shutdown.clone());
+        *shared = new_shared(&new, shared.shutdown.clone(), shared.metrics.clone());
     }
+    let metrics = &shared.metrics;
+    metrics.set_accounts(new.accounts.iter().map(|a| a.name.as_str()));
+    metrics.set_textfile(new.metrics_textfile.clone());
+    metrics.write_textfile();
+    rebind(endpoint, new.metrics_listen, metrics);
     let mut kept = 0;
     let mut old: HashMap<String, Running> = std::mem::take(running);
     // An account under a new name on a mailbox whose old name is gone is a rename: it starts
@@ -367,11 +432,17 @@ async fn account_loop(
     let told: Mutex<Told> = Mutex::new(Told::default());
     // The LOGIN-DELAY last said to raise the interval: said once, not at every poll.
     let told_delay: Mutex<Option<Duration>> = Mutex::new(None);
+    let (metrics, name) = (shared.metrics.clone(), account.name.clone());
     let timing = Timing {
         shutdown: shared.shutdown.clone(),
         retire,
         poke,
         permits: shared.permits.clone(),
+        // Set once the next poll is scheduled, so the textfile has it too.
+        next_poll: Box::new(move |at| {
+            metrics.next_poll(&name, at);
+            metrics.write_textfile();
+        }),
         seed: account
             .name
             .bytes()
@@ -379,7 +450,22 @@ async fn account_loop(
     };
     let (account, shared, told, told_delay) = (&account, &shared, &told, &told_delay);
     let poll = move || async move {
+        let in_flight = shared.metrics.poll_started();
+        let started = Instant::now();
         let (rep, r) = fetch::poll(account, &shared.state_dir, &shared.shutdown, None).await;
+        drop(in_flight);
+        let result = if r.is_ok() {
+            PollResult::Ok
+        } else {
+            PollResult::Failed
+        };
+        // Shutdown stopped it before its transfer began: not a poll to count.
+        if rep != crate::report::Report::stopped_before_transfer() {
+            let ended = std::time::SystemTime::now();
+            shared
+                .metrics
+                .poll_done(&account.name, &rep, result, started.elapsed(), ended);
+        }
         let r = r.map(|()| rep);
         if let Ok(mut s) = shared.summary.lock() {
             s.insert(
@@ -497,6 +583,8 @@ struct Timing {
     poke: Arc<Notify>,
     permits: Arc<Semaphore>,
     seed: u64,
+    /// Told when the next poll is due (`None`: polling suspended).
+    next_poll: Box<dyn Fn(Option<std::time::SystemTime>) + Send + Sync>,
 }
 
 /// Waits and polls on `schedule` until retired, shut down, or suspended (then it waits for
@@ -508,6 +596,7 @@ where
     Fut: std::future::Future<Output = Outcome>,
 {
     let mut next = Instant::now() + scheduler::jitter(START_SPREAD * 10, scheduler::random(t.seed));
+    (t.next_poll)(Some(wall_clock(next)));
     loop {
         tokio::select! {
             biased;
@@ -535,8 +624,10 @@ where
                     .checked_add(d)
                     .or_else(|| now.checked_add(scheduler::MAX_WAIT))
                     .unwrap_or(now);
+                (t.next_poll)(Some(wall_clock(next)));
             }
             Next::Suspended => {
+                (t.next_poll)(None);
                 tokio::select! {
                     _ = t.retire.cancelled() => {}
                     _ = t.shutdown.cancelled() => {}
@@ -545,6 +636,13 @@ where
             }
         }
     }
+}
+
+/// The wall-clock time of `at`, a time on the monotonic clock not in the past.
+fn wall_clock(at: Instant) -> std::time::SystemTime {
+    let now = std::time::SystemTime::now();
+    now.checked_add(at.saturating_duration_since(Instant::now()))
+        .unwrap_or(now)
 }
 
 fn code_of(e: &FetchError) -> Option<crate::pop3::ResponseCode> {

@@ -19,6 +19,7 @@ fn timing(permits: &Arc<Semaphore>, seed: u64) -> Timing {
         poke: Arc::new(Notify::new()),
         permits: permits.clone(),
         seed,
+        next_poll: Box::new(|_| {}),
     }
 }
 
@@ -221,4 +222,55 @@ async fn a_retired_account_is_not_restarted_after_a_panic() {
     });
     let runs = supervised(usize::MAX, &retire).await;
     assert_eq!(runs, vec![Duration::ZERO], "stopped during the backoff");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_next_poll_is_told_at_start_after_each_poll_and_at_suspension() {
+    let permits = Arc::new(Semaphore::new(1));
+    let told = Arc::new(Mutex::new(Vec::new()));
+    let mut t = timing(&permits, 3);
+    let tl = told.clone();
+    // How far ahead each told time was when it was told (None: suspended).
+    t.next_poll = Box::new(move |at| {
+        let ahead = at.map(|at| {
+            at.duration_since(std::time::SystemTime::now())
+                .unwrap_or_default()
+        });
+        tl.lock().unwrap().push(ahead);
+    });
+    let polls = Arc::new(Mutex::new(0));
+    let p = polls.clone();
+    let next = run_schedule(&t, Schedule::new(60 * S), move || {
+        let n = {
+            let mut g = p.lock().unwrap();
+            *g += 1;
+            *g
+        };
+        async move {
+            if n < 3 {
+                Outcome::Ok { login_delay: None }
+            } else {
+                Outcome::Failed {
+                    code: Some(ResponseCode::SysPerm),
+                }
+            }
+        }
+    });
+    let shutdown = t.shutdown.clone();
+    tokio::select! {
+        n = next => panic!("ended by itself: {n:?}"),
+        _ = tokio::time::sleep(3600 * S) => shutdown.cancel(),
+    }
+    let told = told.lock().unwrap().clone();
+    assert_eq!(told.len(), 4, "{told:?}");
+    assert!(
+        told[0].unwrap() <= 2 * S,
+        "within the start spread: {told:?}"
+    );
+    for ahead in &told[1..3] {
+        let ahead = ahead.unwrap();
+        // The interval plus jitter, told right after the poll.
+        assert!(ahead >= 59 * S && ahead <= 67 * S, "{told:?}");
+    }
+    assert_eq!(told[3], None, "suspended: no next poll");
 }

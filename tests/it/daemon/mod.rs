@@ -1,5 +1,7 @@
-//! The daemon: schedules, reload, signals, readiness, and a soak with many accounts.
+//! The daemon: schedules, reload, signals, readiness, its journal lines, its metrics, and a
+//! soak with many accounts.
 
 mod journal;
+mod metrics;
 mod run;
 mod soak;

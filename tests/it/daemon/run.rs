@@ -12,13 +12,13 @@ use crate::harness::{Env, delivered_in, message};
 use crate::support::config::Account;
 
 /// A running daemon whose stderr goes to a file the test can read while it runs.
-struct Daemon {
+pub(super) struct Daemon {
     child: Child,
     log: PathBuf,
 }
 
 impl Daemon {
-    fn start(env: &Env, extra_env: &[(&str, &str)]) -> Daemon {
+    pub(super) fn start(env: &Env, extra_env: &[(&str, &str)]) -> Daemon {
         let log = env.path().join("daemon.log");
         let mut cmd = env.command(&["daemon"]);
         cmd.stdout(Stdio::null())
@@ -33,13 +33,13 @@ impl Daemon {
         }
     }
 
-    fn log(&self) -> String {
+    pub(super) fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// Waits until `pred` holds on the log, at most `secs`.
     #[track_caller]
-    fn wait_log(&self, secs: u64, what: &str, pred: impl Fn(&str) -> bool) {
+    pub(super) fn wait_log(&self, secs: u64, what: &str, pred: impl Fn(&str) -> bool) {
         let until = Instant::now() + Duration::from_secs(secs);
         while Instant::now() < until {
             if pred(&self.log()) {
@@ -50,7 +50,7 @@ impl Daemon {
         panic!("timed out waiting for {what}; log:\n{}", self.log());
     }
 
-    fn signal(&self, sig: &str) {
+    pub(super) fn signal(&self, sig: &str) {
         let ok = std::process::Command::new("kill")
             .args([&format!("-{sig}"), &self.child.id().to_string()])
             .status()
@@ -59,7 +59,7 @@ impl Daemon {
         assert!(ok, "kill -{sig}");
     }
 
-    fn wait_exit(&mut self, secs: u64) -> Option<std::process::ExitStatus> {
+    pub(super) fn wait_exit(&mut self, secs: u64) -> Option<std::process::ExitStatus> {
         let until = Instant::now() + Duration::from_secs(secs);
         while Instant::now() < until {
             if let Some(st) = self.child.try_wait().unwrap() {
@@ -94,7 +94,7 @@ fn account(d: &Dovecot, name: &str, user: &str, maildir: &std::path::Path, extra
         .to_toml()
 }
 
-const GLOBAL: &str = "log_target = \"stderr\"\nshutdown_timeout = \"10s\"\n";
+pub(super) const GLOBAL: &str = "log_target = \"stderr\"\nshutdown_timeout = \"10s\"\n";
 
 #[test]
 fn accounts_keep_their_own_pace_and_a_stalled_one_holds_no_other() {

@@ -30,6 +30,8 @@ const PEERS: &[(&str, &[&str])] = &[
     ("man", &["/usr/bin/man"]),
     ("openssl", &["/usr/bin/openssl"]),
     ("lintian", &["/usr/bin/lintian"]),
+    ("promtool", &["/usr/bin/promtool"]),
+    ("prometheus", &["/usr/bin/prometheus"]),
 ];
 
 /// The first program of `peer` that is not installed, if any. Panics on an unknown peer name.
