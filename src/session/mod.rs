@@ -515,8 +515,10 @@ impl Session {
             return Ok((st, count));
         }
         let pipelining = self.caps.as_ref().is_some_and(|c| c.pipelining);
+        tracing::trace!("C: STAT");
         self.pipe.queue(&Command::Stat, None);
         if pipelining {
+            tracing::trace!("C: {cmd:?}");
             self.pipe.queue(&cmd, None);
         }
         self.flush().await?;

@@ -6,4 +6,5 @@ mod docs;
 mod first_steps;
 mod layers;
 mod package;
+mod terminal;
 mod units;
