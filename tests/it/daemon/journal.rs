@@ -286,3 +286,128 @@ fn auto_logs_to_a_terminal_and_to_the_journal_when_unattended() {
     assert!(got.is_err(), "the journal got a line: {got:?}");
     quiet.entries.clear();
 }
+
+/// The same story through a real journald: a private one in a mount namespace of its own (a
+/// tmpfs on `/run`, so the host's journal and `/run` are untouched), read back with
+/// `journalctl` as an administrator would, by identifier and by field.
+#[test]
+fn a_real_journal_shows_the_lines_and_finds_them_by_account() {
+    crate::peers::require_peers!("journald");
+    let home = Server::healthy(vec![Msg::new(message(0, 400), "uidl-home")]);
+    let work = Server::healthy(vec![Msg::new(message(1, 400), "uidl-work")]);
+    let env = Env::new();
+    let flag = env.path().join("mailbox-ok");
+    let flaky = mda(
+        env.path(),
+        "flaky-mda",
+        &format!(
+            "[ -e {} ] && exit 0\necho 'mailbox is full' >&2\nexit 75",
+            flag.display()
+        ),
+    );
+    let refusing = mda(
+        env.path(),
+        "refusing-mda",
+        "echo 'no such user' >&2\nexit 67",
+    );
+    let account = |server: &Server, name: &str, mda: &Path| {
+        Account::scripted(server)
+            .name(name)
+            .set(
+                "deliver",
+                format_args!("{{ mda = [\"{}\"] }}", mda.display()),
+            )
+            .text("interval", "1h")
+            .to_toml()
+    };
+    env.write_config(&format!(
+        "log_target = \"journald\"\nshutdown_timeout = \"5s\"\n{}{}",
+        account(&home, "home", &flaky),
+        account(&work, "work", &refusing)
+    ));
+    let script = format!(
+        r#"set -e
+mount -t tmpfs tmpfs /run
+mkdir -p /run/systemd/journal /run/log
+/lib/systemd/systemd-journald &
+journald=$!
+for _ in $(seq 50); do [ -S /run/systemd/journal/socket ] && break; sleep 0.1; done
+{bin} -c {config} daemon &
+daemon=$!
+sleep 3
+touch {flag}
+kill -USR1 $daemon
+sleep 2
+kill -TERM $daemon
+wait $daemon || true
+echo '--- by identifier'
+journalctl --no-pager -t popfetch -o short-iso
+echo '--- by account'
+journalctl --no-pager POPFETCH_ACCOUNT=home -o cat
+echo '--- fields'
+journalctl --no-pager POPFETCH_ACCOUNT=work PRIORITY=3 -o verbose
+kill $journald
+"#,
+        bin = env!("CARGO_BIN_EXE_popfetch"),
+        config = env.config_path().display(),
+        flag = flag.display(),
+    );
+    let out = std::process::Command::new("timeout")
+        .args([
+            "60",
+            "unshare",
+            "-m",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            &script,
+        ])
+        .env_remove("POPFETCH_LOG")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let section = |name: &str| {
+        let start = text.find(&format!("--- {name}\n")).expect("section") + name.len() + 5;
+        let end = text[start..]
+            .find("\n--- ")
+            .map_or(text.len(), |e| start + e);
+        text[start..end].to_string()
+    };
+    let all = section("by identifier");
+    for want in [
+        "popfetch[",
+        "account home: 1 message not delivered for now: message 1 (uidl uidl-home): the MDA",
+        "exited with 75 (try again later); it said: mailbox is full",
+        "account work: message uidl-work held: delivery refused for good",
+        "account home: recovered after 1 failed poll (last: 1 message not delivered for now",
+        "account home: poll done: 1 new message delivered",
+    ] {
+        assert!(all.contains(want), "no {want:?} in:\n{all}");
+    }
+    // By field: only home's lines.
+    let home_lines = section("by account");
+    assert!(
+        !home_lines.is_empty() && !home_lines.contains("account work"),
+        "{home_lines}"
+    );
+    assert!(
+        home_lines.lines().all(|l| l.starts_with("account home: ")),
+        "{home_lines}"
+    );
+    let fields = section("fields");
+    for want in [
+        "SYSLOG_IDENTIFIER=popfetch",
+        "POPFETCH_ACCOUNT=work",
+        "POPFETCH_UIDL=uidl-work",
+        "PRIORITY=3",
+    ] {
+        assert!(fields.contains(want), "no {want:?} in:\n{fields}");
+    }
+    eprintln!("{text}");
+}

@@ -32,6 +32,15 @@ const PEERS: &[(&str, &[&str])] = &[
     ("lintian", &["/usr/bin/lintian"]),
     ("promtool", &["/usr/bin/promtool"]),
     ("prometheus", &["/usr/bin/prometheus"]),
+    // A private journald, in a mount namespace of its own (util-linux's unshare).
+    (
+        "journald",
+        &[
+            "/lib/systemd/systemd-journald",
+            "/usr/bin/journalctl",
+            "/usr/bin/unshare",
+        ],
+    ),
 ];
 
 /// The first program of `peer` that is not installed, if any. Panics on an unknown peer name.
