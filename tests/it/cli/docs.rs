@@ -536,6 +536,33 @@ polls every account at once on SIGUSR1, and on SIGTERM or SIGINT lets each poll 
 message in flight, send the DELEs owed and QUIT, then exits within \fBshutdown_timeout\fR.
 Under systemd (\fBType=notify\fR) it reports READY, RELOADING, STOPPING and a STATUS line, and
 sends WATCHDOG pings when \fBWatchdogSec=\fR is set.
+.SH LOGGING
+Every log line says what happened and to which account, on its own:
+\fBaccount home: poll failed: cannot connect to pop.example.org:995: Connection refused\fR.
+A failure is logged when it begins or changes, reminded at most hourly while it lasts, and its
+end is logged once (\fBrecovered after 3 failed polls\fR); a poll that finds nothing is a debug
+line. \fB\-vvv\fR adds every command sent (\fBC:\fR) and every status and listing line received
+(\fBS:\fR), with passwords and SASL data redacted. Lines go to stderr or the journal as
+\fBlog_target\fR says (see \fBpopfetch.toml\fR(5)). In the journal, the line is \fBMESSAGE\fR,
+\fBSYSLOG_IDENTIFIER\fR is \fBpopfetch\fR, \fBPRIORITY\fR follows the level (3 error, 4
+warning, 6 info, 7 debug), \fBCODE_FILE\fR and \fBCODE_LINE\fR name the source, and each field
+goes along as \fBPOPFETCH_\fR\fINAME\fR:
+.TP
+\fBPOPFETCH_ACCOUNT\fR
+The account the line is about: \fBjournalctl \-u popfetch POPFETCH_ACCOUNT=home\fR shows one
+account.
+.TP
+\fBPOPFETCH_ERROR\fR
+The failure, as in the message.
+.TP
+\fBPOPFETCH_UIDL\fR, \fBPOPFETCH_NUM\fR
+The message's unique-id and its number in the session.
+.TP
+\fBPOPFETCH_DELIVERED\fR, \fBPOPFETCH_BYTES\fR, \fBPOPFETCH_DELETED\fR, \fBPOPFETCH_FAILED\fR, \fBPOPFETCH_HELD\fR, \fBPOPFETCH_ELAPSED_MS\fR
+The counts of a poll's \fBpoll done\fR line.
+.TP
+\fBPOPFETCH_POLLS\fR
+How many polls in a row a failure has lasted (\fBstill failing\fR, \fBrecovered\fR).
 .SH ENVIRONMENT
 .TP
 \fBPOPFETCH_CONFIG\fR
@@ -556,6 +583,10 @@ A tracing filter directive (such as \fBdebug\fR or \fBpopfetch=trace,warn\fR) th
 .TP
 \fBNOTIFY_SOCKET\fR, \fBWATCHDOG_USEC\fR, \fBJOURNAL_STREAM\fR
 Set by systemd: readiness notification, the watchdog, and whether stderr is the journal.
+.TP
+\fBPOPFETCH_JOURNAL_SOCKET\fR
+The journal's socket, instead of \fI/run/systemd/journal/socket\fR (a container that mounts it
+elsewhere, or a test).
 .SH FILES
 .TP
 \fI/etc/popfetch/config.toml\fR
