@@ -139,3 +139,64 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_line_names_its_account_once() {
+    let f = |k: &'static str, v: &str| (k, v.to_string());
+    assert_eq!(
+        compose("poll failed: refused", &[f("account", "home")]),
+        "account home: poll failed: refused"
+    );
+    // The innermost `account` wins; a message naming its account is left as it is.
+    assert_eq!(
+        compose("x", &[f("account", "outer"), f("account", "inner")]),
+        "account inner: x"
+    );
+    assert_eq!(
+        compose("account home: its task panicked", &[f("account", "home")]),
+        "account home: its task panicked"
+    );
+    assert_eq!(compose("daemon started", &[]), "daemon started");
+}
+
+#[test]
+fn journal_datagram_known_answer() {
+    let line = Line {
+        level: Level::WARN,
+        text: "account home: poll failed".into(),
+        fields: vec![
+            ("account", "home".into()),
+            ("error", "two\nlines".into()),
+            ("elapsed_ms", "12".into()),
+        ],
+        file: Some("src/daemon/mod.rs"),
+        line: Some(7),
+    };
+    let mut want = b"MESSAGE=account home: poll failed\nPRIORITY=4\nSYSLOG_IDENTIFIER=popfetch\n\
+CODE_FILE=src/daemon/mod.rs\nCODE_LINE=7\nPOPFETCH_ACCOUNT=home\nPOPFETCH_ERROR\n"
+        .to_vec();
+    want.extend_from_slice(&9u64.to_le_bytes());
+    want.extend_from_slice(b"two\nlines\nPOPFETCH_ELAPSED_MS=12\n");
+    assert_eq!(journal_datagram(&line), want);
+    assert_eq!(journal_field("a-b.c"), "POPFETCH_A_B_C");
+}
+
+#[test]
+fn auto_is_the_journal_under_systemd_and_stderr_at_a_terminal() {
+    // (JOURNAL_STREAM set, stderr a terminal, socket exists) -> journal?
+    for (stream, tty, socket, want) in [
+        (true, false, true, true),
+        (true, true, true, true),
+        (false, true, true, false),
+        (false, false, true, true),
+        (false, false, false, false),
+    ] {
+        assert_eq!(
+            LogTarget::Auto.wants_journal(stream, tty, socket),
+            want,
+            "{stream} {tty} {socket}"
+        );
+    }
+    assert!(LogTarget::Journald.wants_journal(false, true, false));
+    assert!(!LogTarget::Stderr.wants_journal(true, false, true));
+}
