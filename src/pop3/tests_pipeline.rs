@@ -130,37 +130,30 @@ fn the_output_is_wiped_once_written() {
     assert!(held.iter().all(|&b| b == 0), "{held:?}");
 }
 
-/// One answer of a random script: its shape, its wire bytes, and its events.
+/// `+OK`, the lines dot-stuffed with CRLF, and the terminating `.`.
+fn multiline(lines: Vec<Vec<u8>>) -> Vec<u8> {
+    let mut w = b"+OK\r\n".to_vec();
+    for l in lines {
+        if l.first() == Some(&b'.') {
+            w.push(b'.');
+        }
+        w.extend_from_slice(&l);
+        w.extend_from_slice(b"\r\n");
+    }
+    w.extend_from_slice(b".\r\n");
+    w
+}
+
+/// One answer of a random script: its shape and its wire bytes.
 fn answer() -> impl Strategy<Value = (Expect, Vec<u8>)> {
     let line = proptest::collection::vec(prop_oneof![Just(b'a'), Just(b'.'), Just(b' ')], 0..6);
+    let lines = proptest::collection::vec(line, 0..4);
     prop_oneof![
         Just((Expect::Single, b"+OK\r\n".to_vec())),
         Just((Expect::Single, b"-ERR no\r\n".to_vec())),
         Just((Expect::Body, b"-ERR gone\r\n".to_vec())),
-        proptest::collection::vec(line.clone(), 0..4).prop_map(|lines| {
-            let mut w = b"+OK\r\n".to_vec();
-            for l in lines {
-                if l.first() == Some(&b'.') {
-                    w.push(b'.');
-                }
-                w.extend_from_slice(&l);
-                w.extend_from_slice(b"\r\n");
-            }
-            w.extend_from_slice(b".\r\n");
-            (Expect::Lines, w)
-        }),
-        proptest::collection::vec(line, 0..4).prop_map(|lines| {
-            let mut w = b"+OK\r\n".to_vec();
-            for l in lines {
-                if l.first() == Some(&b'.') {
-                    w.push(b'.');
-                }
-                w.extend_from_slice(&l);
-                w.extend_from_slice(b"\r\n");
-            }
-            w.extend_from_slice(b".\r\n");
-            (Expect::Body, w)
-        }),
+        lines.clone().prop_map(|l| (Expect::Lines, multiline(l))),
+        lines.prop_map(|l| (Expect::Body, multiline(l))),
     ]
 }
 
