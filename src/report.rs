@@ -150,6 +150,13 @@ impl Report {
         self.failed + self.held + self.newly_held + self.deferred + self.too_large + self.unreached
     }
 
+    /// Whether the poll left mail on the server after a delivery that failed for now (an MDA's
+    /// exit 75, an SMTP 4xx, a refused RETR): it finished, but counts as a failure for the
+    /// daemon's backoff and for `popfetch status`.
+    pub fn partial(&self) -> bool {
+        self.failed > 0
+    }
+
     /// Whether something in this poll needs the administrator's attention.
     pub fn has_failures(&self) -> bool {
         self.failed > 0 || self.newly_held > 0

@@ -28,6 +28,13 @@ pub enum Outcome {
         /// The server's `LOGIN-DELAY`, if it announced one.
         login_delay: Option<Duration>,
     },
+    /// The poll finished but a delivery failed for now (an MDA's exit 75, an SMTP 4xx): the mail
+    /// waits on the server, so the account backs off as after any transient failure rather than
+    /// knocking again at full pace.
+    Partial {
+        /// The server's `LOGIN-DELAY`, if it announced one.
+        login_delay: Option<Duration>,
+    },
     Failed {
         /// The server's response code, if the failure carried one.
         code: Option<ResponseCode>,
@@ -41,6 +48,34 @@ pub enum Next {
     After(Duration),
     /// Do not poll until the account's config changes (`[SYS/PERM]`).
     Suspended,
+}
+
+/// Why the next poll comes when it does; `popfetch status` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Why {
+    /// The account's `interval`.
+    Interval,
+    /// The server's `LOGIN-DELAY`, longer than the wait would be otherwise.
+    LoginDelay,
+    /// Exponential backoff after failures in a row.
+    Backoff,
+    /// The long wait after the server refused the credentials (`[AUTH]`).
+    Auth,
+    /// No poll until the account's config changes (`[SYS/PERM]`).
+    Suspended,
+}
+
+impl Why {
+    /// The word the status file and `popfetch status` use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Why::Interval => "interval",
+            Why::LoginDelay => "login-delay",
+            Why::Backoff => "backoff",
+            Why::Auth => "auth",
+            Why::Suspended => "suspended",
+        }
+    }
 }
 
 /// One account's schedule state; kept across reloads when the account did not change.
@@ -72,34 +107,56 @@ impl Schedule {
 
     /// The wait after a poll that ended with `outcome`, at most [`MAX_WAIT`].
     pub fn next(&mut self, outcome: Outcome) -> Next {
+        self.next_why(outcome).0
+    }
+
+    /// [`Schedule::next`], and why the wait is what it is.
+    pub fn next_why(&mut self, outcome: Outcome) -> (Next, Why) {
         match self.next_uncapped(outcome) {
-            Next::After(d) => Next::After(d.min(MAX_WAIT)),
-            Next::Suspended => Next::Suspended,
+            (Next::After(d), why) => (Next::After(d.min(MAX_WAIT)), why),
+            (Next::Suspended, why) => (Next::Suspended, why),
         }
     }
 
-    fn next_uncapped(&mut self, outcome: Outcome) -> Next {
+    fn next_uncapped(&mut self, outcome: Outcome) -> (Next, Why) {
+        // The LOGIN-DELAY floor, when it is what decides the wait.
+        let floored = |d: Duration, why: Why, floor: Duration| {
+            if floor > d {
+                (Next::After(floor), Why::LoginDelay)
+            } else {
+                (Next::After(d), why)
+            }
+        };
         match outcome {
             Outcome::Ok { login_delay } => {
                 self.failures = 0;
-                if let Some(d) = login_delay {
-                    self.floor = d.min(MAX_LOGIN_DELAY);
-                }
-                Next::After(self.interval.max(self.floor))
+                self.obey(login_delay);
+                floored(self.interval, Why::Interval, self.floor)
+            }
+            Outcome::Partial { login_delay } => {
+                self.obey(login_delay);
+                self.failures = self.failures.saturating_add(1);
+                floored(self.backoff(), Why::Backoff, self.floor)
             }
             Outcome::Failed {
                 code: Some(ResponseCode::SysPerm),
-            } => Next::Suspended,
+            } => (Next::Suspended, Why::Suspended),
             Outcome::Failed {
                 code: Some(ResponseCode::Auth),
             } => {
                 self.failures = self.failures.saturating_add(1);
-                Next::After(self.interval.max(AUTH_BACKOFF).max(self.floor))
+                floored(self.interval.max(AUTH_BACKOFF), Why::Auth, self.floor)
             }
             Outcome::Failed { .. } => {
                 self.failures = self.failures.saturating_add(1);
-                Next::After(self.backoff().max(self.floor))
+                floored(self.backoff(), Why::Backoff, self.floor)
             }
+        }
+    }
+
+    fn obey(&mut self, login_delay: Option<Duration>) {
+        if let Some(d) = login_delay {
+            self.floor = d.min(MAX_LOGIN_DELAY);
         }
     }
 
@@ -213,6 +270,75 @@ mod tests {
             Next::After(AUTH_BACKOFF)
         );
         assert_eq!(s.next(failed(Some(ResponseCode::SysPerm))), Next::Suspended);
+    }
+
+    #[test]
+    fn a_poll_that_left_mail_for_now_backs_off_like_a_failure() {
+        let mut s = Schedule::new(5 * MIN);
+        let partial = Outcome::Partial { login_delay: None };
+        assert_eq!(s.next_why(partial), (Next::After(10 * MIN), Why::Backoff));
+        assert_eq!(s.next_why(partial), (Next::After(20 * MIN), Why::Backoff));
+        assert_eq!(s.failures(), 2);
+        // A failure after it continues the same backoff; a clean poll ends it.
+        assert_eq!(
+            s.next_why(failed(None)),
+            (Next::After(40 * MIN), Why::Backoff)
+        );
+        assert_eq!(
+            s.next_why(Outcome::Ok { login_delay: None }),
+            (Next::After(5 * MIN), Why::Interval)
+        );
+        // Its LOGIN-DELAY is obeyed all the same.
+        let partial = Outcome::Partial {
+            login_delay: Some(60 * MIN),
+        };
+        assert_eq!(
+            s.next_why(partial),
+            (Next::After(60 * MIN), Why::LoginDelay)
+        );
+        assert_eq!(s.floor(), 60 * MIN);
+    }
+
+    #[test]
+    fn each_wait_says_why() {
+        let mut s = Schedule::new(5 * MIN);
+        let ok = Outcome::Ok { login_delay: None };
+        assert_eq!(s.next_why(ok).1, Why::Interval);
+        assert_eq!(s.next_why(failed(None)).1, Why::Backoff);
+        assert_eq!(
+            s.next_why(failed(Some(ResponseCode::Auth))),
+            (Next::After(AUTH_BACKOFF), Why::Auth)
+        );
+        assert_eq!(
+            s.next_why(failed(Some(ResponseCode::SysPerm))),
+            (Next::Suspended, Why::Suspended)
+        );
+        let slow = Outcome::Ok {
+            login_delay: Some(2 * 60 * MIN),
+        };
+        assert_eq!(
+            s.next_why(slow),
+            (Next::After(2 * 60 * MIN), Why::LoginDelay)
+        );
+        // The floor outlasts the [AUTH] wait and the backoff too, and then it is the reason.
+        assert_eq!(
+            s.next_why(failed(Some(ResponseCode::Auth))).1,
+            Why::LoginDelay
+        );
+        assert_eq!(s.next_why(failed(None)).1, Why::LoginDelay);
+        let words: Vec<&str> = [
+            Why::Interval,
+            Why::LoginDelay,
+            Why::Backoff,
+            Why::Auth,
+            Why::Suspended,
+        ]
+        .map(Why::as_str)
+        .to_vec();
+        assert_eq!(
+            words,
+            ["interval", "login-delay", "backoff", "auth", "suspended"]
+        );
     }
 
     #[test]

@@ -447,6 +447,7 @@ async fn account_loop(
             .name
             .bytes()
             .fold(0u64, |h, b| h.wrapping_mul(31) ^ u64::from(b)),
+        status: Some((shared.state_dir.clone(), account.name.clone())),
     };
     let (account, shared, told, told_delay) = (&account, &shared, &told, &told_delay);
     let poll = move || async move {
@@ -468,10 +469,8 @@ async fn account_loop(
         }
         let r = r.map(|()| rep);
         if let Ok(mut s) = shared.summary.lock() {
-            s.insert(
-                account.name.clone(),
-                (std::time::SystemTime::now(), r.is_ok()),
-            );
+            let ok = r.as_ref().is_ok_and(|rep| !rep.partial());
+            s.insert(account.name.clone(), (std::time::SystemTime::now(), ok));
         }
         tell(account, told, &r);
         match &r {
@@ -479,8 +478,12 @@ async fn account_loop(
                 if let Some(d) = rep.login_delay {
                     tell_login_delay(account, d, told_delay);
                 }
-                Outcome::Ok {
-                    login_delay: rep.login_delay,
+                let login_delay = rep.login_delay;
+                // Mail left for now backs off like any transient failure.
+                if rep.partial() {
+                    Outcome::Partial { login_delay }
+                } else {
+                    Outcome::Ok { login_delay }
                 }
             }
             Err(e) => Outcome::Failed { code: code_of(e) },
@@ -585,6 +588,8 @@ struct Timing {
     seed: u64,
     /// Told when the next poll is due (`None`: polling suspended).
     next_poll: Box<dyn Fn(Option<std::time::SystemTime>) + Send + Sync>,
+    /// The state directory and account whose status file learns each next poll and its reason.
+    status: Option<(PathBuf, String)>,
 }
 
 /// Waits and polls on `schedule` until retired, shut down, or suspended (then it waits for
@@ -613,10 +618,11 @@ where
         };
         let outcome = poll().await;
         drop(permit);
-        match schedule.next(outcome) {
+        let (after, why) = schedule.next_why(outcome);
+        match after {
             Next::After(d) => {
                 let d = d.saturating_add(scheduler::jitter(d, scheduler::random(t.seed)));
-                tracing::debug!(next_in_s = d.as_secs(), "scheduled");
+                tracing::debug!(next_in_s = d.as_secs(), why = why.as_str(), "scheduled");
                 // `Instant + Duration` panics on overflow; `d` is at most MAX_WAIT plus jitter,
                 // far from it, and checked all the same.
                 let now = Instant::now();
@@ -625,9 +631,15 @@ where
                     .or_else(|| now.checked_add(scheduler::MAX_WAIT))
                     .unwrap_or(now);
                 (t.next_poll)(Some(wall_clock(next)));
+                if let Some((dir, account)) = &t.status {
+                    crate::status::record_next(dir, account, Some(wall_clock(next)), why);
+                }
             }
             Next::Suspended => {
                 (t.next_poll)(None);
+                if let Some((dir, account)) = &t.status {
+                    crate::status::record_next(dir, account, None, why);
+                }
                 tokio::select! {
                     _ = t.retire.cancelled() => {}
                     _ = t.shutdown.cancelled() => {}

@@ -20,6 +20,7 @@ fn timing(permits: &Arc<Semaphore>, seed: u64) -> Timing {
         permits: permits.clone(),
         seed,
         next_poll: Box::new(|_| {}),
+        status: None,
     }
 }
 
@@ -100,6 +101,24 @@ async fn failures_back_off_exponentially_to_the_cap_and_recover() {
         1,
         "after a success the interval again: {g:?}"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn mail_left_for_now_backs_off_and_a_clean_poll_recovers() {
+    let starts = record(60 * S, 3600 * S, Duration::ZERO, |n| {
+        if n < 3 {
+            Outcome::Partial { login_delay: None }
+        } else {
+            Outcome::Ok { login_delay: None }
+        }
+    })
+    .await;
+    let mins: Vec<u64> = gaps(&starts)
+        .iter()
+        .take(4)
+        .map(|d| d.as_secs() / 60)
+        .collect();
+    assert_eq!(mins, [2, 4, 8, 1], "{starts:?}");
 }
 
 #[tokio::test(start_paused = true)]

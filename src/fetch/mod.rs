@@ -90,6 +90,7 @@ pub async fn poll(
     // Every line logged on the way names the account (see `crate::logging`); the span is at
     // the error level so that it is there whatever the filter lets through.
     let span = tracing::error_span!("poll", account = %account.name);
+    let started = Instant::now();
     let r = poll_once(account, state_dir, stop, progress, &mut report)
         .instrument(span)
         .await;
@@ -117,7 +118,7 @@ pub async fn poll(
         );
     }
     let error = r.as_ref().err().map(|e| crate::text::error_chain(e));
-    crate::status::record(state_dir, &account.name, &report, error);
+    crate::status::record(state_dir, &account.name, &report, error, started.elapsed());
     (report, r)
 }
 

@@ -200,6 +200,13 @@ impl Run<'_> {
                     ahead = ahead.saturating_sub(self.todo[i].listed);
                     if !st.is_ok() {
                         self.report.failed += 1;
+                        self.report.delivery_error.get_or_insert_with(|| {
+                            format!(
+                                "message {}: the server refused RETR: {}",
+                                self.todo[i].num,
+                                st.text_lossy()
+                            )
+                        });
                         tracing::warn!(account = self.account.name, num = %self.todo[i].num,
                             error = %st.text_lossy(),
                             "message {}: the server refused RETR: {}; it stays on the server",
@@ -388,6 +395,9 @@ impl Run<'_> {
             None => {
                 // Nothing to hold it by: it stays on the server and is tried at the next poll.
                 self.report.failed += 1;
+                self.report
+                    .delivery_error
+                    .get_or_insert_with(|| short.to_string());
                 tracing::error!(
                     account = self.account.name,
                     num = short.num,
