@@ -1,9 +1,10 @@
 //! The command line: clap definitions, and what each subcommand does with a loaded config.
 //! `main` stays thin: it parses, calls [`run`], and turns the result into an exit code.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
@@ -52,9 +53,16 @@ pub enum Command {
     /// The config is reloaded when its file changes or on SIGHUP; SIGUSR1 polls every account
     /// now. Under systemd it reports readiness and status (Type=notify).
     Daemon,
-    /// Show each account's last poll, from the state directory (no daemon needed).
+    /// Show each account's health, last poll, errors, mail waiting and next poll, from the
+    /// state directory (no daemon needed).
+    ///
+    /// With an invalid config it shows every status file in the state directory that config
+    /// names (or the default one) and says why the config was not used. Exit status: 0 when
+    /// every account is healthy, 1 when any is failing or holding mail, 2 when the config is
+    /// invalid and no status file could be read.
     Status {
-        /// Print JSON, one object per account, for scripts
+        /// Print JSON for scripts: {"schema": 2, "config", "config_error", "state_dir",
+        /// "accounts": [...]}, fields as in popfetch(1)
         #[arg(long)]
         json: bool,
     },
@@ -143,6 +151,9 @@ pub struct ImportOpts {
 
 /// Exit status for a usage or config error.
 pub const EXIT_CONFIG: u8 = 2;
+/// Exit status of `status` when an account is failing or holding mail: the same as `fetch`'s
+/// for a failed account, so a check needs one line (`popfetch status >/dev/null || alert`).
+pub const EXIT_UNHEALTHY: u8 = 1;
 
 /// An error that ends the run before any account is polled (exit status 2).
 #[derive(Debug, thiserror::Error)]
@@ -168,6 +179,10 @@ pub async fn run(cli: Cli) -> Result<ExitCode, UsageError> {
         return import(from, cli.quiet);
     }
     let path = config::find(cli.config.as_deref()).map_err(UsageError::NoConfig)?;
+    // `status` reads the state even when the config is broken.
+    if let Command::Status { json } = cli.command {
+        return status_command(&path, json);
+    }
     let config = config::load(&path)?;
     match cli.command {
         Command::Check => {
@@ -179,10 +194,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, UsageError> {
             Ok(fetch(&config, selected, cli.quiet).await)
         }
         Command::Daemon => Ok(crate::daemon::run(path, config).await),
-        Command::Status { json } => {
-            out(&status(&config, json));
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Status { .. } => Ok(ExitCode::SUCCESS),
         Command::Import { .. } => Ok(ExitCode::SUCCESS),
         Command::Retry { account } => {
             let account = select(&config, std::slice::from_ref(&account))?.remove(0);
@@ -572,37 +584,195 @@ fn describe_oauth2(s: &mut String, source: &config::OAuth2Source) {
     }
 }
 
-/// The account rows of `popfetch status`.
-pub fn status(config: &Config, json: bool) -> String {
-    let rows: Vec<crate::status::Status> = config
-        .accounts
-        .iter()
-        .map(|a| crate::status::read(&config.state_dir, &a.name))
-        .collect();
-    if json {
-        return serde_json::to_string_pretty(&rows).unwrap_or_default() + "\n";
-    }
-    let when = |t: Option<u64>| {
-        t.map(|s| {
-            crate::deliver::rfc5322_date(std::time::UNIX_EPOCH + std::time::Duration::from_secs(s))
-        })
-        .unwrap_or_else(|| "never".into())
-    };
-    let mut out = String::new();
-    for r in rows {
-        out.push_str(&format!(
-            "{}: last poll {} ({}), last success {}, {} delivered in total, {} waiting on the server{}\n",
-            r.account,
-            when(r.last_poll),
-            r.last_result.as_deref().unwrap_or("-"),
-            when(r.last_success),
-            r.delivered_total,
-            r.waiting.map_or("?".to_string(), |w| w.to_string()),
-            r.last_error.map(|e| format!("; last error: {e}")).unwrap_or_default()
-        ));
-        for short in &r.held_short {
-            out.push_str(&format!("{}: held: {short}\n", r.account));
+/// Where `popfetch status` found what it shows.
+struct StatusSource<'a> {
+    config: &'a Path,
+    /// Why the config was not used, when it was not; then every status file is shown.
+    config_error: Option<String>,
+    state_dir: PathBuf,
+}
+
+/// `popfetch status`: each account's status file, by the config's accounts, or every status
+/// file in the state directory the config names (or the default one) when the config is
+/// invalid: the daemon keeps running on its last good config meanwhile, and a check of its
+/// health must not go blind. Exit status: 0 when every account is healthy, [`EXIT_UNHEALTHY`]
+/// when any is failing or holding mail, [`EXIT_CONFIG`] only when nothing could be read.
+fn status_command(path: &Path, json: bool) -> Result<ExitCode, UsageError> {
+    let (rows, source) = match config::load(path) {
+        Ok(config) => {
+            let rows = config
+                .accounts
+                .iter()
+                .map(|a| crate::status::read(&config.state_dir, &a.name))
+                .collect();
+            let source = StatusSource {
+                config: path,
+                config_error: None,
+                state_dir: config.state_dir.clone(),
+            };
+            (rows, source)
         }
+        Err(e) => {
+            let Some(state_dir) = config::state_dir_hint(path) else {
+                return Err(e.into());
+            };
+            let rows = crate::status::read_all(&state_dir).unwrap_or_default();
+            if rows.is_empty() {
+                return Err(e.into());
+            }
+            let why = error_chain(&e);
+            eprintln!(
+                "popfetch status: warning: the config {} is not valid ({why}); showing every \
+                 status file in {}",
+                path.display(),
+                state_dir.display()
+            );
+            let source = StatusSource {
+                config: path,
+                config_error: Some(why),
+                state_dir,
+            };
+            (rows, source)
+        }
+    };
+    out(&if json {
+        status_json(&rows, &source)
+    } else {
+        status_text(&rows, SystemTime::now())
+    });
+    let healthy = |r: &crate::status::Status| {
+        !matches!(
+            r.health(),
+            crate::status::health::FAILING | crate::status::health::HOLDING
+        )
+    };
+    Ok(if rows.iter().all(healthy) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_UNHEALTHY)
+    })
+}
+
+/// `popfetch status --json`: one object with the [`crate::status::SCHEMA`] version, where the
+/// rows come from, and per account its status file's fields plus `health`.
+fn status_json(rows: &[crate::status::Status], source: &StatusSource) -> String {
+    #[derive(serde::Serialize)]
+    struct Row<'a> {
+        #[serde(flatten)]
+        status: &'a crate::status::Status,
+        health: &'static str,
     }
-    out
+    #[derive(serde::Serialize)]
+    struct Doc<'a> {
+        schema: u32,
+        config: &'a Path,
+        config_error: Option<&'a str>,
+        state_dir: &'a Path,
+        accounts: Vec<Row<'a>>,
+    }
+    let doc = Doc {
+        schema: crate::status::SCHEMA,
+        config: source.config,
+        config_error: source.config_error.as_deref(),
+        state_dir: &source.state_dir,
+        accounts: rows
+            .iter()
+            .map(|status| Row {
+                status,
+                health: status.health(),
+            })
+            .collect(),
+    };
+    serde_json::to_string_pretty(&doc).unwrap_or_default() + "\n"
+}
+
+/// `popfetch status`'s text: per account its health, then one line per fact.
+pub fn status_text(rows: &[crate::status::Status], now: SystemTime) -> String {
+    use std::fmt::Write;
+    let date = |t: u64| crate::deliver::rfc5322_date(UNIX_EPOCH + Duration::from_secs(t));
+    let when = |t: Option<u64>| t.map_or_else(|| "never".into(), date);
+    let now = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let mut s = String::new();
+    for r in rows {
+        let _ = writeln!(s, "{}: {}", r.account, r.health());
+        let Some(last) = r.last_poll else {
+            let _ = writeln!(s, "  last poll:      never");
+            continue;
+        };
+        let took = r
+            .last_duration_ms
+            .map(|ms| format!(" in {:.1} s", ms as f64 / 1000.0))
+            .unwrap_or_default();
+        let result = r.last_result.as_deref().unwrap_or("-");
+        let _ = writeln!(s, "  last poll:      {}, {result}{took}", date(last));
+        let _ = writeln!(s, "  last success:   {}", when(r.last_success));
+        if r.consecutive_failures > 0 {
+            let _ = writeln!(s, "  failures:       {} in a row", r.consecutive_failures);
+        }
+        let error = |label: &str, e: &Option<String>, at: Option<u64>, s: &mut String| {
+            if let Some(e) = e {
+                let at = at.map(|t| format!("{}: ", date(t))).unwrap_or_default();
+                let _ = writeln!(s, "  {label:<15} {at}{e}");
+            }
+        };
+        error("last error:", &r.last_error, r.last_error_at, &mut s);
+        error(
+            "previous error:",
+            &r.previous_error,
+            r.previous_error_at,
+            &mut s,
+        );
+        let _ = writeln!(
+            s,
+            "  messages:       {} delivered ({} delivered in total), {} failed for now, {} held, \
+             {} too large, {} waiting on the server",
+            r.delivered,
+            r.delivered_total,
+            r.failed,
+            r.held,
+            r.too_large,
+            r.waiting.map_or("?".to_string(), |w| w.to_string()),
+        );
+        if r.held > 0 {
+            let _ = writeln!(
+                s,
+                "  held:           not tried again until `popfetch retry {}` or a change of \
+                 what delivery does",
+                r.account
+            );
+        }
+        for short in &r.held_short {
+            let _ = writeln!(s, "  held:           {short}");
+        }
+        let _ = writeln!(s, "  next poll:      {}", next_poll(r, now));
+    }
+    s
+}
+
+/// When and why the daemon polls an account next, as `popfetch status` says it.
+fn next_poll(r: &crate::status::Status, now: u64) -> String {
+    let reason = match r.next_reason.as_deref() {
+        Some("suspended") => {
+            return "none: suspended after the server's [SYS/PERM] until the account's config \
+                    changes"
+                .into();
+        }
+        None => return "not scheduled (the last poll was not the daemon's)".into(),
+        Some("backoff") => format!("backoff after {} failures in a row", r.consecutive_failures),
+        Some("auth") => "[AUTH]: the credentials were refused; waiting an hour".into(),
+        Some("login-delay") => "the server's LOGIN-DELAY".into(),
+        Some(other) => other.to_string(),
+    };
+    let Some(at) = r.next_poll else {
+        return reason;
+    };
+    let overdue = if at + 60 < now {
+        "; overdue: is the daemon running?"
+    } else {
+        ""
+    };
+    format!(
+        "{} ({reason}){overdue}",
+        crate::deliver::rfc5322_date(UNIX_EPOCH + Duration::from_secs(at))
+    )
 }

@@ -14,7 +14,7 @@ pub use raw::{
     AuthMethod, LogTarget, OAuth2Flow, OAuth2Provider, PermanentFailure, SizeAction, TlsMode,
     parse_size,
 };
-pub use validate::{ConfigError, load, parse};
+pub use validate::{ConfigError, load, parse, state_dir_hint};
 
 use crate::secret::Secret;
 

@@ -203,6 +203,21 @@ fn check_permissions(
     Ok(())
 }
 
+/// The state directory the config at `path` would use, read only as far as it can be: its
+/// `state_dir` when the file is TOML with that key as a string, else the default. For
+/// `popfetch status`, which still reads the state of the daemon's last good config when this
+/// one is invalid.
+pub fn state_dir_hint(path: &Path) -> Option<PathBuf> {
+    let named = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|text| text.parse::<toml::Table>().ok())
+        .and_then(|t| t.get("state_dir")?.as_str().map(PathBuf::from));
+    match named {
+        Some(d) => Some(expand(path.parent().unwrap_or(Path::new(".")), &d)),
+        None => super::default_state_dir(),
+    }
+}
+
 /// Parses and validates config text; `path` names the file in errors and anchors relative paths.
 pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
     let raw: RawConfig = toml::from_str(text).map_err(|e| toml_error(path, text, &e))?;

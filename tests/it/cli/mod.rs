@@ -6,5 +6,6 @@ mod docs;
 mod first_steps;
 mod layers;
 mod package;
+mod status;
 mod terminal;
 mod units;

@@ -248,18 +248,20 @@ fn reload_adds_accounts_keeps_old_config_on_errors_and_sigusr1_polls() {
     env.write_config(&format!("{GLOBAL}{a}{b}"));
     let run = env.popfetch(&["status"]);
     run.assert_code(0);
-    assert!(run.stdout.contains("alice: last poll "), "{}", run.stdout);
-    assert!(run.stdout.contains("(ok)"), "{}", run.stdout);
+    assert!(run.stdout.contains("alice: ok\n"), "{}", run.stdout);
+    assert!(run.stdout.contains(", ok in "), "{}", run.stdout);
     assert!(
-        run.stdout.contains("1 delivered in total, 0 waiting"),
+        run.stdout.contains("(1 delivered in total)")
+            && run.stdout.contains("0 waiting on the server"),
         "{}",
         run.stdout
     );
     let run = env.popfetch(&["status", "--json"]);
     let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
-    assert_eq!(v[1]["account"], "bob");
-    assert_eq!(v[1]["delivered_total"], 1);
-    assert_eq!(v[1]["last_result"], "ok");
+    assert_eq!(v["accounts"][1]["account"], "bob");
+    assert_eq!(v["accounts"][1]["delivered_total"], 1);
+    assert_eq!(v["accounts"][1]["last_result"], "ok");
+    assert_eq!(v["accounts"][1]["next_reason"], "interval");
 }
 
 #[test]
