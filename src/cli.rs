@@ -701,7 +701,10 @@ pub fn status_text(rows: &[crate::status::Status], now: SystemTime) -> String {
         };
         let took = r
             .last_duration_ms
-            .map(|ms| format!(" in {:.1} s", ms as f64 / 1000.0))
+            .map(|ms| match ms {
+                0..1000 => format!(" in {ms} ms"),
+                _ => format!(" in {:.1} s", ms as f64 / 1000.0),
+            })
             .unwrap_or_default();
         let result = r.last_result.as_deref().unwrap_or("-");
         let _ = writeln!(s, "  last poll:      {}, {result}{took}", date(last));
@@ -722,17 +725,19 @@ pub fn status_text(rows: &[crate::status::Status], now: SystemTime) -> String {
             r.previous_error_at,
             &mut s,
         );
-        let _ = writeln!(
+        let _ = write!(
             s,
-            "  messages:       {} delivered ({} delivered in total), {} failed for now, {} held, \
-             {} too large, {} waiting on the server",
-            r.delivered,
-            r.delivered_total,
-            r.failed,
-            r.held,
-            r.too_large,
-            r.waiting.map_or("?".to_string(), |w| w.to_string()),
+            "  messages:       {} delivered ({} delivered in total), ",
+            r.delivered, r.delivered_total,
         );
+        let _ = match r.waiting {
+            Some(waiting) => writeln!(
+                s,
+                "{} failed for now, {} held, {} too large, {waiting} waiting on the server",
+                r.failed, r.held, r.too_large,
+            ),
+            None => writeln!(s, "what waits on the server is known once a poll finishes"),
+        };
         if r.held > 0 {
             let _ = writeln!(
                 s,

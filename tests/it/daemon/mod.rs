@@ -5,3 +5,4 @@ mod journal;
 mod metrics;
 mod run;
 mod soak;
+mod status;

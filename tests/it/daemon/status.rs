@@ -1,0 +1,168 @@
+//! What the daemon adds to `popfetch status`: the next poll and why. An account whose MDA exits
+//! 75 at every poll is failing and backs off (the reason says so, and the polls thin out); one
+//! whose password the server refuses waits an hour after `[AUTH]`; a fixed account recovers
+//! to its interval, its error kept as `previous_error`. Scripted servers, the built binary.
+
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::harness::{Env, message};
+use crate::pop3_server::{Msg, Server};
+use crate::support::config::Account;
+
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn accounts(env: &Env, alice: &Server, bob: &Server, mda_exit: u8) -> String {
+    let script = format!("cat > /dev/null; exit {mda_exit}");
+    let alice = Account::scripted(alice)
+        .text("interval", "1s")
+        .set(
+            "deliver",
+            format_args!("{{ mda = [\"/bin/sh\", \"-c\", {script:?}] }}"),
+        )
+        .to_toml();
+    let bob = Account::scripted(bob)
+        .name("bob")
+        .password("not-the-password")
+        .text("interval", "1s")
+        .maildir(&env.maildir())
+        .to_toml();
+    format!("{alice}{bob}")
+}
+
+/// `status --json`'s accounts by name, with its exit status.
+fn status(env: &Env) -> (i32, serde_json::Value, serde_json::Value) {
+    let run = env.popfetch(&["status", "--json"]);
+    let doc: serde_json::Value = serde_json::from_str(&run.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}\n{}", run.stdout, run.stderr));
+    let find = |name: &str| {
+        doc["accounts"]
+            .as_array()
+            .and_then(|a| a.iter().find(|r| r["account"] == name))
+            .cloned()
+            .unwrap_or_default()
+    };
+    (run.code, find("alice"), find("bob"))
+}
+
+/// Waits until `pred` holds on alice's and bob's status, at most `secs`.
+#[track_caller]
+fn wait_status(
+    env: &Env,
+    secs: u64,
+    what: &str,
+    pred: impl Fn(&serde_json::Value, &serde_json::Value) -> bool,
+) -> (i32, serde_json::Value, serde_json::Value) {
+    let until = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let (code, a, b) = status(env);
+        if pred(&a, &b) {
+            return (code, a, b);
+        }
+        assert!(
+            Instant::now() < until,
+            "timed out waiting for {what}:\n{a}\n{b}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn status_shows_the_backoff_of_mail_left_for_now_and_the_auth_wait() {
+    let msgs: Vec<Msg> = (1..=2)
+        .map(|i| Msg::new(message(i, 400), &format!("uidl-{i}")))
+        .collect();
+    let alice = Server::healthy(msgs);
+    let bob = Server::healthy(Vec::new());
+    let env = Env::new();
+    env.write_config(&accounts(&env, &alice, &bob, 75));
+    let log = env.path().join("daemon.log");
+    let started = Instant::now();
+    let _daemon = Daemon(
+        env.command(&["daemon"])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+
+    // interval 1 s: without backoff alice would be polled about every second; with it the
+    // waits are 2 s, 4 s, 8 s...
+    let (code, a, b) = wait_status(
+        &env,
+        20,
+        "alice's second failure and bob's [AUTH]",
+        |a, b| {
+            a["consecutive_failures"].as_u64() >= Some(2)
+                && a["next_reason"] == "backoff"
+                && b["next_reason"] == "auth"
+        },
+    );
+    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(code, 1, "{a}\n{b}");
+    assert_eq!(a["health"], "failing");
+    assert_eq!(a["last_result"], "partial");
+    assert_eq!(a["waiting"], 2);
+    assert!(
+        a["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("exited with 75")),
+        "{a}"
+    );
+    let (last, next) = (
+        a["last_poll"].as_u64().unwrap(),
+        a["next_poll"].as_u64().unwrap(),
+    );
+    assert!(
+        next >= last + 3,
+        "backoff of 4 s or more: {a}\n{}",
+        log_text()
+    );
+    assert_eq!(b["health"], "failing");
+    let wait = b["next_poll"].as_u64().unwrap() - b["last_poll"].as_u64().unwrap();
+    assert!(wait >= 3500, "[AUTH] waits an hour: {b}");
+
+    let run = env.popfetch(&["status"]);
+    run.assert_code(1);
+    eprintln!("{}", run.stdout);
+    for want in [
+        "alice: failing\n",
+        "2 waiting on the server",
+        "(backoff after ",
+        "bob: failing\n",
+        "([AUTH]: the credentials were refused; waiting an hour)",
+    ] {
+        assert!(run.stdout.contains(want), "no {want:?} in\n{}", run.stdout);
+    }
+    // Polls thin out: within 7 s of the start alice is polled at most 4 times (at about 0-2 s,
+    // then 2 s and 4 s later); 1 s apart would be 6 or more.
+    std::thread::sleep(Duration::from_secs(7).saturating_sub(started.elapsed()));
+    let polls = alice.log().sessions.len();
+    assert!(polls <= 4, "{polls} polls in 7 s\n{}", log_text());
+
+    // Fixed: the reload restarts alice, who delivers, and is back on her interval.
+    env.write_config(&accounts(&env, &alice, &bob, 0));
+    let (_, a, _) = wait_status(&env, 20, "alice's recovery", |a, _| {
+        a["last_result"] == "ok"
+    });
+    assert_eq!(a["health"], "ok");
+    assert!(a["last_error"].is_null(), "{a}");
+    assert!(
+        a["previous_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("exited with 75")),
+        "{a}"
+    );
+    let (_, a, _) = wait_status(&env, 10, "alice's next poll by interval", |a, _| {
+        a["next_reason"] == "interval"
+    });
+    assert_eq!(a["consecutive_failures"], 0);
+    assert!(alice.remaining().is_empty());
+}
