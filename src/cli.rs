@@ -62,7 +62,7 @@ pub enum Command {
     /// invalid and no status file could be read.
     Status {
         /// Print JSON for scripts: {"schema": 2, "config", "config_error", "state_dir",
-        /// "accounts": [...]}, fields as in popfetch(1)
+        /// "accounts": [...]}; the fields are in popfetch(1), STATUS
         #[arg(long)]
         json: bool,
     },

@@ -69,6 +69,24 @@ fn man_page_and_completions_match_the_cli() {
 }
 
 #[test]
+fn every_status_field_is_documented_in_the_man_page() {
+    let man = read("contrib/man/popfetch.1");
+    let section = man_section(&man, "STATUS");
+    let row = serde_json::to_value(popfetch::status::Status::default()).unwrap();
+    let fields = row.as_object().unwrap().keys().map(String::as_str);
+    let document = ["config", "config_error", "state_dir", "accounts", "health"];
+    let missing: Vec<&str> = fields
+        .chain(document)
+        .filter(|f| !section.contains(&format!("\\fB{f}\\fR")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "popfetch.1: STATUS does not describe {missing:?}"
+    );
+    assert!(section.contains(&format!("\\fBschema\\fR\n{},", popfetch::status::SCHEMA)));
+}
+
+#[test]
 fn man_page_renders_without_warnings() {
     crate::peers::require_peers!("man");
     // man-db's own check, the one lintian runs: groff warnings (bad escapes, unknown macros,
@@ -514,18 +532,99 @@ exists, else \fI/etc/popfetch/config.toml\fR.
 "#;
 
 /// Sections clap knows nothing about.
-const TRAILER: &str = r#".SH "EXIT STATUS"
+const TRAILER: &str = r#".SH STATUS
+After every poll popfetch writes the account's status file, \fISTATE_DIR/ACCOUNT.status\fR;
+the daemon adds when it polls the account next and why. \fBpopfetch status\fR shows these files
+for the config's accounts. When the config is invalid it says why on stderr and shows every
+status file in the state directory the config names (or the default one): the daemon keeps
+running on its last good config, and a health check must not go blind.
+.PP
+Each account has a \fIhealth\fR: \fBfailing\fR (its last poll failed, or left mail on the
+server after a delivery failed for now; also while suspended), \fBholding\fR (messages are held
+on the server after a permanent failure until \fBpopfetch retry\fR), \fBok\fR, or
+\fBunknown\fR (never polled). A poll's \fIresult\fR is \fBok\fR, \fBheld\fR (it finished and
+newly held messages), \fBpartial\fR (it finished, but a delivery failed for now: an MDA's exit
+75, an SMTP 4xx; the daemon backs off as after any failure) or \fBfailed\fR (it ended in an
+error). Times are Unix seconds. New fields may appear within a \fBschema\fR; a field that
+changes meaning or goes away raises it.
+.PP
+\fBpopfetch status \-\-json\fR prints one object:
+.TP
+\fBschema\fR
+2, the version of this layout and of the status file's fields.
+.TP
+\fBconfig\fR
+The config file read.
+.TP
+\fBconfig_error\fR
+Why it was not used, or null.
+.TP
+\fBstate_dir\fR
+The state directory read.
+.TP
+\fBaccounts\fR
+One object per account, each the account's status file and its \fBhealth\fR:
+.RS
+.TP
+\fBaccount\fR
+The account's name.
+.TP
+\fBhealth\fR
+failing, holding, ok or unknown, as above.
+.TP
+\fBlast_poll\fR
+When the last poll ended.
+.TP
+\fBlast_result\fR
+ok, held, partial or failed, as above.
+.TP
+\fBlast_duration_ms\fR
+How long it took.
+.TP
+\fBlast_success\fR
+When the last poll that was not a failure ended.
+.TP
+\fBconsecutive_failures\fR
+Polls in a row that failed or were partial.
+.TP
+\fBlast_error\fR, \fBlast_error_at\fR
+The last failure's error and its time; a partial poll's names the delivery error. Cleared by
+the next poll that is not a failure, which moves them to \fBprevious_error\fR,
+\fBprevious_error_at\fR.
+.TP
+\fBdelivered\fR, \fBdelivered_total\fR, \fBbytes_total\fR
+Messages delivered by the last poll, and messages and bytes by every poll so far; a poll that
+failed after delivering counts too.
+.TP
+\fBfailed\fR, \fBheld\fR, \fBtoo_large\fR, \fBwaiting\fR
+As the last poll that finished found them: messages whose delivery failed for now, held after
+a permanent failure, over \fBmax_size\fR, and everything left on the server undelivered
+(these, and messages left by a per\-poll limit or not reached). \fBwaiting\fR is null until a
+poll finishes.
+.TP
+\fBheld_short\fR
+Messages held because they arrived far short of their LIST size: \fBnum\fR, \fBuidl\fR,
+\fBlisted\fR, \fBreceived\fR.
+.TP
+\fBnext_poll\fR, \fBnext_reason\fR
+When the daemon polls next, and why: \fBinterval\fR, \fBlogin\-delay\fR (the server's
+LOGIN\-DELAY), \fBbackoff\fR (failures in a row), \fBauth\fR (the hour's wait after
+\fB[AUTH]\fR) or \fBsuspended\fR (after \fB[SYS/PERM]\fR, no poll until the account's config
+changes; \fBnext_poll\fR is null). Both null after \fBpopfetch fetch\fR.
+.RE
+.SH "EXIT STATUS"
 .TP
 0
-Success: every account was polled (\fBfetch\fR), the config is valid (\fBcheck\fR), or the
-daemon stopped after SIGTERM or SIGINT.
+Success: every account was polled (\fBfetch\fR), the config is valid (\fBcheck\fR), every
+account is healthy (\fBstatus\fR), or the daemon stopped after SIGTERM or SIGINT.
 .TP
 1
 An account failed: it could not be polled, a message failed or was newly held after a
-permanent failure (\fBfetch\fR), its state could not be opened, or another run holds its lock.
+permanent failure (\fBfetch\fR), its state could not be opened, or another run holds its lock;
+for \fBstatus\fR, an account is failing or holding mail, also under an invalid config.
 .TP
 2
-A usage or config error; nothing was polled.
+A usage or config error; nothing was polled (for \fBstatus\fR: nor any status file read).
 .TP
 130
 A second SIGTERM or SIGINT ended \fBfetch\fR or the daemon at once. Nothing is lost: a message
