@@ -739,6 +739,9 @@ pub fn status_text(rows: &[crate::status::Status], now: SystemTime) -> String {
             None => writeln!(s, "what waits on the server is known once a poll finishes"),
         };
         if r.held > 0 {
+            if let Some(e) = &r.held_error {
+                let _ = writeln!(s, "  held because:   {e}");
+            }
             let _ = writeln!(
                 s,
                 "  held:           not tried again until `popfetch retry {}` or a change of \

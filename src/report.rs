@@ -46,6 +46,8 @@ pub struct Report {
     pub short: Vec<ShortMessage>,
     /// Why the first delivery that failed for now failed (the others are most likely alike).
     pub delivery_error: Option<String>,
+    /// Why the last message newly held in this poll was refused for good.
+    pub held_error: Option<String>,
 }
 
 impl Report {

@@ -70,6 +70,8 @@ pub struct Status {
     /// Messages held on the server after a permanent failure, as the last poll that finished
     /// found them.
     pub held: u64,
+    /// Why the last message newly held was refused for good; kept while messages are held.
+    pub held_error: Option<String>,
     /// Messages over `max_size` left on the server, as the last poll that finished found them.
     pub too_large: u64,
     /// Messages the last poll that finished left on the server undelivered (failed, held, too
@@ -250,6 +252,11 @@ fn update(
             if report.held + report.newly_held == 0 && report.short.is_empty() {
                 st.held_short.clear();
             }
+            if report.held_error.is_some() {
+                st.held_error = report.held_error.clone();
+            } else if st.held == 0 {
+                st.held_error = None;
+            }
             report.partial().then(|| {
                 let n = report.failed;
                 let why = report
@@ -379,11 +386,13 @@ mod tests {
         assert_eq!(st.health(), health::UNKNOWN);
         let report = Report {
             newly_held: 5,
+            held_error: Some("the MDA exited with 67".into()),
             ..Report::default()
         };
         poll(&mut st, 10, &report, None);
         assert_eq!(st.last_result.as_deref(), Some(result::HELD));
         assert_eq!(st.held, 5);
+        assert_eq!(st.held_error.as_deref(), Some("the MDA exited with 67"));
         assert_eq!(st.health(), health::HOLDING);
         let report = Report {
             held: 5,
@@ -392,8 +401,10 @@ mod tests {
         poll(&mut st, 20, &report, None);
         assert_eq!(st.last_result.as_deref(), Some(result::OK));
         assert_eq!(st.health(), health::HOLDING);
+        assert!(st.held_error.is_some(), "kept while held");
         poll(&mut st, 30, &Report::default(), None);
         assert_eq!(st.health(), health::OK);
+        assert_eq!(st.held_error, None);
     }
 
     #[test]

@@ -505,6 +505,7 @@ impl Run<'_> {
                     self.state.record_held(u);
                 }
                 self.report.newly_held += 1;
+                self.report.held_error = Some(format!("delivery of {what} failed: {source}"));
                 tracing::error!(account = name, uidl, error = %source,
                     "message {} held: delivery refused for good: {source}; it stays on the \
                      server and is not tried again until the config changes or `popfetch retry` \

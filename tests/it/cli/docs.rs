@@ -602,6 +602,9 @@ a permanent failure, over \fBmax_size\fR, and everything left on the server unde
 (these, and messages left by a per\-poll limit or not reached). \fBwaiting\fR is null until a
 poll finishes.
 .TP
+\fBheld_error\fR
+Why the last message newly held was refused for good; kept while messages are held.
+.TP
 \fBheld_short\fR
 Messages held because they arrived far short of their LIST size: \fBnum\fR, \fBuidl\fR,
 \fBlisted\fR, \fBreceived\fR.

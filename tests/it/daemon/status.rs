@@ -19,7 +19,7 @@ impl Drop for Daemon {
     }
 }
 
-fn accounts(env: &Env, alice: &Server, bob: &Server, mda_exit: u8) -> String {
+fn accounts(env: &Env, alice: &Server, bob: &Server, carol: &Server, mda_exit: u8) -> String {
     let script = format!("cat > /dev/null; exit {mda_exit}");
     let alice = Account::scripted(alice)
         .text("interval", "1s")
@@ -34,11 +34,20 @@ fn accounts(env: &Env, alice: &Server, bob: &Server, mda_exit: u8) -> String {
         .text("interval", "1s")
         .maildir(&env.maildir())
         .to_toml();
-    format!("{alice}{bob}")
+    // Refuses every message for good: they are held.
+    let carol = Account::scripted(carol)
+        .name("carol")
+        .text("interval", "1s")
+        .set(
+            "deliver",
+            "{ mda = [\"/bin/sh\", \"-c\", \"cat > /dev/null; echo unknown user >&2; exit 67\"] }",
+        )
+        .to_toml();
+    format!("{alice}{bob}{carol}")
 }
 
-/// `status --json`'s accounts by name, with its exit status.
-fn status(env: &Env) -> (i32, serde_json::Value, serde_json::Value) {
+/// `status --json`'s exit status and its accounts alice, bob and carol.
+fn status(env: &Env) -> (i32, [serde_json::Value; 3]) {
     let run = env.popfetch(&["status", "--json"]);
     let doc: serde_json::Value = serde_json::from_str(&run.stdout)
         .unwrap_or_else(|e| panic!("{e}: {}\n{}", run.stdout, run.stderr));
@@ -49,26 +58,26 @@ fn status(env: &Env) -> (i32, serde_json::Value, serde_json::Value) {
             .cloned()
             .unwrap_or_default()
     };
-    (run.code, find("alice"), find("bob"))
+    (run.code, ["alice", "bob", "carol"].map(find))
 }
 
-/// Waits until `pred` holds on alice's and bob's status, at most `secs`.
+/// Waits until `pred` holds on the accounts' status, at most `secs`.
 #[track_caller]
 fn wait_status(
     env: &Env,
     secs: u64,
     what: &str,
-    pred: impl Fn(&serde_json::Value, &serde_json::Value) -> bool,
-) -> (i32, serde_json::Value, serde_json::Value) {
+    pred: impl Fn(&[serde_json::Value; 3]) -> bool,
+) -> (i32, [serde_json::Value; 3]) {
     let until = Instant::now() + Duration::from_secs(secs);
     loop {
-        let (code, a, b) = status(env);
-        if pred(&a, &b) {
-            return (code, a, b);
+        let (code, rows) = status(env);
+        if pred(&rows) {
+            return (code, rows);
         }
         assert!(
             Instant::now() < until,
-            "timed out waiting for {what}:\n{a}\n{b}"
+            "timed out waiting for {what}:\n{rows:#?}"
         );
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -79,10 +88,11 @@ fn status_shows_the_backoff_of_mail_left_for_now_and_the_auth_wait() {
     let msgs: Vec<Msg> = (1..=2)
         .map(|i| Msg::new(message(i, 400), &format!("uidl-{i}")))
         .collect();
-    let alice = Server::healthy(msgs);
+    let alice = Server::healthy(msgs.clone());
     let bob = Server::healthy(Vec::new());
+    let carol = Server::healthy(msgs);
     let env = Env::new();
-    env.write_config(&accounts(&env, &alice, &bob, 75));
+    env.write_config(&accounts(&env, &alice, &bob, &carol, 75));
     let log = env.path().join("daemon.log");
     let started = Instant::now();
     let _daemon = Daemon(
@@ -95,18 +105,19 @@ fn status_shows_the_backoff_of_mail_left_for_now_and_the_auth_wait() {
 
     // interval 1 s: without backoff alice would be polled about every second; with it the
     // waits are 2 s, 4 s, 8 s...
-    let (code, a, b) = wait_status(
+    let (code, [a, b, c]) = wait_status(
         &env,
         20,
-        "alice's second failure and bob's [AUTH]",
-        |a, b| {
+        "alice's second failure, bob's [AUTH] and carol's held mail",
+        |[a, b, c]| {
             a["consecutive_failures"].as_u64() >= Some(2)
                 && a["next_reason"] == "backoff"
                 && b["next_reason"] == "auth"
+                && c["next_reason"] == "interval"
         },
     );
     let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
-    assert_eq!(code, 1, "{a}\n{b}");
+    assert_eq!(code, 1, "{a}\n{b}\n{c}");
     assert_eq!(a["health"], "failing");
     assert_eq!(a["last_result"], "partial");
     assert_eq!(a["waiting"], 2);
@@ -128,6 +139,9 @@ fn status_shows_the_backoff_of_mail_left_for_now_and_the_auth_wait() {
     assert_eq!(b["health"], "failing");
     let wait = b["next_poll"].as_u64().unwrap() - b["last_poll"].as_u64().unwrap();
     assert!(wait >= 3500, "[AUTH] waits an hour: {b}");
+    assert_eq!(c["health"], "holding");
+    assert_eq!(c["held"], 2);
+    assert!(c["last_error"].is_null(), "{c}");
 
     let run = env.popfetch(&["status"]);
     run.assert_code(1);
@@ -138,6 +152,10 @@ fn status_shows_the_backoff_of_mail_left_for_now_and_the_auth_wait() {
         "(backoff after ",
         "bob: failing\n",
         "([AUTH]: the credentials were refused; waiting an hour)",
+        "carol: holding\n",
+        "2 held, 0 too large, 2 waiting on the server",
+        "`popfetch retry carol`",
+        "held because:   delivery of message 2 (uidl uidl-2) failed: the MDA \"/bin/sh\" failed (exit status: 67)",
     ] {
         assert!(run.stdout.contains(want), "no {want:?} in\n{}", run.stdout);
     }
@@ -148,8 +166,8 @@ fn status_shows_the_backoff_of_mail_left_for_now_and_the_auth_wait() {
     assert!(polls <= 4, "{polls} polls in 7 s\n{}", log_text());
 
     // Fixed: the reload restarts alice, who delivers, and is back on her interval.
-    env.write_config(&accounts(&env, &alice, &bob, 0));
-    let (_, a, _) = wait_status(&env, 20, "alice's recovery", |a, _| {
+    env.write_config(&accounts(&env, &alice, &bob, &carol, 0));
+    let (_, [a, ..]) = wait_status(&env, 20, "alice's recovery", |[a, ..]| {
         a["last_result"] == "ok"
     });
     assert_eq!(a["health"], "ok");
@@ -160,7 +178,7 @@ fn status_shows_the_backoff_of_mail_left_for_now_and_the_auth_wait() {
             .is_some_and(|e| e.contains("exited with 75")),
         "{a}"
     );
-    let (_, a, _) = wait_status(&env, 10, "alice's next poll by interval", |a, _| {
+    let (_, [a, ..]) = wait_status(&env, 10, "alice's next poll by interval", |[a, ..]| {
         a["next_reason"] == "interval"
     });
     assert_eq!(a["consecutive_failures"], 0);
