@@ -117,6 +117,11 @@ pub async fn poll(
             report.delivered + report.quarantined
         );
     }
+    if let Err(FetchError::State(StateError::Locked { .. })) = &r {
+        // Another run holds the mailbox and records its own poll: this one did nothing, and
+        // says nothing about the account's health.
+        return (report, r);
+    }
     let error = r.as_ref().err().map(|e| crate::text::error_chain(e));
     crate::status::record(state_dir, &account.name, &report, error, started.elapsed());
     (report, r)

@@ -205,3 +205,24 @@ fn config_ok_then_break(env: &Env, server: &Server, broken: &str) {
     env.popfetch(&["fetch"]).assert_code(0);
     std::fs::write(env.config_path(), broken).unwrap();
 }
+
+#[test]
+fn a_poll_kept_out_by_another_runs_lock_leaves_the_status_alone() {
+    let server = Server::healthy(msgs(1));
+    let env = Env::new();
+    config(&env, &server, None);
+    env.popfetch(&["fetch"]).assert_code(0);
+    // Another run (the daemon, say) holds the mailbox: this fetch does nothing, and says so,
+    // but the account's health is the other run's to record.
+    let lock = env
+        .path()
+        .join(format!("state/alice@127.0.0.1:{}.lock", server.port()));
+    let held = std::fs::File::open(&lock).unwrap();
+    held.lock().unwrap();
+    let run = env.popfetch(&["fetch"]);
+    run.assert_code(1);
+    assert!(run.stderr.contains("lock"), "{}", run.stderr);
+    let (_, alice) = json(&env, 0);
+    assert_eq!(alice["last_result"], "ok", "{alice}");
+    assert!(alice["last_error"].is_null(), "{alice}");
+}
