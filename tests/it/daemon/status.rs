@@ -1,13 +1,14 @@
 //! What the daemon adds to `popfetch status`: the next poll and why. An account whose MDA exits
 //! 75 at every poll is failing and backs off (the reason says so, and the polls thin out); one
 //! whose password the server refuses waits an hour after `[AUTH]`; a fixed account recovers
-//! to its interval, its error kept as `previous_error`. Scripted servers, the built binary.
+//! to its interval, its error kept as `previous_error`; held mail is a holding account; a
+//! server's LOGIN-DELAY is the reason of a longer wait. Scripted servers, the built binary.
 
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::harness::{Env, message};
-use crate::pop3_server::{Msg, Server};
+use crate::pop3_server::{Msg, Script, Server};
 use crate::support::config::Account;
 
 struct Daemon(Child);
@@ -19,7 +20,10 @@ impl Drop for Daemon {
     }
 }
 
-fn accounts(env: &Env, alice: &Server, bob: &Server, carol: &Server, mda_exit: u8) -> String {
+/// alice's MDA exits `mda_exit`; bob's password is wrong; carol's MDA refuses every message for
+/// good; dave's server asks for a LOGIN-DELAY of 10 minutes.
+fn accounts(env: &Env, servers: &[Server; 4], mda_exit: u8) -> String {
+    let [alice, bob, carol, dave] = servers;
     let script = format!("cat > /dev/null; exit {mda_exit}");
     let alice = Account::scripted(alice)
         .text("interval", "1s")
@@ -43,11 +47,16 @@ fn accounts(env: &Env, alice: &Server, bob: &Server, carol: &Server, mda_exit: u
             "{ mda = [\"/bin/sh\", \"-c\", \"cat > /dev/null; echo unknown user >&2; exit 67\"] }",
         )
         .to_toml();
-    format!("{alice}{bob}{carol}")
+    let dave = Account::scripted(dave)
+        .name("dave")
+        .text("interval", "1s")
+        .maildir(&env.maildir())
+        .to_toml();
+    format!("{alice}{bob}{carol}{dave}")
 }
 
-/// `status --json`'s exit status and its accounts alice, bob and carol.
-fn status(env: &Env) -> (i32, [serde_json::Value; 3]) {
+/// `status --json`'s exit status and its accounts alice, bob, carol and dave.
+fn status(env: &Env) -> (i32, [serde_json::Value; 4]) {
     let run = env.popfetch(&["status", "--json"]);
     let doc: serde_json::Value = serde_json::from_str(&run.stdout)
         .unwrap_or_else(|e| panic!("{e}: {}\n{}", run.stdout, run.stderr));
@@ -58,7 +67,7 @@ fn status(env: &Env) -> (i32, [serde_json::Value; 3]) {
             .cloned()
             .unwrap_or_default()
     };
-    (run.code, ["alice", "bob", "carol"].map(find))
+    (run.code, ["alice", "bob", "carol", "dave"].map(find))
 }
 
 /// Waits until `pred` holds on the accounts' status, at most `secs`.
@@ -67,8 +76,8 @@ fn wait_status(
     env: &Env,
     secs: u64,
     what: &str,
-    pred: impl Fn(&[serde_json::Value; 3]) -> bool,
-) -> (i32, [serde_json::Value; 3]) {
+    pred: impl Fn(&[serde_json::Value; 4]) -> bool,
+) -> (i32, [serde_json::Value; 4]) {
     let until = Instant::now() + Duration::from_secs(secs);
     loop {
         let (code, rows) = status(env);
@@ -84,15 +93,23 @@ fn wait_status(
 }
 
 #[test]
-fn status_shows_the_backoff_of_mail_left_for_now_and_the_auth_wait() {
+fn status_shows_the_backoff_of_mail_left_for_now_the_auth_wait_and_login_delay() {
     let msgs: Vec<Msg> = (1..=2)
         .map(|i| Msg::new(message(i, 400), &format!("uidl-{i}")))
         .collect();
-    let alice = Server::healthy(msgs.clone());
-    let bob = Server::healthy(Vec::new());
-    let carol = Server::healthy(msgs);
+    let slow = Script {
+        login_delay: Some(600),
+        ..Script::default()
+    };
+    let servers = [
+        Server::healthy(msgs.clone()),
+        Server::healthy(Vec::new()),
+        Server::healthy(msgs),
+        Server::start(Vec::new(), slow),
+    ];
+    let alice = &servers[0];
     let env = Env::new();
-    env.write_config(&accounts(&env, &alice, &bob, &carol, 75));
+    env.write_config(&accounts(&env, &servers, 75));
     let log = env.path().join("daemon.log");
     let started = Instant::now();
     let _daemon = Daemon(
@@ -105,15 +122,16 @@ fn status_shows_the_backoff_of_mail_left_for_now_and_the_auth_wait() {
 
     // interval 1 s: without backoff alice would be polled about every second; with it the
     // waits are 2 s, 4 s, 8 s...
-    let (code, [a, b, c]) = wait_status(
+    let (code, [a, b, c, d]) = wait_status(
         &env,
         20,
         "alice's second failure, bob's [AUTH] and carol's held mail",
-        |[a, b, c]| {
+        |[a, b, c, d]| {
             a["consecutive_failures"].as_u64() >= Some(2)
                 && a["next_reason"] == "backoff"
                 && b["next_reason"] == "auth"
                 && c["next_reason"] == "interval"
+                && d["next_reason"] == "login-delay"
         },
     );
     let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
@@ -142,6 +160,9 @@ fn status_shows_the_backoff_of_mail_left_for_now_and_the_auth_wait() {
     assert_eq!(c["health"], "holding");
     assert_eq!(c["held"], 2);
     assert!(c["last_error"].is_null(), "{c}");
+    assert_eq!(d["health"], "ok");
+    let wait = d["next_poll"].as_u64().unwrap() - d["last_poll"].as_u64().unwrap();
+    assert!(wait >= 590, "LOGIN-DELAY's 10 minutes: {d}");
 
     let run = env.popfetch(&["status"]);
     run.assert_code(1);
@@ -155,6 +176,8 @@ fn status_shows_the_backoff_of_mail_left_for_now_and_the_auth_wait() {
         "carol: holding\n",
         "2 held, 0 too large, 2 waiting on the server",
         "`popfetch retry carol`",
+        "dave: ok\n",
+        "(the server's LOGIN-DELAY)",
         "held because:   delivery of message 2 (uidl uidl-2) failed: the MDA \"/bin/sh\" failed (exit status: 67)",
     ] {
         assert!(run.stdout.contains(want), "no {want:?} in\n{}", run.stdout);
@@ -166,7 +189,7 @@ fn status_shows_the_backoff_of_mail_left_for_now_and_the_auth_wait() {
     assert!(polls <= 4, "{polls} polls in 7 s\n{}", log_text());
 
     // Fixed: the reload restarts alice, who delivers, and is back on her interval.
-    env.write_config(&accounts(&env, &alice, &bob, &carol, 0));
+    env.write_config(&accounts(&env, &servers, 0));
     let (_, [a, ..]) = wait_status(&env, 20, "alice's recovery", |[a, ..]| {
         a["last_result"] == "ok"
     });
