@@ -2,13 +2,14 @@
 //! 75 at every poll is failing and backs off (the reason says so, and the polls thin out); one
 //! whose password the server refuses waits an hour after `[AUTH]`; a fixed account recovers
 //! to its interval, its error kept as `previous_error`; held mail is a holding account; a
-//! server's LOGIN-DELAY is the reason of a longer wait. Scripted servers, the built binary.
+//! server's LOGIN-DELAY is the reason of a longer wait, `[SYS/PERM]` suspends. Scripted servers,
+//! the built binary.
 
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::harness::{Env, message};
-use crate::pop3_server::{Msg, Script, Server};
+use crate::pop3_server::{Greeting, Msg, Script, Server};
 use crate::support::config::Account;
 
 struct Daemon(Child);
@@ -21,9 +22,9 @@ impl Drop for Daemon {
 }
 
 /// alice's MDA exits `mda_exit`; bob's password is wrong; carol's MDA refuses every message for
-/// good; dave's server asks for a LOGIN-DELAY of 10 minutes.
-fn accounts(env: &Env, servers: &[Server; 4], mda_exit: u8) -> String {
-    let [alice, bob, carol, dave] = servers;
+/// good; dave's server asks for a LOGIN-DELAY of 10 minutes; erin's greets with `[SYS/PERM]`.
+fn accounts(env: &Env, servers: &[Server; 5], mda_exit: u8) -> String {
+    let [alice, bob, carol, dave, erin] = servers;
     let script = format!("cat > /dev/null; exit {mda_exit}");
     let alice = Account::scripted(alice)
         .text("interval", "1s")
@@ -52,11 +53,16 @@ fn accounts(env: &Env, servers: &[Server; 4], mda_exit: u8) -> String {
         .text("interval", "1s")
         .maildir(&env.maildir())
         .to_toml();
-    format!("{alice}{bob}{carol}{dave}")
+    let erin = Account::scripted(erin)
+        .name("erin")
+        .text("interval", "1s")
+        .maildir(&env.maildir())
+        .to_toml();
+    format!("{alice}{bob}{carol}{dave}{erin}")
 }
 
-/// `status --json`'s exit status and its accounts alice, bob, carol and dave.
-fn status(env: &Env) -> (i32, [serde_json::Value; 4]) {
+/// `status --json`'s exit status and its accounts alice, bob, carol, dave and erin.
+fn status(env: &Env) -> (i32, [serde_json::Value; 5]) {
     let run = env.popfetch(&["status", "--json"]);
     let doc: serde_json::Value = serde_json::from_str(&run.stdout)
         .unwrap_or_else(|e| panic!("{e}: {}\n{}", run.stdout, run.stderr));
@@ -67,7 +73,10 @@ fn status(env: &Env) -> (i32, [serde_json::Value; 4]) {
             .cloned()
             .unwrap_or_default()
     };
-    (run.code, ["alice", "bob", "carol", "dave"].map(find))
+    (
+        run.code,
+        ["alice", "bob", "carol", "dave", "erin"].map(find),
+    )
 }
 
 /// Waits until `pred` holds on the accounts' status, at most `secs`.
@@ -76,8 +85,8 @@ fn wait_status(
     env: &Env,
     secs: u64,
     what: &str,
-    pred: impl Fn(&[serde_json::Value; 4]) -> bool,
-) -> (i32, [serde_json::Value; 4]) {
+    pred: impl Fn(&[serde_json::Value; 5]) -> bool,
+) -> (i32, [serde_json::Value; 5]) {
     let until = Instant::now() + Duration::from_secs(secs);
     loop {
         let (code, rows) = status(env);
@@ -93,7 +102,7 @@ fn wait_status(
 }
 
 #[test]
-fn status_shows_the_backoff_of_mail_left_for_now_the_auth_wait_and_login_delay() {
+fn status_tells_when_and_why_the_daemon_polls_next() {
     let msgs: Vec<Msg> = (1..=2)
         .map(|i| Msg::new(message(i, 400), &format!("uidl-{i}")))
         .collect();
@@ -101,11 +110,16 @@ fn status_shows_the_backoff_of_mail_left_for_now_the_auth_wait_and_login_delay()
         login_delay: Some(600),
         ..Script::default()
     };
+    let disabled = Script {
+        greeting: Greeting::Raw(b"-ERR [SYS/PERM] account disabled\r\n".to_vec()),
+        ..Script::default()
+    };
     let servers = [
         Server::healthy(msgs.clone()),
         Server::healthy(Vec::new()),
         Server::healthy(msgs),
         Server::start(Vec::new(), slow),
+        Server::start(Vec::new(), disabled),
     ];
     let alice = &servers[0];
     let env = Env::new();
@@ -122,16 +136,17 @@ fn status_shows_the_backoff_of_mail_left_for_now_the_auth_wait_and_login_delay()
 
     // interval 1 s: without backoff alice would be polled about every second; with it the
     // waits are 2 s, 4 s, 8 s...
-    let (code, [a, b, c, d]) = wait_status(
+    let (code, [a, b, c, d, e]) = wait_status(
         &env,
         20,
-        "alice's second failure, bob's [AUTH] and carol's held mail",
-        |[a, b, c, d]| {
+        "alice's second failure, bob's [AUTH], carol's held mail, dave's and erin's servers",
+        |[a, b, c, d, e]| {
             a["consecutive_failures"].as_u64() >= Some(2)
                 && a["next_reason"] == "backoff"
                 && b["next_reason"] == "auth"
                 && c["next_reason"] == "interval"
                 && d["next_reason"] == "login-delay"
+                && e["next_reason"] == "suspended"
         },
     );
     let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
@@ -163,6 +178,8 @@ fn status_shows_the_backoff_of_mail_left_for_now_the_auth_wait_and_login_delay()
     assert_eq!(d["health"], "ok");
     let wait = d["next_poll"].as_u64().unwrap() - d["last_poll"].as_u64().unwrap();
     assert!(wait >= 590, "LOGIN-DELAY's 10 minutes: {d}");
+    assert_eq!(e["health"], "failing");
+    assert!(e["next_poll"].is_null(), "{e}");
 
     let run = env.popfetch(&["status"]);
     run.assert_code(1);
@@ -178,6 +195,8 @@ fn status_shows_the_backoff_of_mail_left_for_now_the_auth_wait_and_login_delay()
         "`popfetch retry carol`",
         "dave: ok\n",
         "(the server's LOGIN-DELAY)",
+        "erin: failing\n",
+        "none: suspended after the server's [SYS/PERM] until the account's config changes",
         "held because:   delivery of message 2 (uidl uidl-2) failed: the MDA \"/bin/sh\" failed (exit status: 67)",
     ] {
         assert!(run.stdout.contains(want), "no {want:?} in\n{}", run.stdout);
