@@ -687,7 +687,7 @@ fn status_json(rows: &[crate::status::Status], source: &StatusSource) -> String 
 }
 
 /// `popfetch status`'s text: per account its health, then one line per fact.
-pub fn status_text(rows: &[crate::status::Status], now: SystemTime) -> String {
+fn status_text(rows: &[crate::status::Status], now: SystemTime) -> String {
     use std::fmt::Write;
     let date = |t: u64| crate::deliver::rfc5322_date(UNIX_EPOCH + Duration::from_secs(t));
     let when = |t: Option<u64>| t.map_or_else(|| "never".into(), date);

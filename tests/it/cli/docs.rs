@@ -569,6 +569,9 @@ One object per account, each the account's status file and its \fBhealth\fR:
 \fBaccount\fR
 The account's name.
 .TP
+\fBschema\fR
+The status file's: 2, or 1 for a file an older popfetch wrote (the newer fields empty).
+.TP
 \fBhealth\fR
 failing, holding, ok or unknown, as above.
 .TP
