@@ -166,7 +166,11 @@ fn the_quick_start_fetches_from_a_real_server_with_the_example_values_replaced()
         "{}",
         run.stdout
     );
-    assert!(run.stdout.contains("home: last poll"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("home: ok\n  last poll: "),
+        "{}",
+        run.stdout
+    );
     let delivered = crate::harness::delivered_in(&home.path().join("Maildir"));
     assert_eq!(delivered.len(), 1);
 }
