@@ -784,3 +784,49 @@ fn next_poll(r: &crate::status::Status, now: u64) -> String {
         crate::deliver::rfc5322_date(UNIX_EPOCH + Duration::from_secs(at))
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::Status;
+
+    fn polled(next: Option<u64>, reason: &str) -> Status {
+        Status {
+            account: "a".into(),
+            last_poll: Some(1_000),
+            last_result: Some("ok".into()),
+            next_poll: next,
+            next_reason: Some(reason.into()),
+            ..Status::default()
+        }
+    }
+
+    #[test]
+    fn the_next_poll_says_why_and_when_it_is_overdue() {
+        let at = |secs| UNIX_EPOCH + Duration::from_secs(secs);
+        let text = status_text(&[polled(Some(1_300), "interval")], at(1_100));
+        assert!(
+            text.contains("next poll:      Thu, 01 Jan 1970 00:21:40 +0000 (interval)\n"),
+            "{text}"
+        );
+        // Long past its time: no daemon is polling it.
+        let text = status_text(&[polled(Some(1_300), "interval")], at(2_000));
+        assert!(
+            text.contains("(interval); overdue: is the daemon running?"),
+            "{text}"
+        );
+        let text = status_text(&[polled(None, "suspended")], at(1_100));
+        assert!(
+            text.contains("none: suspended after the server's [SYS/PERM]"),
+            "{text}"
+        );
+        let never = Status {
+            account: "b".into(),
+            ..Status::default()
+        };
+        assert_eq!(
+            status_text(&[never], at(0)),
+            "b: unknown\n  last poll:      never\n"
+        );
+    }
+}
