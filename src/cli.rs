@@ -56,8 +56,8 @@ pub enum Command {
     /// Show each account's health, last poll, errors, mail waiting and next poll, from the
     /// state directory (no daemon needed).
     ///
-    /// With an invalid config it shows every status file in the state directory that config
-    /// names (or the default one) and says why the config was not used. Exit status: 0 when
+    /// With an invalid or missing config it shows every status file in the state directory
+    /// that config names (or the default one) and says why the config was not used. Exit status: 0 when
     /// every account is healthy, 1 when any is failing or holding mail, 2 when the config is
     /// invalid and no status file could be read.
     Status {
@@ -178,11 +178,11 @@ pub async fn run(cli: Cli) -> Result<ExitCode, UsageError> {
     if let Command::Import { from } = &cli.command {
         return import(from, cli.quiet);
     }
-    let path = config::find(cli.config.as_deref()).map_err(UsageError::NoConfig)?;
-    // `status` reads the state even when the config is broken.
+    // `status` reads the state even when the config is broken or missing.
     if let Command::Status { json } = cli.command {
-        return status_command(&path, json);
+        return status_command(config::find(cli.config.as_deref()), json);
     }
+    let path = config::find(cli.config.as_deref()).map_err(UsageError::NoConfig)?;
     let config = config::load(&path)?;
     match cli.command {
         Command::Check => {
@@ -586,7 +586,8 @@ fn describe_oauth2(s: &mut String, source: &config::OAuth2Source) {
 
 /// Where `popfetch status` found what it shows.
 struct StatusSource<'a> {
-    config: &'a Path,
+    /// The config file, when one was found.
+    config: Option<&'a Path>,
     /// Why the config was not used, when it was not; then every status file is shown.
     config_error: Option<String>,
     state_dir: PathBuf,
@@ -597,8 +598,17 @@ struct StatusSource<'a> {
 /// invalid: the daemon keeps running on its last good config meanwhile, and a check of its
 /// health must not go blind. Exit status: 0 when every account is healthy, [`EXIT_UNHEALTHY`]
 /// when any is failing or holding mail, [`EXIT_CONFIG`] only when nothing could be read.
-fn status_command(path: &Path, json: bool) -> Result<ExitCode, UsageError> {
-    let (rows, source) = match config::load(path) {
+/// `found` is the config file, or every place looked at for one.
+fn status_command(
+    found: Result<PathBuf, Vec<PathBuf>>,
+    json: bool,
+) -> Result<ExitCode, UsageError> {
+    let path = found.as_ref().ok().map(PathBuf::as_path);
+    let loaded = match &found {
+        Ok(p) => config::load(p).map_err(UsageError::from),
+        Err(tried) => Err(UsageError::NoConfig(tried.clone())),
+    };
+    let (rows, source) = match loaded {
         Ok(config) => {
             let rows = config
                 .accounts
@@ -613,18 +623,24 @@ fn status_command(path: &Path, json: bool) -> Result<ExitCode, UsageError> {
             (rows, source)
         }
         Err(e) => {
-            let Some(state_dir) = config::state_dir_hint(path) else {
-                return Err(e.into());
+            let state_dir = match path {
+                Some(p) => config::state_dir_hint(p),
+                None => config::default_state_dir(),
+            };
+            let Some(state_dir) = state_dir else {
+                return Err(e);
             };
             let rows = crate::status::read_all(&state_dir).unwrap_or_default();
             if rows.is_empty() {
-                return Err(e.into());
+                return Err(e);
             }
             let why = error_chain(&e);
+            let what = match path {
+                Some(p) => format!("the config {} is not valid ({why})", p.display()),
+                None => why.clone(),
+            };
             eprintln!(
-                "popfetch status: warning: the config {} is not valid ({why}); showing every \
-                 status file in {}",
-                path.display(),
+                "popfetch status: warning: {what}; showing every status file in {}",
                 state_dir.display()
             );
             let source = StatusSource {
@@ -665,7 +681,7 @@ fn status_json(rows: &[crate::status::Status], source: &StatusSource) -> String 
     #[derive(serde::Serialize)]
     struct Doc<'a> {
         schema: u32,
-        config: &'a Path,
+        config: Option<&'a Path>,
         config_error: Option<&'a str>,
         state_dir: &'a Path,
         accounts: Vec<Row<'a>>,

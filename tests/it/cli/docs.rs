@@ -535,9 +535,9 @@ exists, else \fI/etc/popfetch/config.toml\fR.
 const TRAILER: &str = r#".SH STATUS
 After every poll popfetch writes the account's status file, \fISTATE_DIR/ACCOUNT.status\fR;
 the daemon adds when it polls the account next and why. \fBpopfetch status\fR shows these files
-for the config's accounts. When the config is invalid it says why on stderr and shows every
-status file in the state directory the config names (or the default one): the daemon keeps
-running on its last good config, and a health check must not go blind.
+for the config's accounts. When the config is invalid or missing it says why on stderr and
+shows every status file in the state directory the config names (or the default one): the
+daemon keeps running on its last good config, and a health check must not go blind.
 .PP
 Each account has a \fIhealth\fR: \fBfailing\fR (its last poll failed, or left mail on the
 server after a delivery failed for now; also while suspended), \fBholding\fR (messages are held
@@ -554,7 +554,7 @@ changes meaning or goes away raises it.
 2, the version of this layout and of the status file's fields.
 .TP
 \fBconfig\fR
-The config file read.
+The config file read, or null when none was found.
 .TP
 \fBconfig_error\fR
 Why it was not used, or null.

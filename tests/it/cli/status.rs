@@ -226,3 +226,50 @@ fn a_poll_kept_out_by_another_runs_lock_leaves_the_status_alone() {
     assert_eq!(alice["last_result"], "ok", "{alice}");
     assert!(alice["last_error"].is_null(), "{alice}");
 }
+
+#[test]
+fn status_without_any_config_reads_the_default_state_directory() {
+    if std::path::Path::new("/etc/popfetch/config.toml").exists() {
+        eprintln!("skipped: /etc/popfetch/config.toml exists on this machine");
+        return;
+    }
+    let server = Server::healthy(msgs(1));
+    let env = Env::new();
+    config(&env, &server, Some(TEMPFAIL));
+    env.popfetch(&["fetch"]).assert_code(1);
+    let home = tempfile::tempdir().unwrap();
+    // No -c, no config in HOME or /etc; the state directory systemd would name.
+    let status = |state: &std::path::Path, args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_popfetch"))
+            .args(args)
+            .env("HOME", home.path())
+            .env("STATE_DIRECTORY", state)
+            .env_remove("XDG_CONFIG_HOME")
+            .env_remove("XDG_STATE_HOME")
+            .env_remove("POPFETCH_CONFIG")
+            .output()
+            .unwrap();
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        (out.status.code(), text(&out.stdout), text(&out.stderr))
+    };
+    let (code, stdout, stderr) = status(&env.path().join("state"), &["status"]);
+    assert_eq!(code, Some(1), "{stdout}\n{stderr}");
+    assert!(stdout.contains("alice: failing\n"), "{stdout}");
+    assert!(
+        stderr.contains("warning: no config file") && stderr.contains("showing every status file"),
+        "{stderr}"
+    );
+    let (_, stdout, _) = status(&env.path().join("state"), &["status", "--json"]);
+    let doc: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert!(doc["config"].is_null(), "{doc}");
+    assert!(
+        doc["config_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("no config file")),
+        "{doc}"
+    );
+    // Nothing there either: the config error alone, exit 2.
+    let (code, _, stderr) = status(home.path(), &["status"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("no config file"), "{stderr}");
+}
