@@ -100,7 +100,8 @@ impl Status {
         let failing = matches!(
             self.last_result.as_deref(),
             Some(result::FAILED | result::PARTIAL)
-        ) || self.next_reason.as_deref() == Some("suspended");
+        ) || self.next_reason.as_deref()
+            == Some(crate::scheduler::Why::Suspended.as_str());
         if failing {
             health::FAILING
         } else if self.held > 0 || !self.held_short.is_empty() {
