@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{self, Account, Config};
 use crate::fetch::{self, FetchError};
 use crate::metrics::{Metrics, PollResult, serve};
-use crate::scheduler::{self, Next, Outcome, Schedule};
+use crate::scheduler::{self, Next, Outcome, Schedule, Why};
 use told::{Say, Told};
 
 /// Time to let a burst of file events settle before reading the config.
@@ -430,6 +430,9 @@ async fn account_loop(
     schedule: Schedule,
 ) {
     let told: Mutex<Told> = Mutex::new(Told::default());
+    // What a poll's result changed, said once the next poll is scheduled, with when and why.
+    let pending: Arc<Mutex<Option<Pending>>> = Arc::default();
+    let said = (pending.clone(), account.name.clone());
     // The LOGIN-DELAY last said to raise the interval: said once, not at every poll.
     let told_delay: Mutex<Option<Duration>> = Mutex::new(None);
     let (metrics, name) = (shared.metrics.clone(), account.name.clone());
@@ -439,9 +442,13 @@ async fn account_loop(
         poke,
         permits: shared.permits.clone(),
         // Set once the next poll is scheduled, so the textfile has it too.
-        next_poll: Box::new(move |at| {
+        next_poll: Box::new(move |at, why| {
             metrics.next_poll(&name, at);
             metrics.write_textfile();
+            let said_now = lock(&said.0).take();
+            if let Some(p) = said_now {
+                say(&said.1, p, at, why);
+            }
         }),
         seed: account
             .name
@@ -449,16 +456,17 @@ async fn account_loop(
             .fold(0u64, |h, b| h.wrapping_mul(31) ^ u64::from(b)),
         status: Some((shared.state_dir.clone(), account.name.clone())),
     };
-    let (account, shared, told, told_delay) = (&account, &shared, &told, &told_delay);
+    let (account, shared, told, told_delay, pending) =
+        (&account, &shared, &told, &told_delay, &pending);
     let poll = move || async move {
         let in_flight = shared.metrics.poll_started();
         let started = Instant::now();
         let (rep, r) = fetch::poll(account, &shared.state_dir, &shared.shutdown, None).await;
         drop(in_flight);
-        let result = if r.is_ok() {
-            PollResult::Ok
-        } else {
-            PollResult::Failed
+        let result = match &r {
+            Ok(()) if rep.partial() => PollResult::Partial,
+            Ok(()) => PollResult::Ok,
+            Err(_) => PollResult::Failed,
         };
         // Shutdown stopped it before its transfer began: not a poll to count.
         if rep != crate::report::Report::stopped_before_transfer() {
@@ -472,7 +480,7 @@ async fn account_loop(
             let ok = r.as_ref().is_ok_and(|rep| !rep.partial());
             s.insert(account.name.clone(), (std::time::SystemTime::now(), ok));
         }
-        tell(account, told, &r);
+        *lock(pending) = tell(told, &r);
         match &r {
             Ok(rep) => {
                 if let Some(d) = rep.login_delay {
@@ -500,7 +508,7 @@ async fn account_loop(
 /// Logs what a poll's result changed: a failure when it begins or changes (a login refused at
 /// the error level, the rest as warnings), a reminder at most hourly while it lasts, and its
 /// end. A poll that delivered nothing because every delivery failed for now counts as failing.
-fn tell(account: &Account, told: &Mutex<Told>, r: &Result<crate::fetch::Report, FetchError>) {
+fn tell(told: &Mutex<Told>, r: &Result<crate::fetch::Report, FetchError>) -> Option<Pending> {
     let failure = match r {
         Ok(rep) if rep.failed > 0 => Some(format!(
             "{} message{} not delivered for now: {}",
@@ -514,33 +522,61 @@ fn tell(account: &Account, told: &Mutex<Told>, r: &Result<crate::fetch::Report, 
         Err(e) => Some(format!("poll failed: {}", crate::text::error_chain(e))),
     };
     let auth = matches!(r, Err(e) if is_auth(e));
-    let say = told
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .after(std::time::Instant::now(), failure.as_deref());
-    let name = &account.name;
-    match say {
+    let say = lock(told).after(std::time::Instant::now(), failure.as_deref());
+    (say != Say::Nothing).then_some(Pending { say, auth })
+}
+
+/// What a poll changed, waiting to be said with the next poll's time.
+struct Pending {
+    say: Say,
+    /// The server refused the credentials.
+    auth: bool,
+}
+
+/// Logs `p` for `account`, with when the next poll comes and why (`at` is `None` when polling
+/// stopped).
+fn say(account: &str, p: Pending, at: Option<std::time::SystemTime>, why: Option<Why>) {
+    let next = match at {
+        Some(at) => {
+            let wait = at
+                .duration_since(std::time::SystemTime::now())
+                .unwrap_or_default();
+            let wait = humantime::format_duration(Duration::from_secs(wait.as_secs().max(1)));
+            match why {
+                Some(Why::Backoff) => format!("retrying in {wait}"),
+                Some(Why::Auth) => format!("trying again in {wait}"),
+                Some(Why::LoginDelay) => format!("next poll in {wait}, the server's LOGIN-DELAY"),
+                _ => format!("next poll in {wait}"),
+            }
+        }
+        None => "polling stops until the account's config changes".into(),
+    };
+    match p.say {
         Say::Nothing => {}
-        Say::Failing(text) if auth => tracing::error!(
-            account = name,
+        Say::Failing(text) if p.auth => tracing::error!(
+            account,
             error = text,
-            "{text}; the credentials need attention"
+            "{text}; the credentials need attention ({next})"
         ),
-        Say::Failing(text) => tracing::warn!(account = name, error = text, "{text}"),
+        Say::Failing(text) => tracing::warn!(account, error = text, "{text} ({next})"),
         Say::Still { text, polls, since } => tracing::warn!(
-            account = name,
+            account,
             error = text,
             polls,
-            "still failing after {polls} polls over {}: {text}",
+            "still failing after {polls} polls over {}: {text} ({next})",
             humantime::format_duration(Duration::from_secs(since.elapsed().as_secs()))
         ),
         Say::Recovered { polls, last } => tracing::info!(
-            account = name,
+            account,
             polls,
             "recovered after {polls} failed poll{} (last: {last})",
             if polls == 1 { "" } else { "s" }
         ),
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Says once (and again only when it changes) that the server's LOGIN-DELAY raises the
@@ -587,7 +623,7 @@ struct Timing {
     permits: Arc<Semaphore>,
     seed: u64,
     /// Told when the next poll is due (`None`: polling suspended).
-    next_poll: Box<dyn Fn(Option<std::time::SystemTime>) + Send + Sync>,
+    next_poll: Box<dyn Fn(Option<std::time::SystemTime>, Option<Why>) + Send + Sync>,
     /// The state directory and account whose status file learns each next poll and its reason.
     status: Option<(PathBuf, String)>,
 }
@@ -601,7 +637,7 @@ where
     Fut: std::future::Future<Output = Outcome>,
 {
     let mut next = Instant::now() + scheduler::jitter(START_SPREAD * 10, scheduler::random(t.seed));
-    (t.next_poll)(Some(wall_clock(next)));
+    (t.next_poll)(Some(wall_clock(next)), None);
     loop {
         tokio::select! {
             biased;
@@ -630,13 +666,13 @@ where
                     .checked_add(d)
                     .or_else(|| now.checked_add(scheduler::MAX_WAIT))
                     .unwrap_or(now);
-                (t.next_poll)(Some(wall_clock(next)));
+                (t.next_poll)(Some(wall_clock(next)), Some(why));
                 if let Some((dir, account)) = &t.status {
                     crate::status::record_next(dir, account, Some(wall_clock(next)), why);
                 }
             }
             Next::Suspended => {
-                (t.next_poll)(None);
+                (t.next_poll)(None, Some(why));
                 if let Some((dir, account)) = &t.status {
                     crate::status::record_next(dir, account, None, why);
                 }

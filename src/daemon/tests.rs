@@ -19,7 +19,7 @@ fn timing(permits: &Arc<Semaphore>, seed: u64) -> Timing {
         poke: Arc::new(Notify::new()),
         permits: permits.clone(),
         seed,
-        next_poll: Box::new(|_| {}),
+        next_poll: Box::new(|_, _| {}),
         status: None,
     }
 }
@@ -250,7 +250,7 @@ async fn the_next_poll_is_told_at_start_after_each_poll_and_at_suspension() {
     let mut t = timing(&permits, 3);
     let tl = told.clone();
     // How far ahead each told time was when it was told (None: suspended).
-    t.next_poll = Box::new(move |at| {
+    t.next_poll = Box::new(move |at, _| {
         let ahead = at.map(|at| {
             at.duration_since(std::time::SystemTime::now())
                 .unwrap_or_default()

@@ -36,15 +36,18 @@ const DURATION_BUCKETS: &[f64] = &[
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PollResult {
     Ok,
+    /// The poll ended, but left mail on the server after a transient delivery failure.
+    Partial,
     Failed,
 }
 
 impl PollResult {
-    const ALL: [PollResult; 2] = [PollResult::Ok, PollResult::Failed];
+    const ALL: [PollResult; 3] = [PollResult::Ok, PollResult::Partial, PollResult::Failed];
 
     fn label(self) -> &'static str {
         match self {
             PollResult::Ok => "ok",
+            PollResult::Partial => "partial",
             PollResult::Failed => "failed",
         }
     }
@@ -261,7 +264,8 @@ impl Metrics {
         self.duration
             .with_label_values(a)
             .observe(took.as_secs_f64());
-        if result == PollResult::Ok {
+        // A partial poll saw the whole listing: its counts hold. It is no success, though.
+        if result != PollResult::Failed {
             let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
             self.held
                 .with_label_values(a)
@@ -272,7 +276,9 @@ impl Metrics {
             self.waiting
                 .with_label_values(a)
                 .set(count(report.waiting()));
-            self.last_success.with_label_values(a).set(epoch(ended));
+            if result == PollResult::Ok {
+                self.last_success.with_label_values(a).set(epoch(ended));
+            }
         }
     }
 
