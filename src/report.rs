@@ -48,6 +48,9 @@ pub struct Report {
     pub delivery_error: Option<String>,
     /// Why the last message newly held in this poll was refused for good.
     pub held_error: Option<String>,
+    /// Round trips the poll's session took (see `Session::round_trips`), QUIT included when
+    /// it was waited for.
+    pub round_trips: u32,
 }
 
 impl Report {

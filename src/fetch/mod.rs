@@ -243,6 +243,8 @@ async fn poll_with(
         fetched,
         known,
     });
+    // The QUIT waited for, when something was deleted, is the last round trip.
+    report.round_trips = session.round_trips() + u32::from(!deleted.is_empty());
     quit(session, state, &deleted, listed.as_ref()).await?;
     report.deleted = deleted.len();
     state.flush()?;
@@ -273,7 +275,12 @@ async fn quit(
     deleted: &[(MsgNum, Option<Uidl>)],
     listed: Option<&Listed>,
 ) -> Result<(), FetchError> {
-    session.quit().await?;
+    if deleted.is_empty() {
+        // Nothing was marked for deletion: QUIT's answer decides nothing.
+        session.quit_unanswered().await;
+    } else {
+        session.quit().await?;
+    }
     for u in deleted.iter().filter_map(|(_, u)| u.as_ref()) {
         state.forget(u);
     }
@@ -432,9 +439,17 @@ fn log_done(account: &Account, report: &Report, started: Instant) {
             failed = report.failed,
             held = report.held + report.newly_held,
             elapsed_ms,
-            "poll done: {text}"
+            round_trips = report.round_trips,
+            "poll done: {text} ({} round trips, {elapsed_ms} ms)",
+            report.round_trips
         );
     } else {
-        tracing::debug!(account = account.name, elapsed_ms, "poll done: {text}");
+        tracing::debug!(
+            account = account.name,
+            elapsed_ms,
+            round_trips = report.round_trips,
+            "poll done: {text} ({} round trips, {elapsed_ms} ms)",
+            report.round_trips
+        );
     }
 }

@@ -86,6 +86,11 @@ pub struct Session {
     stat_count: Option<u64>,
     /// Progress of the data of answers under way, for the minimum transfer rate.
     flow: Flow,
+    /// Round trips so far: the TCP connect, each TLS handshake, and each wait for the first
+    /// answer to something sent since the last such wait (the greeting counts as one).
+    round_trips: u32,
+    /// Something was sent since the last wait for an answer began.
+    sent: bool,
 }
 
 /// Time spent waiting for the rest of answers under way, and what arrived meanwhile.
@@ -162,6 +167,10 @@ impl Session {
             stop: stop.clone(),
             interruptible: true,
             stat_count: None,
+            // The TCP connect, the implicit TLS handshake; the greeting is waited for as if
+            // asked for.
+            round_trips: 1 + u32::from(params.tls == TlsMode::Implicit),
+            sent: true,
             flow: Flow {
                 window: stall_window(params.timeout),
                 waited: Duration::ZERO,
@@ -202,6 +211,7 @@ impl Session {
             r = self.stream.upgrade(params) => r?,
             () = self.stop.cancelled() => return Err(SessionError::Cancelled),
         }
+        self.round_trips += 1;
         self.caps = self.capa().await?;
         Ok(())
     }
@@ -284,11 +294,28 @@ impl Session {
         tracing::debug!(method = method.name(), "logging in");
         match method.exchange() {
             Exchange::User => {
-                let st = self.command(Command::User(user.to_string())).await?;
-                if !st.is_ok() {
-                    return Err(SessionError::refused("USER", &st));
+                // With PIPELINING (RFC 2449 §6.6), USER and PASS go in one flight: one round
+                // trip, not two. PASS after a refused USER is refused too, and harmless.
+                let pipelining = self.caps.as_ref().is_some_and(|c| c.pipelining);
+                let user_cmd = Command::User(user.to_string());
+                let pass_cmd = Command::Pass(password.clone());
+                let (st_user, st_pass) = if pipelining {
+                    tracing::trace!("C: {user_cmd:?}");
+                    tracing::trace!("C: {pass_cmd:?}");
+                    self.pipe.queue(&user_cmd, None);
+                    self.pipe.queue(&pass_cmd, None);
+                    self.flush().await?;
+                    (self.read_status().await?, Some(self.read_status().await?))
+                } else {
+                    (self.command(user_cmd).await?, None)
+                };
+                if !st_user.is_ok() {
+                    return Err(SessionError::refused("USER", &st_user));
                 }
-                let st = self.command(Command::Pass(password.clone())).await?;
+                let st = match st_pass {
+                    Some(st) => st,
+                    None => self.command(pass_cmd).await?,
+                };
                 if !st.is_ok() {
                     return Err(SessionError::refused("PASS", &st));
                 }
@@ -423,6 +450,22 @@ impl Session {
         Ok(())
     }
 
+    /// Round trips so far (see the field's doc); [`Session::quit`] adds one.
+    pub fn round_trips(&self) -> u32 {
+        self.round_trips
+    }
+
+    /// Ends a session in which no DELE was sent: QUIT is sent and its answer not waited for,
+    /// since nothing depends on it (nothing was marked for deletion). Saves a round trip per
+    /// poll that finds nothing.
+    pub async fn quit_unanswered(mut self) {
+        self.interruptible = false;
+        tracing::trace!("C: QUIT (its answer is not waited for)");
+        self.pipe.queue(&Command::Quit, None);
+        let _ = self.flush().await;
+        self.stream.shutdown().await;
+    }
+
     /// Ends the session. `Ok` means the server answered +OK, so messages marked with DELE are gone
     /// (RFC 1939 §6); on any error they are still on the server.
     pub async fn quit(mut self) -> Result<(), SessionError> {
@@ -459,6 +502,7 @@ impl Session {
         if self.pipe.output().is_empty() {
             return Ok(());
         }
+        self.sent = true;
         let r = tokio::time::timeout(self.timeout, self.stream.write_all(self.pipe.output())).await;
         // Do not keep a credential in the buffer longer than needed.
         self.pipe.written();
@@ -585,6 +629,10 @@ impl Session {
             // Waiting for the rest of an answer under way counts towards the minimum rate;
             // waiting for an answer's first byte has the timeout alone.
             let mid = self.pipe.mid_answer();
+            if !mid && self.sent {
+                self.round_trips += 1;
+                self.sent = false;
+            }
             let what = self.pipe.waiting_for();
             let started = Instant::now();
             let buf = self.pipe.buffer_mut();

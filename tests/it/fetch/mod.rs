@@ -7,5 +7,6 @@ mod hostile;
 mod issue13_fetch;
 mod issue13_mem;
 mod issue13_proto;
+mod round_trips;
 mod scripted;
 mod small_bugs;

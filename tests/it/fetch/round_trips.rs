@@ -1,0 +1,71 @@
+//! Round trips per poll, counted by the session and logged with the poll's summary: a poll that
+//! finds nothing takes connect, greeting, CAPA, USER and PASS in one flight, STAT and UIDL in
+//! one, and a QUIT it does not wait for; one that fetches streams its RETRs and DELEs.
+
+use std::time::{Duration, Instant};
+
+use crate::harness::{Env, message};
+use crate::pop3_server::{Msg, Server};
+use crate::support::config::Account;
+
+/// The round trips the poll's debug line reports.
+fn round_trips(stderr: &str) -> u32 {
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("poll done:"))
+        .unwrap_or_else(|| panic!("no poll line in:\n{stderr}"));
+    let at = line.find(" round trips").expect("round trips");
+    let digits: String = line[..at]
+        .chars()
+        .rev()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.chars().rev().collect::<String>().parse().unwrap()
+}
+
+#[test]
+fn a_poll_that_finds_nothing_takes_five_round_trips_over_plain_tcp() {
+    let msgs: Vec<Msg> = (0..3)
+        .map(|i| Msg::new(message(i, 500), &format!("uidl-{i}")))
+        .collect();
+    let server = Server::healthy(msgs);
+    let env = Env::new();
+    env.write_config(
+        &Account::scripted(&server)
+            .set("keep", true)
+            .maildir(&env.maildir())
+            .to_toml(),
+    );
+    let first = env.popfetch(&["-vv", "fetch"]);
+    first.assert_code(0);
+    // Connect, greeting, CAPA, USER+PASS, STAT+UIDL, LIST, the RETRs, QUIT not waited for
+    // (keep: nothing deleted).
+    let fetching = round_trips(&first.stderr);
+    assert!(fetching <= 8, "{fetching} round trips:\n{}", first.stderr);
+    let again = env.popfetch(&["-vv", "fetch"]);
+    again.assert_code(0);
+    assert_eq!(round_trips(&again.stderr), 5, "{}", again.stderr);
+    // USER and PASS went in one flight, and the QUIT reached the server all the same.
+    let until = Instant::now() + Duration::from_secs(5);
+    while server.log().quits < 2 && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(server.log().quits, 2);
+}
+
+#[test]
+fn a_fetch_and_delete_waits_for_quit_and_counts_it() {
+    let msgs: Vec<Msg> = (0..20)
+        .map(|i| Msg::new(message(i, 4000), &format!("uidl-{i}")))
+        .collect();
+    let server = Server::healthy(msgs);
+    let env = Env::new();
+    env.write_config(&Account::scripted(&server).maildir(&env.maildir()).to_toml());
+    let run = env.popfetch(&["-vv", "fetch"]);
+    run.assert_code(0);
+    assert!(server.remaining().is_empty());
+    let n = round_trips(&run.stderr);
+    // 20 messages ride in a few flights behind their RETRs; QUIT is waited for (it commits the
+    // DELEs).
+    assert!((7..=12).contains(&n), "{n} round trips:\n{}", run.stderr);
+}
