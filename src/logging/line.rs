@@ -63,7 +63,7 @@ impl Line {
 pub fn compose(message: &str, fields: &[Pair]) -> String {
     let account = fields.iter().rev().find(|(k, _)| *k == "account");
     match account {
-        Some((_, name)) if !message.starts_with("account ") => {
+        Some((_, name)) if !message.starts_with(&format!("account {name}:")) => {
             format!("account {name}: {message}")
         }
         _ => message.to_string(),

@@ -157,6 +157,11 @@ fn a_line_names_its_account_once() {
         "account home: its task panicked"
     );
     assert_eq!(compose("daemon started", &[]), "daemon started");
+    // A message that only begins with the word is no exception.
+    assert_eq!(
+        compose("account added", &[f("account", "two")]),
+        "account two: account added"
+    );
 }
 
 #[test]
