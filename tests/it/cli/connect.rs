@@ -2,10 +2,11 @@
 //! the scripted server: what it prints, and proof that it retrieves, deletes and writes
 //! nothing. Also the hints for a TLS mode that does not match the port, through `fetch`.
 
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::dovecot::Dovecot;
-use crate::harness::{Env, run_bounded};
+use crate::harness::{Env, message, run_bounded};
 use crate::pop3_server::{Greeting, Script, Server};
 use crate::support::config::Account;
 
@@ -19,10 +20,14 @@ fn start() -> Dovecot {
 }
 
 fn dovecot_account(d: &Dovecot, env: &Env, tls: &str, port: u16) -> String {
+    account_of(USER, d, env, tls, port)
+}
+
+fn account_of(user: &str, d: &Dovecot, env: &Env, tls: &str, port: u16) -> String {
     Account::dovecot(d)
         .set("port", port)
         .text("tls", tls)
-        .user(USER)
+        .user(user)
         .password(PASSWORD)
         .maildir(&env.maildir())
         .set("timeout", "\"30s\"")
@@ -104,4 +109,210 @@ fn a_silent_server_is_not_taken_for_a_tls_port() {
     );
     assert!(!run.stderr.contains("implicit TLS"), "{}", run.stderr);
     assert!(started.elapsed() >= Duration::from_secs(7));
+}
+
+/// Every file under `dir` with its bytes and modification time (empty when `dir` is absent).
+fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>, std::time::SystemTime)> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries {
+            let e = e.unwrap();
+            let meta = std::fs::symlink_metadata(e.path()).unwrap();
+            if meta.is_dir() {
+                todo.push(e.path());
+            } else {
+                out.push((
+                    e.path(),
+                    std::fs::read(e.path()).unwrap_or_default(),
+                    meta.modified().unwrap(),
+                ));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The names of the messages in a Maildir (`new/` and `cur/`), flags included: Dovecot adds
+/// `S` to a message that was retrieved.
+fn maildir_names(maildir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = ["new", "cur"]
+        .iter()
+        .flat_map(|sub| std::fs::read_dir(maildir.join(sub)).unwrap())
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// The base names of the messages (without the `:2,FLAGS` info) that carry the Seen flag.
+fn seen(maildir: &Path) -> Vec<String> {
+    maildir_names(maildir)
+        .into_iter()
+        .filter_map(|n| {
+            let (base, info) = n.split_once(":2,")?;
+            info.contains('S').then(|| base.to_string())
+        })
+        .collect()
+}
+
+/// The SHA-256 fingerprints of the server's certificate and of its public key, as the
+/// `openssl` command line computes them, in popfetch's notation.
+fn openssl_fingerprints(cert: &Path) -> (String, String) {
+    let out = std::process::Command::new("openssl")
+        .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
+        .arg(cert)
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let cert_fp = text.trim().rsplit('=').next().unwrap().to_string();
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(
+            "openssl x509 -noout -pubkey -in \"$1\" | openssl pkey -pubin -outform DER \
+             | openssl dgst -sha256 -hex -c",
+        )
+        .arg("sh")
+        .arg(cert)
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let spki = text.trim().rsplit(' ').next().unwrap().to_uppercase();
+    (format!("sha256:{cert_fp}"), format!("spki-sha256:{spki}"))
+}
+
+/// Against Dovecot in each TLS mode: three messages fetched before with `keep = true`, two
+/// arrived since. `check --connect` shows the certificate, the capabilities, the login method
+/// and the counts, in text and in JSON, and leaves the server, its flags and the state as they
+/// were.
+#[test]
+fn check_connect_shows_the_server_and_changes_nothing_in_every_tls_mode() {
+    crate::peers::require_peers!("dovecot");
+    let d = Dovecot::start();
+    for user in ["ivy", "stan", "nell"] {
+        d.add_user(user, PASSWORD);
+    }
+    let sizes = [1500, 2500, 3500, 9000, 500];
+    let server_cert = d.ca_file().with_file_name("server.pem");
+    let (fingerprint, spki) = openssl_fingerprints(&server_cert);
+    for (user, tls, port) in [
+        ("ivy", "implicit", d.pop3s_port()),
+        ("stan", "starttls", d.pop3_port()),
+        ("nell", "none", d.pop3_port()),
+    ] {
+        let some = |range: std::ops::Range<usize>| -> Vec<Vec<u8>> {
+            range.map(|i| message(i, sizes[i])).collect()
+        };
+        d.deliver_many(user, some(0..3));
+        let env = Env::new();
+        let mut acct = account_of(user, &d, &env, tls, port);
+        acct.push_str("keep = true\n");
+        if tls == "none" {
+            acct.push_str("allow_plaintext_auth = true\n");
+        }
+        env.write_config(&acct);
+        env.popfetch(&["fetch"]).assert_code(0);
+        d.deliver_many(user, some(3..5));
+        let maildir = d.maildir(user);
+        let state = env.path().join("state");
+        let (count, names, flagged) = (
+            d.message_count(user),
+            maildir_names(&maildir),
+            seen(&maildir),
+        );
+        let files = snapshot(&state);
+
+        let run = env.popfetch(&["check", "--connect"]);
+        run.assert_code(0);
+        let text = &run.stdout;
+        eprintln!("{tls}:\n{text}{}", run.stderr);
+        assert!(
+            text.starts_with(&format!("alice: localhost:{port}, tls = \"{tls}\"\n")),
+            "{text}"
+        );
+        if tls == "none" {
+            assert!(text.contains("tls:          none"), "{text}");
+            assert!(!text.contains("fingerprint"), "{text}");
+        } else {
+            assert!(text.contains("certificate verified"), "{text}");
+            assert!(text.contains("subject:      CN=localhost\n"), "{text}");
+            assert!(
+                text.contains("issuer:       CN=popfetch test CA\n"),
+                "{text}"
+            );
+            assert!(
+                text.contains(&format!("fingerprint:  {fingerprint}\n")),
+                "{text}"
+            );
+            assert!(text.contains(&format!("public key:   {spki}\n")), "{text}");
+            assert!(text.contains("days left)"), "{text}");
+        }
+        assert_eq!(text.contains("after STLS"), tls == "starttls", "{text}");
+        assert!(
+            text.contains("UIDL") && text.contains("PIPELINING"),
+            "{text}"
+        );
+        let msgs = "5 on the server (";
+        assert!(text.contains(msgs), "{text}");
+        assert!(text.contains("), 2 new for popfetch ("), "{text}");
+        assert!(text.contains("login-delay:  none"), "{text}");
+
+        let json = env.popfetch(&["check", "--connect", "--json", "alice"]);
+        json.assert_code(0);
+        let v: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+        let a = &v[0];
+        assert_eq!(a["account"], "alice");
+        assert_eq!(a["on_server"], 5);
+        assert_eq!(a["new"], 2);
+        assert_eq!(a["held"], 0);
+        assert_eq!(a["uidl"], true);
+        assert_eq!(a["tls_mode"], tls);
+        let wire: u64 = a["total_bytes"].as_u64().unwrap();
+        let new_bytes: u64 = a["new_bytes"].as_u64().unwrap();
+        assert!(new_bytes > 9500 && new_bytes < wire, "{a}");
+        assert!(a["largest"].as_u64().unwrap() >= 9000, "{a}");
+        assert!(
+            text.contains(&a["login_method"].as_str().unwrap().to_string()),
+            "{a}"
+        );
+        if tls == "none" {
+            assert!(a["tls"].is_null(), "{a}");
+        } else {
+            assert_eq!(a["tls"]["fingerprint"], fingerprint.as_str());
+            assert_eq!(a["tls"]["spki_fingerprint"], spki.as_str());
+            assert_eq!(a["tls"]["verified"], true);
+        }
+
+        // Nothing retrieved, deleted or written.
+        assert_eq!(d.message_count(user), count, "{tls}: a message was deleted");
+        assert_eq!(seen(&maildir), flagged, "{tls}: a message was retrieved");
+        assert_eq!(maildir_names(&maildir).len(), names.len());
+        assert_eq!(snapshot(&state), files, "{tls}: the state changed");
+    }
+    // Dovecot's own account of each session: the fetch retrieved 3, each look none.
+    for user in ["ivy", "stan", "nell"] {
+        let prefix = format!("pop3({user})");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let sessions = loop {
+            let log = d.log();
+            let lines: Vec<String> = log
+                .lines()
+                .filter(|l| l.contains(&prefix) && l.contains("Logged out"))
+                .map(str::to_string)
+                .collect();
+            if lines.len() >= 3 || Instant::now() > deadline {
+                break lines;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert_eq!(sessions.len(), 3, "{user}: {sessions:#?}");
+        assert!(sessions[0].contains("retr=3/"), "{}", sessions[0]);
+        for look in &sessions[1..] {
+            assert!(look.contains("top=0/0, retr=0/0, del=0/5"), "{look}");
+        }
+    }
 }
