@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::dovecot::Dovecot;
 use crate::harness::{Env, message, run_bounded};
-use crate::pop3_server::{Greeting, Script, Server};
+use crate::pop3_server::{Greeting, Msg, Script, Server};
 use crate::support::config::Account;
 
 const USER: &str = "alice";
@@ -41,16 +41,18 @@ fn implicit_tls_on_a_plain_port_says_the_port_speaks_plain_pop3() {
     let d = start();
     let env = Env::new();
     env.write_config(&dovecot_account(&d, &env, "implicit", d.pop3_port()));
-    let run = env.popfetch(&["fetch"]);
-    run.assert_code(1);
-    assert!(
-        run.stderr.contains(
-            "this port speaks plain POP3: use tls = \"starttls\" or the POP3S port (995)"
-        ),
-        "{}",
-        run.stderr
-    );
-    assert!(!run.stderr.contains("ssl3_get_record"), "{}", run.stderr);
+    for args in [&["fetch"][..], &["check", "--connect"]] {
+        let run = env.popfetch(args);
+        run.assert_code(1);
+        assert!(
+            run.stderr.contains(
+                "this port speaks plain POP3: use tls = \"starttls\" or the POP3S port (995)"
+            ),
+            "{args:?}: {}",
+            run.stderr
+        );
+        assert!(!run.stderr.contains("ssl3_get_record"), "{}", run.stderr);
+    }
 }
 
 /// `tls = "starttls"` on the implicit-TLS port: Dovecot waits for a ClientHello and never
@@ -66,17 +68,22 @@ fn starttls_on_an_implicit_tls_port_says_the_port_expects_tls_without_the_whole_
             acct.push_str("allow_plaintext_auth = true\n");
         }
         env.write_config(&acct);
-        let started = Instant::now();
-        let run = run_bounded(env.command(&["fetch"]), Duration::from_secs(60));
-        let took = started.elapsed();
-        run.assert_code(1);
-        assert!(
-            run.stderr
-                .contains("this port expects implicit TLS: use tls = \"implicit\""),
-            "{tls}: {}",
-            run.stderr
-        );
-        assert!(took < Duration::from_secs(15), "{tls}: took {took:?}");
+        for args in [&["fetch"][..], &["check", "--connect"]] {
+            let started = Instant::now();
+            let run = run_bounded(env.command(args), Duration::from_secs(60));
+            let took = started.elapsed();
+            run.assert_code(1);
+            assert!(
+                run.stderr
+                    .contains("this port expects implicit TLS: use tls = \"implicit\""),
+                "{tls} {args:?}: {}",
+                run.stderr
+            );
+            assert!(
+                took < Duration::from_secs(15),
+                "{tls} {args:?}: took {took:?}"
+            );
+        }
     }
 }
 
@@ -315,4 +322,120 @@ fn check_connect_shows_the_server_and_changes_nothing_in_every_tls_mode() {
             assert!(look.contains("top=0/0, retr=0/0, del=0/5"), "{look}");
         }
     }
+}
+
+/// Against the scripted server, whose log has every command: a look before any poll (no state
+/// directory, and none made), then one after a poll with `keep = true`. Only CAPA, the login,
+/// STAT, UIDL, LIST and QUIT are sent; the server's LOGIN-DELAY is shown.
+#[test]
+fn check_connect_sends_no_retr_top_or_dele_to_the_scripted_server() {
+    let msgs = |range: std::ops::Range<usize>| -> Vec<Msg> {
+        range
+            .map(|i| Msg::new(message(i, 1000 * (i + 1)), &format!("uid-{i}")))
+            .collect()
+    };
+    let server = Server::start(
+        msgs(0..2),
+        Script {
+            login_delay: Some(900),
+            ..Script::default()
+        },
+    );
+    let env = Env::new();
+    env.write_config(
+        &Account::scripted(&server)
+            .set("keep", true)
+            .maildir(&env.maildir())
+            .to_toml(),
+    );
+    let state = env.path().join("state");
+
+    let first = env.popfetch(&["check", "--connect", "--json"]);
+    first.assert_code(0);
+    let v: serde_json::Value = serde_json::from_str(&first.stdout).unwrap();
+    assert_eq!(
+        (v[0]["on_server"].as_u64(), v[0]["new"].as_u64()),
+        (Some(2), Some(2)),
+        "{v}"
+    );
+    assert_eq!(v[0]["journal"], serde_json::Value::Null);
+    assert_eq!(v[0]["login_delay"], 900);
+    assert!(!state.exists(), "a look made the state directory");
+
+    env.popfetch(&["fetch"]).assert_code(0);
+    server.push(msgs(2..4).remove(0));
+    server.push(msgs(3..4).remove(0));
+    let files = snapshot(&state);
+    let before = server.log().sessions.len();
+    let run = env.popfetch(&["check", "--connect"]);
+    run.assert_code(0);
+    let text = &run.stdout;
+    assert!(text.contains("tls:          none"), "{text}");
+    assert!(text.contains("login:        USER/PASS"), "{text}");
+    assert!(text.contains("4 on the server ("), "{text}");
+    assert!(text.contains("2 new for popfetch (6.9 KiB)"), "{text}");
+    assert!(text.contains("login-delay:  900 s"), "{text}");
+
+    let log = server.log();
+    assert_eq!(log.sessions.len(), before + 1);
+    let verbs: Vec<&str> = log.sessions[before]
+        .iter()
+        .map(|c| c.split(' ').next().unwrap())
+        .collect();
+    assert_eq!(
+        verbs,
+        [
+            "CAPA", "USER", "PASS", "CAPA", "STAT", "UIDL", "LIST", "QUIT"
+        ],
+        "{log:?}"
+    );
+    for session in [&log.sessions[0], &log.sessions[before]] {
+        for c in session {
+            assert!(
+                !["RETR", "TOP", "DELE"].iter().any(|v| c.starts_with(v)),
+                "{c}"
+            );
+        }
+    }
+    assert_eq!(server.remaining().len(), 4);
+    assert_eq!(snapshot(&state), files, "the state changed");
+
+    // While a poll holds the mailbox, a look waits for another time rather than log in beside it.
+    let lock = std::fs::read_dir(&state)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "lock"))
+        .expect("the poll's lock file");
+    let held = std::fs::File::open(&lock).unwrap();
+    held.try_lock().unwrap();
+    let busy = env.popfetch(&["check", "--connect"]);
+    busy.assert_code(1);
+    assert!(
+        busy.stderr
+            .contains("is being fetched by another popfetch process"),
+        "{}",
+        busy.stderr
+    );
+    assert_eq!(server.log().sessions.len(), before + 1, "it logged in");
+}
+
+/// `--json` and account names belong to `--connect`; an unknown account is a usage error.
+#[test]
+fn check_connect_options_are_checked() {
+    let server = Server::healthy(Vec::new());
+    let env = Env::new();
+    env.write_config(&Account::scripted(&server).maildir(&env.maildir()).to_toml());
+    for args in [&["check", "--json"][..], &["check", "alice"]] {
+        let run = env.popfetch(args);
+        run.assert_code(2);
+        assert!(run.stderr.contains("--connect"), "{args:?}: {}", run.stderr);
+    }
+    let run = env.popfetch(&["check", "--connect", "nosuch"]);
+    run.assert_code(2);
+    assert!(
+        run.stderr.contains("no account named `nosuch`"),
+        "{}",
+        run.stderr
+    );
+    assert!(server.log().sessions.is_empty());
 }
