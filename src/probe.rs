@@ -32,7 +32,7 @@ pub struct Serverinfo {
     pub implementation: Option<String>,
     /// The CAPA lines (after STLS, when used), as the server sent them.
     pub capabilities: Vec<String>,
-    /// The login method chosen (`USER/PASS`, `APOP`, `SASL PLAIN`, …).
+    /// The login method chosen (`USER/PASS`, `APOP`, `PLAIN`, `CRAM-MD5`, …).
     pub login_method: &'static str,
     /// Whether the server lists unique-ids (without them every message counts as new).
     pub uidl: bool,
