@@ -53,8 +53,10 @@ pub enum Command {
     /// SHA-256 fingerprints of the certificate and of its public key), the capabilities, the
     /// login method chosen, how many messages are on the server, how many of them are new for
     /// popfetch, their sizes, and LOGIN-DELAY and EXPIRE. Nothing is retrieved or deleted and
-    /// no state is written (fetchmail's --check, mpop's --serverinfo). While it looks, a poll
-    /// of the same mailbox waits its turn. The login counts towards the server's LOGIN-DELAY.
+    /// no state is written (fetchmail's --check, mpop's --serverinfo). A poll of the same
+    /// mailbox that starts meanwhile is refused as busy and tried again later, and a look
+    /// while a poll runs is refused likewise. The login counts towards the server's
+    /// LOGIN-DELAY.
     Check {
         /// Connect to the servers and show what is there, changing nothing
         #[arg(long)]

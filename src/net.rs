@@ -378,3 +378,48 @@ pub(crate) fn tls_hint(reason: &str) -> &'static str {
         ""
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tls(reason: &str) -> NetError {
+        NetError::Tls {
+            host: "h".into(),
+            reason: reason.into(),
+        }
+    }
+
+    #[test]
+    fn clear_text_is_told_from_other_handshake_failures() {
+        // OpenSSL 3.0's words for a clear-text answer, and those of other versions.
+        for reason in [
+            "error:0A00010B:SSL routines:ssl3_get_record:wrong version number:../ssl/record/ssl3_record.c:350:",
+            "error:0A0000C6:SSL routines::packet length too long",
+            "error:0A000139:SSL routines::record layer failure",
+            "error:140770FC:SSL routines:SSL23_GET_SERVER_HELLO:unknown protocol",
+        ] {
+            assert!(tls(reason).is_not_tls(), "{reason}");
+        }
+        for reason in [
+            "error:0A000086:SSL routines::certificate verify failed (hostname mismatch)",
+            "error:0A000410:SSL routines::sslv3 alert handshake failure",
+            "unexpected EOF",
+        ] {
+            assert!(!tls(reason).is_not_tls(), "{reason}");
+        }
+        assert!(
+            !NetError::Timeout {
+                what: "x",
+                after: Duration::from_secs(1)
+            }
+            .is_not_tls()
+        );
+    }
+
+    #[test]
+    fn fingerprints_are_upper_case_hex_with_colons() {
+        assert_eq!(colon_hex(&[0x00, 0xab, 0x0f]), "00:AB:0F");
+        assert_eq!(colon_hex(&[]), "");
+    }
+}

@@ -3,9 +3,11 @@
 //! poll does, reads CAPA, UIDL and LIST, and QUITs: no RETR, TOP or DELE is sent, so nothing
 //! is retrieved or deleted (an `EXPIRE 0` server deletes only what was retrieved). No state is
 //! written: what is new is decided from a [`Snapshot`] of the journal, and no status file is
-//! recorded. The lock of the mailbox is held while it looks, when a poll ever made one, so a
-//! look never overlaps a poll. What it finds is plain data, [`Serverinfo`], which the command
-//! line prints as text or JSON.
+//! recorded (an OAuth2 login may still cache its access token and store a rotated refresh
+//! token, as any login does: dropping them could lock the account out). The mailbox's lock
+//! is held while it looks, when a poll ever made one: a look never overlaps a poll, and a poll
+//! that starts meanwhile is refused as busy and tried again later. What it finds is plain
+//! data, [`Serverinfo`], which the command line prints as text or JSON.
 
 use std::path::Path;
 use std::time::SystemTime;
@@ -168,10 +170,9 @@ pub async fn serverinfo(
     info.uidl = session
         .uidl_each(|num, uidl| {
             info.on_server += 1;
-            if journal.is_delivered(uidl) {
-            } else if journal.is_held(uidl) {
+            if journal.is_held(uidl) {
                 info.held += 1;
-            } else {
+            } else if !journal.is_delivered(uidl) {
                 info.new += 1;
                 new.insert(num.get());
             }
@@ -339,5 +340,96 @@ impl Serverinfo {
             },
         );
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Serverinfo {
+        Serverinfo {
+            account: "home".into(),
+            host: "pop.example.org".into(),
+            port: 110,
+            tls_mode: "starttls",
+            tls: Some(Certificate {
+                how: "stls",
+                protocol: "TLSv1.3".into(),
+                cipher: "TLS_AES_128_GCM_SHA256".into(),
+                verified: true,
+                subject: "CN=pop.example.org".into(),
+                issuer: "CN=Example CA".into(),
+                not_before: Some("2026-01-01T00:00:00Z".into()),
+                not_after: Some("2027-01-01T00:00:00Z".into()),
+                fingerprint: "sha256:AB:CD".into(),
+                spki_fingerprint: "spki-sha256:EF:01".into(),
+                days_left: Some(29),
+            }),
+            implementation: None,
+            capabilities: vec!["UIDL".into(), "SASL PLAIN".into()],
+            login_method: "PLAIN",
+            uidl: true,
+            on_server: 3,
+            total_bytes: 3072,
+            new: 1,
+            new_bytes: 1024,
+            new_over_max_size: 0,
+            held: 1,
+            largest: Some(2048),
+            login_delay: Some(900),
+            expire: Some(Expire::Days(0)),
+            journal: None,
+        }
+    }
+
+    #[test]
+    fn text_known_answer() {
+        assert_eq!(
+            sample().text(),
+            "home: pop.example.org:110, tls = \"starttls\"\n\
+             \x20 tls:          after STLS, TLSv1.3, TLS_AES_128_GCM_SHA256, certificate verified\n\
+             \x20 subject:      CN=pop.example.org\n\
+             \x20 issuer:       CN=Example CA\n\
+             \x20 valid:        2026-01-01T00:00:00Z to 2027-01-01T00:00:00Z (29 days left)\n\
+             \x20 fingerprint:  sha256:AB:CD\n\
+             \x20 public key:   spki-sha256:EF:01\n\
+             \x20 capabilities: UIDL, SASL PLAIN\n\
+             \x20 login:        PLAIN\n\
+             \x20 messages:     3 on the server (3.0 KiB), 1 new for popfetch (1.0 KiB), the largest 2.0 KiB\n\
+             \x20 held:         1 (refused for good by the delivery; `popfetch retry home` tries them again)\n\
+             \x20 login-delay:  900 s: polls of this account are at least that far apart\n\
+             \x20 expire:       0: the server deletes every message once retrieved, whatever keep says\n"
+        );
+    }
+
+    #[test]
+    fn json_known_answer() {
+        let mut info = sample();
+        let v = serde_json::to_value(&info).unwrap();
+        assert_eq!(v["expire"], 0);
+        assert_eq!(v["tls"]["fingerprint"], "sha256:AB:CD");
+        assert_eq!(v["tls"]["days_left"], 29);
+        assert_eq!(v["login_delay"], 900);
+        assert_eq!(v["journal"], serde_json::Value::Null);
+        info.expire = Some(Expire::Never);
+        info.tls = None;
+        let v = serde_json::to_value(&info).unwrap();
+        assert_eq!(v["expire"], "never");
+        assert_eq!(v["tls"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn bits_hold_what_was_inserted() {
+        let mut b = Bits::default();
+        for n in [1, 63, 64, 1_000_000] {
+            b.insert(n);
+        }
+        for n in [1, 63, 64, 1_000_000] {
+            assert!(b.contains(n), "{n}");
+        }
+        for n in [0, 2, 65, 999_999, u32::MAX] {
+            assert!(!b.contains(n), "{n}");
+        }
     }
 }

@@ -540,7 +540,6 @@ pub struct Snapshot {
     pub path: Option<PathBuf>,
     delivered: HashSet<Uidl>,
     held: HashSet<Uidl>,
-    oversize: HashSet<Uidl>,
     _lock: Option<File>,
 }
 
@@ -599,7 +598,6 @@ impl Snapshot {
             path: Some(path),
             delivered: parsed.delivered.into_keys().collect(),
             held: parsed.held,
-            oversize: parsed.oversize,
             _lock: lock,
         })
     }
@@ -612,11 +610,6 @@ impl Snapshot {
     /// Whether `uidl` is held on the server after a permanent delivery failure.
     pub fn is_held(&self, uidl: &Uidl) -> bool {
         self.held.contains(uidl)
-    }
-
-    /// Whether `uidl` was found over `max_size` and left on the server.
-    pub fn is_oversize(&self, uidl: &Uidl) -> bool {
-        self.oversize.contains(uidl)
     }
 }
 
