@@ -46,8 +46,29 @@ pub enum Command {
         #[arg(value_name = "ACCOUNT")]
         accounts: Vec<String>,
     },
-    /// Validate the config and print each account's effective settings (secrets redacted).
-    Check,
+    /// Validate the config and print each account's effective settings (secrets redacted);
+    /// with --connect, look at the servers instead.
+    ///
+    /// --connect connects to each named account's server (default: all), negotiates TLS and
+    /// logs in as a poll would, then shows the certificate (subject, issuer, validity,
+    /// SHA-256 fingerprints of the certificate and of its public key), the capabilities, the
+    /// login method chosen, how many messages are on the server, how many of them are new for
+    /// popfetch, their sizes, and LOGIN-DELAY and EXPIRE. Nothing is retrieved or deleted and
+    /// no state is written (fetchmail's --check, mpop's --serverinfo). A poll of the same
+    /// mailbox that starts meanwhile is refused as busy and tried again later, and a look
+    /// while a poll runs is refused likewise. The login counts towards the server's
+    /// LOGIN-DELAY.
+    Check {
+        /// Connect to the servers and show what is there, changing nothing
+        #[arg(long)]
+        connect: bool,
+        /// With --connect: print JSON, an array with one object per account, for scripts
+        #[arg(long, requires = "connect")]
+        json: bool,
+        /// With --connect: the accounts to look at, as in the config's `name` keys
+        #[arg(value_name = "ACCOUNT", requires = "connect")]
+        accounts: Vec<String>,
+    },
     /// Run in the foreground, polling every account on its schedule, until SIGTERM or SIGINT.
     ///
     /// The config is reloaded when its file changes or on SIGHUP; SIGUSR1 polls every account
@@ -185,7 +206,15 @@ pub async fn run(cli: Cli) -> Result<ExitCode, UsageError> {
     let path = config::find(cli.config.as_deref()).map_err(UsageError::NoConfig)?;
     let config = config::load(&path)?;
     match cli.command {
-        Command::Check => {
+        Command::Check {
+            connect: true,
+            json,
+            accounts,
+        } => {
+            let selected = select(&config, &accounts)?;
+            Ok(serverinfo(&config, &selected, json).await)
+        }
+        Command::Check { .. } => {
             out(&describe(&config));
             Ok(ExitCode::SUCCESS)
         }
@@ -371,6 +400,37 @@ async fn fetch(config: &Config, accounts: Vec<Arc<Account>>, quiet: bool) -> Exi
             failed = true;
             eprintln!("popfetch: account {}: {}", account.name, error_chain(&e));
         }
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// `check --connect`: each account's server, one after the other, as text or as one JSON
+/// array (a failed account is an object with its `error`). Exit status 1 when any failed.
+async fn serverinfo(config: &Config, accounts: &[Arc<Account>], json: bool) -> ExitCode {
+    let stop = CancellationToken::new();
+    crate::daemon::signals::stop_on_signal(stop.clone());
+    let mut failed = false;
+    let mut objects = Vec::new();
+    for (i, account) in accounts.iter().enumerate() {
+        match crate::probe::serverinfo(account, &config.state_dir, &stop).await {
+            Ok(info) if json => objects.push(serde_json::to_value(&info).unwrap_or_default()),
+            Ok(info) => out(&format!("{}{}", if i > 0 { "\n" } else { "" }, info.text())),
+            Err(e) => {
+                failed = true;
+                let error = error_chain(&e);
+                eprintln!("popfetch: account {}: {error}", account.name);
+                if json {
+                    objects.push(serde_json::json!({ "account": account.name, "error": error }));
+                }
+            }
+        }
+    }
+    if json {
+        out(&(serde_json::to_string_pretty(&objects).unwrap_or_default() + "\n"));
     }
     if failed {
         ExitCode::FAILURE

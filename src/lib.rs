@@ -19,6 +19,7 @@ pub mod net;
 pub mod oauth2;
 pub mod password;
 pub mod pop3;
+pub mod probe;
 pub mod progress;
 pub mod report;
 pub mod scheduler;

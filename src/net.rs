@@ -34,12 +34,14 @@ use std::pin::Pin;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
+use openssl::asn1::{Asn1Time, Asn1TimeRef};
+use openssl::hash::MessageDigest;
 use openssl::ssl::{
     Ssl, SslContext, SslContextBuilder, SslMethod, SslMode, SslOptions, SslVerifyMode,
 };
 use openssl::x509::store::X509StoreBuilder;
 use openssl::x509::verify::X509CheckFlags;
-use openssl::x509::{X509, X509VerifyResult};
+use openssl::x509::{X509, X509NameRef, X509VerifyResult};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
@@ -78,6 +80,20 @@ pub enum NetError {
 }
 
 impl NetError {
+    /// Whether the handshake failed because the peer answered with something that is not TLS
+    /// at all (OpenSSL's record layer could not read it): a clear-text protocol's greeting or
+    /// error line where a ServerHello was due.
+    pub fn is_not_tls(&self) -> bool {
+        const NOT_TLS: [&str; 5] = [
+            "wrong version number",
+            "packet length too long",
+            "record layer failure",
+            "unknown protocol",
+            "http request",
+        ];
+        matches!(self, NetError::Tls { reason, .. } if NOT_TLS.iter().any(|r| reason.contains(r)))
+    }
+
     /// Whether trying again later may succeed without a config change: a refused or timed-out
     /// connection or a broken link may; a failed certificate check or an unusable `ca_file`
     /// will not.
@@ -161,6 +177,107 @@ impl Peer<'_> {
             }),
         }
     }
+
+    /// Whether the port answers a TLS handshake, asked over a connection of its own within
+    /// `limit`: tells a port that waits for a ClientHello (implicit TLS) from one whose
+    /// clear-text greeting is merely slow. The certificate is not checked, since nothing is
+    /// sent over it; a handshake that completes or ends in a TLS alert counts as TLS, anything
+    /// else (clear text, a closed connection, silence) does not.
+    pub(crate) async fn speaks_tls(&self, limit: Duration) -> bool {
+        let peer = Peer {
+            ca_file: None,
+            verify: false,
+            timeout: limit,
+            ..*self
+        };
+        let handshake = async {
+            let tcp = peer.connect().await?;
+            peer.tls(tcp).await
+        };
+        match tokio::time::timeout(limit, handshake).await {
+            Ok(Ok(mut tls)) => {
+                let _ =
+                    tokio::time::timeout(limit, tokio::io::AsyncWriteExt::shutdown(&mut tls)).await;
+                true
+            }
+            Ok(Err(NetError::Tls { reason, .. })) => reason.contains("alert"),
+            _ => false,
+        }
+    }
+}
+
+/// What a TLS connection's server certificate says, as text: the server preview prints it,
+/// and no OpenSSL type leaves this module.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertInfo {
+    /// The protocol version and cipher suite agreed, as OpenSSL names them (`TLSv1.3`).
+    pub protocol: String,
+    pub cipher: String,
+    /// Subject and issuer, their attributes in the certificate's order (`CN=mail.example.org`).
+    pub subject: String,
+    pub issuer: String,
+    pub not_before: Option<SystemTime>,
+    pub not_after: Option<SystemTime>,
+    /// SHA-256 of the whole certificate (DER), as `AB:CD:…`.
+    pub sha256: String,
+    /// SHA-256 of its SubjectPublicKeyInfo (DER), which survives a renewal with the same key.
+    pub spki_sha256: String,
+}
+
+/// The server certificate of an established TLS stream (`None` before the handshake, or when
+/// the server sent none).
+pub(crate) fn cert_info<S>(tls: &TlsStream<S>) -> Option<CertInfo> {
+    let ssl = tls.ssl();
+    let cert = ssl.peer_certificate()?;
+    let sha256 = cert.digest(MessageDigest::sha256()).ok()?;
+    let spki = cert.public_key().and_then(|k| k.public_key_to_der()).ok()?;
+    let spki_sha256 = openssl::hash::hash(MessageDigest::sha256(), &spki).ok()?;
+    Some(CertInfo {
+        protocol: ssl.version_str().to_string(),
+        cipher: ssl
+            .current_cipher()
+            .map_or_else(String::new, |c| c.name().to_string()),
+        subject: name_text(cert.subject_name()),
+        issuer: name_text(cert.issuer_name()),
+        not_before: unix_time(cert.not_before()),
+        not_after: unix_time(cert.not_after()),
+        sha256: colon_hex(&sha256),
+        spki_sha256: colon_hex(&spki_sha256),
+    })
+}
+
+/// `CN=x, O=y`, in the certificate's order; a value that is not text shows as `?`.
+fn name_text(name: &X509NameRef) -> String {
+    name.entries()
+        .map(|e| {
+            let key = e.object().nid().short_name().unwrap_or("?");
+            let value = e.data().to_string().unwrap_or_else(|_| "?".to_string());
+            // The server chose these bytes: no control character reaches a terminal.
+            let value: String = value
+                .chars()
+                .take(200)
+                .map(|c| if c.is_control() { '?' } else { c })
+                .collect();
+            format!("{key}={value}")
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn unix_time(t: &Asn1TimeRef) -> Option<SystemTime> {
+    let epoch = Asn1Time::from_unix(0).ok()?;
+    let d = epoch.diff(t).ok()?;
+    let secs = i64::from(d.days) * 86_400 + i64::from(d.secs);
+    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(secs).ok()?))
+}
+
+/// Upper-case hex, a colon between bytes: how fingerprints are usually written.
+fn colon_hex(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 /// Contexts built so far, by CA file (with its modification time) and verification: each kind
@@ -259,5 +376,50 @@ pub(crate) fn tls_hint(reason: &str) -> &'static str {
          CA that did)"
     } else {
         ""
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tls(reason: &str) -> NetError {
+        NetError::Tls {
+            host: "h".into(),
+            reason: reason.into(),
+        }
+    }
+
+    #[test]
+    fn clear_text_is_told_from_other_handshake_failures() {
+        // OpenSSL 3.0's words for a clear-text answer, and those of other versions.
+        for reason in [
+            "error:0A00010B:SSL routines:ssl3_get_record:wrong version number:../ssl/record/ssl3_record.c:350:",
+            "error:0A0000C6:SSL routines::packet length too long",
+            "error:0A000139:SSL routines::record layer failure",
+            "error:140770FC:SSL routines:SSL23_GET_SERVER_HELLO:unknown protocol",
+        ] {
+            assert!(tls(reason).is_not_tls(), "{reason}");
+        }
+        for reason in [
+            "error:0A000086:SSL routines::certificate verify failed (hostname mismatch)",
+            "error:0A000410:SSL routines::sslv3 alert handshake failure",
+            "unexpected EOF",
+        ] {
+            assert!(!tls(reason).is_not_tls(), "{reason}");
+        }
+        assert!(
+            !NetError::Timeout {
+                what: "x",
+                after: Duration::from_secs(1)
+            }
+            .is_not_tls()
+        );
+    }
+
+    #[test]
+    fn fingerprints_are_upper_case_hex_with_colons() {
+        assert_eq!(colon_hex(&[0x00, 0xab, 0x0f]), "00:AB:0F");
+        assert_eq!(colon_hex(&[]), "");
     }
 }

@@ -33,6 +33,7 @@ use tracing::Instrument as _;
 
 use crate::config::{Account, Credentials, Deliver, PermanentFailure};
 use crate::deliver::{Backend, DeliverError, ErrorKind};
+use crate::pop3::login::Method;
 use crate::pop3::{MsgNum, Uidl};
 use crate::progress::Progress;
 pub use crate::report::{Report, ShortMessage};
@@ -172,7 +173,7 @@ async fn poll_with(
         );
     }
     report.recovered = commit::recover(backend, state, &account.name)?;
-    let mut session = log_in(account, state, stop).await?;
+    let (mut session, _) = log_in(account, state.dir(), stop).await?;
     let pipelining = read_capabilities(account, &mut session, report).await?;
     let (plan, has_uidl) = read_listings(account, state, &mut session).await?;
     let mut work = plan.into_work(report);
@@ -301,15 +302,15 @@ async fn quit(
     Ok(())
 }
 
-/// Obtains the credential, connects and logs in. The credential is obtained before connecting:
-/// a token source that fails (or yields nothing) never leads to a login attempt. The account's
-/// lock, held by the caller, keeps two processes from refreshing (and rotating) one token at
-/// once.
-async fn log_in(
+/// Obtains the credential, connects and logs in; returns the session and the method used. The
+/// credential is obtained before connecting: a token source that fails (or yields nothing)
+/// never leads to a login attempt. The account's lock, held by the caller, keeps two processes
+/// from refreshing (and rotating) one token at once. `state_dir` holds the OAuth2 cache.
+pub(crate) async fn log_in(
     account: &Account,
-    state: &AccountState,
+    state_dir: &Path,
     stop: &CancellationToken,
-) -> Result<Session, FetchError> {
+) -> Result<(Session, Method), FetchError> {
     let credential = match &account.credentials {
         Credentials::Password(source) => Credential::Password(
             crate::password::resolve(source, account.timeout)
@@ -317,7 +318,7 @@ async fn log_in(
                 .map_err(FetchError::Password)?,
         ),
         Credentials::OAuth2(_) => Credential::Token(
-            crate::oauth2::access_token(account, state.dir())
+            crate::oauth2::access_token(account, state_dir)
                 .await
                 .map_err(FetchError::OAuth2)?,
         ),
@@ -341,7 +342,7 @@ async fn log_in(
         .await;
     if let (Err(SessionError::Refused { .. }), Credential::Token(_)) = (&login, &credential) {
         // The server refused the token: the next login gets a fresh one.
-        crate::oauth2::invalidate(account, state.dir());
+        crate::oauth2::invalidate(account, state_dir);
     }
     let method = login?;
     drop(credential);
@@ -351,7 +352,7 @@ async fn log_in(
         "logged in with {}",
         method.name()
     );
-    Ok(session)
+    Ok((session, method))
 }
 
 /// Reads the capabilities after login: the LOGIN-DELAY into the report, a warning for an EXPIRE

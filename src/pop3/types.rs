@@ -272,7 +272,13 @@ pub struct Capabilities {
     /// `EXPIRE n` in days; `Some(None)` is `EXPIRE NEVER`.
     pub expire: Option<Option<u64>>,
     pub implementation: Option<String>,
+    /// The lines as the server sent them, made printable, for `popfetch check --connect`: at
+    /// most [`MAX_ADVERTISED`] of them, each cut to 200 characters.
+    pub advertised: Vec<String>,
 }
+
+/// Most CAPA lines kept as sent (a real server sends about a dozen).
+pub const MAX_ADVERTISED: usize = 64;
 
 impl Capabilities {
     /// Builds the set from the lines of a CAPA answer (already dot-unstuffed).
@@ -283,6 +289,9 @@ impl Capabilities {
                 .split(|&b| b == b' ' || b == b'\t')
                 .filter(|w| !w.is_empty());
             let Some(name) = words.next() else { continue };
+            if caps.advertised.len() < MAX_ADVERTISED {
+                caps.advertised.push(printable(line.trim_ascii(), 200));
+            }
             let name = name.to_ascii_uppercase();
             match name.as_slice() {
                 b"TOP" => caps.top = true,

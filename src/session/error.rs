@@ -13,6 +13,19 @@ pub enum SessionError {
     Net(#[from] NetError),
     #[error("the server closed the connection")]
     Closed,
+    /// `tls = "implicit"` on a port that answered the handshake in clear text.
+    #[error(
+        "TLS with {host} failed: port {port} answered in clear text, not TLS; this port speaks \
+         plain POP3: use tls = \"starttls\" or the POP3S port (995)"
+    )]
+    PlainPort { host: String, port: u16 },
+    /// A clear-text mode on a port that waits for a TLS ClientHello.
+    #[error(
+        "no greeting from {addr} after {}s, and the port answers a TLS handshake: this port \
+         expects implicit TLS: use tls = \"implicit\" (or port 110 with tls = \"starttls\")",
+        after.as_secs()
+    )]
+    ExpectsTls { addr: String, after: Duration },
     #[error("protocol error: {0}")]
     Decode(DecodeError),
     #[error("protocol error: {0}")]
@@ -100,6 +113,8 @@ impl SessionError {
                 ..
             } => !matches!(*command, "USER" | "PASS" | "APOP" | "AUTH"),
             SessionError::Decode(_)
+            | SessionError::PlainPort { .. }
+            | SessionError::ExpectsTls { .. }
             | SessionError::Protocol(_)
             | SessionError::NoStls
             | SessionError::OverBudget { .. }

@@ -177,6 +177,10 @@ impl Session {
                 bytes: 0,
             },
         };
+        tokio::select! {
+            r = s.stream.await_greeting(params) => r?,
+            () = stop.cancelled() => return Err(SessionError::Cancelled),
+        }
         s.pipe.expect("greeting", Expect::Single, None);
         let greeting = s.read_status().await?;
         if !greeting.is_ok() {
@@ -263,6 +267,11 @@ impl Session {
 
     pub fn is_encrypted(&self) -> bool {
         self.stream.is_encrypted()
+    }
+
+    /// The server's certificate, when the session is encrypted.
+    pub fn certificate(&self) -> Option<crate::net::CertInfo> {
+        self.stream.certificate()
     }
 
     /// Logs in with `method`; `AuthMethod::Auto` picks the strongest method offered (see

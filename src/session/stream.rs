@@ -1,12 +1,20 @@
 //! The byte stream under a session: plain TCP, or TLS over TCP (implicit, or after STLS), both
 //! opened by [`crate::net`].
 
+use std::time::Duration;
+
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::{ConnectParams, SessionError};
 use crate::config::TlsMode;
-use crate::net::{Peer, TlsStream};
+use crate::net::{CertInfo, NetError, Peer, TlsStream};
+
+/// How long a clear-text connection may stay silent before popfetch asks, over a second
+/// connection, whether the port is waiting for a TLS ClientHello. A POP3 server greets at
+/// once; one that looks up the client's name first may take a few seconds, and costs then
+/// only that second connection: the wait ends early only when the port answers TLS.
+pub(super) const GREETING_PATIENCE: Duration = Duration::from_secs(3);
 
 pub(super) enum Stream {
     Plain(TcpStream),
@@ -20,7 +28,17 @@ impl Stream {
         let peer = peer(p);
         let tcp = peer.connect().await?;
         if p.tls == TlsMode::Implicit {
-            Ok(Stream::Tls(Box::new(peer.tls(tcp).await?)))
+            match peer.tls(tcp).await {
+                Ok(tls) => Ok(Stream::Tls(Box::new(tls))),
+                Err(e) if e.is_not_tls() => {
+                    tracing::debug!(error = %e, "the implicit-TLS handshake met clear text");
+                    Err(SessionError::PlainPort {
+                        host: p.host.to_string(),
+                        port: p.port,
+                    })
+                }
+                Err(e) => Err(e.into()),
+            }
         } else {
             Ok(Stream::Plain(tcp))
         }
@@ -34,6 +52,45 @@ impl Stream {
         };
         *self = Stream::Tls(Box::new(peer(p).tls(tcp).await?));
         Ok(())
+    }
+
+    /// Waits, at most `p.timeout`, until a clear-text connection has something to read (the
+    /// greeting). After [`GREETING_PATIENCE`] of silence a second connection asks whether the
+    /// port speaks TLS; if it does, the wait ends at once with [`SessionError::ExpectsTls`]
+    /// rather than after the whole timeout. A TLS stream, or a timeout under twice the
+    /// patience, returns at once: the greeting's read has the timeout.
+    pub(super) async fn await_greeting(&self, p: &ConnectParams<'_>) -> Result<(), SessionError> {
+        let Stream::Plain(tcp) = self else {
+            return Ok(());
+        };
+        // With a timeout this short, asking would hardly end the wait sooner.
+        let patience = GREETING_PATIENCE;
+        if p.timeout < 2 * patience || tokio::time::timeout(patience, tcp.readable()).await.is_ok()
+        {
+            return Ok(());
+        }
+        let left = p.timeout.saturating_sub(patience);
+        let rest = tokio::time::timeout(left, tcp.readable());
+        tokio::pin!(rest);
+        let peer = peer(p);
+        tokio::select! {
+            r = &mut rest => return greeted(r.is_ok(), p),
+            tls = peer.speaks_tls(left) => if tls {
+                return Err(SessionError::ExpectsTls {
+                    addr: crate::text::host_port(p.host, p.port),
+                    after: patience,
+                });
+            },
+        }
+        greeted(rest.await.is_ok(), p)
+    }
+
+    /// The server's certificate, when the stream is TLS.
+    pub(super) fn certificate(&self) -> Option<CertInfo> {
+        match self {
+            Stream::Tls(s) => crate::net::cert_info(s),
+            _ => None,
+        }
     }
 
     pub(super) fn is_encrypted(&self) -> bool {
@@ -67,6 +124,19 @@ impl Stream {
             Stream::Tls(s) => tokio::time::timeout(limit, s.shutdown()).await,
             Stream::Upgrading => return,
         };
+    }
+}
+
+/// The end of [`Stream::await_greeting`]: nothing within the timeout is the greeting's timeout.
+fn greeted(readable: bool, p: &ConnectParams<'_>) -> Result<(), SessionError> {
+    if readable {
+        Ok(())
+    } else {
+        Err(NetError::Timeout {
+            what: "the server's greeting",
+            after: p.timeout,
+        }
+        .into())
     }
 }
 

@@ -528,6 +528,115 @@ impl AccountState {
     }
 }
 
+/// What a mailbox's journal says, read without writing anything: for `popfetch check
+/// --connect`, which must leave the state as it found it. No directory or file is created, no
+/// format is upgraded, no torn tail cut, no pointer written; the lock is taken only when its
+/// file exists (opened read-only), so that a look never overlaps a poll of the same mailbox,
+/// and held for as long as the snapshot lives. A journal an open would move or refuse is read,
+/// or refused, as [`AccountState::open`] would.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// The journal read, if there was one.
+    pub path: Option<PathBuf>,
+    delivered: HashSet<Uidl>,
+    held: HashSet<Uidl>,
+    _lock: Option<File>,
+}
+
+impl Snapshot {
+    pub fn read(dir: &Path, mailbox: &Mailbox, account: &str) -> Result<Snapshot, StateError> {
+        let meta = match std::fs::metadata(dir) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Snapshot::default()),
+            Err(source) => {
+                return Err(StateError::Dir {
+                    path: dir.to_path_buf(),
+                    source,
+                });
+            }
+        };
+        crate::trust::state_dir(dir, &meta)?;
+        let stem = mailbox.file_stem();
+        let lock = peek_lock(dir, &stem, &format!("mailbox {mailbox}"))?;
+        let path = dir.join(format!("{stem}.uidls"));
+        let named = dir.join(format!("{account}.uidls"));
+        let found = if exists(&path)? {
+            Some(path.clone())
+        } else if exists(&named)? {
+            Some(named)
+        } else {
+            let pointer = dir.join(format!("{account}.mailbox"));
+            if let Some(old) = read_pointer(&pointer)?.filter(|old| *old != stem) {
+                let old_path = dir.join(format!("{old}.uidls"));
+                if exists(&old_path)? && holds_deliveries(&old_path)? {
+                    return Err(StateError::MailboxChanged(Box::new(MailboxChanged {
+                        account: account.to_string(),
+                        mailbox: mailbox.to_string(),
+                        old_path,
+                        new_path: path,
+                        pointer,
+                    })));
+                }
+            }
+            None
+        };
+        let Some(path) = found else {
+            return Ok(Snapshot {
+                _lock: lock,
+                ..Snapshot::default()
+            });
+        };
+        let mut bytes = Vec::new();
+        open_trusted(&path, OpenOptions::new().read(true))?
+            .read_to_end(&mut bytes)
+            .map_err(|source| StateError::Io {
+                path: path.clone(),
+                source,
+            })?;
+        let (parsed, _) = parse(&path, &bytes)?;
+        Ok(Snapshot {
+            path: Some(path),
+            delivered: parsed.delivered.into_keys().collect(),
+            held: parsed.held,
+            _lock: lock,
+        })
+    }
+
+    /// Whether `uidl` was delivered (a poll never fetches it again).
+    pub fn is_delivered(&self, uidl: &Uidl) -> bool {
+        self.delivered.contains(uidl)
+    }
+
+    /// Whether `uidl` is held on the server after a permanent delivery failure.
+    pub fn is_held(&self, uidl: &Uidl) -> bool {
+        self.held.contains(uidl)
+    }
+}
+
+/// The lock `STEM.lock`, taken through a read-only descriptor when the file exists; `None`
+/// when it does not (no poll has ever held it).
+fn peek_lock(dir: &Path, stem: &str, what: &str) -> Result<Option<File>, StateError> {
+    let lock_path = dir.join(format!("{stem}.lock"));
+    let f = match open_trusted(&lock_path, OpenOptions::new().read(true)) {
+        Ok(f) => f,
+        Err(StateError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(None);
+        }
+        Err(e) => return Err(e),
+    };
+    match f.try_lock() {
+        Ok(()) => Ok(Some(f)),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StateError::Locked {
+            what: what.to_string(),
+            path: lock_path,
+        }),
+        Err(std::fs::TryLockError::Error(source)) => Err(StateError::Io {
+            path: lock_path,
+            source,
+        }),
+    }
+}
+
 /// Whether `fingerprint` is of the kind popfetch wrote before delivery fingerprints: 16 hex
 /// digits of an FNV-1a hash of the account's whole `Debug` text.
 fn is_legacy_fingerprint(fingerprint: &str) -> bool {

@@ -674,3 +674,76 @@ fn a_changed_fingerprint_releases_held_messages() {
     s.record_held(&u("h"));
     assert_eq!(s.set_fingerprint("fedcba9876543210"), 1);
 }
+
+/// Every file in `dir` with its bytes and modification time.
+fn listing(dir: &Path) -> Vec<(std::ffi::OsString, Vec<u8>, std::time::SystemTime)> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let meta = e.metadata().unwrap();
+            (
+                e.file_name(),
+                std::fs::read(e.path()).unwrap(),
+                meta.modified().unwrap(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_snapshot_reads_the_journal_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    // No state directory: nothing known, and none created.
+    let empty = Snapshot::read(&state, &mailbox(), "home").unwrap();
+    assert!(empty.path.is_none() && !empty.is_delivered(&u("one")));
+    assert!(!state.exists());
+    {
+        let mut s = AccountState::open(&state, &mailbox(), "home").unwrap();
+        s.record_delivered(&u("one"));
+        s.record_held(&u("two"));
+        s.record_oversize(&u("big"));
+        s.sync().unwrap();
+    }
+    // A torn tail, which an open would cut.
+    let journal = state.join(format!("{}.uidls", mailbox().file_stem()));
+    let mut f = OpenOptions::new().append(true).open(&journal).unwrap();
+    f.write_all(b"D thr").unwrap();
+    drop(f);
+    let before = listing(&state);
+    let snap = Snapshot::read(&state, &mailbox(), "home").unwrap();
+    assert_eq!(snap.path.as_deref(), Some(journal.as_path()));
+    assert!(snap.is_delivered(&u("one")) && !snap.is_delivered(&u("two")));
+    assert!(snap.is_held(&u("two")) && !snap.is_delivered(&u("big")));
+    assert!(!snap.is_delivered(&u("thr")));
+    // While it lives, a poll of the mailbox is refused, as with a second poll.
+    let err = AccountState::open(&state, &mailbox(), "home").unwrap_err();
+    assert!(matches!(err, StateError::Locked { .. }), "{err}");
+    drop(snap);
+    assert_eq!(listing(&state), before);
+}
+
+#[test]
+fn a_snapshot_is_refused_while_a_poll_holds_the_mailbox() {
+    let dir = tempfile::tempdir().unwrap();
+    let _poll = AccountState::open(dir.path(), &mailbox(), "home").unwrap();
+    let err = Snapshot::read(dir.path(), &mailbox(), "home").unwrap_err();
+    assert!(matches!(err, StateError::Locked { .. }), "{err}");
+}
+
+#[test]
+fn a_snapshot_reads_a_name_keyed_journal_where_it_lies() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let named = dir.path().join("home.uidls");
+    std::fs::write(&named, b"popfetch-uidls 1\nD one\n").unwrap();
+    std::fs::set_permissions(&named, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let snap = Snapshot::read(dir.path(), &mailbox(), "home").unwrap();
+    assert!(snap.is_delivered(&u("one")));
+    assert!(named.exists(), "not moved");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+}

@@ -157,6 +157,11 @@ fn the_quick_start_fetches_from_a_real_server_with_the_example_values_replaced()
     let run = run_pasted(home.path(), &script);
     run.assert_code(0);
     assert!(
+        run.stdout.contains("1 on the server (") && run.stdout.contains("1 new for popfetch"),
+        "check --connect looked first: {}",
+        run.stdout
+    );
+    assert!(
         run.stdout.contains("home: 1 new message delivered"),
         "{}",
         run.stdout

@@ -2,6 +2,7 @@
 //! between the crate's modules.
 
 mod commands;
+mod connect;
 mod docs;
 mod first_steps;
 mod layers;

@@ -97,6 +97,11 @@ fn implicit_tls_against_a_clear_text_server_fails_cleanly() {
         "{}",
         run.stderr
     );
+    assert!(
+        run.stderr.contains("this port speaks plain POP3"),
+        "{}",
+        run.stderr
+    );
     assert_eq!(server.remaining().len(), 1);
 }
 
