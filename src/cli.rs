@@ -338,6 +338,7 @@ async fn fetch(config: &Config, accounts: Vec<Arc<Account>>, quiet: bool) -> Exi
     let stop = CancellationToken::new();
     crate::daemon::signals::stop_on_signal(stop.clone());
     let limit = Arc::new(tokio::sync::Semaphore::new(config.max_parallel));
+    let servers = crate::daemon::limits::ServerLimits::new(config.max_parallel_per_server);
     let live = !quiet && std::io::IsTerminal::is_terminal(&std::io::stderr());
     let progress: Vec<Arc<Progress>> = accounts.iter().map(|a| Progress::new(&a.name)).collect();
     let drawn = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -348,10 +349,13 @@ async fn fetch(config: &Config, accounts: Vec<Arc<Account>>, quiet: bool) -> Exi
     for (i, account) in accounts.into_iter().enumerate() {
         let state_dir = config.state_dir.clone();
         let limit = limit.clone();
+        let server = servers.of(&account.host, account.port);
         let stop = stop.clone();
         let progress = progress[i].clone();
         let name = account.name.clone();
         let handle = tasks.spawn(async move {
+            // The server's permit first: waiting for a busy provider holds no global slot.
+            let _server = server.acquire_owned().await;
             let _permit = limit.acquire_owned().await;
             let r = crate::fetch::poll(&account, &state_dir, &stop, Some(&progress)).await;
             let failed = r.1.is_err();

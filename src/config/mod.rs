@@ -26,6 +26,9 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// Most polls at once across accounts.
     pub max_parallel: usize,
+    /// Most polls at once to one server (host and port), so that many accounts at one
+    /// provider do not open a connection each at once.
+    pub max_parallel_per_server: usize,
     /// How long the daemon waits for polls in flight at shutdown.
     pub shutdown_timeout: Duration,
     pub log_target: LogTarget,
@@ -185,6 +188,8 @@ pub struct Smtp {
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(300);
 /// Default for `max_parallel`.
 pub const DEFAULT_MAX_PARALLEL: usize = 8;
+/// Default for `max_parallel_per_server`: what providers commonly allow one client address.
+pub const DEFAULT_MAX_PARALLEL_PER_SERVER: usize = 4;
 /// Default for `shutdown_timeout`.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 

@@ -18,6 +18,8 @@ pub struct RawConfig {
     #[serde(default, with = "humantime_serde")]
     pub interval: Option<Duration>,
     pub max_parallel: Option<Spanned<usize>>,
+    /// Most polls at once to one server (host and port).
+    pub max_parallel_per_server: Option<Spanned<usize>>,
     #[serde(default, with = "humantime_serde")]
     pub shutdown_timeout: Option<Duration>,
     pub log_target: Option<LogTarget>,

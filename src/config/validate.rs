@@ -13,9 +13,9 @@ use super::raw::{
     RawOAuth2, RawSmtp, Size, SizeAction, TlsMode,
 };
 use super::{
-    Account, Config, Credentials, DEFAULT_INTERVAL, DEFAULT_MAX_PARALLEL, DEFAULT_MDA_TIMEOUT,
-    DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_TIMEOUT, Deliver, LogTarget, OAuth2Client, OAuth2Source,
-    PasswordSource, Smtp,
+    Account, Config, Credentials, DEFAULT_INTERVAL, DEFAULT_MAX_PARALLEL,
+    DEFAULT_MAX_PARALLEL_PER_SERVER, DEFAULT_MDA_TIMEOUT, DEFAULT_SHUTDOWN_TIMEOUT,
+    DEFAULT_TIMEOUT, Deliver, LogTarget, OAuth2Client, OAuth2Source, PasswordSource, Smtp,
 };
 use crate::secret::Secret;
 
@@ -254,6 +254,18 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         Some(m) => *m.get_ref(),
         None => DEFAULT_MAX_PARALLEL,
     };
+    let max_parallel_per_server = match &raw.max_parallel_per_server {
+        Some(m) if *m.get_ref() == 0 => {
+            return Err(cx.err(
+                m.span(),
+                None,
+                "max_parallel_per_server",
+                "must be at least 1",
+            ));
+        }
+        Some(m) => *m.get_ref(),
+        None => DEFAULT_MAX_PARALLEL_PER_SERVER,
+    };
     if let Some(level) = &raw.log_level
         && crate::logging::filter(level.get_ref()).is_none()
     {
@@ -293,6 +305,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         path: path.to_path_buf(),
         state_dir,
         max_parallel,
+        max_parallel_per_server,
         shutdown_timeout: raw.shutdown_timeout.unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT),
         log_target: raw.log_target.unwrap_or(LogTarget::Auto),
         log_level: raw.log_level.as_ref().map(|l| l.get_ref().clone()),

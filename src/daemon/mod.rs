@@ -10,6 +10,7 @@
 //! name (the mailbox's lock would refuse it anyway, see [`crate::state`]). An invalid config is logged with its file, line and key, and the old one
 //! keeps running.
 
+pub mod limits;
 pub mod signals;
 pub mod systemd;
 mod told;
@@ -44,6 +45,8 @@ const RESTART_BACKOFF: Duration = Duration::from_secs(10);
 struct Shared {
     state_dir: PathBuf,
     permits: Arc<Semaphore>,
+    /// `max_parallel_per_server`'s semaphores.
+    servers: limits::ServerLimits,
     /// Cancelled at shutdown: polls end after the message in flight.
     shutdown: CancellationToken,
     /// Per account: when its last poll ended and whether it succeeded.
@@ -184,6 +187,7 @@ fn new_shared(config: &Config, shutdown: CancellationToken, metrics: Arc<Metrics
     Arc::new(Shared {
         state_dir: config.state_dir.clone(),
         permits: Arc::new(Semaphore::new(config.max_parallel)),
+        servers: limits::ServerLimits::new(config.max_parallel_per_server),
         shutdown,
         summary: Mutex::new(HashMap::new()),
         metrics,
@@ -247,8 +251,9 @@ fn reload(
         }
     };
     // Global settings changed: every account restarts under the new ones.
-    let global_changed =
-        new.state_dir != config.state_dir || new.max_parallel != config.max_parallel;
+    let global_changed = new.state_dir != config.state_dir
+        || new.max_parallel != config.max_parallel
+        || new.max_parallel_per_server != config.max_parallel_per_server;
     if global_changed {
         *shared = new_shared(&new, shared.shutdown.clone(), shared.metrics.clone());
     }
@@ -441,6 +446,7 @@ async fn account_loop(
         retire,
         poke,
         permits: shared.permits.clone(),
+        server_permits: shared.servers.of(&account.host, account.port),
         // Set once the next poll is scheduled, so the textfile has it too.
         next_poll: Box::new(move |at, why| {
             metrics.next_poll(&name, at);
@@ -621,6 +627,8 @@ struct Timing {
     retire: CancellationToken,
     poke: Arc<Notify>,
     permits: Arc<Semaphore>,
+    /// The account's server's: taken before `permits`.
+    server_permits: Arc<Semaphore>,
     seed: u64,
     /// Told when the next poll is due (`None`: polling suspended).
     next_poll: Box<dyn Fn(Option<std::time::SystemTime>, Option<Why>) + Send + Sync>,
@@ -650,7 +658,11 @@ where
             biased;
             _ = t.retire.cancelled() => return Next::After(Duration::ZERO),
             _ = t.shutdown.cancelled() => return Next::After(Duration::ZERO),
-            p = t.permits.clone().acquire_owned() => p,
+            p = async {
+                let server = t.server_permits.clone().acquire_owned().await;
+                let global = t.permits.clone().acquire_owned().await;
+                (server, global)
+            } => p,
         };
         let outcome = poll().await;
         drop(permit);

@@ -18,6 +18,7 @@ fn timing(permits: &Arc<Semaphore>, seed: u64) -> Timing {
         retire: CancellationToken::new(),
         poke: Arc::new(Notify::new()),
         permits: permits.clone(),
+        server_permits: Arc::new(Semaphore::new(Semaphore::MAX_PERMITS)),
         seed,
         next_poll: Box::new(|_, _| {}),
         status: None,

@@ -3,6 +3,7 @@
 
 mod journal;
 mod metrics;
+mod per_server;
 mod reload_links;
 mod run;
 mod soak;

@@ -603,7 +603,9 @@ impl Conn {
                     self.send_str("-ERR [SYS/TEMP] TLS is not available right now\r\n")
                 }
                 ("USER", None) => {
-                    user_ok = arg == USER;
+                    // `alice+TAG` logs in too: several accounts (mailboxes) on one server.
+                    user_ok =
+                        arg == USER || arg.strip_prefix(USER).is_some_and(|t| t.starts_with('+'));
                     if user_ok {
                         self.send_str("+OK send PASS\r\n")
                     } else {
