@@ -3,6 +3,7 @@
 //! state directory are looked for.
 
 mod fingerprint;
+mod hint;
 pub mod raw;
 mod validate;
 

@@ -1096,7 +1096,7 @@ fn expand(base: &Path, p: &Path) -> PathBuf {
 
 fn toml_error(path: &Path, text: &str, e: &toml::de::Error) -> ConfigError {
     let position = e.span().map(|s| line_col(text, s.start));
-    let mut message = e.message().trim().to_string();
+    let mut message = super::hint::toml_message(text, e.span(), e.message());
     if let Some((line, _)) = position
         && let Some(src) = text.lines().nth(line - 1)
     {

@@ -67,7 +67,12 @@ fn config_errors_exit_2_naming_file_line_column_and_key() {
         "{}",
         run.stderr
     );
-    assert!(run.stderr.contains("unknown field `usr`"), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("unknown key `usr`: did you mean `user`?"),
+        "{}",
+        run.stderr
+    );
 
     env.write_config(&GOOD.replace("host = \"mail.example.net\"\n", ""));
     let run = env.popfetch(&["fetch"]);
