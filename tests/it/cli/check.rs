@@ -145,3 +145,56 @@ fn an_unknown_key_far_from_any_lists_the_tables_keys() {
         "unknown key `folder`; this table's keys are: `name`, `host`",
     );
 }
+
+#[test]
+fn a_semantic_error_points_at_the_line_of_its_key() {
+    let env = Env::new();
+    let text = format!("{ACCOUNT}deliver = {{ maildir = \"Maildir\" }}\nmda_timeout = \"0s\"\n");
+    let run = refused(&env, &text);
+    assert_at(&run, 9, "key `mda_timeout`: must be longer than zero");
+
+    let text = format!("{ACCOUNT}deliver = {{ maildir = \"Maildir\" }}\ndelete_after = \"1d\"\n");
+    let run = refused(&env, &text);
+    assert_at(
+        &run,
+        9,
+        "key `delete_after`: only has a meaning with `keep = true`",
+    );
+
+    let text = format!("{ACCOUNT}\ndeliver = {{ mda = [] }}\n");
+    let run = refused(&env, &text);
+    assert_at(&run, 9, "key `deliver.mda`: must name a program");
+
+    let text = format!("{ACCOUNT}deliver = {{ smtp = {{ host = \"localhost\",\n  to = [] }} }}\n");
+    let run = refused(&env, &text);
+    assert_at(
+        &run,
+        9,
+        "key `deliver.smtp.to`: needs at least one recipient",
+    );
+}
+
+#[test]
+fn a_key_taken_from_defaults_is_pointed_at_there() {
+    let env = Env::new();
+    let text = format!(
+        "[defaults]\nkeep = false\ntimeout = \"0s\"\n\n{ACCOUNT}deliver = {{ maildir = \"Maildir\" }}\n"
+    );
+    let run = refused(&env, &text);
+    assert_at(
+        &run,
+        5,
+        "account `home`, key `timeout`: must be longer than zero",
+    );
+}
+
+#[test]
+fn a_missing_key_points_at_its_account() {
+    let env = Env::new();
+    let run = refused(&env, ACCOUNT);
+    assert_at(
+        &run,
+        3,
+        "key `deliver`: required but missing, e.g. `deliver = {",
+    );
+}
