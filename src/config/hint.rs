@@ -13,7 +13,10 @@ const EXAMPLES: &[(&str, &str)] = &[
     ("interval", r#"interval = "5m""#),
     ("max_parallel", "max_parallel = 4"),
     ("shutdown_timeout", r#"shutdown_timeout = "30s""#),
-    ("log_target", r#"log_target = "journal""#),
+    (
+        "log_target",
+        r#"log_target = "journald" (or "stderr", "auto")"#,
+    ),
     ("log_level", r#"log_level = "info""#),
     ("metrics_listen", r#"metrics_listen = "127.0.0.1:9469""#),
     ("metrics_listen_public", "metrics_listen_public = true"),

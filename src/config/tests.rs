@@ -509,7 +509,7 @@ fn check_shows_the_token_source_without_secrets() {
         "oauth2 = { provider = \"microsoft\", client_id = \"c1\", client_secret_file = \"/etc/popfetch/ms.secret\", refresh_token_file = \"/var/lib/popfetch/a.rt\" }",
     ))
     .unwrap();
-    let shown = crate::cli::describe(&c);
+    let shown = crate::cli::describe(&c, 0, 0);
     assert!(
         shown.contains("oauth2 = { provider = \"microsoft\", token_url = \"https://login.microsoftonline.com/common/oauth2/v2.0/token\""),
         "{shown}"
@@ -524,7 +524,7 @@ fn check_shows_the_token_source_without_secrets() {
         "oauth2_token_command = [\"oama\", \"access\", \"a\"]\noauth2_token_ttl = \"50m\"",
     ))
     .unwrap();
-    let shown = crate::cli::describe(&c);
+    let shown = crate::cli::describe(&c, 0, 0);
     assert!(
         shown.contains(
             "oauth2_token_command = [\"oama\", \"access\", \"a\"]\noauth2_token_ttl = \"50m\""

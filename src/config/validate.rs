@@ -59,14 +59,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         key: None,
         message,
     };
-    let (text, meta) = std::fs::File::open(path)
-        .and_then(|mut f| {
-            let meta = f.metadata()?;
-            let mut text = String::new();
-            std::io::Read::read_to_string(&mut f, &mut text)?;
-            Ok((text, meta))
-        })
-        .map_err(|e| err(format!("cannot read it: {e}")))?;
+    let (text, meta) = read(path).map_err(|e| err(format!("cannot read it: {e}")))?;
     let config = parse(path, &text)?;
     // These errors come from the files, not the text: point at the key that names the file.
     let placed = |mut e: ConfigError| {
@@ -77,9 +70,23 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         }
         e
     };
-    check_permissions(path, &meta, &config).map_err(placed)?;
-    check_ca_files(path, &config).map_err(placed)?;
-    Ok(config)
+    let first = permission_problems(path, &meta, &config)
+        .into_iter()
+        .chain(ca_file_problems(path, &config))
+        .next();
+    match first {
+        Some(e) => Err(placed(e)),
+        None => Ok(config),
+    }
+}
+
+/// The config's text and its metadata, from one open file.
+pub(super) fn read(path: &Path) -> std::io::Result<(String, std::fs::Metadata)> {
+    let mut f = std::fs::File::open(path)?;
+    let meta = f.metadata()?;
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut f, &mut text)?;
+    Ok((text, meta))
 }
 
 /// The line and column where `key` of `account` (or a top-level `key`) is written, in the
@@ -115,12 +122,14 @@ pub(super) fn key_position(text: &str, account: Option<&str>, key: &str) -> Opti
 
 /// The one trust rule ([`crate::trust::secret_file`]) for the config file, which names the
 /// programs popfetch runs and may hold passwords, and for every file it names that holds a
-/// secret. A file that does not exist yet is left to the moment it is read.
-fn check_permissions(
+/// secret: every file it refuses. A file that does not exist yet is left to the moment it is
+/// read (and to `popfetch check`).
+pub(super) fn permission_problems(
     path: &Path,
     meta: &std::fs::Metadata,
     config: &Config,
-) -> Result<(), ConfigError> {
+) -> Vec<ConfigError> {
+    let mut problems = Vec::new();
     let err = |account: Option<&str>, key: Option<&str>, message: String| ConfigError {
         path: path.to_path_buf(),
         position: None,
@@ -173,37 +182,43 @@ fn check_permissions(
             }
             _ => (None, None),
         };
-        return Err(err(account, key, message));
+        problems.push(err(account, key, message));
     }
     for a in &config.accounts {
-        let mut files: Vec<(&str, &'static str, &Path)> = Vec::new();
-        if let Some(PasswordSource::File(p)) = a.password() {
-            files.push(("password_file", "password file", p));
-        }
-        if let Deliver::Smtp(s) = &a.deliver
-            && let Some((_, PasswordSource::File(p))) = &s.credentials
-        {
-            files.push(("deliver.smtp.password_file", "password file", p));
-        }
-        if let Some(OAuth2Source::Refresh(c)) = a.oauth2() {
-            if let Some(p) = &c.client_secret_file {
-                files.push(("oauth2.client_secret_file", "client secret file", p));
-            }
-            files.push((
-                "oauth2.refresh_token_file",
-                "refresh token file",
-                &c.refresh_token_file,
-            ));
-        }
-        for (key, what, p) in files {
+        for (key, what, p) in secret_files(a) {
             let Ok(meta) = std::fs::metadata(p) else {
                 continue;
             };
-            crate::trust::secret_file(what, p, &meta, true)
-                .map_err(|e| err(Some(&a.name), Some(key), e.to_string()))?;
+            if let Err(e) = crate::trust::secret_file(what, p, &meta, true) {
+                problems.push(err(Some(&a.name), Some(key), e.to_string()));
+            }
         }
     }
-    Ok(())
+    problems
+}
+
+/// The files of account `a` that hold a secret: (key, what it is, path).
+pub(super) fn secret_files(a: &Account) -> Vec<(&'static str, &'static str, &Path)> {
+    let mut files: Vec<(&str, &'static str, &Path)> = Vec::new();
+    if let Some(PasswordSource::File(p)) = a.password() {
+        files.push(("password_file", "password file", p));
+    }
+    if let Deliver::Smtp(s) = &a.deliver
+        && let Some((_, PasswordSource::File(p))) = &s.credentials
+    {
+        files.push(("deliver.smtp.password_file", "password file", p));
+    }
+    if let Some(OAuth2Source::Refresh(c)) = a.oauth2() {
+        if let Some(p) = &c.client_secret_file {
+            files.push(("oauth2.client_secret_file", "client secret file", p));
+        }
+        files.push((
+            "oauth2.refresh_token_file",
+            "refresh token file",
+            &c.refresh_token_file,
+        ));
+    }
+    files
 }
 
 /// The state directory the config at `path` would use, read only as far as it can be: its
@@ -299,6 +314,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
     Ok(Config {
         path: path.to_path_buf(),
         state_dir,
+        interval: global_interval,
         max_parallel,
         shutdown_timeout: raw.shutdown_timeout.unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT),
         log_target: raw.log_target.unwrap_or(LogTarget::Auto),
@@ -1071,7 +1087,32 @@ fn ca_path(base: &Path, p: &Path) -> Result<PathBuf, &'static str> {
 /// Every `ca_file` must be a readable file when the config is loaded (by `check`, `fetch` and
 /// the daemon), not found missing at the first connection. Kept out of [`parse`], which reads
 /// no other file.
-fn check_ca_files(path: &Path, config: &Config) -> Result<(), ConfigError> {
+pub(super) fn ca_file_problems(path: &Path, config: &Config) -> Vec<ConfigError> {
+    let mut problems = Vec::new();
+    for (account, key, file) in ca_files(config) {
+        let readable = std::fs::metadata(file).and_then(|m| {
+            if m.is_file() {
+                std::fs::File::open(file).map(drop)
+            } else {
+                Err(std::io::Error::other("not a regular file"))
+            }
+        });
+        if let Err(e) = readable {
+            problems.push(ConfigError {
+                path: path.to_path_buf(),
+                position: None,
+                account: Some(account.to_string()),
+                key: Some(key.into()),
+                message: format!("cannot read {}: {e}", file.display()),
+            });
+        }
+    }
+    problems
+}
+
+/// Every `ca_file` of every account: (account, key, file).
+pub(super) fn ca_files(config: &Config) -> Vec<(&str, &'static str, &Path)> {
+    let mut files = Vec::new();
     for a in &config.accounts {
         let smtp = match &a.deliver {
             super::Deliver::Smtp(s) => s.ca_file.as_deref(),
@@ -1086,26 +1127,12 @@ fn check_ca_files(path: &Path, config: &Config) -> Result<(), ConfigError> {
             ("deliver.smtp.ca_file", smtp),
             ("oauth2.ca_file", oauth2),
         ] {
-            let Some(file) = file else { continue };
-            let readable = std::fs::metadata(file).and_then(|m| {
-                if m.is_file() {
-                    std::fs::File::open(file).map(drop)
-                } else {
-                    Err(std::io::Error::other("not a regular file"))
-                }
-            });
-            if let Err(e) = readable {
-                return Err(ConfigError {
-                    path: path.to_path_buf(),
-                    position: None,
-                    account: Some(a.name.clone()),
-                    key: Some(key.into()),
-                    message: format!("cannot read {}: {e}", file.display()),
-                });
+            if let Some(file) = file {
+                files.push((a.name.as_str(), key, file));
             }
         }
     }
-    Ok(())
+    files
 }
 
 fn expand(base: &Path, p: &Path) -> PathBuf {
