@@ -46,8 +46,14 @@ pub enum Command {
         #[arg(value_name = "ACCOUNT")]
         accounts: Vec<String>,
     },
-    /// Validate the config and print each account's effective settings (secrets redacted);
-    /// with --connect, look at the servers instead.
+    /// Validate the config and all it names short of the network, and print the effective
+    /// settings (secrets redacted); with --connect, look at the servers instead.
+    ///
+    /// Beyond the syntax: every file it names is there and safe (the trust rule of the config),
+    /// each `ca_file` holds a certificate, each Maildir and mbox can be written or created,
+    /// each program exists and is executable, the state directory is usable, and there is at
+    /// least one account, all as the user who runs it. Every finding is printed with its line;
+    /// a warning (a Maildir not created yet) does not fail. Exit status: 0 valid, 2 invalid.
     ///
     /// --connect connects to each named account's server (default: all), negotiates TLS and
     /// logs in as a poll would, then shows the certificate (subject, issuer, validity,
