@@ -723,6 +723,9 @@ fn status_command(
         Err(tried) => Err(UsageError::NoConfig(tried.clone())),
     };
     let (rows, source) = match loaded {
+        Ok(config) if config.accounts.is_empty() => {
+            return Err(UsageError::NoAccounts(config.path));
+        }
         Ok(config) => {
             let rows = config
                 .accounts
