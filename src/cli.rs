@@ -46,8 +46,14 @@ pub enum Command {
         #[arg(value_name = "ACCOUNT")]
         accounts: Vec<String>,
     },
-    /// Validate the config and print each account's effective settings (secrets redacted);
-    /// with --connect, look at the servers instead.
+    /// Validate the config and all it names short of the network, and print the effective
+    /// settings (secrets redacted); with --connect, look at the servers instead.
+    ///
+    /// Beyond the syntax: every file it names is there and safe (the trust rule of the config),
+    /// each `ca_file` holds a certificate, each Maildir and mbox can be written or created,
+    /// each program exists and is executable, the state directory is usable, and there is at
+    /// least one account, all as the user who runs it. Every finding is printed with its line;
+    /// a warning (a Maildir not created yet) does not fail. Exit status: 0 valid, 2 invalid.
     ///
     /// --connect connects to each named account's server (default: all), negotiates TLS and
     /// logs in as a poll would, then shows the certificate (subject, issuer, validity,
@@ -187,6 +193,11 @@ pub enum UsageError {
         .0.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" or ")
     )]
     NoConfig(Vec<PathBuf>),
+    #[error(
+        "no accounts in {}: add an [[account]] table (see popfetch.toml(5))",
+        .0.display()
+    )]
+    NoAccounts(PathBuf),
     #[error("no account named `{0}` in {1}")]
     UnknownAccount(String, PathBuf),
     #[error("import: {0}")]
@@ -204,19 +215,18 @@ pub async fn run(cli: Cli) -> Result<ExitCode, UsageError> {
         return status_command(config::find(cli.config.as_deref()), json);
     }
     let path = config::find(cli.config.as_deref()).map_err(UsageError::NoConfig)?;
+    if let Command::Check { connect: false, .. } = cli.command {
+        return check(&path);
+    }
     let config = config::load(&path)?;
+    // Like fetchmail's "no mailservers have been specified": nothing to do is a mistake.
+    if config.accounts.is_empty() {
+        return Err(UsageError::NoAccounts(path));
+    }
     match cli.command {
-        Command::Check {
-            connect: true,
-            json,
-            accounts,
-        } => {
+        Command::Check { json, accounts, .. } => {
             let selected = select(&config, &accounts)?;
             Ok(serverinfo(&config, &selected, json).await)
-        }
-        Command::Check { .. } => {
-            out(&describe(&config));
-            Ok(ExitCode::SUCCESS)
         }
         Command::Fetch { accounts } => {
             let selected = select(&config, &accounts)?;
@@ -312,6 +322,24 @@ fn import(from: &ImportFrom, quiet: bool) -> Result<ExitCode, UsageError> {
         }
         Err(e) => Err(UsageError::Import(e)),
     }
+}
+
+/// `popfetch check`: the effective settings on stdout, every finding on stderr; exit status 2
+/// when any is an error, so that a script or a package's postinst can trust it.
+fn check(path: &std::path::Path) -> Result<ExitCode, UsageError> {
+    let (config, findings) = config::check::check(path)?;
+    let errors = findings
+        .iter()
+        .filter(|f| f.severity == config::Severity::Error)
+        .count();
+    out(&describe(&config, errors, findings.len() - errors));
+    for f in &findings {
+        eprintln!("popfetch: {f}");
+    }
+    if errors > 0 {
+        return Ok(ExitCode::from(EXIT_CONFIG));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The accounts `names` picks, in the order given, each once: an account polled twice at once
@@ -458,21 +486,47 @@ fn out(text: &str) {
         .and_then(|()| stdout.flush());
 }
 
-/// The effective settings, TOML-like, secrets redacted.
-pub fn describe(config: &Config) -> String {
+/// The effective settings, TOML-like, secrets redacted, under a line that says whether `check`
+/// found `errors` (then the config is invalid) and `warnings`.
+pub fn describe(config: &Config, errors: usize, warnings: usize) -> String {
     use std::fmt::Write;
+    let plural = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
     let mut s = String::new();
-    let _ = writeln!(
-        s,
-        "# {}: valid, {} account(s)",
-        config.path.display(),
+    let mut verdict = format!(
+        "{}, {} account(s)",
+        if errors == 0 { "valid" } else { "invalid" },
         config.accounts.len()
     );
+    for (n, what) in [(errors, "error"), (warnings, "warning")] {
+        if n > 0 {
+            verdict.push_str(&format!(", {}", plural(n, what)));
+        }
+    }
+    let _ = writeln!(s, "# {}: {verdict}", config.path.display());
     let _ = writeln!(
         s,
         "state_dir = {:?}",
         config.state_dir.display().to_string()
     );
+    let _ = writeln!(
+        s,
+        "interval = {:?}",
+        humantime::format_duration(config.interval).to_string()
+    );
+    let _ = writeln!(s, "max_parallel = {}", config.max_parallel);
+    let _ = writeln!(
+        s,
+        "shutdown_timeout = {:?}",
+        humantime::format_duration(config.shutdown_timeout).to_string()
+    );
+    let _ = writeln!(
+        s,
+        "log_target = {:?}",
+        format!("{:?}", config.log_target).to_lowercase()
+    );
+    if let Some(level) = &config.log_level {
+        let _ = writeln!(s, "log_level = {level:?}");
+    }
     if let Some(addr) = config.metrics_listen {
         let _ = writeln!(s, "metrics_listen = \"{addr}\"");
         if config.metrics_listen_public {
@@ -673,6 +727,9 @@ fn status_command(
         Err(tried) => Err(UsageError::NoConfig(tried.clone())),
     };
     let (rows, source) = match loaded {
+        Ok(config) if config.accounts.is_empty() => {
+            return Err(UsageError::NoAccounts(config.path));
+        }
         Ok(config) => {
             let rows = config
                 .accounts

@@ -25,6 +25,7 @@ pub mod report;
 pub mod scheduler;
 pub mod secret;
 pub mod session;
+pub mod shell;
 pub mod state;
 pub mod status;
 pub mod text;

@@ -2,7 +2,9 @@
 //! builds the immutable [`Config`] the rest of popfetch reads. Also where the config file and the
 //! state directory are looked for.
 
+pub mod check;
 mod fingerprint;
+mod hint;
 pub mod raw;
 mod validate;
 
@@ -10,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use check::{Finding, Severity};
 pub use raw::{
     AuthMethod, LogTarget, OAuth2Flow, OAuth2Provider, PermanentFailure, SizeAction, TlsMode,
     parse_size,
@@ -24,6 +27,8 @@ pub struct Config {
     /// The file it was read from.
     pub path: PathBuf,
     pub state_dir: PathBuf,
+    /// The poll interval of an account that sets none.
+    pub interval: Duration,
     /// Most polls at once across accounts.
     pub max_parallel: usize,
     /// Most polls at once to one server (host and port), so that many accounts at one

@@ -59,65 +59,77 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         key: None,
         message,
     };
-    let (text, meta) = std::fs::File::open(path)
-        .and_then(|mut f| {
-            let meta = f.metadata()?;
-            let mut text = String::new();
-            std::io::Read::read_to_string(&mut f, &mut text)?;
-            Ok((text, meta))
-        })
-        .map_err(|e| err(format!("cannot read it: {e}")))?;
+    let (text, meta) = read(path).map_err(|e| err(format!("cannot read it: {e}")))?;
     let config = parse(path, &text)?;
-    check_permissions(path, &meta, &config).map_err(|mut e| {
-        // Point at the password the file holds, when that is what made it untrusted.
-        if let Some(key) = e.key.as_deref()
-            && key.ends_with("password")
-            && e.position.is_none()
+    // These errors come from the files, not the text: point at the key that names the file.
+    let placed = |mut e: ConfigError| {
+        if e.position.is_none()
+            && let Some(key) = e.key.as_deref()
         {
-            e.position =
-                inline_password_at(&text, e.account.as_deref()).map(|at| line_col(&text, at));
+            e.position = key_position(&text, e.account.as_deref(), key);
         }
         e
-    })?;
-    check_ca_files(path, &config)?;
-    Ok(config)
+    };
+    let first = permission_problems(path, &meta, &config)
+        .into_iter()
+        .chain(ca_file_problems(path, &config))
+        .next();
+    match first {
+        Some(e) => Err(placed(e)),
+        None => Ok(config),
+    }
 }
 
-/// Where in `text` the inline password used by `account` (its own, its relay's or the default)
-/// is written.
-fn inline_password_at(text: &str, account: Option<&str>) -> Option<usize> {
+/// The config's text and its metadata, from one open file.
+pub(super) fn read(path: &Path) -> std::io::Result<(String, std::fs::Metadata)> {
+    let mut f = std::fs::File::open(path)?;
+    let meta = f.metadata()?;
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut f, &mut text)?;
+    Ok((text, meta))
+}
+
+/// The line and column where `key` of `account` (or a top-level `key`) is written, in the
+/// account's table or, for a key it takes from there, in `[defaults]`.
+pub(super) fn key_position(text: &str, account: Option<&str>, key: &str) -> Option<(usize, usize)> {
     let raw: RawConfig = toml::from_str(text).ok()?;
-    let relay = |d: &Option<Spanned<RawDeliver>>| match d.as_ref().map(Spanned::get_ref) {
-        Some(RawDeliver::Smtp(s)) => s.password.as_ref().map(|p| p.span().start),
-        _ => None,
-    };
-    let own = raw.account.iter().map(Spanned::get_ref).find_map(|a| {
-        let name = a.name.as_ref().map(|n| n.get_ref().as_str());
-        if account.is_some() && name != account {
-            return None;
+    let defaults = raw.defaults.as_ref().map(|d| table_region(text, d.span()));
+    let at = match account {
+        Some(name) => {
+            let own = raw.account.iter().find(|a| {
+                a.get_ref()
+                    .name
+                    .as_ref()
+                    .is_some_and(|n| n.get_ref() == name)
+            })?;
+            key_offset(text, table_region(text, own.span()), key)
+                .or_else(|| key_offset(text, defaults?, key))
         }
-        a.password
-            .as_ref()
-            .map(|p| p.span().start)
-            .or_else(|| relay(&a.deliver))
-    });
-    own.or_else(|| {
-        let d = raw.defaults.as_ref()?.get_ref();
-        d.password
-            .as_ref()
-            .map(|p| p.span().start)
-            .or_else(|| relay(&d.deliver))
-    })
+        None => {
+            let first_table = [
+                raw.defaults.as_ref().map(|d| d.span().start),
+                raw.account.first().map(|a| a.span().start),
+            ]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(text.len());
+            key_offset(text, 0..first_table, key)
+        }
+    }?;
+    Some(line_col(text, at))
 }
 
 /// The one trust rule ([`crate::trust::secret_file`]) for the config file, which names the
 /// programs popfetch runs and may hold passwords, and for every file it names that holds a
-/// secret. A file that does not exist yet is left to the moment it is read.
-fn check_permissions(
+/// secret: every file it refuses. A file that does not exist yet is left to the moment it is
+/// read (and to `popfetch check`).
+pub(super) fn permission_problems(
     path: &Path,
     meta: &std::fs::Metadata,
     config: &Config,
-) -> Result<(), ConfigError> {
+) -> Vec<ConfigError> {
+    let mut problems = Vec::new();
     let err = |account: Option<&str>, key: Option<&str>, message: String| ConfigError {
         path: path.to_path_buf(),
         position: None,
@@ -170,37 +182,43 @@ fn check_permissions(
             }
             _ => (None, None),
         };
-        return Err(err(account, key, message));
+        problems.push(err(account, key, message));
     }
     for a in &config.accounts {
-        let mut files: Vec<(&str, &'static str, &Path)> = Vec::new();
-        if let Some(PasswordSource::File(p)) = a.password() {
-            files.push(("password_file", "password file", p));
-        }
-        if let Deliver::Smtp(s) = &a.deliver
-            && let Some((_, PasswordSource::File(p))) = &s.credentials
-        {
-            files.push(("deliver.smtp.password_file", "password file", p));
-        }
-        if let Some(OAuth2Source::Refresh(c)) = a.oauth2() {
-            if let Some(p) = &c.client_secret_file {
-                files.push(("oauth2.client_secret_file", "client secret file", p));
-            }
-            files.push((
-                "oauth2.refresh_token_file",
-                "refresh token file",
-                &c.refresh_token_file,
-            ));
-        }
-        for (key, what, p) in files {
+        for (key, what, p) in secret_files(a) {
             let Ok(meta) = std::fs::metadata(p) else {
                 continue;
             };
-            crate::trust::secret_file(what, p, &meta, true)
-                .map_err(|e| err(Some(&a.name), Some(key), e.to_string()))?;
+            if let Err(e) = crate::trust::secret_file(what, p, &meta, true) {
+                problems.push(err(Some(&a.name), Some(key), e.to_string()));
+            }
         }
     }
-    Ok(())
+    problems
+}
+
+/// The files of account `a` that hold a secret: (key, what it is, path).
+pub(super) fn secret_files(a: &Account) -> Vec<(&'static str, &'static str, &Path)> {
+    let mut files: Vec<(&str, &'static str, &Path)> = Vec::new();
+    if let Some(PasswordSource::File(p)) = a.password() {
+        files.push(("password_file", "password file", p));
+    }
+    if let Deliver::Smtp(s) = &a.deliver
+        && let Some((_, PasswordSource::File(p))) = &s.credentials
+    {
+        files.push(("deliver.smtp.password_file", "password file", p));
+    }
+    if let Some(OAuth2Source::Refresh(c)) = a.oauth2() {
+        if let Some(p) = &c.client_secret_file {
+            files.push(("oauth2.client_secret_file", "client secret file", p));
+        }
+        files.push((
+            "oauth2.refresh_token_file",
+            "refresh token file",
+            &c.refresh_token_file,
+        ));
+    }
+    files
 }
 
 /// The state directory the config at `path` would use, read only as far as it can be: its
@@ -221,7 +239,11 @@ pub fn state_dir_hint(path: &Path) -> Option<PathBuf> {
 /// Parses and validates config text; `path` names the file in errors and anchors relative paths.
 pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
     let raw: RawConfig = toml::from_str(text).map_err(|e| toml_error(path, text, &e))?;
-    let cx = Cx { path, text };
+    let cx = Cx {
+        path,
+        text,
+        defaults: raw.defaults.as_ref().map(Spanned::span),
+    };
     let base = path.parent().unwrap_or(Path::new("."));
 
     let state_dir = match &raw.state_dir {
@@ -304,6 +326,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
     Ok(Config {
         path: path.to_path_buf(),
         state_dir,
+        interval: global_interval,
         max_parallel,
         max_parallel_per_server,
         shutdown_timeout: raw.shutdown_timeout.unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT),
@@ -419,13 +442,33 @@ impl Seen {
 struct Cx<'a> {
     path: &'a Path,
     text: &'a str,
+    /// Where `[defaults]` is, for a key an account takes from there.
+    defaults: Option<Range<usize>>,
 }
 
 impl Cx<'_> {
+    /// An error about `key`, at the line it is written on: within `span` (a value, an inline
+    /// table or an account's table), else in `[defaults]` when `span` is an account's table,
+    /// else (a key that is missing) at the start of `span`.
     fn err(&self, span: Range<usize>, account: Option<&str>, key: &str, msg: &str) -> ConfigError {
+        // The span of a table is its header alone.
+        let table = self
+            .text
+            .get(span.start..)
+            .is_some_and(|t| t.starts_with("[["));
+        let region = |span: Range<usize>| match self.text.get(span.start..) {
+            Some(t) if t.starts_with('[') => table_region(self.text, span),
+            _ => span,
+        };
+        let at = key_offset(self.text, region(span.clone()), key)
+            .or_else(|| {
+                let defaults = self.defaults.clone().filter(|_| table)?;
+                key_offset(self.text, region(defaults), key)
+            })
+            .unwrap_or(span.start);
         ConfigError {
             path: self.path.to_path_buf(),
-            position: Some(line_col(self.text, span.start)),
+            position: Some(line_col(self.text, at)),
             account: account.map(str::to_string),
             key: Some(key.to_string()),
             message: msg.to_string(),
@@ -1057,7 +1100,32 @@ fn ca_path(base: &Path, p: &Path) -> Result<PathBuf, &'static str> {
 /// Every `ca_file` must be a readable file when the config is loaded (by `check`, `fetch` and
 /// the daemon), not found missing at the first connection. Kept out of [`parse`], which reads
 /// no other file.
-fn check_ca_files(path: &Path, config: &Config) -> Result<(), ConfigError> {
+pub(super) fn ca_file_problems(path: &Path, config: &Config) -> Vec<ConfigError> {
+    let mut problems = Vec::new();
+    for (account, key, file) in ca_files(config) {
+        let readable = std::fs::metadata(file).and_then(|m| {
+            if m.is_file() {
+                std::fs::File::open(file).map(drop)
+            } else {
+                Err(std::io::Error::other("not a regular file"))
+            }
+        });
+        if let Err(e) = readable {
+            problems.push(ConfigError {
+                path: path.to_path_buf(),
+                position: None,
+                account: Some(account.to_string()),
+                key: Some(key.into()),
+                message: format!("cannot read {}: {e}", file.display()),
+            });
+        }
+    }
+    problems
+}
+
+/// Every `ca_file` of every account: (account, key, file).
+pub(super) fn ca_files(config: &Config) -> Vec<(&str, &'static str, &Path)> {
+    let mut files = Vec::new();
     for a in &config.accounts {
         let smtp = match &a.deliver {
             super::Deliver::Smtp(s) => s.ca_file.as_deref(),
@@ -1072,26 +1140,12 @@ fn check_ca_files(path: &Path, config: &Config) -> Result<(), ConfigError> {
             ("deliver.smtp.ca_file", smtp),
             ("oauth2.ca_file", oauth2),
         ] {
-            let Some(file) = file else { continue };
-            let readable = std::fs::metadata(file).and_then(|m| {
-                if m.is_file() {
-                    std::fs::File::open(file).map(drop)
-                } else {
-                    Err(std::io::Error::other("not a regular file"))
-                }
-            });
-            if let Err(e) = readable {
-                return Err(ConfigError {
-                    path: path.to_path_buf(),
-                    position: None,
-                    account: Some(a.name.clone()),
-                    key: Some(key.into()),
-                    message: format!("cannot read {}: {e}", file.display()),
-                });
+            if let Some(file) = file {
+                files.push((a.name.as_str(), key, file));
             }
         }
     }
-    Ok(())
+    files
 }
 
 fn expand(base: &Path, p: &Path) -> PathBuf {
@@ -1109,7 +1163,7 @@ fn expand(base: &Path, p: &Path) -> PathBuf {
 
 fn toml_error(path: &Path, text: &str, e: &toml::de::Error) -> ConfigError {
     let position = e.span().map(|s| line_col(text, s.start));
-    let mut message = e.message().trim().to_string();
+    let mut message = super::hint::toml_message(text, e.span(), e.message());
     if let Some((line, _)) = position
         && let Some(src) = text.lines().nth(line - 1)
     {
@@ -1122,6 +1176,69 @@ fn toml_error(path: &Path, text: &str, e: &toml::de::Error) -> ConfigError {
         key: None,
         message,
     }
+}
+
+/// Where `key` (dotted: `deliver.smtp.to`) is written within `within` of `text`: each part is
+/// looked for after the one before it, as `part =` at the start of a line or after `{` or `,`,
+/// or as `.part]` in a table header. `None` when its last part is not there.
+pub(super) fn key_offset(text: &str, within: Range<usize>, key: &str) -> Option<usize> {
+    let region = text.get(within.clone())?;
+    let mut from = 0;
+    let mut found = None;
+    let parts: Vec<&str> = key.split('.').collect();
+    for (i, part) in parts.iter().enumerate() {
+        let last = i + 1 == parts.len();
+        match find_key(&region[from..], part) {
+            Some(at) => {
+                from += at;
+                found = Some(within.start + from);
+            }
+            None if last => return None,
+            None => {}
+        }
+    }
+    found
+}
+
+/// The text of the table whose header is at `header`: up to the next header that is not one
+/// of its subtables (`[account.oauth2]` belongs to the `[[account]]` above it).
+pub(super) fn table_region(text: &str, header: Range<usize>) -> Range<usize> {
+    let name = text
+        .get(header.clone())
+        .unwrap_or_default()
+        .trim_matches(['[', ']', ' ']);
+    let sub = format!("{name}.");
+    let mut at = header.end;
+    for line in text
+        .get(header.end..)
+        .unwrap_or_default()
+        .split_inclusive('\n')
+    {
+        let l = line.trim_start().trim_start_matches('[');
+        let is_header =
+            line.trim_start().starts_with('[') && l.starts_with(|c: char| c.is_ascii_alphabetic());
+        if is_header && !l.starts_with(&sub) {
+            break;
+        }
+        at += line.len();
+    }
+    header.start..at
+}
+
+/// The offset of `key` written as a key in `text`.
+fn find_key(text: &str, key: &str) -> Option<usize> {
+    let mut searched = 0;
+    while let Some(i) = text[searched..].find(key) {
+        let at = searched + i;
+        searched = at + key.len();
+        let before = text[..at].trim_end_matches([' ', '\t']);
+        let after = text[searched..].trim_start_matches([' ', '\t']);
+        let starts = before.is_empty() || before.ends_with(['\n', '{', ',']);
+        if (starts && after.starts_with('=')) || (before.ends_with('.') && after.starts_with(']')) {
+            return Some(at);
+        }
+    }
+    None
 }
 
 /// 1-based line and column (in characters) of a byte offset.

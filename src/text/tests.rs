@@ -47,3 +47,26 @@ fn hex_is_lower_case_two_digits_a_byte() {
     assert_eq!(hex(&[]), "");
     assert_eq!(hex(&[0x00, 0x0f, 0xa5, 0xff]), "000fa5ff");
 }
+
+#[test]
+fn edit_distance_counts_insertions_deletions_substitutions_and_swaps() {
+    assert_eq!(edit_distance("", ""), 0);
+    assert_eq!(edit_distance("", "abc"), 3);
+    assert_eq!(edit_distance("abc", ""), 3);
+    assert_eq!(edit_distance("pasword", "password"), 1);
+    assert_eq!(edit_distance("passwrod", "password"), 1);
+    assert_eq!(edit_distance("ab", "ba"), 1);
+    assert_eq!(edit_distance("kitten", "sitting"), 3);
+    assert_eq!(edit_distance("ü", "u"), 1);
+}
+
+#[test]
+fn closest_suggests_only_near_keys() {
+    let keys = ["password", "password_file", "port", "host", "user"];
+    assert_eq!(closest("pasword", keys), Some("password"));
+    assert_eq!(closest("passwd_file", keys), Some("password_file"));
+    assert_eq!(closest("usr", keys), Some("user"));
+    assert_eq!(closest("prot", keys), Some("port"));
+    assert_eq!(closest("mailbox", keys), None);
+    assert_eq!(closest("x", keys), None);
+}

@@ -19,7 +19,7 @@ name = "bob"
 host = "mail.example.net"
 tls = "starttls"
 user = "bob"
-password_command = ["pass", "show", "pop/bob"]
+password_command = ["cat", "/run/secrets/pop-bob"]
 keep = true
 deliver = { maildir = "/srv/mail/bob" }
 "#;
@@ -42,7 +42,7 @@ fn check_prints_effective_settings_with_secrets_redacted() {
     assert!(!out.contains("hunter2"), "{out}");
     assert!(out.contains("port = 110\ntls = \"starttls\""), "{out}");
     assert!(
-        out.contains("password_command = [\"pass\", \"show\", \"pop/bob\"]"),
+        out.contains("password_command = [\"cat\", \"/run/secrets/pop-bob\"]"),
         "{out}"
     );
     assert!(out.contains("keep = true"), "{out}");
@@ -67,7 +67,12 @@ fn config_errors_exit_2_naming_file_line_column_and_key() {
         "{}",
         run.stderr
     );
-    assert!(run.stderr.contains("unknown field `usr`"), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("unknown key `usr`: did you mean `user`?"),
+        "{}",
+        run.stderr
+    );
 
     env.write_config(&GOOD.replace("host = \"mail.example.net\"\n", ""));
     let run = env.popfetch(&["fetch"]);
@@ -144,6 +149,8 @@ fn config_path_comes_from_the_environment() {
 fn state_dir_defaults_to_state_directory_then_xdg_state_home() {
     let env = Env::new();
     // No state_dir key: the default applies.
+    std::fs::write(env.path().join("p"), "secret\n").unwrap();
+    std::fs::set_permissions(env.path().join("p"), std::fs::Permissions::from_mode(0o600)).unwrap();
     std::fs::write(
         env.config_path(),
         GOOD.replace("password = \"hunter2-secret\"", "password_file = \"p\""),

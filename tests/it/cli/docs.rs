@@ -6,7 +6,7 @@
 //! `POPFETCH_BLESS=1 cargo test --test it docs` rewrites them. The config reference
 //! (`contrib/man/popfetch.toml.5`) and the annotated example (`contrib/config.toml`) are
 //! written by hand; they are checked against the keys the config parser itself accepts (read
-//! from its "unknown field …, expected one of …" errors) and the keys the README names.
+//! from its "unknown key …; this table's keys are: …" errors) and the keys the README names.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -254,9 +254,10 @@ fn parser_keys() -> ParserKeys {
             Err(e) => e.to_string(),
         };
         let list = err
-            .split_once("expected one of ")
+            .split_once("keys are: ")
+            .or_else(|| err.split_once("is one of: "))
             .map(|(_, rest)| rest)
-            .unwrap_or_else(|| panic!("no \"expected one of\" in the parser's error: {err}"));
+            .unwrap_or_else(|| panic!("no list of names in the parser's error: {err}"));
         // The error goes on with the offending line: " (in `...`)".
         let list = list.split(" (in `").next().unwrap_or(list);
         let names: Vec<String> = list

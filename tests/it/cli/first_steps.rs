@@ -74,8 +74,10 @@ fn quick_start_blocks() -> Vec<String> {
 /// with `home` as `HOME` and the built binary first on `PATH`.
 fn run_pasted(home: &Path, script: &str) -> crate::harness::Run {
     let bin = Path::new(env!("CARGO_BIN_EXE_popfetch")).parent().unwrap();
+    // The user's own programs (a password manager) in ~/bin, then popfetch, then the rest.
     let path = format!(
-        "{}:{}",
+        "{}:{}:{}",
+        home.join("bin").display(),
         bin.display(),
         std::env::var("PATH").unwrap_or_default()
     );
@@ -110,6 +112,15 @@ fn the_quick_start_setup_runs_as_written_in_a_fresh_home() {
     let blocks = quick_start_blocks();
     assert_eq!(blocks.len(), 2, "setup, then fetch: {blocks:?}");
     let home = tempfile::tempdir().unwrap();
+    // The password manager the example names; `check` looks for it on PATH.
+    let bin = home.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    std::fs::write(bin.join("pass"), "#!/bin/sh\necho secret\n").unwrap();
+    std::fs::set_permissions(
+        bin.join("pass"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
     // No ~/.config yet: the block makes it.
     let run = run_pasted(home.path(), &blocks[0]);
     run.assert_code(0);

@@ -22,6 +22,21 @@ fn free_addr() -> SocketAddr {
     l.local_addr().unwrap()
 }
 
+/// An account for a config that is about the metrics alone (popfetch runs no config without
+/// one): it polls a closed port on loopback, once an hour.
+fn idle(env: &Env) -> String {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    Account::new("127.0.0.1", port)
+        .name("idle")
+        .user("x")
+        .password("pw")
+        .maildir(&env.path().join("idle"))
+        .extra("interval = \"1h\"")
+        .to_toml()
+}
+
 /// Sends `request` and reads the answer to its end, within 20 s.
 fn ask(addr: SocketAddr, request: &[u8]) -> std::io::Result<String> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
@@ -233,7 +248,10 @@ fn requests_too_large_too_slow_or_not_for_metrics_are_cut_off() {
     crate::peers::require_peers!("promtool");
     let env = Env::new();
     let addr = free_addr();
-    env.write_config(&format!("{GLOBAL}metrics_listen = \"{addr}\"\n"));
+    env.write_config(&format!(
+        "{GLOBAL}metrics_listen = \"{addr}\"\n{}",
+        idle(&env)
+    ));
     let daemon = Daemon::start(&env, &[]);
     daemon.wait_log(10, "the endpoint", |l| {
         l.contains("metrics endpoint listening")
@@ -298,17 +316,18 @@ fn requests_too_large_too_slow_or_not_for_metrics_are_cut_off() {
 fn a_reload_moves_the_endpoint_and_a_taken_address_fails_the_start() {
     let env = Env::new();
     let first = free_addr();
-    env.write_config(&format!("{GLOBAL}metrics_listen = \"{first}\"\n"));
+    let account = idle(&env);
+    env.write_config(&format!("{GLOBAL}metrics_listen = \"{first}\"\n{account}"));
     let mut daemon = Daemon::start(&env, &[]);
     daemon.wait_log(10, "the endpoint", |l| {
         l.contains(&format!("listening on http://{first}/metrics"))
     });
     assert!(scrape(first).unwrap().0.starts_with("HTTP/1.1 200 OK"));
 
-    // The reload also names a textfile: written at once, with no account to poll.
+    // The reload also names a textfile: written at once, before the account's next poll.
     let second = free_addr();
     env.write_config(&format!(
-        "{GLOBAL}metrics_listen = \"{second}\"\nmetrics_textfile = \"m.prom\"\n"
+        "{GLOBAL}metrics_listen = \"{second}\"\nmetrics_textfile = \"m.prom\"\n{account}"
     ));
     daemon.signal("HUP");
     daemon.wait_log(10, "the endpoint moved", |l| {
@@ -321,13 +340,16 @@ fn a_reload_moves_the_endpoint_and_a_taken_address_fails_the_start() {
     );
     let textfile = std::fs::read_to_string(env.path().join("m.prom")).unwrap();
     assert!(
-        textfile.lines().any(|l| l == "popfetch_accounts 0"),
+        textfile.lines().any(|l| l == "popfetch_accounts 1"),
         "{textfile}"
     );
 
     // A second daemon on the address the first holds does not start.
     let other = Env::new();
-    other.write_config(&format!("{GLOBAL}metrics_listen = \"{second}\"\n"));
+    other.write_config(&format!(
+        "{GLOBAL}metrics_listen = \"{second}\"\n{}",
+        idle(&other)
+    ));
     let mut second_daemon = Daemon::start(&other, &[]);
     let st = second_daemon.wait_exit(10).expect("exits");
     assert!(!st.success(), "{st:?}");
@@ -345,7 +367,8 @@ fn a_reload_moves_the_endpoint_and_a_taken_address_fails_the_start() {
 #[test]
 fn check_refuses_a_public_metrics_address_without_the_opt_in() {
     let env = Env::new();
-    env.write_config("metrics_listen = \"0.0.0.0:9469\"\n");
+    let account = idle(&env);
+    env.write_config(&format!("metrics_listen = \"0.0.0.0:9469\"\n{account}"));
     let run = env.popfetch(&["check"]);
     run.assert_code(2);
     assert!(
@@ -354,10 +377,10 @@ fn check_refuses_a_public_metrics_address_without_the_opt_in() {
         "{}",
         run.stderr
     );
-    env.write_config(
+    env.write_config(&format!(
         "metrics_listen = \"0.0.0.0:9469\"\nmetrics_listen_public = true\n\
-         metrics_textfile = \"popfetch.prom\"\n",
-    );
+         metrics_textfile = \"popfetch.prom\"\n{account}"
+    ));
     let run = env.popfetch(&["check"]);
     run.assert_code(0);
     let textfile = env.path().join("popfetch.prom");
@@ -372,7 +395,7 @@ fn check_refuses_a_public_metrics_address_without_the_opt_in() {
             run.stdout
         );
     }
-    env.write_config("metrics_textfile = \"popfetch.txt\"\n");
+    env.write_config(&format!("metrics_textfile = \"popfetch.txt\"\n{account}"));
     let run = env.popfetch(&["check"]);
     run.assert_code(2);
     assert!(run.stderr.contains(".prom"), "{}", run.stderr);

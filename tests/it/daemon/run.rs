@@ -230,7 +230,7 @@ fn reload_adds_accounts_keeps_old_config_on_errors_and_sigusr1_polls() {
         l.contains("config reload failed")
     });
     let log = daemon.log();
-    assert!(log.contains("unknown field `bogus_key`"), "{log}");
+    assert!(log.contains("unknown key `bogus_key`"), "{log}");
     assert!(log.contains("line "), "{log}");
 
     // SIGUSR1 polls every account now.

@@ -251,9 +251,19 @@ fn issue13_17_an_empty_or_unreadable_ca_file_is_refused_by_check() {
         let run = env.popfetch(&["fetch"]);
         assert_eq!(run.code, 2, "fetch accepted:\n{config}\n{}", run.stderr);
     }
-    // A readable one passes.
-    std::fs::write(dir.join("ca.pem"), "not checked here\n").unwrap();
+    // A readable one passes `load` (fetch and the daemon); `check` also wants a certificate
+    // in it.
+    std::fs::write(dir.join("ca.pem"), "no certificate\n").unwrap();
     env.write_config(&account(&server, &maildir(&env), "ca_file = \"ca.pem\""));
+    let run = env.popfetch(&["check"]);
+    run.assert_code(2);
+    assert!(
+        run.stderr.contains("holds no certificate"),
+        "{}",
+        run.stderr
+    );
+    // Writes ca.pem, a CA certificate, over it.
+    crate::dovecot::make_certificates(&dir);
     env.popfetch(&["check"]).assert_code(0);
     assert!(server.log().sessions.is_empty(), "check connects nowhere");
 }
