@@ -516,6 +516,11 @@ pub fn describe(config: &Config, errors: usize, warnings: usize) -> String {
     let _ = writeln!(s, "max_parallel = {}", config.max_parallel);
     let _ = writeln!(
         s,
+        "max_parallel_per_server = {}",
+        config.max_parallel_per_server
+    );
+    let _ = writeln!(
+        s,
         "shutdown_timeout = {:?}",
         humantime::format_duration(config.shutdown_timeout).to_string()
     );

@@ -243,6 +243,16 @@ fn reload(
 ) {
     systemd::reloading();
     let new = match config::load(path) {
+        // A config emptied by mistake (or half written by a tool) would stop every account:
+        // it is refused like an invalid one, as a start with it is.
+        Ok(c) if c.accounts.is_empty() => {
+            tracing::error!(
+                "config reload failed: no accounts in {}; the previous config stays in force",
+                path.display()
+            );
+            systemd::ready(&status_line(shared, running.len()));
+            return;
+        }
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "config reload failed: {}; the previous config stays in force", crate::text::error_chain(&e));

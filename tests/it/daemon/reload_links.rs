@@ -86,3 +86,40 @@ fn a_configmap_style_symlink_swap_is_reloaded_without_sighup() {
     assert!(reloaded, "{}", read());
     assert!(read().contains("config reloaded"), "{}", read());
 }
+
+#[test]
+fn a_reload_onto_a_config_without_accounts_keeps_the_previous_one() {
+    let server = Server::healthy(vec![]);
+    let env = Env::new();
+    let path = env.path().join("config.toml");
+    let write = |text: &str| {
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    };
+    write(&config_text(&env, &[("one", &server)]));
+    let log = env.path().join("daemon.log");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_popfetch"))
+        .arg("-c")
+        .arg(&path)
+        .arg("daemon")
+        .env("POPFETCH_LOG", "popfetch=info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let read = || std::fs::read_to_string(&log).unwrap_or_default();
+    let wait = |pred: &dyn Fn(&str) -> bool| {
+        let until = Instant::now() + Duration::from_secs(8);
+        while Instant::now() < until && !pred(&read()) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        pred(&read())
+    };
+    let started = wait(&|l| l.contains("daemon started"));
+    write(&config_text(&env, &[]));
+    let refused = started && wait(&|l| l.contains("config reload failed: no accounts in"));
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(refused, "{}", read());
+    assert!(!read().contains("account removed"), "{}", read());
+}
