@@ -260,7 +260,10 @@ fn a_sound_config_is_valid_and_shows_the_global_settings() {
         run.stdout
     );
     assert!(
-        run.stdout.contains("interval = \"10m\"\nmax_parallel = 3\nshutdown_timeout = \"30s\"\nlog_target = \"stderr\"\n"),
+        run.stdout.contains(
+            "interval = \"10m\"\nmax_parallel = 3\nmax_parallel_per_server = 4\n\
+             shutdown_timeout = \"30s\"\nlog_target = \"stderr\"\n"
+        ),
         "{}",
         run.stdout
     );
