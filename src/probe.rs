@@ -222,6 +222,45 @@ impl Bits {
 }
 
 impl Serverinfo {
+    /// The rows of the TLS session and the server's certificate.
+    fn tls_rows(&self, row: &mut impl FnMut(&str, String)) {
+        let Some(c) = &self.tls else {
+            row("tls", "none: the session is in clear text".to_string());
+            return;
+        };
+        row(
+            "tls",
+            format!(
+                "{}{}, {}, certificate {}",
+                if c.how == "stls" { "after STLS, " } else { "" },
+                c.protocol,
+                c.cipher,
+                if c.verified {
+                    "verified"
+                } else {
+                    "NOT checked (tls_verify = false)"
+                }
+            ),
+        );
+        row("subject", c.subject.clone());
+        row("issuer", c.issuer.clone());
+        row(
+            "valid",
+            format!(
+                "{} to {}{}",
+                c.not_before.as_deref().unwrap_or("?"),
+                c.not_after.as_deref().unwrap_or("?"),
+                match c.days_left {
+                    Some(d) if d < 0 => " (expired)".to_string(),
+                    Some(d) => format!(" ({d} days left)"),
+                    None => String::new(),
+                }
+            ),
+        );
+        row("fingerprint", c.fingerprint.clone());
+        row("public key", c.spki_fingerprint.clone());
+    }
+
     /// The text `popfetch check --connect` prints for one account.
     pub fn text(&self) -> String {
         use std::fmt::Write;
@@ -237,42 +276,7 @@ impl Serverinfo {
         let mut row = |key: &str, value: String| {
             let _ = writeln!(s, "  {:<13} {value}", format!("{key}:"));
         };
-        match &self.tls {
-            Some(c) => {
-                row(
-                    "tls",
-                    format!(
-                        "{}{}, {}, certificate {}",
-                        if c.how == "stls" { "after STLS, " } else { "" },
-                        c.protocol,
-                        c.cipher,
-                        if c.verified {
-                            "verified"
-                        } else {
-                            "NOT checked (tls_verify = false)"
-                        }
-                    ),
-                );
-                row("subject", c.subject.clone());
-                row("issuer", c.issuer.clone());
-                row(
-                    "valid",
-                    format!(
-                        "{} to {}{}",
-                        c.not_before.as_deref().unwrap_or("?"),
-                        c.not_after.as_deref().unwrap_or("?"),
-                        match c.days_left {
-                            Some(d) if d < 0 => " (expired)".to_string(),
-                            Some(d) => format!(" ({d} days left)"),
-                            None => String::new(),
-                        }
-                    ),
-                );
-                row("fingerprint", c.fingerprint.clone());
-                row("public key", c.spki_fingerprint.clone());
-            }
-            None => row("tls", "none: the session is in clear text".to_string()),
-        }
+        self.tls_rows(&mut row);
         if let Some(i) = &self.implementation {
             row("server", i.clone());
         }

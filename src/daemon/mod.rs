@@ -234,6 +234,30 @@ fn file_hash(path: &Path) -> Option<u64> {
 }
 
 /// Reads and validates the config anew; applies it only when it is valid.
+/// The config at `path` for a reload, or `None` (said in the log) when it must not replace the
+/// one in force: invalid, or without accounts (emptied by mistake, or half written by a tool,
+/// it would stop every account; a start with it is refused too).
+fn load_for_reload(path: &Path) -> Option<Config> {
+    match config::load(path) {
+        Ok(c) if c.accounts.is_empty() => {
+            tracing::error!(
+                "config reload failed: no accounts in {}; the previous config stays in force",
+                path.display()
+            );
+            None
+        }
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::error!(
+                error = %e,
+                "config reload failed: {}; the previous config stays in force",
+                crate::text::error_chain(&e)
+            );
+            None
+        }
+    }
+}
+
 fn reload(
     path: &Path,
     config: &mut Config,
@@ -242,23 +266,9 @@ fn reload(
     endpoint: &mut Endpoint,
 ) {
     systemd::reloading();
-    let new = match config::load(path) {
-        // A config emptied by mistake (or half written by a tool) would stop every account:
-        // it is refused like an invalid one, as a start with it is.
-        Ok(c) if c.accounts.is_empty() => {
-            tracing::error!(
-                "config reload failed: no accounts in {}; the previous config stays in force",
-                path.display()
-            );
-            systemd::ready(&status_line(shared, running.len()));
-            return;
-        }
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(error = %e, "config reload failed: {}; the previous config stays in force", crate::text::error_chain(&e));
-            systemd::ready(&status_line(shared, running.len()));
-            return;
-        }
+    let Some(new) = load_for_reload(path) else {
+        systemd::ready(&status_line(shared, running.len()));
+        return;
     };
     // Global settings changed: every account restarts under the new ones.
     let global_changed = new.state_dir != config.state_dir
