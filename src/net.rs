@@ -58,6 +58,9 @@ pub(crate) struct Peer<'a> {
     pub ca_file: Option<&'a Path>,
     /// Whether the certificate is checked at all (only POP3's `tls_verify = false` turns it off).
     pub verify: bool,
+    /// `tls_fingerprint`: when set, the server is known by these instead of by a CA and its
+    /// name: its certificate must match one and be within its validity.
+    pub pins: &'a [Fingerprint],
     /// Bounds the TCP connect, and the TLS handshake apart.
     pub timeout: Duration,
 }
@@ -75,6 +78,16 @@ pub enum NetError {
     Tls { host: String, reason: String },
     #[error("cannot use ca_file {path}: {why}")]
     CaFile { path: String, why: String },
+    #[error(
+        "TLS with {host} failed: its certificate matches no tls_fingerprint; it presented {cert} \
+         and {spki} (if the server's certificate changed on purpose, check it with `popfetch \
+         check --connect` and add the new one)"
+    )]
+    Pin {
+        host: String,
+        cert: Fingerprint,
+        spki: Fingerprint,
+    },
     #[error("connection error: {0}")]
     Io(std::io::Error),
 }
@@ -100,7 +113,7 @@ impl NetError {
     pub fn is_transient(&self) -> bool {
         match self {
             NetError::Connect { .. } | NetError::Timeout { .. } | NetError::Io(_) => true,
-            NetError::Tls { .. } | NetError::CaFile { .. } => false,
+            NetError::Tls { .. } | NetError::CaFile { .. } | NetError::Pin { .. } => false,
         }
     }
 }
@@ -142,14 +155,25 @@ impl Peer<'_> {
             host: self.host.to_string(),
             reason,
         };
+        let pinned = !self.pins.is_empty();
         let ctx = context(self.ca_file, self.verify)?;
         let mut ssl = Ssl::new(&ctx).map_err(|e| tls_err(e.to_string()))?;
+        if pinned {
+            // The pin stands for the chain and the name; the certificate's dates still count.
+            ssl.set_verify_callback(SslVerifyMode::PEER, |ok, ctx| {
+                ok || ctx.error_depth() > 0
+                    || !matches!(
+                        ctx.error().as_raw(),
+                        X509_V_ERR_CERT_NOT_YET_VALID | X509_V_ERR_CERT_HAS_EXPIRED
+                    )
+            });
+        }
         // The name (sent as SNI) or the address the certificate must carry.
         match self.host.parse::<IpAddr>() {
-            Ok(ip) if self.verify => ssl.param_mut().set_ip(ip),
+            Ok(ip) if self.verify && !pinned => ssl.param_mut().set_ip(ip),
             Ok(_) => Ok(()),
             Err(_) => ssl.set_hostname(self.host).and_then(|()| {
-                if self.verify {
+                if self.verify && !pinned {
                     let param = ssl.param_mut();
                     param.set_hostflags(X509CheckFlags::NO_PARTIAL_WILDCARDS);
                     param.set_host(self.host)
@@ -161,6 +185,7 @@ impl Peer<'_> {
         .map_err(|e| tls_err(e.to_string()))?;
         let mut tls = TlsStream::new(ssl, stream).map_err(|e| tls_err(e.to_string()))?;
         match tokio::time::timeout(self.timeout, Pin::new(&mut tls).connect()).await {
+            Ok(Ok(())) if pinned => self.check_pins(tls),
             Ok(Ok(())) => Ok(tls),
             Ok(Err(e)) => {
                 // Why verification failed is kept apart from the error stack: add it.
@@ -178,6 +203,31 @@ impl Peer<'_> {
         }
     }
 
+    /// `tls` when its certificate matches one of the pins; else the error that shows what the
+    /// server presented, before anything is sent over it.
+    fn check_pins<S>(&self, tls: TlsStream<S>) -> Result<TlsStream<S>, NetError> {
+        let presented = tls
+            .ssl()
+            .peer_certificate()
+            .and_then(|c| Fingerprint::both(&c));
+        let Some((cert, spki)) = presented else {
+            return Err(NetError::Tls {
+                host: self.host.to_string(),
+                reason: "the server presented no certificate to check tls_fingerprint against"
+                    .into(),
+            });
+        };
+        if self.pins.iter().any(|p| *p == cert || *p == spki) {
+            Ok(tls)
+        } else {
+            Err(NetError::Pin {
+                host: self.host.to_string(),
+                cert,
+                spki,
+            })
+        }
+    }
+
     /// Whether the port answers a TLS handshake, asked over a connection of its own within
     /// `limit`: tells a port that waits for a ClientHello (implicit TLS) from one whose
     /// clear-text greeting is merely slow. The certificate is not checked, since nothing is
@@ -187,6 +237,7 @@ impl Peer<'_> {
         let peer = Peer {
             ca_file: None,
             verify: false,
+            pins: &[],
             timeout: limit,
             ..*self
         };
@@ -222,6 +273,84 @@ pub struct CertInfo {
     pub sha256: String,
     /// SHA-256 of its SubjectPublicKeyInfo (DER), which survives a renewal with the same key.
     pub spki_sha256: String,
+}
+
+/// OpenSSL's verification errors for a certificate outside its dates (`x509_vfy.h`).
+const X509_V_ERR_CERT_NOT_YET_VALID: i32 = 9;
+const X509_V_ERR_CERT_HAS_EXPIRED: i32 = 10;
+
+/// A server known by the SHA-256 of its certificate (`sha256:…`) or of its public key
+/// (`spki-sha256:…`, which survives a renewal that keeps the key): `tls_fingerprint`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fingerprint {
+    /// Of the public key (SubjectPublicKeyInfo), not of the whole certificate.
+    pub spki: bool,
+    pub sha256: [u8; 32],
+}
+
+impl Fingerprint {
+    /// The certificate's and its public key's fingerprints.
+    fn both(cert: &X509) -> Option<(Fingerprint, Fingerprint)> {
+        let whole = cert.digest(MessageDigest::sha256()).ok()?;
+        let key = cert.public_key().and_then(|k| k.public_key_to_der()).ok()?;
+        let key = openssl::hash::hash(MessageDigest::sha256(), &key).ok()?;
+        Some((
+            Fingerprint {
+                spki: false,
+                sha256: whole.as_ref().try_into().ok()?,
+            },
+            Fingerprint {
+                spki: true,
+                sha256: key.as_ref().try_into().ok()?,
+            },
+        ))
+    }
+}
+
+/// Why a `tls_fingerprint` was not taken, in words for the config error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadFingerprint {
+    #[error(
+        "start it with `sha256:` (the certificate's SHA-256) or `spki-sha256:` (its public \
+         key's), e.g. \"sha256:AB:CD:…\" as `popfetch check --connect` prints it"
+    )]
+    Kind,
+    #[error("a SHA-256 fingerprint is 64 hexadecimal digits (32 bytes, colons allowed)")]
+    Digest,
+}
+
+impl std::str::FromStr for Fingerprint {
+    type Err = BadFingerprint;
+
+    /// `sha256:` or `spki-sha256:` and 64 hex digits, colons (or spaces) between them or not,
+    /// in any case: the forms users paste from `openssl` and from browsers.
+    fn from_str(s: &str) -> Result<Fingerprint, BadFingerprint> {
+        let s = s.trim();
+        let (kind, rest) = s.split_once(':').ok_or(BadFingerprint::Kind)?;
+        let spki = match kind.to_ascii_lowercase().as_str() {
+            "sha256" => false,
+            "spki-sha256" => true,
+            _ => return Err(BadFingerprint::Kind),
+        };
+        let digits: Vec<u8> = rest.bytes().filter(|b| !matches!(b, b':' | b' ')).collect();
+        if digits.len() != 64 {
+            return Err(BadFingerprint::Digest);
+        }
+        let mut sha256 = [0u8; 32];
+        for (i, pair) in digits.chunks(2).enumerate() {
+            let text = std::str::from_utf8(pair).map_err(|_| BadFingerprint::Digest)?;
+            sha256[i] = u8::from_str_radix(text, 16).map_err(|_| BadFingerprint::Digest)?;
+        }
+        Ok(Fingerprint { spki, sha256 })
+    }
+}
+
+impl std::fmt::Display for Fingerprint {
+    /// In the config's syntax: `sha256:AB:CD:…` or `spki-sha256:AB:CD:…`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = if self.spki { "spki-sha256" } else { "sha256" };
+        write!(f, "{kind}:{}", colon_hex(&self.sha256))
+    }
 }
 
 /// The server certificate of an established TLS stream (`None` before the handshake, or when
@@ -381,6 +510,32 @@ pub(crate) fn tls_hint(reason: &str) -> &'static str {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn fingerprints_are_read_in_the_forms_users_paste() {
+        let want = super::Fingerprint {
+            spki: false,
+            sha256: [0xAB; 32],
+        };
+        let colons = format!("sha256:{}", vec!["AB"; 32].join(":"));
+        assert_eq!(colons.parse(), Ok(want));
+        assert_eq!(format!("SHA256:{}", "ab".repeat(32)).parse(), Ok(want));
+        assert_eq!(want.to_string(), colons);
+        let spki: super::Fingerprint = format!("spki-sha256:{}", "01".repeat(32)).parse().unwrap();
+        assert!(spki.spki && spki.to_string().starts_with("spki-sha256:01:01"));
+        assert_eq!(
+            "md5:00".parse::<super::Fingerprint>(),
+            Err(super::BadFingerprint::Kind)
+        );
+        assert_eq!(
+            "sha256:00:11".parse::<super::Fingerprint>(),
+            Err(super::BadFingerprint::Digest)
+        );
+        assert_eq!(
+            format!("sha256:{}", "zz".repeat(32)).parse::<super::Fingerprint>(),
+            Err(super::BadFingerprint::Digest)
+        );
+    }
+
     use super::*;
 
     fn tls(reason: &str) -> NetError {

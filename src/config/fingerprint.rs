@@ -35,6 +35,7 @@ impl Account {
             tls: _,
             ca_file: _,
             tls_verify: _,
+            tls_fingerprint: _,
             user,
             credentials: _,
             auth: _,

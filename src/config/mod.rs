@@ -56,6 +56,8 @@ pub struct Account {
     pub tls: TlsMode,
     pub ca_file: Option<PathBuf>,
     pub tls_verify: bool,
+    /// `tls_fingerprint`: the server known by these rather than by a CA and its name.
+    pub tls_fingerprint: Vec<crate::net::Fingerprint>,
     pub user: String,
     /// How the account logs in.
     pub credentials: Credentials,

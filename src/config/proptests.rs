@@ -335,6 +335,7 @@ fn account(
                 tls: tls_mode,
                 ca_file: None,
                 tls_verify: verify.unwrap_or(true),
+                tls_fingerprint: Vec::new(),
                 user: user.clone(),
                 credentials: Credentials::Password(pw),
                 auth,

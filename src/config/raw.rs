@@ -45,6 +45,8 @@ pub struct RawAccount {
     pub tls: Option<TlsMode>,
     pub ca_file: Option<PathBuf>,
     pub tls_verify: Option<bool>,
+    /// The server's certificate or public key fingerprints, `sha256:…` / `spki-sha256:…`.
+    pub tls_fingerprint: Option<Vec<String>>,
     pub user: Option<String>,
     pub password: Option<Spanned<String>>,
     pub password_file: Option<PathBuf>,
@@ -110,6 +112,7 @@ impl RawAccount {
             tls: self.tls.or(d.tls),
             ca_file: or(&self.ca_file, &d.ca_file),
             tls_verify: self.tls_verify.or(d.tls_verify),
+            tls_fingerprint: or(&self.tls_fingerprint, &d.tls_fingerprint),
             user: or(&self.user, &d.user),
             password: login.password.clone(),
             password_file: login.password_file.clone(),

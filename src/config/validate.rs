@@ -536,6 +536,14 @@ fn account(
         .as_ref()
         .map(|p| ca_path(base, p).map_err(|why| err("ca_file", why)))
         .transpose()?;
+    let tls_fingerprint =
+        fingerprints(raw.tls_fingerprint.as_deref()).map_err(|why| err("tls_fingerprint", &why))?;
+    if !tls_fingerprint.is_empty() && tls == TlsMode::None {
+        return Err(err(
+            "tls_fingerprint",
+            "pins a TLS certificate, but tls = \"none\": use tls = \"implicit\" or \"starttls\"",
+        ));
+    }
     let keep = raw.keep.unwrap_or(false);
     if raw.delete_after.is_some() && !keep {
         return Err(err(
@@ -553,6 +561,7 @@ fn account(
         tls,
         ca_file,
         tls_verify: raw.tls_verify.unwrap_or(true),
+        tls_fingerprint,
         user,
         credentials,
         auth,
@@ -1085,6 +1094,19 @@ fn check_name(name: &str) -> Result<(), String> {
 }
 
 /// `~/x` → `$HOME/x`; a relative path is taken relative to the config file's directory.
+/// `tls_fingerprint`'s entries, each as `net::Fingerprint` reads it; why not, with the entry.
+fn fingerprints(raw: Option<&[String]>) -> Result<Vec<crate::net::Fingerprint>, String> {
+    let raw = raw.unwrap_or_default();
+    if raw.len() > 16 {
+        return Err(
+            "at most 16 fingerprints (one or two are usual: the current and the next)".into(),
+        );
+    }
+    raw.iter()
+        .map(|f| f.parse().map_err(|e| format!("{f:?}: {e}")))
+        .collect()
+}
+
 /// A `ca_file` as configured: an empty one would name the config's own directory, fail only at
 /// the first connection, and read as "use the default" to a reader; it is refused here.
 fn ca_path(base: &Path, p: &Path) -> Result<PathBuf, &'static str> {

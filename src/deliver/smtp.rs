@@ -346,6 +346,7 @@ async fn connect(
         port: target.port,
         ca_file: target.ca_file.as_deref(),
         verify: true,
+        pins: &[],
         timeout,
     };
     let tcp = peer.connect().await.map_err(|e| match e {

@@ -329,6 +329,7 @@ pub(crate) async fn log_in(
         tls: account.tls,
         ca_file: account.ca_file.as_deref(),
         tls_verify: account.tls_verify,
+        pins: &account.tls_fingerprint,
         timeout: account.timeout,
     };
     let mut session = Session::connect(&params, stop).await?;

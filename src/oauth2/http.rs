@@ -167,6 +167,7 @@ async fn exchange(
         port: url.port,
         ca_file,
         verify: true,
+        pins: &[],
         timeout,
     };
     let net = |e: NetError| match e {

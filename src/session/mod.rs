@@ -63,6 +63,8 @@ pub struct ConnectParams<'a> {
     pub tls: TlsMode,
     pub ca_file: Option<&'a Path>,
     pub tls_verify: bool,
+    /// `tls_fingerprint`: the server known by these instead of a CA (see [`crate::net::Peer`]).
+    pub pins: &'a [crate::net::Fingerprint],
     /// Applies to the TCP connect, the TLS handshake and every single read and write.
     pub timeout: Duration,
 }

@@ -147,6 +147,7 @@ fn peer<'a>(p: &ConnectParams<'a>) -> Peer<'a> {
         port: p.port,
         ca_file: p.ca_file,
         verify: p.tls_verify,
+        pins: p.pins,
         timeout: p.timeout,
     }
 }

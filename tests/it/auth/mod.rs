@@ -4,4 +4,5 @@
 mod oauth2;
 mod oauth_login;
 pub mod oauth_peer;
+mod pinning;
 mod security;

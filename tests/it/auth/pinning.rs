@@ -1,0 +1,154 @@
+//! `tls_fingerprint`: a server known by its certificate's or its public key's SHA-256 instead
+//! of by a CA. The private Dovecot's certificate is issued by a throw-away CA the client is not
+//! told about, so without the pin the chain leads nowhere trusted.
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::dovecot::Dovecot;
+use crate::harness::{Env, message};
+use crate::support::config::Account;
+
+/// `openssl`'s SHA-256 of the certificate in `pem` and of its public key, as
+/// `sha256:AB:…` and `spki-sha256:AB:…`.
+fn fingerprints(pem: &Path) -> (String, String) {
+    let out = Command::new("openssl")
+        .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
+        .arg(pem)
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let cert = text.trim().rsplit('=').next().unwrap().to_string();
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "openssl x509 -noout -pubkey -in {} | openssl pkey -pubin -outform der | openssl dgst -sha256 -r",
+            pem.display()
+        ))
+        .output()
+        .unwrap();
+    let hex = String::from_utf8(out.stdout).unwrap();
+    let hex = hex.split_whitespace().next().unwrap().to_ascii_uppercase();
+    let spki = hex
+        .as_bytes()
+        .chunks(2)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect::<Vec<_>>()
+        .join(":");
+    (format!("sha256:{cert}"), format!("spki-sha256:{spki}"))
+}
+
+/// Call after `require_peers!("dovecot", "openssl")`.
+fn setup() -> (Dovecot, Env, String, String) {
+    let d = Dovecot::start();
+    d.add_user("alice", "pw");
+    let server_pem = d.ca_file().with_file_name("server.pem");
+    let (cert, spki) = fingerprints(&server_pem);
+    (d, Env::new(), cert, spki)
+}
+
+/// The account on `d`'s implicit-TLS port with no `ca_file`, pinned by `pins` (TOML strings).
+fn pinned(d: &Dovecot, env: &Env, pins: &[&str]) -> String {
+    let list = pins
+        .iter()
+        .map(|p| format!("{p:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    Account::dovecot(d)
+        .without("ca_file")
+        .set("tls_fingerprint", format_args!("[{list}]"))
+        .maildir(&env.maildir())
+        .to_toml()
+}
+
+#[test]
+fn a_pinned_certificate_or_public_key_is_trusted_without_a_ca() {
+    crate::peers::require_peers!("dovecot", "openssl");
+    let (d, env, cert, spki) = setup();
+    // Without a pin or a CA: refused (the chain leads to no trusted CA).
+    env.write_config(
+        &Account::dovecot(&d)
+            .without("ca_file")
+            .maildir(&env.maildir())
+            .to_toml(),
+    );
+    d.deliver("alice", &message(1, 300));
+    env.popfetch(&["fetch"]).assert_code(1);
+    assert_eq!(d.message_count("alice"), 1);
+    // Pinned by the certificate, in the form openssl prints it.
+    env.write_config(&pinned(&d, &env, &[&cert]));
+    let run = env.popfetch(&["fetch"]);
+    run.assert_code(0);
+    assert_eq!(env.delivered().len(), 1, "{}", run.stderr);
+    // By the public key, lower case and without colons, and beside a stale pin (rotation).
+    d.deliver("alice", &message(2, 300));
+    let digits = spki.trim_start_matches("spki-sha256:").replace(':', "");
+    let bare = format!("spki-sha256:{}", digits.to_ascii_lowercase());
+    let stale = format!("sha256:{}", "AB".repeat(32));
+    env.write_config(&pinned(&d, &env, &[&stale, &bare]));
+    let run = env.popfetch(&["fetch"]);
+    run.assert_code(0);
+    assert_eq!(env.delivered().len(), 2, "{}", run.stderr);
+}
+
+#[test]
+fn a_wrong_pin_ends_the_session_before_any_credential_and_shows_what_the_server_presented() {
+    crate::peers::require_peers!("dovecot", "openssl");
+    let (d, env, cert, spki) = setup();
+    d.deliver("alice", &message(1, 300));
+    let wrong = format!("spki-sha256:{}", "01".repeat(32));
+    env.write_config(&pinned(&d, &env, &[&wrong]));
+    let run = env.popfetch(&["fetch"]);
+    run.assert_code(1);
+    assert!(
+        run.stderr.contains("matches no tls_fingerprint")
+            && run.stderr.contains(&cert)
+            && run.stderr.contains(&spki),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(d.message_count("alice"), 1);
+    // Dovecot saw no login attempt: the session ended at the handshake.
+    let log = d.log();
+    assert!(!log.contains("user=<alice>"), "{log}");
+    // Over STLS the same.
+    env.write_config(
+        &Account::dovecot(&d)
+            .without("ca_file")
+            .set("port", d.pop3_port())
+            .text("tls", "starttls")
+            .set("tls_fingerprint", format_args!("[{wrong:?}]"))
+            .maildir(&env.maildir())
+            .to_toml(),
+    );
+    let run = env.popfetch(&["fetch"]);
+    run.assert_code(1);
+    assert!(
+        run.stderr.contains("matches no tls_fingerprint"),
+        "{}",
+        run.stderr
+    );
+    assert!(!d.log().contains("user=<alice>"), "{}", d.log());
+}
+
+#[test]
+fn a_fingerprint_that_is_not_one_is_a_config_error_with_an_example() {
+    crate::peers::require_peers!("dovecot", "openssl");
+    let (d, env, _, _) = setup();
+    env.write_config(&pinned(&d, &env, &["md5:00:11"]));
+    let run = env.popfetch(&["check"]);
+    run.assert_code(2);
+    assert!(
+        run.stderr.contains("tls_fingerprint") && run.stderr.contains("spki-sha256:"),
+        "{}",
+        run.stderr
+    );
+    env.write_config(&pinned(&d, &env, &["sha256:00:11"]));
+    let run = env.popfetch(&["check"]);
+    run.assert_code(2);
+    assert!(
+        run.stderr.contains("64 hexadecimal digits"),
+        "{}",
+        run.stderr
+    );
+}
