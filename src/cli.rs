@@ -559,6 +559,15 @@ fn describe_account(s: &mut String, a: &Account) {
         let _ = writeln!(s, "ca_file = {:?}", ca.display().to_string());
     }
     let _ = writeln!(s, "tls_verify = {}", a.tls_verify);
+    if !a.tls_fingerprint.is_empty() {
+        let pins: Vec<String> = a
+            .tls_fingerprint
+            .iter()
+            .map(|f| format!("\"{f}\""))
+            .collect();
+        let _ = writeln!(s, "tls_fingerprint = [{}]", pins.join(", "));
+    }
+    let _ = writeln!(s, "tls_min_version = \"{}\"", a.tls_min_version);
     let _ = writeln!(s, "user = {:?}", a.user);
     let _ = match &a.credentials {
         Credentials::Password(PasswordSource::Inline(_)) => {

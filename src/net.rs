@@ -61,6 +61,8 @@ pub(crate) struct Peer<'a> {
     /// `tls_fingerprint`: when set, the server is known by these instead of by a CA and its
     /// name: its certificate must match one and be within its validity.
     pub pins: &'a [Fingerprint],
+    /// The oldest protocol version accepted.
+    pub min_version: TlsVersion,
     /// Bounds the TCP connect, and the TLS handshake apart.
     pub timeout: Duration,
 }
@@ -156,7 +158,7 @@ impl Peer<'_> {
             reason,
         };
         let pinned = !self.pins.is_empty();
-        let ctx = context(self.ca_file, self.verify)?;
+        let ctx = context(self.ca_file, self.verify, self.min_version)?;
         let mut ssl = Ssl::new(&ctx).map_err(|e| tls_err(e.to_string()))?;
         if pinned {
             // The pin stands for the chain and the name; the certificate's dates still count.
@@ -238,6 +240,7 @@ impl Peer<'_> {
             ca_file: None,
             verify: false,
             pins: &[],
+            min_version: TlsVersion::V1_2,
             timeout: limit,
             ..*self
         };
@@ -273,6 +276,35 @@ pub struct CertInfo {
     pub sha256: String,
     /// SHA-256 of its SubjectPublicKeyInfo (DER), which survives a renewal with the same key.
     pub spki_sha256: String,
+}
+
+/// `tls_min_version`: the oldest TLS version a connection may use. TLS 1.0 and 1.1 are not on
+/// offer (RFC 8996 deprecated them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+pub enum TlsVersion {
+    #[default]
+    #[serde(rename = "1.2")]
+    V1_2,
+    #[serde(rename = "1.3")]
+    V1_3,
+}
+
+impl TlsVersion {
+    fn openssl(self) -> openssl::ssl::SslVersion {
+        match self {
+            TlsVersion::V1_2 => openssl::ssl::SslVersion::TLS1_2,
+            TlsVersion::V1_3 => openssl::ssl::SslVersion::TLS1_3,
+        }
+    }
+}
+
+impl std::fmt::Display for TlsVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TlsVersion::V1_2 => "1.2",
+            TlsVersion::V1_3 => "1.3",
+        })
+    }
 }
 
 /// OpenSSL's verification errors for a certificate outside its dates (`x509_vfy.h`).
@@ -411,13 +443,17 @@ fn colon_hex(bytes: &[u8]) -> String {
 
 /// Contexts built so far, by CA file (with its modification time) and verification: each kind
 /// is built once per process.
-type ContextKey = (Option<(PathBuf, Option<SystemTime>)>, bool);
+type ContextKey = (Option<(PathBuf, Option<SystemTime>)>, bool, TlsVersion);
 static CONTEXTS: Mutex<Vec<(ContextKey, SslContext)>> = Mutex::new(Vec::new());
 
 /// The TLS client context: OpenSSL's defaults hardened as the `openssl` crate's connector does
 /// (no SSLv2/3, no compression, no weak ciphers; the system's crypto policy sets the minimum
 /// version), trusting as the module doc says.
-fn context(ca_file: Option<&Path>, verify: bool) -> Result<SslContext, NetError> {
+fn context(
+    ca_file: Option<&Path>,
+    verify: bool,
+    min_version: TlsVersion,
+) -> Result<SslContext, NetError> {
     let key: ContextKey = (
         ca_file.map(|p| {
             (
@@ -426,6 +462,7 @@ fn context(ca_file: Option<&Path>, verify: bool) -> Result<SslContext, NetError>
             )
         }),
         verify,
+        min_version,
     );
     let mut cache = CONTEXTS.lock().unwrap_or_else(PoisonError::into_inner);
     if let Some((_, c)) = cache.iter().find(|(k, _)| *k == key) {
@@ -442,6 +479,8 @@ fn context(ca_file: Option<&Path>, verify: bool) -> Result<SslContext, NetError>
         | SslOptions::NO_SSLV3)
         & !SslOptions::DONT_INSERT_EMPTY_FRAGMENTS;
     b.set_options(opts);
+    b.set_min_proto_version(Some(min_version.openssl()))
+        .map_err(setup)?;
     b.set_mode(
         SslMode::AUTO_RETRY
             | SslMode::ACCEPT_MOVING_WRITE_BUFFER
@@ -468,7 +507,7 @@ fn context(ca_file: Option<&Path>, verify: bool) -> Result<SslContext, NetError>
     let c = b.build();
     // A changed CA file replaces its old entry.
     cache.retain(|(k, _)| {
-        k.0.as_ref().map(|x| &x.0) != key.0.as_ref().map(|x| &x.0) || k.1 != key.1
+        k.0.as_ref().map(|x| &x.0) != key.0.as_ref().map(|x| &x.0) || k.1 != key.1 || k.2 != key.2
     });
     cache.push((key, c.clone()));
     Ok(c)

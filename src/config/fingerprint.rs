@@ -36,6 +36,7 @@ impl Account {
             ca_file: _,
             tls_verify: _,
             tls_fingerprint: _,
+            tls_min_version: _,
             user,
             credentials: _,
             auth: _,

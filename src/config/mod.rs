@@ -58,6 +58,8 @@ pub struct Account {
     pub tls_verify: bool,
     /// `tls_fingerprint`: the server known by these rather than by a CA and its name.
     pub tls_fingerprint: Vec<crate::net::Fingerprint>,
+    /// `tls_min_version`: the oldest TLS version accepted from the server.
+    pub tls_min_version: crate::net::TlsVersion,
     pub user: String,
     /// How the account logs in.
     pub credentials: Credentials,

@@ -336,6 +336,7 @@ fn account(
                 ca_file: None,
                 tls_verify: verify.unwrap_or(true),
                 tls_fingerprint: Vec::new(),
+                tls_min_version: crate::net::TlsVersion::V1_2,
                 user: user.clone(),
                 credentials: Credentials::Password(pw),
                 auth,

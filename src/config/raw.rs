@@ -47,6 +47,8 @@ pub struct RawAccount {
     pub tls_verify: Option<bool>,
     /// The server's certificate or public key fingerprints, `sha256:…` / `spki-sha256:…`.
     pub tls_fingerprint: Option<Vec<String>>,
+    /// The oldest TLS version accepted: "1.2" (the default) or "1.3".
+    pub tls_min_version: Option<crate::net::TlsVersion>,
     pub user: Option<String>,
     pub password: Option<Spanned<String>>,
     pub password_file: Option<PathBuf>,
@@ -113,6 +115,7 @@ impl RawAccount {
             ca_file: or(&self.ca_file, &d.ca_file),
             tls_verify: self.tls_verify.or(d.tls_verify),
             tls_fingerprint: or(&self.tls_fingerprint, &d.tls_fingerprint),
+            tls_min_version: self.tls_min_version.or(d.tls_min_version),
             user: or(&self.user, &d.user),
             password: login.password.clone(),
             password_file: login.password_file.clone(),

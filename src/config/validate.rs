@@ -562,6 +562,7 @@ fn account(
         ca_file,
         tls_verify: raw.tls_verify.unwrap_or(true),
         tls_fingerprint,
+        tls_min_version: raw.tls_min_version.unwrap_or_default(),
         user,
         credentials,
         auth,

@@ -347,6 +347,7 @@ async fn connect(
         ca_file: target.ca_file.as_deref(),
         verify: true,
         pins: &[],
+        min_version: crate::net::TlsVersion::default(),
         timeout,
     };
     let tcp = peer.connect().await.map_err(|e| match e {

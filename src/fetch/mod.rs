@@ -330,6 +330,7 @@ pub(crate) async fn log_in(
         ca_file: account.ca_file.as_deref(),
         tls_verify: account.tls_verify,
         pins: &account.tls_fingerprint,
+        min_version: account.tls_min_version,
         timeout: account.timeout,
     };
     let mut session = Session::connect(&params, stop).await?;

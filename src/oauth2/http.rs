@@ -168,6 +168,7 @@ async fn exchange(
         ca_file,
         verify: true,
         pins: &[],
+        min_version: crate::net::TlsVersion::default(),
         timeout,
     };
     let net = |e: NetError| match e {

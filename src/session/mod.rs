@@ -65,6 +65,8 @@ pub struct ConnectParams<'a> {
     pub tls_verify: bool,
     /// `tls_fingerprint`: the server known by these instead of a CA (see [`crate::net::Peer`]).
     pub pins: &'a [crate::net::Fingerprint],
+    /// `tls_min_version`.
+    pub min_version: crate::net::TlsVersion,
     /// Applies to the TCP connect, the TLS handshake and every single read and write.
     pub timeout: Duration,
 }

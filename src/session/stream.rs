@@ -148,6 +148,7 @@ fn peer<'a>(p: &ConnectParams<'a>) -> Peer<'a> {
         ca_file: p.ca_file,
         verify: p.tls_verify,
         pins: p.pins,
+        min_version: p.min_version,
         timeout: p.timeout,
     }
 }

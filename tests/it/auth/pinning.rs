@@ -152,3 +152,99 @@ fn a_fingerprint_that_is_not_one_is_a_config_error_with_an_example() {
         run.stderr
     );
 }
+
+/// `openssl s_server` limited to TLS 1.2, with a throw-away certificate for `localhost`.
+struct Tls12Server {
+    child: std::process::Child,
+    port: u16,
+    cert: std::path::PathBuf,
+}
+
+impl Tls12Server {
+    fn start(dir: &Path) -> Tls12Server {
+        let (cert, key) = (dir.join("c.pem"), dir.join("k.pem"));
+        let ok = Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+            ])
+            .args(["-nodes", "-days", "1", "-subj", "/CN=localhost"])
+            .args(["-addext", "subjectAltName=DNS:localhost", "-keyout"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .output()
+            .unwrap()
+            .status
+            .success();
+        assert!(ok, "openssl req");
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let child = Command::new("openssl")
+            .args(["s_server", "-quiet", "-tls1_2", "-accept"])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("-cert")
+            .arg(&cert)
+            .arg("-key")
+            .arg(&key)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(std::time::Instant::now() < until, "s_server did not start");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Tls12Server { child, port, cert }
+    }
+}
+
+impl Drop for Tls12Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn tls_min_version_1_3_refuses_a_server_limited_to_1_2() {
+    crate::peers::require_peers!("openssl");
+    let env = Env::new();
+    let server = Tls12Server::start(env.path());
+    let config = |min: &str| {
+        Account::new("localhost", server.port)
+            .user("alice")
+            .password("pw")
+            .text("ca_file", server.cert.display())
+            .text("tls_min_version", min)
+            .text("timeout", "2s")
+            .maildir(&env.maildir())
+            .to_toml()
+    };
+    env.write_config(&config("1.3"));
+    let run = env.popfetch(&["fetch"]);
+    run.assert_code(1);
+    assert!(
+        run.stderr.contains("TLS with localhost failed")
+            && (run.stderr.contains("protocol version")
+                || run.stderr.contains("unsupported protocol")),
+        "{}",
+        run.stderr
+    );
+    // At 1.2 the handshake is made: what fails then is the (absent) POP3 greeting.
+    env.write_config(&config("1.2"));
+    let run = env.popfetch(&["fetch"]);
+    run.assert_code(1);
+    assert!(!run.stderr.contains("TLS with"), "{}", run.stderr);
+    // An unknown version is a config error.
+    env.write_config(&config("1.1"));
+    env.popfetch(&["check"]).assert_code(2);
+}
