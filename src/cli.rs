@@ -903,6 +903,21 @@ fn status_text(rows: &[crate::status::Status], now: SystemTime) -> String {
         for short in &r.held_short {
             let _ = writeln!(s, "  held:           {short}");
         }
+        if let Some(ends) = r.tls_not_after {
+            let days = ends.saturating_sub(now) / 86_400;
+            let soon = if ends <= now {
+                " (ENDED: the server's administrator must renew it)".to_string()
+            } else if r
+                .tls_expiry_warned
+                .is_some_and(|w| now.saturating_sub(w) < 2 * 86_400)
+            {
+                // Warned within the last two days: within `tls_expiry_warning`.
+                format!(" ({days} days left: soon, renew it)")
+            } else {
+                format!(" ({days} days left)")
+            };
+            let _ = writeln!(s, "  certificate:    ends {}{soon}", date(ends));
+        }
         let _ = writeln!(s, "  next poll:      {}", next_poll(r, now));
     }
     s

@@ -51,6 +51,10 @@ pub struct Report {
     /// Round trips the poll's session took (see `Session::round_trips`), QUIT included when
     /// it was waited for.
     pub round_trips: u32,
+    /// When the server's certificate ends (Unix seconds), when the session was TLS.
+    pub cert_expires: Option<u64>,
+    /// This poll warned that the certificate ends soon (said at most once a day).
+    pub cert_warned: bool,
 }
 
 impl Report {

@@ -89,6 +89,12 @@ pub struct Status {
     /// Why then: `interval`, `login-delay`, `backoff`, `auth` or `suspended`
     /// ([`crate::scheduler::Why`]).
     pub next_reason: Option<String>,
+    /// When the server's certificate ends (Unix seconds), as last seen.
+    #[serde(default)]
+    pub tls_not_after: Option<u64>,
+    /// When a poll last warned that it ends soon (at most once a day).
+    #[serde(default)]
+    pub tls_expiry_warned: Option<u64>,
 }
 
 impl Status {
@@ -238,6 +244,12 @@ fn update(
     st.bytes_total += report.bytes;
     st.next_poll = None;
     st.next_reason = None;
+    if report.cert_expires.is_some() {
+        st.tls_not_after = report.cert_expires;
+    }
+    if report.cert_warned {
+        st.tls_expiry_warned = Some(now);
+    }
     if !report.short.is_empty() {
         st.held_short = report.short.clone();
     }

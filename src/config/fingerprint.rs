@@ -37,6 +37,7 @@ impl Account {
             tls_verify: _,
             tls_fingerprint: _,
             tls_min_version: _,
+            tls_expiry_warning: _,
             user,
             credentials: _,
             auth: _,

@@ -60,6 +60,8 @@ pub struct Account {
     pub tls_fingerprint: Vec<crate::net::Fingerprint>,
     /// `tls_min_version`: the oldest TLS version accepted from the server.
     pub tls_min_version: crate::net::TlsVersion,
+    /// `tls_expiry_warning`: a server certificate ending sooner is warned of, once a day.
+    pub tls_expiry_warning: Duration,
     pub user: String,
     /// How the account logs in.
     pub credentials: Credentials,
@@ -199,6 +201,8 @@ pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(300);
 pub const DEFAULT_MAX_PARALLEL: usize = 8;
 /// Default for `max_parallel_per_server`: what providers commonly allow one client address.
 pub const DEFAULT_MAX_PARALLEL_PER_SERVER: usize = 4;
+/// Default for `tls_expiry_warning`.
+pub const DEFAULT_TLS_EXPIRY_WARNING: Duration = Duration::from_secs(14 * 86_400);
 /// Default for `shutdown_timeout`.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 

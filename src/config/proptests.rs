@@ -337,6 +337,7 @@ fn account(
                 tls_verify: verify.unwrap_or(true),
                 tls_fingerprint: Vec::new(),
                 tls_min_version: crate::net::TlsVersion::V1_2,
+                tls_expiry_warning: crate::config::DEFAULT_TLS_EXPIRY_WARNING,
                 user: user.clone(),
                 credentials: Credentials::Password(pw),
                 auth,

@@ -49,6 +49,9 @@ pub struct RawAccount {
     pub tls_fingerprint: Option<Vec<String>>,
     /// The oldest TLS version accepted: "1.2" (the default) or "1.3".
     pub tls_min_version: Option<crate::net::TlsVersion>,
+    /// How long before the server certificate's end a warning is logged (once a day).
+    #[serde(default, with = "humantime_serde")]
+    pub tls_expiry_warning: Option<Duration>,
     pub user: Option<String>,
     pub password: Option<Spanned<String>>,
     pub password_file: Option<PathBuf>,
@@ -116,6 +119,7 @@ impl RawAccount {
             tls_verify: self.tls_verify.or(d.tls_verify),
             tls_fingerprint: or(&self.tls_fingerprint, &d.tls_fingerprint),
             tls_min_version: self.tls_min_version.or(d.tls_min_version),
+            tls_expiry_warning: self.tls_expiry_warning.or(d.tls_expiry_warning),
             user: or(&self.user, &d.user),
             password: login.password.clone(),
             password_file: login.password_file.clone(),

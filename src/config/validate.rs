@@ -536,14 +536,8 @@ fn account(
         .as_ref()
         .map(|p| ca_path(base, p).map_err(|why| err("ca_file", why)))
         .transpose()?;
-    let tls_fingerprint =
-        fingerprints(raw.tls_fingerprint.as_deref()).map_err(|why| err("tls_fingerprint", &why))?;
-    if !tls_fingerprint.is_empty() && tls == TlsMode::None {
-        return Err(err(
-            "tls_fingerprint",
-            "pins a TLS certificate, but tls = \"none\": use tls = \"implicit\" or \"starttls\"",
-        ));
-    }
+    let tls_fingerprint = fingerprints(raw.tls_fingerprint.as_deref(), tls)
+        .map_err(|why| err("tls_fingerprint", &why))?;
     let keep = raw.keep.unwrap_or(false);
     if raw.delete_after.is_some() && !keep {
         return Err(err(
@@ -563,6 +557,9 @@ fn account(
         tls_verify: raw.tls_verify.unwrap_or(true),
         tls_fingerprint,
         tls_min_version: raw.tls_min_version.unwrap_or_default(),
+        tls_expiry_warning: raw
+            .tls_expiry_warning
+            .unwrap_or(super::DEFAULT_TLS_EXPIRY_WARNING),
         user,
         credentials,
         auth,
@@ -1096,8 +1093,17 @@ fn check_name(name: &str) -> Result<(), String> {
 
 /// `~/x` → `$HOME/x`; a relative path is taken relative to the config file's directory.
 /// `tls_fingerprint`'s entries, each as `net::Fingerprint` reads it; why not, with the entry.
-fn fingerprints(raw: Option<&[String]>) -> Result<Vec<crate::net::Fingerprint>, String> {
+fn fingerprints(
+    raw: Option<&[String]>,
+    tls: TlsMode,
+) -> Result<Vec<crate::net::Fingerprint>, String> {
     let raw = raw.unwrap_or_default();
+    if !raw.is_empty() && tls == TlsMode::None {
+        return Err(
+            "pins a TLS certificate, but tls = \"none\": use tls = \"implicit\" or \"starttls\""
+                .into(),
+        );
+    }
     if raw.len() > 16 {
         return Err(
             "at most 16 fingerprints (one or two are usual: the current and the next)".into(),

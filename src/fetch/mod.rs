@@ -123,9 +123,54 @@ pub async fn poll(
         // says nothing about the account's health.
         return (report, r);
     }
+    report.cert_warned = warn_of_expiry(account, state_dir, &report);
     let error = r.as_ref().err().map(|e| crate::text::error_chain(e));
     crate::status::record(state_dir, &account.name, &report, error, started.elapsed());
     (report, r)
+}
+
+/// When the session's server certificate ends (Unix seconds); `None` in clear text.
+fn cert_expiry(session: &Session) -> Option<u64> {
+    session
+        .certificate()
+        .and_then(|c| c.not_after)
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_secs())
+}
+
+/// Warns when the server's certificate ends within `tls_expiry_warning`, at most once a day
+/// (the status file remembers when it last did); whether it did.
+fn warn_of_expiry(account: &Account, state_dir: &Path, report: &Report) -> bool {
+    let Some(ends) = report.cert_expires else {
+        return false;
+    };
+    let now = crate::state::now_secs();
+    let left = ends.saturating_sub(now);
+    if left > account.tls_expiry_warning.as_secs() {
+        return false;
+    }
+    let last = crate::status::read(state_dir, &account.name).tls_expiry_warned;
+    if last.is_some_and(|t| now.saturating_sub(t) < 86_400) {
+        return false;
+    }
+    let when = crate::deliver::rfc5322_date(std::time::UNIX_EPOCH + Duration::from_secs(ends));
+    if left == 0 {
+        tracing::error!(
+            account = account.name,
+            "the certificate of {} ended on {when}; its administrator must renew it",
+            account.host
+        );
+    } else {
+        tracing::warn!(
+            account = account.name,
+            days_left = left / 86_400,
+            "the certificate of {} ends in {} days ({when}); its administrator should renew it \
+             (a pinned certificate needs its new tls_fingerprint too)",
+            account.host,
+            left / 86_400
+        );
+    }
+    true
 }
 
 async fn poll_once(
@@ -174,6 +219,7 @@ async fn poll_with(
     }
     report.recovered = commit::recover(backend, state, &account.name)?;
     let (mut session, _) = log_in(account, state.dir(), stop).await?;
+    report.cert_expires = cert_expiry(&session);
     let pipelining = read_capabilities(account, &mut session, report).await?;
     let (plan, has_uidl) = read_listings(account, state, &mut session).await?;
     let mut work = plan.into_work(report);

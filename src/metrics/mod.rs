@@ -64,6 +64,8 @@ pub struct Metrics {
     too_large: IntGaugeVec,
     waiting: IntGaugeVec,
     last_success: GaugeVec,
+    /// When the server's certificate ends, as last seen.
+    cert_expiry: GaugeVec,
     next_poll: GaugeVec,
     duration: HistogramVec,
     accounts: IntGauge,
@@ -85,6 +87,28 @@ impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
     }
+}
+
+/// The per-process gauges, registered in `registry`: accounts and polls in flight (the build's
+/// version is a constant 1 with its label).
+fn process_gauges(registry: &Registry) -> (IntGauge, IntGauge) {
+    let accounts =
+        IntGauge::new("accounts", "Accounts in the config in force.").expect("a valid gauge");
+    registry
+        .register(Box::new(accounts.clone()))
+        .expect("registered once");
+    let in_flight = IntGauge::new("polls_in_flight", "Polls running now.").expect("a valid gauge");
+    registry
+        .register(Box::new(in_flight.clone()))
+        .expect("registered once");
+    let build = IntGauge::with_opts(
+        Opts::new("build_info", "The running popfetch's version; always 1.")
+            .const_label("version", env!("CARGO_PKG_VERSION")),
+    )
+    .expect("a valid gauge");
+    build.set(1);
+    registry.register(Box::new(build)).expect("registered once");
+    (accounts, in_flight)
 }
 
 impl Metrics {
@@ -151,6 +175,10 @@ impl Metrics {
             "next_poll_timestamp_seconds",
             "When the account's next poll is due, in seconds since the epoch.",
         );
+        let cert_expiry = gauge(
+            "tls_certificate_expiry_timestamp_seconds",
+            "When the server's TLS certificate ends, as last seen, in seconds since the epoch.",
+        );
         let duration = HistogramVec::new(
             HistogramOpts::new("poll_duration_seconds", "How long polls took.")
                 .buckets(DURATION_BUCKETS.to_vec()),
@@ -160,23 +188,7 @@ impl Metrics {
         registry
             .register(Box::new(duration.clone()))
             .expect("registered once");
-        let accounts =
-            IntGauge::new("accounts", "Accounts in the config in force.").expect("a valid gauge");
-        registry
-            .register(Box::new(accounts.clone()))
-            .expect("registered once");
-        let in_flight =
-            IntGauge::new("polls_in_flight", "Polls running now.").expect("a valid gauge");
-        registry
-            .register(Box::new(in_flight.clone()))
-            .expect("registered once");
-        let build = IntGauge::with_opts(
-            Opts::new("build_info", "The running popfetch's version; always 1.")
-                .const_label("version", env!("CARGO_PKG_VERSION")),
-        )
-        .expect("a valid gauge");
-        build.set(1);
-        registry.register(Box::new(build)).expect("registered once");
+        let (accounts, in_flight) = process_gauges(&registry);
         Metrics {
             registry,
             polls,
@@ -186,6 +198,7 @@ impl Metrics {
             too_large,
             waiting,
             last_success,
+            cert_expiry,
             next_poll,
             duration,
             accounts,
@@ -226,6 +239,7 @@ impl Metrics {
         let _ = self.too_large.remove_label_values(a);
         let _ = self.waiting.remove_label_values(a);
         let _ = self.last_success.remove_label_values(a);
+        let _ = self.cert_expiry.remove_label_values(a);
         let _ = self.next_poll.remove_label_values(a);
         let _ = self.duration.remove_label_values(a);
     }
@@ -264,6 +278,9 @@ impl Metrics {
         self.duration
             .with_label_values(a)
             .observe(took.as_secs_f64());
+        if let Some(ends) = report.cert_expires {
+            self.cert_expiry.with_label_values(a).set(ends as f64);
+        }
         // A partial poll saw the whole listing: its counts hold. It is no success, though.
         if result != PollResult::Failed {
             let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);

@@ -248,3 +248,48 @@ fn tls_min_version_1_3_refuses_a_server_limited_to_1_2() {
     env.write_config(&config("1.1"));
     env.popfetch(&["check"]).assert_code(2);
 }
+
+#[test]
+fn a_certificate_ending_within_tls_expiry_warning_is_warned_of_once_a_day() {
+    crate::peers::require_peers!("dovecot", "openssl");
+    let (d, env, _, _) = setup();
+    // The test certificate lives ten years: a warning period longer than that covers it.
+    env.write_config(
+        &Account::dovecot(&d)
+            .text("tls_expiry_warning", "4000d")
+            .maildir(&env.maildir())
+            .to_toml(),
+    );
+    let first = env.popfetch(&["fetch"]);
+    first.assert_code(0);
+    assert!(
+        first
+            .stderr
+            .contains("account alice: the certificate of localhost ends in ")
+            && first.stderr.contains("days ("),
+        "{}",
+        first.stderr
+    );
+    // Once a day: the next poll says nothing.
+    let second = env.popfetch(&["fetch"]);
+    second.assert_code(0);
+    assert!(!second.stderr.contains("certificate"), "{}", second.stderr);
+    let status = env.popfetch(&["status"]);
+    assert!(
+        status.stdout.contains("  certificate:    ends ")
+            && status.stdout.contains("days left: soon, renew it)"),
+        "{}",
+        status.stdout
+    );
+    let json = env.popfetch(&["status", "--json"]);
+    assert!(
+        json.stdout.contains("\"tls_not_after\": "),
+        "{}",
+        json.stdout
+    );
+    // With the default (14 days) a ten-year certificate draws no word.
+    env.write_config(&Account::dovecot(&d).maildir(&env.maildir()).to_toml());
+    let quiet = env.popfetch(&["fetch"]);
+    quiet.assert_code(0);
+    assert!(!quiet.stderr.contains("certificate"), "{}", quiet.stderr);
+}

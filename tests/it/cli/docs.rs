@@ -618,6 +618,10 @@ When the daemon polls next, and why: \fBinterval\fR, \fBlogin\-delay\fR (the ser
 LOGIN\-DELAY), \fBbackoff\fR (failures in a row), \fBauth\fR (the hour's wait after
 \fB[AUTH]\fR) or \fBsuspended\fR (after \fB[SYS/PERM]\fR, no poll until the account's config
 changes; \fBnext_poll\fR is null). Both null after \fBpopfetch fetch\fR.
+.TP
+\fBtls_not_after\fR, \fBtls_expiry_warned\fR
+When the server's TLS certificate ends, as last seen, and when a poll last warned that it ends
+within \fBtls_expiry_warning\fR (at most once a day); Unix seconds, null without TLS.
 .RE
 .SH "EXIT STATUS"
 .TP
