@@ -251,7 +251,8 @@ const IGNORED_ARG: &[(&str, &str)] = &[
     ("sslcert", "client certificates are not supported"),
     (
         "sslfingerprint",
-        "popfetch checks certificates against CAs only (ca_file)",
+        "an MD5 fingerprint, which popfetch does not take: run `popfetch check --connect` and \
+         set tls_fingerprint to the sha256: it prints",
     ),
     (
         "sslcommonname",

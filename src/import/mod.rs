@@ -136,6 +136,8 @@ pub struct Account {
     pub tls: Tls,
     pub ca_file: Option<String>,
     pub tls_verify: Option<bool>,
+    /// `tls_fingerprint`, in popfetch's syntax.
+    pub tls_fingerprint: Vec<String>,
     pub user: String,
     pub password: Password,
     pub auth: Option<&'static str>,
@@ -166,6 +168,7 @@ impl Account {
             tls: Tls::Implicit,
             ca_file: None,
             tls_verify: None,
+            tls_fingerprint: Vec::new(),
             user,
             password: Password::Missing,
             auth: None,
@@ -579,6 +582,10 @@ fn render_account(s: &mut String, a: &Account) {
     }
     if let Some(v) = a.tls_verify {
         line(s, "tls_verify", &v.to_string());
+    }
+    if !a.tls_fingerprint.is_empty() {
+        let pins: Vec<String> = a.tls_fingerprint.iter().map(|f| string(f)).collect();
+        line(s, "tls_fingerprint", &format!("[{}]", pins.join(", ")));
     }
     line(s, "user", &string(&a.user));
     match &a.password {

@@ -291,12 +291,22 @@ fn setting(
             }
         }
         "tls_fingerprint" => {
+            // mpop's is the certificate's, in hex with colons: SHA-256 (32 bytes) carries
+            // over as it is; SHA-1 and MD5 cannot, popfetch pins by SHA-256 only.
+            let pin = format!("sha256:{v}");
+            let digits = v.chars().filter(|c| *c != ':').count();
+            if digits == 64 && pin.parse::<crate::net::Fingerprint>().is_ok() {
+                a.tls_fingerprint
+                    .push(pin.to_ascii_uppercase().replacen("SHA256", "sha256", 1));
+                return;
+            }
             if !v.is_empty() {
                 out.note(
                     file,
                     l,
                     "tls_fingerprint",
-                    "popfetch checks certificates against CAs only (ca_file)",
+                    "not a SHA-256 fingerprint (SHA-1 and MD5 are not taken): run `popfetch \
+                     check --connect` and set tls_fingerprint to the sha256: it prints",
                 );
             }
         }
