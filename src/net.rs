@@ -63,6 +63,8 @@ pub(crate) struct Peer<'a> {
     pub pins: &'a [Fingerprint],
     /// The oldest protocol version accepted.
     pub min_version: TlsVersion,
+    /// A client certificate (PEM) and its key, for a server that asks for one.
+    pub client: Option<(&'a Path, &'a Path)>,
     /// Bounds the TCP connect, and the TLS handshake apart.
     pub timeout: Duration,
 }
@@ -160,6 +162,9 @@ impl Peer<'_> {
         let pinned = !self.pins.is_empty();
         let ctx = context(self.ca_file, self.verify, self.min_version)?;
         let mut ssl = Ssl::new(&ctx).map_err(|e| tls_err(e.to_string()))?;
+        if let Some((cert, key)) = self.client {
+            client_identity(&mut ssl, cert, key).map_err(tls_err)?;
+        }
         if pinned {
             // The pin stands for the chain and the name; the certificate's dates still count.
             ssl.set_verify_callback(SslVerifyMode::PEER, |ok, ctx| {
@@ -241,6 +246,7 @@ impl Peer<'_> {
             verify: false,
             pins: &[],
             min_version: TlsVersion::V1_2,
+            client: None,
             timeout: limit,
             ..*self
         };
@@ -305,6 +311,36 @@ impl std::fmt::Display for TlsVersion {
             TlsVersion::V1_3 => "1.3",
         })
     }
+}
+
+/// Puts the client certificate (with any chain after it in the file) and its key on `ssl`;
+/// why not, in words.
+fn client_identity(ssl: &mut Ssl, cert: &Path, key: &Path) -> Result<(), String> {
+    let read = |p: &Path, what: &str| {
+        std::fs::read(p).map_err(|e| format!("cannot read {what} {}: {e}", p.display()))
+    };
+    let pem = read(cert, "tls_client_cert")?;
+    let mut chain = X509::stack_from_pem(&pem)
+        .map_err(|e| format!("tls_client_cert {}: {e}", cert.display()))?
+        .into_iter();
+    let leaf = chain
+        .next()
+        .ok_or_else(|| format!("tls_client_cert {} holds no certificate", cert.display()))?;
+    ssl.set_certificate(&leaf).map_err(|e| e.to_string())?;
+    for c in chain {
+        ssl.add_chain_cert(c).map_err(|e| e.to_string())?;
+    }
+    let key_pem = crate::secret::Secret::new(read(key, "tls_client_key")?);
+    let pkey = openssl::pkey::PKey::private_key_from_pem(key_pem.expose())
+        .map_err(|e| format!("tls_client_key {}: {e}", key.display()))?;
+    if !leaf.public_key().is_ok_and(|p| p.public_eq(&pkey)) {
+        return Err(format!(
+            "tls_client_key {} is not the key of tls_client_cert {}",
+            key.display(),
+            cert.display()
+        ));
+    }
+    ssl.set_private_key(&pkey).map_err(|e| e.to_string())
 }
 
 /// OpenSSL's verification errors for a certificate outside its dates (`x509_vfy.h`).

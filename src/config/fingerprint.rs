@@ -38,6 +38,7 @@ impl Account {
             tls_fingerprint: _,
             tls_min_version: _,
             tls_expiry_warning: _,
+            tls_client: _,
             user,
             credentials: _,
             auth: _,

@@ -62,6 +62,9 @@ pub struct Account {
     pub tls_min_version: crate::net::TlsVersion,
     /// `tls_expiry_warning`: a server certificate ending sooner is warned of, once a day.
     pub tls_expiry_warning: Duration,
+    /// `tls_client_cert` and `tls_client_key`: the certificate popfetch shows a server that
+    /// asks for one, and its key (a secret file).
+    pub tls_client: Option<(PathBuf, PathBuf)>,
     pub user: String,
     /// How the account logs in.
     pub credentials: Credentials,

@@ -338,6 +338,7 @@ fn account(
                 tls_fingerprint: Vec::new(),
                 tls_min_version: crate::net::TlsVersion::V1_2,
                 tls_expiry_warning: crate::config::DEFAULT_TLS_EXPIRY_WARNING,
+                tls_client: None,
                 user: user.clone(),
                 credentials: Credentials::Password(pw),
                 auth,

@@ -52,6 +52,9 @@ pub struct RawAccount {
     /// How long before the server certificate's end a warning is logged (once a day).
     #[serde(default, with = "humantime_serde")]
     pub tls_expiry_warning: Option<Duration>,
+    /// A client certificate (PEM) for servers that ask for one, and its key.
+    pub tls_client_cert: Option<PathBuf>,
+    pub tls_client_key: Option<PathBuf>,
     pub user: Option<String>,
     pub password: Option<Spanned<String>>,
     pub password_file: Option<PathBuf>,
@@ -120,6 +123,8 @@ impl RawAccount {
             tls_fingerprint: or(&self.tls_fingerprint, &d.tls_fingerprint),
             tls_min_version: self.tls_min_version.or(d.tls_min_version),
             tls_expiry_warning: self.tls_expiry_warning.or(d.tls_expiry_warning),
+            tls_client_cert: or(&self.tls_client_cert, &d.tls_client_cert),
+            tls_client_key: or(&self.tls_client_key, &d.tls_client_key),
             user: or(&self.user, &d.user),
             password: login.password.clone(),
             password_file: login.password_file.clone(),

@@ -203,6 +203,9 @@ pub(super) fn secret_files(a: &Account) -> Vec<(&'static str, &'static str, &Pat
     if let Some(PasswordSource::File(p)) = a.password() {
         files.push(("password_file", "password file", p));
     }
+    if let Some((_, key)) = &a.tls_client {
+        files.push(("tls_client_key", "TLS client key", key));
+    }
     if let Deliver::Smtp(s) = &a.deliver
         && let Some((_, PasswordSource::File(p))) = &s.credentials
     {
@@ -538,6 +541,17 @@ fn account(
         .transpose()?;
     let tls_fingerprint = fingerprints(raw.tls_fingerprint.as_deref(), tls)
         .map_err(|why| err("tls_fingerprint", &why))?;
+    let tls_client = match (&raw.tls_client_cert, &raw.tls_client_key) {
+        (Some(c), Some(k)) => Some((expand(base, c), expand(base, k))),
+        (None, None) => None,
+        (Some(_), None) => return Err(err("tls_client_key", "tls_client_cert needs its key")),
+        (None, Some(_)) => {
+            return Err(err(
+                "tls_client_cert",
+                "tls_client_key needs its certificate",
+            ));
+        }
+    };
     let keep = raw.keep.unwrap_or(false);
     if raw.delete_after.is_some() && !keep {
         return Err(err(
@@ -560,6 +574,7 @@ fn account(
         tls_expiry_warning: raw
             .tls_expiry_warning
             .unwrap_or(super::DEFAULT_TLS_EXPIRY_WARNING),
+        tls_client,
         user,
         credentials,
         auth,

@@ -348,6 +348,7 @@ async fn connect(
         verify: true,
         pins: &[],
         min_version: crate::net::TlsVersion::default(),
+        client: None,
         timeout,
     };
     let tcp = peer.connect().await.map_err(|e| match e {

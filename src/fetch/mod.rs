@@ -377,6 +377,10 @@ pub(crate) async fn log_in(
         tls_verify: account.tls_verify,
         pins: &account.tls_fingerprint,
         min_version: account.tls_min_version,
+        client: account
+            .tls_client
+            .as_ref()
+            .map(|(c, k)| (c.as_path(), k.as_path())),
         timeout: account.timeout,
     };
     let mut session = Session::connect(&params, stop).await?;

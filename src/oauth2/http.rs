@@ -169,6 +169,7 @@ async fn exchange(
         verify: true,
         pins: &[],
         min_version: crate::net::TlsVersion::default(),
+        client: None,
         timeout,
     };
     let net = |e: NetError| match e {

@@ -67,6 +67,8 @@ pub struct ConnectParams<'a> {
     pub pins: &'a [crate::net::Fingerprint],
     /// `tls_min_version`.
     pub min_version: crate::net::TlsVersion,
+    /// `tls_client_cert` and `tls_client_key`.
+    pub client: Option<(&'a Path, &'a Path)>,
     /// Applies to the TCP connect, the TLS handshake and every single read and write.
     pub timeout: Duration,
 }

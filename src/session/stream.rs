@@ -149,6 +149,7 @@ fn peer<'a>(p: &ConnectParams<'a>) -> Peer<'a> {
         verify: p.tls_verify,
         pins: p.pins,
         min_version: p.min_version,
+        client: p.client,
         timeout: p.timeout,
     }
 }

@@ -293,3 +293,46 @@ fn a_certificate_ending_within_tls_expiry_warning_is_warned_of_once_a_day() {
     quiet.assert_code(0);
     assert!(!quiet.stderr.contains("certificate"), "{}", quiet.stderr);
 }
+
+#[test]
+fn a_server_that_requires_a_client_certificate_gets_one_when_configured() {
+    crate::peers::require_peers!("dovecot", "openssl");
+    let d = Dovecot::start_with(crate::dovecot::Options {
+        client_cert: true,
+        ..crate::dovecot::Options::default()
+    });
+    d.add_user("alice", "pw");
+    d.deliver("alice", &message(1, 300));
+    let env = Env::new();
+    // Without a certificate: Dovecot refuses the login.
+    env.write_config(&Account::dovecot(&d).maildir(&env.maildir()).to_toml());
+    let run = env.popfetch(&["fetch"]);
+    run.assert_code(1);
+    assert_eq!(d.message_count("alice"), 1);
+    // With one, over implicit TLS and over STLS.
+    let (cert, key) = d.client_cert();
+    let with = |a: Account| {
+        a.text("tls_client_cert", cert.display())
+            .text("tls_client_key", key.display())
+            .maildir(&env.maildir())
+            .to_toml()
+    };
+    env.write_config(&with(Account::dovecot(&d)));
+    let run = env.popfetch(&["fetch"]);
+    run.assert_code(0);
+    assert_eq!(env.delivered().len(), 1, "{}", run.stderr);
+    d.deliver("alice", &message(2, 300));
+    env.write_config(&with(
+        Account::dovecot(&d)
+            .set("port", d.pop3_port())
+            .text("tls", "starttls"),
+    ));
+    let run = env.popfetch(&["fetch"]);
+    run.assert_code(0);
+    assert_eq!(env.delivered().len(), 2, "{}", run.stderr);
+    // A key others may read is refused like any secret file.
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let run = env.popfetch(&["check"]);
+    run.assert_code(2);
+    assert!(run.stderr.contains("tls_client_key"), "{}", run.stderr);
+}

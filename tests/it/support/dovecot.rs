@@ -80,6 +80,10 @@ pub struct Options {
     /// which are then added to `auth_mechanisms`. `None` (the default) configures none. Users
     /// who log in with a token need a Maildir: [`Dovecot::add_mailbox`].
     pub oauth2: Option<OAuth2Passdb>,
+    /// Ask every TLS client for a certificate signed by the test CA and refuse a login without
+    /// one (`ssl_verify_client_cert`, `auth_ssl_require_client_cert`); see
+    /// [`Dovecot::client_cert`].
+    pub client_cert: bool,
 }
 
 /// The OAuth2 passdb of an instance, see [`Options::oauth2`] and [`crate::auth::oauth_peer`].
@@ -105,6 +109,7 @@ impl Default for Options {
             mechanisms: "plain login cram-md5",
             uidl_format: Some("%g"),
             oauth2: None,
+            client_cert: false,
         }
     }
 }
@@ -255,6 +260,19 @@ impl Dovecot {
     /// `DNS:localhost` and `IP:127.0.0.1`).
     pub fn ca_file(&self) -> &Path {
         &self.ca_file
+    }
+
+    /// A client certificate and its key (CN `alice`), signed by the same CA: what
+    /// [`Options::client_cert`] asks for. The key is mode 0600.
+    pub fn client_cert(&self) -> (PathBuf, PathBuf) {
+        let dir = self
+            .ca_file
+            .parent()
+            .expect("the CA file is in a directory");
+        let key = dir.join("client.key");
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))
+            .expect("chmod the client key");
+        (dir.join("client.pem"), key)
     }
 
     /// A second loopback address this instance also listens on (same ports). Dovecot does not
@@ -545,6 +563,14 @@ fn config_text(p: &ConfigParams<'_>) -> String {
         opts.mechanisms.to_owned()
     };
     // Without an OAuth2 passdb the text is exactly what it always was.
+    let client_cert = if opts.client_cert {
+        format!(
+            "ssl_ca = <{root}/tls/ca.pem\nssl_verify_client_cert = yes\n\
+             auth_ssl_require_client_cert = yes\nssl_require_crl = no\n"
+        )
+    } else {
+        String::new()
+    };
     let oauth2_passdb = match &opts.oauth2 {
         None => String::new(),
         Some(_) => {
@@ -594,7 +620,7 @@ mail_fsync = never
 ssl = yes
 ssl_cert = <{root}/tls/server.pem
 ssl_key = <{root}/tls/server.key
-disable_plaintext_auth = {disable_plaintext}
+{client_cert}disable_plaintext_auth = {disable_plaintext}
 auth_mechanisms = {mechanisms}
 auth_verbose = yes
 auth_failure_delay = 0
@@ -739,6 +765,17 @@ pub(crate) fn make_certificates(dir: &Path) {
           subjectKeyIdentifier = hash\nauthorityKeyIdentifier = keyid\n",
         0o644,
     );
+    write_file(
+        &dir.join("client.cnf"),
+        b"[req]\ndistinguished_name = dn\nprompt = no\n[dn]\nCN = alice\n",
+        0o644,
+    );
+    write_file(
+        &dir.join("client-ext.cnf"),
+        b"basicConstraints = critical,CA:FALSE\nkeyUsage = critical,digitalSignature\n\
+          extendedKeyUsage = clientAuth\n",
+        0o644,
+    );
     let serial = format!(
         "0x{:x}",
         SystemTime::now()
@@ -753,6 +790,11 @@ pub(crate) fn make_certificates(dir: &Path) {
         format!(
             "x509 -req -in server.csr -CA ca.pem -CAkey ca.key -set_serial {serial} -days 3650 \
              -extfile server-ext.cnf -out server.pem"
+        ),
+        format!("req -new -config client.cnf {curve} -keyout client.key -out client.csr"),
+        format!(
+            "x509 -req -in client.csr -CA ca.pem -CAkey ca.key -set_serial {serial}1 -days 3650 \
+             -extfile client-ext.cnf -out client.pem"
         ),
     ];
     for args in &steps {
