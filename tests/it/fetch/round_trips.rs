@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use crate::harness::{Env, message};
-use crate::pop3_server::{Msg, Server};
+use crate::pop3_server::{Msg, Script, Server};
 use crate::support::config::Account;
 
 /// The round trips the poll's debug line reports.
@@ -68,4 +68,33 @@ fn a_fetch_and_delete_waits_for_quit_and_counts_it() {
     // 20 messages ride in a few flights behind their RETRs; QUIT is waited for (it commits the
     // DELEs).
     assert!((7..=12).contains(&n), "{n} round trips:\n{}", run.stderr);
+}
+
+/// 200 small messages from a server one round trip away: the RETRs go in the flights the
+/// retrieval window (bytes in flight) allows, not 32 at a time.
+#[test]
+fn two_hundred_small_messages_from_a_distant_server_take_few_round_trips() {
+    let msgs: Vec<Msg> = (0..200)
+        .map(|i| Msg::new(message(i, 4000), &format!("uidl-{i}")))
+        .collect();
+    let server = Server::start(
+        msgs,
+        Script {
+            flight_delay: Some(Duration::from_millis(30)),
+            ..Script::default()
+        },
+    );
+    let env = Env::new();
+    env.write_config(&Account::scripted(&server).maildir(&env.maildir()).to_toml());
+    let started = Instant::now();
+    let run = env.popfetch(&["-vv", "fetch"]);
+    let wall = started.elapsed();
+    run.assert_code(0);
+    assert!(server.remaining().is_empty());
+    assert_eq!(env.delivered().len(), 200);
+    let n = round_trips(&run.stderr);
+    eprintln!("{n} round trips counted, {wall:?}");
+    // Connect, greeting, CAPA, USER+PASS, STAT+UIDL, LIST, the RETRs (under 1 MiB: one
+    // flight), the DELEs, QUIT.
+    assert!(n <= 10, "{n} round trips:\n{}", run.stderr);
 }

@@ -206,6 +206,9 @@ pub struct Script {
     pub login_delay_after_login: Option<u64>,
     /// The whole answer line to every PASS (CRLF added), instead of logging in.
     pub pass_answer: Option<String>,
+    /// Waits this long after each read of commands before answering them: a distant server,
+    /// where the commands of one flight are answered together one round trip later.
+    pub flight_delay: Option<Duration>,
 }
 
 /// What the clients did.
@@ -496,6 +499,9 @@ impl Conn {
                 Ok(0) => return None,
                 Ok(n) => {
                     self.buf.extend_from_slice(&chunk[..n]);
+                    if let Some(d) = self.script.flight_delay {
+                        std::thread::sleep(d);
+                    }
                     last = Instant::now();
                 }
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
