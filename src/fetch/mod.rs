@@ -243,8 +243,10 @@ async fn poll_with(
         fetched,
         known,
     });
-    // The QUIT waited for, when something was deleted, is the last round trip.
-    report.round_trips = session.round_trips() + u32::from(!deleted.is_empty());
+    // The QUIT waited for, when something was deleted, is the last round trip, unless it
+    // went in the flight of the last DELEs.
+    report.round_trips =
+        session.round_trips() + u32::from(!deleted.is_empty() && !session.quit_queued());
     quit(session, state, &deleted, listed.as_ref()).await?;
     report.deleted = deleted.len();
     state.flush()?;

@@ -156,7 +156,20 @@ impl Run<'_> {
                     );
                 }
                 let room = retrs == 0 || (retrs < MAX_AHEAD && ahead < MAX_AHEAD_BYTES);
-                if self.stopping() || next >= self.todo.len() || !room {
+                let no_more_retrs = self.stopping() || next >= self.todo.len();
+                if no_more_retrs || !room {
+                    // The last DELEs are on their way and nothing can follow them (no RETR
+                    // answer due, nothing waiting to be committed): QUIT goes in their flight.
+                    if no_more_retrs
+                        && self.pipelining
+                        && retrs == 0
+                        && !self.dele_sent.is_empty()
+                        && self.dele_wait.is_empty()
+                        && self.batch.sinks.is_empty()
+                        && !self.session.quit_queued()
+                    {
+                        self.session.queue_quit();
+                    }
                     break;
                 }
                 self.session

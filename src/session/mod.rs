@@ -91,6 +91,9 @@ pub struct Session {
     round_trips: u32,
     /// Something was sent since the last wait for an answer began.
     sent: bool,
+    /// QUIT was queued behind the last DELEs ([`Session::queue_quit`]); [`Session::quit`]
+    /// reads its answer.
+    quit_queued: bool,
 }
 
 /// Time spent waiting for the rest of answers under way, and what arrived meanwhile.
@@ -171,6 +174,7 @@ impl Session {
             // asked for.
             round_trips: 1 + u32::from(params.tls == TlsMode::Implicit),
             sent: true,
+            quit_queued: false,
             flow: Flow {
                 window: stall_window(params.timeout),
                 waited: Duration::ZERO,
@@ -460,8 +464,10 @@ impl Session {
     /// poll that finds nothing.
     pub async fn quit_unanswered(mut self) {
         self.interruptible = false;
-        tracing::trace!("C: QUIT (its answer is not waited for)");
-        self.pipe.queue(&Command::Quit, None);
+        if !self.quit_queued {
+            tracing::trace!("C: QUIT (its answer is not waited for)");
+            self.pipe.queue(&Command::Quit, None);
+        }
         let _ = self.flush().await;
         self.stream.shutdown().await;
     }
@@ -471,7 +477,13 @@ impl Session {
     pub async fn quit(mut self) -> Result<(), SessionError> {
         // QUIT is what makes DELEs count: it is read out even when a stop was asked for.
         self.interruptible = false;
-        let st = self.command(Command::Quit).await?;
+        let st = if self.quit_queued {
+            debug_assert_eq!(self.pipe.in_flight(), 1, "QUIT's answer is the one due");
+            self.flush().await?;
+            self.read_status().await?
+        } else {
+            self.command(Command::Quit).await?
+        };
         self.stream.shutdown().await;
         if st.is_ok() {
             Ok(())
@@ -491,9 +503,29 @@ impl Session {
         self.pipe.queue(&cmd, Some(tag));
     }
 
-    /// Commands sent or queued whose answers have not been read.
+    /// Queues QUIT behind the DELEs queued last (with PIPELINING), so that they and the QUIT
+    /// that commits them cost one round trip, not two; its answer is read by
+    /// [`Session::quit`], after the DELEs' by [`Session::next_answer`]. Only when nothing else
+    /// is to be sent. Should a DELE then be refused, the QUIT still commits the DELEs answered
+    /// `+OK`: each was sent only for a message already durably delivered and recorded, so the
+    /// next poll finds them gone and nothing is lost.
+    pub fn queue_quit(&mut self) {
+        debug_assert!(!self.quit_queued);
+        tracing::trace!("C: QUIT");
+        self.pipe.queue(&Command::Quit, None);
+        self.quit_queued = true;
+    }
+
+    /// Whether [`Session::queue_quit`] was called.
+    pub fn quit_queued(&self) -> bool {
+        self.quit_queued
+    }
+
+    /// Commands sent or queued whose answers have not been read, QUIT's not counted.
     pub fn in_flight(&self) -> usize {
-        self.pipe.in_flight()
+        self.pipe
+            .in_flight()
+            .saturating_sub(usize::from(self.quit_queued))
     }
 
     /// Sends the queued commands. A write never waits on the server's answers, and the queue is

@@ -98,3 +98,29 @@ fn two_hundred_small_messages_from_a_distant_server_take_few_round_trips() {
     // flight), the DELEs, QUIT.
     assert!(n <= 10, "{n} round trips:\n{}", run.stderr);
 }
+
+/// The DELEs of the last messages and the QUIT that commits them go in one flight: a fetch of
+/// three messages from a distant server takes connect, greeting, CAPA, USER+PASS, STAT+UIDL,
+/// LIST, the RETRs, and DELEs+QUIT.
+#[test]
+fn the_last_deles_and_quit_go_in_one_flight() {
+    let msgs: Vec<Msg> = (0..3)
+        .map(|i| Msg::new(message(i, 2000), &format!("uidl-{i}")))
+        .collect();
+    let sources: Vec<Vec<u8>> = msgs.iter().map(|m| m.wire()).collect();
+    let server = Server::start(
+        msgs,
+        Script {
+            flight_delay: Some(Duration::from_millis(50)),
+            ..Script::default()
+        },
+    );
+    let env = Env::new();
+    env.write_config(&Account::scripted(&server).maildir(&env.maildir()).to_toml());
+    let run = env.popfetch(&["-vv", "fetch"]);
+    run.assert_code(0);
+    assert!(server.remaining().is_empty());
+    assert_eq!(server.log().quits_ok, 1);
+    assert_eq!(env.delivered().len(), sources.len());
+    assert_eq!(round_trips(&run.stderr), 8, "{}", run.stderr);
+}

@@ -183,6 +183,8 @@ pub struct Script {
     pub list: Listing,
     /// Answer every DELE with `-ERR` (the message stays).
     pub dele_err: bool,
+    /// Answer the DELE of the message with this UIDL with `-ERR` (it stays), the others `+OK`.
+    pub dele_err_uidl: Option<String>,
     /// Answer QUIT with `-ERR` and close without applying the deletions.
     pub quit_err: bool,
     /// Offer `SASL XOAUTH2 OAUTHBEARER` and accept this bearer token for [`USER`]; anything
@@ -947,7 +949,12 @@ impl Conn {
             "DELE" => match num(arg) {
                 Some(i) => {
                     lock(&self.shared.log).deles.push(seen[i].msg.data.clone());
-                    if self.script.dele_err {
+                    let refused = self
+                        .script
+                        .dele_err_uidl
+                        .as_ref()
+                        .is_some_and(|u| u.as_bytes() == seen[i].msg.uidl.as_slice());
+                    if self.script.dele_err || refused {
                         self.send_str("-ERR cannot delete that message\r\n")
                     } else {
                         seen[i].deleted = true;
