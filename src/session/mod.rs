@@ -91,6 +91,9 @@ pub struct Session {
     round_trips: u32,
     /// Something was sent since the last wait for an answer began.
     sent: bool,
+    /// LIST went in the flight of STAT and UIDL ([`Session::queue_list`]); [`Session::list_each`]
+    /// reads its answer.
+    list_queued: bool,
     /// QUIT was queued behind the last DELEs ([`Session::queue_quit`]); [`Session::quit`]
     /// reads its answer.
     quit_queued: bool,
@@ -174,6 +177,7 @@ impl Session {
             // asked for.
             round_trips: 1 + u32::from(params.tls == TlsMode::Implicit),
             sent: true,
+            list_queued: false,
             quit_queued: false,
             flow: Flow {
                 window: stall_window(params.timeout),
@@ -409,7 +413,13 @@ impl Session {
         &mut self,
         mut f: impl FnMut(MsgNum, u64) -> Result<(), SessionError>,
     ) -> Result<(), SessionError> {
-        let (st, count) = self.stat_and(Command::List(None)).await?;
+        let (st, count) = match (self.list_queued, self.stat_count) {
+            (true, Some(count)) => {
+                self.list_queued = false;
+                (self.read_status().await?, count)
+            }
+            _ => self.stat_and(Command::List(None)).await?,
+        };
         if !st.is_ok() {
             return Err(SessionError::refused("LIST", &st));
         }
@@ -450,6 +460,29 @@ impl Session {
                 }
                 None => break,
             }
+        }
+        Ok(())
+    }
+
+    /// Asks for LIST in the flight of the STAT and UIDL that [`Session::uidl_each`] sends, when
+    /// the server offers PIPELINING: a poll that fetches then learns the sizes without a round
+    /// trip of its own. The caller must then read the listing with [`Session::list_each`], or
+    /// drop it with [`Session::skip_list`], before anything else. Call before `uidl_each`.
+    pub fn queue_list(&mut self) {
+        if self.stat_count.is_none() && self.caps.as_ref().is_some_and(|c| c.pipelining) {
+            self.list_queued = true;
+        }
+    }
+
+    /// Whether a LIST sent ahead is still to be read.
+    pub fn list_queued(&self) -> bool {
+        self.list_queued
+    }
+
+    /// Reads and drops the answer of a LIST sent ahead that turned out not to be needed.
+    pub async fn skip_list(&mut self) -> Result<(), SessionError> {
+        if self.list_queued {
+            self.list_each(|_, _| Ok(())).await?;
         }
         Ok(())
     }
@@ -596,6 +629,12 @@ impl Session {
         if pipelining {
             tracing::trace!("C: {cmd:?}");
             self.pipe.queue(&cmd, None);
+            if self.list_queued {
+                tracing::trace!("C: {:?}", Command::List(None));
+                self.pipe.queue(&Command::List(None), None);
+            }
+        } else {
+            self.list_queued = false;
         }
         self.flush().await?;
         let stat = self.read_status().await?;

@@ -1,6 +1,7 @@
 //! Round trips per poll, counted by the session and logged with the poll's summary: a poll that
-//! finds nothing takes connect, greeting, CAPA, USER and PASS in one flight, STAT and UIDL in
-//! one, and a QUIT it does not wait for; one that fetches streams its RETRs and DELEs.
+//! finds nothing takes connect, greeting, CAPA, USER and PASS in one flight, STAT and UIDL (and
+//! LIST, for a small mailbox) in one, and a QUIT it does not wait for; one that fetches streams
+//! its RETRs and DELEs, the last DELEs with the QUIT.
 
 use std::time::{Duration, Instant};
 
@@ -94,14 +95,14 @@ fn two_hundred_small_messages_from_a_distant_server_take_few_round_trips() {
     assert_eq!(env.delivered().len(), 200);
     let n = round_trips(&run.stderr);
     eprintln!("{n} round trips counted, {wall:?}");
-    // Connect, greeting, CAPA, USER+PASS, STAT+UIDL, LIST, the RETRs (under 1 MiB: one
-    // flight), the DELEs, QUIT.
+    // Connect, greeting, CAPA, USER+PASS, STAT+UIDL+LIST, the RETRs (under 1 MiB: one
+    // flight), the DELEs of a batch committed while the rest streams, the last DELEs+QUIT.
     assert!(n <= 10, "{n} round trips:\n{}", run.stderr);
 }
 
-/// The DELEs of the last messages and the QUIT that commits them go in one flight: a fetch of
-/// three messages from a distant server takes connect, greeting, CAPA, USER+PASS, STAT+UIDL,
-/// LIST, the RETRs, and DELEs+QUIT.
+/// The DELEs of the last messages and the QUIT that commits them go in one flight, and LIST
+/// rides with STAT and UIDL: a fetch of three messages from a distant server takes connect,
+/// greeting, CAPA, USER+PASS, STAT+UIDL+LIST, the RETRs, and DELEs+QUIT.
 #[test]
 fn the_last_deles_and_quit_go_in_one_flight() {
     let msgs: Vec<Msg> = (0..3)
@@ -122,5 +123,35 @@ fn the_last_deles_and_quit_go_in_one_flight() {
     assert!(server.remaining().is_empty());
     assert_eq!(server.log().quits_ok, 1);
     assert_eq!(env.delivered().len(), sources.len());
-    assert_eq!(round_trips(&run.stderr), 8, "{}", run.stderr);
+    assert_eq!(round_trips(&run.stderr), 7, "{}", run.stderr);
+}
+
+/// LIST is sent ahead only while the journal knows few messages: a large kept mailbox is not
+/// listed twice at every poll that finds nothing.
+#[test]
+fn list_is_sent_ahead_only_for_a_small_mailbox() {
+    let msgs: Vec<Msg> = (0..1001)
+        .map(|i| Msg::new(message(i, 100), &format!("uidl-{i}")))
+        .collect();
+    let server = Server::healthy(msgs);
+    let env = Env::new();
+    env.write_config(
+        &Account::scripted(&server)
+            .set("keep", true)
+            .maildir(&env.maildir())
+            .to_toml(),
+    );
+    env.popfetch(&["fetch"]).assert_code(0);
+    assert_eq!(env.delivered().len(), 1001);
+    let lists = server.log().commands("LIST").len();
+    // The journal knows 1,001 messages now: LIST is not sent when nothing is new.
+    let again = env.popfetch(&["-vv", "fetch"]);
+    again.assert_code(0);
+    assert_eq!(
+        server.log().commands("LIST").len(),
+        lists,
+        "{}",
+        again.stderr
+    );
+    assert_eq!(round_trips(&again.stderr), 5, "{}", again.stderr);
 }
