@@ -11,6 +11,11 @@
 //!   context per (CA file and its modification time, verification) for the whole process:
 //!   building one over the system bundle costs more CPU than a handshake.
 //! - **One cipher policy**: OpenSSL's defaults hardened as the `openssl` crate's connector does.
+//! - **Sessions resumed per peer.** Each context keeps the last session ticket each peer (host
+//!   and port) gave it, and the next connection to that peer offers it: the daemon's repeated
+//!   polls skip sending and checking the certificate chain again (TLS 1.3 still takes its one
+//!   round trip; 0-RTT data is never sent). A ticket is used once and only by the context (CA
+//!   file, verification) that verified the peer under that name.
 //!
 //! The SMTP relay's STARTTLS used to go through lettre's own TLS (native-tls), which trusted
 //! only the first certificate of a `ca_file`, had its own cipher policy, and built a new
@@ -28,16 +33,19 @@
 //! What is sent over the connection, and in what order, is the protocols' business, never this
 //! module's: it knows no POP3, SMTP or HTTP.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use openssl::asn1::{Asn1Time, Asn1TimeRef};
+use openssl::ex_data::Index;
 use openssl::hash::MessageDigest;
 use openssl::ssl::{
-    Ssl, SslContext, SslContextBuilder, SslMethod, SslMode, SslOptions, SslVerifyMode,
+    Ssl, SslContext, SslContextBuilder, SslMethod, SslMode, SslOptions, SslSession,
+    SslSessionCacheMode, SslVerifyMode,
 };
 use openssl::x509::store::X509StoreBuilder;
 use openssl::x509::verify::X509CheckFlags;
@@ -160,7 +168,7 @@ impl Peer<'_> {
             reason,
         };
         let pinned = !self.pins.is_empty();
-        let ctx = context(self.ca_file, self.verify, self.min_version)?;
+        let (ctx, tickets) = context(self.ca_file, self.verify, self.min_version)?;
         let mut ssl = Ssl::new(&ctx).map_err(|e| tls_err(e.to_string()))?;
         if let Some((cert, key)) = self.client {
             client_identity(&mut ssl, cert, key).map_err(tls_err)?;
@@ -175,6 +183,27 @@ impl Peer<'_> {
                     )
             });
         }
+        // A session is resumed only by a connection made on the same terms: a session whose
+        // server was taken on a pin (no CA asked) or that showed a client certificate is never
+        // resumed by one that asks a CA, or shows another (or no) certificate.
+        let peer = format!(
+            "{}{}{}",
+            crate::text::host_port(self.host, self.port),
+            if pinned { " pinned" } else { "" },
+            self.client
+                .map(|(c, _)| format!(" client={}", c.display()))
+                .unwrap_or_default()
+        );
+        let ticket = tickets
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&peer);
+        if let Some(t) = ticket {
+            // SAFETY: the session came from this context's new-session callback (each context
+            // has its own `Tickets`), as `SSL_set_session` requires.
+            unsafe { ssl.set_session(&t) }.map_err(|e| tls_err(e.to_string()))?;
+        }
+        ssl.set_ex_data(peer_index(), peer);
         // The name (sent as SNI) or the address the certificate must carry.
         match self.host.parse::<IpAddr>() {
             Ok(ip) if self.verify && !pinned => ssl.param_mut().set_ip(ip),
@@ -192,8 +221,23 @@ impl Peer<'_> {
         .map_err(|e| tls_err(e.to_string()))?;
         let mut tls = TlsStream::new(ssl, stream).map_err(|e| tls_err(e.to_string()))?;
         match tokio::time::timeout(self.timeout, Pin::new(&mut tls).connect()).await {
-            Ok(Ok(())) if pinned => self.check_pins(tls),
-            Ok(Ok(())) => Ok(tls),
+            Ok(Ok(())) => {
+                tracing::debug!(
+                    host = self.host,
+                    "TLS session {}",
+                    if tls.ssl().session_reused() {
+                        "resumed"
+                    } else {
+                        "new"
+                    }
+                );
+                if pinned {
+                    // A resumed session keeps the certificate it was made with: checked too.
+                    self.check_pins(tls)
+                } else {
+                    Ok(tls)
+                }
+            }
             Ok(Err(e)) => {
                 // Why verification failed is kept apart from the error stack: add it.
                 let v = tls.ssl().verify_result();
@@ -480,7 +524,20 @@ fn colon_hex(bytes: &[u8]) -> String {
 /// Contexts built so far, by CA file (with its modification time) and verification: each kind
 /// is built once per process.
 type ContextKey = (Option<(PathBuf, Option<SystemTime>)>, bool, TlsVersion);
-static CONTEXTS: Mutex<Vec<(ContextKey, SslContext)>> = Mutex::new(Vec::new());
+static CONTEXTS: Mutex<Vec<(ContextKey, SslContext, Tickets)>> = Mutex::new(Vec::new());
+
+/// The last session ticket of each peer (`host:port` and the terms of the connection), of one
+/// context.
+type Tickets = Arc<Mutex<HashMap<String, SslSession>>>;
+
+/// Peers whose tickets a context keeps; past this, the oldest are not told apart: all go.
+const MAX_TICKETS: usize = 256;
+
+/// Where a connection carries its peer's name, for the new-session callback.
+fn peer_index() -> Index<Ssl, String> {
+    static INDEX: OnceLock<Index<Ssl, String>> = OnceLock::new();
+    *INDEX.get_or_init(|| Ssl::new_ex_index().expect("an OpenSSL ex_data index"))
+}
 
 /// The TLS client context: OpenSSL's defaults hardened as the `openssl` crate's connector does
 /// (no SSLv2/3, no compression, no weak ciphers; the system's crypto policy sets the minimum
@@ -489,7 +546,7 @@ fn context(
     ca_file: Option<&Path>,
     verify: bool,
     min_version: TlsVersion,
-) -> Result<SslContext, NetError> {
+) -> Result<(SslContext, Tickets), NetError> {
     let key: ContextKey = (
         ca_file.map(|p| {
             (
@@ -501,8 +558,8 @@ fn context(
         min_version,
     );
     let mut cache = CONTEXTS.lock().unwrap_or_else(PoisonError::into_inner);
-    if let Some((_, c)) = cache.iter().find(|(k, _)| *k == key) {
-        return Ok(c.clone());
+    if let Some((_, c, t)) = cache.iter().find(|(k, _, _)| *k == key) {
+        return Ok((c.clone(), Arc::clone(t)));
     }
     let setup = |e: openssl::error::ErrorStack| NetError::Tls {
         host: String::new(),
@@ -540,13 +597,27 @@ fn context(
     } else {
         SslVerifyMode::NONE
     });
+    // Tickets are kept here, not in OpenSSL's internal client cache (which is not looked up
+    // for clients), keyed by the peer the connection was made to.
+    let tickets: Tickets = Arc::default();
+    let store = Arc::clone(&tickets);
+    b.set_session_cache_mode(SslSessionCacheMode::CLIENT | SslSessionCacheMode::NO_INTERNAL);
+    b.set_new_session_callback(move |ssl, session| {
+        if let Some(peer) = ssl.ex_data(peer_index()) {
+            let mut t = store.lock().unwrap_or_else(PoisonError::into_inner);
+            if t.len() >= MAX_TICKETS && !t.contains_key(peer) {
+                t.clear();
+            }
+            t.insert(peer.clone(), session);
+        }
+    });
     let c = b.build();
-    // A changed CA file replaces its old entry.
-    cache.retain(|(k, _)| {
+    // A changed CA file replaces its old entry (and its tickets).
+    cache.retain(|(k, _, _)| {
         k.0.as_ref().map(|x| &x.0) != key.0.as_ref().map(|x| &x.0) || k.1 != key.1 || k.2 != key.2
     });
-    cache.push((key, c.clone()));
-    Ok(c)
+    cache.push((key, c.clone(), Arc::clone(&tickets)));
+    Ok((c, tickets))
 }
 
 /// Every certificate in a PEM file (a bundle may hold several).

@@ -290,8 +290,10 @@ async fn poll_with(
         fetched,
         known,
     });
-    // The QUIT waited for, when something was deleted, is the last round trip.
-    report.round_trips = session.round_trips() + u32::from(!deleted.is_empty());
+    // The QUIT waited for, when something was deleted, is the last round trip, unless it
+    // went in the flight of the last DELEs.
+    report.round_trips =
+        session.round_trips() + u32::from(!deleted.is_empty() && !session.quit_queued());
     quit(session, state, &deleted, listed.as_ref()).await?;
     report.deleted = deleted.len();
     state.flush()?;
@@ -429,6 +431,10 @@ async fn read_capabilities(
     Ok(pipelining)
 }
 
+/// Most messages the journal knows for LIST to be sent ahead with UIDL (about 15 KiB of
+/// listing).
+const LIST_AHEAD_MAX: usize = 1000;
+
 /// Reads the listings into a [`Plan`], each line checked against the journal at once: a server
 /// may list millions of messages, and only the ones this poll acts on are held. Returns the
 /// plan, sorted, and whether the server gives UIDLs.
@@ -438,6 +444,12 @@ async fn read_listings<'a>(
     session: &mut Session,
 ) -> Result<(Plan<'a>, bool), FetchError> {
     let now = crate::state::now_secs();
+    // LIST rides with STAT and UIDL when the journal says the mailbox is small (its listing
+    // then costs a few KiB even when nothing is new), saving a round trip to every poll that
+    // fetches; a large kept mailbox is not listed twice at every poll.
+    if state.delivered_count() <= LIST_AHEAD_MAX {
+        session.queue_list();
+    }
     let mut plan = Plan::new(account, state, now);
     let has_uidl = session.uidl_each(|num, uidl| plan.uidl(num, uidl)).await?;
     plan.finish()?;
@@ -460,6 +472,8 @@ async fn read_listings<'a>(
                 Ok(())
             })
             .await?;
+    } else {
+        session.skip_list().await?;
     }
     plan.sort();
     Ok((plan, has_uidl))

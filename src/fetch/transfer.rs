@@ -44,10 +44,15 @@ pub(super) fn wire_len(chunk: &[u8]) -> u64 {
     (chunk.len() + lines) as u64
 }
 
-/// Most RETRs sent ahead of the one being read (with PIPELINING).
-pub(super) const MAX_AHEAD: usize = 32;
-/// Most announced bytes of RETRs sent ahead: large messages go one at a time, so that a stop
-/// never has much in flight to drain.
+/// Most RETRs sent ahead of the one being read (with PIPELINING). The window is measured in
+/// bytes ([`MAX_AHEAD_BYTES`]); this only bounds the commands written at once (about 7 KB), so
+/// that they fit the socket buffers while the server's answers are not being read. It was 32:
+/// against a server 50 ms away, 200 small messages then took six round trips of RETRs instead
+/// of one.
+pub(super) const MAX_AHEAD: usize = 512;
+/// Most announced bytes of RETRs sent ahead: the retrieval window. 1 MiB in flight keeps a
+/// link of 50 Mbit/s busy across a 150 ms round trip; large messages go one at a time, so that
+/// a stop never has much in flight to drain.
 pub(super) const MAX_AHEAD_BYTES: u64 = 1 << 20;
 /// Most DELEs sent ahead of their answers (with PIPELINING). A poll may owe a DELE for every
 /// message of a large mailbox (all delivered before, or past `delete_after`): queued all at
@@ -151,7 +156,20 @@ impl Run<'_> {
                     );
                 }
                 let room = retrs == 0 || (retrs < MAX_AHEAD && ahead < MAX_AHEAD_BYTES);
-                if self.stopping() || next >= self.todo.len() || !room {
+                let no_more_retrs = self.stopping() || next >= self.todo.len();
+                if no_more_retrs || !room {
+                    // The last DELEs are on their way and nothing can follow them (no RETR
+                    // answer due, nothing waiting to be committed): QUIT goes in their flight.
+                    if no_more_retrs
+                        && self.pipelining
+                        && retrs == 0
+                        && !self.dele_sent.is_empty()
+                        && self.dele_wait.is_empty()
+                        && self.batch.sinks.is_empty()
+                        && !self.session.quit_queued()
+                    {
+                        self.session.queue_quit();
+                    }
                     break;
                 }
                 self.session

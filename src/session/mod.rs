@@ -97,6 +97,12 @@ pub struct Session {
     round_trips: u32,
     /// Something was sent since the last wait for an answer began.
     sent: bool,
+    /// LIST went in the flight of STAT and UIDL ([`Session::queue_list`]); [`Session::list_each`]
+    /// reads its answer.
+    list_queued: bool,
+    /// QUIT was queued behind the last DELEs ([`Session::queue_quit`]); [`Session::quit`]
+    /// reads its answer.
+    quit_queued: bool,
 }
 
 /// Time spent waiting for the rest of answers under way, and what arrived meanwhile.
@@ -177,6 +183,8 @@ impl Session {
             // asked for.
             round_trips: 1 + u32::from(params.tls == TlsMode::Implicit),
             sent: true,
+            list_queued: false,
+            quit_queued: false,
             flow: Flow {
                 window: stall_window(params.timeout),
                 waited: Duration::ZERO,
@@ -420,7 +428,13 @@ impl Session {
         &mut self,
         mut f: impl FnMut(MsgNum, u64) -> Result<(), SessionError>,
     ) -> Result<(), SessionError> {
-        let (st, count) = self.stat_and(Command::List(None)).await?;
+        let (st, count) = match (self.list_queued, self.stat_count) {
+            (true, Some(count)) => {
+                self.list_queued = false;
+                (self.read_status().await?, count)
+            }
+            _ => self.stat_and(Command::List(None)).await?,
+        };
         if !st.is_ok() {
             return Err(SessionError::refused("LIST", &st));
         }
@@ -465,6 +479,29 @@ impl Session {
         Ok(())
     }
 
+    /// Asks for LIST in the flight of the STAT and UIDL that [`Session::uidl_each`] sends, when
+    /// the server offers PIPELINING: a poll that fetches then learns the sizes without a round
+    /// trip of its own. The caller must then read the listing with [`Session::list_each`], or
+    /// drop it with [`Session::skip_list`], before anything else. Call before `uidl_each`.
+    pub fn queue_list(&mut self) {
+        if self.stat_count.is_none() && self.caps.as_ref().is_some_and(|c| c.pipelining) {
+            self.list_queued = true;
+        }
+    }
+
+    /// Whether a LIST sent ahead is still to be read.
+    pub fn list_queued(&self) -> bool {
+        self.list_queued
+    }
+
+    /// Reads and drops the answer of a LIST sent ahead that turned out not to be needed.
+    pub async fn skip_list(&mut self) -> Result<(), SessionError> {
+        if self.list_queued {
+            self.list_each(|_, _| Ok(())).await?;
+        }
+        Ok(())
+    }
+
     /// Round trips so far (see the field's doc); [`Session::quit`] adds one.
     pub fn round_trips(&self) -> u32 {
         self.round_trips
@@ -475,8 +512,10 @@ impl Session {
     /// poll that finds nothing.
     pub async fn quit_unanswered(mut self) {
         self.interruptible = false;
-        tracing::trace!("C: QUIT (its answer is not waited for)");
-        self.pipe.queue(&Command::Quit, None);
+        if !self.quit_queued {
+            tracing::trace!("C: QUIT (its answer is not waited for)");
+            self.pipe.queue(&Command::Quit, None);
+        }
         let _ = self.flush().await;
         self.stream.shutdown().await;
     }
@@ -486,7 +525,13 @@ impl Session {
     pub async fn quit(mut self) -> Result<(), SessionError> {
         // QUIT is what makes DELEs count: it is read out even when a stop was asked for.
         self.interruptible = false;
-        let st = self.command(Command::Quit).await?;
+        let st = if self.quit_queued {
+            debug_assert_eq!(self.pipe.in_flight(), 1, "QUIT's answer is the one due");
+            self.flush().await?;
+            self.read_status().await?
+        } else {
+            self.command(Command::Quit).await?
+        };
         self.stream.shutdown().await;
         if st.is_ok() {
             Ok(())
@@ -506,9 +551,29 @@ impl Session {
         self.pipe.queue(&cmd, Some(tag));
     }
 
-    /// Commands sent or queued whose answers have not been read.
+    /// Queues QUIT behind the DELEs queued last (with PIPELINING), so that they and the QUIT
+    /// that commits them cost one round trip, not two; its answer is read by
+    /// [`Session::quit`], after the DELEs' by [`Session::next_answer`]. Only when nothing else
+    /// is to be sent. Should a DELE then be refused, the QUIT still commits the DELEs answered
+    /// `+OK`: each was sent only for a message already durably delivered and recorded, so the
+    /// next poll finds them gone and nothing is lost.
+    pub fn queue_quit(&mut self) {
+        debug_assert!(!self.quit_queued);
+        tracing::trace!("C: QUIT");
+        self.pipe.queue(&Command::Quit, None);
+        self.quit_queued = true;
+    }
+
+    /// Whether [`Session::queue_quit`] was called.
+    pub fn quit_queued(&self) -> bool {
+        self.quit_queued
+    }
+
+    /// Commands sent or queued whose answers have not been read, QUIT's not counted.
     pub fn in_flight(&self) -> usize {
-        self.pipe.in_flight()
+        self.pipe
+            .in_flight()
+            .saturating_sub(usize::from(self.quit_queued))
     }
 
     /// Sends the queued commands. A write never waits on the server's answers, and the queue is
@@ -579,6 +644,12 @@ impl Session {
         if pipelining {
             tracing::trace!("C: {cmd:?}");
             self.pipe.queue(&cmd, None);
+            if self.list_queued {
+                tracing::trace!("C: {:?}", Command::List(None));
+                self.pipe.queue(&Command::List(None), None);
+            }
+        } else {
+            self.list_queued = false;
         }
         self.flush().await?;
         let stat = self.read_status().await?;

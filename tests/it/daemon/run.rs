@@ -359,3 +359,39 @@ fn shutdown_deadline_holds_and_a_second_signal_exits_at_once() {
         }
     }
 }
+
+/// The daemon's repeated polls of one server resume the TLS session of the one before (a
+/// ticket from the server): the certificate chain is not sent and checked again each time.
+/// Dovecot's login processes are made long-lived here: by default each connection gets a new
+/// one, with new ticket keys, and nothing can be resumed.
+#[test]
+fn repeated_polls_resume_the_tls_session() {
+    crate::peers::require_peers!("dovecot");
+    let d = Dovecot::start_with_extra(
+        crate::dovecot::Options::default(),
+        "service pop3-login {\n  service_count = 0\n}\n",
+    );
+    d.add_user("alice", "pw");
+    d.deliver("alice", &message(1, 500));
+    let env = Env::new();
+    env.write_config(&format!(
+        "{GLOBAL}{}",
+        account(&d, "alice", "alice", &env.maildir(), "interval = \"1s\"")
+    ));
+    let daemon = Daemon::start(&env, &[]);
+    daemon.wait_log(30, "three polls", |l| polls(l, "alice") >= 3);
+    let log = daemon.log();
+    let handshakes: Vec<&str> = log.lines().filter(|l| l.contains("TLS session")).collect();
+    assert!(
+        handshakes.iter().any(|l| l.contains("TLS session resumed")),
+        "no resumed session:\n{log}"
+    );
+    assert_eq!(delivered_in(&env.maildir()).len(), 1);
+    // The first poll has nothing to resume.
+    assert!(
+        handshakes
+            .first()
+            .is_some_and(|l| l.contains("TLS session new")),
+        "{log}"
+    );
+}

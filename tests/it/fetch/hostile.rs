@@ -280,6 +280,42 @@ fn retr_refused_leaves_that_message_and_delivers_the_others() {
     assert_heals(&env, &server, &sources);
 }
 
+/// The last DELEs and the QUIT go in one flight, so when one DELE is refused the QUIT that
+/// follows it commits the others: each was sent only after its message was durably delivered.
+/// The poll is an error, nothing is lost or delivered twice, and the next poll deletes the one
+/// left.
+#[test]
+fn one_dele_refused_with_quit_in_its_flight_loses_nothing_and_the_next_poll_deletes_it() {
+    let msgs = msgs(3, 1000);
+    let sources = data(&msgs);
+    let server = Server::start(
+        msgs,
+        Script {
+            dele_err_uidl: Some("uidl-2".into()),
+            ..Script::default()
+        },
+    );
+    let env = env_for(&server, "");
+    let run = fetch(&env);
+    assert_failed(&run, "alice", &["the server answered DELE with -ERR"]);
+    assert_nothing_lost(&server, &env.maildir(), &sources);
+    assert_delivered_exactly(&env.maildir(), &sources);
+    // The QUIT behind the DELEs committed the two accepted.
+    assert_eq!(server.log().quits_ok, 1);
+    assert_eq!(server.remaining(), vec![sources[1].clone()]);
+    let retrs_before = server.log().commands("RETR").len();
+    server.heal();
+    let run = fetch(&env);
+    assert_ok(&run, "alice: 0 new messages delivered");
+    assert_eq!(
+        server.log().commands("RETR").len(),
+        retrs_before,
+        "nothing fetched again"
+    );
+    assert_delivered_exactly(&env.maildir(), &sources);
+    assert!(server.remaining().is_empty());
+}
+
 #[test]
 fn dele_refused_is_an_error_and_the_next_poll_deletes_without_duplicates() {
     let msgs = msgs(3, 1000);

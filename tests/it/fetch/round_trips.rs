@@ -1,11 +1,12 @@
 //! Round trips per poll, counted by the session and logged with the poll's summary: a poll that
-//! finds nothing takes connect, greeting, CAPA, USER and PASS in one flight, STAT and UIDL in
-//! one, and a QUIT it does not wait for; one that fetches streams its RETRs and DELEs.
+//! finds nothing takes connect, greeting, CAPA, USER and PASS in one flight, STAT and UIDL (and
+//! LIST, for a small mailbox) in one, and a QUIT it does not wait for; one that fetches streams
+//! its RETRs and DELEs, the last DELEs with the QUIT.
 
 use std::time::{Duration, Instant};
 
 use crate::harness::{Env, message};
-use crate::pop3_server::{Msg, Server};
+use crate::pop3_server::{Msg, Script, Server};
 use crate::support::config::Account;
 
 /// The round trips the poll's debug line reports.
@@ -68,4 +69,89 @@ fn a_fetch_and_delete_waits_for_quit_and_counts_it() {
     // 20 messages ride in a few flights behind their RETRs; QUIT is waited for (it commits the
     // DELEs).
     assert!((7..=12).contains(&n), "{n} round trips:\n{}", run.stderr);
+}
+
+/// 200 small messages from a server one round trip away: the RETRs go in the flights the
+/// retrieval window (bytes in flight) allows, not 32 at a time.
+#[test]
+fn two_hundred_small_messages_from_a_distant_server_take_few_round_trips() {
+    let msgs: Vec<Msg> = (0..200)
+        .map(|i| Msg::new(message(i, 4000), &format!("uidl-{i}")))
+        .collect();
+    let server = Server::start(
+        msgs,
+        Script {
+            flight_delay: Some(Duration::from_millis(30)),
+            ..Script::default()
+        },
+    );
+    let env = Env::new();
+    env.write_config(&Account::scripted(&server).maildir(&env.maildir()).to_toml());
+    let started = Instant::now();
+    let run = env.popfetch(&["-vv", "fetch"]);
+    let wall = started.elapsed();
+    run.assert_code(0);
+    assert!(server.remaining().is_empty());
+    assert_eq!(env.delivered().len(), 200);
+    let n = round_trips(&run.stderr);
+    eprintln!("{n} round trips counted, {wall:?}");
+    // Connect, greeting, CAPA, USER+PASS, STAT+UIDL+LIST, the RETRs (under 1 MiB: one
+    // flight), the DELEs of a batch committed while the rest streams, the last DELEs+QUIT.
+    assert!(n <= 10, "{n} round trips:\n{}", run.stderr);
+}
+
+/// The DELEs of the last messages and the QUIT that commits them go in one flight, and LIST
+/// rides with STAT and UIDL: a fetch of three messages from a distant server takes connect,
+/// greeting, CAPA, USER+PASS, STAT+UIDL+LIST, the RETRs, and DELEs+QUIT.
+#[test]
+fn the_last_deles_and_quit_go_in_one_flight() {
+    let msgs: Vec<Msg> = (0..3)
+        .map(|i| Msg::new(message(i, 2000), &format!("uidl-{i}")))
+        .collect();
+    let sources: Vec<Vec<u8>> = msgs.iter().map(|m| m.wire()).collect();
+    let server = Server::start(
+        msgs,
+        Script {
+            flight_delay: Some(Duration::from_millis(50)),
+            ..Script::default()
+        },
+    );
+    let env = Env::new();
+    env.write_config(&Account::scripted(&server).maildir(&env.maildir()).to_toml());
+    let run = env.popfetch(&["-vv", "fetch"]);
+    run.assert_code(0);
+    assert!(server.remaining().is_empty());
+    assert_eq!(server.log().quits_ok, 1);
+    assert_eq!(env.delivered().len(), sources.len());
+    assert_eq!(round_trips(&run.stderr), 7, "{}", run.stderr);
+}
+
+/// LIST is sent ahead only while the journal knows few messages: a large kept mailbox is not
+/// listed twice at every poll that finds nothing.
+#[test]
+fn list_is_sent_ahead_only_for_a_small_mailbox() {
+    let msgs: Vec<Msg> = (0..1001)
+        .map(|i| Msg::new(message(i, 100), &format!("uidl-{i}")))
+        .collect();
+    let server = Server::healthy(msgs);
+    let env = Env::new();
+    env.write_config(
+        &Account::scripted(&server)
+            .set("keep", true)
+            .maildir(&env.maildir())
+            .to_toml(),
+    );
+    env.popfetch(&["fetch"]).assert_code(0);
+    assert_eq!(env.delivered().len(), 1001);
+    let lists = server.log().commands("LIST").len();
+    // The journal knows 1,001 messages now: LIST is not sent when nothing is new.
+    let again = env.popfetch(&["-vv", "fetch"]);
+    again.assert_code(0);
+    assert_eq!(
+        server.log().commands("LIST").len(),
+        lists,
+        "{}",
+        again.stderr
+    );
+    assert_eq!(round_trips(&again.stderr), 5, "{}", again.stderr);
 }

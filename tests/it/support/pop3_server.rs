@@ -183,6 +183,8 @@ pub struct Script {
     pub list: Listing,
     /// Answer every DELE with `-ERR` (the message stays).
     pub dele_err: bool,
+    /// Answer the DELE of the message with this UIDL with `-ERR` (it stays), the others `+OK`.
+    pub dele_err_uidl: Option<String>,
     /// Answer QUIT with `-ERR` and close without applying the deletions.
     pub quit_err: bool,
     /// Offer `SASL XOAUTH2 OAUTHBEARER` and accept this bearer token for [`USER`]; anything
@@ -206,6 +208,9 @@ pub struct Script {
     pub login_delay_after_login: Option<u64>,
     /// The whole answer line to every PASS (CRLF added), instead of logging in.
     pub pass_answer: Option<String>,
+    /// Waits this long after each read of commands before answering them: a distant server,
+    /// where the commands of one flight are answered together one round trip later.
+    pub flight_delay: Option<Duration>,
 }
 
 /// What the clients did.
@@ -496,6 +501,9 @@ impl Conn {
                 Ok(0) => return None,
                 Ok(n) => {
                     self.buf.extend_from_slice(&chunk[..n]);
+                    if let Some(d) = self.script.flight_delay {
+                        std::thread::sleep(d);
+                    }
                     last = Instant::now();
                 }
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
@@ -943,7 +951,12 @@ impl Conn {
             "DELE" => match num(arg) {
                 Some(i) => {
                     lock(&self.shared.log).deles.push(seen[i].msg.data.clone());
-                    if self.script.dele_err {
+                    let refused = self
+                        .script
+                        .dele_err_uidl
+                        .as_ref()
+                        .is_some_and(|u| u.as_bytes() == seen[i].msg.uidl.as_slice());
+                    if self.script.dele_err || refused {
                         self.send_str("-ERR cannot delete that message\r\n")
                     } else {
                         seen[i].deleted = true;
