@@ -1,6 +1,7 @@
-//! `tls_fingerprint`: a server known by its certificate's or its public key's SHA-256 instead
-//! of by a CA. The private Dovecot's certificate is issued by a throw-away CA the client is not
-//! told about, so without the pin the chain leads nowhere trusted.
+//! TLS as mail administrators need it. `tls_fingerprint`: a server known by its certificate's
+//! or its public key's SHA-256 instead of by a CA; the private Dovecot serves a self-issued
+//! certificate, so without the pin nothing vouches for it. `tls_min_version`, client
+//! certificates, and the warning before a certificate ends.
 
 use std::path::Path;
 use std::process::Command;
@@ -40,7 +41,10 @@ fn fingerprints(pem: &Path) -> (String, String) {
 
 /// Call after `require_peers!("dovecot", "openssl")`.
 fn setup() -> (Dovecot, Env, String, String) {
-    let d = Dovecot::start();
+    let d = Dovecot::start_with(crate::dovecot::Options {
+        self_signed_days: Some(3650),
+        ..crate::dovecot::Options::default()
+    });
     d.add_user("alice", "pw");
     let server_pem = d.ca_file().with_file_name("server.pem");
     let (cert, spki) = fingerprints(&server_pem);
@@ -252,21 +256,25 @@ fn tls_min_version_1_3_refuses_a_server_limited_to_1_2() {
 #[test]
 fn a_certificate_ending_within_tls_expiry_warning_is_warned_of_once_a_day() {
     crate::peers::require_peers!("dovecot", "openssl");
-    let (d, env, _, _) = setup();
-    // The test certificate lives ten years: a warning period longer than that covers it.
-    env.write_config(
-        &Account::dovecot(&d)
-            .text("tls_expiry_warning", "4000d")
-            .maildir(&env.maildir())
-            .to_toml(),
-    );
+    // A self-issued certificate made to end in five days, pinned; the default warning (14
+    // days) covers it.
+    let d = Dovecot::start_with(crate::dovecot::Options {
+        self_signed_days: Some(5),
+        ..crate::dovecot::Options::default()
+    });
+    d.add_user("alice", "pw");
+    let (cert, _) = fingerprints(&d.ca_file().with_file_name("server.pem"));
+    let env = Env::new();
+    env.write_config(&pinned(&d, &env, &[&cert]));
     let first = env.popfetch(&["fetch"]);
     first.assert_code(0);
     assert!(
         first
             .stderr
-            .contains("account alice: the certificate of localhost ends in ")
-            && first.stderr.contains("days ("),
+            .contains("account alice: the certificate of localhost ends in 4 days (")
+            || first
+                .stderr
+                .contains("account alice: the certificate of localhost ends in 5 days ("),
         "{}",
         first.stderr
     );
@@ -287,8 +295,11 @@ fn a_certificate_ending_within_tls_expiry_warning_is_warned_of_once_a_day() {
         "{}",
         json.stdout
     );
-    // With the default (14 days) a ten-year certificate draws no word.
-    env.write_config(&Account::dovecot(&d).maildir(&env.maildir()).to_toml());
+    // A shorter warning period: no word.
+    env.write_config(&format!(
+        "{}tls_expiry_warning = \"2d\"\n",
+        pinned(&d, &env, &[&cert])
+    ));
     let quiet = env.popfetch(&["fetch"]);
     quiet.assert_code(0);
     assert!(!quiet.stderr.contains("certificate"), "{}", quiet.stderr);

@@ -84,6 +84,10 @@ pub struct Options {
     /// one (`ssl_verify_client_cert`, `auth_ssl_require_client_cert`); see
     /// [`Dovecot::client_cert`].
     pub client_cert: bool,
+    /// Serve a self-signed certificate for `localhost` valid this many days (in place of the
+    /// CA-issued one; `server.pem` is then that certificate): a server no CA vouches for, or
+    /// one whose certificate ends soon.
+    pub self_signed_days: Option<u32>,
 }
 
 /// The OAuth2 passdb of an instance, see [`Options::oauth2`] and [`crate::auth::oauth_peer`].
@@ -110,6 +114,7 @@ impl Default for Options {
             uidl_format: Some("%g"),
             oauth2: None,
             client_cert: false,
+            self_signed_days: None,
         }
     }
 }
@@ -159,6 +164,9 @@ impl Dovecot {
             mkdir(&root.join(sub), 0o755);
         }
         make_certificates(&root.join("tls"));
+        if let Some(days) = opts.self_signed_days {
+            make_self_signed(&root.join("tls"), days);
+        }
         write_file(&root.join("passwd"), b"", 0o644);
         if let Some(oauth2) = &opts.oauth2 {
             write_file(
@@ -231,7 +239,12 @@ impl Dovecot {
 
         // From here on a panic drops `server`, which stops the processes.
         let server = Dovecot {
-            ca_file: root.join("tls/ca.pem"),
+            // A self-signed certificate is its own trust anchor.
+            ca_file: root.join(if opts.self_signed_days.is_some() {
+                "tls/server.pem"
+            } else {
+                "tls/ca.pem"
+            }),
             dir,
             conf,
             instance,
@@ -257,7 +270,8 @@ impl Dovecot {
     }
 
     /// The PEM file of the throw-away CA that signed the server certificate (whose names are
-    /// `DNS:localhost` and `IP:127.0.0.1`).
+    /// `DNS:localhost` and `IP:127.0.0.1`); with [`Options::self_signed_days`], that
+    /// certificate itself. `server.pem` stands next to it either way.
     pub fn ca_file(&self) -> &Path {
         &self.ca_file
     }
@@ -813,6 +827,40 @@ pub(crate) fn make_certificates(dir: &Path) {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+}
+
+/// Replaces `server.pem`/`server.key` in `dir` by a self-signed certificate for `localhost`
+/// (and 127.0.0.1), valid `days` days.
+fn make_self_signed(dir: &Path, days: u32) {
+    let out = run_bounded(
+        Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+            ])
+            .args([
+                "-nodes",
+                "-subj",
+                "/CN=localhost",
+                "-days",
+                &days.to_string(),
+            ])
+            .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+            .args(["-keyout", "server.key", "-out", "server.pem"])
+            .current_dir(dir),
+        b"",
+        COMMAND_TIMEOUT,
+    )
+    .unwrap_or_else(|e| panic!("openssl: {e}"));
+    assert!(
+        out.status.success(),
+        "openssl req -x509: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Connects to the plain port and returns the greeting line.
