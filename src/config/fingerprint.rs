@@ -126,6 +126,9 @@ impl Canon {
             port,
             tls,
             ca_file,
+            tls_fingerprint,
+            tls_min_version,
+            tls_client,
             to,
             from,
             helo,
@@ -143,6 +146,17 @@ impl Canon {
         );
         if let Some(ca) = ca_file {
             self.field("ca_file", ca.as_os_str().as_encoded_bytes());
+        }
+        // Only when set, so that a relay without them keeps the digest it had before they
+        // existed (held mail stays held across the upgrade).
+        for pin in tls_fingerprint {
+            self.field("tls_fingerprint", pin.to_string().as_bytes());
+        }
+        if *tls_min_version != crate::net::TlsVersion::default() {
+            self.field("tls_min_version", tls_min_version.to_string().as_bytes());
+        }
+        if let Some((cert, _)) = tls_client {
+            self.field("tls_client_cert", cert.as_os_str().as_encoded_bytes());
         }
         self.list("to", to);
         if let Some(from) = from {

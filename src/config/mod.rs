@@ -191,6 +191,10 @@ pub struct Smtp {
     pub port: u16,
     pub tls: TlsMode,
     pub ca_file: Option<PathBuf>,
+    /// The relay's own `tls_fingerprint`, `tls_min_version` and client certificate.
+    pub tls_fingerprint: Vec<crate::net::Fingerprint>,
+    pub tls_min_version: crate::net::TlsVersion,
+    pub tls_client: Option<(PathBuf, PathBuf)>,
     pub to: Vec<String>,
     /// Overrides the envelope sender taken from the message.
     pub from: Option<String>,

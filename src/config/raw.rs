@@ -367,6 +367,11 @@ pub struct RawSmtp {
     pub port: Option<u16>,
     pub tls: Option<TlsMode>,
     pub ca_file: Option<PathBuf>,
+    /// As the account's keys of the same names, for the relay's TLS.
+    pub tls_fingerprint: Option<Vec<String>>,
+    pub tls_min_version: Option<crate::net::TlsVersion>,
+    pub tls_client_cert: Option<PathBuf>,
+    pub tls_client_key: Option<PathBuf>,
     pub to: Vec<String>,
     pub from: Option<String>,
     pub helo: Option<String>,

@@ -207,6 +207,11 @@ pub(super) fn secret_files(a: &Account) -> Vec<(&'static str, &'static str, &Pat
         files.push(("tls_client_key", "TLS client key", key));
     }
     if let Deliver::Smtp(s) = &a.deliver
+        && let Some((_, key)) = &s.tls_client
+    {
+        files.push(("deliver.smtp.tls_client_key", "TLS client key", key));
+    }
+    if let Deliver::Smtp(s) = &a.deliver
         && let Some((_, PasswordSource::File(p))) = &s.credentials
     {
         files.push(("deliver.smtp.password_file", "password file", p));
@@ -777,10 +782,25 @@ fn smtp(
             "an SMTP login over an unencrypted connection would send the password in clear text; use tls = \"starttls\" or \"implicit\"",
         ));
     }
+    let tls_fingerprint = fingerprints(raw.tls_fingerprint.as_deref(), tls)
+        .map_err(|why| err("deliver.smtp.tls_fingerprint", &why))?;
+    let tls_client = match (&raw.tls_client_cert, &raw.tls_client_key) {
+        (Some(c), Some(k)) => Some((expand(base, c), expand(base, k))),
+        (None, None) => None,
+        _ => {
+            return Err(err(
+                "deliver.smtp.tls_client_cert",
+                "tls_client_cert and tls_client_key go together",
+            ));
+        }
+    };
     Ok(Smtp {
         host: host.to_string(),
         port,
         tls,
+        tls_fingerprint,
+        tls_min_version: raw.tls_min_version.unwrap_or_default(),
+        tls_client,
         ca_file: raw
             .ca_file
             .as_ref()

@@ -346,9 +346,12 @@ async fn connect(
         port: target.port,
         ca_file: target.ca_file.as_deref(),
         verify: true,
-        pins: &[],
-        min_version: crate::net::TlsVersion::default(),
-        client: None,
+        pins: &target.tls_fingerprint,
+        min_version: target.tls_min_version,
+        client: target
+            .tls_client
+            .as_ref()
+            .map(|(c, k)| (c.as_path(), k.as_path())),
         timeout,
     };
     let tcp = peer.connect().await.map_err(|e| match e {

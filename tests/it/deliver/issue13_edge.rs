@@ -1063,3 +1063,53 @@ fn issue14_2_data_injected_after_the_relays_starttls_answer_is_refused() {
     assert_eq!(server.remaining().len(), 1);
     assert!(server.log().deles.is_empty());
 }
+
+/// The relay's STARTTLS takes `tls_fingerprint` as POP3 does: pinned, it needs no CA; a wrong
+/// pin ends the connection before the envelope, and the message stays on the server.
+#[test]
+fn a_relay_pinned_by_tls_fingerprint_needs_no_ca_and_a_wrong_pin_sends_nothing() {
+    crate::peers::require_peers!("dovecot", "openssl");
+    let server = Server::healthy(vec![Msg::new(b"Subject: one\n\nbody\n".to_vec(), "u1")]);
+    let env = Env::new();
+    let tls = env.path().join("tls");
+    std::fs::create_dir(&tls).unwrap();
+    let relay = Relay::start_tls(Data::Normal, &tls);
+    let out = std::process::Command::new("openssl")
+        .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
+        .arg(tls.join("server.pem"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let pin = format!("sha256:{}", text.trim().rsplit('=').next().unwrap());
+    let write = |pin: &str| {
+        env.write_config(&account(
+            &server,
+            &format!(
+                "{{ smtp = {{ host = \"127.0.0.1\", port = {}, tls = \"starttls\", \
+                 tls_fingerprint = [\"{pin}\"], to = [\"rcpt@example.org\"] }} }}",
+                relay.port
+            ),
+            "timeout = \"5s\"\nreceived_header = false",
+        ));
+    };
+    write(&format!("sha256:{}", "00".repeat(32)));
+    let run = run_bounded(env.command(&["fetch"]), Duration::from_secs(60));
+    assert_ne!(run.code, 0);
+    assert!(
+        format!("{}{}", run.stdout, run.stderr).contains("matches no tls_fingerprint"),
+        "{}\n{}",
+        run.stdout,
+        run.stderr
+    );
+    assert!(
+        !relay.commands().iter().any(|c| c.starts_with("MAIL")),
+        "{:?}",
+        relay.commands()
+    );
+    assert_eq!(server.remaining().len(), 1);
+    write(&pin);
+    let run = run_bounded(env.command(&["fetch"]), Duration::from_secs(60));
+    run.assert_code(0);
+    assert_eq!(relay.received().len(), 1, "{}", run.stderr);
+    assert!(server.remaining().is_empty());
+}
