@@ -181,7 +181,7 @@ pub enum Deliver {
     /// An MDA's argument list; `{from}`, `{account}` and `{user}` are replaced when they make up
     /// a whole argument.
     Mda(Vec<String>),
-    Smtp(Smtp),
+    Smtp(Box<Smtp>),
 }
 
 /// An SMTP relay target.

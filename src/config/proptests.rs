@@ -221,7 +221,7 @@ fn deliver(name: String) -> impl Strategy<Value = (String, Deliver)> {
                     "{{ smtp = {{ host = {}, to = [\"postmaster@example.org\"] }} }}",
                     q(host)
                 ),
-                Deliver::Smtp(Smtp {
+                Deliver::Smtp(Box::new(Smtp {
                     host: host.to_string(),
                     port: 25,
                     tls: if loopback {
@@ -230,11 +230,14 @@ fn deliver(name: String) -> impl Strategy<Value = (String, Deliver)> {
                         TlsMode::Starttls
                     },
                     ca_file: None,
+                    tls_fingerprint: Vec::new(),
+                    tls_min_version: crate::net::TlsVersion::V1_2,
+                    tls_client: None,
                     to: vec!["postmaster@example.org".to_string()],
                     from: None,
                     helo: None,
                     credentials: None,
-                }),
+                })),
             )
         }),
     ]

@@ -715,7 +715,9 @@ fn deliver(
             }
             Deliver::Mda(argv.clone())
         }
-        RawDeliver::Smtp(raw) => Deliver::Smtp(smtp(cx, base, raw, account, deliver_span)?),
+        RawDeliver::Smtp(raw) => {
+            Deliver::Smtp(Box::new(smtp(cx, base, raw, account, deliver_span)?))
+        }
     })
 }
 
