@@ -166,6 +166,8 @@ struct Opts {
     ssl: Option<bool>,
     sslcertck: Option<bool>,
     sslcertfile: Option<String>,
+    sslcert: Option<String>,
+    sslkey: Option<String>,
     sslproto: Option<(String, usize)>,
     keep: Option<bool>,
     fetchall: Option<(bool, usize)>,
@@ -193,6 +195,8 @@ impl Opts {
             ssl: self.ssl.or(o.ssl),
             sslcertck: self.sslcertck.or(o.sslcertck),
             sslcertfile: self.sslcertfile.or_else(|| o.sslcertfile.clone()),
+            sslcert: self.sslcert.or_else(|| o.sslcert.clone()),
+            sslkey: self.sslkey.or_else(|| o.sslkey.clone()),
             sslproto: self.sslproto.or_else(|| o.sslproto.clone()),
             keep: self.keep.or(o.keep),
             fetchall: self.fetchall.or(o.fetchall),
@@ -247,8 +251,6 @@ const IGNORED_ARG: &[(&str, &str)] = &[
     ("interface", "popfetch does not check network interfaces"),
     ("monitor", "popfetch does not watch interfaces for activity"),
     ("bad-header", "popfetch passes every message on unchanged"),
-    ("sslkey", "client certificates are not supported"),
-    ("sslcert", "client certificates are not supported"),
     (
         "sslfingerprint",
         "an MD5 fingerprint, which popfetch does not take: run `popfetch check --connect` and \
@@ -498,6 +500,8 @@ impl Parser<'_> {
             "ssl" => o.ssl = Some(true),
             "sslcertck" => o.sslcertck = Some(true),
             "sslcertfile" => o.sslcertfile = self.arg("sslcertfile", line),
+            "sslcert" => o.sslcert = self.arg("sslcert", line),
+            "sslkey" => o.sslkey = self.arg("sslkey", line),
             "sslproto" => o.sslproto = self.arg("sslproto", line).map(|p| (p, line)),
             "keep" => o.keep = Some(true),
             "nokeep" => o.keep = Some(false),
@@ -839,15 +843,17 @@ fn user_tls(p: &mut Parser, a: &mut Account, o: &Opts) {
             );
         }
     }
-    if let Some((s, line)) = &sslproto
-        && !s.is_empty()
-        && s != "auto"
-    {
-        p.note(
-            *line,
+    match sslproto.as_ref().map(|(s, l)| (s.as_str(), *l)) {
+        // fetchmail's `TLS1.3+` (and a bare `TLS1.3`) is popfetch's floor of 1.3.
+        Some(("tls1.3+" | "tls1.3", _)) => a.tls_min_version = Some("1.3"),
+        Some(("tls1.2+" | "tls1.2", _)) => {}
+        Some((s, line)) if !s.is_empty() && s != "auto" => p.note(
+            line,
             format!("sslproto {s}"),
-            "popfetch negotiates TLS 1.2 or newer by itself; the version is not pinned",
-        );
+            "popfetch accepts TLS 1.2 or newer (tls_min_version raises the floor to 1.3); \
+             older versions are never used",
+        ),
+        _ => {}
     }
     if o.sslcertck == Some(false) {
         a.tls_verify = Some(false);
@@ -855,6 +861,7 @@ fn user_tls(p: &mut Parser, a: &mut Account, o: &Opts) {
             .push("no sslcertck: certificates are not checked, as in the rc file".into());
     }
     a.ca_file = o.sslcertfile.clone();
+    a.tls_client = (o.sslcert.clone(), o.sslkey.clone());
 }
 
 /// Where a `user` entry delivers: its mda, or the SMTP server fetchmail forwarded to.

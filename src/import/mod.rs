@@ -138,6 +138,10 @@ pub struct Account {
     pub tls_verify: Option<bool>,
     /// `tls_fingerprint`, in popfetch's syntax.
     pub tls_fingerprint: Vec<String>,
+    /// `tls_client_cert` and `tls_client_key`.
+    pub tls_client: (Option<String>, Option<String>),
+    /// `tls_min_version`, when the rc file asked for more than 1.2.
+    pub tls_min_version: Option<&'static str>,
     pub user: String,
     pub password: Password,
     pub auth: Option<&'static str>,
@@ -169,6 +173,8 @@ impl Account {
             ca_file: None,
             tls_verify: None,
             tls_fingerprint: Vec::new(),
+            tls_client: (None, None),
+            tls_min_version: None,
             user,
             password: Password::Missing,
             auth: None,
@@ -582,6 +588,15 @@ fn render_account(s: &mut String, a: &Account) {
     }
     if let Some(v) = a.tls_verify {
         line(s, "tls_verify", &v.to_string());
+    }
+    if let Some(v) = a.tls_min_version {
+        line(s, "tls_min_version", &string(v));
+    }
+    if let Some(c) = &a.tls_client.0 {
+        line(s, "tls_client_cert", &string(c));
+    }
+    if let Some(k) = &a.tls_client.1 {
+        line(s, "tls_client_key", &string(k));
     }
     if !a.tls_fingerprint.is_empty() {
         let pins: Vec<String> = a.tls_fingerprint.iter().map(|f| string(f)).collect();

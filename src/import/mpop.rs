@@ -217,8 +217,6 @@ struct Seen {
 /// mpop settings popfetch has nothing for: noted when set, ignored.
 const NO_EQUIVALENT: &[&str] = &[
     "tls_crl_file",
-    "tls_key_file",
-    "tls_cert_file",
     "tls_priorities",
     "tls_host_override",
     "tls_min_dh_prime_bits",
@@ -290,6 +288,8 @@ fn setting(
                 );
             }
         }
+        "tls_cert_file" if !v.is_empty() => a.tls_client.0 = Some(v.to_string()),
+        "tls_key_file" if !v.is_empty() => a.tls_client.1 = Some(v.to_string()),
         "tls_fingerprint" => {
             // mpop's is the certificate's, in hex with colons: SHA-256 (32 bytes) carries
             // over as it is; SHA-1 and MD5 cannot, popfetch pins by SHA-256 only.
