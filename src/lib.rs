@@ -24,6 +24,7 @@ pub mod report;
 pub mod scheduler;
 pub mod secret;
 pub mod session;
+pub mod smtp_codec;
 pub mod state;
 pub mod status;
 pub mod text;
