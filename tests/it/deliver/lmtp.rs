@@ -1,0 +1,294 @@
+//! The LMTP backend against Dovecot's LMTP service, on its Unix socket and over TCP: messages
+//! delivered into a mailbox are read back through the same Dovecot's POP3 byte for byte; an
+//! unknown user is a permanent refusal (held); and a server that goes away in the middle of
+//! DATA (a scripted listener, since Dovecot will not) leaves nothing recorded and nothing
+//! deleted.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixListener;
+use std::path::Path;
+
+use crate::dovecot::{Dovecot, Options};
+use crate::harness::{Env, expected, message, strip_received};
+use crate::postfix::maildir_messages;
+use crate::support::config::Account;
+
+fn messages(n: usize) -> Vec<Vec<u8>> {
+    let mut v: Vec<Vec<u8>> = (0..n).map(|i| message(i, 4000)).collect();
+    v.push(
+        b"Return-Path: <bounce@example.org>\nFrom: b@example.org\nSubject: dots\nMessage-ID: <dots@x>\n\n.\n..\n.leading\nlast line without end"
+            .to_vec(),
+    );
+    v.push(
+        "From: c@example.org\nSubject: 8bit\nMessage-ID: <8bit@x>\n\nGr\u{fc}\u{df}e \u{1f600}\r\nbare\rcr\n"
+            .as_bytes()
+            .to_vec(),
+    );
+    v
+}
+
+fn start() -> Dovecot {
+    let d = Dovecot::start_with(Options {
+        lmtp: true,
+        ..Options::default()
+    });
+    d.add_user("alice", "pw");
+    d.add_user("bob", "pw");
+    d
+}
+
+fn config(d: &Dovecot, env: &Env, lmtp: &str) {
+    let account = Account::dovecot(d).set("deliver", format_args!("{{ lmtp = {lmtp} }}"));
+    env.write_config(&account.to_toml());
+}
+
+/// Removes the trace fields at the top of a message (Dovecot's Return-Path, Delivered-To and
+/// Received, popfetch's Received), folded lines included.
+fn strip_trace(mut m: &[u8]) -> &[u8] {
+    loop {
+        let lower = m.to_ascii_lowercase();
+        if !["return-path:", "delivered-to:", "received:"]
+            .iter()
+            .any(|h| lower.starts_with(h.as_bytes()))
+        {
+            return m;
+        }
+        let mut end = m
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(m.len(), |i| i + 1);
+        while matches!(m.get(end), Some(b' ' | b'\t')) {
+            end += m[end..]
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(m.len() - end, |i| i + 1);
+        }
+        m = &m[end..];
+    }
+}
+
+/// What a source message looks like in a Maildir after the trip: LF line ends (a bare CR became
+/// a line end on the way: the relay's rule), a final newline added.
+fn local_form(source: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < source.len() {
+        match source[i] {
+            b'\r' if source.get(i + 1) == Some(&b'\n') => {}
+            b'\r' => out.push(b'\n'),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    expected(&out)
+}
+
+/// Reads `user`'s mailbox back over POP3 into a fresh Maildir.
+fn read_back(d: &Dovecot, user: &str) -> Vec<Vec<u8>> {
+    let back = Env::new();
+    back.write_config(&format!(
+        "[[account]]\nname = \"{user}\"\nhost = \"localhost\"\nport = {}\nca_file = \"{}\"\n\
+         user = \"{user}\"\npassword = \"pw\"\ndeliver = {{ maildir = \"{}\" }}\n",
+        d.pop3s_port(),
+        d.ca_file().display(),
+        back.maildir().display()
+    ));
+    back.popfetch(&["fetch"]).assert_code(0);
+    maildir_messages(&back.maildir())
+        .iter()
+        .map(|m| strip_received(m))
+        .collect()
+}
+
+#[track_caller]
+fn assert_round_trip(d: &Dovecot, user: &str, sources: &[Vec<u8>]) {
+    let back = read_back(d, user);
+    let mut got: Vec<Vec<u8>> = back.iter().map(|m| strip_trace(m).to_vec()).collect();
+    got.sort();
+    let mut want: Vec<Vec<u8>> = sources
+        .iter()
+        .map(|m| strip_trace(&local_form(m)).to_vec())
+        .collect();
+    want.sort();
+    assert_eq!(got.len(), want.len());
+    for (g, w) in got.iter().zip(&want) {
+        assert!(
+            g == w,
+            "differs:\n{}\n---\n{}",
+            String::from_utf8_lossy(g),
+            String::from_utf8_lossy(w)
+        );
+    }
+    // The envelope sender came from the message's Return-Path (Dovecot writes it first).
+    assert!(
+        back.iter()
+            .any(|m| m.starts_with(b"Return-Path: <bounce@example.org>\n")),
+        "no message kept its envelope sender"
+    );
+}
+
+#[test]
+fn lmtp_socket_delivers_into_dovecot_byte_for_byte() {
+    crate::peers::require_peers!("dovecot", "dovecot-lmtp");
+    let d = start();
+    let msgs = messages(20);
+    d.deliver_many("alice", msgs.clone());
+    let env = Env::new();
+    config(
+        &d,
+        &env,
+        &format!(
+            "{{ socket = {:?}, to = [\"bob\"], lhlo = \"popfetch.test\" }}",
+            d.lmtp_socket().display().to_string()
+        ),
+    );
+    let run = env.popfetch(&["fetch"]);
+    run.assert_code(0);
+    assert!(
+        run.stdout
+            .contains(&format!("{} new messages delivered", msgs.len())),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(d.message_count("alice"), 0);
+    assert_eq!(d.message_count("bob"), msgs.len());
+    assert_round_trip(&d, "bob", &msgs);
+}
+
+#[test]
+fn lmtp_tcp_delivers_to_every_recipient_with_user_replaced() {
+    crate::peers::require_peers!("dovecot", "dovecot-lmtp");
+    let d = start();
+    d.add_user("carol", "pw");
+    let msgs = messages(5);
+    d.deliver_many("alice", msgs.clone());
+    let env = Env::new();
+    // `{user}` is the account's POP3 user: alice.
+    config(
+        &d,
+        &env,
+        &format!(
+            "{{ host = \"127.0.0.1\", port = {}, to = [\"bob@example.org\", \"carol\", \"{{user}}\"] }}",
+            d.lmtp_port()
+        ),
+    );
+    env.popfetch(&["fetch"]).assert_code(0);
+    for user in ["bob", "carol", "alice"] {
+        assert_eq!(d.message_count(user), msgs.len(), "{user}");
+        assert_round_trip(&d, user, &msgs);
+    }
+}
+
+#[test]
+fn lmtp_unknown_user_is_permanent_and_the_message_held() {
+    crate::peers::require_peers!("dovecot", "dovecot-lmtp");
+    let d = start();
+    d.deliver_many("alice", messages(1));
+    let env = Env::new();
+    config(
+        &d,
+        &env,
+        &format!(
+            "{{ socket = {:?}, to = [\"nosuchuser\"] }}",
+            d.lmtp_socket().display().to_string()
+        ),
+    );
+    let run = env.popfetch(&["fetch"]);
+    run.assert_code(1);
+    assert!(
+        run.stdout.contains("3 held after a permanent failure"),
+        "{}",
+        run.stdout
+    );
+    // The server's reply with its enhanced status code is in the summary.
+    let out = format!("{}{}", run.stdout, run.stderr);
+    assert!(out.contains("<nosuchuser>: 550 5.1.1"), "{out}");
+    assert_eq!(
+        d.message_count("alice"),
+        3,
+        "held messages stay on the server"
+    );
+    // Held: the next poll does not try them again.
+    let again = env.popfetch(&["fetch"]);
+    assert!(!again.stdout.contains("550"), "{}", again.stdout);
+    assert_eq!(d.message_count("alice"), 3);
+}
+
+/// A scripted LMTP server on a Unix socket that accepts the transaction, reads a few lines of
+/// the data and hangs up.
+fn vanishing_server(path: &Path) -> std::thread::JoinHandle<()> {
+    let listener = UnixListener::bind(path).unwrap();
+    std::thread::spawn(move || {
+        let (s, _) = listener.accept().unwrap();
+        let mut w = s.try_clone().unwrap();
+        let mut r = BufReader::new(s);
+        w.write_all(b"220 fake LMTP\r\n").unwrap();
+        let mut line = String::new();
+        let mut in_data = 0;
+        loop {
+            line.clear();
+            if r.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            if in_data > 0 {
+                in_data += 1;
+                if in_data > 5 {
+                    return; // gone mid-DATA, no reply
+                }
+                continue;
+            }
+            let cmd = line.to_ascii_uppercase();
+            let reply: &[u8] = if cmd.starts_with("LHLO") {
+                b"250-fake\r\n250-PIPELINING\r\n250-ENHANCEDSTATUSCODES\r\n250 8BITMIME\r\n"
+            } else if cmd.starts_with("DATA") {
+                in_data = 1;
+                b"354 go on\r\n"
+            } else {
+                b"250 2.0.0 ok\r\n"
+            };
+            w.write_all(reply).unwrap();
+        }
+    })
+}
+
+#[test]
+fn lmtp_server_gone_mid_data_records_nothing_and_deletes_nothing() {
+    crate::peers::require_peers!("dovecot", "dovecot-lmtp");
+    let d = start();
+    let msgs = messages(3);
+    d.deliver_many("alice", msgs.clone());
+    let env = Env::new();
+    let fake = env.path().join("fake-lmtp");
+    let server = vanishing_server(&fake);
+    config(
+        &d,
+        &env,
+        &format!(
+            "{{ socket = {:?}, to = [\"bob\"] }}",
+            fake.display().to_string()
+        ),
+    );
+    let run = env.popfetch(&["fetch"]);
+    server.join().unwrap();
+    let out = format!("{}{}", run.stdout, run.stderr);
+    assert_ne!(run.code, 0, "{out}");
+    // A broken pipe while writing the data, or a closed connection while waiting for replies.
+    assert!(
+        out.contains("failed: LMTP server") || out.contains("closed the connection"),
+        "{out}"
+    );
+    assert_eq!(d.message_count("alice"), msgs.len(), "nothing deleted");
+    // Nothing was recorded as delivered: the real server gets every message, once.
+    config(
+        &d,
+        &env,
+        &format!(
+            "{{ socket = {:?}, to = [\"bob\"] }}",
+            d.lmtp_socket().display().to_string()
+        ),
+    );
+    env.popfetch(&["fetch"]).assert_code(0);
+    assert_eq!(d.message_count("alice"), 0);
+    assert_eq!(d.message_count("bob"), msgs.len());
+    assert_round_trip(&d, "bob", &msgs);
+}
