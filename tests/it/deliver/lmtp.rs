@@ -292,3 +292,80 @@ fn lmtp_server_gone_mid_data_records_nothing_and_deletes_nothing() {
     assert_eq!(d.message_count("bob"), msgs.len());
     assert_round_trip(&d, "bob", &msgs);
 }
+
+#[test]
+fn lmtp_starttls_over_tcp_verifies_the_server() {
+    crate::peers::require_peers!("dovecot", "dovecot-lmtp");
+    let d = start();
+    let msgs = messages(2);
+    d.deliver_many("alice", msgs.clone());
+    let env = Env::new();
+    config(
+        &d,
+        &env,
+        &format!(
+            "{{ host = \"localhost\", port = {}, tls = \"starttls\", ca_file = {:?}, to = [\"bob\"] }}",
+            d.lmtp_port(),
+            d.ca_file().display().to_string()
+        ),
+    );
+    env.popfetch(&["fetch"]).assert_code(0);
+    assert_eq!(d.message_count("bob"), msgs.len());
+    assert_round_trip(&d, "bob", &msgs);
+    // Without the test CA the certificate is refused: TLS was really spoken and checked.
+    d.deliver_many("alice", messages(0));
+    let strict = Env::new();
+    config(
+        &d,
+        &strict,
+        &format!(
+            "{{ host = \"localhost\", port = {}, tls = \"starttls\", to = [\"bob\"] }}",
+            d.lmtp_port()
+        ),
+    );
+    let run = strict.popfetch(&["fetch"]);
+    let out = format!("{}{}", run.stdout, run.stderr);
+    assert_eq!(run.code, 1, "{out}");
+    assert!(out.contains("STARTTLS with the LMTP server"), "{out}");
+    assert_eq!(d.message_count("alice"), 2, "nothing deleted");
+    // (bob's mailbox was emptied by the read-back above.)
+    assert_eq!(d.message_count("bob"), 0, "nothing delivered in clear text");
+}
+
+#[test]
+fn lmtp_over_quota_452_is_tried_again_later() {
+    crate::peers::require_peers!("dovecot", "dovecot-lmtp");
+    let d = Dovecot::start_with_extra(
+        Options {
+            lmtp: true,
+            ..Options::default()
+        },
+        "mail_plugins = $mail_plugins quota\nquota_full_tempfail = yes\n\
+         plugin {\n  quota = maildir:User quota\n  quota_rule = *:storage=10K\n}\n",
+    );
+    d.add_user("alice", "pw");
+    d.add_user("bob", "pw");
+    let msgs: Vec<Vec<u8>> = (0..4).map(|i| message(i, 4000)).collect();
+    d.deliver_many("alice", msgs);
+    let env = Env::new();
+    config(
+        &d,
+        &env,
+        &format!(
+            "{{ socket = {:?}, to = [\"bob\"] }}",
+            d.lmtp_socket().display().to_string()
+        ),
+    );
+    let run = env.popfetch(&["fetch"]);
+    let out = format!("{}{}", run.stdout, run.stderr);
+    assert_eq!(run.code, 1, "{out}");
+    assert!(out.contains("452 4.2.2"), "{out}");
+    assert!(out.contains("failed for now"), "{out}");
+    let delivered = d.message_count("bob");
+    assert!((1..4).contains(&delivered), "{delivered} delivered\n{out}");
+    assert_eq!(d.message_count("alice"), 4 - delivered, "the refused stay");
+    // Still over quota: tried again, refused again, nothing lost.
+    let again = env.popfetch(&["fetch"]);
+    assert!(again.stdout.contains("failed for now"), "{}", again.stdout);
+    assert_eq!(d.message_count("alice") + d.message_count("bob"), 4);
+}
