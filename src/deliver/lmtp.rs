@@ -87,6 +87,8 @@ impl Lmtp {
             target: self.target.clone(),
             timeout: self.timeout,
             conn: self.conn.clone(),
+            skip: Vec::new(),
+            reached: Vec::new(),
         };
         if let Some(h) = header {
             sink.write(h)?;
@@ -115,9 +117,21 @@ pub struct Sink {
     target: Arc<config::Lmtp>,
     timeout: Duration,
     conn: Arc<Mutex<Option<Conn>>>,
+    /// Recipients that have it from an earlier try.
+    skip: Vec<String>,
+    /// Recipients that got a 2xx after the data in this try.
+    reached: Vec<String>,
 }
 
 impl Sink {
+    pub(super) fn skip_recipients(&mut self, reached: Vec<String>) {
+        self.skip = reached;
+    }
+
+    pub(super) fn reached(&self) -> &[String] {
+        &self.reached
+    }
+
     pub(super) fn write(&mut self, data: &[u8]) -> Result<(), DeliverError> {
         let Some(spool) = self.spool.as_mut() else {
             return Ok(());
@@ -154,7 +168,18 @@ impl Sink {
                 "envelope sender {sender:?} cannot be sent"
             )));
         }
-        let utf8 = !sender.is_ascii() || self.target.to.iter().any(|t| !t.is_ascii());
+        let to: Vec<String> = self
+            .target
+            .to
+            .iter()
+            .filter(|t| !self.skip.contains(t))
+            .cloned()
+            .collect();
+        if to.is_empty() {
+            // Every recipient has it already; an earlier try ended before it was recorded.
+            return Ok(());
+        }
+        let utf8 = !sender.is_ascii() || to.iter().any(|t| !t.is_ascii());
 
         let mut guard = self.conn.lock().await;
         let mut retried = false;
@@ -170,11 +195,11 @@ impl Sink {
                 .map_err(|e| DeliverError::io("cannot read the spool file", e))?;
             let tx = Transaction {
                 sender: &sender,
-                to: &self.target.to,
+                to: &to,
                 eight_bit: self.eight_bit,
                 utf8,
             };
-            match conn.transaction(&tx, &mut file).await {
+            match conn.transaction(&tx, &mut file, &mut self.reached).await {
                 Ok(r) => return r,
                 // Dropped while idle, before any recipient was accepted: once more, anew.
                 Err(Broken::BeforeData(_)) if reused && !retried => {
@@ -263,11 +288,14 @@ impl Conn {
         }
     }
 
-    /// One message: `Ok` holds the outcome the server gave; `Err` a broken connection.
+    /// One message: `Ok` holds the outcome the server gave; `Err` a broken connection. The
+    /// recipients given a 2xx after the data go into `reached` as the replies come, so that a
+    /// connection broken among them still tells who has the message.
     async fn transaction(
         &mut self,
         tx: &Transaction<'_>,
         file: &mut File,
+        reached: &mut Vec<String>,
     ) -> Result<Result<(), DeliverError>, Broken> {
         use Broken::{BeforeData, Later};
         if tx.utf8 && !self.ext.smtputf8 {
@@ -363,15 +391,23 @@ impl Conn {
         let limit = self.timeout.saturating_mul(DATA_END_TIMEOUTS);
         for to in accepted {
             let r = self.reply_within(limit).await.map_err(Later)?;
-            if r.class() != Class::Positive {
+            if r.class() == Class::Positive {
+                reached.push(to.to_string());
+            } else {
                 failed.push((format!("<{to}>"), r));
             }
         }
         if failed.is_empty() {
-            Ok(Ok(()))
-        } else {
-            Ok(Err(outcome(&self.name, &failed)))
+            return Ok(Ok(()));
         }
+        let mut e = outcome(&self.name, &failed);
+        if !reached.is_empty() {
+            e.message.push_str(&format!(
+                "; delivered to {} (not sent to them again)",
+                reached.join(", ")
+            ));
+        }
+        Ok(Err(e))
     }
 
     /// The spool, dot-stuffed, then the final ".".

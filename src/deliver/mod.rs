@@ -221,6 +221,23 @@ impl Sink {
         }
     }
 
+    /// Recipients that have this message already (from an earlier, partly successful try):
+    /// left out this time. Only LMTP delivers per recipient; the others ignore it.
+    pub fn skip_recipients(&mut self, reached: Vec<String>) {
+        if let Sink::Lmtp(s) = self {
+            s.skip_recipients(reached);
+        }
+    }
+
+    /// After [`Sink::finish`] failed: the recipients that got the message all the same (an LMTP
+    /// 2xx after the data), to be recorded so that a retry leaves them out.
+    pub fn reached(&self) -> &[String] {
+        match self {
+            Sink::Lmtp(s) => s.reached(),
+            _ => &[],
+        }
+    }
+
     /// Message bytes written so far (trace header included).
     pub fn bytes(&self) -> u64 {
         match self {

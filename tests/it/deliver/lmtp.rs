@@ -369,3 +369,52 @@ fn lmtp_over_quota_452_is_tried_again_later() {
     assert!(again.stdout.contains("failed for now"), "{}", again.stdout);
     assert_eq!(d.message_count("alice") + d.message_count("bob"), 4);
 }
+
+#[test]
+fn lmtp_mixed_replies_record_who_has_it_and_no_one_gets_a_second_copy() {
+    crate::peers::require_peers!("dovecot", "dovecot-lmtp");
+    let d = start();
+    d.add_user("carol", "pw");
+    let msgs = messages(2);
+    d.deliver_many("alice", msgs.clone());
+    let env = Env::new();
+    let socket = d.lmtp_socket().display().to_string();
+    config(
+        &d,
+        &env,
+        &format!("{{ socket = {socket:?}, to = [\"bob\", \"nosuchuser\"] }}"),
+    );
+    // bob gets every message; nosuchuser is refused with 550: held, bob recorded.
+    let run = env.popfetch(&["fetch"]);
+    let out = format!("{}{}", run.stdout, run.stderr);
+    assert_eq!(run.code, 1, "{out}");
+    assert!(out.contains("delivered to bob"), "{out}");
+    assert_eq!(d.message_count("bob"), msgs.len());
+    assert_eq!(d.message_count("alice"), msgs.len());
+    let journal = std::fs::read_dir(env.path().join("state"))
+        .unwrap()
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().ends_with(".uidls"))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap())
+        .unwrap();
+    assert_eq!(journal.matches(" bob\n").count(), msgs.len(), "{journal}");
+    assert!(journal.starts_with("popfetch-uidls 3\n"), "{journal}");
+    // Released by hand: tried again, for nosuchuser only (refused again), never for bob.
+    env.popfetch(&["retry", "alice"]).assert_code(0);
+    env.popfetch(&["fetch"]).assert_code(1);
+    assert_eq!(d.message_count("bob"), msgs.len(), "bob got no second copy");
+    // The recipients change (a new delivery fingerprint releases the held messages): carol
+    // gets them, bob still does not get them again, and the messages leave the server.
+    config(
+        &d,
+        &env,
+        &format!("{{ socket = {socket:?}, to = [\"bob\", \"carol\"] }}"),
+    );
+    let run = env.popfetch(&["fetch"]);
+    run.assert_code(0);
+    assert_eq!(d.message_count("alice"), 0);
+    assert_eq!(d.message_count("carol"), msgs.len());
+    assert_eq!(d.message_count("bob"), msgs.len(), "bob got no second copy");
+    assert_round_trip(&d, "bob", &msgs);
+    assert_round_trip(&d, "carol", &msgs);
+}
