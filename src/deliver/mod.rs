@@ -238,6 +238,15 @@ impl Sink {
         }
     }
 
+    /// Whether the journal record of this finished delivery may wait for a batch's one fsync.
+    /// True for LMTP: its 2xx says the server stored the message, so a crash before the record
+    /// costs a repeat of the batch's messages (at most a batch: 64 messages, half a second),
+    /// never a loss. The other backends that cannot be
+    /// asked later are recorded one by one, so a crash repeats at most the message in flight.
+    pub fn group_commit(&self) -> bool {
+        matches!(self, Sink::Lmtp(_))
+    }
+
     /// Message bytes written so far (trace header included).
     pub fn bytes(&self) -> u64 {
         match self {

@@ -345,8 +345,9 @@ impl Run<'_> {
                 self.short(i, wire);
                 Ok(())
             }
-            Ok(Some(sink)) if sink.key().is_some() => {
-                // A Maildir delivery: durable and visible with the rest of its batch.
+            Ok(Some(sink)) if sink.key().is_some() || sink.group_commit() => {
+                // A Maildir delivery: durable and visible with the rest of its batch. An LMTP
+                // delivery is durable already (the server's 2xx): its record joins the batch's.
                 self.batch.bytes += sink.bytes();
                 self.batch.started.get_or_insert_with(Instant::now);
                 self.batch.sinks.push((i, sink));

@@ -214,9 +214,9 @@ fn lmtp_unknown_user_is_permanent_and_the_message_held() {
     assert_eq!(d.message_count("alice"), 3);
 }
 
-/// A scripted LMTP server on a Unix socket that accepts the transaction, reads a few lines of
-/// the data and hangs up.
-fn vanishing_server(path: &Path) -> std::thread::JoinHandle<()> {
+/// A scripted LMTP server on a Unix socket that takes `complete` messages whole (250 after the
+/// data), then accepts the next transaction, reads a few lines of its data and hangs up.
+fn vanishing_server(path: &Path, complete: usize) -> std::thread::JoinHandle<()> {
     let listener = UnixListener::bind(path).unwrap();
     std::thread::spawn(move || {
         let (s, _) = listener.accept().unwrap();
@@ -225,6 +225,7 @@ fn vanishing_server(path: &Path) -> std::thread::JoinHandle<()> {
         w.write_all(b"220 fake LMTP\r\n").unwrap();
         let mut line = String::new();
         let mut in_data = 0;
+        let mut taken = 0;
         loop {
             line.clear();
             if r.read_line(&mut line).unwrap_or(0) == 0 {
@@ -232,7 +233,13 @@ fn vanishing_server(path: &Path) -> std::thread::JoinHandle<()> {
             }
             if in_data > 0 {
                 in_data += 1;
-                if in_data > 5 {
+                if taken < complete {
+                    if line == ".\r\n" {
+                        in_data = 0;
+                        taken += 1;
+                        w.write_all(b"250 2.0.0 stored\r\n").unwrap();
+                    }
+                } else if in_data > 5 {
                     return; // gone mid-DATA, no reply
                 }
                 continue;
@@ -259,7 +266,7 @@ fn lmtp_server_gone_mid_data_records_nothing_and_deletes_nothing() {
     d.deliver_many("alice", msgs.clone());
     let env = Env::new();
     let fake = env.path().join("fake-lmtp");
-    let server = vanishing_server(&fake);
+    let server = vanishing_server(&fake, 0);
     config(
         &d,
         &env,
@@ -417,4 +424,41 @@ fn lmtp_mixed_replies_record_who_has_it_and_no_one_gets_a_second_copy() {
     assert_eq!(d.message_count("bob"), msgs.len(), "bob got no second copy");
     assert_round_trip(&d, "bob", &msgs);
     assert_round_trip(&d, "carol", &msgs);
+}
+
+#[test]
+fn lmtp_server_gone_after_some_messages_keeps_those_recorded() {
+    crate::peers::require_peers!("dovecot", "dovecot-lmtp");
+    let d = start();
+    let msgs: Vec<Vec<u8>> = (0..5).map(|i| message(i, 2000)).collect();
+    d.deliver_many("alice", msgs.clone());
+    let env = Env::new();
+    let fake = env.path().join("fake-lmtp");
+    let server = vanishing_server(&fake, 2);
+    config(
+        &d,
+        &env,
+        &format!(
+            "{{ socket = {:?}, to = [\"bob\"] }}",
+            fake.display().to_string()
+        ),
+    );
+    let run = env.popfetch(&["fetch"]);
+    server.join().unwrap();
+    let out = format!("{}{}", run.stdout, run.stderr);
+    assert_ne!(run.code, 0, "{out}");
+    assert!(out.contains("2 new messages delivered"), "{out}");
+    // The two the server took are recorded (and deleted); the rest stay.
+    assert_eq!(d.message_count("alice"), 3, "{out}");
+    config(
+        &d,
+        &env,
+        &format!(
+            "{{ socket = {:?}, to = [\"bob\"] }}",
+            d.lmtp_socket().display().to_string()
+        ),
+    );
+    env.popfetch(&["fetch"]).assert_code(0);
+    assert_eq!(d.message_count("alice"), 0);
+    assert_eq!(d.message_count("bob"), 3, "none of the first two again");
 }
