@@ -462,3 +462,90 @@ fn lmtp_server_gone_after_some_messages_keeps_those_recorded() {
     assert_eq!(d.message_count("alice"), 0);
     assert_eq!(d.message_count("bob"), 3, "none of the first two again");
 }
+
+/// A scripted LMTP server on a Unix socket for `conns` connections, one after the other, that
+/// accepts every recipient and after the data answers 452 for `b` on the first connection and
+/// 250 for everyone else (RFC 2033 §4.2: one reply per accepted recipient). Returns, per
+/// connection, the recipients it was given.
+fn per_recipient_server(path: &Path, conns: usize) -> std::thread::JoinHandle<Vec<Vec<String>>> {
+    let listener = UnixListener::bind(path).unwrap();
+    std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        for c in 0..conns {
+            let (s, _) = listener.accept().unwrap();
+            let mut w = s.try_clone().unwrap();
+            let mut r = BufReader::new(s);
+            w.write_all(b"220 fake LMTP\r\n").unwrap();
+            let mut rcpts: Vec<String> = Vec::new();
+            let mut in_data = false;
+            let mut line = String::new();
+            loop {
+                line.clear();
+                if r.read_line(&mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                if in_data {
+                    if line == ".\r\n" {
+                        in_data = false;
+                        for rc in &rcpts {
+                            let reply: &[u8] = if c == 0 && rc == "b" {
+                                b"452 4.2.2 <b> Mailbox is full\r\n"
+                            } else {
+                                b"250 2.0.0 stored\r\n"
+                            };
+                            w.write_all(reply).unwrap();
+                        }
+                    }
+                    continue;
+                }
+                let cmd = line.to_ascii_uppercase();
+                let reply: &[u8] = if cmd.starts_with("LHLO") {
+                    b"250-fake\r\n250-PIPELINING\r\n250 ENHANCEDSTATUSCODES\r\n"
+                } else if cmd.starts_with("DATA") {
+                    in_data = true;
+                    b"354 go on\r\n"
+                } else if let Some(rest) = line.strip_prefix("RCPT TO:<") {
+                    rcpts.push(rest.trim_end().trim_end_matches('>').to_string());
+                    b"250 2.1.5 ok\r\n"
+                } else if cmd.starts_with("QUIT") {
+                    w.write_all(b"221 bye\r\n").unwrap();
+                    break;
+                } else {
+                    b"250 2.0.0 ok\r\n"
+                };
+                w.write_all(reply).unwrap();
+            }
+            seen.push(rcpts);
+        }
+        seen
+    })
+}
+
+#[test]
+fn lmtp_a_452_after_the_data_for_one_recipient_retries_only_that_one() {
+    crate::peers::require_peers!("dovecot");
+    let d = Dovecot::start();
+    d.add_user("alice", "pw");
+    d.deliver_many("alice", vec![message(1, 1000)]);
+    let env = Env::new();
+    let fake = env.path().join("fake-lmtp");
+    let server = per_recipient_server(&fake, 2);
+    config(
+        &d,
+        &env,
+        &format!(
+            "{{ socket = {:?}, to = [\"a\", \"b\"] }}",
+            fake.display().to_string()
+        ),
+    );
+    let run = env.popfetch(&["fetch"]);
+    let out = format!("{}{}", run.stdout, run.stderr);
+    assert_eq!(run.code, 1, "{out}");
+    assert!(out.contains("1 failed for now"), "{out}");
+    assert!(out.contains("<b>: 452 4.2.2"), "{out}");
+    assert_eq!(d.message_count("alice"), 1);
+    env.popfetch(&["fetch"]).assert_code(0);
+    assert_eq!(d.message_count("alice"), 0);
+    let seen = server.join().unwrap();
+    assert_eq!(seen, [vec!["a", "b"], vec!["b"]]);
+}
