@@ -549,3 +549,88 @@ fn lmtp_a_452_after_the_data_for_one_recipient_retries_only_that_one() {
     let seen = server.join().unwrap();
     assert_eq!(seen, [vec!["a", "b"], vec!["b"]]);
 }
+
+/// Removes Cyrus's own fields at the top of a stored message (Return-Path, Received,
+/// X-Cyrus-Session-Id, X-Sieve, folded lines included) and popfetch's Received line, and makes
+/// its CRLF line ends LF.
+fn strip_cyrus(stored: &[u8]) -> Vec<u8> {
+    let lf: Vec<u8> = stored
+        .windows(2)
+        .filter(|w| w != b"\r\n")
+        .map(|w| w[0])
+        .chain(stored.last().copied())
+        .collect();
+    let mut m = lf.as_slice();
+    loop {
+        let lower = m.to_ascii_lowercase();
+        if ![
+            "return-path:",
+            "received:",
+            "x-cyrus-session-id:",
+            "x-sieve:",
+        ]
+        .iter()
+        .any(|h| lower.starts_with(h.as_bytes()))
+        {
+            return m.to_vec();
+        }
+        let mut end = m
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(m.len(), |i| i + 1);
+        while matches!(m.get(end), Some(b' ' | b'\t')) {
+            end += m[end..]
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(m.len() - end, |i| i + 1);
+        }
+        m = &m[end..];
+    }
+}
+
+#[test]
+fn lmtp_into_cyrus_lmtpd_on_its_socket() {
+    crate::peers::require_peers!("dovecot", "cyrus");
+    let cyrus = crate::cyrus::Cyrus::start();
+    let d = Dovecot::start();
+    d.add_user("alice", "pw");
+    // With a Date and a Message-ID field each, so that Cyrus adds none.
+    let msgs: Vec<Vec<u8>> = (0..10)
+        .map(|i| {
+            let mut m = b"Date: Thu, 03 Dec 2026 09:00:00 +0000\n".to_vec();
+            m.extend_from_slice(&message(i, 3000));
+            m
+        })
+        .chain(std::iter::once(
+            b"Date: Thu, 03 Dec 2026 09:00:00 +0000\nFrom: b@example.org\nSubject: dots\nMessage-ID: <dots@x>\n\n.\n..\n.x\n"
+                .to_vec(),
+        ))
+        .collect();
+    d.deliver_many("alice", msgs.clone());
+    let env = Env::new();
+    config(
+        &d,
+        &env,
+        &format!(
+            "{{ socket = {:?}, to = [\"bob\"] }}",
+            cyrus.socket().display().to_string()
+        ),
+    );
+    let run = env.popfetch(&["fetch"]);
+    let out = format!("{}{}\n{}", run.stdout, run.stderr, cyrus.log());
+    assert_eq!(run.code, 0, "{out}");
+    assert_eq!(d.message_count("alice"), 0);
+    let mut got: Vec<Vec<u8>> = cyrus.messages().iter().map(|m| strip_cyrus(m)).collect();
+    got.sort();
+    let mut want: Vec<Vec<u8>> = msgs.iter().map(|m| expected(m)).collect();
+    want.sort();
+    assert_eq!(got.len(), want.len(), "{out}");
+    for (g, w) in got.iter().zip(&want) {
+        assert!(
+            g == w,
+            "differs:\n{}\n---\n{}",
+            String::from_utf8_lossy(g),
+            String::from_utf8_lossy(w)
+        );
+    }
+}
