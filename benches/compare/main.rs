@@ -20,6 +20,9 @@
 //!    process, getmail6 with one rc file per account, all given to one process.
 //! 5. SMTP relay of 2,000 × 4 KB into the test Postfix (popfetch and fetchmail; mpop and getmail6
 //!    have no SMTP delivery).
+//! 6. LMTP of 2,000 × 4 KB into the same Dovecot's LMTP socket, one mailbox (popfetch and
+//!    fetchmail's `lmtp` mode; the others have no LMTP); checked after removing the three fields
+//!    Dovecot adds.
 //!
 //! All but the plain-POP3 half of scenario 1 run over implicit TLS, verified against the
 //! fixture's CA with host `localhost`. The tools run interleaved (popfetch, mpop, fetchmail,
@@ -82,6 +85,8 @@ use crate::postfix::{Postfix, strip_postfix_headers};
 const PASSWORD: &str = "bench-password-7";
 /// The Postfix recipient of scenario 5.
 const RELAY_TO: &str = "alice@test.example";
+/// The Dovecot user the LMTP scenario delivers to.
+const LMTP_TO: &str = "lmtpdst";
 /// Bound for one tool process; a run that takes longer is killed and fails the test.
 const RUN_TIMEOUT: Duration = Duration::from_secs(1200);
 /// Marks `/usr/bin/time`'s report line.
@@ -190,6 +195,8 @@ struct Scenario {
     keep: bool,
     /// Relay into Postfix (else a Maildir per account).
     smtp: bool,
+    /// Deliver over LMTP into the same Dovecot's mailbox [`LMTP_TO`] (on its Unix socket).
+    lmtp: bool,
     tools: &'static [Tool],
 }
 
@@ -210,6 +217,7 @@ fn scenarios(s: &Sizes) -> Vec<Scenario> {
             tls: false,
             keep: false,
             smtp: false,
+            lmtp: false,
             tools: ALL_TOOLS,
         },
         Scenario {
@@ -219,6 +227,7 @@ fn scenarios(s: &Sizes) -> Vec<Scenario> {
             tls: true,
             keep: false,
             smtp: false,
+            lmtp: false,
             tools: ALL_TOOLS,
         },
         Scenario {
@@ -228,6 +237,7 @@ fn scenarios(s: &Sizes) -> Vec<Scenario> {
             tls: true,
             keep: true,
             smtp: false,
+            lmtp: false,
             tools: ALL_TOOLS,
         },
         Scenario {
@@ -242,6 +252,7 @@ fn scenarios(s: &Sizes) -> Vec<Scenario> {
             tls: true,
             keep: false,
             smtp: false,
+            lmtp: false,
             tools: ALL_TOOLS,
         },
         Scenario {
@@ -258,6 +269,7 @@ fn scenarios(s: &Sizes) -> Vec<Scenario> {
             tls: true,
             keep: false,
             smtp: false,
+            lmtp: false,
             tools: ALL_TOOLS,
         },
         Scenario {
@@ -267,6 +279,17 @@ fn scenarios(s: &Sizes) -> Vec<Scenario> {
             tls: true,
             keep: false,
             smtp: true,
+            lmtp: false,
+            tools: &[Tool::Popfetch, Tool::Fetchmail],
+        },
+        Scenario {
+            key: "lmtp",
+            title: format!("{n} x {kib} KB, LMTP into Dovecot"),
+            accounts: one("lmtpsrc", small(700_000)),
+            tls: true,
+            keep: false,
+            smtp: false,
+            lmtp: true,
             tools: &[Tool::Popfetch, Tool::Fetchmail],
         },
     ]
@@ -496,6 +519,11 @@ fn prepare_popfetch(job: &Job) -> Vec<Invocation> {
                 "{{ smtp = {{ host = \"127.0.0.1\", port = {}, to = [\"{RELAY_TO}\"] }} }}",
                 job.smtp_port
             )
+        } else if job.scenario.lmtp {
+            format!(
+                "{{ lmtp = {{ socket = \"{}\", to = [\"{LMTP_TO}\"] }} }}",
+                path_str(&job.dovecot.lmtp_socket())
+            )
         } else {
             format!("{{ maildir = \"{}\" }}", path_str(&job.maildir(user)))
         };
@@ -591,6 +619,12 @@ fn prepare_fetchmail(job: &Job) -> Vec<Invocation> {
             format!(
                 "smtphost \"127.0.0.1/{}\" smtpname \"{RELAY_TO}\"",
                 job.smtp_port
+            )
+        } else if s.lmtp {
+            // An absolute smtphost is a Unix socket; `lmtp` speaks LMTP to it.
+            format!(
+                "lmtp smtphost \"{}\" smtpname \"{LMTP_TO}\"",
+                path_str(&job.dovecot.lmtp_socket())
             )
         } else {
             let rc = procmail.join(format!("{user}.rc"));
@@ -780,6 +814,14 @@ fn verify_delivery(tool: Tool, job: &Job, postfix: &Postfix, label: &str) {
             &sources,
             |raw| tool.unwrap_delivered(&strip_postfix_headers(raw)),
         );
+    } else if s.lmtp {
+        let sources: Vec<Vec<u8>> = s.accounts.iter().flat_map(|(_, m)| m.clone()).collect();
+        assert_same_messages(
+            label,
+            maildir_files(&job.dovecot.maildir(LMTP_TO)),
+            &sources,
+            |raw| tool.unwrap_delivered(&strip_dovecot_lmtp(raw)),
+        );
     } else {
         for (user, sources) in &s.accounts {
             assert_same_messages(
@@ -790,6 +832,32 @@ fn verify_delivery(tool: Tool, job: &Job, postfix: &Postfix, label: &str) {
             );
         }
     }
+}
+
+/// Removes the three fields Dovecot's LMTP puts first (Return-Path, Delivered-To and its
+/// Received, folded over several lines), asserting they are there.
+fn strip_dovecot_lmtp(msg: &[u8]) -> Vec<u8> {
+    let mut m = msg;
+    for name in [&b"Return-Path: "[..], b"Delivered-To: ", b"Received: from "] {
+        assert!(
+            m.starts_with(name),
+            "no {} from Dovecot's LMTP: {:?}",
+            String::from_utf8_lossy(name),
+            String::from_utf8_lossy(&m[..m.len().min(200)])
+        );
+        let mut end = m
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(m.len(), |i| i + 1);
+        while matches!(m.get(end), Some(b' ' | b'\t')) {
+            end += m[end..]
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(m.len() - end, |i| i + 1);
+        }
+        m = &m[end..];
+    }
+    m.to_vec()
 }
 
 /// Empties Postfix's Maildir between relay runs.
@@ -919,6 +987,9 @@ fn run_once(
     };
     if s.smtp {
         clear_postfix(postfix);
+    }
+    if s.lmtp {
+        empty_mailbox(dovecot, LMTP_TO);
     }
     retire(&dir);
     Ok(sample)
@@ -1071,7 +1142,11 @@ fn compare_with_mpop_fetchmail_getmail6() {
             dir.display()
         );
     }
-    let dovecot = Dovecot::start();
+    let dovecot = Dovecot::start_with(dovecot::Options {
+        lmtp: true,
+        ..dovecot::Options::default()
+    });
+    dovecot.add_user(LMTP_TO, PASSWORD);
     let postfix = Postfix::start();
     // POPFETCH_BENCH_ONLY=noop,accounts runs just those scenarios (keys as in `scenarios`).
     let only = std::env::var("POPFETCH_BENCH_ONLY").unwrap_or_default();
