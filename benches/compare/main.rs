@@ -89,6 +89,13 @@ const RELAY_TO: &str = "alice@test.example";
 /// fresh mailbox each (emptying one between runs would time the file system's reuse of the
 /// deleted files' inodes, see [`retire`]).
 const LMTP_TO: &str = "lmtpdst";
+
+/// The mailbox the LMTP scenario's `run` of `tool` delivers to. Every one is made before the
+/// first run: Dovecot rereads its passwd-file only when its modification time changes, so a
+/// user added in the same second as the last change may stay unknown ("User doesn't exist").
+fn lmtp_user(tool: Tool, run: usize) -> String {
+    format!("{LMTP_TO}{}{run}", tool.name())
+}
 /// Bound for one tool process; a run that takes longer is killed and fails the test.
 const RUN_TIMEOUT: Duration = Duration::from_secs(1200);
 /// Marks `/usr/bin/time`'s report line.
@@ -992,11 +999,8 @@ fn run_once(
         scenario: s,
         dir: &dir,
         smtp_port: postfix.port(),
-        lmtp_to: format!("{LMTP_TO}{}{run}", tool.name()),
+        lmtp_to: lmtp_user(tool, run),
     };
-    if s.lmtp {
-        dovecot.add_user(&job.lmtp_to, PASSWORD);
-    }
     let invocations = prepare(tool, &job);
     let sample = if s.keep {
         let first = format!("{label}, first poll");
@@ -1211,6 +1215,13 @@ fn compare_with_mpop_fetchmail_getmail6() {
     for s in &scenarios {
         for (user, _) in &s.accounts {
             dovecot.add_user(user, PASSWORD);
+        }
+        if s.lmtp {
+            for run in 1..=sizes.runs {
+                for &tool in s.tools {
+                    dovecot.add_user(&lmtp_user(tool, run), PASSWORD);
+                }
+            }
         }
     }
     let mut table = Vec::new();
