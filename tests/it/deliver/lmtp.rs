@@ -634,3 +634,87 @@ fn lmtp_into_cyrus_lmtpd_on_its_socket() {
         );
     }
 }
+
+/// A scripted LMTP server on a Unix socket whose first connection ends after one message (as a
+/// server's idle timeout would end it between messages) and whose second serves until QUIT.
+/// Returns how many messages each connection stored.
+fn forgetful_server(path: &Path) -> std::thread::JoinHandle<Vec<usize>> {
+    let listener = UnixListener::bind(path).unwrap();
+    std::thread::spawn(move || {
+        let mut stored = Vec::new();
+        for c in 0..2 {
+            let (s, _) = listener.accept().unwrap();
+            let mut w = s.try_clone().unwrap();
+            let mut r = BufReader::new(s);
+            w.write_all(b"220 fake LMTP\r\n").unwrap();
+            let (mut n, mut rcpts, mut in_data) = (0, 0, false);
+            let mut line = String::new();
+            loop {
+                line.clear();
+                if r.read_line(&mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                if in_data {
+                    if line == ".\r\n" {
+                        in_data = false;
+                        n += 1;
+                        for _ in 0..rcpts {
+                            w.write_all(b"250 2.0.0 stored\r\n").unwrap();
+                        }
+                        if c == 0 {
+                            break; // hangs up between messages
+                        }
+                    }
+                    continue;
+                }
+                let cmd = line.to_ascii_uppercase();
+                let reply: &[u8] = if cmd.starts_with("LHLO") {
+                    b"250-fake\r\n250 PIPELINING\r\n"
+                } else if cmd.starts_with("MAIL") {
+                    rcpts = 0;
+                    b"250 ok\r\n"
+                } else if cmd.starts_with("RCPT") {
+                    rcpts += 1;
+                    b"250 ok\r\n"
+                } else if cmd.starts_with("DATA") {
+                    in_data = true;
+                    b"354 go on\r\n"
+                } else if cmd.starts_with("QUIT") {
+                    w.write_all(b"221 bye\r\n").unwrap();
+                    break;
+                } else {
+                    b"250 ok\r\n"
+                };
+                w.write_all(reply).unwrap();
+            }
+            stored.push(n);
+        }
+        stored
+    })
+}
+
+#[test]
+fn lmtp_connection_closed_between_messages_is_opened_again() {
+    crate::peers::require_peers!("dovecot");
+    let d = Dovecot::start();
+    d.add_user("alice", "pw");
+    d.deliver_many("alice", (0..3).map(|i| message(i, 1000)));
+    let env = Env::new();
+    let fake = env.path().join("fake-lmtp");
+    let server = forgetful_server(&fake);
+    config(
+        &d,
+        &env,
+        &format!(
+            "{{ socket = {:?}, to = [\"u\"] }}",
+            fake.display().to_string()
+        ),
+    );
+    let run = env.popfetch(&["fetch"]);
+    let out = format!("{}{}", run.stdout, run.stderr);
+    assert_eq!(run.code, 0, "{out}");
+    assert!(out.contains("3 new messages delivered"), "{out}");
+    assert_eq!(d.message_count("alice"), 0);
+    // One message on the first connection, the other two on the second: none sent twice.
+    assert_eq!(server.join().unwrap(), [1, 2]);
+}
