@@ -465,9 +465,12 @@ fn lmtp_server_gone_after_some_messages_keeps_those_recorded() {
 
 /// A scripted LMTP server on a Unix socket for `conns` connections, one after the other, that
 /// accepts every recipient and after the data answers 452 for `b` on the first connection and
-/// 250 for everyone else (RFC 2033 §4.2: one reply per accepted recipient). Returns, per
-/// connection, the recipients it was given.
-fn per_recipient_server(path: &Path, conns: usize) -> std::thread::JoinHandle<Vec<Vec<String>>> {
+/// 250 for everyone else (RFC 2033 §4.2: one reply per accepted recipient). It offers 8BITMIME.
+/// Returns, per connection, the recipients it was given and its MAIL commands.
+fn per_recipient_server(
+    path: &Path,
+    conns: usize,
+) -> std::thread::JoinHandle<Vec<(Vec<String>, Vec<String>)>> {
     let listener = UnixListener::bind(path).unwrap();
     std::thread::spawn(move || {
         let mut seen = Vec::new();
@@ -477,6 +480,7 @@ fn per_recipient_server(path: &Path, conns: usize) -> std::thread::JoinHandle<Ve
             let mut r = BufReader::new(s);
             w.write_all(b"220 fake LMTP\r\n").unwrap();
             let mut rcpts: Vec<String> = Vec::new();
+            let mut mails: Vec<String> = Vec::new();
             let mut in_data = false;
             let mut line = String::new();
             loop {
@@ -500,10 +504,13 @@ fn per_recipient_server(path: &Path, conns: usize) -> std::thread::JoinHandle<Ve
                 }
                 let cmd = line.to_ascii_uppercase();
                 let reply: &[u8] = if cmd.starts_with("LHLO") {
-                    b"250-fake\r\n250-PIPELINING\r\n250 ENHANCEDSTATUSCODES\r\n"
+                    b"250-fake\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 ENHANCEDSTATUSCODES\r\n"
                 } else if cmd.starts_with("DATA") {
                     in_data = true;
                     b"354 go on\r\n"
+                } else if cmd.starts_with("MAIL") {
+                    mails.push(line.trim_end().to_string());
+                    b"250 2.1.0 ok\r\n"
                 } else if let Some(rest) = line.strip_prefix("RCPT TO:<") {
                     rcpts.push(rest.trim_end().trim_end_matches('>').to_string());
                     b"250 2.1.5 ok\r\n"
@@ -515,7 +522,7 @@ fn per_recipient_server(path: &Path, conns: usize) -> std::thread::JoinHandle<Ve
                 };
                 w.write_all(reply).unwrap();
             }
-            seen.push(rcpts);
+            seen.push((rcpts, mails));
         }
         seen
     })
@@ -546,8 +553,45 @@ fn lmtp_a_452_after_the_data_for_one_recipient_retries_only_that_one() {
     assert_eq!(d.message_count("alice"), 1);
     env.popfetch(&["fetch"]).assert_code(0);
     assert_eq!(d.message_count("alice"), 0);
+    let rcpts: Vec<Vec<String>> = server.join().unwrap().into_iter().map(|c| c.0).collect();
+    assert_eq!(rcpts, [vec!["a", "b"], vec!["b"]]);
+}
+
+#[test]
+fn lmtp_envelope_sender_from_return_path_and_8bitmime_when_needed() {
+    crate::peers::require_peers!("dovecot");
+    let d = Dovecot::start();
+    d.add_user("alice", "pw");
+    d.deliver_many(
+        "alice",
+        [
+            b"Return-Path: <bounce@example.org>\nFrom: x@example.org\nSubject: ascii\n\nhi\n"
+                .to_vec(),
+            "Return-Path: <>\nFrom: y@example.org\nSubject: 8bit\n\nGr\u{fc}\u{df}e\n"
+                .as_bytes()
+                .to_vec(),
+        ],
+    );
+    let env = Env::new();
+    let fake = env.path().join("fake-lmtp");
+    let server = per_recipient_server(&fake, 1);
+    config(
+        &d,
+        &env,
+        &format!(
+            "{{ socket = {:?}, to = [\"a\"] }}",
+            fake.display().to_string()
+        ),
+    );
+    env.popfetch(&["fetch"]).assert_code(0);
     let seen = server.join().unwrap();
-    assert_eq!(seen, [vec!["a", "b"], vec!["b"]]);
+    assert_eq!(
+        seen[0].1,
+        [
+            "MAIL FROM:<bounce@example.org>",
+            "MAIL FROM:<> BODY=8BITMIME"
+        ]
+    );
 }
 
 /// Removes Cyrus's own fields at the top of a stored message (Return-Path, Received,

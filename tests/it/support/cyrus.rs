@@ -125,7 +125,14 @@ impl Cyrus {
 impl Drop for Cyrus {
     fn drop(&mut self) {
         let group = format!("-{}", self.master.id());
-        let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
+        // Children of the group may outlive the master: the KILL is for them, and may find none.
+        let kill = |sig: &str| {
+            let _ = Command::new("kill")
+                .args([sig, "--", &group])
+                .stderr(Stdio::null())
+                .status();
+        };
+        kill("-TERM");
         let until = Instant::now() + Duration::from_secs(5);
         while Instant::now() < until {
             if let Ok(Some(_)) = self.master.try_wait() {
@@ -133,7 +140,7 @@ impl Drop for Cyrus {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+        kill("-KILL");
         let _ = self.master.wait();
     }
 }
