@@ -298,6 +298,14 @@ impl Conn {
         reached: &mut Vec<String>,
     ) -> Result<Result<(), DeliverError>, Broken> {
         use Broken::{BeforeData, Later};
+        if self.dec.buffered() > 0 {
+            // Replies nobody asked for: they would be read as this transaction's. The session is
+            // out of step; a fresh one is opened (before anything of this message was sent).
+            return Err(BeforeData(unavailable(format!(
+                "the LMTP server {} sent replies between transactions",
+                self.name
+            ))));
+        }
         if tx.utf8 && !self.ext.smtputf8 {
             return Ok(Err(permanent(format!(
                 "the envelope has non-ASCII addresses and the LMTP server {} does not offer SMTPUTF8",

@@ -481,6 +481,8 @@ fn per_recipient_server(
             w.write_all(b"220 fake LMTP\r\n").unwrap();
             let mut rcpts: Vec<String> = Vec::new();
             let mut mails: Vec<String> = Vec::new();
+            // The recipients of the transaction under way.
+            let mut current: Vec<String> = Vec::new();
             let mut in_data = false;
             let mut line = String::new();
             loop {
@@ -491,7 +493,7 @@ fn per_recipient_server(
                 if in_data {
                     if line == ".\r\n" {
                         in_data = false;
-                        for rc in &rcpts {
+                        for rc in &current {
                             let reply: &[u8] = if c == 0 && rc == "b" {
                                 b"452 4.2.2 <b> Mailbox is full\r\n"
                             } else {
@@ -510,9 +512,12 @@ fn per_recipient_server(
                     b"354 go on\r\n"
                 } else if cmd.starts_with("MAIL") {
                     mails.push(line.trim_end().to_string());
+                    current.clear();
                     b"250 2.1.0 ok\r\n"
                 } else if let Some(rest) = line.strip_prefix("RCPT TO:<") {
-                    rcpts.push(rest.trim_end().trim_end_matches('>').to_string());
+                    let rcpt = rest.trim_end().trim_end_matches('>').to_string();
+                    current.push(rcpt.clone());
+                    rcpts.push(rcpt);
                     b"250 2.1.5 ok\r\n"
                 } else if cmd.starts_with("QUIT") {
                     w.write_all(b"221 bye\r\n").unwrap();
