@@ -639,6 +639,29 @@ fn describe_deliver(s: &mut String, deliver: &Deliver) {
     let _ = match deliver {
         Deliver::Mbox(p) => writeln!(s, "deliver = {{ mbox = {:?} }}", p.display().to_string()),
         Deliver::Mda(argv) => writeln!(s, "deliver = {{ mda = {argv:?} }}"),
+        Deliver::Lmtp(t) => writeln!(
+            s,
+            "deliver = {{ lmtp = {{ {}, to = {:?}{}{} }} }}",
+            match &t.at {
+                crate::config::LmtpAt::Socket(p) =>
+                    format!("socket = {:?}", p.display().to_string()),
+                crate::config::LmtpAt::Tcp {
+                    host, port, tls, ..
+                } => format!(
+                    "host = {host:?}, port = {port}, tls = {:?}",
+                    format!("{tls:?}").to_lowercase()
+                ),
+            },
+            t.to,
+            t.from
+                .as_ref()
+                .map(|f| format!(", from = {f:?}"))
+                .unwrap_or_default(),
+            t.lhlo
+                .as_ref()
+                .map(|f| format!(", lhlo = {f:?}"))
+                .unwrap_or_default(),
+        ),
         Deliver::Smtp(t) => writeln!(
             s,
             "deliver = {{ smtp = {{ host = {:?}, port = {}, tls = {:?}, to = {:?}{}{}{} }} }}",

@@ -26,6 +26,7 @@ pub mod scheduler;
 pub mod secret;
 pub mod session;
 pub mod shell;
+pub mod smtp_codec;
 pub mod state;
 pub mod status;
 pub mod text;

@@ -1,6 +1,7 @@
-//! The same 1,000 × 4 KB messages from the same Dovecot through every backend, one after the
+//! The same 1,000 × 4 KB messages from the same Dovecot through every backend (LMTP into that
+//! Dovecot's own LMTP service among them), one after the
 //! other in one run: each must arrive complete, and the wall time of each is printed
-//! (`cargo bench --bench backends`). Timings are reported, never
+//! (`cargo bench --bench backends`; `POPFETCH_BENCH_ONLY=NAME` for some). Timings are reported, never
 //! asserted.
 
 // The test fixtures, shared with the integration tests (tests/it); this binary uses a part.
@@ -30,9 +31,13 @@ fn main() {
 
 /// The benchmark (`harness = false`: `cargo bench --bench backends`).
 fn every_backend_delivers_a_thousand_messages() {
-    let d = Dovecot::start();
+    let d = Dovecot::start_with(dovecot::Options {
+        lmtp: true,
+        ..dovecot::Options::default()
+    });
     d.add_user("alice", "pw");
     d.add_user("lda", "pw");
+    d.add_user("lmtp", "pw");
     let msgs: Vec<Vec<u8>> = (0..N).map(|i| message(i, 4096)).collect();
     let p = Postfix::start();
     let env = Env::new();
@@ -67,6 +72,13 @@ fn every_backend_delivers_a_thousand_messages() {
             ),
         ),
         (
+            "lmtp dovecot",
+            format!(
+                "{{ lmtp = {{ socket = {:?}, to = [\"lmtp\"] }} }}",
+                d.lmtp_socket().display().to_string()
+            ),
+        ),
+        (
             "smtp postfix",
             format!(
                 "{{ smtp = {{ host = \"127.0.0.1\", port = {}, to = [\"alice@test.example\"] }} }}",
@@ -74,7 +86,12 @@ fn every_backend_delivers_a_thousand_messages() {
             ),
         ),
     ];
+    // `POPFETCH_BENCH_ONLY=lmtp` runs the backends whose name contains it, and checks only those.
+    let only = std::env::var("POPFETCH_BENCH_ONLY").unwrap_or_default();
     for (name, deliver) in &backends {
+        if !name.contains(only.as_str()) {
+            continue;
+        }
         d.deliver_many("alice", msgs.clone());
         env.write_config(&format!(
             "[[account]]\nname = \"alice\"\nhost = \"localhost\"\nport = {}\nca_file = \"{}\"\n\
@@ -94,6 +111,9 @@ fn every_backend_delivers_a_thousand_messages() {
         assert_eq!(d.message_count("alice"), 0, "{name}");
         eprintln!("measure: {N} x 4 KB through {name}: {secs:.2} s");
     }
+    if !only.is_empty() {
+        return;
+    }
     assert_eq!(maildir_count(&root.join("Maildir")), N);
     let mbox_text = std::fs::read(&mbox).unwrap();
     assert_eq!(
@@ -106,5 +126,6 @@ fn every_backend_delivers_a_thousand_messages() {
     assert_eq!(maildir_count(&root.join("pm/Maildir")), N);
     assert_eq!(maildir_count(&root.join("md/Maildir")), N);
     assert_eq!(d.message_count("lda"), N);
+    assert_eq!(d.message_count("lmtp"), N);
     assert_eq!(p.wait_for(N).len(), N);
 }

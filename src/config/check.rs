@@ -170,6 +170,23 @@ fn account(f: &mut Findings, a: &Account) {
                 commands.push(("deliver.smtp.password_command", argv));
             }
         }
+        Deliver::Lmtp(l) => {
+            if let crate::config::LmtpAt::Socket(p) = &l.at
+                && !std::fs::symlink_metadata(p)
+                    .is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()))
+            {
+                // The server may just not run yet: a fetch then leaves the mail for later.
+                f.warning(
+                    name,
+                    "deliver.lmtp.socket",
+                    format!(
+                        "{} is not a socket (yet): start the LMTP server (e.g. dovecot-lmtpd) \
+                         or fix the path",
+                        p.display()
+                    ),
+                );
+            }
+        }
     }
     if let Some(q) = &a.quarantine {
         maildir(f, name, "quarantine", q);

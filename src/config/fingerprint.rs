@@ -18,7 +18,9 @@
 //! field never releases held mail by itself; a new field must be placed on one side or the other
 //! here, since every struct is destructured in full.
 
-use super::{Account, Deliver, PasswordSource, PermanentFailure, SizeAction, Smtp, TlsMode};
+use super::{
+    Account, Deliver, Lmtp, LmtpAt, PasswordSource, PermanentFailure, SizeAction, Smtp, TlsMode,
+};
 
 /// What every delivery fingerprint starts with, so that it is never taken for one of the kind
 /// older popfetch wrote (16 hex digits; see `AccountState::set_fingerprint`).
@@ -68,6 +70,7 @@ impl Account {
                 c.field("user", user.as_bytes());
             }
             Deliver::Smtp(smtp) => c.smtp(smtp),
+            Deliver::Lmtp(lmtp) => c.lmtp(lmtp),
         }
         c.field("received_header", flag(*received_header));
         c.field(
@@ -117,6 +120,40 @@ impl Canon {
         self.field(name, &(items.len() as u64).to_be_bytes());
         for item in items {
             self.field("", item.as_bytes());
+        }
+    }
+
+    fn lmtp(&mut self, lmtp: &Lmtp) {
+        let Lmtp { at, to, from, lhlo } = lmtp;
+        match at {
+            LmtpAt::Socket(p) => self.field("lmtp_socket", p.as_os_str().as_encoded_bytes()),
+            LmtpAt::Tcp {
+                host,
+                port,
+                tls,
+                ca_file,
+            } => {
+                self.field("lmtp", host.as_bytes());
+                self.field("port", &port.to_be_bytes());
+                self.field(
+                    "tls",
+                    match tls {
+                        TlsMode::Implicit => b"implicit",
+                        TlsMode::Starttls => b"starttls",
+                        TlsMode::None => b"none",
+                    },
+                );
+                if let Some(ca) = ca_file {
+                    self.field("ca_file", ca.as_os_str().as_encoded_bytes());
+                }
+            }
+        }
+        self.list("to", to);
+        if let Some(from) = from {
+            self.field("from", from.as_bytes());
+        }
+        if let Some(lhlo) = lhlo {
+            self.field("lhlo", lhlo.as_bytes());
         }
     }
 

@@ -182,6 +182,31 @@ pub enum Deliver {
     /// a whole argument.
     Mda(Vec<String>),
     Smtp(Box<Smtp>),
+    Lmtp(Lmtp),
+}
+
+/// An LMTP server (RFC 2033) on a Unix socket or over TCP.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Lmtp {
+    pub at: LmtpAt,
+    /// The recipients, `{user}` already replaced by the account's user.
+    pub to: Vec<String>,
+    /// Overrides the envelope sender taken from the message.
+    pub from: Option<String>,
+    /// The name LHLO gives; the host name when unset.
+    pub lhlo: Option<String>,
+}
+
+/// Where the LMTP server listens.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LmtpAt {
+    Socket(PathBuf),
+    Tcp {
+        host: String,
+        port: u16,
+        tls: TlsMode,
+        ca_file: Option<PathBuf>,
+    },
 }
 
 /// An SMTP relay target.

@@ -214,6 +214,18 @@ fn deliver(name: String) -> impl Strategy<Value = (String, Deliver)> {
             Deliver::Mbox(PathBuf::from(format!("/var/mail/{name}")))
         )),
         argv().prop_map(|a| (format!("{{ mda = {} }}", q_list(&a)), Deliver::Mda(a))),
+        Just((
+            format!(
+                "{{ lmtp = {{ socket = \"run/lmtp\", to = [{}] }} }}",
+                q(&name)
+            ),
+            Deliver::Lmtp(Lmtp {
+                at: LmtpAt::Socket(PathBuf::from("/etc/popfetch/run/lmtp")),
+                to: vec![name.clone()],
+                from: None,
+                lhlo: None,
+            })
+        )),
         smtp_host.prop_map(|host| {
             let loopback = host != "mx.example.org";
             (

@@ -357,6 +357,21 @@ pub enum RawDeliver {
     /// An argument list, run without a shell.
     Mda(Vec<String>),
     Smtp(Box<RawSmtp>),
+    Lmtp(Box<RawLmtp>),
+}
+
+/// `deliver = { lmtp = { socket = ... } }` or `{ lmtp = { host = ... } }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLmtp {
+    pub socket: Option<PathBuf>,
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub tls: Option<TlsMode>,
+    pub ca_file: Option<PathBuf>,
+    pub to: Vec<String>,
+    pub from: Option<String>,
+    pub lhlo: Option<String>,
 }
 
 /// `deliver = { smtp = { ... } }`.

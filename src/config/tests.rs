@@ -813,3 +813,77 @@ fn a_key_is_found_in_its_table_and_subtables_not_in_comments_or_values() {
     let at = validate::key_offset(inline, 10..inline.len(), "deliver.smtp.to").unwrap();
     assert!(inline[at..].starts_with("to = []"));
 }
+
+#[test]
+fn lmtp_on_a_socket_or_over_tcp() {
+    let account = "[[account]]\nname = \"a\"\nhost = \"h\"\nuser = \"u2\"\npassword = \"p\"\n";
+    let c = p(&format!(
+        "{account}deliver = {{ lmtp = {{ socket = \"/run/dovecot/lmtp\", to = [\"{{user}}\", \"x+{{user}}@d\"] }} }}\n"
+    ))
+    .unwrap();
+    assert_eq!(
+        c.accounts[0].deliver,
+        Deliver::Lmtp(Lmtp {
+            at: LmtpAt::Socket("/run/dovecot/lmtp".into()),
+            to: vec!["u2".into(), "x+u2@d".into()],
+            from: None,
+            lhlo: None,
+        })
+    );
+    let c = p(&format!(
+        "{account}deliver = {{ lmtp = {{ host = \"mail.example.org\", to = [\"u@d\"], lhlo = \"me\" }} }}\n"
+    ))
+    .unwrap();
+    let Deliver::Lmtp(l) = &c.accounts[0].deliver else {
+        panic!("{:?}", c.accounts[0].deliver)
+    };
+    assert_eq!(
+        l.at,
+        LmtpAt::Tcp {
+            host: "mail.example.org".into(),
+            port: 24,
+            tls: TlsMode::Starttls,
+            ca_file: None,
+        }
+    );
+    assert_eq!(l.lhlo.as_deref(), Some("me"));
+    let loopback = p(&format!(
+        "{account}deliver = {{ lmtp = {{ host = \"127.0.0.1\", port = 2424, to = [\"u\"] }} }}\n"
+    ))
+    .unwrap();
+    let Deliver::Lmtp(l) = &loopback.accounts[0].deliver else {
+        panic!()
+    };
+    assert!(matches!(
+        l.at,
+        LmtpAt::Tcp {
+            tls: TlsMode::None,
+            port: 2424,
+            ..
+        }
+    ));
+    for (bad, key) in [
+        (
+            "{ socket = \"/s\", host = \"h\", to = [\"u\"] }",
+            "deliver.lmtp",
+        ),
+        ("{ to = [\"u\"] }", "deliver.lmtp"),
+        ("{ socket = \"/s\", to = [] }", "deliver.lmtp.to"),
+        (
+            "{ socket = \"/s\", port = 24, to = [\"u\"] }",
+            "deliver.lmtp.socket",
+        ),
+        ("{ socket = \"/s\", to = [\"a>b\"] }", "deliver.lmtp"),
+        (
+            "{ socket = \"/s\", to = [\"u\"], from = \"a\\r\\nRSET\" }",
+            "deliver.lmtp",
+        ),
+        (
+            "{ socket = \"/s\", to = [\"u\"], lhlo = \"two words\" }",
+            "deliver.lmtp.lhlo",
+        ),
+    ] {
+        let e = err(&format!("{account}deliver = {{ lmtp = {bad} }}\n"));
+        assert_eq!(e.key.as_deref(), Some(key), "{bad}: {e}");
+    }
+}

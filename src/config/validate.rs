@@ -10,12 +10,13 @@ use toml::Spanned;
 
 use super::raw::{
     AuthMethod, OAuth2Flow, OAuth2Provider, PermanentFailure, RawAccount, RawConfig, RawDeliver,
-    RawOAuth2, RawSmtp, Size, SizeAction, TlsMode,
+    RawLmtp, RawOAuth2, RawSmtp, Size, SizeAction, TlsMode,
 };
 use super::{
     Account, Config, Credentials, DEFAULT_INTERVAL, DEFAULT_MAX_PARALLEL,
     DEFAULT_MAX_PARALLEL_PER_SERVER, DEFAULT_MDA_TIMEOUT, DEFAULT_SHUTDOWN_TIMEOUT,
-    DEFAULT_TIMEOUT, Deliver, LogTarget, OAuth2Client, OAuth2Source, PasswordSource, Smtp,
+    DEFAULT_TIMEOUT, Deliver, Lmtp, LmtpAt, LogTarget, OAuth2Client, OAuth2Source, PasswordSource,
+    Smtp,
 };
 use crate::secret::Secret;
 
@@ -701,6 +702,7 @@ fn deliver(
         )
     })?;
     let deliver_span = deliver.span();
+    let user = raw_user(raw);
     Ok(match deliver.get_ref() {
         RawDeliver::Maildir(p) => Deliver::Maildir(expand(base, p)),
         RawDeliver::Mbox(p) => Deliver::Mbox(expand(base, p)),
@@ -718,6 +720,97 @@ fn deliver(
         RawDeliver::Smtp(raw) => {
             Deliver::Smtp(Box::new(smtp(cx, base, raw, account, deliver_span)?))
         }
+        RawDeliver::Lmtp(raw) => Deliver::Lmtp(lmtp(cx, base, raw, user, account, deliver_span)?),
+    })
+}
+
+fn raw_user(raw: &RawAccount) -> &str {
+    raw.user.as_deref().unwrap_or("")
+}
+
+/// Default port of LMTP over TCP: 24, "any private mail system", where servers put it.
+const LMTP_PORT: u16 = 24;
+
+fn lmtp(
+    cx: &Cx,
+    base: &Path,
+    raw: &RawLmtp,
+    user: &str,
+    account: &str,
+    span: Range<usize>,
+) -> Result<Lmtp, ConfigError> {
+    use crate::smtp_codec::Command;
+    let err = |key: &str, msg: &str| cx.err(span.clone(), Some(account), key, msg);
+    let at = match (&raw.socket, &raw.host) {
+        (Some(_), Some(_)) | (None, None) => {
+            return Err(err(
+                "deliver.lmtp",
+                "set exactly one of `socket` (a Unix socket path) and `host` (TCP)",
+            ));
+        }
+        (Some(socket), None) => {
+            if raw.port.is_some() || raw.tls.is_some() || raw.ca_file.is_some() {
+                return Err(err(
+                    "deliver.lmtp.socket",
+                    "`port`, `tls` and `ca_file` are for TCP (`host`), not a Unix socket",
+                ));
+            }
+            LmtpAt::Socket(expand(base, socket))
+        }
+        (None, Some(host)) => {
+            let host = host.trim();
+            if host.is_empty() || host.contains(char::is_whitespace) {
+                return Err(err("deliver.lmtp.host", "must be a host name or address"));
+            }
+            // Mail to a server on this machine never leaves it; anywhere else, STARTTLS.
+            let loopback = host == "localhost"
+                || host
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback());
+            let tls = raw.tls.unwrap_or(if loopback {
+                TlsMode::None
+            } else {
+                TlsMode::Starttls
+            });
+            LmtpAt::Tcp {
+                host: host.to_string(),
+                port: raw.port.unwrap_or(LMTP_PORT),
+                tls,
+                ca_file: raw
+                    .ca_file
+                    .as_ref()
+                    .map(|p| ca_path(base, p).map_err(|why| err("deliver.lmtp.ca_file", why)))
+                    .transpose()?,
+            }
+        }
+    };
+    if raw.to.is_empty() {
+        return Err(err(
+            "deliver.lmtp.to",
+            "needs at least one recipient, e.g. [\"{user}\"]",
+        ));
+    }
+    let to: Vec<String> = raw.to.iter().map(|t| t.replace("{user}", user)).collect();
+    for a in to.iter().chain(raw.from.iter()) {
+        if a.is_empty() || !Command::safe_argument(a) {
+            return Err(err(
+                "deliver.lmtp",
+                &format!(
+                    "{a:?} is not a usable address (empty, or with a space, `<`, `>` or a line break)"
+                ),
+            ));
+        }
+    }
+    if let Some(l) = &raw.lhlo
+        && (l.is_empty() || !Command::safe_argument(l))
+    {
+        return Err(err("deliver.lmtp.lhlo", "must be one word: a host name"));
+    }
+    Ok(Lmtp {
+        at,
+        to,
+        from: raw.from.clone(),
+        lhlo: raw.lhlo.clone(),
     })
 }
 

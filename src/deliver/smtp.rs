@@ -21,7 +21,7 @@
 //! may duplicate that one message.
 
 use std::fs::File;
-use std::io::{BufWriter, Read, Seek, Write};
+use std::io::{BufWriter, Read, Seek};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -35,6 +35,7 @@ use tokio::sync::Mutex;
 use super::{DeliverError, ErrorKind, envelope};
 use crate::config::{self, TlsMode};
 use crate::net::{NetError, Peer, TlsStream};
+use crate::smtp_codec::LineEnds;
 
 /// Spool read size when sending.
 const CHUNK: usize = 64 * 1024;
@@ -195,73 +196,6 @@ impl Sink {
     }
 }
 
-/// Makes every line ending CRLF as bytes pass: LF, CRLF and a bare CR each become one CRLF.
-/// (The local form has LF line ends; a CR before one came from a CR CR LF on the wire.) A CR at
-/// the end of one write waits for the next to see whether an LF follows.
-#[derive(Debug, Default)]
-struct LineEnds {
-    /// The last byte seen was a CR, not yet written.
-    cr: bool,
-    /// The last bytes written were a line end.
-    at_line_end: bool,
-}
-
-impl LineEnds {
-    fn write(&mut self, data: &[u8], out: &mut impl Write) -> std::io::Result<()> {
-        let mut rest = data;
-        while !rest.is_empty() {
-            if self.cr {
-                self.cr = false;
-                out.write_all(b"\r\n")?;
-                self.mark(true);
-                if rest[0] == b'\n' {
-                    rest = &rest[1..];
-                    continue;
-                }
-            }
-            match memchr::memchr2(b'\r', b'\n', rest) {
-                None => {
-                    out.write_all(rest)?;
-                    self.mark(false);
-                    return Ok(());
-                }
-                Some(i) => {
-                    if i > 0 {
-                        out.write_all(&rest[..i])?;
-                        self.mark(false);
-                    }
-                    if rest[i] == b'\n' {
-                        out.write_all(b"\r\n")?;
-                        self.mark(true);
-                    } else {
-                        self.cr = true;
-                    }
-                    rest = &rest[i + 1..];
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Writes the line end a CR at the very end stands for.
-    fn finish(&mut self, out: &mut impl Write) -> std::io::Result<()> {
-        if std::mem::take(&mut self.cr) {
-            out.write_all(b"\r\n")?;
-            self.mark(true);
-        }
-        Ok(())
-    }
-
-    /// Whether the output ends with CRLF (after [`LineEnds::finish`]).
-    fn ends_with_line_end(&self) -> bool {
-        self.at_line_end
-    }
-
-    fn mark(&mut self, line_end: bool) {
-        self.at_line_end = line_end;
-    }
-}
-
 async fn send(
     relay: &mut Relay,
     target: &config::Smtp,
@@ -320,7 +254,7 @@ async fn send(
     }
 }
 
-fn read_sender(file: &mut File) -> Result<Option<String>, DeliverError> {
+pub(super) fn read_sender(file: &mut File) -> Result<Option<String>, DeliverError> {
     file.rewind()
         .map_err(|e| DeliverError::io("cannot read the spool file", e))?;
     let mut head = Vec::new();

@@ -309,6 +309,14 @@ impl Run<'_> {
         };
         // What arrived, counted as LIST counts it, to tell a message cut short.
         let mut wire = wire_len(&head);
+        // Recipients that have it from an earlier try, and those that get it in this one
+        // although the delivery as a whole fails (per-recipient LMTP replies).
+        let reached_before = item
+            .uidl
+            .as_ref()
+            .map(|u| self.state.reached(u))
+            .unwrap_or_default();
+        let mut reached_now: Vec<String> = Vec::new();
         let r = async {
             let info = MessageInfo {
                 account: &self.account.name,
@@ -322,6 +330,7 @@ impl Run<'_> {
                 source,
             };
             let mut sink = target.begin(&info).map_err(deliver_err)?;
+            sink.skip_recipients(reached_before);
             let header_len = sink.bytes();
             if !head.is_empty() {
                 sink.write(&head).await.map_err(deliver_err)?;
@@ -340,17 +349,30 @@ impl Run<'_> {
                 // Abandoned: dropped before `finish`, the sink leaves nothing behind.
                 return Ok(None);
             }
-            sink.finish().await.map_err(deliver_err)?;
+            if let Err(e) = sink.finish().await {
+                reached_now = sink.reached().to_vec();
+                return Err(deliver_err(e));
+            }
             Ok(Some(sink))
         }
         .await;
+        if let Some(u) = &item.uidl
+            && !reached_now.is_empty()
+        {
+            // Durable before the message can be tried again, so that no one gets it twice.
+            for rcpt in &reached_now {
+                self.state.record_reached(u, rcpt);
+            }
+            self.state.sync()?;
+        }
         match r {
             Ok(None) => {
                 self.short(i, wire);
                 Ok(())
             }
-            Ok(Some(sink)) if sink.key().is_some() => {
-                // A Maildir delivery: durable and visible with the rest of its batch.
+            Ok(Some(sink)) if sink.key().is_some() || sink.group_commit() => {
+                // A Maildir delivery: durable and visible with the rest of its batch. An LMTP
+                // delivery is durable already (the server's 2xx): its record joins the batch's.
                 self.batch.bytes += sink.bytes();
                 self.batch.started.get_or_insert_with(Instant::now);
                 self.batch.sinks.push((i, sink));

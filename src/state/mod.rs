@@ -16,7 +16,7 @@
 //! Records, one per line (their text form is `record::Record`'s alone):
 //!
 //! ```text
-//! popfetch-uidls 2          header: format version
+//! popfetch-uidls 3          header: format version
 //! P <uidl> <key>            delivery under way; <key> lets the backend tell whether it finished
 //! D <uidl> <time>           delivered at <time> (Unix seconds; format 1 had no time): never
 //!                           fetch again; DELE it in delete mode, or once `delete_after` passed
@@ -31,10 +31,15 @@
 //! O <uidl>                  over `max_size`, left on the server and reported (once)
 //! M <time> <size> <digest>  a message with this Message-ID digest and LIST size was delivered
 //!                           at <time> (for `dedupe_message_id`; kept for [`DEDUPE_WINDOW`])
+//! R <uidl> <recipient>      (format 3) <recipient> has the message though another recipient
+//!                           refused it (LMTP's replies per recipient): a retry leaves it out;
+//!                           dropped with the message's `D` or `F`, kept when `H` is released
 //! ```
 //!
-//! A format 1 journal is read as it is and rewritten as format 2 at once, its deliveries dated
-//! to the upgrade: an age counted from then is never older than the truth.
+//! A journal of an older format is read as it is and rewritten in the current one at once; a
+//! format 1 journal's deliveries are dated to the upgrade: an age counted from then is never
+//! older than the truth. Format 3 only adds `R`; an older popfetch refuses a format 3 journal
+//! by its header ("upgrade popfetch") rather than misreading an `R` as corruption.
 //!
 //! Appends are buffered and reach the disk at [`AccountState::sync`] (write + fsync). A crash can
 //! only cut the last record short; such a torn tail (no final newline, or NUL bytes the file
@@ -44,7 +49,7 @@
 //! has grown well past the live set it is rewritten by atomic replace (temp file, fsync, rename,
 //! fsync of the directory).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -56,7 +61,7 @@ mod record;
 use record::Record;
 
 /// The journal format this build writes and reads.
-pub const FORMAT: u32 = 2;
+pub const FORMAT: u32 = 3;
 pub use crate::config::DEDUPE_WINDOW;
 
 /// Seconds since the Unix epoch, now.
@@ -139,6 +144,8 @@ pub struct AccountState {
     /// (Message-ID digest, LIST size) of recent deliveries, and when.
     message_ids: HashMap<(String, u64), u64>,
     fingerprint: Option<String>,
+    /// Recipients that have a message not yet delivered to all of them.
+    reached: HashMap<Uidl, BTreeSet<String>>,
     /// Records appended but not yet written and synced.
     unsynced: Vec<u8>,
     /// Records in the journal file, to decide when to compact.
@@ -222,6 +229,7 @@ impl AccountState {
             oversize: parsed.oversize,
             message_ids: parsed.message_ids,
             fingerprint: parsed.fingerprint,
+            reached: parsed.reached,
             unsynced: Vec::new(),
             records: parsed.records,
         };
@@ -331,7 +339,34 @@ impl AccountState {
             at: Some(at),
         });
         self.pending.remove(uidl);
+        self.reached.remove(uidl);
         self.delivered.insert(uidl.clone(), at);
+    }
+
+    /// The recipients that already have `uidl` (see [`AccountState::record_reached`]).
+    pub fn reached(&self, uidl: &Uidl) -> Vec<String> {
+        self.reached
+            .get(uidl)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Notes that recipient `rcpt` (a word: no space or newline) has `uidl`, which some other
+    /// recipient still lacks: a retry leaves `rcpt` out, so no one gets a second copy. Must be
+    /// synced before the message is tried again.
+    pub fn record_reached(&mut self, uidl: &Uidl, rcpt: &str) {
+        debug_assert!(record::is_word(rcpt), "bad recipient {rcpt:?}");
+        if self
+            .reached
+            .entry(uidl.clone())
+            .or_default()
+            .insert(rcpt.to_string())
+        {
+            self.append(Record::Reached {
+                uidl: uidl.clone(),
+                rcpt: rcpt.to_string(),
+            });
+        }
     }
 
     /// Whether `uidl` is held after a permanent delivery failure.
@@ -350,7 +385,12 @@ impl AccountState {
     pub fn release_held(&mut self) -> usize {
         let held: Vec<Uidl> = self.held.iter().cloned().collect();
         for u in &held {
+            // The recipients that have it keep it: only the others are tried again.
+            let reached = self.reached.get(u).cloned().unwrap_or_default();
             self.forget(u);
+            for r in &reached {
+                self.record_reached(u, r);
+            }
         }
         held.len()
     }
@@ -395,6 +435,7 @@ impl AccountState {
             | self.pending.remove(uidl).is_some()
             | self.held.remove(uidl)
             | self.oversize.remove(uidl)
+            | self.reached.remove(uidl).is_some()
         {
             self.append(Record::Forget(uidl.clone()));
         }
@@ -413,6 +454,7 @@ impl AccountState {
             .delivered
             .keys()
             .chain(&self.oversize)
+            .chain(self.reached.keys())
             .filter(|u| !on_server(u))
             .cloned()
             .collect();
@@ -470,6 +512,7 @@ impl AccountState {
             + self.held.len()
             + self.oversize.len()
             + self.message_ids.len()
+            + self.reached.values().map(BTreeSet::len).sum::<usize>()
             + 1
     }
 
@@ -518,12 +561,21 @@ impl AccountState {
             .map(|(uidl, key)| Record::Pending { uidl, key });
         let config = self.fingerprint.clone().map(Record::Config);
         let held = held.into_iter().cloned().map(Record::Held);
+        let mut reached: Vec<_> = self.reached.iter().collect();
+        reached.sort();
+        let reached = reached.into_iter().flat_map(|(u, set)| {
+            set.iter().map(|r| Record::Reached {
+                uidl: u.clone(),
+                rcpt: r.clone(),
+            })
+        });
         delivered
             .chain(oversize)
             .chain(ids)
             .chain(pending)
             .chain(config)
             .chain(held)
+            .chain(reached)
             .collect()
     }
 }
@@ -657,6 +709,7 @@ struct Parsed {
     oversize: HashSet<Uidl>,
     message_ids: HashMap<(String, u64), u64>,
     fingerprint: Option<String>,
+    reached: HashMap<Uidl, BTreeSet<String>>,
     records: usize,
 }
 
@@ -669,10 +722,15 @@ impl Parsed {
             }
             Record::Delivered { uidl, at } => {
                 self.pending.remove(&uidl);
+                self.reached.remove(&uidl);
                 self.delivered.insert(uidl, at.unwrap_or(0));
+            }
+            Record::Reached { uidl, rcpt } => {
+                self.reached.entry(uidl).or_default().insert(rcpt);
             }
             Record::Forget(uidl) => {
                 self.pending.remove(&uidl);
+                self.reached.remove(&uidl);
                 self.delivered.remove(&uidl);
                 self.held.remove(&uidl);
                 self.oversize.remove(&uidl);

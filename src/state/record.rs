@@ -45,6 +45,9 @@ pub enum Record {
     /// `M <at> <size> <digest>`: a message with this Message-ID digest and LIST size was
     /// delivered at `at`.
     MessageId { at: u64, size: u64, digest: String },
+    /// `R <uidl> <recipient>`: one recipient of a message not yet delivered to all has it
+    /// (an LMTP 2xx after the data); a retry leaves it out. Format 3 on.
+    Reached { uidl: Uidl, rcpt: String },
 }
 
 impl Record {
@@ -67,6 +70,10 @@ impl Record {
             Record::MessageId { at, size, digest } => {
                 debug_assert!(is_digest(digest.as_bytes()), "bad digest {digest:?}");
                 format!("M {at} {size} {digest}")
+            }
+            Record::Reached { uidl, rcpt } => {
+                debug_assert!(is_word(rcpt), "bad recipient {rcpt:?}");
+                format!("R {uidl} {rcpt}")
             }
         }
     }
@@ -111,6 +118,13 @@ impl Record {
                 Record::Pending {
                     uidl,
                     key: key.to_string(),
+                }
+            }
+            (b"R", Some(rcpt), None) if format >= 3 && !rcpt.is_empty() => {
+                let rcpt = std::str::from_utf8(rcpt).map_err(|_| "bad recipient")?;
+                Record::Reached {
+                    uidl,
+                    rcpt: rcpt.to_string(),
                 }
             }
             (b"H", None, None) => Record::Held(uidl),

@@ -64,7 +64,7 @@ fn torn_tail_is_ignored_and_cut() {
     let text = String::from_utf8(std::fs::read(&path).unwrap()).unwrap();
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 3, "{text}");
-    assert_eq!(lines[0], "popfetch-uidls 2");
+    assert_eq!(lines[0], "popfetch-uidls 3");
     assert!(lines[1].starts_with("D one ") && lines[2].starts_with("D three "));
     std::fs::write(&path, b"popfetch-uidls 1\nD one\n\0\0\0\0").unwrap();
     let s = AccountState::open_stem(dir.path(), "a").unwrap();
@@ -185,7 +185,7 @@ fn format_1_deliveries_are_dated_at_the_upgrade() {
     drop(s);
     // The date stays put: reopening does not move it.
     let text = std::fs::read_to_string(&path).unwrap();
-    assert!(text.starts_with("popfetch-uidls 2\n"), "{text}");
+    assert!(text.starts_with("popfetch-uidls 3\n"), "{text}");
     assert!(text.contains(&format!("D old {at}\n")), "{text}");
     let s = AccountState::open_stem(dir.path(), "a").unwrap();
     assert_eq!(s.delivered_at(&u("old")), Some(at));
@@ -515,7 +515,7 @@ fn headers_encode_and_parse() {
 /// them; `now` dates the Message-ID so that it is inside the window.
 fn fixture(now: u64) -> String {
     format!(
-        "popfetch-uidls 2\n\
+        "popfetch-uidls 3\n\
          D a 1700000000\n\
          D b 1700000100\n\
          O big\n\
@@ -523,7 +523,9 @@ fn fixture(now: u64) -> String {
          P p 1700000200.M1P2.host\n\
          C 0123456789abcdef\n\
          H h1\n\
-         H h2\n"
+         H h2\n\
+         R h1 bob\n\
+         R h1 carol@example.org\n"
     )
 }
 
@@ -544,6 +546,8 @@ fn a_journal_of_the_current_format_reads_the_same_and_compacts_to_the_same_bytes
         vec![(u("p"), "1700000200.M1P2.host".to_string())]
     );
     assert!(s.is_held(&u("h1")) && s.is_held(&u("h2")));
+    assert_eq!(s.reached(&u("h1")), ["bob", "carol@example.org"]);
+    assert!(s.reached(&u("h2")).is_empty());
     assert_eq!(s.fingerprint.as_deref(), Some("0123456789abcdef"));
     // Opening did not rewrite it; compacting writes it back byte for byte.
     assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
@@ -561,11 +565,43 @@ fn appended_records_are_written_in_the_journal_format() {
     s.record_held(&u("y"));
     s.record_oversize(&u("z"));
     s.forget(&u("z"));
+    s.record_reached(&u("y"), "bob");
+    s.record_reached(&u("y"), "bob");
     s.sync().unwrap();
     assert_eq!(
         std::fs::read_to_string(s.path()).unwrap(),
-        "popfetch-uidls 2\nC 0123456789abcdef\nP x key\nD x 5\nH y\nO z\nF z\n"
+        "popfetch-uidls 3\nC 0123456789abcdef\nP x key\nD x 5\nH y\nO z\nF z\nR y bob\n"
     );
+}
+
+#[test]
+fn reached_recipients_survive_a_retry_and_go_with_delivery_or_the_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = AccountState::open_stem(dir.path(), "a").unwrap();
+    s.record_held(&u("m"));
+    s.record_reached(&u("m"), "bob");
+    s.record_reached(&u("n"), "bob");
+    s.record_reached(&u("gone"), "bob");
+    s.sync().unwrap();
+    // `popfetch retry` releases the hold, not what bob has.
+    assert_eq!(s.release_held(), 1);
+    s.sync().unwrap();
+    drop(s);
+    let mut s = AccountState::open_stem(dir.path(), "a").unwrap();
+    assert!(!s.is_held(&u("m")));
+    assert_eq!(s.reached(&u("m")), ["bob"]);
+    // Delivered to all at last: nothing left to remember per recipient.
+    s.record_delivered(&u("m"));
+    // Gone from the server: forgotten.
+    s.retain_only_by(|x| x.as_str() != "gone");
+    s.sync().unwrap();
+    drop(s);
+    let s = AccountState::open_stem(dir.path(), "a").unwrap();
+    assert!(s.reached(&u("m")).is_empty());
+    assert!(s.reached(&u("gone")).is_empty());
+    assert_eq!(s.reached(&u("n")), ["bob"]);
+    // A format-2 journal cannot hold them.
+    assert!(Record::parse(b"R n bob", 2).is_err());
 }
 
 fn any_uidl() -> impl Strategy<Value = Uidl> {
@@ -584,6 +620,7 @@ fn any_record() -> impl Strategy<Value = Record> {
         any_uidl().prop_map(Record::Oversize),
         (any::<u64>(), any::<u64>(), "[A-Za-z0-9]{1,32}")
             .prop_map(|(at, size, digest)| Record::MessageId { at, size, digest }),
+        (any_uidl(), word).prop_map(|(uidl, rcpt)| Record::Reached { uidl, rcpt }),
     ]
 }
 

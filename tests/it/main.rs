@@ -5,7 +5,7 @@
 
 mod support;
 // The fixtures by their short paths: `crate::dovecot::Dovecot`, `crate::harness::Env`, ...
-use support::{dovecot, harness, peers, pop3_server, postfix};
+use support::{cyrus, dovecot, harness, peers, pop3_server, postfix};
 
 mod auth;
 mod cli;

@@ -138,7 +138,7 @@ fn every_config_key_is_documented_in_the_man_page_and_the_example() {
     for key in &keys.account {
         expect_in_man("ACCOUNTS", key);
     }
-    for key in keys.deliver.iter().chain(&keys.smtp) {
+    for key in keys.deliver.iter().chain(&keys.smtp).chain(&keys.lmtp) {
         expect_in_man("DELIVERY", key);
     }
     for key in keys
@@ -147,6 +147,7 @@ fn every_config_key_is_documented_in_the_man_page_and_the_example() {
         .chain(&keys.account)
         .chain(&keys.deliver)
         .chain(&keys.smtp)
+        .chain(&keys.lmtp)
     {
         if !example_keys.contains(key) {
             missing.push(format!("contrib/config.toml: no `{key} = ...` line"));
@@ -184,6 +185,7 @@ fn every_key_the_readme_names_is_documented() {
         .chain(&parser.account)
         .chain(&parser.deliver)
         .chain(&parser.smtp)
+        .chain(&parser.lmtp)
         .collect();
     let man = read("contrib/man/popfetch.toml.5");
     let example_keys = keys_in_toml_text(&read("contrib/config.toml"));
@@ -245,6 +247,7 @@ struct ParserKeys {
     /// The keys of `deliver = { ... }`: the backends.
     deliver: Vec<String>,
     smtp: Vec<String>,
+    lmtp: Vec<String>,
 }
 
 fn parser_keys() -> ParserKeys {
@@ -274,6 +277,7 @@ fn parser_keys() -> ParserKeys {
         account: probe("[[account]]\npopfetch_docs_probe = 1\n"),
         deliver: probe("[[account]]\ndeliver = { popfetch_docs_probe = 1 }\n"),
         smtp: probe("[[account]]\ndeliver = { smtp = { popfetch_docs_probe = 1 } }\n"),
+        lmtp: probe("[[account]]\ndeliver = { lmtp = { popfetch_docs_probe = 1 } }\n"),
     }
 }
 

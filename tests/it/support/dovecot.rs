@@ -88,6 +88,10 @@ pub struct Options {
     /// CA-issued one; `server.pem` is then that certificate): a server no CA vouches for, or
     /// one whose certificate ends soon.
     pub self_signed_days: Option<u32>,
+    /// Also serve LMTP (`dovecot-lmtpd`): on the Unix socket [`Dovecot::lmtp_socket`] (mode
+    /// 0666) and on TCP [`Dovecot::lmtp_port`]; a recipient `user@anything` lands in that
+    /// user's Maildir, which the same instance serves over POP3.
+    pub lmtp: bool,
 }
 
 /// The OAuth2 passdb of an instance, see [`Options::oauth2`] and [`crate::auth::oauth_peer`].
@@ -115,6 +119,7 @@ impl Default for Options {
             oauth2: None,
             client_cert: false,
             self_signed_days: None,
+            lmtp: false,
         }
     }
 }
@@ -127,6 +132,7 @@ pub struct Dovecot {
     instance: String,
     pop3_port: u16,
     pop3s_port: u16,
+    lmtp_port: Option<u16>,
     master_pid: u32,
     mail_uid: u32,
     mail_gid: u32,
@@ -181,7 +187,9 @@ impl Dovecot {
         let mut ports = None;
         for attempt in 1..=START_ATTEMPTS {
             let (pop3, pop3s) = free_ports();
+            let lmtp = opts.lmtp.then(|| free_ports().0);
             let text = config_text(&ConfigParams {
+                lmtp_port: lmtp,
                 root: &root_str,
                 instance: &instance,
                 pop3_port: pop3,
@@ -199,7 +207,7 @@ impl Dovecot {
             )
             .unwrap_or_else(|e| panic!("cannot start dovecot: {e}"));
             if out.status.success() {
-                ports = Some((pop3, pop3s));
+                ports = Some((pop3, pop3s, lmtp));
                 break;
             }
             let stderr = String::from_utf8_lossy(&out.stderr);
@@ -214,7 +222,7 @@ impl Dovecot {
                 read_lossy(&root.join("dovecot.log")),
             );
         }
-        let (pop3_port, pop3s_port) = ports.expect("start loop either breaks or panics");
+        let (pop3_port, pop3s_port, lmtp_port) = ports.expect("start loop either breaks or panics");
 
         // The daemon writes its pid file after the starting command has returned.
         let pid_file = root.join("run/master.pid");
@@ -250,6 +258,7 @@ impl Dovecot {
             instance,
             pop3_port,
             pop3s_port,
+            lmtp_port,
             master_pid,
             mail_uid,
             mail_gid,
@@ -267,6 +276,16 @@ impl Dovecot {
     /// The implicit-TLS POP3 port.
     pub fn pop3s_port(&self) -> u16 {
         self.pop3s_port
+    }
+
+    /// The LMTP TCP port on 127.0.0.1 ([`Options::lmtp`]).
+    pub fn lmtp_port(&self) -> u16 {
+        self.lmtp_port.expect("started without Options::lmtp")
+    }
+
+    /// The LMTP Unix socket ([`Options::lmtp`]): `base_dir/lmtp`.
+    pub fn lmtp_socket(&self) -> PathBuf {
+        self.dir.path().join("run/lmtp")
     }
 
     /// The PEM file of the throw-away CA that signed the server certificate (whose names are
@@ -447,7 +466,7 @@ impl Dovecot {
                 }
             }
             if plain_ok {
-                match self.tls_greeting() {
+                match self.tls_greeting().and_then(|()| self.lmtp_greeting()) {
                     Ok(()) => return,
                     Err(e) => last = format!("TLS port: {e}"),
                 }
@@ -462,6 +481,32 @@ impl Dovecot {
             }
             thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// With [`Options::lmtp`]: both LMTP listeners greet with 220.
+    fn lmtp_greeting(&self) -> Result<(), String> {
+        let Some(port) = self.lmtp_port else {
+            return Ok(());
+        };
+        let greet = |s: &mut dyn Read| -> Result<(), String> {
+            let mut buf = [0u8; 3];
+            s.read_exact(&mut buf).map_err(|e| e.to_string())?;
+            if &buf == b"220" {
+                Ok(())
+            } else {
+                Err(format!("LMTP greeted {buf:?}"))
+            }
+        };
+        let mut tcp =
+            TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("LMTP port: {e}"))?;
+        tcp.set_read_timeout(Some(READY_TIMEOUT))
+            .map_err(|e| e.to_string())?;
+        greet(&mut tcp)?;
+        let mut unix = std::os::unix::net::UnixStream::connect(self.lmtp_socket())
+            .map_err(|e| format!("LMTP socket: {e}"))?;
+        unix.set_read_timeout(Some(READY_TIMEOUT))
+            .map_err(|e| e.to_string())?;
+        greet(&mut unix)
     }
 
     fn tls_greeting(&self) -> Result<(), String> {
@@ -554,6 +599,7 @@ struct ConfigParams<'a> {
     instance: &'a str,
     pop3_port: u16,
     pop3s_port: u16,
+    lmtp_port: Option<u16>,
     mail_uid: u32,
     mail_gid: u32,
     opts: &'a Options,
@@ -566,11 +612,31 @@ fn config_text(p: &ConfigParams<'_>) -> String {
         instance,
         pop3_port,
         pop3s_port,
+        lmtp_port,
         mail_uid,
         mail_gid,
         opts,
         extra,
     } = p;
+    let (protocols, lmtp) = match lmtp_port {
+        None => ("pop3", String::new()),
+        Some(port) => (
+            "pop3 lmtp",
+            format!(
+                r#"lmtp_save_to_detail_mailbox = no
+service lmtp {{
+  unix_listener lmtp {{
+    mode = 0666
+  }}
+  inet_listener lmtp {{
+    address = 127.0.0.1
+    port = {port}
+  }}
+}}
+"#
+            ),
+        ),
+    };
     let mut mechanisms = if opts.apop {
         format!("{} apop", opts.mechanisms)
     } else {
@@ -620,7 +686,7 @@ instance_name = {instance}
 base_dir = {root}/run
 state_dir = {root}/state
 log_path = {root}/dovecot.log
-protocols = pop3
+protocols = {protocols}
 listen = 127.0.0.1, {INSECURE_HOST}
 default_login_user = dovenull
 default_internal_user = dovecot
@@ -660,7 +726,7 @@ service pop3-login {{
     ssl = yes
   }}
 }}
-{extra}
+{lmtp}{extra}
 "#
     )
 }

@@ -18,6 +18,11 @@ pub const REQUIRE_VAR: &str = "POPFETCH_REQUIRE_PEERS";
 /// The programs each peer needs (the Debian packages are in `tests/install-peers`).
 const PEERS: &[(&str, &[&str])] = &[
     ("dovecot", &["/usr/sbin/dovecot", "/usr/bin/openssl"]),
+    ("dovecot-lmtp", &["/usr/lib/dovecot/lmtp"]),
+    (
+        "cyrus",
+        &["/usr/lib/cyrus/bin/master", "/usr/lib/cyrus/bin/lmtpd"],
+    ),
     ("postfix", &["/usr/sbin/postfix"]),
     ("procmail", &["/usr/bin/procmail"]),
     ("maildrop", &["/usr/bin/maildrop"]),
