@@ -109,6 +109,7 @@ fn check_config(c: &Config) {
                     check_password(p);
                 }
             }
+            Deliver::Lmtp(l) => assert!(!l.to.is_empty()),
             Deliver::Maildir(_) | Deliver::Mbox(_) => {}
         }
     }
