@@ -84,6 +84,8 @@ pub(crate) struct Scenario {
     pub(crate) keep: bool,
     /// Relay into Postfix (else a Maildir per account).
     pub(crate) smtp: bool,
+    /// Deliver over LMTP into the same Dovecot's mailbox `Job::lmtp_to` (on its Unix socket).
+    pub(crate) lmtp: bool,
     pub(crate) tools: &'static [Tool],
 }
 
@@ -197,6 +199,8 @@ pub(crate) struct Job<'a> {
     pub(crate) smtp_port: u16,
     /// Where the tools connect: Dovecot's pop3 or pop3s port, or a proxy in front of it.
     pub(crate) port: u16,
+    /// The Dovecot user an LMTP scenario delivers to.
+    pub(crate) lmtp_to: String,
 }
 
 impl Job<'_> {
@@ -237,7 +241,7 @@ pub(crate) fn prepare(tool: Tool, job: &Job) -> Vec<Invocation> {
     for d in ["home", "state", "mail"] {
         mkdir(&job.dir.join(d));
     }
-    if !job.scenario.smtp {
+    if !job.scenario.smtp && !job.scenario.lmtp {
         for user in job.users() {
             let m = job.maildir(user);
             for sub in ["", "new", "cur", "tmp"] {
@@ -270,6 +274,12 @@ pub(crate) fn prepare_popfetch(job: &Job) -> Vec<Invocation> {
             format!(
                 "{{ smtp = {{ host = \"127.0.0.1\", port = {}, to = [\"{RELAY_TO}\"] }} }}",
                 job.smtp_port
+            )
+        } else if job.scenario.lmtp {
+            format!(
+                "{{ lmtp = {{ socket = \"{}\", to = [\"{}\"] }} }}",
+                path_str(&job.dovecot.lmtp_socket()),
+                job.lmtp_to
             )
         } else {
             format!("{{ maildir = \"{}\" }}", path_str(&job.maildir(user)))
@@ -366,6 +376,13 @@ pub(crate) fn prepare_fetchmail(job: &Job) -> Vec<Invocation> {
             format!(
                 "smtphost \"127.0.0.1/{}\" smtpname \"{RELAY_TO}\"",
                 job.smtp_port
+            )
+        } else if s.lmtp {
+            // An absolute smtphost is a Unix socket; `lmtp` speaks LMTP to it.
+            format!(
+                "lmtp smtphost \"{}\" smtpname \"{}\"",
+                path_str(&job.dovecot.lmtp_socket()),
+                job.lmtp_to
             )
         } else {
             let rc = procmail.join(format!("{user}.rc"));

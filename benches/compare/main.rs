@@ -20,6 +20,9 @@
 //!    process, getmail6 with one rc file per account, all given to one process.
 //! 5. SMTP relay of 2,000 × 4 KB into the test Postfix (popfetch and fetchmail; mpop and getmail6
 //!    have no SMTP delivery).
+//! 6. LMTP of 2,000 × 4 KB into the same Dovecot's LMTP socket, a fresh mailbox per run
+//!    (popfetch and fetchmail's `lmtp` mode; the others have no LMTP); checked after removing the
+//!    three fields Dovecot adds.
 //!
 //! All but the plain-POP3 half of scenario 1 run over implicit TLS, verified against the
 //! fixture's CA with host `localhost`. The tools run interleaved (popfetch, mpop, fetchmail,
@@ -141,6 +144,7 @@ fn scenarios(s: &Sizes) -> Vec<Scenario> {
             tls: false,
             keep: false,
             smtp: false,
+            lmtp: false,
             tools: ALL_TOOLS,
         },
         Scenario {
@@ -150,6 +154,7 @@ fn scenarios(s: &Sizes) -> Vec<Scenario> {
             tls: true,
             keep: false,
             smtp: false,
+            lmtp: false,
             tools: ALL_TOOLS,
         },
         Scenario {
@@ -159,6 +164,7 @@ fn scenarios(s: &Sizes) -> Vec<Scenario> {
             tls: true,
             keep: true,
             smtp: false,
+            lmtp: false,
             tools: ALL_TOOLS,
         },
         Scenario {
@@ -173,6 +179,7 @@ fn scenarios(s: &Sizes) -> Vec<Scenario> {
             tls: true,
             keep: false,
             smtp: false,
+            lmtp: false,
             tools: ALL_TOOLS,
         },
         Scenario {
@@ -189,6 +196,7 @@ fn scenarios(s: &Sizes) -> Vec<Scenario> {
             tls: true,
             keep: false,
             smtp: false,
+            lmtp: false,
             tools: ALL_TOOLS,
         },
         Scenario {
@@ -198,6 +206,17 @@ fn scenarios(s: &Sizes) -> Vec<Scenario> {
             tls: true,
             keep: false,
             smtp: true,
+            lmtp: false,
+            tools: &[Tool::Popfetch, Tool::Fetchmail],
+        },
+        Scenario {
+            key: "lmtp",
+            title: format!("{n} x {kib} KB, LMTP into Dovecot"),
+            accounts: one("lmtpsrc", small(700_000)),
+            tls: true,
+            keep: false,
+            smtp: false,
+            lmtp: true,
             tools: &[Tool::Popfetch, Tool::Fetchmail],
         },
     ]
@@ -260,6 +279,28 @@ fn verify_delivery(tool: Tool, job: &Job, postfix: &Postfix, label: &str) {
             &sources,
             |raw| tool.unwrap_delivered(&strip_postfix_headers(raw)),
         );
+    } else if s.lmtp {
+        let sources: Vec<Vec<u8>> = s.accounts.iter().flat_map(|(_, m)| m.clone()).collect();
+        // A tool that quits before reading every reply after the data leaves the server still
+        // storing: wait for it (bounded), and say so, since its wall time then ends early.
+        let t = Instant::now();
+        while job.dovecot.message_count(&job.lmtp_to) < sources.len()
+            && t.elapsed() < Duration::from_secs(60)
+        {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let late = t.elapsed().as_secs_f64();
+        if late > 0.1 {
+            eprintln!(
+                "bench: {label}: the last LMTP deliveries arrived {late:.2} s after the tool exited"
+            );
+        }
+        assert_same_messages(
+            label,
+            maildir_files(&job.dovecot.maildir(&job.lmtp_to)),
+            &sources,
+            |raw| tool.unwrap_delivered(&strip_dovecot_lmtp(raw)),
+        );
     } else {
         for (user, sources) in &s.accounts {
             assert_same_messages(
@@ -272,6 +313,41 @@ fn verify_delivery(tool: Tool, job: &Job, postfix: &Postfix, label: &str) {
     }
 }
 
+/// The Dovecot users the LMTP scenario delivers to: this prefix, the tool and the run, a
+/// fresh mailbox each. Every one is made before the first run: Dovecot rereads its
+/// passwd-file only when its modification time changes, so a user added in the same second as
+/// the last change may stay unknown.
+const LMTP_TO: &str = "lmtpdst";
+
+fn lmtp_user(tool: Tool, run: usize) -> String {
+    format!("{LMTP_TO}{}{run}", tool.name())
+}
+
+/// Removes the three fields Dovecot's LMTP puts first (Return-Path, Delivered-To and its
+/// Received, folded over several lines), asserting they are there.
+fn strip_dovecot_lmtp(msg: &[u8]) -> Vec<u8> {
+    let mut m = msg;
+    for name in [&b"Return-Path: "[..], b"Delivered-To: ", b"Received: from "] {
+        assert!(
+            m.starts_with(name),
+            "no {} from Dovecot's LMTP: {:?}",
+            String::from_utf8_lossy(name),
+            String::from_utf8_lossy(&m[..m.len().min(200)])
+        );
+        let line_end = |from: usize| {
+            m[from..]
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(m.len(), |i| from + i + 1)
+        };
+        let mut end = line_end(0);
+        while matches!(m.get(end), Some(b' ' | b'\t')) {
+            end = line_end(end);
+        }
+        m = &m[end..];
+    }
+    m.to_vec()
+}
 /// Empties Postfix's Maildir between relay runs.
 fn clear_postfix(postfix: &Postfix) {
     for sub in ["new", "cur"] {
@@ -369,6 +445,7 @@ fn run_once(
         dir: &dir,
         smtp_port: postfix.port(),
         port: Job::server_port(dovecot, s),
+        lmtp_to: lmtp_user(tool, run),
     };
     let invocations = prepare(tool, &job);
     let sample = if s.keep {
@@ -436,7 +513,10 @@ fn compare_with_mpop_fetchmail_getmail6() {
             dir.display()
         );
     }
-    let dovecot = Dovecot::start();
+    let dovecot = Dovecot::start_with(dovecot::Options {
+        lmtp: true,
+        ..dovecot::Options::default()
+    });
     let postfix = Postfix::start();
     // POPFETCH_BENCH_ONLY=noop,accounts runs just those scenarios (keys as in `scenarios`).
     let only = std::env::var("POPFETCH_BENCH_ONLY").unwrap_or_default();
@@ -465,6 +545,13 @@ fn compare_with_mpop_fetchmail_getmail6() {
     for s in &scenarios {
         for (user, _) in &s.accounts {
             dovecot.add_user(user, PASSWORD);
+        }
+        if s.lmtp {
+            for run in 1..=sizes.runs {
+                for &tool in s.tools {
+                    dovecot.add_user(&lmtp_user(tool, run), PASSWORD);
+                }
+            }
         }
     }
     let mut table = Vec::new();

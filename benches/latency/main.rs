@@ -117,6 +117,7 @@ fn main() {
             tls: true,
             keep: true,
             smtp: false,
+            lmtp: false,
             tools,
         },
         Scenario {
@@ -126,6 +127,7 @@ fn main() {
             tls: true,
             keep: false,
             smtp: false,
+            lmtp: false,
             tools,
         },
     ];
@@ -211,6 +213,7 @@ fn run_once(
         scenario: s,
         dir,
         smtp_port: 0,
+        lmtp_to: String::new(),
         port: proxy.port(),
     };
     let mut invocations = prepare(tool, &job);
