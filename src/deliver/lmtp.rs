@@ -1,6 +1,6 @@
 //! Delivery over LMTP (RFC 2033) to a mailbox server (Dovecot, Cyrus, Stalwart…) on a Unix
 //! socket or over TCP, spoken with [`crate::smtp_codec`]. The message is spooled into an
-//! unlinked temp file while it arrives, every line end made CRLF ([`LineEnds`], the relay's
+//! unlinked temp file while it arrives, every line end made CRLF ([`super::spool`], the relay's
 //! rule); then MAIL, every RCPT and DATA go out in one write (PIPELINING, which RFC 2033 §5
 //! makes mandatory; a server that does not offer it is spoken to one command at a time), the
 //! spool is streamed dot-stuffed ([`DotStuff`]), and the server gives one reply per accepted
@@ -19,20 +19,18 @@
 //! then LHLO again over TLS (RFC 3207 §4.2).
 
 use std::fs::File;
-use std::io::{BufWriter, Read, Seek};
+use std::io::{Read, Seek};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Mutex;
 
+use super::spool::{CHUNK, Spool};
 use super::{DeliverError, ErrorKind};
 use crate::config::{self, LmtpAt, TlsMode};
 use crate::net::{NetError, Peer};
-use crate::smtp_codec::{Class, Command, Decoder, DotStuff, Extensions, LineEnds, Reply};
-
-/// Spool read size when sending.
-const CHUNK: usize = 64 * 1024;
+use crate::smtp_codec::{Class, Command, Decoder, DotStuff, Extensions, Reply};
 /// Each reply after the final "." may take this many `timeout`s: the server stores the message
 /// (and runs Sieve) for that recipient before answering.
 const DATA_END_TIMEOUTS: u32 = 4;
@@ -77,13 +75,8 @@ impl Lmtp {
     }
 
     pub(super) fn begin(&self, header: Option<&[u8]>) -> Result<Sink, DeliverError> {
-        let file =
-            tempfile::tempfile().map_err(|e| DeliverError::io("cannot create a spool file", e))?;
         let mut sink = Sink {
-            spool: Some(BufWriter::with_capacity(CHUNK, file)),
-            bytes: 0,
-            eight_bit: false,
-            line_ends: LineEnds::default(),
+            spool: Spool::new()?,
             target: self.target.clone(),
             timeout: self.timeout,
             conn: self.conn.clone(),
@@ -110,10 +103,7 @@ impl Lmtp {
 
 #[derive(Debug)]
 pub struct Sink {
-    spool: Option<BufWriter<File>>,
-    bytes: u64,
-    eight_bit: bool,
-    line_ends: LineEnds,
+    spool: Spool,
     target: Arc<config::Lmtp>,
     timeout: Duration,
     conn: Arc<Mutex<Option<Conn>>>,
@@ -133,31 +123,18 @@ impl Sink {
     }
 
     pub(super) fn write(&mut self, data: &[u8]) -> Result<(), DeliverError> {
-        let Some(spool) = self.spool.as_mut() else {
-            return Ok(());
-        };
-        self.bytes += data.len() as u64;
-        self.eight_bit |= !data.is_ascii();
-        self.line_ends
-            .write(data, spool)
-            .map_err(|e| DeliverError::io("cannot write the spool file", e))
+        self.spool.write(data)
     }
 
     pub(super) fn bytes(&self) -> u64 {
-        self.bytes
+        self.spool.bytes()
     }
 
     /// Sends the spooled message; `Ok` once every recipient got a 2xx after the final ".".
     pub(super) async fn prepare(&mut self) -> Result<(), DeliverError> {
-        let Some(mut spool) = self.spool.take() else {
+        let Some(mut file) = self.spool.finish()? else {
             return Ok(());
         };
-        self.line_ends
-            .finish(&mut spool)
-            .map_err(|e| DeliverError::io("cannot write the spool file", e))?;
-        let mut file = spool
-            .into_inner()
-            .map_err(|e| DeliverError::io("cannot write the spool file", e.into_error()))?;
         let sender = match &self.target.from {
             Some(f) => Some(f.clone()),
             None => super::smtp::read_sender(&mut file)?,
@@ -196,7 +173,7 @@ impl Sink {
             let tx = Transaction {
                 sender: &sender,
                 to: &to,
-                eight_bit: self.eight_bit,
+                eight_bit: self.spool.eight_bit(),
                 utf8,
             };
             match conn.transaction(&tx, &mut file, &mut self.reached).await {

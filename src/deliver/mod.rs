@@ -14,6 +14,7 @@ pub mod maildir;
 pub mod mbox;
 pub mod mda;
 pub mod smtp;
+mod spool;
 
 use std::time::SystemTime;
 

@@ -21,7 +21,7 @@
 //! may duplicate that one message.
 
 use std::fs::File;
-use std::io::{BufWriter, Read, Seek};
+use std::io::{Read, Seek};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -32,13 +32,10 @@ use lettre::transport::smtp::commands::{Data, Ehlo, Mail, Rcpt, Starttls};
 use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
 use tokio::sync::Mutex;
 
+use super::spool::{CHUNK, Spool};
 use super::{DeliverError, ErrorKind, envelope};
 use crate::config::{self, TlsMode};
 use crate::net::{NetError, Peer, TlsStream};
-use crate::smtp_codec::LineEnds;
-
-/// Spool read size when sending.
-const CHUNK: usize = 64 * 1024;
 /// The relay's answer to the final "." may take this many `timeout`s: it may still be reading
 /// what the socket buffers hold, then check the message (RFC 5321 §4.5.3.2.6 allows it 10
 /// minutes). Every other read or write gets one `timeout` without progress.
@@ -80,13 +77,8 @@ impl Smtp {
     }
 
     pub(super) fn begin(&self, header: Option<&[u8]>) -> Result<Sink, DeliverError> {
-        let file =
-            tempfile::tempfile().map_err(|e| DeliverError::io("cannot create a spool file", e))?;
         let mut sink = Sink {
-            spool: Some(BufWriter::with_capacity(CHUNK, file)),
-            bytes: 0,
-            eight_bit: false,
-            line_ends: LineEnds::default(),
+            spool: Spool::new()?,
             target: self.target.clone(),
             timeout: self.timeout,
             conn: self.conn.clone(),
@@ -107,10 +99,7 @@ impl Smtp {
 
 #[derive(Debug)]
 pub struct Sink {
-    spool: Option<BufWriter<File>>,
-    bytes: u64,
-    eight_bit: bool,
-    line_ends: LineEnds,
+    spool: Spool,
     target: Arc<config::Smtp>,
     timeout: std::time::Duration,
     conn: Shared,
@@ -118,31 +107,18 @@ pub struct Sink {
 
 impl Sink {
     pub(super) fn write(&mut self, data: &[u8]) -> Result<(), DeliverError> {
-        let Some(spool) = self.spool.as_mut() else {
-            return Ok(());
-        };
-        self.bytes += data.len() as u64;
-        self.eight_bit |= !data.is_ascii();
-        self.line_ends
-            .write(data, spool)
-            .map_err(|e| DeliverError::io("cannot write the spool file", e))
+        self.spool.write(data)
     }
 
     pub(super) fn bytes(&self) -> u64 {
-        self.bytes
+        self.spool.bytes()
     }
 
     /// Sends the spooled message; `Ok` once the relay answered 2xx after DATA.
     pub(super) async fn prepare(&mut self) -> Result<(), DeliverError> {
-        let Some(mut spool) = self.spool.take() else {
+        let Some(mut file) = self.spool.finish()? else {
             return Ok(());
         };
-        self.line_ends
-            .finish(&mut spool)
-            .map_err(|e| DeliverError::io("cannot write the spool file", e))?;
-        let mut file = spool
-            .into_inner()
-            .map_err(|e| DeliverError::io("cannot write the spool file", e.into_error()))?;
         let sender = match &self.target.from {
             Some(f) => Some(f.clone()),
             None => read_sender(&mut file)?,
@@ -169,7 +145,7 @@ impl Sink {
             .metadata()
             .map_err(|e| DeliverError::io("cannot read the spool file", e))?
             .len();
-        let body_len = if self.line_ends.ends_with_line_end() {
+        let body_len = if self.spool.ends_with_line_end() {
             len.saturating_sub(2)
         } else {
             len
@@ -179,7 +155,7 @@ impl Sink {
             conn,
             &self.target,
             from,
-            self.eight_bit,
+            self.spool.eight_bit(),
             file.take(body_len),
         )
         .await;

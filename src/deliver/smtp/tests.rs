@@ -4,7 +4,8 @@
 
 use proptest::prelude::*;
 
-use super::{LineEnds, read_reply};
+use super::read_reply;
+use crate::smtp_codec::LineEnds;
 
 /// The spool bytes `LineEnds` makes of `chunks`, and whether they end with a line end.
 fn normalise(chunks: &[&[u8]]) -> (Vec<u8>, bool) {
