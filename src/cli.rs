@@ -979,6 +979,43 @@ mod tests {
     use super::*;
     use crate::status::Status;
 
+    /// A config of one account `a` whose table ends with `src`.
+    fn parsed_account(src: &str) -> Config {
+        let text = format!(
+            "[[account]]\nname = \"a\"\nhost = \"h\"\nuser = \"u\"\ndeliver = {{ maildir = \"/m\" }}\n{src}\n"
+        );
+        crate::config::parse(std::path::Path::new("/etc/popfetch/config.toml"), &text)
+            .expect("a valid config")
+    }
+
+    #[test]
+    fn check_shows_the_token_source_without_secrets() {
+        let c = parsed_account(
+            "oauth2 = { provider = \"microsoft\", client_id = \"c1\", client_secret_file = \"/etc/popfetch/ms.secret\", refresh_token_file = \"/var/lib/popfetch/a.rt\" }",
+        );
+        let shown = describe(&c, 0, 0);
+        assert!(
+            shown.contains("oauth2 = { provider = \"microsoft\", token_url = \"https://login.microsoftonline.com/common/oauth2/v2.0/token\""),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("client_secret_file = \"/etc/popfetch/ms.secret\""),
+            "{shown}"
+        );
+        assert!(shown.contains("flow = \"device\" }"), "{shown}");
+        assert!(!shown.contains("password"), "{shown}");
+        let c = parsed_account(
+            "oauth2_token_command = [\"oama\", \"access\", \"a\"]\noauth2_token_ttl = \"50m\"",
+        );
+        let shown = describe(&c, 0, 0);
+        assert!(
+            shown.contains(
+                "oauth2_token_command = [\"oama\", \"access\", \"a\"]\noauth2_token_ttl = \"50m\""
+            ),
+            "{shown}"
+        );
+    }
+
     fn polled(next: Option<u64>, reason: &str) -> Status {
         Status {
             account: "a".into(),

@@ -503,36 +503,6 @@ fn oauth2_refuses_password_methods_and_clear_text() {
     p(&oauth(&format!("{cmd}\ntls = \"starttls\""))).unwrap();
 }
 
-#[test]
-fn check_shows_the_token_source_without_secrets() {
-    let c = p(&oauth(
-        "oauth2 = { provider = \"microsoft\", client_id = \"c1\", client_secret_file = \"/etc/popfetch/ms.secret\", refresh_token_file = \"/var/lib/popfetch/a.rt\" }",
-    ))
-    .unwrap();
-    let shown = crate::cli::describe(&c, 0, 0);
-    assert!(
-        shown.contains("oauth2 = { provider = \"microsoft\", token_url = \"https://login.microsoftonline.com/common/oauth2/v2.0/token\""),
-        "{shown}"
-    );
-    assert!(
-        shown.contains("client_secret_file = \"/etc/popfetch/ms.secret\""),
-        "{shown}"
-    );
-    assert!(shown.contains("flow = \"device\" }"), "{shown}");
-    assert!(!shown.contains("password"), "{shown}");
-    let c = p(&oauth(
-        "oauth2_token_command = [\"oama\", \"access\", \"a\"]\noauth2_token_ttl = \"50m\"",
-    ))
-    .unwrap();
-    let shown = crate::cli::describe(&c, 0, 0);
-    assert!(
-        shown.contains(
-            "oauth2_token_command = [\"oama\", \"access\", \"a\"]\noauth2_token_ttl = \"50m\""
-        ),
-        "{shown}"
-    );
-}
-
 // ---- the delivery fingerprint
 
 fn fp_account(extra: &str, deliver: &str) -> Account {
