@@ -120,8 +120,11 @@ fn signal(child: &Child, sig: &str) {
     assert!(ok, "kill -{sig}");
 }
 
-#[test]
-fn journal_lines_say_what_happened_to_whom_once_per_change() {
+/// Two accounts on scripted servers, each with one message, polled every `interval` by a
+/// daemon logging to the journal: `home`'s MDA fails for now ("mailbox is full", 75) until the
+/// returned flag file exists, `work`'s refuses for good ("no such user", 67). The servers are
+/// returned to keep them running.
+fn home_and_work(interval: &str) -> (Server, Server, Env, PathBuf) {
     let home = Server::healthy(vec![Msg::new(message(0, 400), "uidl-home")]);
     let work = Server::healthy(vec![Msg::new(message(1, 400), "uidl-work")]);
     let env = Env::new();
@@ -146,7 +149,7 @@ fn journal_lines_say_what_happened_to_whom_once_per_change() {
                 "deliver",
                 format_args!("{{ mda = [\"{}\"] }}", mda.display()),
             )
-            .text("interval", "1h")
+            .text("interval", interval)
             .to_toml()
     };
     env.write_config(&format!(
@@ -154,6 +157,12 @@ fn journal_lines_say_what_happened_to_whom_once_per_change() {
         account(&home, "home", &flaky),
         account(&work, "work", &refusing)
     ));
+    (home, work, env, flag)
+}
+
+#[test]
+fn journal_lines_say_what_happened_to_whom_once_per_change() {
+    let (_home, _work, env, flag) = home_and_work("1h");
     let mut journal = Journal::bind(env.path());
     let mut child = daemon(&env, &journal.path, Stdio::piped());
 
@@ -293,38 +302,7 @@ fn auto_logs_to_a_terminal_and_to_the_journal_when_unattended() {
 #[test]
 fn a_real_journal_shows_the_lines_and_finds_them_by_account() {
     crate::peers::require_peers!("journald");
-    let home = Server::healthy(vec![Msg::new(message(0, 400), "uidl-home")]);
-    let work = Server::healthy(vec![Msg::new(message(1, 400), "uidl-work")]);
-    let env = Env::new();
-    let flag = env.path().join("mailbox-ok");
-    let flaky = mda(
-        env.path(),
-        "flaky-mda",
-        &format!(
-            "[ -e {} ] && exit 0\necho 'mailbox is full' >&2\nexit 75",
-            flag.display()
-        ),
-    );
-    let refusing = mda(
-        env.path(),
-        "refusing-mda",
-        "echo 'no such user' >&2\nexit 67",
-    );
-    let account = |server: &Server, name: &str, mda: &Path| {
-        Account::scripted(server)
-            .name(name)
-            .set(
-                "deliver",
-                format_args!("{{ mda = [\"{}\"] }}", mda.display()),
-            )
-            .text("interval", "5m")
-            .to_toml()
-    };
-    env.write_config(&format!(
-        "log_target = \"journald\"\nshutdown_timeout = \"5s\"\n{}{}",
-        account(&home, "home", &flaky),
-        account(&work, "work", &refusing)
-    ));
+    let (_home, _work, env, flag) = home_and_work("5m");
     let script = format!(
         r#"set -e
 mount -t tmpfs tmpfs /run
