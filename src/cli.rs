@@ -631,6 +631,41 @@ fn describe_account(s: &mut String, a: &Account) {
         let _ = writeln!(s, "dedupe_message_id = true");
     }
     describe_deliver(s, &a.deliver);
+    if let Some(r) = &a.route {
+        describe_route(s, r);
+    }
+}
+
+/// `[account.route]` as one inline table, map entries in lookup order.
+fn describe_route(s: &mut String, r: &crate::config::Route) {
+    use crate::config::RouteTo;
+    use std::fmt::Write;
+    let to = |t: &RouteTo| match t {
+        RouteTo::Recipient(r) => format!("{r:?}"),
+        RouteTo::Hold => "\"hold\"".into(),
+    };
+    let mut map: Vec<String> = r
+        .addresses
+        .iter()
+        .map(|(k, v)| format!("{k:?} = {}", to(v)))
+        .chain(
+            r.domains
+                .iter()
+                .map(|(k, v)| format!("\"*@{k}\" = {}", to(v))),
+        )
+        .collect();
+    if let Some(v) = &r.any {
+        map.push(format!("\"*\" = {}", to(v)));
+    }
+    let _ = write!(s, "route = {{ envelope_header = {:?}, ", r.envelope_header);
+    if let Some(i) = r.envelope_header_index {
+        let _ = write!(s, "envelope_header_index = {i}, ");
+    }
+    let _ = write!(s, "local_domains = {:?}, ", r.local_domains);
+    if let Some(d) = r.recipient_delimiter {
+        let _ = write!(s, "recipient_delimiter = \"{d}\", ");
+    }
+    let _ = writeln!(s, "map = {{ {} }} }}", map.join(", "));
 }
 
 /// Where an account delivers, secrets redacted.

@@ -22,6 +22,7 @@ pub mod pop3;
 pub mod probe;
 pub mod progress;
 pub mod report;
+pub mod route;
 pub mod scheduler;
 pub mod secret;
 pub mod session;

@@ -6,7 +6,7 @@
 //! Counted: whether a message is taken (`max_size`, `max_size_action`, `dedupe_message_id`),
 //! the bytes handed over (`received_header`), where they go (`deliver` with every setting of the
 //! target, and the account `name` and `user` an MDA is given as `{account}` and `{user}`), and
-//! what a refusal leads to (`on_permanent_failure`, `quarantine`).
+//! what a refusal leads to (`on_permanent_failure`, `quarantine`), and who gets it (`route`).
 //!
 //! Not counted: how the message is fetched (server, TLS, login, `timeout`), when (`interval`,
 //! the per-poll limits), what happens on the server after delivery (`keep`, `delete_after`),
@@ -19,7 +19,8 @@
 //! here, since every struct is destructured in full.
 
 use super::{
-    Account, Deliver, Lmtp, LmtpAt, PasswordSource, PermanentFailure, SizeAction, Smtp, TlsMode,
+    Account, Deliver, Lmtp, LmtpAt, PasswordSource, PermanentFailure, Route, RouteTo, SizeAction,
+    Smtp, TlsMode,
 };
 
 /// What every delivery fingerprint starts with, so that it is never taken for one of the kind
@@ -59,6 +60,7 @@ impl Account {
             max_messages_per_poll: _,
             max_bytes_per_poll: _,
             dedupe_message_id,
+            route,
         } = self;
         let mut c = Canon::default();
         match deliver {
@@ -94,6 +96,9 @@ impl Account {
             },
         );
         c.field("dedupe_message_id", flag(*dedupe_message_id));
+        if let Some(r) = route {
+            c.route(r);
+        }
         let digest = openssl::sha::sha256(&c.0);
         format!("{PREFIX}{}", crate::text::hex(&digest[..16]))
     }
@@ -120,6 +125,43 @@ impl Canon {
         self.field(name, &(items.len() as u64).to_be_bytes());
         for item in items {
             self.field("", item.as_bytes());
+        }
+    }
+
+    fn route(&mut self, route: &Route) {
+        let Route {
+            envelope_header,
+            envelope_header_index,
+            local_domains,
+            recipient_delimiter,
+            addresses,
+            domains,
+            any,
+        } = route;
+        self.field("route", envelope_header.as_bytes());
+        if let Some(i) = envelope_header_index {
+            self.field("index", &(*i as u64).to_be_bytes());
+        }
+        self.list("local_domains", local_domains);
+        if let Some(d) = recipient_delimiter {
+            self.field("delimiter", d.to_string().as_bytes());
+        }
+        for (name, map) in [("addresses", addresses), ("domains", domains)] {
+            self.field(name, &(map.len() as u64).to_be_bytes());
+            for (k, v) in map {
+                self.field("", k.as_bytes());
+                self.route_to(v);
+            }
+        }
+        if let Some(v) = any {
+            self.route_to(v);
+        }
+    }
+
+    fn route_to(&mut self, to: &RouteTo) {
+        match to {
+            RouteTo::Recipient(r) => self.field("to", r.as_bytes()),
+            RouteTo::Hold => self.field("hold", b""),
         }
     }
 

@@ -94,6 +94,51 @@ pub struct Account {
     /// Skip (record as delivered) a message whose Message-ID and size were delivered for this
     /// account within [`DEDUPE_WINDOW`].
     pub dedupe_message_id: bool,
+    /// `[account.route]`: the mailbox collects mail for many local recipients.
+    pub route: Option<Route>,
+}
+
+/// `[account.route]`, checked: which envelope header to trust and where each address goes. The
+/// decision itself is [`crate::route`]'s.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Route {
+    /// The header field's name, lower case.
+    pub envelope_header: String,
+    /// Which occurrence is trusted, counted from the top (1 is the topmost); every one if unset.
+    pub envelope_header_index: Option<usize>,
+    /// Lower case; addresses in other domains are not routed.
+    pub local_domains: Vec<String>,
+    /// `alice+tag@…` is looked up as `alice@…` when `alice+tag@…` has no entry.
+    pub recipient_delimiter: Option<char>,
+    /// `local@domain` (lower case) to its recipient.
+    pub addresses: std::collections::BTreeMap<String, RouteTo>,
+    /// `*@domain`: the domain (lower case) to its recipient.
+    pub domains: std::collections::BTreeMap<String, RouteTo>,
+    /// `*`: any other local address, and a message without one.
+    pub any: Option<RouteTo>,
+}
+
+impl Route {
+    /// Whether `r` may name a routed recipient: it goes into paths, an MDA's arguments, RCPT
+    /// commands and the state journal, so only letters, digits and `.`, `_`, `+`, `-`, `=`, `@`
+    /// are allowed, it starts with a letter or digit (never `-` or `.`), has no `..` and is at most
+    /// 128 characters. A local part taken from a message (`{local}`) must pass it too.
+    pub fn usable_recipient(r: &str) -> bool {
+        r.len() <= 128
+            && r.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && !r.contains("..")
+            && r.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._+-=@".contains(c))
+    }
+}
+
+/// Where a routed address goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteTo {
+    /// A recipient name; `{local}` stands for the address's local part.
+    Recipient(String),
+    /// Leave the message on the server, held and reported.
+    Hold,
 }
 
 /// How long a delivered message's Message-ID digest is remembered for `dedupe_message_id`.

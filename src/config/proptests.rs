@@ -376,6 +376,7 @@ fn account(
                 max_messages_per_poll: None,
                 max_bytes_per_poll: None,
                 dedupe_message_id: false,
+                route: None,
             };
             GenAccount { toml: t, want }
         },

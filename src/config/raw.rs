@@ -86,6 +86,23 @@ pub struct RawAccount {
     pub max_messages_per_poll: Option<Spanned<usize>>,
     pub max_bytes_per_poll: Option<Spanned<Size>>,
     pub dedupe_message_id: Option<bool>,
+    /// `[account.route]`: one mailbox for many local recipients.
+    pub route: Option<Spanned<RawRoute>>,
+}
+
+/// `[account.route]`: route each message of a shared mailbox by a trusted envelope header.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    pub envelope_header: Option<String>,
+    /// Which occurrence to trust, counted from the top (1 is the topmost); every one if unset.
+    pub envelope_header_index: Option<usize>,
+    #[serde(default)]
+    pub local_domains: Vec<String>,
+    pub recipient_delimiter: Option<String>,
+    /// Address pattern (`local@domain`, `*@domain`, `*`) to recipient or `"hold"`.
+    #[serde(default)]
+    pub map: std::collections::BTreeMap<String, String>,
 }
 
 impl RawAccount {
@@ -148,6 +165,7 @@ impl RawAccount {
             max_messages_per_poll: or(&self.max_messages_per_poll, &d.max_messages_per_poll),
             max_bytes_per_poll: or(&self.max_bytes_per_poll, &d.max_bytes_per_poll),
             dedupe_message_id: self.dedupe_message_id.or(d.dedupe_message_id),
+            route: or(&self.route, &d.route),
         }
     }
 }

@@ -10,13 +10,13 @@ use toml::Spanned;
 
 use super::raw::{
     AuthMethod, OAuth2Flow, OAuth2Provider, PermanentFailure, RawAccount, RawConfig, RawDeliver,
-    RawLmtp, RawOAuth2, RawSmtp, Size, SizeAction, TlsMode,
+    RawLmtp, RawOAuth2, RawRoute, RawSmtp, Size, SizeAction, TlsMode,
 };
 use super::{
     Account, Config, Credentials, DEFAULT_INTERVAL, DEFAULT_MAX_PARALLEL,
     DEFAULT_MAX_PARALLEL_PER_SERVER, DEFAULT_MDA_TIMEOUT, DEFAULT_SHUTDOWN_TIMEOUT,
     DEFAULT_TIMEOUT, Deliver, Lmtp, LmtpAt, LogTarget, OAuth2Client, OAuth2Source, PasswordSource,
-    Smtp,
+    Route, RouteTo, Smtp,
 };
 use crate::secret::Secret;
 
@@ -567,6 +567,14 @@ fn account(
         ));
     }
     let limits = limits(cx, &raw, name_str)?;
+    let route = match &raw.route {
+        Some(r) => {
+            let route_err = |key: &str, msg: &str| cx.err(r.span(), Some(name_str), key, msg);
+            Some(route(r.get_ref()).map_err(|(k, why)| route_err(k, &why))?)
+        }
+        None => None,
+    };
+    recipient_placeholder(&deliver, route.is_some()).map_err(|(k, why)| err(k, &why))?;
 
     Ok(Account {
         name: name_str.to_string(),
@@ -599,7 +607,175 @@ fn account(
         max_messages_per_poll: limits.max_messages_per_poll,
         max_bytes_per_poll: limits.max_bytes_per_poll,
         dedupe_message_id: raw.dedupe_message_id.unwrap_or(false),
+        route,
     })
+}
+
+/// `[account.route]`, checked. The error names the key to change.
+fn route(raw: &RawRoute) -> Result<Route, (&'static str, String)> {
+    let Some(header) = raw.envelope_header.as_deref() else {
+        return Err((
+            "route.envelope_header",
+            "required: the header your provider writes each message's envelope recipient to, \
+             e.g. \"Delivered-To\" or \"X-Original-To\""
+                .into(),
+        ));
+    };
+    // RFC 5322 §3.6.8: a field name is printable ASCII without the colon.
+    if header.is_empty() || !header.bytes().all(|b| (33..=126).contains(&b) && b != b':') {
+        return Err((
+            "route.envelope_header",
+            format!("{header:?} is not a header field name (no spaces, no colon)"),
+        ));
+    }
+    if raw.envelope_header_index == Some(0) {
+        return Err((
+            "route.envelope_header_index",
+            "counts from 1, the topmost occurrence (the one your provider added last)".into(),
+        ));
+    }
+    if raw.local_domains.is_empty() {
+        return Err((
+            "route.local_domains",
+            "required: the domains this mailbox collects mail for, e.g. [\"example.org\"]".into(),
+        ));
+    }
+    let mut local_domains = Vec::new();
+    for d in &raw.local_domains {
+        let d = d.trim().trim_end_matches('.').to_ascii_lowercase();
+        if d.is_empty() || d.contains(['@', '*']) || d.contains(char::is_whitespace) {
+            return Err((
+                "route.local_domains",
+                format!("{d:?} is not a domain name (write \"example.org\", without `@` or `*`)"),
+            ));
+        }
+        local_domains.push(d);
+    }
+    let recipient_delimiter = match raw.recipient_delimiter.as_deref() {
+        None => None,
+        Some(d) => {
+            let mut chars = d.chars();
+            match (chars.next(), chars.next()) {
+                (Some(c), None) if c.is_ascii_punctuation() && c != '@' => Some(c),
+                _ => {
+                    return Err((
+                        "route.recipient_delimiter",
+                        format!("{d:?}: must be one punctuation character such as \"+\" or \"-\""),
+                    ));
+                }
+            }
+        }
+    };
+    let mut addresses = std::collections::BTreeMap::new();
+    let mut domains = std::collections::BTreeMap::new();
+    let mut any = None;
+    for (pattern, to) in &raw.map {
+        let key = pattern.trim().to_ascii_lowercase();
+        let wildcard = key == "*" || key.starts_with("*@");
+        let to = if to == "hold" {
+            RouteTo::Hold
+        } else {
+            // `{local}` is a local part from a message: checked again when it is known.
+            let sample = to.replace("{local}", "x");
+            if !Route::usable_recipient(&sample) || (to.contains("{local}") && !wildcard) {
+                return Err((
+                    "route.map",
+                    format!(
+                        "{pattern:?} = {to:?}: a recipient is letters, digits and `._+-=@`, \
+                         starting with a letter or digit, or \"hold\"; `{{local}}` (the address's \
+                         local part) only in a wildcard entry"
+                    ),
+                ));
+            }
+            RouteTo::Recipient(to.clone())
+        };
+        if key == "*" {
+            any = Some(to);
+            continue;
+        }
+        let Some((local, domain)) = key.rsplit_once('@') else {
+            return Err((
+                "route.map",
+                format!("{pattern:?}: write \"alice@example.org\", \"*@example.org\" or \"*\""),
+            ));
+        };
+        if !local_domains.iter().any(|d| d == domain) {
+            return Err((
+                "route.map",
+                format!(
+                    "{pattern:?} can never match: {domain:?} is not in `local_domains` ({})",
+                    local_domains.join(", ")
+                ),
+            ));
+        }
+        if local == "*" {
+            domains.insert(domain.to_string(), to);
+        } else if local.is_empty() || local.contains(['*', ' ']) {
+            return Err((
+                "route.map",
+                format!("{pattern:?}: a wildcard is the whole local part (\"*@{domain}\")"),
+            ));
+        } else {
+            addresses.insert(key.clone(), to);
+        }
+    }
+    if addresses.is_empty() && domains.is_empty() && any.is_none() {
+        return Err((
+            "route.map",
+            "empty: map addresses to local recipients, e.g. \
+             map = { \"alice@example.org\" = \"alice\", \"*\" = \"postmaster\" }"
+                .into(),
+        ));
+    }
+    Ok(Route {
+        envelope_header: header.to_ascii_lowercase(),
+        envelope_header_index: raw.envelope_header_index,
+        local_domains,
+        recipient_delimiter,
+        addresses,
+        domains,
+        any,
+    })
+}
+
+/// `{recipient}` in the delivery target: required with a route (each recipient's copy must go
+/// somewhere of its own), meaningless without one.
+fn recipient_placeholder(deliver: &Deliver, routed: bool) -> Result<(), (&'static str, String)> {
+    const P: &str = "{recipient}";
+    let (key, used, whole) = match deliver {
+        Deliver::Maildir(p) => ("deliver.maildir", p.to_string_lossy().contains(P), true),
+        Deliver::Mbox(p) => ("deliver.mbox", p.to_string_lossy().contains(P), true),
+        Deliver::Mda(argv) => (
+            "deliver.mda",
+            argv.iter().any(|a| a.contains(P)),
+            argv.iter().all(|a| !a.contains(P) || a == P),
+        ),
+        Deliver::Smtp(s) => ("deliver.smtp.to", s.to.iter().any(|t| t.contains(P)), true),
+        Deliver::Lmtp(l) => ("deliver.lmtp.to", l.to.iter().any(|t| t.contains(P)), true),
+    };
+    if !whole {
+        return Err((
+            key,
+            "`{recipient}` must be a whole argument, like [\"/usr/bin/procmail\", \"-d\", \
+             \"{recipient}\"]"
+                .into(),
+        ));
+    }
+    match (routed, used) {
+        (true, false) => Err((
+            key,
+            "with [account.route], say where each recipient's copy goes with `{recipient}`, e.g. \
+             deliver = { lmtp = { socket = \"/run/dovecot/lmtp\", to = [\"{recipient}\"] } } or \
+             { maildir = \"/var/mail/{recipient}/Maildir\" }"
+                .into(),
+        )),
+        (false, true) => Err((
+            key,
+            "`{recipient}` is the recipient [account.route] chose; this account has no route"
+                .into(),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// The account's `name`, checked.
@@ -847,7 +1023,11 @@ fn smtp(
         ));
     }
     for a in raw.to.iter().chain(raw.from.iter()) {
-        if a.parse::<lettre::Address>().is_err() {
+        // A routed recipient is checked when it is known (see `Route::usable_recipient`).
+        if a.replace("{recipient}", "x")
+            .parse::<lettre::Address>()
+            .is_err()
+        {
             return Err(err(
                 "deliver.smtp",
                 &format!("{a:?} is not a valid mail address"),

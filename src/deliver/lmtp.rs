@@ -74,9 +74,16 @@ impl Lmtp {
         }
     }
 
-    pub(super) fn begin(&self, header: Option<&[u8]>) -> Result<Sink, DeliverError> {
+    /// Starts a message for the configured recipients, or for `routed` ones put in place of
+    /// `{recipient}`.
+    pub(super) fn begin(
+        &self,
+        header: Option<&[u8]>,
+        routed: Option<&[String]>,
+    ) -> Result<Sink, DeliverError> {
         let mut sink = Sink {
             spool: Spool::new()?,
+            to: super::recipients(&self.target.to, routed),
             target: self.target.clone(),
             timeout: self.timeout,
             conn: self.conn.clone(),
@@ -104,6 +111,8 @@ impl Lmtp {
 #[derive(Debug)]
 pub struct Sink {
     spool: Spool,
+    /// The RCPT addresses.
+    to: Vec<String>,
     target: Arc<config::Lmtp>,
     timeout: Duration,
     conn: Arc<Mutex<Option<Conn>>>,
@@ -146,7 +155,6 @@ impl Sink {
             )));
         }
         let to: Vec<String> = self
-            .target
             .to
             .iter()
             .filter(|t| !self.skip.contains(t))

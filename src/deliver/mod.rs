@@ -9,6 +9,7 @@
 //! envelope sender from a message's header section.
 
 pub mod envelope;
+pub mod fan;
 pub mod lmtp;
 pub mod maildir;
 pub mod mbox;
@@ -74,6 +75,9 @@ pub struct MessageInfo<'a> {
     pub tls: TlsMode,
     /// Prepend a `Received:` trace line.
     pub received_header: bool,
+    /// A routed message (`[account.route]`): its recipients still to deliver to, and the
+    /// mailbox it came from (`USER@HOST`) for the loop guard's header.
+    pub routed: Option<(&'a [String], &'a str)>,
 }
 
 /// An opened delivery target.
@@ -84,12 +88,24 @@ pub enum Backend {
     Mda(mda::Mda),
     Smtp(smtp::Smtp),
     Lmtp(lmtp::Lmtp),
+    /// A single-recipient target with `{recipient}` in it, for a routed account.
+    Fan(fan::Fan),
 }
 
 impl Backend {
     /// Opens `target` for `account`, creating what it needs (a Maildir's `tmp`, `new` and
     /// `cur`). Network backends connect at their first message.
     pub fn open(target: &Deliver, account: &Account) -> Result<Backend, DeliverError> {
+        let single = !matches!(target, Deliver::Smtp(_) | Deliver::Lmtp(_));
+        // The account's own target (not its quarantine) takes one copy per routed recipient.
+        if account.route.is_some() && single && *target == account.deliver {
+            return Ok(Backend::Fan(fan::Fan::new(
+                target,
+                account.mda_timeout,
+                &account.name,
+                &account.user,
+            )));
+        }
         Ok(match target {
             Deliver::Maildir(path) => Backend::Maildir(maildir::Maildir::open(path)?),
             Deliver::Mbox(path) => Backend::Mbox(mbox::Mbox::open(path)?),
@@ -106,14 +122,26 @@ impl Backend {
 
     /// Starts delivering one message.
     pub fn begin(&self, info: &MessageInfo<'_>) -> Result<Sink, DeliverError> {
-        let header = info.received_header.then(|| received_header(info));
+        let mut header = info.received_header.then(|| received_header(info));
+        let recipients = info.routed.map(|(r, _)| r);
+        if let Some((_, mailbox)) = info.routed {
+            // The loop guard's mark (see `crate::route`), on every copy of a routed message.
+            let h = header.get_or_insert_with(Vec::new);
+            h.extend_from_slice(format!("{}: {mailbox}\n", crate::route::LOOP_HEADER).as_bytes());
+        }
         let header = header.as_deref();
+        let uidl = info.uidl.map(Uidl::as_str);
         Ok(match self {
             Backend::Maildir(m) => Sink::Maildir(m.begin(header)?),
             Backend::Mbox(m) => Sink::Mbox(m.begin(header)?),
-            Backend::Mda(m) => Sink::Mda(Box::new(m.begin(header, info.uidl.map(Uidl::as_str))?)),
-            Backend::Smtp(m) => Sink::Smtp(m.begin(header)?),
-            Backend::Lmtp(m) => Sink::Lmtp(m.begin(header)?),
+            Backend::Mda(m) => Sink::Mda(Box::new(m.begin(header, uidl)?)),
+            Backend::Smtp(m) => Sink::Smtp(m.begin(header, recipients)?),
+            Backend::Lmtp(m) => Sink::Lmtp(m.begin(header, recipients)?),
+            Backend::Fan(f) => Sink::Fan(Box::new(f.begin(
+                header,
+                uidl,
+                recipients.unwrap_or(&[]),
+            )?)),
         })
     }
 
@@ -187,6 +215,7 @@ pub enum Sink {
     Mda(Box<mda::Sink>),
     Smtp(smtp::Sink),
     Lmtp(lmtp::Sink),
+    Fan(Box<fan::Sink>),
 }
 
 impl Sink {
@@ -197,6 +226,7 @@ impl Sink {
             Sink::Mda(s) => s.write(data),
             Sink::Smtp(s) => s.write(data),
             Sink::Lmtp(s) => s.write(data),
+            Sink::Fan(s) => s.write(data),
         }
     }
 
@@ -210,6 +240,7 @@ impl Sink {
             Sink::Mda(s) => s.prepare().await,
             Sink::Smtp(s) => s.prepare().await,
             Sink::Lmtp(s) => s.prepare().await,
+            Sink::Fan(s) => Box::pin(s.finish()).await,
         }
     }
 
@@ -231,10 +262,11 @@ impl Sink {
     }
 
     /// After [`Sink::finish`] failed: the recipients that got the message all the same (an LMTP
-    /// 2xx after the data), to be recorded so that a retry leaves them out.
+    /// 2xx after the data, a routed copy delivered), to be recorded so a retry leaves them out.
     pub fn reached(&self) -> &[String] {
         match self {
             Sink::Lmtp(s) => s.reached(),
+            Sink::Fan(s) => s.reached(),
             _ => &[],
         }
     }
@@ -256,8 +288,33 @@ impl Sink {
             Sink::Mda(s) => s.bytes(),
             Sink::Smtp(s) => s.bytes(),
             Sink::Lmtp(s) => s.bytes(),
+            Sink::Fan(s) => s.bytes(),
         }
     }
+}
+
+/// The RCPT list of a relay: `configured` as it is, or with each `routed` recipient put in place
+/// of `{recipient}` (an entry without it once), without repeats.
+pub(crate) fn recipients(configured: &[String], routed: Option<&[String]>) -> Vec<String> {
+    let Some(routed) = routed else {
+        return configured.to_vec();
+    };
+    let mut out: Vec<String> = Vec::new();
+    for t in configured {
+        let each: Vec<String> = match t.contains(fan::PLACEHOLDER) {
+            true => routed
+                .iter()
+                .map(|r| t.replace(fan::PLACEHOLDER, r))
+                .collect(),
+            false => vec![t.clone()],
+        };
+        for a in each {
+            if !out.contains(&a) {
+                out.push(a);
+            }
+        }
+    }
+    out
 }
 
 /// The local host name, for trace headers and Maildir file names (read once per process).

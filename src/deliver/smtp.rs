@@ -76,9 +76,16 @@ impl Smtp {
         }
     }
 
-    pub(super) fn begin(&self, header: Option<&[u8]>) -> Result<Sink, DeliverError> {
+    /// Starts a message for the configured recipients, or for `routed` ones put in place of
+    /// `{recipient}`.
+    pub(super) fn begin(
+        &self,
+        header: Option<&[u8]>,
+        routed: Option<&[String]>,
+    ) -> Result<Sink, DeliverError> {
         let mut sink = Sink {
             spool: Spool::new()?,
+            to: super::recipients(&self.target.to, routed),
             target: self.target.clone(),
             timeout: self.timeout,
             conn: self.conn.clone(),
@@ -100,6 +107,8 @@ impl Smtp {
 #[derive(Debug)]
 pub struct Sink {
     spool: Spool,
+    /// The RCPT addresses.
+    to: Vec<String>,
     target: Arc<config::Smtp>,
     timeout: std::time::Duration,
     conn: Shared,
@@ -123,6 +132,10 @@ impl Sink {
             Some(f) => Some(f.clone()),
             None => read_sender(&mut file)?,
         };
+        if self.to.is_empty() {
+            // Every recipient has it already; an earlier try ended before it was recorded.
+            return Ok(());
+        }
         file.rewind()
             .map_err(|e| DeliverError::io("cannot read the spool file", e))?;
         let from = match sender.as_deref() {
@@ -153,7 +166,7 @@ impl Sink {
         // No overall deadline: the connection's stream bounds each step by its progress.
         let r = send(
             conn,
-            &self.target,
+            &self.to,
             from,
             self.spool.eight_bit(),
             file.take(body_len),
@@ -174,7 +187,7 @@ impl Sink {
 
 async fn send(
     relay: &mut Relay,
-    target: &config::Smtp,
+    recipients: &[String],
     from: Option<Address>,
     eight_bit: bool,
     mut file: std::io::Take<File>,
@@ -187,7 +200,7 @@ async fn send(
     conn.command(Mail::new(from, params))
         .await
         .map_err(classify)?;
-    for to in &target.to {
+    for to in recipients {
         let to: Address = to.parse().map_err(|e| DeliverError {
             kind: ErrorKind::Permanent,
             message: format!("recipient {to:?}: {e}"),

@@ -21,6 +21,7 @@ fn received_header_escapes_the_uidl() {
         uidl: Some(&uidl),
         tls: TlsMode::Implicit,
         received_header: true,
+        routed: None,
     };
     let h = String::from_utf8(received_header(&info)).unwrap();
     assert!(h.starts_with("Received: from pop.example.org by "), "{h}");
@@ -46,6 +47,7 @@ fn received_header_names_the_transport() {
             uidl: None,
             tls,
             received_header: true,
+            routed: None,
         };
         let h = String::from_utf8(received_header(&info)).unwrap();
         assert!(h.contains(with), "{tls:?}: {h}");
@@ -64,6 +66,7 @@ async fn maildir_delivery_is_atomic() {
         uidl: None,
         tls: TlsMode::None,
         received_header: false,
+        routed: None,
     };
     let mut sink = backend.begin(&info).unwrap();
     sink.write(b"Subject: x\n\nbody \xff\n").await.unwrap();
@@ -121,6 +124,7 @@ async fn run_mda(backend: &Backend, message: &[u8], chunk: usize) -> Result<(), 
         uidl: None,
         tls: TlsMode::None,
         received_header: false,
+        routed: None,
     };
     let mut sink = backend.begin(&info)?;
     for piece in message.chunks(chunk) {

@@ -250,7 +250,11 @@ impl Run<'_> {
     /// Reads the header of item `i` (up to [`MAX_PEEK`]) and notes its Message-ID digest.
     /// Returns what was read and whether the message ended in it, or `None` when a message
     /// with its Message-ID and size was delivered before (its body is then read and dropped).
-    async fn peek(&mut self, i: usize) -> Result<Option<(Vec<u8>, bool)>, FetchError> {
+    async fn peek(
+        &mut self,
+        i: usize,
+        dedupe: bool,
+    ) -> Result<Option<(Vec<u8>, bool)>, FetchError> {
         let mut head = Vec::new();
         let mut ended = false;
         let listed = self.todo[i].listed;
@@ -268,6 +272,9 @@ impl Run<'_> {
                 num: self.todo[i].num,
                 listed,
             });
+        }
+        if !dedupe {
+            return Ok(Some((head, ended)));
         }
         let digest = message_id(&head).map(|id| message_id_digest(&id));
         if let Some(d) = &digest {
@@ -288,15 +295,37 @@ impl Run<'_> {
     pub(super) async fn receive(&mut self, i: usize) -> Result<(), FetchError> {
         // With dedupe_message_id the header is read first: a message with the Message-ID and
         // size of one delivered before is recorded, not delivered again.
-        let (head, ended) =
-            if (self.account.dedupe_message_id || self.by_message_id) && !self.todo[i].quarantine {
-                match self.peek(i).await? {
-                    Some(peeked) => peeked,
-                    None => return self.duplicate(i),
+        // A routed message is read up to its header too: the header says who it is for.
+        let dedupe = self.account.dedupe_message_id || self.by_message_id;
+        let route = self
+            .account
+            .route
+            .as_ref()
+            .filter(|_| !self.todo[i].quarantine);
+        let (head, ended) = if (dedupe || route.is_some()) && !self.todo[i].quarantine {
+            match self.peek(i, dedupe).await? {
+                Some(peeked) => peeked,
+                None => return self.duplicate(i),
+            }
+        } else {
+            (Vec::new(), false)
+        };
+        let mailbox = format!("{}@{}", self.account.user, self.account.host);
+        let mut routed: Option<Vec<String>> = None;
+        if let Some(route) = route {
+            match crate::route::decide(route, &head, &mailbox) {
+                crate::route::Decision::To(r) => routed = Some(r),
+                crate::route::Decision::Hold(why) => {
+                    if !ended {
+                        self.session
+                            .skip_body(size_cap(self.todo[i].listed))
+                            .await?;
+                    }
+                    self.unroutable(i, why);
+                    return Ok(());
                 }
-            } else {
-                (Vec::new(), false)
-            };
+            }
+        }
         let item = self.todo[i].clone();
         let target = match (item.quarantine, self.quarantine) {
             (true, Some(q)) => q,
@@ -317,6 +346,11 @@ impl Run<'_> {
             .map(|u| self.state.reached(u))
             .unwrap_or_default();
         let mut reached_now: Vec<String> = Vec::new();
+        if let Some(r) = &mut routed {
+            // Those that have it from an earlier try are left out (a relay's RCPT addresses are
+            // left out by its sink).
+            r.retain(|r| !reached_before.contains(r));
+        }
         let r = async {
             let info = MessageInfo {
                 account: &self.account.name,
@@ -324,6 +358,7 @@ impl Run<'_> {
                 uidl: item.uidl.as_ref(),
                 tls: self.account.tls,
                 received_header: self.account.received_header,
+                routed: routed.as_deref().map(|r| (r, mailbox.as_str())),
             };
             let deliver_err = |source| FetchError::Deliver {
                 what: what(),
@@ -398,6 +433,41 @@ impl Run<'_> {
                 Ok(())
             }
             Err(e) => Err(e),
+        }
+    }
+
+    /// Item `i` of a routed account has no recipient the route accepts (or is a loop): held on
+    /// the server and reported, never delivered elsewhere or dropped. A config change to the
+    /// route or `popfetch retry` releases it.
+    pub(super) fn unroutable(&mut self, i: usize, why: String) {
+        let item = self.todo[i].clone();
+        if let Some(d) = &item.message_id {
+            self.batch_ids.remove(&(d.clone(), item.listed));
+        }
+        let what = match &item.uidl {
+            Some(u) => format!("message {} (uidl {u})", item.num),
+            None => format!("message {}", item.num),
+        };
+        let name = &self.account.name;
+        let uidl = item.uidl.as_ref().map(Uidl::as_str);
+        match &item.uidl {
+            Some(u) => {
+                self.state.record_held(u);
+                self.report.newly_held += 1;
+                self.report.held_error = Some(format!("{what} not routed: {why}"));
+                tracing::error!(account = name, uidl, reason = %why,
+                    "{what} held: not routed: {why}; it stays on the server and is not tried \
+                     again until the route changes or `popfetch retry {name}` runs");
+            }
+            None => {
+                // Nothing to hold it by: it stays on the server and is tried at the next poll.
+                self.report.failed += 1;
+                self.report
+                    .delivery_error
+                    .get_or_insert_with(|| format!("{what} not routed: {why}"));
+                tracing::error!(account = name, reason = %why,
+                    "{what} not routed: {why}; it stays on the server");
+            }
         }
     }
 

@@ -225,19 +225,31 @@ fn example_config_is_valid_as_shipped_and_with_every_setting_uncommented() {
         shipped.accounts.is_empty(),
         "contrib/config.toml ships with an active account; the packaged daemon would poll it"
     );
-    // `#key = value` (no space after '#') is a setting; `# text` is prose.
-    let uncommented: String = text
-        .lines()
-        .map(|l| match l.strip_prefix('#') {
-            Some(rest) if rest.starts_with(|c: char| c.is_ascii_lowercase() || c == '[') => rest,
-            _ => l,
-        })
-        .map(|l| format!("{l}\n"))
-        .collect();
-    let full = popfetch::config::parse(&path, &uncommented).unwrap_or_else(|e| {
-        panic!("contrib/config.toml with every `#key = value` line uncommented: {e}")
-    });
-    assert_eq!(full.accounts.len(), 1, "the example has one account");
+    // `#key = value` (no space after '#') is a setting; `# text` is prose. A route needs a
+    // target that names `{recipient}`, which the example's relay line does not: the route line
+    // is tried apart, with the LMTP target its comment shows.
+    let uncomment = |routed: bool| -> String {
+        text.lines()
+            .map(|l| match l.strip_prefix('#') {
+                Some(rest) if rest.starts_with("route =") && !routed => l,
+                Some(rest) if rest.starts_with("deliver =") && routed => {
+                    "deliver = { lmtp = { socket = \"/run/dovecot/lmtp\", to = [\"{recipient}\"] } }"
+                }
+                Some(rest) if rest.starts_with(|c: char| c.is_ascii_lowercase() || c == '[') => {
+                    rest
+                }
+                _ => l,
+            })
+            .map(|l| format!("{l}\n"))
+            .collect()
+    };
+    for routed in [false, true] {
+        let full = popfetch::config::parse(&path, &uncomment(routed)).unwrap_or_else(|e| {
+            panic!("contrib/config.toml with every `#key = value` line uncommented: {e}")
+        });
+        assert_eq!(full.accounts.len(), 1, "the example has one account");
+        assert_eq!(full.accounts[0].route.is_some(), routed);
+    }
 }
 
 /// The keys the config parser accepts, from its own error messages.

@@ -8,3 +8,4 @@ mod issue13_mda;
 mod lmtp;
 mod mbox_peer;
 mod policy;
+mod route;
