@@ -568,6 +568,10 @@ fn describe_account(s: &mut String, a: &Account) {
         let _ = writeln!(s, "tls_fingerprint = [{}]", pins.join(", "));
     }
     let _ = writeln!(s, "tls_min_version = \"{}\"", a.tls_min_version);
+    if let Some((cert, key)) = &a.tls_client {
+        let _ = writeln!(s, "tls_client_cert = {:?}", cert.display().to_string());
+        let _ = writeln!(s, "tls_client_key = {:?}", key.display().to_string());
+    }
     let _ = writeln!(s, "user = {:?}", a.user);
     let _ = match &a.credentials {
         Credentials::Password(PasswordSource::Inline(_)) => {
@@ -583,6 +587,8 @@ fn describe_account(s: &mut String, a: &Account) {
             describe_oauth2(s, o);
             Ok(())
         }
+        // The certificate is the credential: `tls_client_cert` and `auth` say it.
+        Credentials::Certificate => Ok(()),
     };
     let _ = writeln!(s, "auth = {:?}", a.auth.config_name());
     let _ = writeln!(s, "allow_plaintext_auth = {}", a.allow_plaintext_auth);

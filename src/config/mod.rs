@@ -144,12 +144,16 @@ pub enum RouteTo {
 /// How long a delivered message's Message-ID digest is remembered for `dedupe_message_id`.
 pub const DEDUPE_WINDOW: Duration = Duration::from_secs(30 * 24 * 3600);
 
-/// How an account logs in: with a password or with an OAuth2 access token, always exactly one.
+/// How an account logs in: with a password, with an OAuth2 access token, or with its TLS
+/// client certificate alone (SASL EXTERNAL), always exactly one.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Credentials {
     Password(PasswordSource),
     /// Where the access token comes from (see [`crate::oauth2`]).
     OAuth2(OAuth2Source),
+    /// `tls_client_cert` and no password or token: the certificate is the credential, and
+    /// `auth` is `external` or `auto` (which then means EXTERNAL).
+    Certificate,
 }
 
 impl Account {
@@ -157,7 +161,7 @@ impl Account {
     pub fn password(&self) -> Option<&PasswordSource> {
         match &self.credentials {
             Credentials::Password(p) => Some(p),
-            Credentials::OAuth2(_) => None,
+            Credentials::OAuth2(_) | Credentials::Certificate => None,
         }
     }
 
@@ -165,7 +169,7 @@ impl Account {
     pub fn oauth2(&self) -> Option<&OAuth2Source> {
         match &self.credentials {
             Credentials::OAuth2(o) => Some(o),
-            Credentials::Password(_) => None,
+            Credentials::Password(_) | Credentials::Certificate => None,
         }
     }
 }

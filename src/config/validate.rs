@@ -18,6 +18,7 @@ use super::{
     DEFAULT_TIMEOUT, Deliver, Lmtp, LmtpAt, LogTarget, OAuth2Client, OAuth2Source, PasswordSource,
     Route, RouteTo, Smtp,
 };
+use crate::pop3::login::Method;
 use crate::secret::Secret;
 
 /// A configuration error, located in the file where possible.
@@ -523,7 +524,15 @@ fn account(
     let credentials = credentials(cx, base, &raw, name_str, span.clone())?;
     let auth = raw.auth.unwrap_or(AuthMethod::Auto);
     let allow_plaintext_auth = raw.allow_plaintext_auth.unwrap_or(false);
-    check_login(&credentials, auth, tls, allow_plaintext_auth).map_err(|(k, why)| err(k, why))?;
+    let has_client_cert = raw.tls_client_cert.is_some();
+    check_login(
+        &credentials,
+        auth,
+        tls,
+        allow_plaintext_auth,
+        has_client_cert,
+    )
+    .map_err(|(k, why)| err(k, why))?;
     let longer_than_zero = |key, t: std::time::Duration| match t.is_zero() {
         true => Err(err(key, "must be longer than zero")),
         false => Ok(t),
@@ -823,14 +832,32 @@ fn limits(cx: &Cx, raw: &RawAccount, account: &str) -> Result<Limits, ConfigErro
 }
 
 /// The rules on how a credential may travel: an OAuth2 token only with a method that sends
-/// one, and nothing readable on the way without `allow_plaintext_auth`. The error names the
-/// key to change.
+/// one, nothing readable on the way without `allow_plaintext_auth`, and a certificate only
+/// over TLS. The error names the key to change.
 fn check_login(
     credentials: &Credentials,
     auth: AuthMethod,
     tls: TlsMode,
     allow_plaintext_auth: bool,
+    has_client_cert: bool,
 ) -> Result<(), (&'static str, &'static str)> {
+    if matches!(credentials, Credentials::Certificate) {
+        // Only `auto` and `external` make a certificate credential (see `credentials`).
+        if !has_client_cert {
+            return Err((
+                "tls_client_cert",
+                "auth = \"external\" logs in with the TLS client certificate: set \
+                 `tls_client_cert` and `tls_client_key`",
+            ));
+        }
+        if tls == TlsMode::None {
+            return Err((
+                "tls",
+                "auth = \"external\" logs in with the TLS client certificate, which only a TLS \
+                 connection carries; use `tls = \"implicit\"` or `\"starttls\"`",
+            ));
+        }
+    }
     if matches!(credentials, Credentials::OAuth2(_)) {
         if auth.only().is_some_and(|m| !m.needs_token()) {
             return Err((
@@ -1151,6 +1178,23 @@ fn credentials(
     }
     let password = password_source(cx, base, raw, account, span.clone())?;
     let token = token_source(cx, base, raw, ttl, account, span.clone())?;
+    let external = raw.auth == Some(AuthMethod::Only(Method::External));
+    if external && (password.is_some() || token.is_some()) {
+        return Err(cx.err(
+            span,
+            Some(account),
+            "auth",
+            "auth = \"external\" logs in with the TLS client certificate alone; remove the \
+             password or token source (here or in [defaults]), or choose another method",
+        ));
+    }
+    if password.is_none() && token.is_none() {
+        // A certificate and nothing else: EXTERNAL, asked for or the one way `auto` has.
+        let auto = raw.auth.is_none_or(|a| a == AuthMethod::Auto);
+        if external || (auto && raw.tls_client_cert.is_some()) {
+            return Ok(Credentials::Certificate);
+        }
+    }
     match (password, token) {
         (Some(_), Some(_)) => Err(cx.err(
             span,
@@ -1166,7 +1210,9 @@ fn credentials(
             Some(account),
             "password",
             "no password: set one of `password`, `password_file` or `password_command`, or an \
-             OAuth2 token source (`oauth2_token_command` or `oauth2`)",
+             OAuth2 token source (`oauth2_token_command` or `oauth2`), or log in with a TLS \
+             client certificate alone (`tls_client_cert`, `tls_client_key` and \
+             `auth = \"external\"`)",
         )),
     }
 }

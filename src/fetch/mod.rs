@@ -370,6 +370,7 @@ pub(crate) async fn log_in(
                 .await
                 .map_err(FetchError::OAuth2)?,
         ),
+        Credentials::Certificate => Credential::Certificate,
     };
     let params = ConnectParams {
         host: &account.host,

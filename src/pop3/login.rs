@@ -17,6 +17,7 @@ pub const CONFIG_NAMES: &[&str] = &[
     "cram-md5",
     "xoauth2",
     "oauthbearer",
+    "external",
 ];
 
 /// A concrete login method (the configuration's `auto` is a request to [`choose`], not a method).
@@ -36,11 +37,13 @@ pub enum Method {
     Xoauth2,
     /// SASL OAUTHBEARER (RFC 7628).
     Oauthbearer,
+    /// SASL EXTERNAL (RFC 4422 appendix A): the identity is the TLS client certificate's.
+    External,
 }
 
 impl Method {
     /// Every method, in the order the configuration's names are listed.
-    pub const ALL: [Method; 7] = [
+    pub const ALL: [Method; 8] = [
         Method::User,
         Method::Apop,
         Method::Plain,
@@ -48,6 +51,7 @@ impl Method {
         Method::CramMd5,
         Method::Xoauth2,
         Method::Oauthbearer,
+        Method::External,
     ];
 
     /// The name the configuration uses (`auth = "cram-md5"`).
@@ -72,6 +76,7 @@ impl Method {
             Method::CramMd5 => "CRAM-MD5",
             Method::Xoauth2 => "XOAUTH2",
             Method::Oauthbearer => "OAUTHBEARER",
+            Method::External => "EXTERNAL",
         }
     }
 
@@ -93,13 +98,14 @@ impl Method {
             Method::CramMd5 => Exchange::Sasl(Mechanism::CramMd5),
             Method::Xoauth2 => Exchange::Sasl(Mechanism::Xoauth2),
             Method::Oauthbearer => Exchange::Sasl(Mechanism::Oauthbearer),
+            Method::External => Exchange::Sasl(Mechanism::External),
         }
     }
 
     /// Whether the method puts the secret on the wire as it is (base64 is not a cipher). A
-    /// bearer token is as good as a password to whoever reads it.
+    /// bearer token is as good as a password to whoever reads it. EXTERNAL sends no secret.
     pub fn sends_secret_in_clear(self) -> bool {
-        !matches!(self, Method::Apop | Method::CramMd5)
+        !matches!(self, Method::Apop | Method::CramMd5 | Method::External)
     }
 
     /// Whether the method logs in with an OAuth2 access token rather than a password.
@@ -107,12 +113,23 @@ impl Method {
         matches!(self, Method::Xoauth2 | Method::Oauthbearer)
     }
 
+    /// The credential the method logs in with.
+    pub fn credential(self) -> CredentialKind {
+        match self {
+            Method::Xoauth2 | Method::Oauthbearer => CredentialKind::Token,
+            Method::External => CredentialKind::Certificate,
+            _ => CredentialKind::Password,
+        }
+    }
+
     /// Whether the server offers the method. Without CAPA (an RFC 1939 server) nothing can be
-    /// checked: every method counts as offered, and the server will say. APOP is offered by a
-    /// timestamp in the greeting, not by CAPA.
+    /// checked: every method counts as offered, and the server will say, except EXTERNAL,
+    /// which only a server that names it is asked for. APOP is offered by a timestamp in the
+    /// greeting, not by CAPA.
     fn offered(self, caps: Option<&Capabilities>, apop_timestamp: bool) -> bool {
         match (self, caps) {
             (Method::Apop, _) => apop_timestamp,
+            (Method::External, None) => false,
             (_, None) => true,
             (Method::User, Some(c)) => c.user,
             (m, Some(c)) => m.mechanism().is_some_and(|mech| c.has_sasl(mech)),
@@ -142,6 +159,8 @@ impl fmt::Display for Method {
 pub enum CredentialKind {
     Password,
     Token,
+    /// The TLS client certificate alone, for SASL EXTERNAL.
+    Certificate,
 }
 
 /// What the server offers, as far as login is concerned.
@@ -193,6 +212,14 @@ pub enum Refusal {
     Clear(Method),
     /// APOP was asked for and the greeting has no timestamp.
     NoApopTimestamp,
+    /// EXTERNAL with a password or a token, which it would not use.
+    NeedsCertificate,
+    /// A method that needs a password or a token, on an account with a certificate alone.
+    CertificateOnly(Method),
+    /// EXTERNAL over an unencrypted link, where there is no certificate to show.
+    ExternalNeedsTls,
+    /// EXTERNAL, and the server answers no CAPA, so nothing says it offers it.
+    NoCapa(Method),
 }
 
 impl fmt::Display for Refusal {
@@ -256,6 +283,23 @@ impl fmt::Display for Refusal {
                  use TLS or set allow_plaintext_auth = true"
             ),
             Refusal::NoApopTimestamp => f.write_str("the greeting carries no APOP timestamp"),
+            Refusal::NeedsCertificate => f.write_str(
+                "EXTERNAL logs in with the TLS client certificate alone; the account has a \
+                 password or an OAuth2 token, which it would not use",
+            ),
+            Refusal::CertificateOnly(m) => write!(
+                f,
+                "{m} needs a password or a token; the account logs in with its TLS client \
+                 certificate alone (auth = \"external\")"
+            ),
+            Refusal::ExternalNeedsTls => f.write_str(
+                "EXTERNAL needs TLS: the client certificate is shown in the TLS handshake",
+            ),
+            Refusal::NoCapa(m) => write!(
+                f,
+                "the server answers no CAPA, so nothing says it offers {m}; popfetch does not \
+                 try it unannounced"
+            ),
         }
     }
 }
@@ -285,22 +329,21 @@ pub fn choose(
         Some(m) => {
             // APOP is checked below, once the credential fits.
             if m != Method::Apop && !m.offered(offer.caps, offer.apop_timestamp) {
-                let caps = offer.caps.cloned().unwrap_or_default();
-                return Err(Refusal::NotOffered {
-                    method: m,
-                    sasl: caps.sasl,
-                    user: caps.user,
-                    apop: offer.apop_timestamp,
-                });
+                return Err(not_offered(m, offer));
             }
             m
         }
         None => auto(offer, link, credential)?,
     };
-    match (credential, method.needs_token()) {
-        (CredentialKind::Password, true) => return Err(Refusal::NeedsToken(method)),
-        (CredentialKind::Token, false) => return Err(Refusal::NeedsPassword(method)),
-        _ => {}
+    match (credential, method.credential()) {
+        (have, want) if have == want => {}
+        (CredentialKind::Certificate, _) => return Err(Refusal::CertificateOnly(method)),
+        (_, CredentialKind::Certificate) => return Err(Refusal::NeedsCertificate),
+        (_, CredentialKind::Token) => return Err(Refusal::NeedsToken(method)),
+        (_, CredentialKind::Password) => return Err(Refusal::NeedsPassword(method)),
+    }
+    if method == Method::External && !link.secure {
+        return Err(Refusal::ExternalNeedsTls);
     }
     if !link.clear_ok() && method.sends_secret_in_clear() {
         return Err(Refusal::Clear(method));
@@ -311,7 +354,36 @@ pub fn choose(
     Ok(method)
 }
 
+/// Why `m` is not offered, with what the server offers instead.
+fn not_offered(m: Method, offer: Offer<'_>) -> Refusal {
+    let Some(caps) = offer.caps else {
+        if m == Method::External {
+            return Refusal::NoCapa(m);
+        }
+        return Refusal::NotOffered {
+            method: m,
+            sasl: Vec::new(),
+            user: false,
+            apop: offer.apop_timestamp,
+        };
+    };
+    Refusal::NotOffered {
+        method: m,
+        sasl: caps.sasl.clone(),
+        user: caps.user,
+        apop: offer.apop_timestamp,
+    }
+}
+
 fn auto(offer: Offer<'_>, link: Link, credential: CredentialKind) -> Result<Method, Refusal> {
+    if credential == CredentialKind::Certificate {
+        // A certificate alone has one way in; a server that does not name it is not asked.
+        let m = Method::External;
+        return match m.offered(offer.caps, false) {
+            true => Ok(m),
+            false => Err(not_offered(m, offer)),
+        };
+    }
     if credential == CredentialKind::Token {
         // Without CAPA nothing says a bearer mechanism exists: it is not guessed.
         return TOKEN_ORDER

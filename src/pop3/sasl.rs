@@ -20,6 +20,7 @@ pub enum Mechanism {
     CramMd5,
     Xoauth2,
     Oauthbearer,
+    External,
 }
 
 impl Mechanism {
@@ -31,6 +32,7 @@ impl Mechanism {
             Mechanism::CramMd5 => "CRAM-MD5",
             Mechanism::Xoauth2 => "XOAUTH2",
             Mechanism::Oauthbearer => "OAUTHBEARER",
+            Mechanism::External => "EXTERNAL",
         }
     }
 
@@ -45,6 +47,8 @@ impl Mechanism {
             Mechanism::Login => 3,
             // One challenge, answered once.
             Mechanism::CramMd5 => 1,
+            // None past the initial response; one to cancel.
+            Mechanism::External => 1,
         }
     }
 }
@@ -121,7 +125,8 @@ impl fmt::Debug for Sasl {
 
 impl Sasl {
     /// An exchange for `user` with `secret` (a password, or for XOAUTH2 and OAUTHBEARER an
-    /// access token). `server` is the configured host and port, which OAUTHBEARER sends.
+    /// access token; EXTERNAL uses neither). `server` is the configured host and port, which
+    /// OAUTHBEARER sends.
     pub fn new(
         mechanism: Mechanism,
         user: &str,
@@ -134,6 +139,11 @@ impl Sasl {
             Mechanism::Oauthbearer => {
                 Some(auth::oauthbearer_response(user, server.0, server.1, secret))
             }
+            // RFC 4422 appendix A: an empty authorization identity asks the server to derive
+            // it from the certificate, so a server whose user names differ from `user` (which
+            // names the mailbox for popfetch's state) still lets the certificate in. Sent as
+            // "=" (RFC 5034 §4).
+            Mechanism::External => Some(Secret::new(String::new())),
             Mechanism::Login | Mechanism::CramMd5 => None,
         };
         Sasl {

@@ -281,3 +281,65 @@ fn configuration_names_follow_the_methods() {
     assert_eq!(Method::from_config_name("auto"), None);
     assert_eq!(Method::from_config_name("CRAM-MD5"), None);
 }
+
+const CERT: CredentialKind = CredentialKind::Certificate;
+
+#[test]
+fn a_certificate_alone_logs_in_with_external_only_where_the_server_names_it() {
+    let ext = caps(&["PLAIN", "EXTERNAL"], true);
+    assert_eq!(auto(Some(&ext), false, SECURE, CERT), Ok(Method::External));
+    assert_eq!(
+        wanted(Method::External, Some(&ext), false, SECURE, CERT),
+        Ok(Method::External)
+    );
+    // Not offered: refused before anything is sent, naming what the server offers.
+    let plain = caps(&["PLAIN"], true);
+    let refusal = auto(Some(&plain), false, SECURE, CERT).unwrap_err();
+    assert_eq!(
+        refusal.to_string(),
+        "the server does not offer EXTERNAL (it offers SASL: PLAIN, USER)"
+    );
+    assert_eq!(
+        wanted(Method::External, Some(&plain), false, SECURE, CERT),
+        Err(refusal)
+    );
+    // Without CAPA, EXTERNAL is never tried on a guess.
+    assert_eq!(
+        auto(None, false, SECURE, CERT),
+        Err(Refusal::NoCapa(Method::External))
+    );
+    assert_eq!(
+        wanted(Method::External, None, false, SECURE, CERT),
+        Err(Refusal::NoCapa(Method::External))
+    );
+    // No TLS, no certificate to show; allow_plaintext_auth does not change that.
+    assert_eq!(
+        auto(Some(&ext), false, ALLOWED, CERT),
+        Err(Refusal::ExternalNeedsTls)
+    );
+}
+
+#[test]
+fn auto_with_a_password_or_token_never_picks_external() {
+    let ext = caps(&["EXTERNAL", "PLAIN"], true);
+    assert_eq!(auto(Some(&ext), false, SECURE, PW), Ok(Method::Plain));
+    let only_ext = caps(&["EXTERNAL"], false);
+    assert_eq!(
+        auto(Some(&only_ext), false, SECURE, PW),
+        Err(Refusal::NoKnownMethod)
+    );
+    assert_eq!(
+        auto(Some(&only_ext), false, SECURE, TOKEN),
+        Err(Refusal::NoTokenMethod)
+    );
+    // And the methods and credentials that do not go together say so.
+    assert_eq!(
+        wanted(Method::External, Some(&ext), false, SECURE, PW),
+        Err(Refusal::NeedsCertificate)
+    );
+    assert_eq!(
+        wanted(Method::Plain, Some(&ext), false, SECURE, CERT),
+        Err(Refusal::CertificateOnly(Method::Plain))
+    );
+    assert!(!Method::External.sends_secret_in_clear());
+}

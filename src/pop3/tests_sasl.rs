@@ -165,3 +165,26 @@ fn the_secret_stays_out_of_debug() {
     let s = Sasl::new(Mechanism::Login, "tim", &pw("hunter2"), SERVER);
     assert!(!format!("{s:?}").contains("hunter2"));
 }
+
+#[test]
+fn external_sends_an_empty_authorization_identity_with_auth() {
+    // RFC 4422 appendix A with RFC 5034 §4's "=" for an empty initial response: the server
+    // takes the identity from the certificate.
+    let mut s = Sasl::new(Mechanism::External, "alice", &pw(""), SERVER);
+    assert_eq!(wire(&s.first()), "AUTH EXTERNAL =");
+    assert!(matches!(s.answer(&st("+OK welcome")), Ok(Next::Done)));
+    let mut s = Sasl::new(Mechanism::External, "alice", &pw(""), SERVER);
+    s.first();
+    assert_eq!(
+        s.answer(&st("-ERR [AUTH] no certificate")).unwrap_err(),
+        SaslError::Refused { detail: None }
+    );
+    // A challenge EXTERNAL has no answer for is cancelled.
+    let mut s = Sasl::new(Mechanism::External, "alice", &pw(""), SERVER);
+    s.first();
+    assert_eq!(sent(s.answer(&st("+ "))), "*");
+    assert!(matches!(
+        s.answer(&st("-ERR cancelled")),
+        Err(SaslError::Unanswerable { .. })
+    ));
+}

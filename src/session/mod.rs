@@ -308,9 +308,12 @@ impl Session {
             secure: self.is_encrypted(),
             allow_plaintext,
         };
+        let none = Secret::new(String::new());
         let (kind, password) = match credential {
             Credential::Password(p) => (CredentialKind::Password, p),
             Credential::Token(t) => (CredentialKind::Token, t),
+            // The certificate went with the TLS handshake; EXTERNAL sends no secret.
+            Credential::Certificate => (CredentialKind::Certificate, &none),
         };
         let method = pop3::login::choose(offer, method.only(), link, kind)
             .map_err(|r| SessionError::Auth(r.to_string()))?;
@@ -780,9 +783,11 @@ fn wait_name(what: Option<&'static str>) -> &'static str {
     }
 }
 
-/// What proves the user's identity: a password, or an OAuth2 access token.
+/// What proves the user's identity: a password, an OAuth2 access token, or the TLS client
+/// certificate the connection was made with.
 #[derive(Debug, Clone)]
 pub enum Credential {
     Password(Secret<String>),
     Token(Secret<String>),
+    Certificate,
 }

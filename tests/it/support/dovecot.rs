@@ -84,6 +84,11 @@ pub struct Options {
     /// one (`ssl_verify_client_cert`, `auth_ssl_require_client_cert`); see
     /// [`Dovecot::client_cert`].
     pub client_cert: bool,
+    /// Offer SASL `EXTERNAL` for TLS clients with a certificate (implies [`Options::client_cert`]):
+    /// the user is the certificate's commonName (`auth_ssl_username_from_cert`), and a passdb
+    /// consulted for `EXTERNAL` alone lets any such user in without a password (Dovecot checks
+    /// an empty one). The user needs a Maildir: [`Dovecot::add_mailbox`] or `add_user`.
+    pub external: bool,
     /// Serve a self-signed certificate for `localhost` valid this many days (in place of the
     /// CA-issued one; `server.pem` is then that certificate): a server no CA vouches for, or
     /// one whose certificate ends soon.
@@ -118,6 +123,7 @@ impl Default for Options {
             uidl_format: Some("%g"),
             oauth2: None,
             client_cert: false,
+            external: false,
             self_signed_days: None,
             lmtp: false,
         }
@@ -643,11 +649,21 @@ service lmtp {{
         opts.mechanisms.to_owned()
     };
     // Without an OAuth2 passdb the text is exactly what it always was.
-    let client_cert = if opts.client_cert {
+    let mut client_cert = if opts.client_cert || opts.external {
         format!(
             "ssl_ca = <{root}/tls/ca.pem\nssl_verify_client_cert = yes\n\
              auth_ssl_require_client_cert = yes\nssl_require_crl = no\n"
         )
+    } else {
+        String::new()
+    };
+    let external_passdb = if opts.external {
+        mechanisms.push_str(" external");
+        client_cert.push_str("auth_ssl_username_from_cert = yes\n");
+        // Its verdict is final, so EXTERNAL never falls through to the passwd-file users.
+        "passdb {\n  driver = static\n  mechanisms = external\n  args = nopassword=y\n  \
+         result_failure = return-fail\n  result_internalfail = return-fail\n}\n"
+            .to_string()
     } else {
         String::new()
     };
@@ -704,7 +720,7 @@ ssl_key = <{root}/tls/server.key
 auth_mechanisms = {mechanisms}
 auth_verbose = yes
 auth_failure_delay = 0
-{oauth2_passdb}passdb {{
+{oauth2_passdb}{external_passdb}passdb {{
   driver = passwd-file
   args = scheme=PLAIN username_format=%n {root}/passwd
 }}
