@@ -111,7 +111,9 @@ impl RawAccount {
     /// written. The login credential is the exception: the account's choice (any of `password`,
     /// `password_file`, `password_command`, `oauth2_token_command`, `oauth2`) wins over the
     /// defaults' as a whole, and only its `oauth2` table is completed key by key from the
-    /// defaults' one, so that a client registration can be shared.
+    /// defaults' one, so that a client registration can be shared. An account's own
+    /// `auth = "external"` is such a choice too: the certificate, and no password of the
+    /// defaults'.
     pub fn merged_with(&self, d: &RawAccount) -> RawAccount {
         fn or<T: Clone>(own: &Option<T>, default: &Option<T>) -> Option<T> {
             own.as_ref().or(default.as_ref()).cloned()
@@ -120,7 +122,8 @@ impl RawAccount {
             || self.password_file.is_some()
             || self.password_command.is_some()
             || self.oauth2_token_command.is_some()
-            || self.oauth2.is_some();
+            || self.oauth2.is_some()
+            || self.auth == Some(AuthMethod::Only(Method::External));
         let login = if own_login { self } else { d };
         let oauth2 = match &self.oauth2 {
             Some(t) => Some(Spanned::new(

@@ -857,3 +857,48 @@ fn lmtp_on_a_socket_or_over_tcp() {
         assert_eq!(e.key.as_deref(), Some(key), "{bad}: {e}");
     }
 }
+
+#[test]
+fn a_client_certificate_without_a_password_logs_in_with_external() {
+    let cert = "tls_client_cert = \"/c.pem\"\ntls_client_key = \"/c.key\"\n";
+    let account = |extra: &str| {
+        format!(
+            "[[account]]\nname = \"a\"\nhost = \"h\"\nuser = \"u\"\n\
+             deliver = {{ maildir = \"/m\" }}\n{extra}"
+        )
+    };
+    // Asked for, or the one way `auto` has.
+    for auth in ["auth = \"external\"\n", "auth = \"auto\"\n", ""] {
+        let c = p(&account(&format!("{cert}{auth}"))).unwrap();
+        assert_eq!(
+            c.accounts[0].credentials,
+            Credentials::Certificate,
+            "{auth}"
+        );
+    }
+    // With a password, `auto` keeps to it.
+    let c = p(&account(&format!("{cert}password = \"pw\"\n"))).unwrap();
+    assert!(matches!(
+        c.accounts[0].credentials,
+        Credentials::Password(_)
+    ));
+    // An account's own `auth = "external"` inherits no password from [defaults]...
+    let d = "[defaults]\npassword_file = \"/dp\"\n";
+    let c = p(&format!(
+        "{d}{}",
+        account(&format!("{cert}auth = \"external\"\n"))
+    ))
+    .unwrap();
+    assert_eq!(c.accounts[0].credentials, Credentials::Certificate);
+    // ...but a password of its own with `external` from [defaults] is refused.
+    let d = "[defaults]\nauth = \"external\"\n";
+    let e = p(&format!(
+        "{d}{}",
+        account(&format!("{cert}password = \"pw\"\n"))
+    ))
+    .unwrap_err();
+    assert_eq!(e.key.as_deref(), Some("auth"), "{e}");
+    // A password method without a password is still the missing password.
+    let e = p(&account(&format!("{cert}auth = \"plain\"\n"))).unwrap_err();
+    assert_eq!(e.key.as_deref(), Some("password"), "{e}");
+}

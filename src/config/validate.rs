@@ -1185,7 +1185,7 @@ fn credentials(
             Some(account),
             "auth",
             "auth = \"external\" logs in with the TLS client certificate alone; remove the \
-             password or token source (here or in [defaults]), or choose another method",
+             password or token source, or choose another method",
         ));
     }
     if password.is_none() && token.is_none() {
