@@ -348,6 +348,8 @@ fn is_keyword(w: &str) -> bool {
         "sslcertck",
         "sslcertfile",
         "sslproto",
+        "sslcert",
+        "sslkey",
         "keep",
         "nokeep",
         "fetchall",
@@ -769,11 +771,16 @@ fn translate_user(p: &mut Parser, a: &mut Account, o: &Opts, local: &str, e: &En
             "password" => a.auth = Some("user"),
             "cram-md5" => a.auth = Some("cram-md5"),
             "apop" => a.auth = Some("apop"),
+            "external" => {
+                if let Err(why) = super::auth_external(a) {
+                    p.note(*line, "auth external", why);
+                }
+            }
             other => p.note(
                 *line,
                 format!("auth {other}"),
-                "popfetch logs in with USER/PASS, APOP, PLAIN, LOGIN or CRAM-MD5; left at \
-                 \"auto\"",
+                "popfetch logs in with USER/PASS, APOP, PLAIN, LOGIN, CRAM-MD5 or EXTERNAL; left \
+                 at \"auto\"",
             ),
         }
     }

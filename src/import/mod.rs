@@ -110,6 +110,26 @@ pub enum Password {
     Command(Vec<String>),
     /// The rc file has none (the tool asked for it, or read ~/.netrc).
     Missing,
+    /// None is needed: the client certificate alone logs in (`auth = "external"`).
+    Certificate,
+}
+
+/// `auth external` of an rc file: SASL EXTERNAL with the client certificate alone, so no
+/// password is carried over. Without a certificate or without TLS it cannot log in, and the
+/// account keeps `auto` and its password; the `Err` says why, for a note.
+pub fn auth_external(a: &mut Account) -> Result<(), &'static str> {
+    if a.tls_client.0.is_none() {
+        return Err(
+            "EXTERNAL logs in with a client certificate and the rc file names none; \
+                    left at \"auto\"",
+        );
+    }
+    if a.tls == Tls::None {
+        return Err("EXTERNAL needs TLS, which the rc file does not use; left at \"auto\"");
+    }
+    a.auth = Some("external");
+    a.password = Password::Certificate;
+    Ok(())
 }
 
 /// Where messages go.
@@ -604,6 +624,7 @@ fn render_account(s: &mut String, a: &Account) {
     }
     line(s, "user", &string(&a.user));
     match &a.password {
+        Password::Certificate => {}
         Password::Inline(p) => line(s, "password", &string(p)),
         Password::Command(argv) => line(s, "password_command", &array(argv)),
         Password::Missing => {

@@ -176,6 +176,15 @@ pub fn translate(
     for (k, v, l) in settings {
         setting(k, v, *l, file, out, &mut a, &mut seen);
     }
+    if let Some((_, _, l)) = settings.iter().rev().find(|(k, _, _)| *k == "auth")
+        && a.auth == Some("external")
+    {
+        // Settled once every setting is known: the certificate may come after `auth`.
+        a.auth = None;
+        if let Err(why) = super::auth_external(&mut a) {
+            out.note(file, *l, "auth external", why);
+        }
+    }
     sizes(&seen, file, out, &mut a);
     let uidls_file = seen.uidls_file;
     let explicit_plain = seen.explicit_plain;
@@ -338,13 +347,15 @@ fn auth(v: &str, l: usize, file: &str, out: &mut Imported, a: &mut Account, seen
         }
         "apop" => a.auth = Some("apop"),
         "cram-md5" => a.auth = Some("cram-md5"),
+        // Checked against the certificate and TLS once the account is read.
+        "external" => a.auth = Some("external"),
         "off" => out.note(file, l, "auth off", "popfetch always logs in"),
         other => out.note(
             file,
             l,
             format!("auth {other}"),
-            "popfetch logs in with USER/PASS, APOP, PLAIN, LOGIN or CRAM-MD5; left at \
-             \"auto\"",
+            "popfetch logs in with USER/PASS, APOP, PLAIN, LOGIN, CRAM-MD5 or EXTERNAL; left \
+             at \"auto\"",
         ),
     }
 }
