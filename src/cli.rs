@@ -59,8 +59,10 @@ pub enum Command {
     /// logs in as a poll would, then shows the certificate (subject, issuer, validity,
     /// SHA-256 fingerprints of the certificate and of its public key), the capabilities, the
     /// login method chosen, how many messages are on the server, how many of them are new for
-    /// popfetch, their sizes, and LOGIN-DELAY and EXPIRE. Nothing is retrieved or deleted and
-    /// no state is written (fetchmail's --check, mpop's --serverinfo). A poll of the same
+    /// popfetch, their sizes, and LOGIN-DELAY and EXPIRE; for an account with a route, where
+    /// the first 50 new messages would go, told by their headers alone (TOP n 0; not from a
+    /// server that announces EXPIRE, as some count TOP as a retrieval). Nothing is retrieved
+    /// or deleted and no state is written (fetchmail's --check, mpop's --serverinfo). A poll of the same
     /// mailbox that starts meanwhile is refused as busy and tried again later, and a look
     /// while a poll runs is refused likewise. The login counts towards the server's
     /// LOGIN-DELAY.

@@ -1,7 +1,10 @@
 //! `popfetch check --connect`: a look at an account's server before fetching, as fetchmail's
 //! `--check` and mpop's `--serverinfo` give. It connects, negotiates TLS, logs in exactly as a
-//! poll does, reads CAPA, UIDL and LIST, and QUITs: no RETR, TOP or DELE is sent, so nothing
-//! is retrieved or deleted (an `EXPIRE 0` server deletes only what was retrieved). No state is
+//! poll does, reads CAPA, UIDL and LIST, and QUITs: no RETR or DELE is sent, so nothing is
+//! retrieved or deleted (an `EXPIRE 0` server deletes only what was retrieved). TOP is sent
+//! only for an account with a route, to preview where the first new messages would go (`TOP n
+//! 0`, their header alone), and never to a server that announces EXPIRE: some count TOP as a
+//! retrieval. No state is
 //! written: what is new is decided from a [`Snapshot`] of the journal, and no status file is
 //! recorded (an OAuth2 login may still cache its access token and store a rotated refresh
 //! token, as any login does: dropping them could lock the account out). The mailbox's lock
@@ -18,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Account, TlsMode};
 use crate::fetch::FetchError;
 use crate::net::CertInfo;
+use crate::pop3::MsgNum;
 use crate::state::{Mailbox, Snapshot};
 
 /// What the look found.
@@ -57,6 +61,37 @@ pub struct Serverinfo {
     pub expire: Option<Expire>,
     /// The journal the new messages were told by; `None` when the account has none yet.
     pub journal: Option<String>,
+    /// With `[account.route]`: where the first new messages would go.
+    pub routing: Option<Routing>,
+}
+
+/// Most new messages whose header the routing preview reads.
+pub const PREVIEW_MAX: usize = 50;
+
+/// Most bytes of a header the routing preview reads (what a poll reads to route one).
+const PREVIEW_HEAD: usize = 64 * 1024;
+
+/// How the account's route would send the new messages on the server: the first
+/// [`PREVIEW_MAX`] of them, told by their header alone (`TOP n 0`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Routing {
+    /// Why no header was read, when none was (the server's EXPIRE, or nothing new).
+    pub not_previewed: Option<String>,
+    /// New messages beyond the ones looked at.
+    pub not_looked_at: u64,
+    /// One entry per message looked at, in message-number order.
+    pub messages: Vec<RoutedMessage>,
+}
+
+/// Where one new message would go.
+#[derive(Debug, Clone, Serialize)]
+pub struct RoutedMessage {
+    pub num: u32,
+    pub uidl: Option<String>,
+    /// The local recipients, one copy each; empty when held.
+    pub to: Vec<String>,
+    /// Why it would be held on the server instead (or why its header could not be read).
+    pub held: Option<String>,
 }
 
 /// The server's `EXPIRE` capability (RFC 2449 §6.7).
@@ -164,7 +199,12 @@ pub async fn serverinfo(
         login_delay: caps.login_delay,
         expire: caps.expire.map(|e| e.map_or(Expire::Never, Expire::Days)),
         journal: journal.path.as_ref().map(|p| p.display().to_string()),
+        routing: None,
     };
+    // The new messages whose header the routing preview reads: the first few, with their
+    // unique-ids and (from LIST) sizes.
+    let mut preview: Vec<(MsgNum, Option<String>, u64)> = Vec::new();
+    let previewing = account.route.is_some();
     // The numbers of the new messages, one bit each: a mailbox may list millions.
     let mut new = Bits::default();
     info.uidl = session
@@ -175,6 +215,9 @@ pub async fn serverinfo(
             } else if !journal.is_delivered(uidl) {
                 info.new += 1;
                 new.insert(num.get());
+                if previewing && preview.len() < PREVIEW_MAX {
+                    preview.push((num, Some(uidl.as_str().to_string()), 0));
+                }
             }
             Ok(())
         })
@@ -189,6 +232,12 @@ pub async fn serverinfo(
                 // Without unique-ids a poll fetches everything listed.
                 info.on_server += 1;
                 info.new += 1;
+                if previewing && preview.len() < PREVIEW_MAX {
+                    preview.push((num, None, size));
+                }
+            }
+            if let Some(p) = preview.iter_mut().find(|p| p.0 == num) {
+                p.2 = size;
             }
             if !has_uidl || new.contains(num.get()) {
                 info.new_bytes = info.new_bytes.saturating_add(size);
@@ -197,9 +246,69 @@ pub async fn serverinfo(
             Ok(())
         })
         .await?;
+    if let Some(route) = &account.route {
+        info.routing = Some(preview_routes(&mut session, account, route, &info, &preview).await?);
+    }
     session.quit().await?;
     drop(journal);
     Ok(info)
+}
+
+/// Reads the header of each message in `preview` by `TOP n 0` and routes it as a poll would.
+/// Not under an `EXPIRE` the server announces: a server may count TOP as a retrieval, and
+/// under `EXPIRE 0` delete at QUIT what was only looked at.
+async fn preview_routes(
+    session: &mut crate::session::Session,
+    account: &Account,
+    route: &crate::config::Route,
+    info: &Serverinfo,
+    preview: &[(MsgNum, Option<String>, u64)],
+) -> Result<Routing, FetchError> {
+    let mut routing = Routing {
+        not_previewed: None,
+        not_looked_at: info.new.saturating_sub(preview.len() as u64),
+        messages: Vec::new(),
+    };
+    if let Some(e) = info.expire.filter(|e| *e != Expire::Never) {
+        let days = match e {
+            Expire::Days(d) => d,
+            Expire::Never => 0,
+        };
+        routing.not_previewed = Some(format!(
+            "the server announces EXPIRE {days}, and may count reading a header (TOP) as \
+             retrieving the message; the next poll routes them"
+        ));
+        routing.not_looked_at = info.new;
+        return Ok(routing);
+    }
+    if preview.is_empty() {
+        routing.not_previewed = Some("nothing new on the server".to_string());
+        return Ok(routing);
+    }
+    let mailbox = format!("{}@{}", account.user, account.host);
+    let nums: Vec<(MsgNum, u64)> = preview.iter().map(|p| (p.0, p.2)).collect();
+    let mut heads = Vec::with_capacity(preview.len());
+    session
+        .heads_each(&nums, PREVIEW_HEAD, |num, head| {
+            let (to, held) = match head {
+                None => (Vec::new(), Some("the server refused TOP".to_string())),
+                Some(head) => match crate::route::decide(route, head, &mailbox) {
+                    crate::route::Decision::To(to) => (to, None),
+                    crate::route::Decision::Hold(why) => (Vec::new(), Some(why)),
+                },
+            };
+            heads.push((num, to, held));
+        })
+        .await?;
+    for ((num, to, held), (_, uidl, _)) in heads.into_iter().zip(preview) {
+        routing.messages.push(RoutedMessage {
+            num: num.get(),
+            uidl: uidl.clone(),
+            to,
+            held,
+        });
+    }
+    Ok(routing)
 }
 
 /// A set of message numbers, one bit each.
@@ -261,6 +370,37 @@ impl Serverinfo {
         row("public key", c.spki_fingerprint.clone());
     }
 
+    /// The routing preview: a summary row, then one line per message looked at.
+    fn routing_rows(&self, r: &Routing, row: &mut impl FnMut(&str, String)) {
+        if let Some(why) = &r.not_previewed {
+            row("routing", format!("not previewed: {why}"));
+            return;
+        }
+        let held = r.messages.iter().filter(|m| m.held.is_some()).count();
+        let mut summary = format!(
+            "{} new message{} told by header (TOP 0): {} routed, {held} held",
+            r.messages.len(),
+            if r.messages.len() == 1 { "" } else { "s" },
+            r.messages.len() - held
+        );
+        if r.not_looked_at > 0 {
+            use std::fmt::Write;
+            let _ = write!(summary, ", {} more not looked at", r.not_looked_at);
+        }
+        row("routing", summary);
+        for m in &r.messages {
+            let what = match &m.uidl {
+                Some(u) => format!("message {} (uidl {u})", m.num),
+                None => format!("message {}", m.num),
+            };
+            let line = match &m.held {
+                Some(why) => format!("{what}: held: {why}"),
+                None => format!("{what} -> {}", m.to.join(", ")),
+            };
+            row("", line);
+        }
+    }
+
     /// The text `popfetch check --connect` prints for one account.
     pub fn text(&self) -> String {
         use std::fmt::Write;
@@ -274,7 +414,12 @@ impl Serverinfo {
             self.tls_mode
         );
         let mut row = |key: &str, value: String| {
-            let _ = writeln!(s, "  {:<13} {value}", format!("{key}:"));
+            let key = if key.is_empty() {
+                String::new()
+            } else {
+                format!("{key}:")
+            };
+            let _ = writeln!(s, "  {key:<13} {value}");
         };
         self.tls_rows(&mut row);
         if let Some(i) = &self.implementation {
@@ -321,6 +466,9 @@ impl Serverinfo {
                     self.held, self.account
                 ),
             );
+        }
+        if let Some(r) = &self.routing {
+            self.routing_rows(r, &mut row);
         }
         row(
             "login-delay",
@@ -384,6 +532,7 @@ mod tests {
             login_delay: Some(900),
             expire: Some(Expire::Days(0)),
             journal: None,
+            routing: None,
         }
     }
 

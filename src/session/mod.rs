@@ -482,6 +482,52 @@ impl Session {
         Ok(())
     }
 
+    /// The header of each message in `nums` by `TOP n 0` (RFC 1939 §7), in one flight when the
+    /// server offers PIPELINING (`nums` is the caller's bounded list), else one at a time. `f`
+    /// gets each message's number and at most `cap` bytes of what TOP answered (unstuffed, `\n`
+    /// line endings), or `None` where the server refused that TOP; the rest of an answer is read
+    /// and dropped, and an answer longer than `cap` plus the message's listed size (the second
+    /// of each pair) ends the session as a protocol error. Nothing is retrieved, but a server may
+    /// count TOP as a retrieval: under `EXPIRE 0` the caller must not use it.
+    pub async fn heads_each(
+        &mut self,
+        nums: &[(MsgNum, u64)],
+        cap: usize,
+        mut f: impl FnMut(MsgNum, Option<&[u8]>),
+    ) -> Result<(), SessionError> {
+        let pipelining = self.caps.as_ref().is_some_and(|c| c.pipelining);
+        let mut sent = 0;
+        for (i, &(num, listed)) in nums.iter().enumerate() {
+            while sent < nums.len() && (sent == i || pipelining) {
+                let cmd = Command::Top(nums[sent].0, 0);
+                tracing::trace!("C: {cmd:?}");
+                self.pipe.queue(&cmd, None);
+                sent += 1;
+            }
+            self.flush().await?;
+            let st = self.read_status().await?;
+            if !st.is_ok() {
+                f(num, None);
+                continue;
+            }
+            let limit = (cap as u64).saturating_add(listed);
+            let mut head = Vec::new();
+            let mut seen = 0u64;
+            while let Some(chunk) = self.body_chunk().await? {
+                seen = seen.saturating_add(chunk.len() as u64);
+                if seen > limit {
+                    return Err(SessionError::protocol(
+                        "TOP answered more than the message's listed size",
+                    ));
+                }
+                let room = cap.saturating_sub(head.len());
+                head.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            }
+            f(num, Some(&head));
+        }
+        Ok(())
+    }
+
     /// Asks for LIST in the flight of the STAT and UIDL that [`Session::uidl_each`] sends, when
     /// the server offers PIPELINING: a poll that fetches then learns the sizes without a round
     /// trip of its own. The caller must then read the listing with [`Session::list_each`], or

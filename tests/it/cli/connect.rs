@@ -223,8 +223,19 @@ fn check_connect_shows_the_server_and_changes_nothing_in_every_tls_mode() {
         }
         env.write_config(&acct);
         env.popfetch(&["fetch"]).assert_code(0);
-        d.deliver_many(user, some(3..5));
         let maildir = d.maildir(user);
+        // A poll that deleted nothing does not wait for QUIT's answer, so Dovecot may still be
+        // flagging the three retrieved messages Seen when popfetch has exited: wait for it.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while seen(&maildir).len() < 3 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(
+            seen(&maildir).len(),
+            3,
+            "{tls}: the fetch's RETRs flag them Seen"
+        );
+        d.deliver_many(user, some(3..5));
         let state = env.path().join("state");
         let (count, names, flagged) = (
             d.message_count(user),
@@ -438,4 +449,51 @@ fn check_connect_options_are_checked() {
         run.stderr
     );
     assert!(server.log().sessions.is_empty());
+}
+
+/// A routed account's look reads headers with TOP to preview the routing, but never from a server
+/// that announces EXPIRE: some count TOP as a retrieval, and under `EXPIRE 0` would delete at
+/// QUIT what was only looked at.
+#[test]
+fn check_connect_previews_no_routing_from_a_server_that_announces_expire() {
+    let server = Server::start(
+        vec![Msg::new(
+            b"Delivered-To: alice@example.org\nSubject: x\n\nbody\n".to_vec(),
+            "uid-0",
+        )],
+        Script {
+            expire: Some(0),
+            ..Script::default()
+        },
+    );
+    let env = Env::new();
+    let mail = env.path().join("mail");
+    env.write_config(
+        &Account::scripted(&server)
+            .set(
+                "deliver",
+                format_args!("{{ maildir = \"{}/{{recipient}}\" }}", mail.display()),
+            )
+            .extra(
+                "[account.route]\nenvelope_header = \"Delivered-To\"\n\
+                 local_domains = [\"example.org\"]\nmap = { \"*\" = \"postmaster\" }\n",
+            )
+            .to_toml(),
+    );
+    let run = env.popfetch(&["check", "--connect"]);
+    run.assert_code(0);
+    assert!(
+        run.stdout
+            .contains("routing:      not previewed: the server announces EXPIRE 0"),
+        "{}",
+        run.stdout
+    );
+    let log = server.log();
+    for c in log.sessions.iter().flatten() {
+        assert!(
+            !["RETR", "TOP", "DELE"].iter().any(|v| c.starts_with(v)),
+            "{c}"
+        );
+    }
+    assert_eq!(server.remaining().len(), 1);
 }

@@ -116,6 +116,37 @@ fn route_delivers_by_envelope_header_through_lmtp_to_several_dovecot_users() {
         ));
     env.write_config(&account.to_toml());
     env.popfetch(&["check"]).assert_code(0);
+
+    // The preview: where each waiting message would go, from its header alone (TOP n 0), with
+    // nothing fetched, delivered or deleted.
+    let look = env.popfetch(&["check", "--connect"]);
+    look.assert_code(0);
+    let text = &look.stdout;
+    assert!(
+        text.contains("routing:      5 new messages told by header (TOP 0): 5 routed, 0 held"),
+        "{text}"
+    );
+    let routed: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.split_once(") -> ").map(|(_, to)| to))
+        .collect();
+    assert_eq!(
+        routed,
+        ["alice", "alice, bob", "bob", "alice", "postmaster"],
+        "{text}"
+    );
+    assert_eq!(d.message_count("catchall"), 5, "the look deleted mail");
+    assert!(
+        subjects(&d.maildir("alice")).is_empty(),
+        "the look delivered"
+    );
+    let json = env.popfetch(&["check", "--connect", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(
+        v[0]["routing"]["messages"][1]["to"],
+        serde_json::json!(["alice", "bob"])
+    );
+
     let run = env.popfetch(&["fetch"]);
     run.assert_code(0);
     assert_eq!(
@@ -190,6 +221,20 @@ fn route_without_a_default_holds_unknown_and_headerless_mail_until_the_map_chang
             .to_toml()
     };
     env.write_config(&routed("\"alice@example.org\" = \"alice\""));
+    let look = env.popfetch(&["check", "--connect"]);
+    look.assert_code(0);
+    assert!(
+        look.stdout
+            .contains("4 new messages told by header (TOP 0): 1 routed, 3 held"),
+        "{}",
+        look.stdout
+    );
+    assert!(
+        look.stdout
+            .contains(": held: mallory@example.org: no entry in the route's map"),
+        "{}",
+        look.stdout
+    );
     let run = env.popfetch(&["fetch"]);
     let out = format!("{}{}", run.stdout, run.stderr);
     assert_eq!(run.code, 1, "{out}");

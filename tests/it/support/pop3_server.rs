@@ -206,6 +206,9 @@ pub struct Script {
     pub login_delay: Option<u64>,
     /// Advertise this `LOGIN-DELAY` in a CAPA after login instead (a per-user value).
     pub login_delay_after_login: Option<u64>,
+    /// Advertise `EXPIRE n` in CAPA (RFC 2449 §6.7): `Some(0)` is a server that deletes what
+    /// was retrieved.
+    pub expire: Option<u64>,
     /// The whole answer line to every PASS (CRLF added), instead of logging in.
     pub pass_answer: Option<String>,
     /// Waits this long after each read of commands before answering them: a distant server,
@@ -796,6 +799,9 @@ impl Conn {
         };
         if let Some(d) = login_delay {
             caps.push_str(&format!("LOGIN-DELAY {d}\r\n"));
+        }
+        if let Some(d) = self.script.expire {
+            caps.push_str(&format!("EXPIRE {d}\r\n"));
         }
         caps.push_str(".\r\n");
         self.send_str(&caps)
