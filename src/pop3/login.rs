@@ -179,6 +179,9 @@ pub struct Link {
     pub secure: bool,
     /// The account allows clear-text methods without encryption (`allow_plaintext_auth`).
     pub allow_plaintext: bool,
+    /// The link is encrypted and the server proved who it is (its certificate checked against a
+    /// CA, or matching a pinned fingerprint): a password sent over it reaches that server alone.
+    pub verified: bool,
 }
 
 impl Link {
@@ -305,11 +308,24 @@ impl fmt::Display for Refusal {
 }
 
 /// The order `auto` tries password methods in: challenge-response first (CRAM-MD5, then APOP),
-/// then PLAIN, LOGIN and USER/PASS.
+/// then PLAIN, LOGIN and USER/PASS. A server whose identity is not proven gets no password it
+/// could read.
 const PASSWORD_ORDER: [Method; 5] = [
     Method::CramMd5,
     Method::Apop,
     Method::Plain,
+    Method::Login,
+    Method::User,
+];
+
+/// The order over a verified TLS link: PLAIN first, answered with its initial response in one
+/// round trip where CRAM-MD5 takes two (its challenge, then the answer). The password reaches
+/// only the server that proved who it is, which must know it to check it either way (CRAM-MD5
+/// needs it stored in a form as good as the password itself).
+const VERIFIED_ORDER: [Method; 5] = [
+    Method::Plain,
+    Method::CramMd5,
+    Method::Apop,
     Method::Login,
     Method::User,
 ];
@@ -391,7 +407,9 @@ fn auto(offer: Offer<'_>, link: Link, credential: CredentialKind) -> Result<Meth
             .find(|m| offer.caps.is_some() && m.offered(offer.caps, false))
             .ok_or(Refusal::NoTokenMethod);
     }
-    let candidates: &[Method] = if offer.caps.is_some() {
+    let candidates: &[Method] = if offer.caps.is_some() && link.verified {
+        &VERIFIED_ORDER
+    } else if offer.caps.is_some() {
         &PASSWORD_ORDER
     } else {
         // No CAPA: an RFC 1939 server. APOP when it offers a timestamp, else USER/PASS.

@@ -3,17 +3,27 @@
 use super::Capabilities;
 use super::login::{CONFIG_NAMES, CredentialKind, Link, Method, Offer, Refusal, choose};
 
+/// Encrypted, the certificate not checked (`tls_verify = false`).
 const SECURE: Link = Link {
     secure: true,
     allow_plaintext: false,
+    verified: false,
+};
+/// Encrypted, the server's certificate checked.
+const VERIFIED: Link = Link {
+    secure: true,
+    allow_plaintext: false,
+    verified: true,
 };
 const INSECURE: Link = Link {
     secure: false,
     allow_plaintext: false,
+    verified: false,
 };
 const ALLOWED: Link = Link {
     secure: false,
     allow_plaintext: true,
+    verified: false,
 };
 const PW: CredentialKind = CredentialKind::Password;
 const TOKEN: CredentialKind = CredentialKind::Token;
@@ -67,6 +77,30 @@ fn auto_prefers_challenge_response_then_plain_login_user() {
     // SASL names are matched without regard to case.
     let lower = caps(&["cram-md5"], false);
     assert_eq!(auto(Some(&lower), false, SECURE, PW), Ok(Method::CramMd5));
+}
+
+/// Over verified TLS, PLAIN (one round trip with its initial response) goes before CRAM-MD5
+/// (two); the rest keep their order, and a server without PLAIN still gets CRAM-MD5.
+#[test]
+fn auto_over_verified_tls_prefers_plain_for_its_single_round_trip() {
+    let all = caps(&["PLAIN", "LOGIN", "CRAM-MD5"], true);
+    assert_eq!(auto(Some(&all), true, VERIFIED, PW), Ok(Method::Plain));
+    let no_plain = caps(&["LOGIN", "CRAM-MD5"], true);
+    assert_eq!(
+        auto(Some(&no_plain), true, VERIFIED, PW),
+        Ok(Method::CramMd5)
+    );
+    let login = caps(&["LOGIN"], true);
+    assert_eq!(auto(Some(&login), true, VERIFIED, PW), Ok(Method::Apop));
+    // Without CAPA nothing says PLAIN exists: APOP or USER as before.
+    assert_eq!(auto(None, true, VERIFIED, PW), Ok(Method::Apop));
+    assert_eq!(auto(None, false, VERIFIED, PW), Ok(Method::User));
+    // Tokens and certificates are not passwords: their own order.
+    let bearer = caps(&["PLAIN", "XOAUTH2", "OAUTHBEARER"], false);
+    assert_eq!(
+        auto(Some(&bearer), false, VERIFIED, CredentialKind::Token),
+        Ok(Method::Oauthbearer)
+    );
 }
 
 #[test]

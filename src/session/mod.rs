@@ -97,6 +97,8 @@ pub struct Session {
     round_trips: u32,
     /// Something was sent since the last wait for an answer began.
     sent: bool,
+    /// TLS, when on, proves the server's identity: `tls_verify`, or a pinned fingerprint.
+    verified: bool,
     /// LIST went in the flight of STAT and UIDL ([`Session::queue_list`]); [`Session::list_each`]
     /// reads its answer.
     list_queued: bool,
@@ -183,6 +185,7 @@ impl Session {
             // asked for.
             round_trips: 1 + u32::from(params.tls == TlsMode::Implicit),
             sent: true,
+            verified: params.tls != TlsMode::None && (params.tls_verify || !params.pins.is_empty()),
             list_queued: false,
             quit_queued: false,
             flow: Flow {
@@ -307,6 +310,7 @@ impl Session {
         let link = Link {
             secure: self.is_encrypted(),
             allow_plaintext,
+            verified: self.is_encrypted() && self.verified,
         };
         let none = Secret::new(String::new());
         let (kind, password) = match credential {
