@@ -265,6 +265,7 @@ async fn poll_with(
         interrupted: false,
         batch_ids: HashSet::new(),
         by_message_id: !has_uidl,
+        window: transfer::Window::default(),
     };
     let transferred = run.transfer(stop).await;
     if let Err(e) = transferred {

@@ -450,3 +450,33 @@ fn plan_refuses_a_new_uidl_listed_twice_but_not_two_new_ones() {
     let e = plan.uidl(num(3), &uidl("x")).unwrap_err().to_string();
     assert!(e.contains("listed twice"), "{e}");
 }
+
+/// The retrieval window: 1 MiB until a round trip has passed, then twice what arrived per round
+/// trip (so it doubles while it is the limit), never above 16 MiB.
+#[test]
+fn the_window_is_twice_the_bandwidth_delay_product_within_its_bounds() {
+    let ms = Duration::from_millis;
+    assert_eq!(window_for(0, ms(0), ms(50)), MIN_WINDOW);
+    assert_eq!(
+        window_for(10 << 20, ms(40), ms(50)),
+        MIN_WINDOW,
+        "before one RTT"
+    );
+    // 1 MiB per 50 ms round trip, the window being the limit: it doubles.
+    assert_eq!(window_for(2 << 20, ms(100), ms(50)), 2 << 20);
+    // 4 MiB in 100 ms at 50 ms: 2 MiB per round trip, window 4 MiB.
+    assert_eq!(window_for(4 << 20, ms(100), ms(50)), 4 << 20);
+    // A slow link never shrinks it below the floor.
+    assert_eq!(window_for(1000, ms(1000), ms(50)), MIN_WINDOW);
+    // A fast, distant one is capped.
+    assert_eq!(window_for(1 << 30, ms(1000), ms(150)), MAX_WINDOW);
+}
+
+proptest::proptest! {
+    /// Whatever the numbers, the window stays within its bounds.
+    #[test]
+    fn the_window_stays_within_its_bounds(read: u64, elapsed in 0u64..1_000_000, rtt in 0u64..100_000) {
+        let w = window_for(read, Duration::from_micros(elapsed), Duration::from_micros(rtt));
+        proptest::prop_assert!((MIN_WINDOW..=MAX_WINDOW).contains(&w));
+    }
+}

@@ -3,7 +3,7 @@
 //! What is delivered by a Maildir waits in a batch for the group commit ([`super::commit`]).
 
 use std::collections::{HashSet, VecDeque};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
@@ -45,15 +45,60 @@ pub(super) fn wire_len(chunk: &[u8]) -> u64 {
 }
 
 /// Most RETRs sent ahead of the one being read (with PIPELINING). The window is measured in
-/// bytes ([`MAX_AHEAD_BYTES`]); this only bounds the commands written at once (about 7 KB), so
+/// bytes ([`Window`]); this only bounds the commands written at once (about 7 KB), so
 /// that they fit the socket buffers while the server's answers are not being read. It was 32:
 /// against a server 50 ms away, 200 small messages then took six round trips of RETRs instead
 /// of one.
 pub(super) const MAX_AHEAD: usize = 512;
-/// Most announced bytes of RETRs sent ahead: the retrieval window. 1 MiB in flight keeps a
-/// link of 50 Mbit/s busy across a 150 ms round trip; large messages go one at a time, so that
-/// a stop never has much in flight to drain.
-pub(super) const MAX_AHEAD_BYTES: u64 = 1 << 20;
+/// The retrieval window at the start, and its floor: announced bytes of RETRs sent ahead. 1 MiB
+/// in flight keeps a link of 50 Mbit/s busy across a 150 ms round trip.
+pub(super) const MIN_WINDOW: u64 = 1 << 20;
+/// The retrieval window's ceiling. What is in flight waits in the server's and the kernel's
+/// buffers, not in popfetch's memory; the ceiling bounds what a stop must drain.
+pub(super) const MAX_WINDOW: u64 = 16 << 20;
+
+/// The retrieval window, sized to the path's bandwidth-delay product: twice what arrived per
+/// round trip so far (the rate of the RETR answers read, times the shortest round trip the
+/// session measured), within [`MIN_WINDOW`] and [`MAX_WINDOW`]. While the window is what
+/// limits the rate it doubles every round trip, as TCP's slow start does; once the link or the
+/// delivery is the limit it stays at twice their product, enough to keep the path full and no
+/// more than two round trips of data for a stop to drain. Large messages go one at a time.
+#[derive(Debug, Default)]
+pub(super) struct Window {
+    /// When the first RETR was sent.
+    started: Option<Instant>,
+    /// Announced octets of the RETR answers read so far (counted as each begins).
+    read: u64,
+}
+
+impl Window {
+    pub(super) fn sent(&mut self) {
+        self.started.get_or_insert_with(Instant::now);
+    }
+
+    pub(super) fn answered(&mut self, listed: u64) {
+        self.read = self.read.saturating_add(listed);
+    }
+
+    /// The window now, given the session's shortest round trip.
+    pub(super) fn bytes(&self, rtt: Option<Duration>) -> u64 {
+        match (self.started, rtt) {
+            (Some(t), Some(rtt)) => window_for(self.read, t.elapsed(), rtt),
+            _ => MIN_WINDOW,
+        }
+    }
+}
+
+/// Twice the bandwidth-delay product of `read` octets over `elapsed` at round trip `rtt`,
+/// within [`MIN_WINDOW`] and [`MAX_WINDOW`]. Before a round trip has passed the rate says
+/// nothing yet.
+pub(super) fn window_for(read: u64, elapsed: Duration, rtt: Duration) -> u64 {
+    if elapsed < rtt || elapsed.is_zero() {
+        return MIN_WINDOW;
+    }
+    let bdp = read as f64 * (rtt.as_secs_f64() / elapsed.as_secs_f64());
+    ((2.0 * bdp) as u64).clamp(MIN_WINDOW, MAX_WINDOW)
+}
 /// Most DELEs sent ahead of their answers (with PIPELINING). A poll may owe a DELE for every
 /// message of a large mailbox (all delivered before, or past `delete_after`): queued all at
 /// once they would cost memory per message, and their answers could fill the socket buffers
@@ -89,6 +134,8 @@ pub(super) struct Run<'a> {
     /// The server gives no UIDL: a delivered message is recognised by its Message-ID and size
     /// (as with `dedupe_message_id`), so that a refused QUIT does not deliver a session twice.
     pub(super) by_message_id: bool,
+    /// How many announced bytes of RETRs may be in flight.
+    pub(super) window: Window,
 }
 
 impl Run<'_> {
@@ -155,7 +202,8 @@ impl Run<'_> {
                         "shutting down: ending the poll after the message in flight"
                     );
                 }
-                let room = retrs == 0 || (retrs < MAX_AHEAD && ahead < MAX_AHEAD_BYTES);
+                let room = retrs == 0
+                    || (retrs < MAX_AHEAD && ahead < self.window.bytes(self.session.min_rtt()));
                 let no_more_retrs = self.stopping() || next >= self.todo.len();
                 if no_more_retrs || !room {
                     // The last DELEs are on their way and nothing can follow them (no RETR
@@ -174,6 +222,7 @@ impl Run<'_> {
                 }
                 self.session
                     .queue(Command::Retr(self.todo[next].num), Tag::Retr(next));
+                self.window.sent();
                 retrs += 1;
                 // A server may announce any size: saturate, never overflow.
                 ahead = ahead.saturating_add(self.todo[next].listed);
@@ -186,6 +235,17 @@ impl Run<'_> {
                 // Committed once the next commands are on the wire: the server streams the next
                 // messages while this batch is made durable (its files' fsyncs started as each
                 // message ended). The commands are small: sending them cannot wait on reading.
+                self.session.flush().await?;
+                self.commit_batch().await?;
+                continue;
+            }
+            if retrs == 0
+                && !self.batch.sinks.is_empty()
+                && (self.stopping() || next >= self.todo.len())
+            {
+                // No RETR answer is due, so nothing more can join the batch: commit it now,
+                // not after the answers of DELEs still in flight, so that its DELEs and the
+                // QUIT go out while those answers travel (one round trip, not two).
                 self.session.flush().await?;
                 self.commit_batch().await?;
                 continue;
@@ -216,6 +276,7 @@ impl Run<'_> {
                 Tag::Retr(i) => {
                     retrs -= 1;
                     ahead = ahead.saturating_sub(self.todo[i].listed);
+                    self.window.answered(self.todo[i].listed);
                     if !st.is_ok() {
                         self.report.failed += 1;
                         self.report.delivery_error.get_or_insert_with(|| {

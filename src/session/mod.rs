@@ -99,6 +99,11 @@ pub struct Session {
     sent: bool,
     /// TLS, when on, proves the server's identity: `tls_verify`, or a pinned fingerprint.
     verified: bool,
+    /// When the flight now awaited was sent: the first write after the last wait.
+    flight_at: Instant,
+    /// The shortest time from a flight's write to the first byte of its answer: the round trip
+    /// to the server, its thinking included.
+    min_rtt: Option<Duration>,
     /// LIST went in the flight of STAT and UIDL ([`Session::queue_list`]); [`Session::list_each`]
     /// reads its answer.
     list_queued: bool,
@@ -186,6 +191,8 @@ impl Session {
             round_trips: 1 + u32::from(params.tls == TlsMode::Implicit),
             sent: true,
             verified: params.tls != TlsMode::None && (params.tls_verify || !params.pins.is_empty()),
+            flight_at: Instant::now(),
+            min_rtt: None,
             list_queued: false,
             quit_queued: false,
             flow: Flow {
@@ -555,6 +562,12 @@ impl Session {
         Ok(())
     }
 
+    /// The shortest round trip seen so far (a flight's write to its answer's first byte), once
+    /// one was.
+    pub fn min_rtt(&self) -> Option<Duration> {
+        self.min_rtt
+    }
+
     /// Round trips so far (see the field's doc); [`Session::quit`] adds one.
     pub fn round_trips(&self) -> u32 {
         self.round_trips
@@ -634,6 +647,9 @@ impl Session {
     pub async fn flush(&mut self) -> Result<(), SessionError> {
         if self.pipe.output().is_empty() {
             return Ok(());
+        }
+        if !self.sent {
+            self.flight_at = Instant::now();
         }
         self.sent = true;
         let r = tokio::time::timeout(self.timeout, self.stream.write_all(self.pipe.output())).await;
@@ -768,7 +784,8 @@ impl Session {
             // Waiting for the rest of an answer under way counts towards the minimum rate;
             // waiting for an answer's first byte has the timeout alone.
             let mid = self.pipe.mid_answer();
-            if !mid && self.sent {
+            let first = !mid && self.sent;
+            if first {
                 self.round_trips += 1;
                 self.sent = false;
             }
@@ -797,6 +814,10 @@ impl Session {
             };
             if n == 0 {
                 return Err(SessionError::Closed);
+            }
+            if first {
+                let rtt = self.flight_at.elapsed();
+                self.min_rtt = Some(self.min_rtt.map_or(rtt, |m| m.min(rtt)));
             }
             self.flow.count(mid.then(|| started.elapsed()), n as u64)?;
         }

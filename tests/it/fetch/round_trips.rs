@@ -96,8 +96,9 @@ fn two_hundred_small_messages_from_a_distant_server_take_few_round_trips() {
     let n = round_trips(&run.stderr);
     eprintln!("{n} round trips counted, {wall:?}");
     // Connect, greeting, CAPA, USER+PASS, STAT+UIDL+LIST, the RETRs (under 1 MiB: one
-    // flight), the DELEs of a batch committed while the rest streams, the last DELEs+QUIT.
-    assert!(n <= 10, "{n} round trips:\n{}", run.stderr);
+    // flight), the last DELEs+QUIT (the DELEs of the batches committed while the rest streamed
+    // are answered meanwhile): 7, and one more should a batch's commit end just late.
+    assert!(n <= 8, "{n} round trips:\n{}", run.stderr);
 }
 
 /// The DELEs of the last messages and the QUIT that commits them go in one flight, and LIST
