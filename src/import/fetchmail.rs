@@ -179,6 +179,26 @@ struct Opts {
     smtpname: Option<String>,
     /// Delivery settings popfetch cannot do (lmtp, bsmtp), with their line.
     odd_delivery: Option<(String, usize)>,
+    /// `envelope [N] HEADER` or `no envelope`, with its line (multidrop).
+    envelope: Option<(Envelope, usize)>,
+    /// `localdomains`, with its line (multidrop).
+    localdomains: Option<(Vec<String>, usize)>,
+    /// `aka`: other names of the server, with its line (multidrop).
+    aka: Option<(Vec<String>, usize)>,
+    /// `qvirtual PREFIX`, with its line (multidrop).
+    qvirtual: Option<(String, usize)>,
+    /// `dns` (fetchmail's default) or `no dns`.
+    dns: Option<bool>,
+}
+
+/// Where fetchmail reads a multidrop message's recipient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Envelope {
+    /// The first `name` field after skipping `skip` of them (`envelope [skip] name`). fetchmail
+    /// compares the start of each line with `name`, so a trailing colon may be part of it.
+    Header { skip: u64, name: String },
+    /// `no envelope`: To, Cc and Bcc only.
+    Disabled,
 }
 
 impl Opts {
@@ -207,6 +227,11 @@ impl Opts {
             smtphost: self.smtphost.or_else(|| o.smtphost.clone()),
             smtpname: self.smtpname.or_else(|| o.smtpname.clone()),
             odd_delivery: self.odd_delivery.or_else(|| o.odd_delivery.clone()),
+            envelope: self.envelope.or_else(|| o.envelope.clone()),
+            localdomains: self.localdomains.or_else(|| o.localdomains.clone()),
+            aka: self.aka.or_else(|| o.aka.clone()),
+            qvirtual: self.qvirtual.or_else(|| o.qvirtual.clone()),
+            dns: self.dns.or(o.dns),
         }
     }
 }
@@ -223,14 +248,6 @@ struct Entry {
 
 /// Keywords that take one argument and that popfetch has no use for: (keyword, why).
 const IGNORED_ARG: &[(&str, &str)] = &[
-    (
-        "envelope",
-        "multidrop envelope header; popfetch delivers each account to one target",
-    ),
-    (
-        "qvirtual",
-        "multidrop envelope prefix; popfetch delivers each account to one target",
-    ),
     (
         "principal",
         "Kerberos principal; popfetch has no Kerberos login",
@@ -292,11 +309,8 @@ const IGNORED_FLAG: &[(&str, &str)] = &[
     ("idle", "IDLE is an IMAP feature"),
     (
         "checkalias",
-        "multidrop address checks; popfetch delivers each account to one target",
-    ),
-    (
-        "dns",
-        "multidrop address checks; popfetch delivers each account to one target",
+        "popfetch does no DNS lookups: a shared mailbox routes the domains its \
+         route.local_domains names",
     ),
     (
         "limitflush",
@@ -359,6 +373,9 @@ fn is_keyword(w: &str) -> bool {
         "no",
         "lmtp",
         "bsmtp",
+        "envelope",
+        "qvirtual",
+        "dns",
     ];
     let w = w.to_ascii_lowercase();
     OTHER.contains(&w.as_str())
@@ -375,6 +392,8 @@ struct Parser<'a> {
     daemon: Option<u64>,
     idfile: Option<String>,
     invisible: bool,
+    /// `set postmaster`: where a multidrop message no local name matched went.
+    postmaster: Option<String>,
 }
 
 impl Parser<'_> {
@@ -445,6 +464,7 @@ impl Parser<'_> {
             "daemon" => self.daemon = self.number("set daemon", t.line),
             "postmaster" => {
                 let a = self.arg("set postmaster", t.line).unwrap_or_default();
+                self.postmaster = Some(a.clone());
                 self.note(
                     t.line,
                     format!("set postmaster {a}"),
@@ -529,37 +549,46 @@ impl Parser<'_> {
                     "sslcertck" => o.sslcertck = Some(false),
                     "fetchall" => o.fetchall = Some((false, n.line)),
                     "limitflush" => o.limitflush = Some(false),
+                    "envelope" => o.envelope = Some((Envelope::Disabled, n.line)),
+                    "dns" => o.dns = Some(false),
                     // Already popfetch's behaviour, or nothing to carry over.
-                    "rewrite" | "flush" | "mimedecode" | "idle" | "dns" | "checkalias"
-                    | "envelope" | "uidl" | "stripcr" | "forcecr" | "pass8bits" | "dropstatus"
-                    | "dropdelivered" | "bouncemail" | "spambounce" | "softbounce" | "showdots"
-                    | "syslog" => {}
+                    "rewrite" | "flush" | "mimedecode" | "idle" | "checkalias" | "uidl"
+                    | "stripcr" | "forcecr" | "pass8bits" | "dropstatus" | "dropdelivered"
+                    | "bouncemail" | "spambounce" | "softbounce" | "showdots" | "syslog" => {}
                     other => self.note(n.line, format!("no {other}"), "unknown option; ignored"),
                 }
             }
-            "aka" | "localdomains" | "fetchdomains" | "antispam" => {
+            "localdomains" => o.localdomains = Some((self.list(), line)),
+            "aka" => o.aka = Some((self.list(), line)),
+            "fetchdomains" => {
                 let v = self.list();
                 self.note(
                     line,
-                    format!("{word} {}", v.join(" ")),
-                    "multidrop and anti-spam settings; popfetch delivers each account to one \
-                     target and never bounces",
+                    format!("fetchdomains {}", v.join(" ")),
+                    "domains for ETRN or ODMR; popfetch speaks POP3 only",
+                );
+            }
+            "antispam" => {
+                let v = self.list();
+                self.note(
+                    line,
+                    format!("antispam {}", v.join(" ")),
+                    "popfetch discards nothing: a message the relay refuses for good stays on \
+                     the server (on_permanent_failure)",
                 );
             }
             "envelope" => {
-                // `envelope [N] HEADER`.
-                let mut a = self.arg("envelope", line).unwrap_or_default();
-                if a.bytes().all(|b| b.is_ascii_digit())
-                    && let Some(h) = self.arg("envelope", line)
-                {
-                    a = format!("{a} {h}");
-                }
-                self.note(
-                    line,
-                    format!("envelope {a}"),
-                    "multidrop envelope header; popfetch delivers each account to one target",
-                );
+                // `envelope [N] HEADER`: a count is a number followed by another argument.
+                let a = self.arg("envelope", line).unwrap_or_default();
+                let counted = !a.is_empty() && a.bytes().all(|b| b.is_ascii_digit());
+                let (skip, name) = match counted.then(|| self.arg("envelope", line)).flatten() {
+                    Some(h) => (a.parse::<u64>().unwrap_or(u64::MAX), h),
+                    None => (0, a),
+                };
+                o.envelope = Some((Envelope::Header { skip, name }, line));
             }
+            "qvirtual" => o.qvirtual = self.arg("qvirtual", line).map(|q| (q, line)),
+            "dns" => o.dns = Some(true),
             w => {
                 if let Some((_, why)) = IGNORED_ARG.iter().find(|(k, _)| *k == w) {
                     let a = self.arg(w, line).unwrap_or_default();
@@ -603,6 +632,7 @@ pub fn parse(text: &str, file: &str) -> (Vec<Account>, Imported, Option<String>)
         daemon: None,
         idfile: None,
         invisible: false,
+        postmaster: None,
     };
     let mut defaults = Opts::default();
     let mut entries: Vec<Entry> = Vec::new();
@@ -714,22 +744,13 @@ fn translate_entry(p: &mut Parser, e: &Entry, defaults: &Opts, accounts: &mut Ve
     }
     for (remote, uline, uopts) in &e.users {
         let o = uopts.clone().or(&entry_opts);
-        if let Some((names, line)) = &o.localnames
-            && (names.len() > 1 || names.iter().any(|n| n == "*"))
-        {
-            p.note(
-                *line,
-                format!("poll {} user {remote} is {}", e.name, names.join(" ")),
-                "multidrop (several local names or `*`): popfetch delivers each account to one \
-                 target; account not translated",
-            );
-            continue;
-        }
-        let local = o
+        let names = o
             .localnames
             .as_ref()
-            .and_then(|(n, _)| n.first().cloned())
-            .unwrap_or_else(running_user);
+            .map(|(n, _)| local_names(n))
+            .unwrap_or_default();
+        // fetchmail's MULTIDROP(): several local names, or `*`.
+        let multidrop = names.len() > 1 || names.contains(&LocalName::Wildcard);
         let host = o.via.clone().unwrap_or_else(|| e.name.clone());
         let mut a = Account::new(
             format!("{} line {uline}: poll {} user {remote}", p.file, e.name),
@@ -737,12 +758,433 @@ fn translate_entry(p: &mut Parser, e: &Entry, defaults: &Opts, accounts: &mut Ve
             remote.clone(),
         );
         a.name = format!("{remote}@{host}");
-        translate_user(p, &mut a, &o, &local, e);
+        if multidrop {
+            translate_user(p, &mut a, &o, Target::Routed, e);
+            multidrop_route(p, &mut a, e, &o, &names);
+        } else {
+            let local = match names.first() {
+                Some(LocalName::Plain(n)) => n.clone(),
+                Some(LocalName::Map(_, local)) => local.clone(),
+                _ => running_user(),
+            };
+            single_drop_notes(p, &o, &local);
+            translate_user(p, &mut a, &o, Target::One(&local), e);
+        }
         accounts.push(a);
     }
 }
 
-fn translate_user(p: &mut Parser, a: &mut Account, o: &Opts, local: &str, e: &Entry) {
+/// One name of an `is`/`to` list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum LocalName {
+    /// A local name, or (fetchmail 6.3.5 and later) a full address, standing for itself.
+    Plain(String),
+    /// `'server'='local'`: mail for the server's name goes to the local one.
+    Map(String, String),
+    /// `*`: a name no entry matches passes through unchanged.
+    Wildcard,
+}
+
+/// Reads an `is`/`to` list (`golux 'hurkle'='happy' snark *`), `=` a word of its own or part
+/// of one.
+fn local_names(words: &[String]) -> Vec<LocalName> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < words.len() {
+        let mut joined = words[i].clone();
+        while i + 1 < words.len() && (joined.ends_with('=') || words[i + 1].starts_with('=')) {
+            i += 1;
+            joined.push_str(&words[i]);
+        }
+        i += 1;
+        out.push(match joined.split_once('=') {
+            Some((server, local)) if !server.is_empty() && !local.is_empty() => {
+                LocalName::Map(server.to_string(), local.to_string())
+            }
+            _ if joined == "*" => LocalName::Wildcard,
+            _ => LocalName::Plain(joined),
+        });
+    }
+    out
+}
+
+/// Who the messages of one `user` section are for.
+#[derive(Debug, Clone, Copy)]
+enum Target<'a> {
+    /// Single-drop: every message to this local name.
+    One(&'a str),
+    /// Multidrop: each recipient the route finds, `{recipient}` in the delivery target.
+    Routed,
+}
+
+/// The multidrop settings of a single-drop account: fetchmail never read them (it delivers
+/// every message to the one local name), and neither does popfetch; said so, not dropped.
+fn single_drop_notes(p: &mut Parser, o: &Opts, local: &str) {
+    let why = format!(
+        "fetchmail reads it only for a multidrop account (several local names or `*`); this one \
+         delivered every message to {local}, and so does popfetch"
+    );
+    if let Some((env, line)) = &o.envelope {
+        let what = match env {
+            Envelope::Header { skip: 0, name } => format!("envelope {name}"),
+            Envelope::Header { skip, name } => format!("envelope {skip} {name}"),
+            Envelope::Disabled => "no envelope".into(),
+        };
+        p.note(*line, what, why.clone());
+    }
+    for (key, v) in [("localdomains", &o.localdomains), ("aka", &o.aka)] {
+        if let Some((list, line)) = v {
+            p.note(*line, format!("{key} {}", list.join(" ")), why.clone());
+        }
+    }
+    if let Some((q, line)) = &o.qvirtual {
+        p.note(
+            *line,
+            format!("qvirtual {}", super::shorten(q)),
+            why.clone(),
+        );
+    }
+}
+
+/// The domain names of a list (`localdomains`, `aka` …), lower case, without a final dot;
+/// anything that cannot be one is noted and left out.
+fn domain_list(p: &mut Parser, key: &str, list: &[String], line: usize) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for d in list {
+        let d2 = d.trim().trim_end_matches('.').to_ascii_lowercase();
+        if d2.is_empty() || d2.contains(['@', '*', '"', '\\']) || d2.contains(char::is_whitespace) {
+            p.note(
+                line,
+                format!("{key} {}", super::shorten(d)),
+                "not a domain name; left out of route.local_domains",
+            );
+        } else if !out.contains(&d2) {
+            out.push(d2);
+        }
+    }
+    out
+}
+
+/// Translates a multidrop `user` section into `[account.route]`: the recipients fetchmail
+/// would have found in the envelope header, mapped as its `is` list, `localdomains` and
+/// `qvirtual` did; whatever differs is noted.
+fn multidrop_route(p: &mut Parser, a: &mut Account, e: &Entry, o: &Opts, names: &[LocalName]) {
+    let names_line = o.localnames.as_ref().map_or(e.line, |(_, l)| *l);
+    // Through SMTP the recipient is `{recipient}@localhost` (a relay recipient is an address),
+    // so the map names local parts: fetchmail's RCPT TO for a bare name was NAME@localhost too,
+    // but a full address it passed whole, which is noted where it happens.
+    let smtp = matches!(a.deliver, Deliver::Smtp { .. });
+    let rcpt = |r: &str| match smtp {
+        true => r.split('@').next().unwrap_or(r).to_string(),
+        false => r.to_string(),
+    };
+    let mut whole = Vec::new();
+
+    // Where the recipient comes from.
+    let choose = "name the header your provider writes each message's envelope recipient to \
+                  (look at a message: Delivered-To, X-Original-To, X-Envelope-To ...) in \
+                  route.envelope_header";
+    let (header, index) = match &o.envelope {
+        Some((Envelope::Header { skip, name }, line)) => {
+            let h = name.trim().trim_end_matches(':').trim_end();
+            let shown = match skip {
+                0 => format!("envelope {name}"),
+                n => format!("envelope {n} {name}"),
+            };
+            if h.eq_ignore_ascii_case("received") {
+                (None, None)
+            } else if h.is_empty() || !h.bytes().all(|b| (33..=126).contains(&b) && b != b':') {
+                p.note(
+                    *line,
+                    super::shorten(&shown),
+                    format!("not a header field name; {choose}"),
+                );
+                a.inactive = Some("its route names no envelope header".into());
+                (Some(String::new()), None)
+            } else {
+                p.note(
+                    *line,
+                    super::shorten(&shown),
+                    "a message without this header went by its To/Cc/Bcc in fetchmail; popfetch \
+                     never guesses recipients from those and gives it to the route's \"*\"",
+                );
+                // fetchmail reads one field: the first after `skip`; popfetch counts from 1.
+                let index = usize::try_from(*skip).ok().and_then(|s| s.checked_add(1));
+                (Some(h.to_string()), index)
+            }
+        }
+        Some((Envelope::Disabled, line)) => {
+            p.note(
+                *line,
+                "no envelope",
+                format!(
+                    "fetchmail took the recipients from To/Cc/Bcc, which popfetch never trusts (a \
+                     Bcc or list message names no local recipient there); {choose}"
+                ),
+            );
+            a.inactive = Some("its route names no envelope header".into());
+            (None, None)
+        }
+        None => (None, None),
+    };
+    let header = match header {
+        Some(h) if !h.is_empty() => Some(h),
+        Some(_) => None,
+        None if a.inactive.is_some() => None,
+        None => {
+            p.note(
+                o.envelope.as_ref().map_or(e.line, |(_, l)| *l),
+                format!("poll {} envelope Received", e.name),
+                format!(
+                    "fetchmail's default reads the recipient from the server's `Received: ... for \
+                     <address>` line, which popfetch does not parse (a Received line names the \
+                     recipient only for a message with one, in a form each server chooses); \
+                     {choose}"
+                ),
+            );
+            a.inactive = Some("its route names no envelope header".into());
+            None
+        }
+    };
+
+    // Which domains are local. fetchmail passes an address in a `localdomains` domain (or a
+    // subdomain) through whole, and maps the local part of one at the server's own names
+    // (poll name, via, aka) through the `is` list.
+    let pass = o
+        .localdomains
+        .as_ref()
+        .map(|(l, line)| domain_list(p, "localdomains", l, *line))
+        .unwrap_or_default();
+    let mut servers = vec![e.name.to_ascii_lowercase()];
+    if let Some(v) = &o.via {
+        servers.push(v.to_ascii_lowercase());
+    }
+    if let Some((aka, line)) = &o.aka {
+        servers.extend(domain_list(p, "aka", aka, *line));
+    }
+    let under = |d: &str, of: &str| d == of || d.ends_with(&format!(".{of}"));
+    let (passed, servers): (Vec<String>, Vec<String>) = servers
+        .into_iter()
+        .partition(|s| pass.iter().any(|d| under(s, d)));
+    let mut pass_domains = pass.clone();
+    for s in passed {
+        if !pass_domains.contains(&s) {
+            pass_domains.push(s);
+        }
+    }
+    let mut server_domains: Vec<String> = Vec::new();
+    for s in servers {
+        if !server_domains.contains(&s) {
+            server_domains.push(s);
+        }
+    }
+    let mut local_domains: Vec<String> = pass_domains.clone();
+    local_domains.extend(server_domains.iter().cloned());
+
+    let prefix = o.qvirtual.as_ref().map(|(q, _)| q.to_ascii_lowercase());
+    let q = prefix.as_deref().unwrap_or("");
+    let mut map: Vec<(String, String)> = Vec::new();
+    let mut add = |p: &mut Parser, key: String, to: String| {
+        if !crate::config::Route::usable_recipient(&to.replace("{local}", "x")) {
+            p.note(
+                names_line,
+                format!("is ... {}", super::shorten(&to)),
+                "popfetch routes to names of letters, digits and `._+-=@` only; left out of the \
+                 route's map",
+            );
+            return;
+        }
+        let key = key.to_ascii_lowercase();
+        // fetchmail takes the first entry that matches.
+        if !map.iter().any(|(k, _)| *k == key) {
+            map.push((key, to));
+        }
+    };
+    if server_domains.is_empty()
+        && names
+            .iter()
+            .any(|n| matches!(n, LocalName::Plain(x) | LocalName::Map(x, _) if !x.contains('@')))
+    {
+        p.note(
+            names_line,
+            format!("poll {} is (multidrop)", e.name),
+            "fetchmail applied local names only to addresses at the server's own names, and \
+             each of those is in localdomains, where addresses pass through whole: the route \
+             lists no names",
+        );
+    }
+    let mut wildcard = false;
+    for n in names {
+        match n {
+            LocalName::Plain(full) if full.contains('@') => {
+                add_domain(&mut local_domains, full);
+                add(p, format!("{q}{full}"), rcpt(full));
+                whole.push(full.clone());
+            }
+            LocalName::Map(server, local) if server.contains('@') => {
+                add_domain(&mut local_domains, server);
+                add(p, format!("{q}{server}"), rcpt(local));
+            }
+            LocalName::Plain(name) => {
+                for d in &server_domains {
+                    add(p, format!("{q}{name}@{d}"), rcpt(name));
+                }
+            }
+            LocalName::Map(server, local) => {
+                for d in &server_domains {
+                    add(p, format!("{q}{server}@{d}"), rcpt(local));
+                }
+            }
+            LocalName::Wildcard => wildcard = true,
+        }
+    }
+    let postmaster = match &p.postmaster {
+        Some(pm) => pm.clone(),
+        // fetchmail's default: the user running it, `postmaster` for root.
+        None => match running_user().as_str() {
+            "root" => "postmaster".to_string(),
+            u => u.to_string(),
+        },
+    };
+    let passes_through = (wildcard && !server_domains.is_empty()) || !pass_domains.is_empty();
+    if let (Some((qv, line)), true) = (&o.qvirtual, passes_through) {
+        p.note(
+            *line,
+            format!("qvirtual {}", super::shorten(qv)),
+            format!(
+                "popfetch cannot strip a prefix from an address it passes on ({{local}} would keep \
+                 it), so the route has no pass-through entries and those addresses go to \"*\" \
+                 ({postmaster}): add one \"{qv}NAME@DOMAIN\" = \"NAME\" entry per person under \
+                 [account.route.map]"
+            ),
+        );
+    } else {
+        if wildcard {
+            for d in &server_domains {
+                add(p, format!("*@{d}"), rcpt("{local}"));
+            }
+        }
+        for d in &pass_domains {
+            add(p, format!("*@{d}"), rcpt(&format!("{{local}}@{d}")));
+            whole.push(format!("NAME@{d}"));
+        }
+    }
+    if smtp && !whole.is_empty() {
+        p.note(
+            names_line,
+            format!("poll {} smtphost (multidrop)", e.name),
+            format!(
+                "fetchmail passed {} whole to the SMTP server; popfetch's relay recipient is \
+                 {{recipient}}@localhost, so the local part goes with @localhost",
+                whole.join(", ")
+            ),
+        );
+    }
+    let any = match postmaster.as_str() {
+        "" => {
+            p.note(
+                0,
+                "set postmaster \"\"",
+                "fetchmail discarded a multidrop message no local name matched; popfetch \
+                 discards nothing and holds it on the server (\"*\" = \"hold\")",
+            );
+            "hold".to_string()
+        }
+        pm if crate::config::Route::usable_recipient(pm) => rcpt(pm),
+        pm => {
+            p.note(
+                0,
+                format!("set postmaster {}", super::shorten(pm)),
+                "not a name popfetch can route to; a multidrop message no local name matches is \
+                 held on the server instead (\"*\" = \"hold\")",
+            );
+            "hold".to_string()
+        }
+    };
+    map.retain(|(k, _)| k != "*");
+    map.push(("*".to_string(), any));
+
+    // What fetchmail matched that popfetch's exact domains do not.
+    if let Some((l, line)) = &o.localdomains {
+        p.note(
+            *line,
+            format!("localdomains {}", l.join(" ")),
+            "fetchmail also took their subdomains; route.local_domains names domains exactly: \
+             add each subdomain that receives mail",
+        );
+    }
+    if let Some((l, line)) = &o.aka {
+        p.note(
+            *line,
+            format!("aka {}", l.join(" ")),
+            "fetchmail also took names ending in these; route.local_domains names domains \
+             exactly: add each one that receives mail",
+        );
+    }
+    if o.dns != Some(false) {
+        p.note(
+            e.line,
+            format!("poll {} dns", e.name),
+            "fetchmail also took as the server's own every domain DNS named an alias of it (the \
+             `dns` option, on unless `no dns`); popfetch does no DNS lookups: add such domains \
+             to route.local_domains",
+        );
+    }
+    a.comments.push(format!(
+        "Multidrop in fetchmail: one mailbox for {}. Each message goes to the recipients its \
+         envelope header names, as [account.route] maps them; see ROUTING in popfetch.toml(5).",
+        match wildcard {
+            true => "any local name".to_string(),
+            false => format!("{} local name{}", names.len(), super::plural(names.len())),
+        }
+    ));
+    if let Some(i) = index {
+        a.comments.push(format!(
+            "fetchmail read only the envelope header's {} occurrence from the top, hence \
+             envelope_header_index = {i}.",
+            ordinal(i)
+        ));
+    }
+    if !pass_domains.is_empty() && !smtp {
+        a.comments.push(format!(
+            "fetchmail passed an address in {} through whole, without the is list, and so does \
+             the route (\"*@DOMAIN\" = \"{{local}}@DOMAIN\").",
+            pass_domains.join(", ")
+        ));
+    }
+    if !q.is_empty() && !passes_through {
+        a.comments.push(format!(
+            "qvirtual: the map's addresses carry the prefix {q:?} fetchmail stripped."
+        ));
+    }
+    a.route = Some(super::Route {
+        envelope_header: header,
+        envelope_header_index: index,
+        local_domains,
+        map,
+    });
+}
+
+/// Adds the domain of `address` to `domains` when missing.
+fn add_domain(domains: &mut Vec<String>, address: &str) {
+    if let Some((_, d)) = address.rsplit_once('@') {
+        let d = d.trim_end_matches('.').to_ascii_lowercase();
+        if !d.is_empty() && !domains.contains(&d) {
+            domains.push(d);
+        }
+    }
+}
+
+fn ordinal(n: usize) -> String {
+    match (n % 10, n % 100) {
+        (1, r) if r != 11 => format!("{n}st"),
+        (2, r) if r != 12 => format!("{n}nd"),
+        (3, r) if r != 13 => format!("{n}rd"),
+        _ => format!("{n}th"),
+    }
+}
+
+fn translate_user(p: &mut Parser, a: &mut Account, o: &Opts, target: Target, e: &Entry) {
     if let Some((port, line)) = &o.port {
         match port.parse::<u16>() {
             Ok(n) if n > 0 => a.port = Some(n),
@@ -823,7 +1265,7 @@ fn translate_user(p: &mut Parser, a: &mut Account, o: &Opts, local: &str, e: &En
              goes to the SMTP server on localhost instead: change `deliver`",
         );
     }
-    let deliver = user_deliver(p, a, o, local);
+    let deliver = user_deliver(p, a, o, target);
     a.deliver = deliver;
 }
 
@@ -872,21 +1314,41 @@ fn user_tls(p: &mut Parser, a: &mut Account, o: &Opts) {
 }
 
 /// Where a `user` entry delivers: its mda, or the SMTP server fetchmail forwarded to.
-fn user_deliver(p: &mut Parser, a: &mut Account, o: &Opts, local: &str) -> Deliver {
+fn user_deliver(p: &mut Parser, a: &mut Account, o: &Opts, target: Target) -> Deliver {
     if let Some((cmd, line)) = &o.mda {
-        let c = translate_command(
-            cmd,
-            &[
-                ("%F", Placeholder::Popfetch("{from}")),
-                ("%T", Placeholder::Constant(local.to_string())),
-            ],
-        );
+        let to = match target {
+            Target::One(local) => Placeholder::Constant(local.to_string()),
+            Target::Routed => Placeholder::Popfetch("{recipient}"),
+        };
+        let c = translate_command(cmd, &[("%F", Placeholder::Popfetch("{from}")), ("%T", to)]);
         if let Some(why) = &c.shell_reason {
+            // The positional parameters after the script, in order.
+            let params: Vec<String> = c
+                .argv
+                .iter()
+                .skip(4)
+                .enumerate()
+                .map(|(i, v)| match v.as_str() {
+                    "{from}" => format!("\"${}\" is the envelope sender (fetchmail's %F)", i + 1),
+                    _ => format!("\"${}\" is the recipient (fetchmail's %T)", i + 1),
+                })
+                .collect();
+            let params = match params.is_empty() {
+                true => String::new(),
+                false => format!(" {}.", params.join(", ")),
+            };
             a.comments.push(format!(
-                "The mda command runs through /bin/sh -c as it did in fetchmail: {why}. \
-                 \"$1\" is the envelope sender (fetchmail's %F)."
+                "The mda command runs through /bin/sh -c as it did in fetchmail: {why}.{params}"
             ));
-            let _ = line;
+        }
+        if matches!(target, Target::Routed) && !cmd.contains("%T") {
+            p.note(
+                *line,
+                format!("mda {}", super::shorten(cmd)),
+                "names no recipient (%T): with a route, popfetch runs the MDA once per recipient \
+                 and needs {recipient} among its arguments to say whose copy it is",
+            );
+            a.inactive = Some("its mda names no recipient: add \"{recipient}\"".into());
         }
         Deliver::Mda(c.argv)
     } else {
@@ -916,10 +1378,21 @@ fn user_deliver(p: &mut Parser, a: &mut Account, o: &Opts, local: &str) -> Deliv
             }
             _ => ("localhost".to_string(), None),
         };
-        let to = match &o.smtpname {
-            Some(n) if n.contains('@') => n.clone(),
-            Some(n) => format!("{n}@localhost"),
-            None => format!("{local}@localhost"),
+        let to = match (target, &o.smtpname) {
+            (Target::Routed, smtpname) => {
+                if let Some(n) = smtpname {
+                    p.note(
+                        0,
+                        format!("smtpname {}", super::shorten(n)),
+                        "fetchmail sent every copy to this one address; the route gives each \
+                         recipient its own (deliver.smtp.to = [\"{recipient}@localhost\"])",
+                    );
+                }
+                "{recipient}@localhost".to_string()
+            }
+            (Target::One(_), Some(n)) if n.contains('@') => n.clone(),
+            (Target::One(_), Some(n)) => format!("{n}@localhost"),
+            (Target::One(local), None) => format!("{local}@localhost"),
         };
         Deliver::Smtp {
             host,

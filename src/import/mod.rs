@@ -145,6 +145,18 @@ pub enum Deliver {
     },
 }
 
+/// `[account.route]` of a shared mailbox, in popfetch's terms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// `None`: the old tool's setting has no popfetch equivalent; the account is then written
+    /// inactive, with an empty header for the user to fill in.
+    pub envelope_header: Option<String>,
+    pub envelope_header_index: Option<usize>,
+    pub local_domains: Vec<String>,
+    /// Address pattern to recipient (or `"hold"`), in the order the rc file gave them.
+    pub map: Vec<(String, String)>,
+}
+
 /// One account in popfetch's terms, before rendering.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Account {
@@ -179,6 +191,10 @@ pub struct Account {
     pub interval_secs: Option<u64>,
     /// Comments written above the keys (why a value is what it is).
     pub comments: Vec<String>,
+    /// `[account.route]`, for a mailbox shared by several recipients.
+    pub route: Option<Route>,
+    /// Written commented out, for this reason: it needs an edit before popfetch can run it.
+    pub inactive: Option<String>,
 }
 
 impl Account {
@@ -214,6 +230,8 @@ impl Account {
             max_bytes_per_poll: None,
             interval_secs: None,
             comments: Vec::new(),
+            route: None,
+            inactive: None,
         }
     }
 }
@@ -581,7 +599,29 @@ pub fn render(imported: &Imported, state_dir: Option<&Path>) -> String {
         s.push('\n');
     }
     for a in &imported.accounts {
-        render_account(&mut s, a);
+        match &a.inactive {
+            None => render_account(&mut s, a),
+            Some(why) => {
+                // Commented out as a whole, so that the rest of the config still loads.
+                let mut text = String::new();
+                render_account(&mut text, a);
+                toml_out::comment(
+                    &mut s,
+                    &format!("Inactive until you edit it, then remove the leading `# `: {why}"),
+                );
+                for l in text.trim_end().lines() {
+                    match l.is_empty() {
+                        true => s.push_str("#\n"),
+                        false => {
+                            s.push_str("# ");
+                            s.push_str(l);
+                            s.push('\n');
+                        }
+                    }
+                }
+                s.push('\n');
+            }
+        }
     }
     s
 }
@@ -683,7 +723,34 @@ fn render_account(s: &mut String, a: &Account) {
         ),
     };
     line(s, "deliver", &deliver);
+    if let Some(r) = &a.route {
+        render_route(s, r);
+    }
     s.push('\n');
+}
+
+fn render_route(s: &mut String, r: &Route) {
+    use toml_out::{array, comment, line, string};
+    s.push_str("\n[account.route]\n");
+    match &r.envelope_header {
+        Some(h) => line(s, "envelope_header", &string(h)),
+        None => {
+            comment(
+                s,
+                "The header your provider writes each message's envelope recipient to (look at \
+                 a\nmessage: Delivered-To, X-Original-To, X-Envelope-To ...).",
+            );
+            line(s, "envelope_header", &string(""));
+        }
+    }
+    if let Some(i) = r.envelope_header_index {
+        line(s, "envelope_header_index", &i.to_string());
+    }
+    line(s, "local_domains", &array(&r.local_domains));
+    s.push_str("\n[account.route.map]\n");
+    for (k, v) in &r.map {
+        line(s, &string(k), &string(v));
+    }
 }
 
 /// Gives every account a valid, unique popfetch name (letters, digits, `.`, `_`, `-`; at
