@@ -397,6 +397,85 @@ fn import_refuses_while_mpop_holds_its_uidls_file() {
     );
 }
 
+/// Issue 19: a multidrop poll imported from a .fetchmailrc loads as it is (`popfetch check`)
+/// and routes a catch-all Dovecot mailbox as fetchmail would have: by the first Delivered-To,
+/// its full-address mappings, the mda's %T (dovecot-lda into each user's mailbox), and the
+/// postmaster for a message without the header, never by To or Cc.
+#[test]
+fn fetchmail_multidrop_import_routes_a_catchall_mailbox_into_dovecot_users() {
+    crate::peers::require_peers!("dovecot");
+    let d = Dovecot::start();
+    for u in ["catchall", "alice", "bob", "postmaster"] {
+        d.add_user(u, "pw");
+    }
+    let msg = |headers: &str, subject: &str| {
+        format!("{headers}From: sender@elsewhere.example\nSubject: {subject}\n\nHello.\n")
+            .into_bytes()
+    };
+    d.deliver_many(
+        "catchall",
+        [
+            msg(
+                "Delivered-To: alice@family.example\nTo: team@family.example\n",
+                "for alice",
+            ),
+            // Bcc: Cc names alice; only the envelope says robert, who is bob here.
+            msg(
+                "Delivered-To: robert@family.example\nTo: carol@elsewhere.example\n\
+                 Cc: alice@family.example\n",
+                "bcc for bob",
+            ),
+            // fetchmail read the first Delivered-To only.
+            msg(
+                "Delivered-To: alice@family.example\nDelivered-To: robert@family.example\n",
+                "two headers",
+            ),
+            // No envelope header: To is not trusted; the postmaster gets it.
+            msg("To: alice@family.example\n", "no header"),
+        ],
+    );
+    let env = Env::new();
+    let rc = env.path().join("fetchmailrc");
+    let ids = env.path().join("fetchids");
+    write_private(&ids, "");
+    write_private(
+        &rc,
+        &format!(
+            "set postmaster \"postmaster\"\n\
+             poll localhost proto pop3 port {} envelope \"Delivered-To:\"\n\
+             \tuser catchall password pw is 'alice@family.example'='alice' \
+             'robert@family.example'='bob' here\n\
+             \tssl sslcertfile {} sslcertck\n\
+             \tmda \"{} -c {} -d %T\"\n",
+            d.pop3s_port(),
+            path_str(d.ca_file()),
+            crate::postfix::DOVECOT_LDA,
+            path_str(&crate::postfix::dovecot_config_file(&d)),
+        ),
+    );
+    let import = import_cmd(
+        env.path(),
+        &["fetchmail"],
+        &[&rc],
+        &ids,
+        &env.path().join("state"),
+    );
+    import.assert_code(0);
+    assert!(
+        import.stdout.contains("[account.route]") && !import.stdout.contains("\n# [[account]]"),
+        "not routed, or inactive:\n{}",
+        import.stdout
+    );
+    write_private(&env.config_path(), &import.stdout);
+    let check = env.popfetch(&["check"]);
+    check.assert_code(0);
+    env.popfetch(&["fetch"]).assert_code(0);
+    assert_eq!(d.message_count("alice"), 2, "for alice, two headers");
+    assert_eq!(d.message_count("bob"), 1, "bcc for bob");
+    assert_eq!(d.message_count("postmaster"), 1, "no header");
+    assert_eq!(d.message_count("catchall"), 0, "delivered, then deleted");
+}
+
 /// Runs `popfetch import TOOL FILES --state-dir STATE` (and `--ids IDS` for fetchmail) with
 /// HOME at `home`.
 fn import_cmd(home: &Path, tool: &[&str], files: &[&Path], ids: &Path, state: &Path) -> Run {
