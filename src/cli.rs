@@ -707,10 +707,16 @@ fn describe_deliver(s: &mut String, deliver: &Deliver) {
         ),
         Deliver::Smtp(t) => writeln!(
             s,
-            "deliver = {{ smtp = {{ host = {:?}, port = {}, tls = {:?}, to = {:?}{}{}{} }} }}",
-            t.host,
-            t.port,
-            format!("{:?}", t.tls).to_lowercase(),
+            "deliver = {{ smtp = {{ {}, to = {:?}{}{}{} }} }}",
+            match &t.socket {
+                Some(p) => format!("socket = {:?}", p.display().to_string()),
+                None => format!(
+                    "host = {:?}, port = {}, tls = {:?}",
+                    t.host,
+                    t.port,
+                    format!("{:?}", t.tls).to_lowercase()
+                ),
+            },
             t.to,
             t.from
                 .as_ref()

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
 use popfetch::config::{
-    Config, ConfigError, Deliver, OAuth2Source, PasswordSource, PermanentFailure, parse,
+    Config, ConfigError, Deliver, OAuth2Source, PasswordSource, PermanentFailure, TlsMode, parse,
 };
 
 fuzz_target!(|data: &[u8]| {
@@ -105,6 +105,11 @@ fn check_config(c: &Config) {
             Deliver::Smtp(s) => {
                 assert!(!s.host.is_empty() && !s.host.contains(char::is_whitespace));
                 assert!(!s.to.is_empty());
+                // A relay socket is local: nothing of TLS may come with it.
+                if s.socket.is_some() {
+                    assert!(s.tls == TlsMode::None && s.ca_file.is_none());
+                    assert!(s.tls_fingerprint.is_empty() && s.tls_client.is_none());
+                }
                 if let Some((_, p)) = &s.credentials {
                     check_password(p);
                 }

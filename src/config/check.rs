@@ -169,21 +169,18 @@ fn account(f: &mut Findings, a: &Account) {
             if let Some((_, PasswordSource::Command(argv))) = &s.credentials {
                 commands.push(("deliver.smtp.password_command", argv));
             }
+            if let Some(p) = &s.socket {
+                socket(f, name, "deliver.smtp.socket", p, "SMTP server");
+            }
         }
         Deliver::Lmtp(l) => {
-            if let crate::config::LmtpAt::Socket(p) = &l.at
-                && !std::fs::symlink_metadata(p)
-                    .is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()))
-            {
-                // The server may just not run yet: a fetch then leaves the mail for later.
-                f.warning(
+            if let crate::config::LmtpAt::Socket(p) = &l.at {
+                socket(
+                    f,
                     name,
                     "deliver.lmtp.socket",
-                    format!(
-                        "{} is not a socket (yet): start the LMTP server (e.g. dovecot-lmtpd) \
-                         or fix the path",
-                        p.display()
-                    ),
+                    p,
+                    "LMTP server (e.g. dovecot-lmtpd)",
                 );
             }
         }
@@ -211,6 +208,23 @@ fn certificates(file: &Path) -> Option<String> {
              `-----BEGIN CERTIFICATE-----` blocks (remove the key to use the system's trust store)",
             file.display()
         )),
+    }
+}
+
+/// A warning when `path` is not a socket: the server may just not run yet, and a fetch then
+/// leaves the mail for later.
+fn socket(f: &mut Findings, name: Option<&str>, key: &str, path: &Path, server: &str) {
+    if !std::fs::symlink_metadata(path)
+        .is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()))
+    {
+        f.warning(
+            name,
+            key,
+            format!(
+                "{} is not a socket (yet): start the {server} or fix the path",
+                path.display()
+            ),
+        );
     }
 }
 

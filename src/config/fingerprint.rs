@@ -201,6 +201,7 @@ impl Canon {
 
     fn smtp(&mut self, smtp: &Smtp) {
         let Smtp {
+            socket,
             host,
             port,
             tls,
@@ -213,16 +214,21 @@ impl Canon {
             helo,
             credentials,
         } = smtp;
-        self.field("smtp", host.as_bytes());
-        self.field("port", &port.to_be_bytes());
-        self.field(
-            "tls",
-            match tls {
-                TlsMode::Implicit => b"implicit",
-                TlsMode::Starttls => b"starttls",
-                TlsMode::None => b"none",
-            },
-        );
+        if let Some(socket) = socket {
+            // `host`, `port` and `tls` are fixed stand-ins then.
+            self.field("smtp_socket", socket.as_os_str().as_encoded_bytes());
+        } else {
+            self.field("smtp", host.as_bytes());
+            self.field("port", &port.to_be_bytes());
+            self.field(
+                "tls",
+                match tls {
+                    TlsMode::Implicit => b"implicit",
+                    TlsMode::Starttls => b"starttls",
+                    TlsMode::None => b"none",
+                },
+            );
+        }
         if let Some(ca) = ca_file {
             self.field("ca_file", ca.as_os_str().as_encoded_bytes());
         }

@@ -261,6 +261,9 @@ pub enum LmtpAt {
 /// An SMTP relay target.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Smtp {
+    /// The relay's Unix socket. When set, nothing of TCP applies: `host` is `localhost` (for
+    /// messages only), `tls` is `None`, and no TLS setting is given.
+    pub socket: Option<PathBuf>,
     pub host: String,
     pub port: u16,
     pub tls: TlsMode,

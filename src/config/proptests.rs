@@ -234,6 +234,7 @@ fn deliver(name: String) -> impl Strategy<Value = (String, Deliver)> {
                     q(host)
                 ),
                 Deliver::Smtp(Box::new(Smtp {
+                    socket: None,
                     host: host.to_string(),
                     port: 25,
                     tls: if loopback {

@@ -395,11 +395,12 @@ pub struct RawLmtp {
     pub lhlo: Option<String>,
 }
 
-/// `deliver = { smtp = { ... } }`.
+/// `deliver = { smtp = { host = ... } }` or `{ smtp = { socket = ... } }`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawSmtp {
-    pub host: String,
+    pub host: Option<String>,
+    pub socket: Option<PathBuf>,
     pub port: Option<u16>,
     pub tls: Option<TlsMode>,
     pub ca_file: Option<PathBuf>,

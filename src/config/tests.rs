@@ -583,6 +583,8 @@ fn delivery_fingerprint_counts_what_delivery_does_and_nothing_else() {
         "{ smtp = { host = \"relay\", to = [\"x@example.org\"] } }",
         "{ smtp = { host = \"relay\", port = 26, to = [\"x@example.org\"], user = \"s\", \
          password_file = \"/s\" } }",
+        "{ smtp = { socket = \"/run/relay\", to = [\"x@example.org\"], user = \"s\", \
+         password_file = \"/s\" } }",
     ] {
         assert_ne!(base(other), base(maildir), "{other}");
         assert_ne!(base(other), base(mda), "{other}");
@@ -605,6 +607,17 @@ fn delivery_fingerprint_counts_what_delivery_does_and_nothing_else() {
     };
     assert_eq!(inline("one"), inline("two"));
     assert_ne!(inline("one"), base(smtp));
+    // A relay socket counts by its path; one named `localhost` is not the TCP relay there.
+    let socket = |path: &str| {
+        base(&format!(
+            "{{ smtp = {{ socket = \"{path}\", to = [\"x@example.org\"] }} }}"
+        ))
+    };
+    assert_ne!(socket("/run/relay"), socket("/run/relay2"));
+    assert_ne!(
+        socket("/run/relay"),
+        base("{ smtp = { host = \"localhost\", to = [\"x@example.org\"] } }")
+    );
 }
 
 // ---- defaults merged into the account

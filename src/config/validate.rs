@@ -1025,12 +1025,43 @@ fn smtp(
     span: Range<usize>,
 ) -> Result<Smtp, ConfigError> {
     let err = |key: &str, msg: &str| cx.err(span.clone(), Some(account), key, msg);
-    let host = raw.host.trim();
+    let (host, socket) = match (&raw.host, &raw.socket) {
+        (Some(_), Some(_)) | (None, None) => {
+            return Err(err(
+                "deliver.smtp",
+                "set exactly one of `host` (TCP) and `socket` (a Unix socket path)",
+            ));
+        }
+        (None, Some(socket)) => {
+            // A Unix socket never leaves the machine: there is nothing for TLS to protect.
+            let tcp_only = [
+                ("port", raw.port.is_some()),
+                ("tls", raw.tls.is_some()),
+                ("ca_file", raw.ca_file.is_some()),
+                ("tls_fingerprint", raw.tls_fingerprint.is_some()),
+                ("tls_min_version", raw.tls_min_version.is_some()),
+                ("tls_client_cert", raw.tls_client_cert.is_some()),
+                ("tls_client_key", raw.tls_client_key.is_some()),
+            ];
+            if let Some((key, _)) = tcp_only.iter().find(|(_, set)| *set) {
+                return Err(err(
+                    &format!("deliver.smtp.{key}"),
+                    &format!(
+                        "`{key}` is for a relay over TCP (`host`); a Unix socket (`socket`) \
+                         is local and has no port or TLS: remove it"
+                    ),
+                ));
+            }
+            ("localhost", Some(expand(base, socket)))
+        }
+        (Some(host), None) => (host.trim(), None),
+    };
     if host.is_empty() || host.contains(char::is_whitespace) {
         return Err(err("deliver.smtp.host", "must be a host name or address"));
     }
     // Mail to a relay on this machine never leaves it; anywhere else, STARTTLS by default.
-    let loopback = host == "localhost"
+    let loopback = socket.is_some()
+        || host == "localhost"
         || host
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback());
@@ -1078,7 +1109,7 @@ fn smtp(
             ));
         }
     };
-    if credentials.is_some() && tls == TlsMode::None {
+    if credentials.is_some() && tls == TlsMode::None && socket.is_none() {
         return Err(err(
             "deliver.smtp.tls",
             "an SMTP login over an unencrypted connection would send the password in clear text; use tls = \"starttls\" or \"implicit\"",
@@ -1097,6 +1128,7 @@ fn smtp(
         }
     };
     Ok(Smtp {
+        socket,
         host: host.to_string(),
         port,
         tls,

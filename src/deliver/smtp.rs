@@ -10,6 +10,8 @@
 //! and a relay that stops reading is given up on whatever the size. After a failure that left
 //! the connection in an unknown state it is dropped, not QUIT (a QUIT mid-DATA would be text).
 //!
+//! The relay is reached over TCP or on a Unix socket (`socket`, local: no TLS there).
+//!
 //! TLS is [`crate::net`]'s, as for POP3: implicit from the first byte, or STARTTLS, whose
 //! clear-text part (greeting, EHLO, STARTTLS, 220) is spoken here by [`starttls`] before the
 //! upgrade; lettre then gets the TLS stream and sends EHLO anew. [`Paced`] stays under TLS.
@@ -263,6 +265,16 @@ async fn connect(
         Some(h) => ClientId::Domain(h.clone()),
         None => ClientId::Domain(super::hostname()),
     };
+    if let Some(path) = &target.socket {
+        let addr = path.display().to_string();
+        let s = tokio::time::timeout(timeout, tokio::net::UnixStream::connect(path))
+            .await
+            .map_err(|_| unavailable(format!("cannot connect to the relay {addr}: timed out")))?
+            .map_err(|e| unavailable(format!("cannot connect to the relay {addr}: {e}")))?;
+        let data_end = Arc::new(AtomicBool::new(false));
+        let wire = Wire::plain(Paced::new(Socket::Unix(s), timeout, data_end.clone()));
+        return hello_and_login(target, wire, &hello, &addr, timeout, data_end).await;
+    }
     let addr = crate::text::host_port(&target.host, target.port);
     let peer = Peer {
         host: &target.host,
@@ -288,7 +300,7 @@ async fn connect(
     })?;
     // Under TLS, so that the handshake and every later step are bounded by progress too.
     let data_end = Arc::new(AtomicBool::new(false));
-    let mut paced = Paced::new(tcp, timeout, data_end.clone());
+    let mut paced = Paced::new(Socket::Tcp(tcp), timeout, data_end.clone());
     let wire = match target.tls {
         TlsMode::None => Wire::plain(paced),
         TlsMode::Implicit => Wire::tls(
@@ -309,9 +321,21 @@ async fn connect(
             Wire::tls(tls, true)
         }
     };
+    hello_and_login(target, wire, &hello, &addr, timeout, data_end).await
+}
+
+/// lettre's greeting and EHLO over `wire`, then the relay login when configured.
+async fn hello_and_login(
+    target: &config::Smtp,
+    wire: Wire,
+    hello: &ClientId,
+    addr: &str,
+    timeout: std::time::Duration,
+    data_end: Arc<AtomicBool>,
+) -> Result<Relay, DeliverError> {
     let mut conn = tokio::time::timeout(
         timeout,
-        AsyncSmtpConnection::connect_with_transport(Box::new(wire), &hello),
+        AsyncSmtpConnection::connect_with_transport(Box::new(wire), hello),
     )
     .await
     .map_err(|_| unavailable(format!("the relay {addr} did not greet in time")))?
@@ -457,7 +481,7 @@ fn classify(e: lettre::transport::smtp::Error) -> DeliverError {
 /// shrinking: a full send buffer drains slowly before the socket reports room again (Linux
 /// wakes a writer only once a third of it is free), and the relay is reading all along.
 struct Paced {
-    inner: tokio::net::TcpStream,
+    inner: Socket,
     /// The socket of `inner`, for its send queue.
     fd: std::os::fd::RawFd,
     limit: std::time::Duration,
@@ -471,13 +495,9 @@ struct Paced {
 }
 
 impl Paced {
-    fn new(
-        inner: tokio::net::TcpStream,
-        limit: std::time::Duration,
-        data_end: Arc<AtomicBool>,
-    ) -> Paced {
+    fn new(inner: Socket, limit: std::time::Duration, data_end: Arc<AtomicBool>) -> Paced {
         Paced {
-            fd: std::os::fd::AsRawFd::as_raw_fd(&inner),
+            fd: inner.fd(),
             inner,
             limit,
             stalled: None,
@@ -532,8 +552,8 @@ impl Paced {
 /// Longest a stall timer is ever set for (keeps `Instant` arithmetic far from overflow).
 const MAX_STALL: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
-/// Bytes sent on the TCP socket `fd` that the peer has not acknowledged (Linux `SIOCOUTQ`);
-/// `None` where that cannot be asked.
+/// Bytes sent on the socket `fd` that the peer has not acknowledged (TCP) or not read yet (a
+/// Unix stream socket) (Linux `SIOCOUTQ`); `None` where that cannot be asked.
 fn unacked(fd: std::os::fd::RawFd) -> Option<u32> {
     #[cfg(target_os = "linux")]
     {
@@ -547,6 +567,80 @@ fn unacked(fd: std::os::fd::RawFd) -> Option<u32> {
     }
     let _ = fd;
     None
+}
+
+/// The relay's connection: TCP, or a Unix socket on this machine.
+#[derive(Debug)]
+enum Socket {
+    Tcp(tokio::net::TcpStream),
+    Unix(tokio::net::UnixStream),
+}
+
+impl Socket {
+    fn fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        match self {
+            Socket::Tcp(s) => s.as_raw_fd(),
+            Socket::Unix(s) => s.as_raw_fd(),
+        }
+    }
+
+    /// lettre asks for an IP address; a Unix socket has none.
+    fn peer_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        match self {
+            Socket::Tcp(s) => s.peer_addr(),
+            Socket::Unix(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::Unsupported,
+                "a Unix socket has no IP address",
+            )),
+        }
+    }
+}
+
+impl tokio::io::AsyncRead for Socket {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Socket::Tcp(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+            Socket::Unix(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for Socket {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Socket::Tcp(s) => std::pin::Pin::new(s).poll_write(cx, buf),
+            Socket::Unix(s) => std::pin::Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Socket::Tcp(s) => std::pin::Pin::new(s).poll_flush(cx),
+            Socket::Unix(s) => std::pin::Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Socket::Tcp(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+            Socket::Unix(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+        }
+    }
 }
 
 impl std::fmt::Debug for Paced {

@@ -131,3 +131,150 @@ fn relay_down_stops_the_poll_and_deletes_nothing() {
     );
     assert_eq!(d.message_count("alice"), 2);
 }
+
+fn socket_config(d: &Dovecot, env: &Env, socket: &std::path::Path, to: &str, more: &str) {
+    let account = Account::dovecot(d).set(
+        "deliver",
+        format_args!(
+            "{{ smtp = {{ socket = \"{}\", to = [\"{to}\"]{more} }} }}",
+            socket.display()
+        ),
+    );
+    env.write_config(&account.to_toml());
+}
+
+#[test]
+fn relays_byte_exact_over_a_unix_socket() {
+    crate::peers::require_peers!("dovecot", "postfix");
+    let d = Dovecot::start();
+    d.add_user("alice", "pw");
+    let msgs = tricky();
+    d.deliver_many("alice", msgs.clone());
+    let p = Postfix::start();
+    let env = Env::new();
+    socket_config(&d, &env, &p.socket(), "alice@test.example", "");
+    env.popfetch(&["check"]).assert_code(0);
+    let run = env.popfetch(&["-vv", "fetch"]);
+    run.assert_code(0);
+    assert!(
+        run.stdout.contains("5 new messages delivered"),
+        "{}",
+        run.stdout
+    );
+    let mut got: Vec<Vec<u8>> = p.wait_for(5).iter().map(|m| relayed_body(m)).collect();
+    got.sort();
+    let mut want: Vec<Vec<u8>> = msgs.iter().map(|m| crate::harness::expected(m)).collect();
+    want.sort();
+    assert_eq!(got, want);
+    assert_eq!(d.message_count("alice"), 0);
+    let log = p.log();
+    assert!(log.contains("from=<bounce@example.org>"), "{log}");
+    assert!(log.contains("from=<>"), "{log}");
+    // The socket, not TCP, carried them, on one connection: smtpd names a Unix-domain client
+    // `localhost`, a TCP one on loopback `unknown` (no name lookups).
+    assert!(
+        log.lines()
+            .any(|l| l.contains("disconnect from localhost[127.0.0.1]")
+                && l.contains(" mail=5 rcpt=5 data=5 ")),
+        "{log}"
+    );
+}
+
+#[test]
+fn relay_socket_missing_leaves_the_mail_and_check_warns() {
+    crate::peers::require_peers!("dovecot");
+    let d = Dovecot::start();
+    d.add_user("alice", "pw");
+    d.deliver_many("alice", vec![message(1, 500), message(2, 500)]);
+    let env = Env::new();
+    let socket = env.path().join("no-relay.sock");
+    socket_config(&d, &env, &socket, "alice@test.example", "");
+    let check = env.popfetch(&["check"]);
+    check.assert_code(0);
+    assert!(
+        check.stderr.contains("is not a socket (yet)")
+            || check.stdout.contains("is not a socket (yet)"),
+        "{}\n{}",
+        check.stdout,
+        check.stderr
+    );
+    let run = env.popfetch(&["fetch"]);
+    run.assert_code(1);
+    assert!(
+        run.stderr
+            .contains(&format!("cannot connect to the relay {}", socket.display())),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(d.message_count("alice"), 2);
+    // Nothing was recorded: the next poll with the relay up delivers both.
+    let p = Postfix::start();
+    socket_config(&d, &env, &p.socket(), "alice@test.example", "");
+    env.popfetch(&["fetch"]).assert_code(0);
+    assert_eq!(p.wait_for(2).len(), 2);
+    assert_eq!(d.message_count("alice"), 0);
+}
+
+#[test]
+fn check_refuses_tcp_keys_on_a_relay_socket() {
+    let env = Env::new();
+    let socket = env.path().join("relay.sock");
+    let base = |more: &str| {
+        Account::new("pop.example.org", 995)
+            .user("alice")
+            .password("pw")
+            .set(
+                "deliver",
+                format_args!(
+                    "{{ smtp = {{ socket = \"{}\", to = [\"a@example.org\"]{more} }} }}",
+                    socket.display()
+                ),
+            )
+            .to_toml()
+    };
+    for (more, key) in [
+        (", tls = \"starttls\"", "deliver.smtp.tls"),
+        (", port = 25", "deliver.smtp.port"),
+        (", ca_file = \"/etc/ssl/ca.pem\"", "deliver.smtp.ca_file"),
+        (
+            ", tls_min_version = \"1.3\"",
+            "deliver.smtp.tls_min_version",
+        ),
+        (
+            ", tls_fingerprint = [\"sha256:00\"]",
+            "deliver.smtp.tls_fingerprint",
+        ),
+    ] {
+        env.write_config(&base(more));
+        let run = env.popfetch(&["check"]);
+        run.assert_code(2);
+        let all = format!("{}{}", run.stdout, run.stderr);
+        assert!(
+            all.contains(key)
+                && all.contains("a Unix socket (`socket`) is local and has no port or TLS"),
+            "{more}: {all}"
+        );
+    }
+    env.write_config(&base(", host = \"localhost\""));
+    let run = env.popfetch(&["check"]);
+    run.assert_code(2);
+    let all = format!("{}{}", run.stdout, run.stderr);
+    assert!(
+        all.contains("set exactly one of `host` (TCP) and `socket`"),
+        "{all}"
+    );
+    // A login over the socket stays on this machine: allowed without TLS.
+    env.write_config(&base(
+        ", user = \"s\", password = \"pw\", helo = \"me.example\"",
+    ));
+    let run = env.popfetch(&["check"]);
+    run.assert_code(0);
+    assert!(
+        run.stdout.contains(&format!(
+            "deliver = {{ smtp = {{ socket = \"{}\"",
+            socket.display()
+        )),
+        "{}",
+        run.stdout
+    );
+}
