@@ -2,7 +2,8 @@
 //! delivered into a mailbox are read back through the same Dovecot's POP3 byte for byte; an
 //! unknown user is a permanent refusal (held); and a server that goes away in the middle of
 //! DATA (a scripted listener, since Dovecot will not) leaves nothing recorded and nothing
-//! deleted.
+//! deleted. Scripted too: a server that does not offer PIPELINING, which Dovecot always does,
+//! is sent one command per round trip.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixListener;
@@ -766,4 +767,201 @@ fn lmtp_connection_closed_between_messages_is_opened_again() {
     assert_eq!(d.message_count("alice"), 0);
     // One message on the first connection, the other two on the second: none sent twice.
     assert_eq!(server.join().unwrap(), [1, 2]);
+}
+
+/// What [`lockstep_server`] saw on its one connection.
+#[derive(Debug, Default)]
+struct Lockstep {
+    /// Every command line in order, its CRLF removed.
+    commands: Vec<String>,
+    /// Each message's data as it arrived, dot-unstuffed, its CRLFs made LF.
+    bodies: Vec<Vec<u8>>,
+    /// The commands (and the data's final ".") after which the client sent more before it had
+    /// the reply: only a server that offers PIPELINING may be spoken to that way.
+    not_waited_for: Vec<String>,
+}
+
+/// How long [`lockstep_server`] waits, before each reply, for input that should not come.
+const SETTLE: std::time::Duration = std::time::Duration::from_millis(30);
+/// How long [`lockstep_server`] waits for a command.
+const IDLE: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Whether the client sent more than what was read so far: bytes already buffered, or arriving
+/// within [`SETTLE`].
+fn more_waiting(r: &mut BufReader<std::os::unix::net::UnixStream>) -> bool {
+    if !r.buffer().is_empty() {
+        return true;
+    }
+    r.get_ref().set_read_timeout(Some(SETTLE)).unwrap();
+    // A timeout is an error and leaves the buffer empty.
+    let more = matches!(r.fill_buf(), Ok(b) if !b.is_empty());
+    r.get_ref().set_read_timeout(Some(IDLE)).unwrap();
+    more
+}
+
+/// A scripted LMTP server on a Unix socket that does not offer PIPELINING (RFC 2033 §5 makes
+/// it mandatory; Dovecot and Cyrus always offer it, so only a script can leave it out). Before
+/// each reply it checks that nothing more came, records the command if it did and hangs up, as
+/// a server that reads one command at a time may lose what was sent early. Otherwise it accepts
+/// every recipient and stores every message (one 250 per recipient after the data, §4.2).
+fn lockstep_server(path: &Path) -> std::thread::JoinHandle<Lockstep> {
+    let listener = UnixListener::bind(path).unwrap();
+    std::thread::spawn(move || {
+        let mut seen = Lockstep::default();
+        let (s, _) = listener.accept().unwrap();
+        s.set_read_timeout(Some(IDLE)).unwrap();
+        let mut w = s.try_clone().unwrap();
+        let mut r = BufReader::new(s);
+        w.write_all(b"220 fake LMTP, one command at a time\r\n")
+            .unwrap();
+        let mut rcpts = 0;
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            if r.read_until(b'\n', &mut line).unwrap_or(0) == 0 {
+                break;
+            }
+            let cmd = String::from_utf8_lossy(&line).trim_end().to_string();
+            if more_waiting(&mut r) {
+                seen.not_waited_for.push(cmd);
+                break;
+            }
+            seen.commands.push(cmd.clone());
+            let verb = cmd.to_ascii_uppercase();
+            let reply: Vec<u8> = if verb.starts_with("LHLO") {
+                b"250-fake\r\n250-ENHANCEDSTATUSCODES\r\n250 8BITMIME\r\n".to_vec()
+            } else if verb.starts_with("MAIL") {
+                rcpts = 0;
+                b"250 2.1.0 ok\r\n".to_vec()
+            } else if verb.starts_with("RCPT") {
+                rcpts += 1;
+                b"250 2.1.5 ok\r\n".to_vec()
+            } else if verb.starts_with("RSET") {
+                b"250 2.0.0 ok\r\n".to_vec()
+            } else if verb == "DATA" {
+                w.write_all(b"354 go on\r\n").unwrap();
+                let mut body = Vec::new();
+                loop {
+                    line.clear();
+                    if r.read_until(b'\n', &mut line).unwrap_or(0) == 0 {
+                        return seen; // gone mid-data
+                    }
+                    if line == b".\r\n" {
+                        break;
+                    }
+                    // RFC 5321 §4.5.2: a line's leading "." was doubled.
+                    let l = line.strip_prefix(b".").unwrap_or(&line);
+                    match l.strip_suffix(b"\r\n") {
+                        Some(l) => {
+                            body.extend_from_slice(l);
+                            body.push(b'\n');
+                        }
+                        None => body.extend_from_slice(l),
+                    }
+                }
+                seen.bodies.push(body);
+                if more_waiting(&mut r) {
+                    seen.not_waited_for.push(".".into());
+                    break;
+                }
+                b"250 2.0.0 stored\r\n".repeat(rcpts)
+            } else if verb.starts_with("QUIT") {
+                w.write_all(b"221 2.0.0 bye\r\n").unwrap();
+                break;
+            } else {
+                b"500 5.5.2 unknown command\r\n".to_vec()
+            };
+            w.write_all(&reply).unwrap();
+        }
+        seen
+    })
+}
+
+#[test]
+fn lmtp_server_without_pipelining_is_spoken_to_one_command_at_a_time() {
+    crate::peers::require_peers!("dovecot");
+    let d = Dovecot::start();
+    d.add_user("alice", "pw");
+    let msgs = messages(2);
+    d.deliver_many("alice", msgs.clone());
+    let env = Env::new();
+    let fake = env.path().join("fake-lmtp");
+    let server = lockstep_server(&fake);
+    config(
+        &d,
+        &env,
+        &format!(
+            "{{ socket = {:?}, to = [\"a\", \"b\"] }}",
+            fake.display().to_string()
+        ),
+    );
+    let run = env.popfetch(&["fetch"]);
+    let seen = server.join().unwrap();
+    let out = format!("{}{}", run.stdout, run.stderr);
+    assert!(
+        seen.not_waited_for.is_empty(),
+        "sent more before the reply to {:?}\n{out}",
+        seen.not_waited_for
+    );
+    assert_eq!(run.code, 0, "{out}");
+    assert!(
+        out.contains(&format!("{} new messages delivered", msgs.len())),
+        "{out}"
+    );
+    assert_eq!(d.message_count("alice"), 0);
+    // One connection: LHLO, then per message (RSET before all but the first) MAIL, a RCPT per
+    // recipient and DATA, each in its own round trip, and QUIT.
+    let verbs: Vec<String> = seen
+        .commands
+        .iter()
+        .map(|c| c.split([' ', ':']).next().unwrap().to_ascii_uppercase())
+        .collect();
+    let mut want = vec!["LHLO"];
+    for i in 0..msgs.len() {
+        if i > 0 {
+            want.push("RSET");
+        }
+        want.extend(["MAIL", "RCPT", "RCPT", "DATA"]);
+    }
+    want.push("QUIT");
+    assert_eq!(verbs, want, "{:#?}", seen.commands);
+    // The envelope as with a server that pipelines: the sender from the Return-Path where there
+    // is one, BODY=8BITMIME for the 8-bit message, both recipients for every message.
+    assert!(
+        seen.commands
+            .iter()
+            .any(|c| c == "MAIL FROM:<bounce@example.org>"),
+        "{:#?}",
+        seen.commands
+    );
+    assert!(
+        seen.commands
+            .iter()
+            .any(|c| c == "MAIL FROM:<c@example.org> BODY=8BITMIME"),
+        "{:#?}",
+        seen.commands
+    );
+    let rcpts = seen.commands.iter().filter(|c| c.starts_with("RCPT"));
+    assert!(
+        rcpts
+            .clone()
+            .zip(["RCPT TO:<a>", "RCPT TO:<b>"].iter().cycle())
+            .all(|(c, w)| c == w),
+        "{:#?}",
+        seen.commands
+    );
+    // Every message whole and byte for byte (CRLF on the wire, dot-stuffing undone).
+    let mut got: Vec<Vec<u8>> = seen.bodies.iter().map(|b| strip_received(b)).collect();
+    got.sort();
+    let mut want: Vec<Vec<u8>> = msgs.iter().map(|m| local_form(m)).collect();
+    want.sort();
+    assert_eq!(got.len(), want.len());
+    for (g, w) in got.iter().zip(&want) {
+        assert!(
+            g == w,
+            "differs:\n{}\n---\n{}",
+            String::from_utf8_lossy(g),
+            String::from_utf8_lossy(w)
+        );
+    }
 }
