@@ -134,25 +134,58 @@ impl Peer<'_> {
     /// The TCP connection, with Nagle's algorithm off: commands are small and each waits for an
     /// answer, so Nagle would hold each back until the delayed ACK of the last answer (about 40
     /// ms an exchange).
+    ///
+    /// The name is looked up at each connection through the system resolver, whose cache
+    /// (systemd-resolved, nscd) keeps an answer as long as its TTL allows: `getaddrinfo` does not
+    /// tell the TTL, so a cache of popfetch's own could only guess, and would keep a moved
+    /// server's old address. The lookup's time is logged at debug level, with the poll. The
+    /// addresses are tried in the resolver's order, all within the one `timeout`.
     pub(crate) async fn connect(&self) -> Result<TcpStream, NetError> {
-        let tcp =
-            match tokio::time::timeout(self.timeout, TcpStream::connect((self.host, self.port)))
+        let addr = || crate::text::host_port(self.host, self.port);
+        let work = async {
+            let looked_up = std::time::Instant::now();
+            let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((self.host, self.port))
                 .await
-            {
-                Ok(Ok(tcp)) => tcp,
-                Ok(Err(source)) => {
-                    return Err(NetError::Connect {
-                        addr: crate::text::host_port(self.host, self.port),
-                        source,
-                    });
+                .map_err(|source| NetError::Connect {
+                    addr: addr(),
+                    source,
+                })?
+                .collect();
+            if self.host.parse::<std::net::IpAddr>().is_err() {
+                tracing::debug!(
+                    host = self.host,
+                    addresses = addrs.len(),
+                    "resolved {} in {} ms",
+                    self.host,
+                    looked_up.elapsed().as_millis()
+                );
+            }
+            let mut last = None;
+            for a in addrs {
+                match TcpStream::connect(a).await {
+                    Ok(tcp) => return Ok(tcp),
+                    Err(e) => last = Some(e),
                 }
-                Err(_) => {
-                    return Err(NetError::Timeout {
-                        what: "the TCP connection",
-                        after: self.timeout,
-                    });
-                }
-            };
+            }
+            Err(NetError::Connect {
+                addr: addr(),
+                source: last.unwrap_or_else(|| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        "the name resolves to no address",
+                    )
+                }),
+            })
+        };
+        let tcp = match tokio::time::timeout(self.timeout, work).await {
+            Ok(r) => r?,
+            Err(_) => {
+                return Err(NetError::Timeout {
+                    what: "the TCP connection",
+                    after: self.timeout,
+                });
+            }
+        };
         tcp.set_nodelay(true).map_err(NetError::Io)?;
         Ok(tcp)
     }

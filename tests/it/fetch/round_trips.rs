@@ -156,3 +156,35 @@ fn list_is_sent_ahead_only_for_a_small_mailbox() {
     );
     assert_eq!(round_trips(&again.stderr), 5, "{}", again.stderr);
 }
+
+/// A server named by a host name is looked up at each poll through the system resolver (whose
+/// cache honours the TTL), and the lookup's time is logged at debug level with the poll; an
+/// address literal is not looked up at all.
+#[test]
+fn the_name_lookup_is_logged_with_its_time() {
+    let server = Server::healthy(vec![Msg::new(message(0, 500), "uidl-0")]);
+    let env = Env::new();
+    let named = Account::scripted(&server)
+        .text("host", "localhost")
+        .set("keep", true)
+        .maildir(&env.maildir());
+    env.write_config(&named.to_toml());
+    let run = env.popfetch(&["-vv", "fetch"]);
+    run.assert_code(0);
+    let line = run
+        .stderr
+        .lines()
+        .find(|l| l.contains("resolved localhost in "))
+        .unwrap_or_else(|| panic!("no lookup line:\n{}", run.stderr));
+    assert!(line.contains(" ms"), "{line}");
+    env.write_config(
+        &Account::scripted(&server)
+            .name("literal")
+            .set("keep", true)
+            .maildir(&env.maildir())
+            .to_toml(),
+    );
+    let run = env.popfetch(&["-vv", "fetch"]);
+    run.assert_code(0);
+    assert!(!run.stderr.contains("resolved "), "{}", run.stderr);
+}
