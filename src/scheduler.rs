@@ -177,6 +177,39 @@ pub fn jitter(d: Duration, random: u64) -> Duration {
     Duration::from_millis(random % span)
 }
 
+/// What each account adds to the window its first polls are spread over when the daemon starts
+/// (or a reload starts accounts): 10,000 accounts do not all connect in the first second.
+pub const START_SLOT: Duration = Duration::from_millis(250);
+/// The longest start window unless `start_spread` says otherwise.
+pub const START_SPREAD_CAP: Duration = Duration::from_secs(600);
+
+/// The window the first polls of `accounts` accounts started together are spread over:
+/// [`START_SLOT`] each, at most `cap` (`start_spread`, else [`START_SPREAD_CAP`]).
+pub fn start_window(accounts: usize, cap: Option<Duration>) -> Duration {
+    let slots = u32::try_from(accounts).unwrap_or(u32::MAX);
+    START_SLOT
+        .saturating_mul(slots)
+        .min(cap.unwrap_or(START_SPREAD_CAP))
+}
+
+/// Where in a start window of `window` (at most its `interval`) the account `name` polls
+/// first: a point fixed by its name, so a restart keeps each account's phase and accounts
+/// spread evenly whatever their names.
+pub fn phase(name: &str, window: Duration, interval: Duration) -> Duration {
+    let window = window.min(interval).as_millis() as u64;
+    if window == 0 {
+        return Duration::ZERO;
+    }
+    // FNV-1a, then splitmix64's finaliser: names that differ in one character land apart.
+    let mut x = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^= x >> 31;
+    Duration::from_millis(x % window)
+}
+
 /// A small non-cryptographic random number (xorshift over the clock and a per-caller seed).
 pub fn random(seed: u64) -> u64 {
     let nanos = std::time::SystemTime::now()
@@ -339,6 +372,27 @@ mod tests {
             words,
             ["interval", "login-delay", "backoff", "auth", "suspended"]
         );
+    }
+
+    #[test]
+    fn first_polls_spread_over_the_window_at_fixed_phases() {
+        let window = start_window(1000, None);
+        assert_eq!(window, Duration::from_secs(250));
+        assert_eq!(start_window(100_000, None), START_SPREAD_CAP);
+        assert_eq!(start_window(100_000, Some(MIN)), MIN);
+        let phases: Vec<Duration> = (0..1000)
+            .map(|i| phase(&format!("user{i}"), window, Duration::from_secs(3600)))
+            .collect();
+        assert!(phases.iter().all(|p| *p < window));
+        // Evenly: every tenth of the window holds roughly a tenth of the accounts.
+        for tenth in 0..10u32 {
+            let (lo, hi) = (window * tenth / 10, window * (tenth + 1) / 10);
+            let n = phases.iter().filter(|p| **p >= lo && **p < hi).count();
+            assert!((60..=140).contains(&n), "tenth {tenth}: {n}");
+        }
+        assert_eq!(phase("alice", window, MIN), phase("alice", window, MIN));
+        assert!(phase("alice", window, MIN) < MIN, "at most the interval");
+        assert_eq!(phase("alice", Duration::ZERO, MIN), Duration::ZERO);
     }
 
     #[test]

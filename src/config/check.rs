@@ -11,10 +11,11 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use super::validate::{
-    ConfigError, ca_file_problems, ca_files, key_position, parse, permission_problems, read,
+    ConfigError, ca_file_problems, ca_files, key_position, parse_main, permission_problems, read,
     secret_files,
 };
 use super::{Account, Config, Credentials, Deliver, OAuth2Source, PasswordSource};
+use std::collections::HashMap;
 
 /// How much a finding matters: an error fails the first fetch, a warning does not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,12 +51,20 @@ pub fn check(path: &Path) -> Result<(Config, Vec<Finding>), ConfigError> {
         key: None,
         message: format!("cannot read it: {e}"),
     })?;
-    let config = parse(path, &text)?;
+    let (mut config, mut main) = parse_main(path, &text)?;
+    let included = super::include::read_all(path, &text, &mut config, &mut main)?;
     let mut f = Findings {
         path,
         text: &text,
         list: Vec::new(),
+        files: HashMap::new(),
+        included: &included,
     };
+    for (i, inc) in config.included.iter().enumerate() {
+        for a in &inc.accounts {
+            f.files.insert(a.name.clone(), i);
+        }
+    }
     if config.accounts.is_empty() {
         f.error(
             None,
@@ -65,13 +74,27 @@ pub fn check(path: &Path) -> Result<(Config, Vec<Finding>), ConfigError> {
                 .into(),
         );
     }
-    for e in permission_problems(path, &meta, &config)
+    let own = &config.accounts[..config.accounts.len()
+        - config
+            .included
+            .iter()
+            .map(|i| i.accounts.len())
+            .sum::<usize>()];
+    for e in permission_problems(path, &meta, own)
         .into_iter()
-        .chain(ca_file_problems(path, &config))
+        .chain(ca_file_problems(path, own))
     {
         f.push(Severity::Error, e);
     }
-    for (account, key, file) in ca_files(&config) {
+    for (inc, (file, _, meta)) in config.included.iter().zip(&included) {
+        for e in permission_problems(file, meta, &inc.accounts)
+            .into_iter()
+            .chain(ca_file_problems(file, &inc.accounts))
+        {
+            f.push(Severity::Error, e);
+        }
+    }
+    for (account, key, file) in ca_files(&config.accounts) {
         if let Some(why) = certificates(file) {
             f.error(Some(account), key, why);
         }
@@ -80,8 +103,14 @@ pub fn check(path: &Path) -> Result<(Config, Vec<Finding>), ConfigError> {
     for a in &config.accounts {
         account(&mut f, a);
     }
-    // In the order of the file, as a reader goes through it.
-    f.list.sort_by_key(|f| f.error.position);
+    // In the order of the files, as a reader goes through them.
+    let order: HashMap<&Path, usize> = std::iter::once(path)
+        .chain(included.iter().map(|(p, _, _)| p.as_path()))
+        .enumerate()
+        .map(|(i, p)| (p, i))
+        .collect();
+    f.list
+        .sort_by_key(|f| (order.get(f.error.path.as_path()).copied(), f.error.position));
     Ok((config, f.list))
 }
 
@@ -89,14 +118,25 @@ struct Findings<'a> {
     path: &'a Path,
     text: &'a str,
     list: Vec<Finding>,
+    /// The included file (its index in `included`) of each account not in the main file.
+    files: HashMap<String, usize>,
+    /// Each included file, its text and metadata.
+    included: &'a [(PathBuf, String, std::fs::Metadata)],
 }
 
 impl Findings<'_> {
     fn push(&mut self, severity: Severity, mut error: ConfigError) {
+        let mut text = self.text;
+        if let Some(i) = error.account.as_ref().and_then(|a| self.files.get(a))
+            && let Some((file, t, _)) = self.included.get(*i)
+        {
+            error.path = file.clone();
+            text = t;
+        }
         if error.position.is_none()
             && let Some(key) = error.key.as_deref()
         {
-            error.position = key_position(self.text, error.account.as_deref(), key);
+            error.position = key_position(text, error.account.as_deref(), key);
         }
         // The trust rule and this pass may see one file twice (a refused mode): say it once.
         if !self.list.iter().any(|f| f.error == error) {

@@ -5,6 +5,7 @@
 pub mod check;
 mod fingerprint;
 mod hint;
+pub mod include;
 pub mod raw;
 mod validate;
 
@@ -13,11 +14,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use check::{Finding, Severity};
+pub use include::{Included, Reloaded, load, load_keeping};
 pub use raw::{
     AuthMethod, LogTarget, OAuth2Flow, OAuth2Provider, PermanentFailure, SizeAction, TlsMode,
     parse_size,
 };
-pub use validate::{ConfigError, load, parse, state_dir_hint};
+pub use validate::{ConfigError, parse, state_dir_hint};
 
 use crate::secret::Secret;
 
@@ -36,6 +38,9 @@ pub struct Config {
     pub max_parallel_per_server: usize,
     /// How long the daemon waits for polls in flight at shutdown.
     pub shutdown_timeout: Duration,
+    /// `start_spread`: the window the daemon's first polls are spread over; unset, a slot per
+    /// account up to a cap (see [`crate::scheduler::start_window`]).
+    pub start_spread: Option<Duration>,
     pub log_target: LogTarget,
     /// A tracing filter directive (`info`, `debug`, `popfetch=debug,warn`), if set.
     pub log_level: Option<String>,
@@ -44,7 +49,15 @@ pub struct Config {
     pub metrics_listen_public: bool,
     /// The `*.prom` file the daemon replaces after each poll.
     pub metrics_textfile: Option<PathBuf>,
+    /// `include`'s patterns, relative ones made the main file's directory's.
+    pub include: Vec<PathBuf>,
+    /// Every account: the main file's, then each included file's, in `included`'s order.
     pub accounts: Vec<Arc<Account>>,
+    /// The files `include` named, sorted within each pattern, with their accounts.
+    pub included: Vec<include::Included>,
+    /// A digest of the main file's text: an included file whose own text did not change
+    /// either is not read again at a reload.
+    pub hash: u64,
 }
 
 /// One POP3 account with every default applied.

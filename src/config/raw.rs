@@ -22,6 +22,9 @@ pub struct RawConfig {
     pub max_parallel_per_server: Option<Spanned<usize>>,
     #[serde(default, with = "humantime_serde")]
     pub shutdown_timeout: Option<Duration>,
+    /// The window the daemon spreads its first polls over after a start.
+    #[serde(default, with = "humantime_serde")]
+    pub start_spread: Option<Duration>,
     pub log_target: Option<LogTarget>,
     pub log_level: Option<Spanned<String>>,
     /// The daemon's Prometheus endpoint, `IP:port`.
@@ -30,7 +33,17 @@ pub struct RawConfig {
     pub metrics_listen_public: Option<Spanned<bool>>,
     /// The file the daemon writes its metrics to for node_exporter's textfile collector.
     pub metrics_textfile: Option<Spanned<PathBuf>>,
+    /// Files of more `[[account]]` tables: paths or patterns (`conf.d/*.toml`).
+    pub include: Option<Spanned<Vec<Spanned<String>>>>,
     pub defaults: Option<Spanned<RawAccount>>,
+    #[serde(default)]
+    pub account: Vec<Spanned<RawAccount>>,
+}
+
+/// A file `include` names: accounts only; the rest of the settings are the main file's.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIncluded {
     #[serde(default)]
     pub account: Vec<Spanned<RawAccount>>,
 }

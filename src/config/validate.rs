@@ -1,7 +1,7 @@
 //! From [`RawConfig`] to [`Config`], once: defaults applied, names and paths checked, every error
 //! pointing at the file, line, column and key.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -10,7 +10,7 @@ use toml::Spanned;
 
 use super::raw::{
     AuthMethod, OAuth2Flow, OAuth2Provider, PermanentFailure, RawAccount, RawConfig, RawDeliver,
-    RawLmtp, RawOAuth2, RawRoute, RawSmtp, Size, SizeAction, TlsMode,
+    RawIncluded, RawLmtp, RawOAuth2, RawRoute, RawSmtp, Size, SizeAction, TlsMode,
 };
 use super::{
     Account, Config, Credentials, DEFAULT_INTERVAL, DEFAULT_MAX_PARALLEL,
@@ -48,37 +48,6 @@ impl ConfigError {
         s.push_str(": ");
         s.push_str(&self.message);
         s
-    }
-}
-
-/// Reads and validates the config file at `path`, and checks that it and every file it names
-/// that holds a secret may be trusted (see [`crate::trust`]).
-pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let err = |message: String| ConfigError {
-        path: path.to_path_buf(),
-        position: None,
-        account: None,
-        key: None,
-        message,
-    };
-    let (text, meta) = read(path).map_err(|e| err(format!("cannot read it: {e}")))?;
-    let config = parse(path, &text)?;
-    // These errors come from the files, not the text: point at the key that names the file.
-    let placed = |mut e: ConfigError| {
-        if e.position.is_none()
-            && let Some(key) = e.key.as_deref()
-        {
-            e.position = key_position(&text, e.account.as_deref(), key);
-        }
-        e
-    };
-    let first = permission_problems(path, &meta, &config)
-        .into_iter()
-        .chain(ca_file_problems(path, &config))
-        .next();
-    match first {
-        Some(e) => Err(placed(e)),
-        None => Ok(config),
     }
 }
 
@@ -129,7 +98,7 @@ pub(super) fn key_position(text: &str, account: Option<&str>, key: &str) -> Opti
 pub(super) fn permission_problems(
     path: &Path,
     meta: &std::fs::Metadata,
-    config: &Config,
+    accounts: &[Arc<Account>],
 ) -> Vec<ConfigError> {
     let mut problems = Vec::new();
     let err = |account: Option<&str>, key: Option<&str>, message: String| ConfigError {
@@ -142,7 +111,7 @@ pub(super) fn permission_problems(
     // The issue's one rule: a file that holds a secret or a command is not readable by others.
     // A command is no password, but it says which programs run with the user's rights and
     // often names where their secrets live.
-    let inline = config.accounts.iter().find_map(|a| {
+    let inline = accounts.iter().find_map(|a| {
         if matches!(a.password(), Some(PasswordSource::Inline(_))) {
             return Some((a.name.as_str(), "password", true));
         }
@@ -153,7 +122,7 @@ pub(super) fn permission_problems(
             _ => None,
         }
     });
-    let command = config.accounts.iter().find_map(|a| {
+    let command = accounts.iter().find_map(|a| {
         if matches!(a.password(), Some(PasswordSource::Command(_))) {
             return Some((a.name.as_str(), "password_command", false));
         }
@@ -186,7 +155,7 @@ pub(super) fn permission_problems(
         };
         problems.push(err(account, key, message));
     }
-    for a in &config.accounts {
+    for a in accounts {
         for (key, what, p) in secret_files(a) {
             let Ok(meta) = std::fs::metadata(p) else {
                 continue;
@@ -247,12 +216,30 @@ pub fn state_dir_hint(path: &Path) -> Option<PathBuf> {
 }
 
 /// Parses and validates config text; `path` names the file in errors and anchors relative paths.
+/// Reads no other file: the files `include` names are read by [`load`].
 pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+    parse_main(path, text).map(|(config, _)| config)
+}
+
+/// What the main file gives the accounts of the files it includes.
+pub(super) struct Main {
+    pub(super) defaults: RawAccount,
+    pub(super) defaults_span: Option<Range<usize>>,
+    pub(super) interval: std::time::Duration,
+    /// The main file's accounts, taken.
+    pub(super) seen: Seen,
+    /// `include`'s patterns as written, each with its line and column.
+    pub(super) include: Vec<(String, (usize, usize))>,
+}
+
+/// [`parse`], and what the included files need from the main file.
+pub(super) fn parse_main(path: &Path, text: &str) -> Result<(Config, Main), ConfigError> {
     let raw: RawConfig = toml::from_str(text).map_err(|e| toml_error(path, text, &e))?;
     let cx = Cx {
         path,
         text,
         defaults: raw.defaults.as_ref().map(Spanned::span),
+        main: None,
     };
     let base = path.parent().unwrap_or(Path::new("."));
 
@@ -323,7 +310,25 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
     };
     let global_interval = raw.interval.unwrap_or(DEFAULT_INTERVAL);
 
-    let mut seen = Seen::default();
+    let include = match &raw.include {
+        Some(list) if list.get_ref().len() > super::include::MAX_PATTERNS => {
+            return Err(cx.err(
+                list.span(),
+                None,
+                "include",
+                &format!("at most {} patterns", super::include::MAX_PATTERNS),
+            ));
+        }
+        Some(list) => list
+            .get_ref()
+            .iter()
+            .map(|p| (p.get_ref().clone(), line_col(text, p.span().start)))
+            .collect(),
+        None => Vec::new(),
+    };
+
+    let mut seen = Seen::new(path);
+    let mut lines = Lines::new(text);
     let mut accounts = Vec::new();
     for acc in &raw.account {
         let a = account(&cx, base, acc, &defaults, global_interval)?;
@@ -331,22 +336,126 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
             return Err(cx.err(acc.span(), Some(&a.name), "interval", "must be at least 1s"));
         }
         seen.admit(&cx, acc, &a)?;
+        seen.insert(&a, 0, lines.line(name_offset(acc)));
         accounts.push(Arc::new(a));
     }
-    Ok(Config {
+    let main = Main {
+        defaults,
+        defaults_span: cx.defaults.clone(),
+        interval: global_interval,
+        seen,
+        include,
+    };
+    let config = Config {
         path: path.to_path_buf(),
         state_dir,
         interval: global_interval,
         max_parallel,
         max_parallel_per_server,
         shutdown_timeout: raw.shutdown_timeout.unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT),
+        start_spread: raw.start_spread,
         log_target: raw.log_target.unwrap_or(LogTarget::Auto),
         log_level: raw.log_level.as_ref().map(|l| l.get_ref().clone()),
         metrics_listen,
         metrics_listen_public,
         metrics_textfile,
+        include: main
+            .include
+            .iter()
+            .map(|(p, _)| expand(base, Path::new(p)))
+            .collect(),
         accounts,
-    })
+        included: Vec::new(),
+        hash: super::include::hash(text.as_bytes()),
+    };
+    Ok((config, main))
+}
+
+/// The accounts of `file`, a file the main config at `main_path` includes, with the line of
+/// each one's name. Each takes `[defaults]` and `interval` from the main file; relative paths
+/// are the main file's directory's, as in the main file.
+pub(super) fn parse_included(
+    file: &Path,
+    text: &str,
+    (main_path, main_text): (&Path, &str),
+    main: &Main,
+) -> Result<(Vec<Arc<Account>>, Vec<usize>), ConfigError> {
+    let raw: RawIncluded = toml::from_str(text).map_err(|e| {
+        let mut error = toml_error(file, text, &e);
+        if e.message().contains("expected `account`") {
+            let key = e
+                .span()
+                .and_then(|s| text.get(s))
+                .unwrap_or_default()
+                .trim_matches(['[', ']', ' ']);
+            error.message = format!(
+                "an included file holds only [[account]] tables; `{key}` belongs in {}",
+                main_path.display()
+            );
+            error.key = Some(key.to_string()).filter(|k| !k.is_empty());
+        }
+        error
+    })?;
+    let base = main_path.parent().unwrap_or(Path::new("."));
+    let mut seen = Seen::new(file);
+    let mut lines = Lines::new(text);
+    let mut accounts = Vec::with_capacity(raw.account.len());
+    let mut at = Vec::with_capacity(raw.account.len());
+    for acc in &raw.account {
+        let cx = Cx {
+            path: file,
+            text,
+            defaults: main.defaults_span.clone(),
+            main: Some((main_path, main_text, acc.span())),
+        };
+        let a = account(&cx, base, acc, &main.defaults, main.interval)?;
+        if a.interval < std::time::Duration::from_secs(1) {
+            return Err(cx.err(acc.span(), Some(&a.name), "interval", "must be at least 1s"));
+        }
+        seen.admit(&cx, acc, &a)?;
+        let line = lines.line(name_offset(acc));
+        seen.insert(&a, 0, line);
+        accounts.push(Arc::new(a));
+        at.push(line);
+    }
+    Ok((accounts, at))
+}
+
+/// Where an account's `name` is written, else its header.
+pub(super) fn name_offset(acc: &Spanned<RawAccount>) -> usize {
+    acc.get_ref()
+        .name
+        .as_ref()
+        .map_or(acc.span().start, |n| n.span().start)
+}
+
+/// Line numbers of offsets met in increasing order, in one pass over the text.
+pub(super) struct Lines<'a> {
+    text: &'a str,
+    at: usize,
+    line: usize,
+}
+
+impl<'a> Lines<'a> {
+    pub(super) fn new(text: &'a str) -> Lines<'a> {
+        Lines {
+            text,
+            at: 0,
+            line: 1,
+        }
+    }
+
+    /// The 1-based line of `offset`; an offset before the last one is counted from the start.
+    pub(super) fn line(&mut self, offset: usize) -> usize {
+        let offset = offset.min(self.text.len());
+        if offset < self.at {
+            *self = Lines::new(self.text);
+        }
+        let between = self.text.get(self.at..offset).unwrap_or_default();
+        self.line += memchr::memchr_iter(b'\n', between.as_bytes()).count();
+        self.at = offset;
+        self.line
+    }
 }
 
 /// `metrics_listen` as an address, and whether it may be other than loopback. The metrics name
@@ -395,65 +504,112 @@ fn metrics_listen(
     Ok((Some(addr), public))
 }
 
-/// What the accounts so far took that no other account may share.
-#[derive(Default)]
-struct Seen {
-    names: HashSet<String>,
-    mailboxes: std::collections::HashMap<crate::mailbox::Mailbox, String>,
-    refresh_files: HashSet<PathBuf>,
+/// What the accounts so far took that no other account may share, and where each was written
+/// (a file of `files` and a line), so that an error about two files names both.
+#[derive(Clone)]
+pub(super) struct Seen {
+    files: Vec<PathBuf>,
+    names: HashMap<String, (usize, usize)>,
+    mailboxes: HashMap<crate::mailbox::Mailbox, String>,
+    refresh_files: HashMap<PathBuf, String>,
 }
 
 impl Seen {
-    /// Records account `a` (written as `acc`), refusing a name, a mailbox or a refresh token
-    /// file that an earlier account has.
-    fn admit(
-        &mut self,
-        cx: &Cx,
-        acc: &Spanned<RawAccount>,
-        a: &Account,
-    ) -> Result<(), ConfigError> {
-        if !self.names.insert(a.name.clone()) {
-            return Err(cx.err(
+    fn new(main: &Path) -> Seen {
+        Seen {
+            files: vec![main.to_path_buf()],
+            names: HashMap::new(),
+            mailboxes: HashMap::new(),
+            refresh_files: HashMap::new(),
+        }
+    }
+
+    /// The index by which `path` is named from now on.
+    pub(super) fn file(&mut self, path: &Path) -> usize {
+        self.files.push(path.to_path_buf());
+        self.files.len() - 1
+    }
+
+    /// Refuses account `a` (written as `acc`) when it has a name, a mailbox or a refresh token
+    /// file that an earlier account of the same file has.
+    fn admit(&self, cx: &Cx, acc: &Spanned<RawAccount>, a: &Account) -> Result<(), ConfigError> {
+        match self.conflict(a, None) {
+            None => Ok(()),
+            Some(("name", message)) => Err(cx.err(
                 acc.get_ref().name.as_ref().map_or(acc.span(), |n| n.span()),
                 Some(&a.name),
                 "name",
-                "another account has the same name",
-            ));
+                &message,
+            )),
+            Some((key, message)) => Err(cx.err(acc.span(), Some(&a.name), key, &message)),
+        }
+    }
+
+    /// What account `a` shares with an earlier one: the key and what to say. `file` is where
+    /// `a` is written, when that is not where the earlier one is said to be.
+    pub(super) fn conflict(
+        &self,
+        a: &Account,
+        file: Option<usize>,
+    ) -> Option<(&'static str, String)> {
+        let elsewhere = |other: &str| {
+            let (f, line) = self.names.get(other).copied()?;
+            (Some(f) != file && file.is_some())
+                .then(|| format!(" in {}, line {line}", self.files[f].display()))
+        };
+        if self.names.contains_key(&a.name) {
+            let place = elsewhere(&a.name).unwrap_or_default();
+            return Some(("name", format!("another account has the same name{place}")));
         }
         // State and lock follow the mailbox: a second account on it would find every message
         // delivered by the first, and wait for its lock.
         let mailbox = crate::mailbox::Mailbox::new(&a.host, a.port, &a.user);
-        if let Some(first) = self.mailboxes.insert(mailbox.clone(), a.name.clone()) {
-            return Err(cx.err(
-                acc.span(),
-                Some(&a.name),
+        if let Some(first) = self.mailboxes.get(&mailbox) {
+            let place = elsewhere(first).unwrap_or_default();
+            return Some((
                 "user",
-                &format!(
-                    "account `{first}` polls the same mailbox ({mailbox}); remove one of them \
-                     (popfetch keeps one state per mailbox, so a renamed account keeps its state)"
+                format!(
+                    "account `{first}`{place} polls the same mailbox ({mailbox}); remove one of \
+                     them (popfetch keeps one state per mailbox, so a renamed account keeps its \
+                     state)"
                 ),
             ));
         }
         if let Some(OAuth2Source::Refresh(c)) = a.oauth2()
-            && !self.refresh_files.insert(c.refresh_token_file.clone())
+            && let Some(first) = self.refresh_files.get(&c.refresh_token_file)
         {
-            return Err(cx.err(
-                acc.span(),
-                Some(&a.name),
+            let place = elsewhere(first).unwrap_or_default();
+            return Some((
                 "oauth2.refresh_token_file",
-                "another account uses the same file; each grant needs its own, since a \
-                 provider may replace the token at any refresh",
+                format!(
+                    "account `{first}`{place} uses the same file; each grant needs its own, \
+                     since a provider may replace the token at any refresh"
+                ),
             ));
         }
-        Ok(())
+        None
+    }
+
+    /// Takes what account `a`, written in file `file` at `line`, has.
+    pub(super) fn insert(&mut self, a: &Account, file: usize, line: usize) {
+        self.names.insert(a.name.clone(), (file, line));
+        let mailbox = crate::mailbox::Mailbox::new(&a.host, a.port, &a.user);
+        self.mailboxes.insert(mailbox, a.name.clone());
+        if let Some(OAuth2Source::Refresh(c)) = a.oauth2() {
+            self.refresh_files
+                .insert(c.refresh_token_file.clone(), a.name.clone());
+        }
     }
 }
 
-struct Cx<'a> {
-    path: &'a Path,
-    text: &'a str,
+pub(super) struct Cx<'a> {
+    pub(super) path: &'a Path,
+    pub(super) text: &'a str,
     /// Where `[defaults]` is, for a key an account takes from there.
-    defaults: Option<Range<usize>>,
+    pub(super) defaults: Option<Range<usize>>,
+    /// For an included file: the main file, which holds `[defaults]`, and the account's own
+    /// table in this file. A value taken from `[defaults]` has its span in the main file.
+    pub(super) main: Option<(&'a Path, &'a str, Range<usize>)>,
 }
 
 impl Cx<'_> {
@@ -461,6 +617,9 @@ impl Cx<'_> {
     /// table or an account's table), else in `[defaults]` when `span` is an account's table,
     /// else (a key that is missing) at the start of `span`.
     fn err(&self, span: Range<usize>, account: Option<&str>, key: &str, msg: &str) -> ConfigError {
+        if let Some((main_path, main_text, own)) = &self.main {
+            return self.err_included(span, (main_path, main_text, own.clone()), account, key, msg);
+        }
         // The span of a table is its header alone.
         let table = self
             .text
@@ -483,6 +642,44 @@ impl Cx<'_> {
             key: Some(key.to_string()),
             message: msg.to_string(),
         }
+    }
+}
+
+impl Cx<'_> {
+    /// [`Cx::err`] in an included file: the key where the account writes it; else where
+    /// `[defaults]` of the main file writes it, naming the main file; else the account's header.
+    fn err_included(
+        &self,
+        span: Range<usize>,
+        (main_path, main_text, own): (&Path, &str, Range<usize>),
+        account: Option<&str>,
+        key: &str,
+        msg: &str,
+    ) -> ConfigError {
+        let error = |path: &Path, text: &str, at: usize| ConfigError {
+            path: path.to_path_buf(),
+            position: Some(line_col(text, at)),
+            account: account.map(str::to_string),
+            key: Some(key.to_string()),
+            message: msg.to_string(),
+        };
+        let own_region = table_region(self.text, own.clone());
+        if let Some(at) = key_offset(self.text, own_region.clone(), key) {
+            // The value is the account's own: its span is in this file.
+            let at = match self.text.get(span.start..) {
+                Some(t) if !t.starts_with('[') && own_region.contains(&span.start) => {
+                    key_offset(self.text, span.clone(), key).unwrap_or(span.start)
+                }
+                _ => at,
+            };
+            return error(self.path, self.text, at);
+        }
+        if let Some(defaults) = self.defaults.clone()
+            && let Some(at) = key_offset(main_text, table_region(main_text, defaults), key)
+        {
+            return error(main_path, main_text, at);
+        }
+        error(self.path, self.text, own.start)
     }
 }
 
@@ -1517,9 +1714,9 @@ fn ca_path(base: &Path, p: &Path) -> Result<PathBuf, &'static str> {
 /// Every `ca_file` must be a readable file when the config is loaded (by `check`, `fetch` and
 /// the daemon), not found missing at the first connection. Kept out of [`parse`], which reads
 /// no other file.
-pub(super) fn ca_file_problems(path: &Path, config: &Config) -> Vec<ConfigError> {
+pub(super) fn ca_file_problems(path: &Path, accounts: &[Arc<Account>]) -> Vec<ConfigError> {
     let mut problems = Vec::new();
-    for (account, key, file) in ca_files(config) {
+    for (account, key, file) in ca_files(accounts) {
         let readable = std::fs::metadata(file).and_then(|m| {
             if m.is_file() {
                 std::fs::File::open(file).map(drop)
@@ -1541,9 +1738,9 @@ pub(super) fn ca_file_problems(path: &Path, config: &Config) -> Vec<ConfigError>
 }
 
 /// Every `ca_file` of every account: (account, key, file).
-pub(super) fn ca_files(config: &Config) -> Vec<(&str, &'static str, &Path)> {
+pub(super) fn ca_files(accounts: &[Arc<Account>]) -> Vec<(&str, &'static str, &Path)> {
     let mut files = Vec::new();
-    for a in &config.accounts {
+    for a in accounts {
         let smtp = match &a.deliver {
             super::Deliver::Smtp(s) => s.ca_file.as_deref(),
             _ => None,
@@ -1565,7 +1762,7 @@ pub(super) fn ca_files(config: &Config) -> Vec<(&str, &'static str, &Path)> {
     files
 }
 
-fn expand(base: &Path, p: &Path) -> PathBuf {
+pub(super) fn expand(base: &Path, p: &Path) -> PathBuf {
     if let Ok(rest) = p.strip_prefix("~")
         && let Some(home) = super::home()
     {
@@ -1578,7 +1775,7 @@ fn expand(base: &Path, p: &Path) -> PathBuf {
     }
 }
 
-fn toml_error(path: &Path, text: &str, e: &toml::de::Error) -> ConfigError {
+pub(super) fn toml_error(path: &Path, text: &str, e: &toml::de::Error) -> ConfigError {
     let position = e.span().map(|s| line_col(text, s.start));
     let mut message = super::hint::toml_message(text, e.span(), e.message());
     if let Some((line, _)) = position
@@ -1659,7 +1856,7 @@ fn find_key(text: &str, key: &str) -> Option<usize> {
 }
 
 /// 1-based line and column (in characters) of a byte offset.
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
+pub(super) fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let offset = offset.min(text.len());
     let before = text.get(..offset).unwrap_or(text);
     let line = before.matches('\n').count() + 1;

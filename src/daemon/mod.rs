@@ -35,8 +35,6 @@ use told::{Say, Told};
 
 /// Time to let a burst of file events settle before reading the config.
 const DEBOUNCE: Duration = Duration::from_millis(300);
-/// The first poll of an account starts within this spread after start, not all at once.
-const START_SPREAD: Duration = Duration::from_secs(2);
 /// Wait before restarting an account task that panicked, doubled for each panic in a row (at
 /// most [`scheduler::BACKOFF_CAP`]), so a panic that recurs on every poll does not spin.
 const RESTART_BACKOFF: Duration = Duration::from_secs(10);
@@ -72,13 +70,7 @@ pub async fn run(path: PathBuf, mut config: Config) -> std::process::ExitCode {
     let shutdown = CancellationToken::new();
     signals::stop_on_signal(shutdown.clone());
     let (reload_tx, mut reload_rx) = mpsc::unbounded_channel();
-    let _watcher = match watch::watch(&path, reload_tx.clone()) {
-        Ok(w) => Some(w),
-        Err(e) => {
-            tracing::warn!(path = %path.display(), error = %e, "cannot watch the config file {}: {e}; reload with SIGHUP", path.display());
-            None
-        }
-    };
+    let mut watcher = watch_config(&path, &config, &reload_tx);
     let mut hup = signal(SignalKind::hangup()).ok();
     let mut usr1 = signal(SignalKind::user_defined1()).ok();
 
@@ -104,17 +96,10 @@ pub async fn run(path: PathBuf, mut config: Config) -> std::process::ExitCode {
     }
     let mut shared = new_shared(&config, shutdown.clone(), metrics);
     let mut running: HashMap<String, Running> = HashMap::new();
-    let mut schedules: HashMap<String, Schedule> = HashMap::new();
+    let window = scheduler::start_window(config.accounts.len(), config.start_spread);
     for a in &config.accounts {
-        start(
-            &shared,
-            &mut running,
-            a.clone(),
-            None,
-            schedules.remove(&a.name),
-        );
+        start(&shared, &mut running, a.clone(), None, window);
     }
-    let mut config_hash = file_hash(&path);
     tracing::info!(accounts = config.accounts.len(), path = %path.display(), "daemon started");
     systemd::ready(&status_line(&shared, running.len()));
 
@@ -129,16 +114,14 @@ pub async fn run(path: PathBuf, mut config: Config) -> std::process::ExitCode {
             Some(()) = reload_rx.recv() => {
                 tokio::time::sleep(DEBOUNCE).await;
                 while reload_rx.try_recv().is_ok() {}
-                let hash = file_hash(&path);
-                if hash == config_hash {
-                    continue;
+                if reload(&path, &mut config, &mut shared, &mut running, &mut endpoint, Reload::IfChanged) {
+                    watcher = watch_config(&path, &config, &reload_tx).or(watcher);
                 }
-                config_hash = hash;
-                reload(&path, &mut config, &mut shared, &mut running, &mut endpoint);
             }
             Some(_) = recv(&mut hup) => {
-                config_hash = file_hash(&path);
-                reload(&path, &mut config, &mut shared, &mut running, &mut endpoint);
+                if reload(&path, &mut config, &mut shared, &mut running, &mut endpoint, Reload::Always) {
+                    watcher = watch_config(&path, &config, &reload_tx).or(watcher);
+                }
             }
             Some(_) = recv(&mut usr1) => {
                 tracing::info!("SIGUSR1: polling every account now");
@@ -226,50 +209,88 @@ fn rebind(endpoint: &mut Endpoint, want: Option<std::net::SocketAddr>, metrics: 
     }
 }
 
-fn file_hash(path: &Path) -> Option<u64> {
-    let bytes = std::fs::read(path).ok()?;
-    Some(bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
-    }))
-}
-
-/// Reads and validates the config anew; applies it only when it is valid.
-/// The config at `path` for a reload, or `None` (said in the log) when it must not replace the
-/// one in force: invalid, or without accounts (emptied by mistake, or half written by a tool,
-/// it would stop every account; a start with it is refused too).
-fn load_for_reload(path: &Path) -> Option<Config> {
-    match config::load(path) {
-        Ok(c) if c.accounts.is_empty() => {
-            tracing::error!(
-                "config reload failed: no accounts in {}; the previous config stays in force",
-                path.display()
-            );
-            None
-        }
-        Ok(c) => Some(c),
+/// Watches the config file and what it includes (see [`watch`]); `None`, said in the log, when
+/// it cannot.
+fn watch_config(
+    path: &Path,
+    config: &Config,
+    tx: &mpsc::UnboundedSender<()>,
+) -> Option<notify::RecommendedWatcher> {
+    let files: Vec<&Path> = config.included.iter().map(|i| i.path.as_path()).collect();
+    match watch::watch(path, &config.include, &files, tx.clone()) {
+        Ok(w) => Some(w),
         Err(e) => {
-            tracing::error!(
-                error = %e,
-                "config reload failed: {}; the previous config stays in force",
-                crate::text::error_chain(&e)
-            );
+            tracing::warn!(path = %path.display(), error = %e, "cannot watch the config file {}: {e}; reload with SIGHUP", path.display());
             None
         }
     }
 }
 
+/// When a reload applies what it read.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Reload {
+    /// SIGHUP: always, and said in the log.
+    Always,
+    /// A file event: only when a file's text changed (notify also reports a mere touch).
+    IfChanged,
+}
+
+/// The config at `path` for a reload, or `None` (said in the log) when it must not replace the
+/// one in force: the main file invalid, or no accounts left (emptied by mistake, or half
+/// written by a tool, it would stop every account; a start with it is refused too). An
+/// included file that is refused keeps its accounts of `previous`; said in the log, with its
+/// file and line.
+fn load_for_reload(path: &Path, previous: &Config, when: Reload) -> Option<Config> {
+    let reloaded = match config::load_keeping(path, previous) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(
+                file = %e.path.display(),
+                error = %e,
+                "config reload failed: {}; the previous config stays in force",
+                crate::text::error_chain(&e)
+            );
+            return None;
+        }
+    };
+    if when == Reload::IfChanged
+        && reloaded.refused.is_empty()
+        && reloaded.config.same_files(previous)
+    {
+        return None;
+    }
+    for e in &reloaded.refused {
+        tracing::error!(
+            file = %e.path.display(),
+            error = %e,
+            "config reload: {}; the accounts that file had stay as they were",
+            crate::text::error_chain(e)
+        );
+    }
+    if reloaded.config.accounts.is_empty() {
+        tracing::error!(
+            "config reload failed: no accounts in {}; the previous config stays in force",
+            path.display()
+        );
+        return None;
+    }
+    Some(reloaded.config)
+}
+
+/// Reads the config again and applies it; whether it did.
 fn reload(
     path: &Path,
     config: &mut Config,
     shared: &mut Arc<Shared>,
     running: &mut HashMap<String, Running>,
     endpoint: &mut Endpoint,
-) {
-    systemd::reloading();
-    let Some(new) = load_for_reload(path) else {
-        systemd::ready(&status_line(shared, running.len()));
-        return;
+    when: Reload,
+) -> bool {
+    let began = Instant::now();
+    let Some(new) = load_for_reload(path, config, when) else {
+        return false;
     };
+    systemd::reloading();
     // Global settings changed: every account restarts under the new ones.
     let global_changed = new.state_dir != config.state_dir
         || new.max_parallel != config.max_parallel
@@ -283,6 +304,7 @@ fn reload(
     metrics.write_textfile();
     rebind(endpoint, new.metrics_listen, metrics);
     let mut kept = 0;
+    let mut started: Vec<(Arc<Account>, Option<JoinHandle<()>>)> = Vec::new();
     let mut old: HashMap<String, Running> = std::mem::take(running);
     // An account under a new name on a mailbox whose old name is gone is a rename: it starts
     // once the old name's poll is over (state and lock follow the mailbox).
@@ -314,7 +336,7 @@ fn reload(
                     "account changed: restarting it after its current poll"
                 );
                 r.retire.cancel();
-                start(shared, running, a.clone(), Some(r.handle), None);
+                started.push((a.clone(), Some(r.handle)));
             }
             None => match renamed.remove(&crate::state::Mailbox::of(a)) {
                 Some(r) => {
@@ -324,14 +346,19 @@ fn reload(
                         "account renamed: it starts after the old name's current poll"
                     );
                     r.retire.cancel();
-                    start(shared, running, a.clone(), Some(r.handle), None);
+                    started.push((a.clone(), Some(r.handle)));
                 }
                 None => {
                     tracing::info!(account = a.name, "account added");
-                    start(shared, running, a.clone(), None, None);
+                    started.push((a.clone(), None));
                 }
             },
         }
+    }
+    // Accounts a reload starts are spread like those of a start, over a window for their number.
+    let window = scheduler::start_window(started.len(), new.start_spread);
+    for (a, previous) in started {
+        start(shared, running, a, previous, window);
     }
     old.extend(renamed.into_values().map(|r| (r.account.name.clone(), r)));
     for (name, r) in old {
@@ -344,18 +371,22 @@ fn reload(
     tracing::info!(
         accounts = new.accounts.len(),
         unchanged = kept,
+        elapsed_ms = began.elapsed().as_millis() as u64,
         "config reloaded"
     );
     *config = new;
     systemd::ready(&status_line(shared, running.len()));
+    true
 }
 
+/// Starts `account`'s task (after `previous`, its old one, has ended); its first poll comes at
+/// its phase within `window` (see [`scheduler::phase`]).
 fn start(
     shared: &Arc<Shared>,
     running: &mut HashMap<String, Running>,
     account: Arc<Account>,
     previous: Option<JoinHandle<()>>,
-    schedule: Option<Schedule>,
+    window: Duration,
 ) {
     let retire = CancellationToken::new();
     let poke = Arc::new(Notify::new());
@@ -365,7 +396,7 @@ fn start(
         retire.clone(),
         poke.clone(),
     );
-    let mut schedule = schedule;
+    let first = scheduler::phase(&account.name, window, account.interval);
     let handle = tokio::spawn(async move {
         // Never two polls of one account at once: a changed account waits for its old task.
         if let Some(prev) = previous {
@@ -379,9 +410,8 @@ fn start(
                 ret.clone(),
                 pk.clone(),
                 // After a panic the schedule starts afresh.
-                schedule
-                    .take()
-                    .unwrap_or_else(|| Schedule::new(acc.interval)),
+                Schedule::new(acc.interval),
+                first,
             )
         })
         .await;
@@ -453,6 +483,7 @@ async fn account_loop(
     retire: CancellationToken,
     poke: Arc<Notify>,
     schedule: Schedule,
+    first: Duration,
 ) {
     let told: Mutex<Told> = Mutex::new(Told::default());
     // What a poll's result changed, said once the next poll is scheduled, with when and why.
@@ -481,6 +512,7 @@ async fn account_loop(
             .bytes()
             .fold(0u64, |h, b| h.wrapping_mul(31) ^ u64::from(b)),
         status: Some((shared.state_dir.clone(), account.name.clone())),
+        first,
     };
     let (account, shared, told, told_delay, pending) =
         (&account, &shared, &told, &told_delay, &pending);
@@ -650,6 +682,8 @@ struct Timing {
     /// The account's server's: taken before `permits`.
     server_permits: Arc<Semaphore>,
     seed: u64,
+    /// When the first poll comes, from the start.
+    first: Duration,
     /// Told when the next poll is due (`None`: polling suspended).
     next_poll: Box<dyn Fn(Option<std::time::SystemTime>, Option<Why>) + Send + Sync>,
     /// The state directory and account whose status file learns each next poll and its reason.
@@ -657,14 +691,14 @@ struct Timing {
 }
 
 /// Waits and polls on `schedule` until retired, shut down, or suspended (then it waits for
-/// retirement or shutdown and returns `Next::Suspended`). The first poll comes within
-/// [`START_SPREAD`]; each poll holds one of the shared permits.
+/// retirement or shutdown and returns `Next::Suspended`). The first poll comes after
+/// `t.first`; each poll holds one of the shared permits.
 async fn run_schedule<F, Fut>(t: &Timing, mut schedule: Schedule, mut poll: F) -> Next
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Outcome>,
 {
-    let mut next = Instant::now() + scheduler::jitter(START_SPREAD * 10, scheduler::random(t.seed));
+    let mut next = Instant::now() + t.first;
     (t.next_poll)(Some(wall_clock(next)), None);
     loop {
         tokio::select! {

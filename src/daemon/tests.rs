@@ -20,6 +20,7 @@ fn timing(permits: &Arc<Semaphore>, seed: u64) -> Timing {
         permits: permits.clone(),
         server_permits: Arc::new(Semaphore::new(Semaphore::MAX_PERMITS)),
         seed,
+        first: Duration::from_millis(seed % 2000),
         next_poll: Box::new(|_, _| {}),
         status: None,
     }

@@ -8,9 +8,16 @@
 //! Kubernetes ConfigMap and Secret volumes publish a new version by swapping a `..data` symlink
 //! next to `config.toml -> ..data/config.toml`, and release directories swap a `current`
 //! symlink (`ln -sfn`); the file's own name sees no event then, the symlink's does.
+//!
+//! The files `include` names are watched the same way, each through its symlinks, and so is
+//! the directory of each pattern, for a name that matches it (a file added, removed or
+//! replaced), and the symlinks on the way to that directory (a `conf.d` that is itself a
+//! ConfigMap volume or reached through one). Which accounts changed is the reload's business:
+//! it reads every file again and parses only those whose text changed.
 
 use std::collections::BTreeSet;
 use std::ffi::OsString;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use notify::event::{AccessKind, AccessMode, EventKind};
@@ -20,12 +27,37 @@ use tokio::sync::mpsc::UnboundedSender;
 /// Symlinks followed at most while resolving the config's path (the kernel's own limit).
 const MAX_LINKS: usize = 40;
 
-/// Starts watching `config`; each relevant change sends `()` on `tx`. Keep the returned watcher
+/// Starts watching `config`, the files it includes (`files`) and the directories of its
+/// `include` patterns; each relevant change sends `()` on `tx`. Keep the returned watcher
 /// alive for as long as changes should be seen.
-pub fn watch(config: &Path, tx: UnboundedSender<()>) -> notify::Result<notify::RecommendedWatcher> {
-    let points = watch_points(config);
+pub fn watch(
+    config: &Path,
+    include: &[PathBuf],
+    files: &[&Path],
+    tx: UnboundedSender<()>,
+) -> notify::Result<notify::RecommendedWatcher> {
+    let mut points = watch_points(config);
+    let mut patterns: Vec<Vec<u8>> = Vec::new();
+    for pattern in include {
+        if let (Some(dir), Some(name)) = (pattern.parent(), pattern.file_name()) {
+            points.extend(watch_points(dir));
+            points.push((absolute(dir), name.to_os_string()));
+            patterns.push(name.as_bytes().to_vec());
+        }
+    }
+    for file in files {
+        points.extend(watch_points(file));
+    }
     let dirs: BTreeSet<PathBuf> = points.iter().map(|(d, _)| d.clone()).collect();
     let names: BTreeSet<OsString> = points.into_iter().map(|(_, n)| n).collect();
+    let matches = move |n: &std::ffi::OsStr| {
+        names.contains(n)
+            || patterns.iter().any(|p| {
+                // A wildcard does not match a leading dot (see `config::include`).
+                (!n.as_bytes().starts_with(b".") || p.starts_with(b"."))
+                    && crate::config::include::glob(p, n.as_bytes())
+            })
+    };
     let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
         let Ok(ev) = ev else { return };
         let changes = matches!(
@@ -35,10 +67,7 @@ pub fn watch(config: &Path, tx: UnboundedSender<()>) -> notify::Result<notify::R
                 | EventKind::Remove(_)
                 | EventKind::Access(AccessKind::Close(AccessMode::Write))
         );
-        let ours = ev
-            .paths
-            .iter()
-            .any(|p| p.file_name().is_some_and(|n| names.contains(n)));
+        let ours = ev.paths.iter().any(|p| p.file_name().is_some_and(&matches));
         if changes && ours {
             let _ = tx.send(());
         }
