@@ -9,6 +9,7 @@ use support::{cyrus, dovecot, harness, peers, pop3_server, postfix};
 
 mod auth;
 mod cli;
+mod config;
 mod daemon;
 mod deliver;
 mod durability;
