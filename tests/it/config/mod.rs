@@ -1,3 +1,3 @@
 //! The config as the binary reads it: files included from a directory.
 
-mod include;
+pub(crate) mod include;
