@@ -79,8 +79,8 @@ pub enum Command {
     },
     /// Run in the foreground, polling every account on its schedule, until SIGTERM or SIGINT.
     ///
-    /// The config is reloaded when its file changes or on SIGHUP; SIGUSR1 polls every account
-    /// now. Under systemd it reports readiness and status (Type=notify).
+    /// The config is reloaded when its file or a file it includes changes, or on SIGHUP;
+    /// SIGUSR1 polls every account now. Under systemd it reports readiness and status (Type=notify).
     Daemon,
     /// Show each account's health, last poll, errors, mail waiting and next poll, from the
     /// state directory (no daemon needed).

@@ -657,7 +657,8 @@ A usage or config error; nothing was polled (for \fBstatus\fR: nor any status fi
 A second SIGTERM or SIGINT ended \fBfetch\fR or the daemon at once. Nothing is lost: a message
 is deleted only after it is delivered and recorded.
 .SH SIGNALS
-\fBpopfetch daemon\fR reloads its config on SIGHUP (it also notices when the file changes),
+\fBpopfetch daemon\fR reloads its config on SIGHUP (it also notices when the file or one it
+includes changes; only the accounts that changed restart),
 polls every account at once on SIGUSR1, and on SIGTERM or SIGINT lets each poll finish the
 message in flight, send the DELEs owed and QUIT, then exits within \fBshutdown_timeout\fR.
 Under systemd (\fBType=notify\fR) it reports READY, RELOADING, STOPPING and a STATUS line, and
