@@ -11,8 +11,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use super::validate::{
-    ConfigError, ca_file_problems, ca_files, key_position, parse_main, permission_problems, read,
-    secret_files,
+    ConfigError, ca_file_problems, ca_files, defaults_key_position, key_position, parse_main,
+    permission_problems, read, secret_files,
 };
 use super::{Account, Config, Credentials, Deliver, OAuth2Source, PasswordSource};
 use std::collections::HashMap;
@@ -127,16 +127,26 @@ struct Findings<'a> {
 impl Findings<'_> {
     fn push(&mut self, severity: Severity, mut error: ConfigError) {
         let mut text = self.text;
+        let mut included = false;
         if let Some(i) = error.account.as_ref().and_then(|a| self.files.get(a))
             && let Some((file, t, _)) = self.included.get(*i)
         {
             error.path = file.clone();
             text = t;
+            included = true;
         }
         if error.position.is_none()
             && let Some(key) = error.key.as_deref()
         {
             error.position = key_position(text, error.account.as_deref(), key);
+            // Not in the account's own table: taken from the main file's `[defaults]`.
+            if error.position.is_none()
+                && included
+                && let Some(at) = defaults_key_position(self.text, key)
+            {
+                error.path = self.path.to_path_buf();
+                error.position = Some(at);
+            }
         }
         // The trust rule and this pass may see one file twice (a refused mode): say it once.
         if !self.list.iter().any(|f| f.error == error) {

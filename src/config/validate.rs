@@ -91,6 +91,14 @@ pub(super) fn key_position(text: &str, account: Option<&str>, key: &str) -> Opti
     Some(line_col(text, at))
 }
 
+/// Where the config text `text` writes `key` in its `[defaults]`, if it does: for a finding
+/// about an account of an included file that takes the key from the main file.
+pub(super) fn defaults_key_position(text: &str, key: &str) -> Option<(usize, usize)> {
+    let raw: RawConfig = toml::from_str(text).ok()?;
+    let defaults = table_region(text, raw.defaults.as_ref()?.span());
+    key_offset(text, defaults, key).map(|at| line_col(text, at))
+}
+
 /// The one trust rule ([`crate::trust::secret_file`]) for the config file, which names the
 /// programs popfetch runs and may hold passwords, and for every file it names that holds a
 /// secret: every file it refuses. A file that does not exist yet is left to the moment it is

@@ -226,3 +226,29 @@ fn an_included_file_others_may_write_is_refused() {
         run.stderr
     );
 }
+
+#[test]
+fn a_check_finding_on_a_value_from_the_main_files_defaults_is_placed_there() {
+    let server = Server::healthy(vec![]);
+    let env = Env::new();
+    // A Maildir that does not exist yet: a warning, about a key alice takes from [defaults].
+    let maildir = env.path().join("not-yet/Maildir");
+    env.write_config(&format!(
+        "include = [\"conf.d/*.toml\"]\n\n[defaults]\ndeliver = {{ maildir = \"{}\" }}\n",
+        maildir.display()
+    ));
+    write(
+        &env.path().join("conf.d/alice.toml"),
+        &account(&server, "alice"),
+    );
+    let run = env.popfetch(&["check"]);
+    run.assert_code(0);
+    // write_config puts `state_dir` and a blank line first: `deliver` is on line 6.
+    let want = format!("{}, line 6", env.config_path().display());
+    let line = run
+        .stderr
+        .lines()
+        .find(|l| l.contains("warning") && l.contains("account `alice`"))
+        .unwrap_or_else(|| panic!("no warning about alice: {}", run.stderr));
+    assert!(line.contains(&want), "want {want}: {line}");
+}
