@@ -183,13 +183,21 @@ pub const START_SLOT: Duration = Duration::from_millis(250);
 /// The longest start window unless `start_spread` says otherwise.
 pub const START_SPREAD_CAP: Duration = Duration::from_secs(600);
 
-/// The window the first polls of `accounts` accounts started together are spread over:
-/// [`START_SLOT`] each, at most `cap` (`start_spread`, else [`START_SPREAD_CAP`]).
-pub fn start_window(accounts: usize, cap: Option<Duration>) -> Duration {
-    let slots = u32::try_from(accounts).unwrap_or(u32::MAX);
-    START_SLOT
-        .saturating_mul(slots)
-        .min(cap.unwrap_or(START_SPREAD_CAP))
+/// The window the first polls of a daemon's `accounts` accounts are spread over when it
+/// starts: `start_spread` when set, else [`START_SLOT`] each, at most [`START_SPREAD_CAP`].
+pub fn start_window(accounts: usize, start_spread: Option<Duration>) -> Duration {
+    start_spread.unwrap_or_else(|| slots(accounts).min(START_SPREAD_CAP))
+}
+
+/// The window for the first polls of the `accounts` accounts a reload adds or changes:
+/// [`START_SLOT`] each, at most `start_spread` (else [`START_SPREAD_CAP`]), so that an edited
+/// account polls within a moment rather than somewhere in the whole start window.
+pub fn reload_window(accounts: usize, start_spread: Option<Duration>) -> Duration {
+    slots(accounts).min(start_spread.unwrap_or(START_SPREAD_CAP))
+}
+
+fn slots(accounts: usize) -> Duration {
+    START_SLOT.saturating_mul(u32::try_from(accounts).unwrap_or(u32::MAX))
 }
 
 /// Where in a start window of `window` (at most its `interval`) the account `name` polls
@@ -380,6 +388,13 @@ mod tests {
         assert_eq!(window, Duration::from_secs(250));
         assert_eq!(start_window(100_000, None), START_SPREAD_CAP);
         assert_eq!(start_window(100_000, Some(MIN)), MIN);
+        // A `start_spread` is the start's window whatever the number of accounts, and the
+        // longest window of a reload's.
+        assert_eq!(start_window(16, Some(MIN)), MIN);
+        assert_eq!(reload_window(16, Some(MIN)), Duration::from_secs(4));
+        assert_eq!(reload_window(1, None), START_SLOT);
+        assert_eq!(reload_window(100_000, Some(MIN)), MIN);
+        assert_eq!(reload_window(100_000, None), START_SPREAD_CAP);
         let phases: Vec<Duration> = (0..1000)
             .map(|i| phase(&format!("user{i}"), window, Duration::from_secs(3600)))
             .collect();

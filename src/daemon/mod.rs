@@ -356,7 +356,7 @@ fn reload(
         }
     }
     // Accounts a reload starts are spread like those of a start, over a window for their number.
-    let window = scheduler::start_window(started.len(), new.start_spread);
+    let window = scheduler::reload_window(started.len(), new.start_spread);
     for (a, previous) in started {
         start(shared, running, a, previous, window);
     }

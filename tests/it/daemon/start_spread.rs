@@ -1,6 +1,6 @@
 //! A daemon that starts with many accounts spreads their first connections over a window (a
-//! quarter second per account, at most the interval), each account at a point fixed by its
-//! name, so a restart keeps it; `fetch` still connects to all at once.
+//! quarter second per account, or `start_spread`; at most the interval), each account at a
+//! point fixed by its name, so a restart keeps it; `fetch` still connects to all at once.
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -11,12 +11,14 @@ use crate::support::config::Account;
 
 const ACCOUNTS: usize = 16;
 
-/// Sixteen accounts on one server, nothing limiting how many connect at once.
-fn setup() -> (Server, Env) {
+/// Sixteen accounts on one server, nothing limiting how many connect at once; `global` adds
+/// global settings.
+fn setup(global: &str) -> (Server, Env) {
     let server = Server::healthy(vec![]);
     let env = Env::new();
-    let mut text =
-        String::from("log_target = \"stderr\"\nmax_parallel = 16\nmax_parallel_per_server = 16\n");
+    let mut text = format!(
+        "log_target = \"stderr\"\nmax_parallel = 16\nmax_parallel_per_server = 16\n{global}"
+    );
     for i in 0..ACCOUNTS {
         text.push_str(
             &Account::scripted(&server)
@@ -61,7 +63,7 @@ fn first_sessions(server: &Server, env: &Env, before: usize) -> (Vec<Duration>, 
 
 #[test]
 fn first_polls_are_spread_over_the_start_window_in_a_fixed_order() {
-    let (server, env) = setup();
+    let (server, env) = setup("");
     let (at, users) = first_sessions(&server, &env, 0);
     assert_eq!(at.len(), ACCOUNTS, "every account polled: {at:?}");
     let (first, last) = (at[0], at[ACCOUNTS - 1]);
@@ -90,11 +92,27 @@ fn first_polls_are_spread_over_the_start_window_in_a_fixed_order() {
 
 #[test]
 fn fetch_is_not_spread() {
-    let (server, env) = setup();
+    let (server, env) = setup("");
     let started = Instant::now();
     env.popfetch(&["fetch"]).assert_code(0);
     let log = server.log();
     assert_eq!(log.connected.len(), ACCOUNTS);
     let last = log.connected[ACCOUNTS - 1].saturating_duration_since(started);
     assert!(last < Duration::from_secs(2), "{last:?}");
+}
+
+#[test]
+fn a_start_spread_is_the_window_whatever_the_number_of_accounts() {
+    // Sixteen accounts would take 4 s by default; "9s" spreads them over 9 s.
+    let (server, env) = setup("start_spread = \"9s\"\n");
+    let (at, _) = first_sessions(&server, &env, 0);
+    assert_eq!(at.len(), ACCOUNTS, "every account polled: {at:?}");
+    assert!(at[ACCOUNTS - 1] - at[0] > Duration::from_secs(5), "{at:?}");
+    assert!(at[ACCOUNTS - 1] < Duration::from_secs(15), "{at:?}");
+
+    // "0s": all at once.
+    let (server, env) = setup("start_spread = \"0s\"\n");
+    let (at, _) = first_sessions(&server, &env, 0);
+    assert_eq!(at.len(), ACCOUNTS, "every account polled: {at:?}");
+    assert!(at[ACCOUNTS - 1] - at[0] < Duration::from_secs(1), "{at:?}");
 }
