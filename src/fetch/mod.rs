@@ -343,7 +343,7 @@ async fn quit(
         let mut gone: Vec<MsgNum> = deleted.iter().map(|(num, _)| *num).collect();
         gone.sort();
         state.retain_only_by(|u| {
-            let h = hasher.hash_one(u.as_str());
+            let h = hasher.hash_one(u);
             fetched.contains(&h)
                 || Plan::known_as(known, h).is_some_and(|num| gone.binary_search(&num).is_err())
         });

@@ -77,6 +77,15 @@ pub enum InvalidUidl {
 
 impl Uidl {
     pub fn parse(s: &[u8]) -> Result<Uidl, InvalidUidl> {
+        Uidl::check(s)?;
+        // Every byte is printable ASCII, so this cannot fail.
+        let s = std::str::from_utf8(s).map_err(|_| InvalidUidl::BadByte(0x80))?;
+        Ok(Uidl(s.into()))
+    }
+
+    /// Whether `s` is a unique-id [`Uidl::parse`] accepts, without making one: for readers
+    /// that keep many of them in a buffer of their own.
+    pub fn check(s: &[u8]) -> Result<(), InvalidUidl> {
         if s.is_empty() {
             return Err(InvalidUidl::Empty);
         }
@@ -86,9 +95,7 @@ impl Uidl {
         if let Some(&b) = s.iter().find(|b| !(0x21..=0x7e).contains(*b)) {
             return Err(InvalidUidl::BadByte(b));
         }
-        // Every byte is printable ASCII, so this cannot fail.
-        let s = std::str::from_utf8(s).map_err(|_| InvalidUidl::BadByte(0x80))?;
-        Ok(Uidl(s.into()))
+        Ok(())
     }
 
     pub fn as_str(&self) -> &str {

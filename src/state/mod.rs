@@ -57,7 +57,9 @@ use std::path::{Path, PathBuf};
 
 use crate::pop3::Uidl;
 
+mod delivered;
 mod record;
+use delivered::Delivered;
 use record::Record;
 
 /// The journal format this build writes and reads.
@@ -137,7 +139,7 @@ pub struct AccountState {
     /// Held for the lock; released on drop.
     _lock: File,
     /// Delivered UIDLs and when (Unix seconds).
-    delivered: HashMap<Uidl, u64>,
+    delivered: Delivered,
     pending: HashMap<Uidl, String>,
     held: HashSet<Uidl>,
     oversize: HashSet<Uidl>,
@@ -235,12 +237,7 @@ impl AccountState {
         };
         if parsed.version < FORMAT {
             // Undated deliveries of format 1 get today's date, once and for all.
-            let now = now_secs();
-            for at in state.delivered.values_mut() {
-                if *at == 0 {
-                    *at = now;
-                }
-            }
+            state.delivered.date_undated(now_secs());
             state.compact()?;
         } else {
             state.compact_if_large()?;
@@ -259,12 +256,12 @@ impl AccountState {
 
     /// Whether `uidl` was delivered (and so must not be fetched again).
     pub fn is_delivered(&self, uidl: &Uidl) -> bool {
-        self.delivered.contains_key(uidl)
+        self.delivered.contains(uidl.as_str().as_bytes())
     }
 
     /// When `uidl` was delivered (Unix seconds), if it was.
     pub fn delivered_at(&self, uidl: &Uidl) -> Option<u64> {
-        self.delivered.get(uidl).copied()
+        self.delivered.get(uidl.as_str().as_bytes())
     }
 
     /// Whether `uidl` was found over `max_size` and reported already.
@@ -340,7 +337,7 @@ impl AccountState {
         });
         self.pending.remove(uidl);
         self.reached.remove(uidl);
-        self.delivered.insert(uidl.clone(), at);
+        self.delivered.insert(uidl.as_str().as_bytes(), at);
     }
 
     /// The recipients that already have `uidl` (see [`AccountState::record_reached`]).
@@ -431,7 +428,7 @@ impl AccountState {
     /// Forgets `uidl`: deleted from the server for good, a delivery that never finished, or a
     /// held message released.
     pub fn forget(&mut self, uidl: &Uidl) {
-        if self.delivered.remove(uidl).is_some()
+        if self.delivered.remove(uidl.as_str().as_bytes()).is_some()
             | self.pending.remove(uidl).is_some()
             | self.held.remove(uidl)
             | self.oversize.remove(uidl)
@@ -444,19 +441,21 @@ impl AccountState {
     /// Forgets every delivered UIDL that is not in `on_server`: after a complete session, those
     /// messages are gone and their UIDLs will not come back (RFC 1939 §7).
     pub fn retain_only(&mut self, on_server: &HashSet<&Uidl>) {
+        let on_server: HashSet<&str> = on_server.iter().map(|u| u.as_str()).collect();
         self.retain_only_by(|u| on_server.contains(u));
     }
 
     /// [`AccountState::retain_only`] with a test in place of a set, so that a caller need not
     /// hold every UIDL a server listed.
-    pub fn retain_only_by(&mut self, on_server: impl Fn(&Uidl) -> bool) {
+    pub fn retain_only_by(&mut self, on_server: impl Fn(&str) -> bool) {
         let gone: Vec<Uidl> = self
             .delivered
-            .keys()
-            .chain(&self.oversize)
-            .chain(self.reached.keys())
+            .iter()
+            .map(|(u, _)| u)
+            .chain(self.oversize.iter().map(Uidl::as_str))
+            .chain(self.reached.keys().map(Uidl::as_str))
             .filter(|u| !on_server(u))
-            .cloned()
+            .filter_map(|u| Uidl::parse(u.as_bytes()).ok())
             .collect();
         for u in &gone {
             self.forget(u);
@@ -536,16 +535,18 @@ impl AccountState {
     /// records it stands for.
     fn live_records(&self) -> Vec<Record> {
         let mut delivered: Vec<_> = self.delivered.iter().collect();
-        delivered.sort();
+        delivered.sort_unstable();
         let mut oversize: Vec<_> = self.oversize.iter().collect();
         oversize.sort();
         let mut ids: Vec<_> = self.message_ids.iter().collect();
         ids.sort();
         let mut held: Vec<_> = self.held.iter().collect();
         held.sort();
-        let delivered = delivered.into_iter().map(|(u, &at)| Record::Delivered {
-            uidl: u.clone(),
-            at: Some(at),
+        let delivered = delivered.into_iter().filter_map(|(u, at)| {
+            Some(Record::Delivered {
+                uidl: Uidl::parse(u.as_bytes()).ok()?,
+                at: Some(at),
+            })
         });
         let oversize = oversize.into_iter().cloned().map(Record::Oversize);
         let ids = ids
@@ -590,7 +591,7 @@ impl AccountState {
 pub struct Snapshot {
     /// The journal read, if there was one.
     pub path: Option<PathBuf>,
-    delivered: HashSet<Uidl>,
+    delivered: Delivered,
     held: HashSet<Uidl>,
     _lock: Option<File>,
 }
@@ -648,7 +649,7 @@ impl Snapshot {
         let (parsed, _) = parse(&path, &bytes)?;
         Ok(Snapshot {
             path: Some(path),
-            delivered: parsed.delivered.into_keys().collect(),
+            delivered: parsed.delivered,
             held: parsed.held,
             _lock: lock,
         })
@@ -656,7 +657,7 @@ impl Snapshot {
 
     /// Whether `uidl` was delivered (a poll never fetches it again).
     pub fn is_delivered(&self, uidl: &Uidl) -> bool {
-        self.delivered.contains(uidl)
+        self.delivered.contains(uidl.as_str().as_bytes())
     }
 
     /// Whether `uidl` is held on the server after a permanent delivery failure.
@@ -703,7 +704,7 @@ fn header() -> Vec<u8> {
 struct Parsed {
     version: u32,
     /// Time 0: undated (format 1).
-    delivered: HashMap<Uidl, u64>,
+    delivered: Delivered,
     pending: HashMap<Uidl, String>,
     held: HashSet<Uidl>,
     oversize: HashSet<Uidl>,
@@ -723,7 +724,8 @@ impl Parsed {
             Record::Delivered { uidl, at } => {
                 self.pending.remove(&uidl);
                 self.reached.remove(&uidl);
-                self.delivered.insert(uidl, at.unwrap_or(0));
+                self.delivered
+                    .insert(uidl.as_str().as_bytes(), at.unwrap_or(0));
             }
             Record::Reached { uidl, rcpt } => {
                 self.reached.entry(uidl).or_default().insert(rcpt);
@@ -731,7 +733,7 @@ impl Parsed {
             Record::Forget(uidl) => {
                 self.pending.remove(&uidl);
                 self.reached.remove(&uidl);
-                self.delivered.remove(&uidl);
+                self.delivered.remove(uidl.as_str().as_bytes());
                 self.held.remove(&uidl);
                 self.oversize.remove(&uidl);
             }
@@ -782,8 +784,11 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<(Parsed, usize), StateError> {
         });
     }
 
+    // A line is a record: no table grows while the journal is read.
+    let records = memchr::memchr_iter(b'\n', &bytes[..valid_len]).count();
     let mut p = Parsed {
         version,
+        delivered: Delivered::with_capacity(records),
         ..Parsed::default()
     };
     for (i, line) in lines.enumerate() {
@@ -791,8 +796,22 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<(Parsed, usize), StateError> {
             continue; // the split after the final newline
         }
         p.records += 1;
+        // A `D` line is taken without making a `Record` (and its `Uidl`): most lines are one.
+        if let Some((uidl, at)) = record::parse_delivered(line, version) {
+            if (!p.pending.is_empty() || !p.reached.is_empty())
+                && let Ok(u) = Uidl::parse(uidl)
+            {
+                p.pending.remove(&u);
+                p.reached.remove(&u);
+            }
+            p.delivered.insert(uidl, at);
+            continue;
+        }
         let rec = Record::parse(line, version).map_err(|why| corrupt(i + 2, &why))?;
         p.apply(rec);
+    }
+    if p.delivered.len() < records * 3 / 4 {
+        p.delivered.shrink();
     }
     Ok((p, valid_len))
 }

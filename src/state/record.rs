@@ -134,6 +134,22 @@ impl Record {
     }
 }
 
+/// A `D <uidl> <time>` line of a journal of `format` 2 or later, read without allocating: the
+/// UIDL's bytes (checked as [`Uidl::parse`] checks them) and the time. `None` for any other
+/// line, which [`Record::parse`] then reads or refuses. Nearly every line of a big kept
+/// mailbox's journal is one of these.
+pub fn parse_delivered(line: &[u8], format: u32) -> Option<(&[u8], u64)> {
+    let rest = line.strip_prefix(b"D ").filter(|_| format >= 2)?;
+    let space = memchr::memchr(b' ', rest)?;
+    let (uidl, at) = (&rest[..space], &rest[space + 1..]);
+    Uidl::check(uidl).ok()?;
+    if at.is_empty() || at.len() > 19 || !at.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let at = at.iter().fold(0u64, |n, &d| n * 10 + u64::from(d - b'0'));
+    Some((uidl, at))
+}
+
 fn number(field: Option<&[u8]>) -> Result<u64, String> {
     field
         .and_then(|f| std::str::from_utf8(f).ok())

@@ -593,7 +593,7 @@ fn reached_recipients_survive_a_retry_and_go_with_delivery_or_the_message() {
     // Delivered to all at last: nothing left to remember per recipient.
     s.record_delivered(&u("m"));
     // Gone from the server: forgotten.
-    s.retain_only_by(|x| x.as_str() != "gone");
+    s.retain_only_by(|x| x != "gone");
     s.sync().unwrap();
     drop(s);
     let s = AccountState::open_stem(dir.path(), "a").unwrap();
