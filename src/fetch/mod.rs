@@ -193,8 +193,9 @@ async fn poll_once(
     let r = poll_with(account, &backend, &mut state, stop, progress, report).await;
     backend.close().await;
     // Whatever happened, what was recorded reaches the file. Everything a DELE depended on was
-    // fsync'd before that DELE; what is left can be lost without harm (see `flush`).
-    let synced = state.flush();
+    // fsync'd before that DELE; what is left can be lost without harm (see `flush`). What later
+    // records superseded is compacted away (see `finish`).
+    let synced = state.finish();
     r?;
     synced?;
     Ok(())

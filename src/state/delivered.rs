@@ -167,6 +167,11 @@ impl Delivered {
             + self.entries.capacity() * std::mem::size_of::<Entry>()
             + self.index.allocation_size()
     }
+
+    /// Sum of the UIDLs' lengths, for the size of the journal they make.
+    pub(super) fn uidl_bytes(&self) -> usize {
+        self.bytes.len() - self.garbage
+    }
 }
 
 #[cfg(test)]

@@ -45,9 +45,11 @@
 //! only cut the last record short; such a torn tail (no final newline, or NUL bytes the file
 //! system left behind) is ignored on load, since nothing acted on a record before it was synced.
 //! Anything else that does not parse is corruption and stops the account with an error that says
-//! what to do: silently starting afresh would fetch a whole kept mailbox again. When the journal
-//! has grown well past the live set it is rewritten by atomic replace (temp file, fsync, rename,
-//! fsync of the directory).
+//! what to do: silently starting afresh would fetch a whole kept mailbox again. The journal is
+//! rewritten as its live set alone (a `P` its `D` superseded, a `D` its `F` forgot, are dropped)
+//! by atomic replace (temp file, fsync, rename, fsync of the directory): within a poll when it
+//! has grown past twice the live set, and at the poll's end ([`AccountState::finish`]) when the
+//! dead part is over an eighth of it; a crash leaves the old journal or the new one, both whole.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs::{File, OpenOptions};
@@ -150,8 +152,8 @@ pub struct AccountState {
     reached: HashMap<Uidl, BTreeSet<String>>,
     /// Records appended but not yet written and synced.
     unsynced: Vec<u8>,
-    /// Records in the journal file, to decide when to compact.
-    records: usize,
+    /// Octets in the journal file, to decide when to compact.
+    file_len: usize,
 }
 
 impl AccountState {
@@ -233,7 +235,7 @@ impl AccountState {
             fingerprint: parsed.fingerprint,
             reached: parsed.reached,
             unsynced: Vec::new(),
-            records: parsed.records,
+            file_len: valid_len,
         };
         if parsed.version < FORMAT {
             // Undated deliveries of format 1 get today's date, once and for all.
@@ -484,6 +486,7 @@ impl AccountState {
             return Ok(());
         }
         let r = self.journal.write_all(&self.unsynced);
+        self.file_len += self.unsynced.len();
         self.unsynced.clear();
         r.map_err(|source| StateError::Io {
             path: self.path.clone(),
@@ -491,28 +494,68 @@ impl AccountState {
         })
     }
 
+    /// Ends a poll: writes what is left (as [`Self::flush`]) and, when the journal holds
+    /// more than an eighth (plus 16 KiB) beyond its live set, rewrites it as just that (see
+    /// [`Self::compact`]). A kept mailbox's journal then stays near one line per message, as
+    /// small as the live set allows, while a poll that adds nothing costs no write at all. A
+    /// compaction that fails leaves the journal as it was appended, complete: it is logged and
+    /// tried again at the next poll's end.
+    pub fn finish(&mut self) -> Result<(), StateError> {
+        self.flush()?;
+        let live = self.live_len();
+        if self.file_len > live + live / 8 + (16 << 10)
+            && let Err(e) = self.compact()
+        {
+            tracing::warn!(
+                journal = %self.path.display(),
+                error = %e,
+                "cannot compact the state file: {e}"
+            );
+        }
+        Ok(())
+    }
+
     fn append(&mut self, rec: Record) {
         self.unsynced.extend_from_slice(rec.encode().as_bytes());
         self.unsynced.push(b'\n');
-        self.records += 1;
     }
 
-    /// Rewrites the journal as just the live set when it has grown past twice that (plus slack).
+    /// Rewrites the journal as just the live set when it has grown past twice that (plus
+    /// slack): within a poll that delivers many messages, compactions then cost a bounded
+    /// multiple of the journal's final size; [`Self::finish`] takes the rest.
     fn compact_if_large(&mut self) -> Result<(), StateError> {
-        if self.records <= 2 * self.live() + 1024 || !self.unsynced.is_empty() {
+        if self.file_len <= 2 * self.live_len() + (64 << 10) || !self.unsynced.is_empty() {
             return Ok(());
         }
         self.compact()
     }
 
-    fn live(&self) -> usize {
-        self.delivered.len()
-            + self.pending.len()
-            + self.held.len()
-            + self.oversize.len()
-            + self.message_ids.len()
-            + self.reached.values().map(BTreeSet::len).sum::<usize>()
-            + 1
+    /// About the octets of the live set written out: exact but for the delivered records,
+    /// counted at a 10-digit time each.
+    fn live_len(&self) -> usize {
+        let uidls = |s: &HashSet<Uidl>| s.iter().map(|u| u.as_str().len() + 3).sum::<usize>();
+        header().len()
+            + self.delivered.uidl_bytes()
+            // `D `, a space, ten digits and the newline.
+            + self.delivered.len() * 14
+            + self
+                .pending
+                .iter()
+                .map(|(u, k)| u.as_str().len() + k.len() + 4)
+                .sum::<usize>()
+            + uidls(&self.held)
+            + uidls(&self.oversize)
+            + self
+                .message_ids
+                .keys()
+                .map(|(d, _)| d.len() + 35)
+                .sum::<usize>()
+            + self.fingerprint.as_ref().map_or(0, |f| f.len() + 3)
+            + self
+                .reached
+                .iter()
+                .map(|(u, set)| set.iter().map(|r| u.as_str().len() + r.len() + 4).sum::<usize>())
+                .sum::<usize>()
     }
 
     /// Rewrites the journal as just the live set, dropping Message-IDs older than the window.
@@ -527,7 +570,7 @@ impl AccountState {
         }
         write_atomic(&self.dir, &self.path, &text)?;
         self.journal = open_trusted(&self.path, OpenOptions::new().append(true))?;
-        self.records = self.live();
+        self.file_len = text.len();
         Ok(())
     }
 
@@ -711,7 +754,6 @@ struct Parsed {
     message_ids: HashMap<(String, u64), u64>,
     fingerprint: Option<String>,
     reached: HashMap<Uidl, BTreeSet<String>>,
-    records: usize,
 }
 
 impl Parsed {
@@ -795,7 +837,6 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<(Parsed, usize), StateError> {
         if line.is_empty() {
             continue; // the split after the final newline
         }
-        p.records += 1;
         // A `D` line is taken without making a `Record` (and its `Uidl`): most lines are one.
         if let Some((uidl, at)) = record::parse_delivered(line, version) {
             if (!p.pending.is_empty() || !p.reached.is_empty())

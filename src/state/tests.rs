@@ -111,6 +111,7 @@ fn compaction_keeps_the_live_set() {
         }
         s.record_pending(&u("p"), "key");
         s.sync().unwrap();
+        s.finish().unwrap();
     }
     let len = std::fs::metadata(dir.path().join("a.uidls")).unwrap().len();
     assert!(len < 9000, "journal was not compacted: {len} bytes");

@@ -176,3 +176,57 @@ fn sigkill_at_random_instants_mda_loses_nothing() {
     assert_eq!(d.message_count("alice"), 0);
     eprintln!("crash test: mda, {killed} kills, {} duplicates", n - total);
 }
+
+/// Keep mode, where the journal is compacted at the end of polls: killed at random instants,
+/// every message still lands exactly once, the mailbox is left whole, and a last poll finds
+/// nothing new. Each round's `P` records outgrow the slack, so most rounds end compacting.
+#[test]
+fn sigkill_at_random_instants_keep_mode_with_compaction_exactly_once() {
+    crate::peers::require_peers!("dovecot");
+    let d = Dovecot::start();
+    d.add_user("alice", "pw");
+    let env = Env::new();
+    env.write_config(&format!(
+        "[[account]]\nname = \"alice\"\nhost = \"localhost\"\nport = {}\nca_file = \"{}\"\n\
+         user = \"alice\"\npassword = \"pw\"\nkeep = true\ndeliver = {{ maildir = \"{}\" }}\n",
+        d.pop3s_port(),
+        d.ca_file().display(),
+        env.maildir().display()
+    ));
+    let mut rng = Rng::new();
+    let (mut killed, mut total) = (0, 0);
+    while killed < kills() {
+        let round = 300;
+        d.deliver_many(
+            "alice",
+            (total..total + round)
+                .map(|i| message(i, 1500))
+                .collect::<Vec<_>>(),
+        );
+        total += round;
+        killed += crash_until_done(&env, &mut rng, kills() - killed);
+        assert_eq!(d.message_count("alice"), total, "keep mode deletes nothing");
+    }
+    let run = env.popfetch(&["fetch"]);
+    run.assert_code(0);
+    assert!(
+        run.stdout.contains("alice: 0 new messages"),
+        "{}",
+        run.stdout
+    );
+    let got = subjects(&delivered_in(&env.maildir()));
+    let mut dedup = got.clone();
+    dedup.dedup();
+    assert_eq!(dedup.len(), got.len(), "duplicates after {killed} kills");
+    assert_eq!(got.len(), total, "lost messages after {killed} kills");
+    let journal = std::fs::read_dir(env.path().join("state"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "uidls"))
+        .unwrap();
+    let text = std::fs::read_to_string(&journal).unwrap();
+    let d_lines = text.lines().filter(|l| l.starts_with("D ")).count();
+    assert_eq!(d_lines, total, "one D record per kept message");
+    eprintln!("crash test: keep mode, {killed} kills, {total} messages exactly once");
+}

@@ -1,6 +1,7 @@
 //! Durability: SIGKILL at random instants, recovery of pending deliveries, a full disk, and the
 //! state directory's ownership and identity rules.
 
+mod compaction;
 mod crash;
 mod full_disk;
 mod issue13_state;
