@@ -35,10 +35,10 @@ pub(super) struct Delivered {
 }
 
 impl Delivered {
-    /// An empty map with room for about `n` UIDLs without growing.
-    pub(super) fn with_capacity(n: usize) -> Delivered {
+    /// An empty map with room for `n` UIDLs of `bytes` octets in all without growing.
+    pub(super) fn with_capacity(n: usize, bytes: usize) -> Delivered {
         Delivered {
-            bytes: Vec::with_capacity(n * 20),
+            bytes: Vec::with_capacity(bytes),
             entries: Vec::with_capacity(n),
             index: HashTable::with_capacity(n),
             ..Delivered::default()
@@ -149,15 +149,28 @@ impl Delivered {
         }
     }
 
-    /// Gives back what growing left unused, once loading is done.
+    /// Gives back what loading reserved and left unused, where that is over an eighth.
     pub(super) fn shrink(&mut self) {
-        self.bytes.shrink_to_fit();
-        self.entries.shrink_to_fit();
-        let (bytes, entries, hasher) = (&self.bytes, &self.entries, &self.hasher);
-        self.index.shrink_to_fit(|&i| {
-            let e = &entries[i as usize];
-            hasher.hash_one(&bytes[e.off as usize..(e.off + e.len) as usize])
-        });
+        let loose = |cap: usize, len: usize| cap - len > len / 8;
+        if loose(self.bytes.capacity(), self.bytes.len()) {
+            self.bytes.shrink_to_fit();
+        }
+        if loose(self.entries.capacity(), self.entries.len()) {
+            self.entries.shrink_to_fit();
+            let (bytes, entries, hasher) = (&self.bytes, &self.entries, &self.hasher);
+            self.index.shrink_to_fit(|&i| {
+                let e = &entries[i as usize];
+                hasher.hash_one(&bytes[e.off as usize..(e.off + e.len) as usize])
+            });
+        }
+    }
+
+    /// How many different times of delivery there are (the `T` lines of a compaction).
+    pub(super) fn times(&self) -> usize {
+        let mut at: Vec<u64> = self.entries.iter().map(|e| e.at).collect();
+        at.sort_unstable();
+        at.dedup();
+        at.len()
     }
 
     /// The octets this map holds on the heap.
@@ -201,7 +214,7 @@ mod tests {
     #[test]
     fn a_kept_uidl_costs_a_few_dozen_octets() {
         let n = 50_000;
-        let mut d = Delivered::with_capacity(n);
+        let mut d = Delivered::with_capacity(n, n * 16);
         for i in 0..n {
             d.insert(
                 format!("{i:08X}5f3c2a10").as_bytes(),

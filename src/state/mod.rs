@@ -16,7 +16,7 @@
 //! Records, one per line (their text form is `record::Record`'s alone):
 //!
 //! ```text
-//! popfetch-uidls 3          header: format version
+//! popfetch-uidls 4          header: format version
 //! P <uidl> <key>            delivery under way; <key> lets the backend tell whether it finished
 //! D <uidl> <time>           delivered at <time> (Unix seconds; format 1 had no time): never
 //!                           fetch again; DELE it in delete mode, or once `delete_after` passed
@@ -34,12 +34,17 @@
 //! R <uidl> <recipient>      (format 3) <recipient> has the message though another recipient
 //!                           refused it (LMTP's replies per recipient): a retry leaves it out;
 //!                           dropped with the message's `D` or `F`, kept when `H` is released
+//! T <time>                  (format 4) the bare UIDL lines that follow were delivered at <time>
+//! <uidl>                    (format 4) a line without a space: delivered at the last `T`'s time,
+//!                           as a `D` line says; a compaction writes the deliveries so, grouped
+//!                           by time, one UIDL a line: the size of a plain UIDL list
 //! ```
 //!
 //! A journal of an older format is read as it is and rewritten in the current one at once; a
 //! format 1 journal's deliveries are dated to the upgrade: an age counted from then is never
 //! older than the truth. Format 3 only adds `R`; an older popfetch refuses a format 3 journal
-//! by its header ("upgrade popfetch") rather than misreading an `R` as corruption.
+//! by its header ("upgrade popfetch") rather than misreading an `R` as corruption; format 4 adds
+//! `T` and bare UIDL lines the same way.
 //!
 //! Appends are buffered and reach the disk at [`AccountState::sync`] (write + fsync). A crash can
 //! only cut the last record short; such a torn tail (no final newline, or NUL bytes the file
@@ -65,7 +70,7 @@ use delivered::Delivered;
 use record::Record;
 
 /// The journal format this build writes and reads.
-pub const FORMAT: u32 = 3;
+pub const FORMAT: u32 = 4;
 pub use crate::config::DEDUPE_WINDOW;
 
 /// Seconds since the Unix epoch, now.
@@ -502,8 +507,12 @@ impl AccountState {
     /// tried again at the next poll's end.
     pub fn finish(&mut self) -> Result<(), StateError> {
         self.flush()?;
-        let live = self.live_len();
-        if self.file_len > live + live / 8 + (16 << 10)
+        let over = |live: usize| self.file_len > live + live / 8 + (16 << 10);
+        // The live set's size is known but for its `T` lines: at least one (when there is a
+        // delivery), at most one a delivery. Only between the two are they counted.
+        let few = self.delivered.len().min(1);
+        if over(self.live_len(few))
+            && over(self.live_len(self.delivered.times()))
             && let Err(e) = self.compact()
         {
             tracing::warn!(
@@ -524,20 +533,22 @@ impl AccountState {
     /// slack): within a poll that delivers many messages, compactions then cost a bounded
     /// multiple of the journal's final size; [`Self::finish`] takes the rest.
     fn compact_if_large(&mut self) -> Result<(), StateError> {
-        if self.file_len <= 2 * self.live_len() + (64 << 10) || !self.unsynced.is_empty() {
+        let live = self.live_len(self.delivered.len());
+        if self.file_len <= 2 * live + (64 << 10) || !self.unsynced.is_empty() {
             return Ok(());
         }
         self.compact()
     }
 
-    /// About the octets of the live set written out: exact but for the delivered records,
-    /// counted at a 10-digit time each.
-    fn live_len(&self) -> usize {
+    /// About the octets of the live set written out with `times` `T` lines (counted at ten
+    /// digits each) among the deliveries.
+    fn live_len(&self, times: usize) -> usize {
         let uidls = |s: &HashSet<Uidl>| s.iter().map(|u| u.as_str().len() + 3).sum::<usize>();
         header().len()
+            // A UIDL and its newline each; `T `, ten digits and the newline a time.
             + self.delivered.uidl_bytes()
-            // `D `, a space, ten digits and the newline.
-            + self.delivered.len() * 14
+            + self.delivered.len()
+            + times * 13
             + self
                 .pending
                 .iter()
@@ -574,10 +585,11 @@ impl AccountState {
         Ok(())
     }
 
-    /// The live set as records, in a stable order; the fingerprint comes before the held
-    /// records it stands for.
+    /// The live set as records, in a stable order: the deliveries by time (a `T` record, then
+    /// its UIDLs bare), then the rest; the fingerprint comes before the held records it stands
+    /// for.
     fn live_records(&self) -> Vec<Record> {
-        let mut delivered: Vec<_> = self.delivered.iter().collect();
+        let mut delivered: Vec<_> = self.delivered.iter().map(|(u, at)| (at, u)).collect();
         delivered.sort_unstable();
         let mut oversize: Vec<_> = self.oversize.iter().collect();
         oversize.sort();
@@ -585,11 +597,12 @@ impl AccountState {
         ids.sort();
         let mut held: Vec<_> = self.held.iter().collect();
         held.sort();
-        let delivered = delivered.into_iter().filter_map(|(u, at)| {
-            Some(Record::Delivered {
-                uidl: Uidl::parse(u.as_bytes()).ok()?,
-                at: Some(at),
-            })
+        let mut time = None;
+        let delivered = delivered.into_iter().flat_map(|(at, u)| {
+            let new = (time != Some(at)).then_some(Record::Time(at));
+            time = Some(at);
+            new.into_iter()
+                .chain(Uidl::parse(u.as_bytes()).ok().map(Record::Kept))
         });
         let oversize = oversize.into_iter().cloned().map(Record::Oversize);
         let ids = ids
@@ -754,11 +767,13 @@ struct Parsed {
     message_ids: HashMap<(String, u64), u64>,
     fingerprint: Option<String>,
     reached: HashMap<Uidl, BTreeSet<String>>,
+    /// The last `T` record's time, for the bare UIDLs after it.
+    time: Option<u64>,
 }
 
 impl Parsed {
-    /// Takes one record into the state it describes.
-    fn apply(&mut self, rec: Record) {
+    /// Takes one record into the state it describes; the error says why it cannot be.
+    fn apply(&mut self, rec: Record) -> Result<(), &'static str> {
         match rec {
             Record::Pending { uidl, key } => {
                 self.pending.insert(uidl, key);
@@ -789,9 +804,17 @@ impl Parsed {
             Record::MessageId { at, size, digest } => {
                 self.message_ids.insert((digest, size), at);
             }
+            Record::Time(at) => self.time = Some(at),
+            Record::Kept(uidl) => {
+                let at = self.time.ok_or(NO_TIME)?;
+                self.apply(Record::Delivered { uidl, at: Some(at) })?;
+            }
         }
+        Ok(())
     }
 }
+
+const NO_TIME: &str = "a delivered UIDL before any T line";
 
 /// Reads a journal: its content, and the length of the valid prefix (everything but a torn last
 /// record).
@@ -826,19 +849,25 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<(Parsed, usize), StateError> {
         });
     }
 
-    // A line is a record: no table grows while the journal is read.
+    // A line is a record: no table grows while the journal is read, nor the buffer of UIDLs,
+    // which is shorter than the lines.
     let records = memchr::memchr_iter(b'\n', &bytes[..valid_len]).count();
     let mut p = Parsed {
         version,
-        delivered: Delivered::with_capacity(records),
+        delivered: Delivered::with_capacity(records, valid_len.saturating_sub(2 * records)),
         ..Parsed::default()
     };
     for (i, line) in lines.enumerate() {
         if line.is_empty() {
             continue; // the split after the final newline
         }
-        // A `D` line is taken without making a `Record` (and its `Uidl`): most lines are one.
-        if let Some((uidl, at)) = record::parse_delivered(line, version) {
+        // A bare UIDL or a `D` line is taken without making a `Record` (and its `Uidl`): most
+        // lines are one.
+        let delivered = match record::parse_kept(line, version) {
+            Some(uidl) => Some((uidl, p.time.ok_or_else(|| corrupt(i + 2, NO_TIME))?)),
+            None => record::parse_delivered(line, version),
+        };
+        if let Some((uidl, at)) = delivered {
             if (!p.pending.is_empty() || !p.reached.is_empty())
                 && let Ok(u) = Uidl::parse(uidl)
             {
@@ -849,11 +878,9 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<(Parsed, usize), StateError> {
             continue;
         }
         let rec = Record::parse(line, version).map_err(|why| corrupt(i + 2, &why))?;
-        p.apply(rec);
+        p.apply(rec).map_err(|why| corrupt(i + 2, why))?;
     }
-    if p.delivered.len() < records * 3 / 4 {
-        p.delivered.shrink();
-    }
+    p.delivered.shrink();
     Ok((p, valid_len))
 }
 

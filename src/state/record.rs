@@ -4,7 +4,10 @@
 //! A line is a kind letter and fields separated by single spaces, without its newline. Every
 //! field is free of spaces and newlines: a [`Uidl`] by its own rule (RFC 1939 §7), a backend key
 //! and a fingerprint by the callers' (checked in debug builds), a Message-ID digest by being
-//! alphanumeric.
+//! alphanumeric. The one line without a space is a bare UIDL (format 4 on): delivered at the
+//! time of the `T` line before it. A compaction writes the live deliveries that way, grouped by
+//! time, one line of the UIDL's length plus one each, as small as a UIDL list can be (mpop's
+//! UIDL file is that list, undated); appended deliveries stay `D` lines.
 
 use crate::pop3::Uidl;
 
@@ -48,6 +51,11 @@ pub enum Record {
     /// `R <uidl> <recipient>`: one recipient of a message not yet delivered to all has it
     /// (an LMTP 2xx after the data); a retry leaves it out. Format 3 on.
     Reached { uidl: Uidl, rcpt: String },
+    /// `T <at>`: the bare UIDLs after this line, up to the next `T`, were delivered at `at`.
+    /// Format 4 on.
+    Time(u64),
+    /// `<uidl>`, the whole line: delivered at the time of the last `T` line. Format 4 on.
+    Kept(Uidl),
 }
 
 impl Record {
@@ -75,12 +83,18 @@ impl Record {
                 debug_assert!(is_word(rcpt), "bad recipient {rcpt:?}");
                 format!("R {uidl} {rcpt}")
             }
+            Record::Time(at) => format!("T {at}"),
+            Record::Kept(uidl) => uidl.to_string(),
         }
     }
 
     /// Reads one line (without its newline) of a journal of `format`. The error says what is
     /// wrong with it, for [`super::StateError::Corrupt`].
     pub fn parse(line: &[u8], format: u32) -> Result<Record, String> {
+        if let Some(uidl) = parse_kept(line, format) {
+            let uidl = Uidl::parse(uidl).map_err(|e| e.to_string())?;
+            return Ok(Record::Kept(uidl));
+        }
         let mut f = line.split(|&b| b == b' ');
         let kind = f.next().unwrap_or_default();
         let arg = f.next().ok_or("record without an argument")?;
@@ -102,6 +116,12 @@ impl Record {
                 }
                 let digest = String::from_utf8_lossy(digest).into_owned();
                 return Ok(Record::MessageId { at, size, digest });
+            }
+            b"T" if format >= 4 => {
+                if f.next().is_some() {
+                    return Err("unknown record".into());
+                }
+                return Ok(Record::Time(number(Some(arg))?));
             }
             _ => {}
         }
@@ -148,6 +168,13 @@ pub fn parse_delivered(line: &[u8], format: u32) -> Option<(&[u8], u64)> {
     }
     let at = at.iter().fold(0u64, |n, &d| n * 10 + u64::from(d - b'0'));
     Some((uidl, at))
+}
+
+/// A bare UIDL line (format 4 on; delivered at the last `T` line's time), read without
+/// allocating: the UIDL's bytes, checked as [`Uidl::parse`] checks them. `None` for any other
+/// line. Nearly every line of a compacted journal is one of these.
+pub fn parse_kept(line: &[u8], format: u32) -> Option<&[u8]> {
+    (format >= 4 && Uidl::check(line).is_ok()).then_some(line)
 }
 
 fn number(field: Option<&[u8]>) -> Result<u64, String> {

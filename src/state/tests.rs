@@ -60,12 +60,13 @@ fn torn_tail_is_ignored_and_cut() {
         s.record_delivered(&u("three"));
         s.sync().unwrap();
     }
-    // A format 1 file is rewritten as format 2 when opened, its deliveries dated.
+    // A format 1 file is rewritten in the current format when opened, its deliveries dated
+    // (to the upgrade: one `T` line), and the new one appended.
     let text = String::from_utf8(std::fs::read(&path).unwrap()).unwrap();
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines.len(), 3, "{text}");
-    assert_eq!(lines[0], "popfetch-uidls 3");
-    assert!(lines[1].starts_with("D one ") && lines[2].starts_with("D three "));
+    assert_eq!(lines.len(), 4, "{text}");
+    assert_eq!(lines[0], format!("popfetch-uidls {FORMAT}"));
+    assert!(lines[1].starts_with("T ") && lines[2] == "one" && lines[3].starts_with("D three "));
     std::fs::write(&path, b"popfetch-uidls 1\nD one\n\0\0\0\0").unwrap();
     let s = AccountState::open_stem(dir.path(), "a").unwrap();
     assert_eq!(s.delivered_count(), 1);
@@ -186,8 +187,8 @@ fn format_1_deliveries_are_dated_at_the_upgrade() {
     drop(s);
     // The date stays put: reopening does not move it.
     let text = std::fs::read_to_string(&path).unwrap();
-    assert!(text.starts_with("popfetch-uidls 3\n"), "{text}");
-    assert!(text.contains(&format!("D old {at}\n")), "{text}");
+    assert!(text.starts_with("popfetch-uidls 4\n"), "{text}");
+    assert!(text.contains(&format!("T {at}\nold\n")), "{text}");
     let s = AccountState::open_stem(dir.path(), "a").unwrap();
     assert_eq!(s.delivered_at(&u("old")), Some(at));
     // Undated D records are format 1 only.
@@ -516,9 +517,11 @@ fn headers_encode_and_parse() {
 /// them; `now` dates the Message-ID so that it is inside the window.
 fn fixture(now: u64) -> String {
     format!(
-        "popfetch-uidls 3\n\
-         D a 1700000000\n\
-         D b 1700000100\n\
+        "popfetch-uidls 4\n\
+         T 1700000000\n\
+         a\n\
+         T 1700000100\n\
+         b\n\
          O big\n\
          M {now} 4096 0123abcd\n\
          P p 1700000200.M1P2.host\n\
@@ -571,7 +574,7 @@ fn appended_records_are_written_in_the_journal_format() {
     s.sync().unwrap();
     assert_eq!(
         std::fs::read_to_string(s.path()).unwrap(),
-        "popfetch-uidls 3\nC 0123456789abcdef\nP x key\nD x 5\nH y\nO z\nF z\nR y bob\n"
+        "popfetch-uidls 4\nC 0123456789abcdef\nP x key\nD x 5\nH y\nO z\nF z\nR y bob\n"
     );
 }
 
@@ -622,7 +625,70 @@ fn any_record() -> impl Strategy<Value = Record> {
         (any::<u64>(), any::<u64>(), "[A-Za-z0-9]{1,32}")
             .prop_map(|(at, size, digest)| Record::MessageId { at, size, digest }),
         (any_uidl(), word).prop_map(|(uidl, rcpt)| Record::Reached { uidl, rcpt }),
+        any::<u64>().prop_map(Record::Time),
+        any_uidl().prop_map(Record::Kept),
     ]
+}
+
+/// Format 4's compacted deliveries: a `T` line, then bare UIDLs. A bare UIDL needs a `T`
+/// before it, and neither is a record of an older format.
+#[test]
+fn bare_uidls_take_the_time_before_them_and_only_in_format_4() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.uidls");
+    std::fs::write(
+        &path,
+        "popfetch-uidls 4\nT 1700000000\na\nb\nT 1700000100\nc\nD d 1700000200\nF b\n",
+    )
+    .unwrap();
+    let s = AccountState::open_stem(dir.path(), "a").unwrap();
+    assert_eq!(s.delivered_at(&u("a")), Some(1_700_000_000));
+    assert_eq!(s.delivered_at(&u("b")), None);
+    assert_eq!(s.delivered_at(&u("c")), Some(1_700_000_100));
+    assert_eq!(s.delivered_at(&u("d")), Some(1_700_000_200));
+    drop(s);
+    for (bad, line) in [
+        ("popfetch-uidls 4\nD x 5\nlonely\n", 3),
+        ("popfetch-uidls 3\nT 1700000000\n", 2),
+        ("popfetch-uidls 3\nD x 5\nbare\n", 3),
+        ("popfetch-uidls 4\nT 17x\n", 2),
+        ("popfetch-uidls 4\nT 1 2\n", 2),
+    ] {
+        std::fs::write(&path, bad).unwrap();
+        let e = AccountState::open_stem(dir.path(), "a").unwrap_err();
+        assert!(
+            matches!(&e, StateError::Corrupt { line: l, .. } if *l == line),
+            "{bad:?}: {e}"
+        );
+    }
+}
+
+/// A compacted journal is a UIDL list: each UIDL and its newline, one `T` line a time of
+/// delivery, and the header; a format 3 journal becomes one when opened.
+#[test]
+fn a_compacted_journal_costs_a_uidl_and_a_newline_a_delivery() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.uidls");
+    let uidls: Vec<String> = (0..5000).map(|i| format!("{i:08X}5f3c2a10")).collect();
+    let mut text = String::from("popfetch-uidls 3\n");
+    for (i, x) in uidls.iter().enumerate() {
+        // Delivered over three seconds, each with its `P`.
+        text += &format!(
+            "P {x} 1700000000.M{i}P1.host\nD {x} {}\n",
+            1_700_000_000 + i % 3
+        );
+    }
+    std::fs::write(&path, &text).unwrap();
+    let s = AccountState::open_stem(dir.path(), "a").unwrap();
+    assert_eq!(s.delivered_count(), 5000);
+    assert_eq!(s.delivered_at(&u(&uidls[4])), Some(1_700_000_001));
+    drop(s);
+    let len = std::fs::metadata(&path).unwrap().len() as usize;
+    let list: usize = uidls.iter().map(|x| x.len() + 1).sum();
+    assert_eq!(
+        len,
+        "popfetch-uidls 4\n".len() + 3 * "T 1700000000\n".len() + list
+    );
 }
 
 proptest! {

@@ -26,6 +26,22 @@ fn journal(env: &Env) -> std::path::PathBuf {
     found[0].clone()
 }
 
+/// The deliveries a journal records, `(uidl, time)` in its order, from `D` lines and from the
+/// bare UIDLs after a `T` line; the other lines apart.
+pub(super) fn deliveries(text: &str) -> (Vec<(String, u64)>, Vec<&str>) {
+    let (mut got, mut other, mut time) = (Vec::new(), Vec::new(), None);
+    for line in text.lines().skip(1) {
+        let words: Vec<&str> = line.split(' ').collect();
+        match words[..] {
+            ["T", at] => time = Some(at.parse().unwrap()),
+            ["D", u, at] => got.push((u.to_string(), at.parse().unwrap())),
+            [u] => got.push((u.to_string(), time.expect("a T line before a bare UIDL"))),
+            _ => other.push(line),
+        }
+    }
+    (got, other)
+}
+
 #[test]
 fn superseded_records_are_compacted_and_nothing_is_fetched_again_or_lost() {
     crate::peers::require_peers!("dovecot");
@@ -59,19 +75,19 @@ fn superseded_records_are_compacted_and_nothing_is_fetched_again_or_lost() {
     assert!(env.delivered().is_empty(), "nothing is fetched again");
     let path = journal(&env);
     let compacted = std::fs::read_to_string(&path).unwrap();
-    let mut want = vec!["popfetch-uidls 3".to_string()];
-    let mut lines: Vec<String> = uidls
+    assert!(compacted.starts_with("popfetch-uidls 4\n"), "{compacted}");
+    let want: Vec<(String, u64)> = uidls
         .iter()
         .enumerate()
-        .map(|(i, u)| format!("D {u} {}", 1_764_000_000 + i))
+        .map(|(i, u)| (u.clone(), 1_764_000_000 + i as u64))
         .collect();
-    lines.sort();
-    want.extend(lines);
-    // Besides the header and the `D` records, only the delivery settings' fingerprint.
-    let (fingerprint, rest): (Vec<&str>, Vec<&str>) =
-        compacted.lines().partition(|l| l.starts_with("C d1-"));
-    assert_eq!(fingerprint.len(), 1, "{compacted}");
-    assert_eq!(rest, want, "one line per kept message, its date kept");
+    let (got, other) = deliveries(&compacted);
+    assert_eq!(got, want, "every kept message once, its date kept");
+    // Besides those, only the delivery settings' fingerprint: no `P`, no `F`, nothing gone.
+    assert!(
+        other.len() == 1 && other[0].starts_with("C d1-"),
+        "{other:?}"
+    );
 
     // A poll that finds nothing new neither fetches nor writes the journal.
     let before = std::fs::metadata(&path).unwrap();
@@ -128,23 +144,25 @@ fn the_first_fetch_of_a_kept_mailbox_leaves_one_line_per_message() {
         run.stdout
     );
     let text = std::fs::read_to_string(journal(&env)).unwrap();
-    let lines: Vec<&str> = text
-        .lines()
-        .skip(1)
-        .filter(|l| !l.starts_with("C d1-"))
-        .collect();
-    assert_eq!(
-        lines.len(),
-        500,
-        "no `P` record left beside its `D`:\n{text}"
+    let (got, other) = deliveries(&text);
+    assert!(
+        other.len() == 1 && other[0].starts_with("C d1-"),
+        "no `P` record left beside its delivery: {other:?}"
     );
-    for (line, u) in lines.iter().zip({
-        let mut u = uidls.clone();
-        u.sort();
-        u
-    }) {
-        assert!(line.starts_with(&format!("D {u} ")), "{line}");
-    }
+    let mut got: Vec<String> = got.into_iter().map(|(u, _)| u).collect();
+    got.sort();
+    let mut want = uidls.clone();
+    want.sort();
+    assert_eq!(got, want);
+    // A UIDL list: each a line of its own, the `T` lines few (the fetch took seconds).
+    let times = text.lines().filter(|l| l.starts_with("T ")).count();
+    assert!((1..=60).contains(&times), "{times} T lines");
+    let list: usize = want.iter().map(|u| u.len() + 1).sum();
+    let fingerprint = other[0].len() + 1;
+    assert_eq!(
+        text.len(),
+        "popfetch-uidls 4\n".len() + times * "T 1796305041\n".len() + list + fingerprint
+    );
     let run = env.popfetch(&["fetch"]);
     assert!(
         run.stdout.contains("alice: 0 new messages"),
@@ -199,14 +217,10 @@ fn a_compaction_cut_short_leaves_the_journal_whole() {
     assert!(!tmp.exists(), "the torn temp file was replaced and renamed");
     let text = std::fs::read_to_string(&path).unwrap();
     assert!(!text.contains("gone"), "dead records compacted:\n{text}");
-    let mut kept: Vec<&str> = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("D "))
-        .map(|l| l.split(' ').next().unwrap())
-        .collect();
+    let mut kept: Vec<String> = deliveries(&text).0.into_iter().map(|(u, _)| u).collect();
     kept.sort_unstable();
-    let mut want: Vec<&str> = uidls.iter().map(String::as_str).collect();
+    let mut want = uidls.clone();
     want.sort_unstable();
-    assert_eq!(kept, want, "every D record kept");
+    assert_eq!(kept, want, "every delivery kept");
     assert_eq!(d.message_count("alice"), 200);
 }
