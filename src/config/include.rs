@@ -20,13 +20,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::validate::{
-    ConfigError, Main, ca_file_problems, expand, key_position, parse_included, parse_main,
+    ConfigError, Main, ca_file_problems, expand, hash, key_position, parse_included, parse_main,
     permission_problems, read,
 };
 use super::{Account, Config};
 
-/// Most patterns `include` may list.
-pub const MAX_PATTERNS: usize = 64;
 /// Most files the patterns may name together: one per account for ten times the accounts a
 /// daemon is measured with.
 pub const MAX_FILES: usize = 100_000;
@@ -78,13 +76,6 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 /// file that fails keeps its accounts of `previous`, and is in [`Reloaded::refused`].
 pub fn load_keeping(path: &Path, previous: &Config) -> Result<Reloaded, ConfigError> {
     load_with(path, Some(previous))
-}
-
-/// FNV-1a: a digest to see whether a text changed, not a defence against anyone.
-pub fn hash(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
 }
 
 fn error(path: &Path, position: Option<(usize, usize)>, message: String) -> ConfigError {

@@ -21,6 +21,17 @@ use super::{
 use crate::pop3::login::Method;
 use crate::secret::Secret;
 
+/// Most patterns `include` may list.
+pub const MAX_PATTERNS: usize = 64;
+
+/// FNV-1a: a digest to see whether a config text changed (the main file's or an included
+/// one's), not a defence against anyone.
+pub fn hash(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
 /// A configuration error, located in the file where possible.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{}", self.render())]
@@ -319,12 +330,12 @@ pub(super) fn parse_main(path: &Path, text: &str) -> Result<(Config, Main), Conf
     let global_interval = raw.interval.unwrap_or(DEFAULT_INTERVAL);
 
     let include = match &raw.include {
-        Some(list) if list.get_ref().len() > super::include::MAX_PATTERNS => {
+        Some(list) if list.get_ref().len() > MAX_PATTERNS => {
             return Err(cx.err(
                 list.span(),
                 None,
                 "include",
-                &format!("at most {} patterns", super::include::MAX_PATTERNS),
+                &format!("at most {} patterns", MAX_PATTERNS),
             ));
         }
         Some(list) => list
@@ -374,7 +385,7 @@ pub(super) fn parse_main(path: &Path, text: &str) -> Result<(Config, Main), Conf
             .collect(),
         accounts,
         included: Vec::new(),
-        hash: super::include::hash(text.as_bytes()),
+        hash: hash(text.as_bytes()),
     };
     Ok((config, main))
 }
