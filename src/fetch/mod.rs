@@ -220,6 +220,13 @@ async fn poll_with(
     }
     report.recovered = commit::recover(backend, state, &account.name)?;
     let (mut session, _) = log_in(account, state.dir(), stop).await?;
+    if let Some(caps) = session.capabilities() {
+        crate::state::store_capa_hint(
+            state.dir(),
+            &crate::state::Mailbox::of(account),
+            &caps.advertised,
+        );
+    }
     report.cert_expires = cert_expiry(&session);
     let pipelining = read_capabilities(account, &mut session, report).await?;
     let (plan, has_uidl) = read_listings(account, state, &mut session).await?;
@@ -374,7 +381,10 @@ pub(crate) async fn log_in(
         ),
         Credentials::Certificate => Credential::Certificate,
     };
+    let hint = crate::state::capa_hint(state_dir, &crate::state::Mailbox::of(account))
+        .map(|lines| crate::pop3::Capabilities::from_lines(lines.iter().map(|l| l.as_bytes())));
     let params = ConnectParams {
+        capa_hint: hint.as_ref(),
         host: &account.host,
         port: account.port,
         tls: account.tls,

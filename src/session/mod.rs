@@ -71,6 +71,11 @@ pub struct ConnectParams<'a> {
     pub client: Option<(&'a Path, &'a Path)>,
     /// Applies to the TCP connect, the TLS handshake and every single read and write.
     pub timeout: Duration,
+    /// What the server's CAPA said at the last session (after TLS), when known: over an
+    /// encrypted link to a server that offered PIPELINING, the login goes in the flight of the
+    /// CAPA that is sent anyway (one round trip less). Only a hint: the fresh CAPA is read
+    /// before anything else depends on it, and a login it misled is tried again by it.
+    pub capa_hint: Option<&'a Capabilities>,
 }
 
 /// An open POP3 session, in AUTHORIZATION state until [`Session::login`] succeeds.
@@ -104,6 +109,9 @@ pub struct Session {
     /// The shortest time from a flight's write to the first byte of its answer: the round trip
     /// to the server, its thinking included.
     min_rtt: Option<Duration>,
+    /// CAPA was sent and its answer is still to be read ([`ConnectParams::capa_hint`]); the
+    /// hint it was sent on.
+    capa_due: Option<Capabilities>,
     /// LIST went in the flight of STAT and UIDL ([`Session::queue_list`]); [`Session::list_each`]
     /// reads its answer.
     list_queued: bool,
@@ -193,6 +201,7 @@ impl Session {
             verified: params.tls != TlsMode::None && (params.tls_verify || !params.pins.is_empty()),
             flight_at: Instant::now(),
             min_rtt: None,
+            capa_due: None,
             list_queued: false,
             quit_queued: false,
             flow: Flow {
@@ -211,11 +220,32 @@ impl Session {
             return Err(SessionError::refused("greeting", &greeting));
         }
         s.greeting = greeting;
-        s.caps = s.capa().await?;
         if params.tls == TlsMode::Starttls {
+            s.caps = s.capa().await?;
             s.starttls(params).await?;
+        } else {
+            s.capa_or_defer(params).await?;
         }
         Ok(s)
+    }
+
+    /// CAPA over an encrypted link to a server that offered PIPELINING last time: sent, its
+    /// answer left for [`Session::login`] to read behind the login's own commands. Otherwise
+    /// sent and read at once.
+    async fn capa_or_defer(&mut self, params: &ConnectParams<'_>) -> Result<(), SessionError> {
+        match params.capa_hint {
+            Some(hint) if hint.pipelining && self.is_encrypted() => {
+                tracing::trace!("C: CAPA (its answer read behind the login)");
+                self.pipe.queue(&Command::Capa, None);
+                self.flush().await?;
+                self.capa_due = Some(hint.clone());
+                Ok(())
+            }
+            _ => {
+                self.caps = self.capa().await?;
+                Ok(())
+            }
+        }
     }
 
     /// RFC 2595 §4: STLS, the TLS handshake, then CAPA again, since what the server said in
@@ -240,13 +270,17 @@ impl Session {
             () = self.stop.cancelled() => return Err(SessionError::Cancelled),
         }
         self.round_trips += 1;
-        self.caps = self.capa().await?;
-        Ok(())
+        self.capa_or_defer(params).await
     }
 
     /// `None` when the server does not know CAPA (an RFC 1939-only server).
     async fn capa(&mut self) -> Result<Option<Capabilities>, SessionError> {
         let st = self.command(Command::Capa).await?;
+        self.capa_answer(st).await
+    }
+
+    /// The rest of CAPA's answer, whose status line is `st`.
+    async fn capa_answer(&mut self, st: Status) -> Result<Option<Capabilities>, SessionError> {
         if !st.is_ok() {
             return Ok(None);
         }
@@ -310,10 +344,6 @@ impl Session {
         allow_plaintext: bool,
     ) -> Result<Method, SessionError> {
         let timestamp = pop3::auth::apop_timestamp(&self.greeting.text);
-        let offer = Offer {
-            caps: self.caps.as_ref(),
-            apop_timestamp: timestamp.is_some(),
-        };
         let link = Link {
             secure: self.is_encrypted(),
             allow_plaintext,
@@ -325,6 +355,49 @@ impl Session {
             Credential::Token(t) => (CredentialKind::Token, t),
             // The certificate went with the TLS handshake; EXTERNAL sends no secret.
             Credential::Certificate => (CredentialKind::Certificate, &none),
+        };
+        if let Some(hint) = self.capa_due.take() {
+            // CAPA is on its way: the login goes behind it when the hint picks a method of one
+            // flight, else CAPA's answer is read first.
+            let hinted = Offer {
+                caps: Some(&hint),
+                apop_timestamp: timestamp.is_some(),
+            };
+            // Only to a server that proved who it is: a hint never sends a password where the
+            // fresh CAPA would have chosen a challenge-response method instead.
+            let early = pop3::login::choose(hinted, method.only(), link, kind)
+                .ok()
+                .filter(|m| link.verified && matches!(m, Method::Plain | Method::User));
+            match early {
+                None => {
+                    let st = self.read_status().await?;
+                    self.caps = self.capa_answer(st).await?;
+                }
+                Some(early) => {
+                    tracing::debug!(
+                        method = early.name(),
+                        "logging in, in the flight of CAPA (the server offered it last time)"
+                    );
+                    let refused = match self.login_early(early, user, password).await? {
+                        Ok(()) => return Ok(early),
+                        Err(refused) => refused,
+                    };
+                    // The fresh CAPA decides: another method it picks is tried; the same one
+                    // refused is the answer.
+                    let offer = Offer {
+                        caps: self.caps.as_ref(),
+                        apop_timestamp: timestamp.is_some(),
+                    };
+                    match pop3::login::choose(offer, method.only(), link, kind) {
+                        Ok(m) if m != early => {}
+                        _ => return Err(refused),
+                    }
+                }
+            }
+        }
+        let offer = Offer {
+            caps: self.caps.as_ref(),
+            apop_timestamp: timestamp.is_some(),
         };
         let method = pop3::login::choose(offer, method.only(), link, kind)
             .map_err(|r| SessionError::Auth(r.to_string()))?;
@@ -379,11 +452,66 @@ impl Session {
         Ok(method)
     }
 
+    /// PLAIN or USER/PASS queued behind the CAPA sent by [`Session::capa_or_defer`], in one
+    /// flight; CAPA's answer is read into the capabilities first. The outer error ends the
+    /// session; the inner one is the server's refusal of the login.
+    async fn login_early(
+        &mut self,
+        method: Method,
+        user: &str,
+        password: &Secret<String>,
+    ) -> Result<Result<(), SessionError>, SessionError> {
+        let mut sasl = None;
+        match method.exchange() {
+            Exchange::Sasl(mechanism) => {
+                let mut s = Sasl::new(mechanism, user, password, (&self.host, self.port));
+                let first = s.first();
+                tracing::trace!("C: {first:?}");
+                self.pipe.queue(&first, None);
+                sasl = Some(s);
+            }
+            _ => {
+                for cmd in [
+                    Command::User(user.to_string()),
+                    Command::Pass(password.clone()),
+                ] {
+                    tracing::trace!("C: {cmd:?}");
+                    self.pipe.queue(&cmd, None);
+                }
+            }
+        }
+        self.flush().await?;
+        let st = self.read_status().await?;
+        self.caps = self.capa_answer(st).await?;
+        let st = self.read_status().await?;
+        match sasl {
+            Some(s) => match self.sasl_from(s, st).await {
+                Err(e @ SessionError::Refused { .. }) => Ok(Err(e)),
+                r => r.map(Ok),
+            },
+            None => {
+                let st_pass = self.read_status().await?;
+                if !st.is_ok() {
+                    return Ok(Err(SessionError::refused("USER", &st)));
+                }
+                if !st_pass.is_ok() {
+                    return Ok(Err(SessionError::refused("PASS", &st_pass)));
+                }
+                Ok(Ok(()))
+            }
+        }
+    }
+
     /// One SASL exchange (RFC 5034 §4), driven by [`Sasl`]: this writes and reads. A
     /// bearer-token failure comes as a challenge carrying a JSON error (status, scope), which
     /// goes into the error, never the token.
     async fn sasl(&mut self, mut sasl: Sasl) -> Result<(), SessionError> {
-        let mut st = self.command(sasl.first()).await?;
+        let st = self.command(sasl.first()).await?;
+        self.sasl_from(sasl, st).await
+    }
+
+    /// A SASL exchange from the answer `st` to its first command on.
+    async fn sasl_from(&mut self, mut sasl: Sasl, mut st: Status) -> Result<(), SessionError> {
         loop {
             match sasl.answer(&st) {
                 Ok(Next::Done) => return Ok(()),

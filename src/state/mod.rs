@@ -65,8 +65,11 @@ use std::path::{Path, PathBuf};
 use crate::pop3::Uidl;
 
 mod delivered;
+mod hint;
 mod record;
+
 use delivered::Delivered;
+pub use hint::{capa_hint, store_capa_hint};
 use record::Record;
 
 /// The journal format this build writes and reads.

@@ -550,3 +550,119 @@ fn thousand_small_messages() {
     assert_delivered(&env, &sources);
     assert_eq!(d.message_count(USER), 0);
 }
+
+/// The round trips the poll's debug line reports.
+fn round_trips(stderr: &str) -> u32 {
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("poll done:"))
+        .unwrap_or_else(|| panic!("no poll line in:\n{stderr}"));
+    let at = line.find(" round trips").expect("round trips");
+    let digits: String = line[..at]
+        .chars()
+        .rev()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.chars().rev().collect::<String>().parse().unwrap()
+}
+
+/// Once a poll has seen the server's capabilities (kept beside the journal), the next sends its
+/// login in the flight of CAPA, over TLS in both modes: a poll that finds nothing takes five
+/// round trips over implicit TLS instead of six. A hint that no longer holds (the server dropped
+/// PLAIN) costs one refused try, and the fresh CAPA's method logs in; the hint is brought up to
+/// date.
+#[test]
+fn the_login_rides_with_capa_once_the_server_is_known() {
+    crate::peers::require_peers!("dovecot");
+    let d = start();
+    d.deliver(USER, &message(1, 300));
+    let env = Env::new();
+    env.write_config(&account(&d, &env, "implicit", "keep = true\n"));
+    let first = env.popfetch(&["-vv", "fetch"]);
+    first.assert_code(0);
+    assert!(
+        !first.stderr.contains("in the flight of CAPA"),
+        "{}",
+        first.stderr
+    );
+    let hint = env
+        .path()
+        .join(format!("state/{USER}@localhost:{}.capa", d.pop3s_port()));
+    let kept = std::fs::read_to_string(&hint).expect("the capabilities kept");
+    assert!(kept.lines().any(|l| l == "PIPELINING"), "{kept}");
+    let again = env.popfetch(&["-vv", "fetch"]);
+    again.assert_code(0);
+    assert!(
+        again.stderr.contains("in the flight of CAPA"),
+        "{}",
+        again.stderr
+    );
+    assert!(
+        again.stderr.contains("logged in with PLAIN"),
+        "{}",
+        again.stderr
+    );
+    // Connect, TLS, greeting, CAPA with AUTH PLAIN, STAT with UIDL (QUIT not waited for).
+    assert_eq!(round_trips(&again.stderr), 5, "{}", again.stderr);
+    assert_eq!(env.delivered().len(), 1);
+
+    // STLS: the CAPA after the upgrade carries the login.
+    env.write_config(&account(
+        &d,
+        &env,
+        "starttls",
+        "keep = true\nname = \"stls\"\n",
+    ));
+    env.popfetch(&["fetch"]).assert_code(0);
+    let stls = env.popfetch(&["-vv", "fetch"]);
+    stls.assert_code(0);
+    assert!(
+        stls.stderr.contains("in the flight of CAPA"),
+        "{}",
+        stls.stderr
+    );
+
+    // A server that no longer offers PLAIN: the hint's PLAIN is refused, the fresh CAPA's
+    // CRAM-MD5 logs in, and the hint follows.
+    let d2 = Dovecot::start_with(Options {
+        mechanisms: "login cram-md5",
+        ..Options::default()
+    });
+    d2.add_user(USER, PASSWORD);
+    d2.deliver(USER, &message(2, 300));
+    let env2 = Env::new();
+    env2.write_config(&account(&d2, &env2, "implicit", ""));
+    let stale = env2
+        .path()
+        .join(format!("state/{USER}@localhost:{}.capa", d2.pop3s_port()));
+    std::fs::create_dir_all(stale.parent().unwrap()).unwrap();
+    let mut perms = std::fs::metadata(stale.parent().unwrap())
+        .unwrap()
+        .permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o700);
+    std::fs::set_permissions(stale.parent().unwrap(), perms).unwrap();
+    std::fs::write(
+        &stale,
+        "USER\nPIPELINING\nUIDL\nSASL PLAIN LOGIN CRAM-MD5\n",
+    )
+    .unwrap();
+    let run = env2.popfetch(&["-vv", "fetch"]);
+    run.assert_code(0);
+    assert!(
+        run.stderr.contains("in the flight of CAPA"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("logged in with CRAM-MD5"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains(PASSWORD), "password in the log");
+    assert_eq!(env2.delivered().len(), 1);
+    let kept = std::fs::read_to_string(&stale).unwrap();
+    assert!(
+        kept.contains("SASL LOGIN CRAM-MD5") && !kept.contains("PLAIN"),
+        "{kept}"
+    );
+}
