@@ -24,10 +24,13 @@ fn main_config(env: &Env, include: &str) {
     ));
 }
 
-/// An account on `server` as mailbox `alice+NAME`, with no delivery of its own.
+/// An account on `server` as mailbox `alice+NAME`, with no delivery of its own. It keeps what
+/// it fetches: the scripted server shows every user the same mailbox, and two accounts polled
+/// at once must both find its message, whichever QUITs first.
 fn account(server: &Server, name: &str) -> String {
     Account::scripted(server)
         .name(name)
+        .set("keep", true)
         .user(&format!("alice+{name}"))
         .to_toml()
 }
