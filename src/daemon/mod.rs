@@ -427,8 +427,8 @@ fn start(
     );
 }
 
-/// Runs the task `make` builds, in a task of its own, until it returns. A panic is logged with
-/// the account's name and its message, and the task is built and run anew after
+/// Runs the future `make` builds until it returns. A panic is logged with the account's name and
+/// its message, and the future is built and run anew after
 /// [`RESTART_BACKOFF`] (doubled for each panic in a row), unless `retire` or `shutdown` is
 /// cancelled meanwhile: an account is never silently gone.
 async fn supervise<F, Fut>(
@@ -443,10 +443,9 @@ async fn supervise<F, Fut>(
     let mut in_a_row = 0u32;
     loop {
         let started = Instant::now();
-        let panic = match tokio::spawn(make()).await {
-            Ok(()) => return,
-            Err(e) if e.is_panic() => e.into_panic(),
-            Err(_) => return, // Cancelled: the runtime is going away.
+        // Boxed, so that the task holds the account's future once, not a copy per layer.
+        let Err(panic) = catch_panic(Box::pin(make())).await else {
+            return;
         };
         if started.elapsed() > scheduler::BACKOFF_CAP {
             in_a_row = 0;
@@ -474,6 +473,25 @@ async fn supervise<F, Fut>(
             _ = tokio::time::sleep(wait) => {}
         }
     }
+}
+
+/// Runs `fut` to its end within the calling task; a panic in it comes back as its payload (the
+/// future dropped) instead of unwinding the task. The account's one task catches its own
+/// panics this way: a task of its own per run would cost every idle account a second task.
+async fn catch_panic<F: std::future::Future<Output = ()>>(
+    fut: F,
+) -> Result<(), Box<dyn std::any::Any + Send>> {
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+    use std::task::Poll;
+    let mut fut = std::pin::pin!(fut);
+    std::future::poll_fn(
+        move |cx| match catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
+            Ok(Poll::Ready(())) => Poll::Ready(Ok(())),
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(panic) => Poll::Ready(Err(panic)),
+        },
+    )
+    .await
 }
 
 /// One account's life: wait, poll, reschedule, until retired or shut down.
@@ -718,7 +736,9 @@ where
                 (server, global)
             } => p,
         };
-        let outcome = poll().await;
+        // Boxed: a poll's future is large (the session, the delivery, the state), and an idle
+        // account's task should hold only its wait.
+        let outcome = Box::pin(poll()).await;
         drop(permit);
         let (after, why) = schedule.next_why(outcome);
         match after {
