@@ -295,3 +295,33 @@ async fn the_next_poll_is_told_at_start_after_each_poll_and_at_suspension() {
     }
     assert_eq!(told[3], None, "suspended: no next poll");
 }
+
+/// An idle account costs its task and what its wait holds: the poll's future (the session, the
+/// delivery, the state, tens of kilobytes) is boxed while a poll runs, never part of the task.
+/// At 10,000 accounts in one daemon, every kilobyte here is 10 MB.
+#[tokio::test]
+async fn an_idle_accounts_future_is_small() {
+    let cfg = crate::config::parse(
+        std::path::Path::new("/x/config.toml"),
+        "state_dir = \"/x/state\"\n[[account]]\nname = \"a\"\nhost = \"h\"\nuser = \"u\"\n\
+         password_file = \"p\"\ndeliver = { maildir = \"/m\" }\n",
+    )
+    .unwrap();
+    let account = cfg.accounts[0].clone();
+    let shared = super::new_shared(
+        &cfg,
+        CancellationToken::new(),
+        Arc::new(crate::metrics::Metrics::new()),
+    );
+    let idle = super::account_loop(
+        shared,
+        account.clone(),
+        CancellationToken::new(),
+        Arc::new(Notify::new()),
+        Schedule::new(account.interval),
+        Duration::from_secs(3600),
+    );
+    let size = std::mem::size_of_val(&idle);
+    // 912 bytes when written (56,784 with the poll inline).
+    assert!(size <= 2048, "an idle account's future takes {size} bytes");
+}

@@ -328,15 +328,17 @@ impl Metrics {
     /// The accounts of the config now in force: the series of the others are removed, a new
     /// one's counters start at 0 (so `rate()` sees its first poll).
     pub fn set_accounts<'a>(&self, names: impl IntoIterator<Item = &'a str>) {
+        // In place: a reload of thousands of accounts that changed a few copies no names.
+        let names: std::collections::BTreeSet<&str> = names.into_iter().collect();
         let mut series = lock(&self.per_account.series);
-        let mut new: BTreeMap<Box<str>, Series> = BTreeMap::new();
+        series.retain(|name, _| names.contains(&**name));
         for name in names {
-            let kept = series.remove(name).unwrap_or_default();
-            new.insert(name.into(), kept);
+            if !series.contains_key(name) {
+                series.insert(name.into(), Series::default());
+            }
         }
         self.accounts
-            .set(i64::try_from(new.len()).unwrap_or(i64::MAX));
-        *series = new;
+            .set(i64::try_from(series.len()).unwrap_or(i64::MAX));
     }
 
     /// Counts a poll as running until the guard drops (also when the poll panics).
