@@ -551,21 +551,6 @@ fn thousand_small_messages() {
     assert_eq!(d.message_count(USER), 0);
 }
 
-/// The round trips the poll's debug line reports.
-fn round_trips(stderr: &str) -> u32 {
-    let line = stderr
-        .lines()
-        .find(|l| l.contains("poll done:"))
-        .unwrap_or_else(|| panic!("no poll line in:\n{stderr}"));
-    let at = line.find(" round trips").expect("round trips");
-    let digits: String = line[..at]
-        .chars()
-        .rev()
-        .take_while(char::is_ascii_digit)
-        .collect();
-    digits.chars().rev().collect::<String>().parse().unwrap()
-}
-
 /// Once a poll has seen the server's capabilities (kept beside the journal), the next sends its
 /// login in the flight of CAPA, over TLS in both modes: a poll that finds nothing takes five
 /// round trips over implicit TLS instead of six. A hint that no longer holds (the server dropped
@@ -603,7 +588,12 @@ fn the_login_rides_with_capa_once_the_server_is_known() {
         again.stderr
     );
     // Connect, TLS, greeting, CAPA with AUTH PLAIN, STAT with UIDL (QUIT not waited for).
-    assert_eq!(round_trips(&again.stderr), 5, "{}", again.stderr);
+    assert_eq!(
+        super::round_trips::round_trips(&again.stderr),
+        5,
+        "{}",
+        again.stderr
+    );
     assert_eq!(env.delivered().len(), 1);
 
     // STLS: the CAPA after the upgrade carries the login.

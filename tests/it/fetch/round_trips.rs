@@ -10,7 +10,7 @@ use crate::pop3_server::{Msg, Script, Server};
 use crate::support::config::Account;
 
 /// The round trips the poll's debug line reports.
-fn round_trips(stderr: &str) -> u32 {
+pub(super) fn round_trips(stderr: &str) -> u32 {
     let line = stderr
         .lines()
         .find(|l| l.contains("poll done:"))
