@@ -165,7 +165,7 @@ pub async fn serverinfo(
 ) -> Result<Serverinfo, FetchError> {
     // Read first: a mailbox being polled is said before any login.
     let journal = Snapshot::read(state_dir, &Mailbox::of(account), &account.name)?;
-    let (mut session, method) = crate::fetch::log_in(account, state_dir, stop).await?;
+    let (mut session, method, _) = crate::fetch::log_in(account, state_dir, stop).await?;
     session.reread_login_delay().await?;
     let caps = session.capabilities().cloned().unwrap_or_default();
     let tls = session.certificate().map(|c| {

@@ -219,8 +219,10 @@ async fn poll_with(
         );
     }
     report.recovered = commit::recover(backend, state, &account.name)?;
-    let (mut session, _) = log_in(account, state.dir(), stop).await?;
-    if let Some(caps) = session.capabilities() {
+    let (mut session, _, hint) = log_in(account, state.dir(), stop).await?;
+    if let Some(caps) = session.capabilities()
+        && hint.is_none_or(|h| h.advertised != caps.advertised)
+    {
         crate::state::store_capa_hint(
             state.dir(),
             &crate::state::Mailbox::of(account),
@@ -359,7 +361,8 @@ async fn quit(
     Ok(())
 }
 
-/// Obtains the credential, connects and logs in; returns the session and the method used. The
+/// Obtains the credential, connects and logs in; returns the session, the method used and the
+/// capabilities the state directory kept from the last session (the hint it logged in on). The
 /// credential is obtained before connecting: a token source that fails (or yields nothing)
 /// never leads to a login attempt. The account's lock, held by the caller, keeps two processes
 /// from refreshing (and rotating) one token at once. `state_dir` holds the OAuth2 cache.
@@ -367,7 +370,7 @@ pub(crate) async fn log_in(
     account: &Account,
     state_dir: &Path,
     stop: &CancellationToken,
-) -> Result<(Session, Method), FetchError> {
+) -> Result<(Session, Method, Option<crate::pop3::Capabilities>), FetchError> {
     let credential = match &account.credentials {
         Credentials::Password(source) => Credential::Password(
             crate::password::resolve(source, account.timeout)
@@ -419,7 +422,7 @@ pub(crate) async fn log_in(
         "logged in with {}",
         method.name()
     );
-    Ok((session, method))
+    Ok((session, method, hint))
 }
 
 /// Reads the capabilities after login: the LOGIN-DELAY into the report, a warning for an EXPIRE

@@ -27,12 +27,9 @@ pub fn capa_hint(dir: &Path, mailbox: &Mailbox) -> Option<Vec<String>> {
     Some(text.lines().map(str::to_string).collect())
 }
 
-/// Keeps `lines` for the next session, when they differ from what is kept (written whole and
-/// renamed into place; a failure is only logged).
+/// Keeps `lines` for the next session (written whole and renamed into place; a failure is only
+/// logged). The caller writes only what differs from what [`capa_hint`] gave it.
 pub fn store_capa_hint(dir: &Path, mailbox: &Mailbox, lines: &[String]) {
-    if capa_hint(dir, mailbox).as_deref() == Some(lines) {
-        return;
-    }
     let p = path(dir, mailbox);
     let tmp = p.with_extension("capa.tmp");
     let mut text = lines.join("\n");
