@@ -28,7 +28,6 @@ mod harness;
 
 use std::fmt::Write as _;
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Instant;
 
@@ -87,17 +86,7 @@ fn no_op_polls_of_a_big_kept_mailbox() {
     let polls = env_count("POPFETCH_BENCH_POLLS", 5).max(1);
     let root = Root::new("bench_bigkeep");
     eprintln!("bench: run directories on {}", root.what);
-    // `nobody` (mpop) must reach its run directory below.
-    for dir in root.dir.ancestors() {
-        let mode = fs::metadata(dir)
-            .map(|m| m.permissions().mode())
-            .unwrap_or(0);
-        assert!(
-            mode & 0o001 != 0,
-            "{} is not traversable by others: mpop runs as nobody",
-            dir.display()
-        );
-    }
+    root.assert_traversable("mpop runs");
     let dovecot = Dovecot::start();
     dovecot.add_user(USER, PASSWORD);
     let scenario = Scenario {

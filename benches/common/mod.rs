@@ -616,6 +616,21 @@ pub(crate) struct Root {
 }
 
 impl Root {
+    /// Checks that every directory above the run directories can be passed through by others:
+    /// the old fetchers run as `nobody` (`who` says which, for the message).
+    pub(crate) fn assert_traversable(&self, who: &str) {
+        for dir in self.dir.ancestors() {
+            let mode = fs::metadata(dir)
+                .map(|m| m.permissions().mode())
+                .unwrap_or(0);
+            assert!(
+                mode & 0o001 != 0,
+                "{} is not traversable by others: {who} as nobody",
+                dir.display()
+            );
+        }
+    }
+
     /// The directory `NAME-PID` (and its image `NAME-PID.img`).
     pub(crate) fn new(name: &str) -> Root {
         let base = Path::new(env!("CARGO_TARGET_TMPDIR"));

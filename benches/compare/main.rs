@@ -75,7 +75,6 @@ mod common;
 
 use std::fmt::Write as _;
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -502,17 +501,7 @@ fn compare_with_mpop_fetchmail_getmail6() {
     let sizes = Sizes::from_env();
     let root = Root::new("bench_compare");
     eprintln!("bench: run directories on {}", root.what);
-    // `nobody` must reach its run directories below.
-    for dir in root.dir.ancestors() {
-        let mode = fs::metadata(dir)
-            .map(|m| m.permissions().mode())
-            .unwrap_or(0);
-        assert!(
-            mode & 0o001 != 0,
-            "{} is not traversable by others: the old fetchers run as nobody",
-            dir.display()
-        );
-    }
+    root.assert_traversable("the old fetchers run");
     let dovecot = Dovecot::start_with(dovecot::Options {
         lmtp: true,
         ..dovecot::Options::default()

@@ -37,8 +37,6 @@ mod harness;
 mod proxy;
 
 use std::fmt::Write as _;
-use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -92,16 +90,7 @@ fn main() {
 
     let root = Root::new("bench_latency");
     eprintln!("bench: run directories on {}", root.what);
-    for dir in root.dir.ancestors() {
-        let mode = fs::metadata(dir)
-            .map(|m| m.permissions().mode())
-            .unwrap_or(0);
-        assert!(
-            mode & 0o001 != 0,
-            "{} is not traversable by others: the old fetchers run as nobody",
-            dir.display()
-        );
-    }
+    root.assert_traversable("the old fetchers run");
     let dovecot = Dovecot::start();
     let proxy = DelayProxy::start(dovecot.pop3s_port());
     let msgs = |base: usize| -> Vec<Vec<u8>> {

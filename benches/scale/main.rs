@@ -129,16 +129,7 @@ fn main() {
 
     let root = Root::new("bench_scale");
     eprintln!("bench: run directories on {}", root.what);
-    for dir in root.dir.ancestors() {
-        let mode = fs::metadata(dir)
-            .map(|m| m.permissions().mode())
-            .unwrap_or(0);
-        assert!(
-            mode & 0o001 != 0,
-            "{} is not traversable by others: the old fetchers run as nobody",
-            dir.display()
-        );
-    }
+    root.assert_traversable("the old fetchers run");
     let mut out = String::new();
     if want("scripted") {
         out.push_str(&scripted(&root.dir, accounts, messages, &parallel));
