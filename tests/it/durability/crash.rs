@@ -91,22 +91,24 @@ fn crash_until_done(env: &Env, rng: &mut Rng, kills: usize) -> usize {
     }
 }
 
-#[test]
-fn sigkill_at_random_instants_maildir_exactly_once() {
-    crate::peers::require_peers!("dovecot");
-    let d = Dovecot::start();
-    d.add_user("alice", "pw");
-    let env = Env::new();
+/// The account `alice` on `d` over implicit TLS, delivering into `env`'s Maildir, with `extra`
+/// lines.
+fn maildir_account(d: &Dovecot, env: &Env, extra: &str) {
     env.write_config(&format!(
         "[[account]]\nname = \"alice\"\nhost = \"localhost\"\nport = {}\nca_file = \"{}\"\n\
-         user = \"alice\"\npassword = \"pw\"\ndeliver = {{ maildir = \"{}\" }}\n",
+         user = \"alice\"\npassword = \"pw\"\n{extra}deliver = {{ maildir = \"{}\" }}\n",
         d.pop3s_port(),
         d.ca_file().display(),
         env.maildir().display()
     ));
+}
+
+/// Rounds of 300 fresh messages, each fetched under kills until a run completes, until
+/// [`kills`] kills in all; `after_round` checks the server after each with the messages
+/// delivered so far. Returns the kills and the messages.
+fn kill_rounds(d: &Dovecot, env: &Env, after_round: impl Fn(usize)) -> (usize, usize) {
     let mut rng = Rng::new();
     let (mut killed, mut total) = (0, 0);
-    // Rounds of fresh mail, each fetched under kills until a run completes.
     while killed < kills() {
         let round = 300;
         d.deliver_many(
@@ -116,9 +118,20 @@ fn sigkill_at_random_instants_maildir_exactly_once() {
                 .collect::<Vec<_>>(),
         );
         total += round;
-        killed += crash_until_done(&env, &mut rng, kills() - killed);
-        assert_eq!(d.message_count("alice"), 0);
+        killed += crash_until_done(env, &mut rng, kills() - killed);
+        after_round(total);
     }
+    (killed, total)
+}
+
+#[test]
+fn sigkill_at_random_instants_maildir_exactly_once() {
+    crate::peers::require_peers!("dovecot");
+    let d = Dovecot::start();
+    d.add_user("alice", "pw");
+    let env = Env::new();
+    maildir_account(&d, &env, "");
+    let (killed, total) = kill_rounds(&d, &env, |_| assert_eq!(d.message_count("alice"), 0));
     let got = subjects(&delivered_in(&env.maildir()));
     let mut dedup = got.clone();
     dedup.dedup();
@@ -186,27 +199,10 @@ fn sigkill_at_random_instants_keep_mode_with_compaction_exactly_once() {
     let d = Dovecot::start();
     d.add_user("alice", "pw");
     let env = Env::new();
-    env.write_config(&format!(
-        "[[account]]\nname = \"alice\"\nhost = \"localhost\"\nport = {}\nca_file = \"{}\"\n\
-         user = \"alice\"\npassword = \"pw\"\nkeep = true\ndeliver = {{ maildir = \"{}\" }}\n",
-        d.pop3s_port(),
-        d.ca_file().display(),
-        env.maildir().display()
-    ));
-    let mut rng = Rng::new();
-    let (mut killed, mut total) = (0, 0);
-    while killed < kills() {
-        let round = 300;
-        d.deliver_many(
-            "alice",
-            (total..total + round)
-                .map(|i| message(i, 1500))
-                .collect::<Vec<_>>(),
-        );
-        total += round;
-        killed += crash_until_done(&env, &mut rng, kills() - killed);
+    maildir_account(&d, &env, "keep = true\n");
+    let (killed, total) = kill_rounds(&d, &env, |total| {
         assert_eq!(d.message_count("alice"), total, "keep mode deletes nothing");
-    }
+    });
     let run = env.popfetch(&["fetch"]);
     run.assert_code(0);
     assert!(
