@@ -140,6 +140,20 @@ impl Invocation {
             ]);
             cmd.env("USER", "nobody").env("LOGNAME", "nobody");
         }
+        // POPFETCH_BENCH_WRAP='perf record -g -o /tmp/prof/{tool}-{n}.data --' runs every tool
+        // under a profiler (or `strace -f -c -o ... --`): {tool} is the program's file name,
+        // {n} counts the runs. The timings then include the profiler.
+        if let Ok(wrap) = std::env::var("POPFETCH_BENCH_WRAP") {
+            static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+            let n = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let tool = Path::new(&self.argv[0])
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            for w in wrap.split_whitespace() {
+                cmd.arg(w.replace("{tool}", &tool).replace("{n}", &n.to_string()));
+            }
+        }
         cmd.args(&self.argv)
             .env("HOME", &self.home)
             .env("LC_ALL", "C")

@@ -6,6 +6,7 @@
 //! POPFETCH_BENCH=full cargo bench --bench compare         # full sizes
 //! POPFETCH_BENCH_ONLY=noop,accounts ...                    # only these scenarios (by key)
 //! POPFETCH_BENCH_TOOLS=popfetch,mpop ...                    # only these tools
+//! POPFETCH_BENCH_WRAP='perf record -g -o /tmp/prof/{tool}-{n}.data --' ...   # profile each run
 //! ```
 //!
 //! Scenarios (full sizes; the default is a small version of each that still runs every tool):

@@ -17,10 +17,18 @@ const BUF_SIZE: usize = 64 * 1024;
 
 static SEQ: AtomicU64 = AtomicU64::new(0);
 
+/// This process's ID, asked of the kernel once (it is in every file name).
+fn pid() -> u32 {
+    static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *PID.get_or_init(std::process::id)
+}
+
 #[derive(Debug)]
 pub struct Maildir {
     root: PathBuf,
     host: String,
+    /// A batch's files are made durable by one `syncfs` (see [`crate::durable::fs_sync_covers`]).
+    fs_sync: bool,
 }
 
 impl Maildir {
@@ -40,6 +48,7 @@ impl Maildir {
         Ok(Maildir {
             root: root.to_path_buf(),
             host,
+            fs_sync: crate::durable::fs_sync_covers(&root.join("tmp")),
         })
     }
 
@@ -51,7 +60,7 @@ impl Maildir {
             "{}.M{}P{}Q{}.{}",
             now.as_secs(),
             now.subsec_micros(),
-            std::process::id(),
+            pid(),
             SEQ.fetch_add(1, Ordering::Relaxed),
             self.host
         );
@@ -69,6 +78,7 @@ impl Maildir {
             tmp,
             new: self.root.join("new").join(&name),
             new_dir: self.root.join("new"),
+            fs_sync: self.fs_sync,
             name,
             bytes: 0,
             kicked: 0,
@@ -122,7 +132,7 @@ impl Maildir {
                 .and_then(|(_, r)| r.split_once('Q'))
                 .and_then(|(pid, _)| pid.parse::<u32>().ok());
             let Some(pid) = pid else { continue };
-            if pid != std::process::id()
+            if pid != self::pid()
                 && !Path::new(&format!("/proc/{pid}")).exists()
                 && std::fs::remove_file(e.path()).is_ok()
             {
@@ -155,6 +165,8 @@ pub struct Sink {
     tmp: PathBuf,
     new: PathBuf,
     new_dir: PathBuf,
+    /// See [`Maildir`]'s field.
+    fs_sync: bool,
     name: String,
     bytes: u64,
     /// Where the last write-behind started (see [`WRITE_BEHIND`]).
@@ -200,7 +212,8 @@ impl Sink {
             self.syncing = Some(tokio::task::spawn_blocking(move || f.sync_all()));
         } else {
             // Small files are fsync'd together at the batch's commit, where their fsyncs share
-            // the file system's journal commits.
+            // the file system's journal commits; their writing starts now.
+            start_writeback(&f, self.kicked, self.bytes - self.kicked);
             self.unsynced = Some(f);
         }
         Ok(())
@@ -236,20 +249,51 @@ fn start_writeback(file: &File, offset: u64, len: u64) {
     }
 }
 
-/// Makes the finished messages of `sinks` durable in `tmp/`: their fsyncs run concurrently, so
-/// they share the file system's journal commits (a large message's started at its end, while
-/// the next ones were arriving).
+/// Makes the finished messages of `sinks` durable in `tmp/`. Where one `syncfs` covers them
+/// (see [`crate::durable::sync_fs`]) the small ones are made durable together on one blocking
+/// thread: one journal commit and one device flush for the batch, where an fsync each costs a
+/// flush each, and one thread hand-off where an fsync each took one per message. Elsewhere their
+/// fsyncs run concurrently, so that they share the file system's journal commits. A large
+/// message's fsync was started at its end, while the next ones were arriving, and is only
+/// awaited here.
 pub(super) async fn sync_all(sinks: &mut [&mut Sink]) -> Result<(), DeliverError> {
-    // Every fsync not started yet starts now, all at once.
-    for s in sinks.iter_mut() {
+    let mut small: Vec<(usize, File)> = Vec::new();
+    for (i, s) in sinks.iter_mut().enumerate() {
         if let Some(f) = s.unsynced.take() {
-            s.syncing = Some(tokio::task::spawn_blocking(move || f.sync_all()));
+            small.push((i, f));
+        } else if s.syncing.is_none() {
+            return Err(s.closed());
         }
     }
-    let mut failed = None;
+    let together = small.len() > 1 && small.iter().all(|(i, _)| sinks[*i].fs_sync);
+    let mut failed: Option<DeliverError> = None;
+    if together {
+        // The first file was opened before any of the others was written: `syncfs` through
+        // it reports a write-back error of any of them.
+        let first = small.first().map_or(0, |(i, _)| *i);
+        let r = tokio::task::spawn_blocking(move || {
+            let (Some((_, a)), Some((_, z))) = (small.first(), small.last()) else {
+                return Ok(());
+            };
+            crate::durable::sync_fs(a, z)
+        })
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        if let Err(e) = r {
+            let tmp = &sinks[first].tmp;
+            failed = Some(DeliverError::io(
+                format!("cannot write {} and the rest of its batch", tmp.display()),
+                e,
+            ));
+        }
+    } else {
+        for (i, f) in small {
+            sinks[i].syncing = Some(tokio::task::spawn_blocking(move || f.sync_all()));
+        }
+    }
     for s in sinks.iter_mut() {
         let Some(job) = s.syncing.take() else {
-            return Err(s.closed());
+            continue;
         };
         let r = match job.await {
             Ok(r) => r,

@@ -40,7 +40,7 @@ pub(super) fn far_short(received: u64, listed: u64) -> bool {
 
 /// Octets of a body chunk (line endings as `\n`) with CRLF line endings, as LIST counts them.
 pub(super) fn wire_len(chunk: &[u8]) -> u64 {
-    let lines = chunk.iter().filter(|&&b| b == b'\n').count();
+    let lines = memchr::memchr_iter(b'\n', chunk).count();
     (chunk.len() + lines) as u64
 }
 
@@ -185,7 +185,10 @@ impl Run<'_> {
         let mut retrs = 0usize;
         let mut ahead = 0u64;
         loop {
-            // Fill the pipeline: DELEs first (tiny), then RETRs within the window.
+            // Fill the pipeline: DELEs first (tiny), then RETRs within the window. Once it is
+            // full it is topped up only when a quarter of it has drained, so that RETRs leave
+            // in flights of many, not one write (and one TLS record) per message read.
+            let mut refilling = false;
             while self.pipelining || self.session.in_flight() == 0 {
                 if self.dele_sent.len() < MAX_DELE_AHEAD
                     && let Some((num, uidl)) = self.dele_wait.pop_front()
@@ -202,8 +205,10 @@ impl Run<'_> {
                         "shutting down: ending the poll after the message in flight"
                     );
                 }
-                let room = retrs == 0
-                    || (retrs < MAX_AHEAD && ahead < self.window.bytes(self.session.min_rtt()));
+                let window = self.window.bytes(self.session.min_rtt());
+                let drained = ahead <= window - window / 4 && retrs <= MAX_AHEAD - MAX_AHEAD / 4;
+                let room =
+                    retrs == 0 || (retrs < MAX_AHEAD && ahead < window && (refilling || drained));
                 let no_more_retrs = self.stopping() || next >= self.todo.len();
                 if no_more_retrs || !room {
                     // The last DELEs are on their way and nothing can follow them (no RETR
@@ -223,6 +228,7 @@ impl Run<'_> {
                 self.session
                     .queue(Command::Retr(self.todo[next].num), Tag::Retr(next));
                 self.window.sent();
+                refilling = true;
                 retrs += 1;
                 // A server may announce any size: saturate, never overflow.
                 ahead = ahead.saturating_add(self.todo[next].listed);
