@@ -67,7 +67,7 @@
 //! mail processes (see [`DOVECOT_REUSE`]), the same for every tool: a provider's server has
 //! more cores than these two shared ones, and with a process started per session Dovecot's
 //! CPU, not the client, made every cycle on loopback (measured at 1,000 accounts: 14.4 to
-//! 14.9 ms of Dovecot CPU per session with a process per session, 1.7 to 1.9 ms reused).
+//! 17.6 ms of Dovecot CPU per session with a process per session, 1.7 to 3.3 ms reused).
 //! `POPFETCH_SCALE_DOVECOT_PROCS=per-session` keeps Dovecot's defaults. Dovecot's CPU over
 //! each cycle (all its processes, from `/proc`) is in the table.
 //!
