@@ -943,6 +943,8 @@ impl Session {
             if n == 0 {
                 return Err(SessionError::Closed);
             }
+            // Every command of what is awaited was sent: no reply will carry the ACK.
+            self.stream.quick_ack();
             if first {
                 let rtt = self.flight_at.elapsed();
                 self.min_rtt = Some(self.min_rtt.map_or(rtt, |m| m.min(rtt)));
