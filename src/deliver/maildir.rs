@@ -8,6 +8,7 @@ use std::io::{BufWriter, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
 
 use super::DeliverError;
@@ -27,8 +28,12 @@ fn pid() -> u32 {
 pub struct Maildir {
     root: PathBuf,
     host: String,
-    /// A batch's files are made durable by one `syncfs` (see [`crate::durable::fs_sync_covers`]).
-    fs_sync: bool,
+    /// Where one `syncfs` makes a batch durable (see [`crate::durable::fs_sync_covers`]): `tmp/`,
+    /// opened before any file of the next batch is written (at open, then at each batch's
+    /// sync). A `syncfs` through it reports a write-back error of any file written since, so
+    /// a small message's file is closed as soon as it is written: a session holds one
+    /// descriptor here, not one per message of its batch.
+    anchor: Option<Arc<Mutex<File>>>,
 }
 
 impl Maildir {
@@ -48,7 +53,10 @@ impl Maildir {
         Ok(Maildir {
             root: root.to_path_buf(),
             host,
-            fs_sync: crate::durable::fs_sync_covers(&root.join("tmp")),
+            anchor: match crate::durable::fs_sync_covers(&root.join("tmp")) {
+                true => Some(Arc::new(Mutex::new(open_anchor(root)?))),
+                false => None,
+            },
         })
     }
 
@@ -78,7 +86,8 @@ impl Maildir {
             tmp,
             new: self.root.join("new").join(&name),
             new_dir: self.root.join("new"),
-            fs_sync: self.fs_sync,
+            anchor: self.anchor.clone(),
+            fs_pending: false,
             name,
             bytes: 0,
             kicked: 0,
@@ -165,8 +174,11 @@ pub struct Sink {
     tmp: PathBuf,
     new: PathBuf,
     new_dir: PathBuf,
-    /// See [`Maildir`]'s field.
-    fs_sync: bool,
+    /// The Maildir's `tmp/` anchor, when one `syncfs` makes a batch durable.
+    anchor: Option<Arc<Mutex<File>>>,
+    /// Written, flushed and closed, made durable by the batch's `syncfs` (a small message,
+    /// with an anchor).
+    fs_pending: bool,
     name: String,
     bytes: u64,
     /// Where the last write-behind started (see [`WRITE_BEHIND`]).
@@ -211,10 +223,14 @@ impl Sink {
         if self.bytes >= WRITE_BEHIND {
             self.syncing = Some(tokio::task::spawn_blocking(move || f.sync_all()));
         } else {
-            // Small files are fsync'd together at the batch's commit, where their fsyncs share
-            // the file system's journal commits; their writing starts now.
+            // Small files are made durable together at the batch's commit; their writing
+            // starts now.
             start_writeback(&f, self.kicked, self.bytes - self.kicked);
-            self.unsynced = Some(f);
+            if self.anchor.is_some() {
+                self.fs_pending = true;
+            } else {
+                self.unsynced = Some(f);
+            }
         }
         Ok(())
     }
@@ -249,46 +265,64 @@ fn start_writeback(file: &File, offset: u64, len: u64) {
     }
 }
 
-/// Makes the finished messages of `sinks` durable in `tmp/`. Where one `syncfs` covers them
-/// (see [`crate::durable::sync_fs`]) the small ones are made durable together on one blocking
+/// Makes the finished messages of `sinks` durable in `tmp/`. Where a `syncfs` covers them (the
+/// sinks' Maildirs have an anchor), one `syncfs` per Maildir through its anchor, on one blocking
 /// thread: one journal commit and one device flush for the batch, where an fsync each costs a
-/// flush each, and one thread hand-off where an fsync each took one per message. Elsewhere their
-/// fsyncs run concurrently, so that they share the file system's journal commits. A large
-/// message's fsync was started at its end, while the next ones were arriving, and is only
-/// awaited here.
+/// flush each, and one thread hand-off where an fsync each took one per message. Elsewhere the
+/// files' fsyncs run concurrently, so that they share the file system's journal commits. A
+/// large message's fsync was started at its end, while the next ones were arriving, and is
+/// only awaited here.
 pub(super) async fn sync_all(sinks: &mut [&mut Sink]) -> Result<(), DeliverError> {
-    let mut small: Vec<(usize, File)> = Vec::new();
+    let mut anchors: Vec<(usize, Arc<Mutex<File>>)> = Vec::new();
     for (i, s) in sinks.iter_mut().enumerate() {
-        if let Some(f) = s.unsynced.take() {
-            small.push((i, f));
+        if s.fs_pending {
+            let Some(a) = &s.anchor else {
+                return Err(s.closed());
+            };
+            if !anchors.iter().any(|(_, b)| Arc::ptr_eq(a, b)) {
+                anchors.push((i, Arc::clone(a)));
+            }
+        } else if let Some(f) = s.unsynced.take() {
+            s.syncing = Some(tokio::task::spawn_blocking(move || f.sync_all()));
         } else if s.syncing.is_none() {
             return Err(s.closed());
         }
     }
-    let together = small.len() > 1 && small.iter().all(|(i, _)| sinks[*i].fs_sync);
     let mut failed: Option<DeliverError> = None;
-    if together {
-        // The first file was opened before any of the others was written: `syncfs` through
-        // it reports a write-back error of any of them.
-        let first = small.first().map_or(0, |(i, _)| *i);
+    if !anchors.is_empty() {
+        // Each anchor with its Maildir's `tmp/`.
+        let jobs: Vec<(PathBuf, Arc<Mutex<File>>)> = anchors
+            .into_iter()
+            .map(|(i, a)| {
+                let tmp = sinks[i].tmp.parent().unwrap_or(Path::new("."));
+                (tmp.to_path_buf(), a)
+            })
+            .collect();
         let r = tokio::task::spawn_blocking(move || {
-            let (Some((_, a)), Some((_, z))) = (small.first(), small.last()) else {
-                return Ok(());
-            };
-            crate::durable::sync_fs(a, z)
+            for (tmp, anchor) in &jobs {
+                let mut anchor = anchor.lock().unwrap_or_else(PoisonError::into_inner);
+                // The next batch's anchor is opened before any of its files is written, as
+                // this batch's was before any of its files was.
+                let next = File::open(tmp).map_err(|e| (tmp.clone(), e))?;
+                let old = std::mem::replace(&mut *anchor, next);
+                crate::durable::sync_fs(&old, &old).map_err(|e| (tmp.clone(), e))?;
+            }
+            Ok(())
         })
         .await
-        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
-        if let Err(e) = r {
-            let tmp = &sinks[first].tmp;
-            failed = Some(DeliverError::io(
-                format!("cannot write {} and the rest of its batch", tmp.display()),
-                e,
-            ));
-        }
-    } else {
-        for (i, f) in small {
-            sinks[i].syncing = Some(tokio::task::spawn_blocking(move || f.sync_all()));
+        .unwrap_or_else(|e| Err((PathBuf::from("tmp"), std::io::Error::other(e))));
+        match r {
+            Ok(()) => {
+                for s in sinks.iter_mut() {
+                    s.fs_pending = false;
+                }
+            }
+            Err((tmp, e)) => {
+                failed = Some(DeliverError::io(
+                    format!("cannot make the batch's files in {} durable", tmp.display()),
+                    e,
+                ));
+            }
         }
     }
     for s in sinks.iter_mut() {
@@ -308,6 +342,12 @@ pub(super) async fn sync_all(sinks: &mut [&mut Sink]) -> Result<(), DeliverError
     failed.map_or(Ok(()), Err)
 }
 
+/// `tmp/` of the Maildir at `root`, opened as the anchor of its first batch's `syncfs`.
+fn open_anchor(root: &Path) -> Result<File, DeliverError> {
+    let tmp = root.join("tmp");
+    File::open(&tmp).map_err(|e| DeliverError::io(format!("cannot open {}", tmp.display()), e))
+}
+
 /// Renames every synced message of `sinks` into its `new/`, then fsyncs each `new/` once. After
 /// an error the messages renamed so far stay delivered (the journal's pending records find
 /// them); the others are removed.
@@ -317,7 +357,7 @@ pub(super) async fn publish(mut sinks: Vec<Sink>) -> Result<(), DeliverError> {
     dirs.dedup();
     tokio::task::spawn_blocking(move || {
         for s in &mut sinks {
-            if s.file.is_some() || s.unsynced.is_some() || s.syncing.is_some() {
+            if s.file.is_some() || s.unsynced.is_some() || s.syncing.is_some() || s.fs_pending {
                 return Err(s.closed());
             }
             std::fs::rename(&s.tmp, &s.new).map_err(|e| {
@@ -342,5 +382,76 @@ impl Drop for Sink {
             // An unfinished delivery leaves no partial file behind.
             let _ = std::fs::remove_file(&self.tmp);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Writes `n` small messages into `md`, syncs and publishes them as one batch, and checks
+    /// every one is in `new/` with its content and `tmp/` is empty.
+    async fn batch_of(md: &Maildir, root: &Path, n: usize) {
+        let mut sinks = Vec::new();
+        for i in 0..n {
+            let mut s = md.begin(None).unwrap();
+            s.write(format!("Subject: {i}\n\nbody {i}\n").as_bytes())
+                .unwrap();
+            s.finish().unwrap();
+            // With an anchor the file is closed once written; without, it waits for its fsync.
+            assert!(s.file.is_none());
+            assert_eq!(s.fs_pending, md.anchor.is_some());
+            assert_eq!(s.unsynced.is_some(), md.anchor.is_none());
+            sinks.push(s);
+        }
+        let mut refs: Vec<&mut Sink> = sinks.iter_mut().collect();
+        sync_all(&mut refs).await.unwrap();
+        assert!(sinks.iter().all(|s| !s.fs_pending && s.unsynced.is_none()));
+        let keys: Vec<String> = sinks.iter().map(|s| s.key().to_string()).collect();
+        publish(sinks).await.unwrap();
+        for (i, k) in keys.iter().enumerate() {
+            assert_eq!(
+                std::fs::read(root.join("new").join(k)).unwrap(),
+                format!("Subject: {i}\n\nbody {i}\n").as_bytes()
+            );
+        }
+        assert_eq!(std::fs::read_dir(root.join("tmp")).unwrap().count(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_batch_is_made_durable_by_one_syncfs_through_an_anchor_that_moves_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("Mail");
+        let md = Maildir::open(&root).unwrap();
+        // The test directory is on ext4, XFS, Btrfs or tmpfs on the machines this runs on.
+        assert!(md.anchor.is_some(), "{} has no anchor", root.display());
+        batch_of(&md, &root, 300).await;
+        // The next batch goes through the anchor opened at the first one's sync.
+        batch_of(&md, &root, 3).await;
+        assert_eq!(std::fs::read_dir(root.join("new")).unwrap().count(), 303);
+    }
+
+    #[tokio::test]
+    async fn without_an_anchor_each_file_is_fsynced() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("Mail");
+        let mut md = Maildir::open(&root).unwrap();
+        md.anchor = None;
+        batch_of(&md, &root, 40).await;
+    }
+
+    #[tokio::test]
+    async fn a_file_not_made_durable_is_never_published() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("Mail");
+        let md = Maildir::open(&root).unwrap();
+        let mut s = md.begin(None).unwrap();
+        s.write(b"Subject: x\n\nbody\n").unwrap();
+        s.finish().unwrap();
+        let key = s.key().to_string();
+        // Finished, not synced: publishing refuses it and it is removed, never renamed.
+        assert!(publish(vec![s]).await.is_err());
+        assert!(!md.was_delivered(&key));
+        assert_eq!(std::fs::read_dir(root.join("tmp")).unwrap().count(), 0);
     }
 }

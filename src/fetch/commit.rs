@@ -9,8 +9,13 @@ use super::plan::Item;
 use crate::deliver::{Backend, Sink};
 use crate::state::{AccountState, StateError};
 
-/// A group commit covers at most this many messages ...
-pub(super) const BATCH_COUNT: usize = 64;
+/// A group commit covers at most this many messages (a Maildir's: each is recognised after a
+/// crash, so a bigger batch costs no duplicate, only its DELEs' wait; with one `syncfs` a
+/// batch, its size is what divides the commit's cost) ...
+pub(super) const BATCH_COUNT: usize = 256;
+/// ... or this many, when a crash would repeat them (LMTP's deliveries, recorded with the
+/// batch's one fsync; a Maildir's from a server without UIDL, which have no pending record) ...
+pub(super) const REPEATABLE_COUNT: usize = 64;
 /// ... or bytes ...
 pub(super) const BATCH_BYTES: u64 = 8 << 20;
 /// ... or this much time since its first message.
@@ -22,11 +27,17 @@ pub(super) struct Batch {
     pub(super) sinks: Vec<(usize, Sink)>,
     pub(super) bytes: u64,
     pub(super) started: Option<Instant>,
+    /// A crash before the commit would deliver one of the messages again.
+    pub(super) repeatable: bool,
 }
 
 impl Batch {
     pub(super) fn is_due(&self) -> bool {
-        self.sinks.len() >= BATCH_COUNT
+        let count = match self.repeatable {
+            true => REPEATABLE_COUNT,
+            false => BATCH_COUNT,
+        };
+        self.sinks.len() >= count
             || self.bytes >= BATCH_BYTES
             || self.started.is_some_and(|t| t.elapsed() >= BATCH_AGE)
     }

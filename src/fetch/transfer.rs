@@ -477,6 +477,7 @@ impl Run<'_> {
                 // delivery is durable already (the server's 2xx): its record joins the batch's.
                 self.batch.bytes += sink.bytes();
                 self.batch.started.get_or_insert_with(Instant::now);
+                self.batch.repeatable |= sink.group_commit() || item.uidl.is_none();
                 self.batch.sinks.push((i, sink));
                 Ok(())
             }
