@@ -6,3 +6,4 @@ mod crash;
 mod full_disk;
 mod issue13_state;
 mod recovery;
+mod writeback_error;
