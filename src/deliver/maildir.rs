@@ -7,8 +7,8 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
 
 use super::DeliverError;
@@ -29,11 +29,12 @@ pub struct Maildir {
     root: PathBuf,
     host: String,
     /// Where one `syncfs` makes a batch durable (see [`crate::durable::fs_sync_covers`]): `tmp/`,
-    /// opened before any file of the next batch is written (at open, then at each batch's
-    /// sync). A `syncfs` through it reports a write-back error of any file written since, so
-    /// a small message's file is closed as soon as it is written: a session holds one
-    /// descriptor here, not one per message of its batch.
-    anchor: Option<Arc<Mutex<File>>>,
+    /// opened here, before any file of the poll is written. A `syncfs` through it reports each
+    /// write-back error on the file system since it was opened, once (the descriptor keeps its
+    /// own place in the file system's error sequence), so a small message's file is closed as
+    /// soon as it is written: a poll holds one descriptor here, not one per message of its
+    /// batch.
+    anchor: Option<Arc<File>>,
 }
 
 impl Maildir {
@@ -54,7 +55,7 @@ impl Maildir {
             root: root.to_path_buf(),
             host,
             anchor: match crate::durable::fs_sync_covers(&root.join("tmp")) {
-                true => Some(Arc::new(Mutex::new(open_anchor(root)?))),
+                true => Some(Arc::new(open_anchor(root)?)),
                 false => None,
             },
         })
@@ -175,7 +176,7 @@ pub struct Sink {
     new: PathBuf,
     new_dir: PathBuf,
     /// The Maildir's `tmp/` anchor, when one `syncfs` makes a batch durable.
-    anchor: Option<Arc<Mutex<File>>>,
+    anchor: Option<Arc<File>>,
     /// Written, flushed and closed, made durable by the batch's `syncfs` (a small message,
     /// with an anchor).
     fs_pending: bool,
@@ -266,14 +267,14 @@ fn start_writeback(file: &File, offset: u64, len: u64) {
 }
 
 /// Makes the finished messages of `sinks` durable in `tmp/`. Where a `syncfs` covers them (the
-/// sinks' Maildirs have an anchor), one `syncfs` per Maildir through its anchor, on one blocking
+/// sinks' Maildirs have an anchor), one `syncfs` per Maildir through its anchor on one blocking
 /// thread: one journal commit and one device flush for the batch, where an fsync each costs a
 /// flush each, and one thread hand-off where an fsync each took one per message. Elsewhere the
 /// files' fsyncs run concurrently, so that they share the file system's journal commits. A
 /// large message's fsync was started at its end, while the next ones were arriving, and is
 /// only awaited here.
 pub(super) async fn sync_all(sinks: &mut [&mut Sink]) -> Result<(), DeliverError> {
-    let mut anchors: Vec<(usize, Arc<Mutex<File>>)> = Vec::new();
+    let mut anchors: Vec<(usize, Arc<File>)> = Vec::new();
     for (i, s) in sinks.iter_mut().enumerate() {
         if s.fs_pending {
             let Some(a) = &s.anchor else {
@@ -291,7 +292,7 @@ pub(super) async fn sync_all(sinks: &mut [&mut Sink]) -> Result<(), DeliverError
     let mut failed: Option<DeliverError> = None;
     if !anchors.is_empty() {
         // Each anchor with its Maildir's `tmp/`.
-        let jobs: Vec<(PathBuf, Arc<Mutex<File>>)> = anchors
+        let jobs: Vec<(PathBuf, Arc<File>)> = anchors
             .into_iter()
             .map(|(i, a)| {
                 let tmp = sinks[i].tmp.parent().unwrap_or(Path::new("."));
@@ -300,12 +301,7 @@ pub(super) async fn sync_all(sinks: &mut [&mut Sink]) -> Result<(), DeliverError
             .collect();
         let r = tokio::task::spawn_blocking(move || {
             for (tmp, anchor) in &jobs {
-                let mut anchor = anchor.lock().unwrap_or_else(PoisonError::into_inner);
-                // The next batch's anchor is opened before any of its files is written, as
-                // this batch's was before any of its files was.
-                let next = File::open(tmp).map_err(|e| (tmp.clone(), e))?;
-                let old = std::mem::replace(&mut *anchor, next);
-                crate::durable::sync_fs(&old, &old).map_err(|e| (tmp.clone(), e))?;
+                crate::durable::sync_fs(anchor, anchor).map_err(|e| (tmp.clone(), e))?;
             }
             Ok(())
         })
@@ -342,7 +338,7 @@ pub(super) async fn sync_all(sinks: &mut [&mut Sink]) -> Result<(), DeliverError
     failed.map_or(Ok(()), Err)
 }
 
-/// `tmp/` of the Maildir at `root`, opened as the anchor of its first batch's `syncfs`.
+/// `tmp/` of the Maildir at `root`, opened as the anchor of its batches' `syncfs`.
 fn open_anchor(root: &Path) -> Result<File, DeliverError> {
     let tmp = root.join("tmp");
     File::open(&tmp).map_err(|e| DeliverError::io(format!("cannot open {}", tmp.display()), e))
@@ -419,14 +415,14 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_batch_is_made_durable_by_one_syncfs_through_an_anchor_that_moves_on() {
+    async fn batches_are_made_durable_by_one_syncfs_each_through_the_maildirs_anchor() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("Mail");
         let md = Maildir::open(&root).unwrap();
         // The test directory is on ext4, XFS, Btrfs or tmpfs on the machines this runs on.
         assert!(md.anchor.is_some(), "{} has no anchor", root.display());
         batch_of(&md, &root, 300).await;
-        // The next batch goes through the anchor opened at the first one's sync.
+        // The next batch goes through the same anchor.
         batch_of(&md, &root, 3).await;
         assert_eq!(std::fs::read_dir(root.join("new")).unwrap().count(), 303);
     }
