@@ -299,7 +299,11 @@ pub(super) async fn sync_all(sinks: &mut [&mut Sink]) -> Result<(), DeliverError
                 (tmp.to_path_buf(), a)
             })
             .collect();
+        // A permit first, so that hundreds of polls committing at once wait here, not each on
+        // a blocking thread of its own (each thread's stack stays in memory for a while).
+        let permit = FS_SYNCS.acquire().await;
         let r = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
             for (tmp, anchor) in &jobs {
                 crate::durable::sync_fs(anchor, anchor).map_err(|e| (tmp.clone(), e))?;
             }
@@ -337,6 +341,11 @@ pub(super) async fn sync_all(sinks: &mut [&mut Sink]) -> Result<(), DeliverError
     }
     failed.map_or(Ok(()), Err)
 }
+
+/// How many `syncfs` calls of batches run at once, in the whole process. One makes everything
+/// written so far durable, so a few at a time lose nothing against many, and hold a few threads
+/// instead of one per poll committing.
+static FS_SYNCS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
 
 /// `tmp/` of the Maildir at `root`, opened as the anchor of its batches' `syncfs`.
 fn open_anchor(root: &Path) -> Result<File, DeliverError> {
