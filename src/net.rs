@@ -77,6 +77,26 @@ pub(crate) struct Peer<'a> {
     pub timeout: Duration,
 }
 
+/// Asks the kernel to acknowledge what arrives on `tcp` at once, instead of holding the ACK
+/// back (delayed ACK, 40 ms on Linux) for a reply to carry. A client that pipelines has sent
+/// its commands and waits: no reply will come, and a server whose next small answer waits for
+/// that ACK (Nagle's algorithm) stalls. The kernel leaves the mode again by itself, so callers
+/// ask after every read. Best effort: a failure changes only the timing.
+pub(crate) fn quick_ack(tcp: &impl std::os::fd::AsRawFd) {
+    let one: libc::c_int = 1;
+    // SAFETY: `setsockopt` reads `size_of::<c_int>()` bytes from `one`, which lives across the
+    // call, on a descriptor the caller keeps open.
+    unsafe {
+        libc::setsockopt(
+            tcp.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_QUICKACK,
+            (&raw const one).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
     #[error("cannot connect to {addr}: {source}")]

@@ -604,7 +604,16 @@ impl tokio::io::AsyncRead for Socket {
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
         match self.get_mut() {
-            Socket::Tcp(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+            Socket::Tcp(s) => {
+                let filled = buf.filled().len();
+                let r = std::pin::Pin::new(&mut *s).poll_read(cx, buf);
+                if buf.filled().len() > filled {
+                    // The commands for the replies awaited are sent (pipelined): acknowledge
+                    // at once, see `net::quick_ack`.
+                    crate::net::quick_ack(s);
+                }
+                r
+            }
             Socket::Unix(s) => std::pin::Pin::new(s).poll_read(cx, buf),
         }
     }

@@ -105,31 +105,16 @@ impl Stream {
         }
     }
 
-    /// Acknowledges at once what the next reads receive, instead of holding the ACK back for
-    /// a reply to piggyback on (delayed ACK, 40 ms on Linux). Asked for after each read: the
-    /// commands for what is awaited are all sent, so no reply will come to carry the ACK, and a
-    /// server whose next small answer waits for that ACK (Nagle's algorithm:
-    /// Dovecot answers a pipelined USER from its login process and PASS from the mail process,
-    /// two writes) would otherwise stall each login by 40 ms. The kernel drops the mode again
-    /// by itself, so it is asked for again after every read. Best effort.
+    /// Acknowledges at once what the next reads receive (see [`crate::net::quick_ack`]).
+    /// Asked for after each read: the commands for what is awaited are all sent, so no reply
+    /// will come to carry the ACK, and a server whose next small answer waits for that ACK
+    /// (Nagle's algorithm: Dovecot answers a pipelined USER from its login process and PASS
+    /// from the mail process, two writes) would otherwise stall each login by 40 ms.
     pub(super) fn quick_ack(&self) {
-        use std::os::fd::AsRawFd;
-        let tcp = match self {
-            Stream::Plain(s) => s,
-            Stream::Tls(s) => s.get_ref(),
-            Stream::Upgrading => return,
-        };
-        let one: libc::c_int = 1;
-        // SAFETY: `setsockopt` reads `size_of::<c_int>()` bytes from `one`, which lives across
-        // the call, on a descriptor `tcp` keeps open.
-        unsafe {
-            libc::setsockopt(
-                tcp.as_raw_fd(),
-                libc::IPPROTO_TCP,
-                libc::TCP_QUICKACK,
-                (&raw const one).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            );
+        match self {
+            Stream::Plain(s) => crate::net::quick_ack(s),
+            Stream::Tls(s) => crate::net::quick_ack(s.get_ref()),
+            Stream::Upgrading => {}
         }
     }
 
