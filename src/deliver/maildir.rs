@@ -61,6 +61,14 @@ impl Maildir {
         })
     }
 
+    /// Each file gets its own fsync, never a `syncfs`: for a caller that makes one message at a
+    /// time durable (a routed copy), where a `syncfs` would write back the whole file system
+    /// for one file.
+    pub(super) fn one_at_a_time(mut self) -> Maildir {
+        self.anchor = None;
+        self
+    }
+
     pub(super) fn begin(&self, header: Option<&[u8]>) -> Result<Sink, DeliverError> {
         let now = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
@@ -440,8 +448,8 @@ mod tests {
     async fn without_an_anchor_each_file_is_fsynced() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("Mail");
-        let mut md = Maildir::open(&root).unwrap();
-        md.anchor = None;
+        let md = Maildir::open(&root).unwrap().one_at_a_time();
+        assert!(md.anchor.is_none());
         batch_of(&md, &root, 40).await;
     }
 
