@@ -267,6 +267,14 @@ impl Run<'_> {
                 }
                 break;
             }
+            if !self.batch.sinks.is_empty() && !self.session.answer_ready() {
+                // The next answer is still on its way: commit what has arrived while it
+                // travels, rather than after it (a batch then grows to its bound only while
+                // messages arrive faster than they are read).
+                self.session.flush().await?;
+                self.commit_batch().await?;
+                continue;
+            }
             let (tag, st) = self.session.next_answer().await?;
             match tag {
                 Tag::Dele(_) => {

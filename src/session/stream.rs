@@ -118,6 +118,26 @@ impl Stream {
         }
     }
 
+    /// Whether a read would find something now: bytes OpenSSL holds (decrypted, or records
+    /// read ahead), or a socket the kernel reports readable. A hint for when to do other work
+    /// rather than wait; a wrong answer costs only timing.
+    pub(super) fn ready_now(&self) -> bool {
+        let tcp = match self {
+            Stream::Plain(s) => s,
+            Stream::Tls(s) => {
+                // SAFETY: `SSL_has_pending` reads the state of the live SSL object `s` owns.
+                let ssl = foreign_types::ForeignTypeRef::as_ptr(s.ssl());
+                if unsafe { SSL_has_pending(ssl.cast_const().cast()) } != 0 {
+                    return true;
+                }
+                s.get_ref()
+            }
+            Stream::Upgrading => return false,
+        };
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        tcp.poll_read_ready(&mut cx).is_ready()
+    }
+
     pub(super) async fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         match self {
             Stream::Plain(s) => s.write_all(bytes).await,
@@ -165,4 +185,10 @@ fn peer<'a>(p: &ConnectParams<'a>) -> Peer<'a> {
         client: p.client,
         timeout: p.timeout,
     }
+}
+
+unsafe extern "C" {
+    /// OpenSSL 1.1.0 and later: whether the SSL object holds bytes not yet handed out, decrypted
+    /// or not (the openssl crate offers only `SSL_pending`, the decrypted ones).
+    fn SSL_has_pending(ssl: *const std::ffi::c_void) -> std::os::raw::c_int;
 }
