@@ -20,6 +20,8 @@ pub(super) const REPEATABLE_COUNT: usize = 64;
 pub(super) const BATCH_BYTES: u64 = 8 << 20;
 /// ... or this much time since its first message.
 pub(super) const BATCH_AGE: Duration = Duration::from_millis(500);
+/// A batch of at least this many is also committed whenever the next answer is not here yet.
+pub(super) const WAIT_COMMIT_MIN: usize = 16;
 
 /// Messages written but not yet durable, committed together.
 #[derive(Default)]

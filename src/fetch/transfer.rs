@@ -267,10 +267,14 @@ impl Run<'_> {
                 }
                 break;
             }
-            if !self.batch.sinks.is_empty() && !self.session.answer_ready() {
+            if self.batch.sinks.len() >= super::commit::WAIT_COMMIT_MIN
+                && !self.session.answer_ready()
+            {
                 // The next answer is still on its way: commit what has arrived while it
                 // travels, rather than after it (a batch then grows to its bound only while
-                // messages arrive faster than they are read).
+                // messages arrive faster than they are read). Not for a handful: a server
+                // without PIPELINING answers one RETR a round trip, and a commit (a `syncfs`,
+                // which writes back the whole file system) per message would be its cost.
                 self.session.flush().await?;
                 self.commit_batch().await?;
                 continue;
