@@ -763,13 +763,13 @@ impl Session {
         self.quit_queued
     }
 
-    /// Commands sent or queued whose answers have not been read, QUIT's not counted.
     /// Whether the next answer's bytes are here already (decoded-but-unread bytes, or a read
     /// that would not wait): when they are not, the caller may do other work first.
     pub fn answer_ready(&self) -> bool {
         self.pipe.buffered() > 0 || self.stream.ready_now()
     }
 
+    /// Commands sent or queued whose answers have not been read, QUIT's not counted.
     pub fn in_flight(&self) -> usize {
         self.pipe
             .in_flight()
