@@ -134,20 +134,20 @@ pub fn fs_sync_covers(dir: &Path) -> bool {
     kernel_reports_syncfs_errors() && local_journaling_fs(dir)
 }
 
-/// Makes every file written on `first`'s file system since `first` was opened durable: one
+/// Makes every file written on `anchor`'s file system since `anchor` was opened durable: one
 /// `syncfs` writes them all back and commits the journal once, where an fsync each would
 /// commit and flush the device once per file. A write-back error on that file system since
-/// `first` was opened is reported, even one of another file (the batch then fails as a whole,
-/// which is safe: nothing of it is deleted from the server). Then one fsync of `last` flushes
-/// the device's cache, for a file system (ext2 shares ext4's magic number) whose `syncfs`
-/// would not. Only where [`fs_sync_covers`] said so.
-pub fn sync_fs(first: &File, last: &File) -> std::io::Result<()> {
+/// `anchor` was opened is reported, once, even one of another file (the batch then fails as a
+/// whole, which is safe: nothing of it is deleted from the server). Then one fsync of `anchor`
+/// flushes the device's cache, for a file system (ext2 shares ext4's magic number) whose
+/// `syncfs` would not. Only where [`fs_sync_covers`] said so.
+pub fn sync_fs(anchor: &File) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
-    // SAFETY: a plain system call on a descriptor `first` keeps open for its duration.
-    if unsafe { libc::syncfs(first.as_raw_fd()) } != 0 {
+    // SAFETY: a plain system call on a descriptor `anchor` keeps open for its duration.
+    if unsafe { libc::syncfs(anchor.as_raw_fd()) } != 0 {
         return Err(std::io::Error::last_os_error());
     }
-    last.sync_all()
+    anchor.sync_all()
 }
 
 fn kernel_reports_syncfs_errors() -> bool {

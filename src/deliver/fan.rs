@@ -52,7 +52,7 @@ impl Fan {
         }
         let b = Arc::new(match &self.template {
             Deliver::Maildir(p) => {
-                let m = super::maildir::Maildir::open(&fill_path(p, recipient))?.one_at_a_time();
+                let m = super::maildir::Maildir::open_one_at_a_time(&fill_path(p, recipient))?;
                 m.clean_stale_tmp();
                 Backend::Maildir(m)
             }

@@ -42,6 +42,17 @@ impl Maildir {
     /// The name of every directory created here is fsync'd in its parent: `publish` fsyncs
     /// `new/` itself, which does not make a new `new/` durable.
     pub fn open(root: &Path) -> Result<Maildir, DeliverError> {
+        Self::open_as(root, true)
+    }
+
+    /// [`Maildir::open`] where each file gets its own fsync, never a `syncfs`: for a caller
+    /// that makes one message at a time durable (a routed copy), where a `syncfs` would write
+    /// back the whole file system for one file.
+    pub(super) fn open_one_at_a_time(root: &Path) -> Result<Maildir, DeliverError> {
+        Self::open_as(root, false)
+    }
+
+    fn open_as(root: &Path, batches: bool) -> Result<Maildir, DeliverError> {
         for sub in ["", "tmp", "new", "cur"] {
             let dir = root.join(sub);
             crate::durable::create_dir_synced(&dir, 0o700)
@@ -54,19 +65,11 @@ impl Maildir {
         Ok(Maildir {
             root: root.to_path_buf(),
             host,
-            anchor: match crate::durable::fs_sync_covers(&root.join("tmp")) {
+            anchor: match batches && crate::durable::fs_sync_covers(&root.join("tmp")) {
                 true => Some(Arc::new(open_anchor(root)?)),
                 false => None,
             },
         })
-    }
-
-    /// Each file gets its own fsync, never a `syncfs`: for a caller that makes one message at a
-    /// time durable (a routed copy), where a `syncfs` would write back the whole file system
-    /// for one file.
-    pub(super) fn one_at_a_time(mut self) -> Maildir {
-        self.anchor = None;
-        self
     }
 
     pub(super) fn begin(&self, header: Option<&[u8]>) -> Result<Sink, DeliverError> {
@@ -282,14 +285,16 @@ fn start_writeback(file: &File, offset: u64, len: u64) {
 /// large message's fsync was started at its end, while the next ones were arriving, and is
 /// only awaited here.
 pub(super) async fn sync_all(sinks: &mut [&mut Sink]) -> Result<(), DeliverError> {
-    let mut anchors: Vec<(usize, Arc<File>)> = Vec::new();
-    for (i, s) in sinks.iter_mut().enumerate() {
+    // Each Maildir's anchor once, with its `tmp/` for the error.
+    let mut anchors: Vec<(PathBuf, Arc<File>)> = Vec::new();
+    for s in sinks.iter_mut() {
         if s.fs_pending {
             let Some(a) = &s.anchor else {
                 return Err(s.closed());
             };
             if !anchors.iter().any(|(_, b)| Arc::ptr_eq(a, b)) {
-                anchors.push((i, Arc::clone(a)));
+                let tmp = s.tmp.parent().unwrap_or(Path::new("."));
+                anchors.push((tmp.to_path_buf(), Arc::clone(a)));
             }
         } else if let Some(f) = s.unsynced.take() {
             s.syncing = Some(tokio::task::spawn_blocking(move || f.sync_all()));
@@ -299,21 +304,13 @@ pub(super) async fn sync_all(sinks: &mut [&mut Sink]) -> Result<(), DeliverError
     }
     let mut failed: Option<DeliverError> = None;
     if !anchors.is_empty() {
-        // Each anchor with its Maildir's `tmp/`.
-        let jobs: Vec<(PathBuf, Arc<File>)> = anchors
-            .into_iter()
-            .map(|(i, a)| {
-                let tmp = sinks[i].tmp.parent().unwrap_or(Path::new("."));
-                (tmp.to_path_buf(), a)
-            })
-            .collect();
         // A permit first, so that hundreds of polls committing at once wait here, not each on
         // a blocking thread of its own (each thread's stack stays in memory for a while).
         let permit = FS_SYNCS.acquire().await;
         let r = tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            for (tmp, anchor) in &jobs {
-                crate::durable::sync_fs(anchor, anchor).map_err(|e| (tmp.clone(), e))?;
+            for (tmp, anchor) in &anchors {
+                crate::durable::sync_fs(anchor).map_err(|e| (tmp.clone(), e))?;
             }
             Ok(())
         })
@@ -448,7 +445,7 @@ mod tests {
     async fn without_an_anchor_each_file_is_fsynced() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("Mail");
-        let md = Maildir::open(&root).unwrap().one_at_a_time();
+        let md = Maildir::open_one_at_a_time(&root).unwrap();
         assert!(md.anchor.is_none());
         batch_of(&md, &root, 40).await;
     }
