@@ -27,16 +27,22 @@ pub fn capa_hint(dir: &Path, mailbox: &Mailbox) -> Option<Vec<String>> {
     Some(text.lines().map(str::to_string).collect())
 }
 
-/// Keeps `lines` for the next session (written whole and renamed into place; a failure is only
-/// logged). The caller writes only what differs from what [`capa_hint`] gave it.
+/// Keeps `lines` for the next session (a 0600 file made afresh, never through a symlink, and
+/// renamed into place unsynced, as the status file is; a failure is only logged). The caller
+/// writes only what differs from what [`capa_hint`] gave it.
 pub fn store_capa_hint(dir: &Path, mailbox: &Mailbox, lines: &[String]) {
     let p = path(dir, mailbox);
     let tmp = p.with_extension("capa.tmp");
     let mut text = lines.join("\n");
     text.push('\n');
-    let r = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, &p));
+    let r = super::create_new(&tmp)
+        .map_err(|e| e.to_string())
+        .and_then(|f| {
+            let lazy = crate::durable::Sync::Lazy;
+            crate::durable::replace(f, &tmp, &p, dir, &[text.as_bytes()], lazy)
+                .map_err(|e| e.to_string())
+        });
     if let Err(e) = r {
-        let _ = std::fs::remove_file(&tmp);
         tracing::debug!(path = %p.display(), error = %e, "cannot keep the server's capabilities");
     }
 }
