@@ -235,12 +235,5 @@ fn no_op_polls_of_a_big_kept_mailbox() {
         ratio.try_into().expect("seven columns"),
         2,
     );
-    writeln!(out, "run directories on {}", root.what).unwrap();
-    writeln!(
-        out,
-        "total benchmark time {:.0} s",
-        started.elapsed().as_secs_f64()
-    )
-    .unwrap();
-    eprintln!("{out}");
+    print_report(out, &root.what, started);
 }

@@ -605,6 +605,19 @@ pub(crate) fn retire(dir: &Path) {
     fs::rename(dir, &aside).unwrap();
 }
 
+/// Prints a benchmark's report `out`, ended by where its run directories were (`what`, see
+/// [`Root`]) and how long the whole benchmark took since `started`.
+pub(crate) fn print_report(mut out: String, what: &str, started: Instant) {
+    writeln!(out, "run directories on {what}").unwrap();
+    writeln!(
+        out,
+        "total benchmark time {:.0} s",
+        started.elapsed().as_secs_f64()
+    )
+    .unwrap();
+    eprintln!("{out}");
+}
+
 pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     let n = v.len();

@@ -606,12 +606,5 @@ fn compare_with_mpop_fetchmail_getmail6() {
     for note in &notes {
         writeln!(out, "note: {note}").unwrap();
     }
-    writeln!(out, "run directories on {}", root.what).unwrap();
-    writeln!(
-        out,
-        "total benchmark time {:.0} s",
-        started.elapsed().as_secs_f64()
-    )
-    .unwrap();
-    eprintln!("{out}");
+    print_report(out, &root.what, started);
 }

@@ -42,7 +42,7 @@ use std::time::{Duration, Instant};
 
 use crate::common::{
     Invocation, Job, PASSWORD, Root, Scenario, Tool, assert_same_messages, maildir_files, median,
-    mkdir, ok_codes, prepare, retire,
+    mkdir, ok_codes, prepare, print_report, retire,
 };
 use crate::dovecot::Dovecot;
 use crate::harness::{expected, message};
@@ -308,12 +308,5 @@ fn print_table(table: &[(u64, String, Tool, Sample, usize)], root: &str, started
         )
         .unwrap();
     }
-    writeln!(out, "run directories on {root}").unwrap();
-    writeln!(
-        out,
-        "total benchmark time {:.0} s",
-        started.elapsed().as_secs_f64()
-    )
-    .unwrap();
-    eprintln!("{out}");
+    print_report(out, root, started);
 }

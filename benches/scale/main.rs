@@ -101,7 +101,7 @@ use std::time::{Duration, Instant};
 
 use crate::common::{
     Job, PASSWORD, Root, Scenario, Tool, assert_same_messages, maildir_files, median, mkdir,
-    path_str, prepare, retire, write_private,
+    path_str, prepare, print_report, retire, write_private,
 };
 use crate::dovecot::Dovecot;
 use crate::harness::{expected, message, strip_received};
@@ -180,14 +180,7 @@ fn main() {
             reuse,
         ));
     }
-    writeln!(out, "run directories on {}", root.what).unwrap();
-    writeln!(
-        out,
-        "total benchmark time {:.0} s",
-        started.elapsed().as_secs_f64()
-    )
-    .unwrap();
-    eprintln!("{out}");
+    print_report(out, &root.what, started);
 }
 
 // ---------------------------------------------------------------------------------------------
