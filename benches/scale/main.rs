@@ -1016,26 +1016,45 @@ fn popfetch_daemon_cycle(job: &Job, per_server: usize, label: &str, meter: &Mete
     let log = job.dir.join("daemon.log");
     let mut watch = LogWatch::new(&log, &[POLL_DONE], popfetch_bad);
     let mut child = spawn_popfetch(&config, &log, &job.dir.join("home"));
-    let pid = child.id();
     watch.wait(POLL_DONE, n, &mut child, label);
     verify_fetched(Tool::Popfetch, job, label);
     std::thread::sleep(SETTLE);
-    let c0 = cpu_seconds(pid, false);
-    let server = meter.begin();
-    let t = Instant::now();
-    signal(&child, "USR1");
-    let wall = (watch.wait(POLL_DONE, 2 * n, &mut child, label) - t).as_secs_f64();
-    let cpu = cpu_seconds(pid, false) - c0;
-    let server_cpu = meter.end(&server, label);
-    let rss_kib = rss_kib(pid).1;
+    let cycle = woken_cycle(
+        &mut child,
+        &mut watch,
+        (POLL_DONE, 2 * n),
+        false,
+        meter,
+        label,
+    );
     verify_fetched(Tool::Popfetch, job, label);
     watch.assert_clean(label);
     stop(child);
+    cycle
+}
+
+/// Wakes a daemon whose first cycle is over (SIGUSR1) and measures its next cycle, which ends
+/// when its log holds `until.1` lines with `until.0`: the wall time, the daemon's CPU (with its
+/// waited-for children when `children`), the server's CPU and the daemon's peak RSS.
+fn woken_cycle(
+    child: &mut Daemon,
+    watch: &mut LogWatch,
+    until: (&str, usize),
+    children: bool,
+    meter: &Meter,
+    label: &str,
+) -> Cycle {
+    let pid = child.id();
+    let c0 = cpu_seconds(pid, children);
+    let server = meter.begin();
+    let t = Instant::now();
+    signal(child, "USR1");
+    let wall = (watch.wait(until.0, until.1, child, label) - t).as_secs_f64();
     Cycle {
         wall,
-        cpu,
-        rss_kib,
-        server_cpu,
+        cpu: cpu_seconds(pid, children) - c0,
+        server_cpu: meter.end(&server, label),
+        rss_kib: rss_kib(pid).1,
     }
 }
 
@@ -1071,30 +1090,17 @@ fn fetchmail_daemon_cycle(job: &Job, label: &str, meter: &Meter) -> Cycle {
             .spawn()
             .expect("start fetchmail"),
     );
-    // setpriv execs fetchmail: the same process.
-    let pid = child.id();
     const SLEEPING: &str = "sleeping at";
     let mut watch = LogWatch::new(&log, &[SLEEPING], fetchmail_bad);
     watch.wait(SLEEPING, 1, &mut child, label);
     verify_fetched(Tool::Fetchmail, job, label);
-    let c0 = cpu_seconds(pid, true);
-    let server = meter.begin();
-    let t = Instant::now();
-    signal(&child, "USR1");
-    let wall = (watch.wait(SLEEPING, 2, &mut child, label) - t).as_secs_f64();
-    let cpu = cpu_seconds(pid, true) - c0;
-    let server_cpu = meter.end(&server, label);
-    let rss_kib = rss_kib(pid).1;
+    // setpriv execs fetchmail: the child's pid is fetchmail's.
+    let cycle = woken_cycle(&mut child, &mut watch, (SLEEPING, 2), true, meter, label);
     verify_fetched(Tool::Fetchmail, job, label);
     watch.assert_clean(label);
     assert!(n > 0);
     stop(child);
-    Cycle {
-        wall,
-        cpu,
-        rss_kib,
-        server_cpu,
-    }
+    cycle
 }
 
 fn mpop_cycle(job: &Job, label: &str, meter: &Meter) -> Cycle {
